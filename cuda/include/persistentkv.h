@@ -1,0 +1,218 @@
+/* PersistentKV C ABI: the single source of truth for status codes, enums and entry points.
+ *
+ * Conventions
+ * - Every entry point returns a pkv_status; on failure pkv_last_error() holds this thread's message.
+ * - Handles are opaque and checked on every call: a freed, unknown or wrong-kind handle is
+ *   PKV_ERR_INVALID_HANDLE, never a crash.
+ * - Host arrays passed in are read before the call returns; native code keeps no pointer to them.
+ * - "stream" arguments may be NULL: the runtime's own stream is used.
+ * - Layouts: K and V pages are HND, [page][kv_head][slot][head_dim]; q and out are [batch][qo_head][head_dim];
+ *   lse is float [batch][qo_head], natural log of the softmax denominator (scores include sm_scale).
+ * - Constants are #defines (not enums) so that tools and tests can read them from this file.
+ */
+#ifndef PERSISTENTKV_H
+#define PERSISTENTKV_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define PKV_ABI_VERSION 1
+
+/* ---- status codes ---------------------------------------------------------------------------- */
+typedef int32_t pkv_status;
+#define PKV_OK 0
+#define PKV_ERR_INVALID_ARGUMENT 1 /* a value outside its allowed set or range */
+#define PKV_ERR_NULL_POINTER 2
+#define PKV_ERR_INVALID_HANDLE 3   /* unknown, already freed, or a handle of another kind */
+#define PKV_ERR_UNSUPPORTED 4      /* a valid request this backend or shape does not implement */
+#define PKV_ERR_OUT_OF_MEMORY 5    /* a device or host allocation failed */
+#define PKV_ERR_NO_DEVICE 6
+#define PKV_ERR_CUDA 7             /* a CUDA runtime call failed */
+#define PKV_ERR_OUT_OF_RANGE 8     /* an index or byte range beyond its buffer, pool or table */
+#define PKV_ERR_VERSION_MISMATCH 9
+#define PKV_ERR_STALE_PLAN 10      /* a plan run after a newer plan of the same engine replaced it */
+#define PKV_ERR_OUT_OF_PAGES 11    /* no free page and none evictable (raised by the cache layer) */
+#define PKV_ERR_SWAP_FULL 12       /* swap space exhausted (raised by the cache layer) */
+#define PKV_ERR_BAD_STATE 13       /* an object used in a state that forbids it (released, swapped out) */
+#define PKV_ERR_INTERNAL 14
+
+/* ---- enums ----------------------------------------------------------------------------------- */
+#define PKV_BACKEND_CPU 0
+#define PKV_BACKEND_CUDA 1
+
+#define PKV_MEM_DEVICE 0 /* GPU memory (host memory on the CPU backend) */
+#define PKV_MEM_PINNED 1 /* page-locked host memory, mapped for zero-copy views */
+
+#define PKV_DTYPE_F16 0
+#define PKV_DTYPE_BF16 1
+
+#define PKV_POLICY_DEFAULT (-1) /* the engine's configured policy */
+#define PKV_POLICY_BASELINE 0   /* one block per task */
+#define PKV_POLICY_PERSISTENT 1 /* fixed grid over a compact workqueue */
+#define PKV_POLICY_ADAPTIVE 2   /* chosen per step from the batch's shape */
+
+#define PKV_KERNEL_BASELINE 0
+#define PKV_KERNEL_PERSISTENT 1
+
+/* ---- library ----------------------------------------------------------------------------------- */
+int32_t pkv_abi_version(void);
+const char *pkv_version(void);
+const char *pkv_last_error(void);              /* "" when the thread's last call succeeded */
+const char *pkv_status_name(pkv_status status); /* "PKV_ERR_..." or "PKV_UNKNOWN_STATUS" */
+int32_t pkv_cuda_device_count(void);           /* 0 without a driver or device; never fails */
+
+/* ---- runtime ----------------------------------------------------------------------------------- */
+typedef struct pkv_runtime pkv_runtime;
+typedef struct pkv_stream pkv_stream;
+
+pkv_status pkv_runtime_create(int32_t backend, int32_t device, pkv_runtime **out);
+pkv_status pkv_runtime_destroy(pkv_runtime *rt); /* frees everything still allocated from it */
+pkv_status pkv_runtime_synchronize(pkv_runtime *rt);
+
+typedef struct pkv_device_info {
+  char name[256];
+  int64_t total_memory;
+  int64_t l2_bytes;
+  int32_t backend;
+  int32_t device;
+  int32_t multiprocessors;
+  int32_t cc_major;
+  int32_t cc_minor;
+  int32_t max_shared_per_block; /* opt-in limit */
+  int32_t max_shared_per_sm;
+  int32_t max_threads_per_sm;
+} pkv_device_info;
+int32_t pkv_device_info_size(void); /* sizeof(pkv_device_info), checked by the bindings */
+pkv_status pkv_device_info_get(pkv_runtime *rt, pkv_device_info *out);
+
+/* ---- buffers, streams, events ------------------------------------------------------------------ */
+typedef struct pkv_buffer pkv_buffer;
+
+pkv_status pkv_buffer_alloc(pkv_runtime *rt, int32_t kind, uint64_t bytes, pkv_buffer **out);
+pkv_status pkv_buffer_free(pkv_buffer *buf);
+pkv_status pkv_buffer_address(pkv_buffer *buf, uint64_t *out); /* device or host address */
+pkv_status pkv_buffer_size(pkv_buffer *buf, uint64_t *out);
+pkv_status pkv_buffer_kind(pkv_buffer *buf, int32_t *out);
+/* Host memory in or out; complete on return (read waits for the runtime's stream first). */
+pkv_status pkv_buffer_write(pkv_buffer *dst, uint64_t offset, const void *src, uint64_t bytes);
+pkv_status pkv_buffer_read(pkv_buffer *src, uint64_t offset, void *dst, uint64_t bytes);
+/* Asynchronous on the stream. */
+pkv_status pkv_buffer_copy(pkv_buffer *dst, uint64_t dst_offset, pkv_buffer *src, uint64_t src_offset,
+                           uint64_t bytes, pkv_stream *stream);
+pkv_status pkv_buffer_fill(pkv_buffer *dst, uint64_t offset, uint32_t byte_value, uint64_t bytes,
+                           pkv_stream *stream);
+
+pkv_status pkv_stream_create(pkv_runtime *rt, pkv_stream **out);
+pkv_status pkv_stream_destroy(pkv_stream *stream);
+pkv_status pkv_stream_synchronize(pkv_stream *stream);
+
+typedef struct pkv_event pkv_event;
+pkv_status pkv_event_create(pkv_runtime *rt, pkv_event **out);
+pkv_status pkv_event_destroy(pkv_event *event);
+pkv_status pkv_event_record(pkv_event *event, pkv_stream *stream);
+pkv_status pkv_event_synchronize(pkv_event *event);
+pkv_status pkv_event_elapsed_ms(pkv_event *start, pkv_event *end, float *ms);
+
+/* ---- probes (benchmarks) ----------------------------------------------------------------------- */
+/* Streaming read with 16-byte loads over `bytes`; median of `iterations` timed passes, in GB/s. */
+pkv_status pkv_probe_read_bandwidth(pkv_runtime *rt, uint64_t bytes, int32_t iterations, double *gbps);
+/* Reads a buffer larger than L2 so the next launch on the stream starts with a cold cache. */
+pkv_status pkv_flush_l2(pkv_runtime *rt, pkv_stream *stream);
+
+/* ---- reference decode attention (host arrays, CPU) --------------------------------------------- */
+typedef struct pkv_attention_shape {
+  int32_t num_qo_heads;
+  int32_t num_kv_heads; /* num_qo_heads must be a multiple */
+  int32_t head_dim;     /* 64, 128 or 256 */
+  int32_t page_size;    /* power of two, 1..256 */
+  int32_t dtype;        /* PKV_DTYPE_* of K, V, q and out */
+  float sm_scale;       /* 0: 1/sqrt(head_dim) */
+} pkv_attention_shape;
+
+/* Sequence b owns pages page_indices[page_indptr[b] .. page_indptr[b+1]) and seq_lens[b] tokens
+ * (its last page may be partial). k_pages, v_pages: num_pages HND pages. lse may be NULL.
+ * fp32 math with fp64 sums: the reference every kernel is tested against. */
+pkv_status pkv_reference_decode(const pkv_attention_shape *shape, int32_t batch, const int32_t *page_indptr,
+                                const int32_t *page_indices, const int32_t *seq_lens, const void *k_pages,
+                                const void *v_pages, int32_t num_pages, const void *q, void *out, float *lse);
+
+/* ---- paged KV pool ----------------------------------------------------------------------------- */
+typedef struct pkv_kv_config {
+  int32_t num_layers;
+  int32_t num_pages; /* page ids are shared by all layers */
+  int32_t page_size;
+  int32_t num_kv_heads;
+  int32_t head_dim;
+  int32_t dtype;
+  int32_t max_sequences;          /* rows of the block table */
+  int32_t max_pages_per_sequence; /* its width */
+  int32_t swap_pages;             /* pinned host swap space, in pages (all layers, K and V) */
+  int32_t reserved;               /* must be 0 */
+} pkv_kv_config;
+typedef struct pkv_kvpool pkv_kvpool;
+
+pkv_status pkv_kvpool_create(pkv_runtime *rt, const pkv_kv_config *config, pkv_kvpool **out);
+pkv_status pkv_kvpool_destroy(pkv_kvpool *pool);
+/* Pinned host arrays the cache layer writes through views:
+ *   block_table  int32 [max_sequences][max_pages_per_sequence]: page ids of each row;
+ *   dirty_from   int32 [max_sequences]: first column changed since the row's last upload
+ *                (INT32_MAX when clean). The plan uploads only those columns. */
+pkv_status pkv_kvpool_table_addresses(pkv_kvpool *pool, uint64_t *block_table, uint64_t *dirty_from);
+/* Slots are page * page_size + offset. k and v are host arrays [n][num_kv_heads][head_dim]. */
+pkv_status pkv_kvpool_write(pkv_kvpool *pool, int32_t layer, int32_t n, const int32_t *slots, const void *k,
+                            const void *v);
+pkv_status pkv_kvpool_write_device(pkv_kvpool *pool, int32_t layer, int32_t n, const int32_t *slots,
+                                   pkv_buffer *k, uint64_t k_offset, pkv_buffer *v, uint64_t v_offset);
+pkv_status pkv_kvpool_read(pkv_kvpool *pool, int32_t layer, int32_t n, const int32_t *slots, void *k, void *v);
+/* Copies whole pages (every layer, K and V): copy-on-write of shared partial pages. */
+pkv_status pkv_kvpool_copy_pages(pkv_kvpool *pool, int32_t n, const int32_t *src_pages, const int32_t *dst_pages);
+/* Whole pages to and from swap slots of the pool's pinned swap space. */
+pkv_status pkv_kvpool_swap_out(pkv_kvpool *pool, int32_t n, const int32_t *pages, const int32_t *swap_slots);
+pkv_status pkv_kvpool_swap_in(pkv_kvpool *pool, int32_t n, const int32_t *swap_slots, const int32_t *pages);
+pkv_status pkv_kvpool_layer_addresses(pkv_kvpool *pool, int32_t layer, uint64_t *k, uint64_t *v);
+
+/* ---- decode engine: plan once per step, run once per layer ------------------------------------- */
+typedef struct pkv_decode_config {
+  int32_t num_qo_heads;
+  int32_t num_kv_heads;
+  int32_t head_dim;
+  int32_t page_size;
+  int32_t dtype;
+  int32_t policy;    /* PKV_POLICY_BASELINE, _PERSISTENT or _ADAPTIVE */
+  int32_t max_batch; /* rows a plan may hold */
+  float sm_scale;    /* 0: 1/sqrt(head_dim) */
+} pkv_decode_config;
+typedef struct pkv_decode_engine pkv_decode_engine;
+
+typedef struct pkv_plan_info {
+  int64_t total_tokens;
+  int64_t kv_bytes;  /* K and V bytes one layer reads */
+  int32_t plan_id;   /* pass to run; a newer plan of the engine makes it stale */
+  int32_t kernel;    /* PKV_KERNEL_* chosen */
+  int32_t batch;
+  int32_t num_tasks; /* non-empty (row, kv head, split) tasks */
+  int32_t max_splits;
+  int32_t grid;      /* blocks launched per layer */
+} pkv_plan_info;
+int32_t pkv_plan_info_size(void);
+
+pkv_status pkv_decode_engine_create(pkv_runtime *rt, const pkv_decode_config *config, pkv_decode_engine **out);
+pkv_status pkv_decode_engine_destroy(pkv_decode_engine *engine);
+/* rows: block-table rows of the batch's sequences; seq_lens: their context lengths. Never waits for the GPU. */
+pkv_status pkv_decode_plan(pkv_decode_engine *engine, pkv_kvpool *pool, int32_t batch, const int32_t *rows,
+                           const int32_t *seq_lens, int32_t policy, pkv_plan_info *info);
+/* Host arrays q [batch][Hq][d] in, out [batch][Hq][d] out, lse optional; complete on return. */
+pkv_status pkv_decode_run(pkv_decode_engine *engine, int32_t plan_id, int32_t layer, const void *q, void *out,
+                          float *lse);
+/* Device buffers; asynchronous on the stream. lse may be NULL. */
+pkv_status pkv_decode_run_device(pkv_decode_engine *engine, int32_t plan_id, int32_t layer, pkv_buffer *q,
+                                 uint64_t q_offset, pkv_buffer *out, uint64_t out_offset, pkv_buffer *lse,
+                                 uint64_t lse_offset, pkv_stream *stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* PERSISTENTKV_H */

@@ -1,0 +1,41 @@
+// The paged KV pool as the decode engine sees it: page memory per layer, and the block table.
+//
+// Page memory: K and V each one allocation, [layer][page][kv_head][slot][head_dim] (HND), so one
+// (page, kv head) slice is page_size * head_dim contiguous elements and a task streams aligned runs.
+//
+// Block table: the cache layer (TypeScript) writes page ids into the pinned host table and lowers
+// dirty_from[row] to the first column it changed. Only the plan reads dirty entries and moves them
+// to the device table (on the CPU backend the device table is the host table).
+#pragma once
+#include <climits>
+
+#include "internal.h"
+
+struct pkv_kvpool {
+  pkv_runtime *rt;
+  pkv_kv_config config;
+  int32_t elem_bytes;      // 2 for f16 and bf16
+  int64_t page_elems;      // num_kv_heads * page_size * head_dim: one page of one layer, K or V
+  int64_t layer_elems;     // num_pages * page_elems
+  void *k;                 // [num_layers] x layer_elems (device memory)
+  void *v;
+  int32_t *table_host;     // pinned [max_sequences][max_pages_per_sequence]
+  int32_t *dirty_from;     // pinned [max_sequences], INT32_MAX when clean
+  int32_t *table_device;   // device mirror (== table_host on the CPU backend)
+  void *swap;              // pinned swap space: swap_pages slots of page_bytes_all_layers each
+  int64_t swap_slot_bytes; // num_layers * 2 * page_elems * elem_bytes
+  // Staging for slot and page lists of writes, reads and copies (grown on demand).
+  int32_t *index_device;
+  int64_t index_capacity;
+  void *data_device;       // staging for host K/V arrays of writeKV/readKV
+  int64_t data_capacity;
+};
+
+namespace pkv {
+inline char *layer_k(const pkv_kvpool *pool, int32_t layer) {
+  return static_cast<char *>(pool->k) + (int64_t)layer * pool->layer_elems * pool->elem_bytes;
+}
+inline char *layer_v(const pkv_kvpool *pool, int32_t layer) {
+  return static_cast<char *>(pool->v) + (int64_t)layer * pool->layer_elems * pool->elem_bytes;
+}
+}  // namespace pkv

@@ -1,0 +1,94 @@
+// Device and pinned buffers. Pinned buffers give zero-copy typed-array views of native memory;
+// the views are detached when the buffer is freed, so a stale view reads nothing instead of freed memory.
+import { toArrayBuffer } from "bun:ffi";
+import { check, outU64 } from "./ffi/call";
+import { native } from "./ffi/loader";
+import { InvalidArgumentError, OutOfRangeError, Status } from "./errors";
+import { NativeObject, type Owner } from "./lifetime";
+import type { Stream } from "./streams";
+
+export type MemoryKind = "device" | "pinned";
+export const MEMORY_KIND = { device: 0, pinned: 1 } as const;
+
+type TypedArrayClass<T> = { new (buffer: ArrayBuffer, byteOffset: number, length: number): T; BYTES_PER_ELEMENT: number };
+
+export abstract class NativeBuffer extends NativeObject {
+  abstract readonly kind: MemoryKind;
+  readonly bytes: number;
+  /** Device address (CUDA, device kind) or host address: for passing to native code, never to dereference. */
+  readonly address: number;
+
+  protected constructor(handle: number, bytes: number, what: string, owner: Owner, release?: () => void) {
+    super(handle, (h) => native().pkv_buffer_free(h), what, owner, release);
+    this.bytes = bytes;
+    this.address = outU64("pkv_buffer_address", (out) => native().pkv_buffer_address(handle, out));
+  }
+
+  /** Copies host data into the buffer at `offset` (bytes); complete on return. */
+  write(src: ArrayBufferView, offset = 0): void {
+    check(native().pkv_buffer_write(this.handle, offset, src, src.byteLength), "pkv_buffer_write");
+  }
+
+  /** Copies `dst.byteLength` bytes from `offset` into host memory; waits for pending work first. */
+  read(dst: ArrayBufferView, offset = 0): void {
+    check(native().pkv_buffer_read(this.handle, offset, dst, dst.byteLength), "pkv_buffer_read");
+  }
+
+  /** Asynchronous copy from another buffer of the same runtime. */
+  copyFrom(src: NativeBuffer, options: { bytes?: number; srcOffset?: number; dstOffset?: number; stream?: Stream } = {}) {
+    const { srcOffset = 0, dstOffset = 0, stream } = options;
+    const bytes = options.bytes ?? Math.min(src.bytes - srcOffset, this.bytes - dstOffset);
+    check(
+      native().pkv_buffer_copy(this.handle, dstOffset, src.handle, srcOffset, bytes, stream?.handle ?? null),
+      "pkv_buffer_copy",
+    );
+  }
+
+  /** Sets `bytes` bytes from `offset` to `value` (0-255), asynchronously on the stream. */
+  fill(value: number, options: { offset?: number; bytes?: number; stream?: Stream } = {}): void {
+    const { offset = 0, stream } = options;
+    const bytes = options.bytes ?? this.bytes - offset;
+    check(native().pkv_buffer_fill(this.handle, offset, value, bytes, stream?.handle ?? null), "pkv_buffer_fill");
+  }
+}
+
+/** GPU memory (host memory on the CPU backend): no host views; use write/read/copyFrom. */
+export class DeviceBuffer extends NativeBuffer {
+  readonly kind = "device" as const;
+  constructor(handle: number, bytes: number, owner: Owner) {
+    super(handle, bytes, "device buffer", owner);
+  }
+}
+
+/** Page-locked host memory with zero-copy typed-array views. */
+export class PinnedBuffer extends NativeBuffer {
+  readonly kind = "pinned" as const;
+  readonly #views: ArrayBuffer[];
+
+  constructor(handle: number, bytes: number, owner: Owner) {
+    const views: ArrayBuffer[] = [];
+    // Freeing the memory detaches every view: their typed arrays become empty instead of dangling.
+    super(handle, bytes, "pinned buffer", owner, () => {
+      for (const view of views) if (!view.detached) view.transfer(0);
+      views.length = 0;
+    });
+    this.#views = views;
+  }
+
+  /** A typed array over the buffer's memory (no copy). `length` in elements; default: to the end. */
+  view<T>(Type: TypedArrayClass<T>, byteOffset = 0, length?: number): T {
+    const size = Type.BYTES_PER_ELEMENT;
+    if (byteOffset % size !== 0)
+      throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `view offset ${byteOffset} is not a multiple of ${size}`);
+    const count = length ?? Math.floor((this.bytes - byteOffset) / size);
+    if (byteOffset < 0 || count < 0 || byteOffset + count * size > this.bytes)
+      throw new OutOfRangeError(
+        Status.OUT_OF_RANGE,
+        `view of ${count} x ${size} bytes at ${byteOffset} exceeds the buffer's ${this.bytes} bytes`,
+      );
+    this.handle; // throws if disposed
+    const memory = toArrayBuffer(this.address, byteOffset, count * size);
+    this.#views.push(memory);
+    return new Type(memory, 0, count);
+  }
+}

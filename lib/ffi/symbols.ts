@@ -1,0 +1,46 @@
+// The whole FFI symbol table: one entry per function of cuda/include/persistentkv.h.
+// test/ffi/symbols.test.ts checks every entry against the header (name and argument count).
+import { FFIType as T } from "bun:ffi";
+
+const status = T.i32;
+const handle = T.ptr; // opaque pointers travel as numbers
+const out = T.ptr; // out-parameters: a typed array passed directly (never ptr() of a small array)
+const host = T.ptr; // host arrays read or written before the call returns
+
+export const symbols = {
+  pkv_abi_version: { args: [], returns: T.i32 },
+  pkv_version: { args: [], returns: T.cstring },
+  pkv_last_error: { args: [], returns: T.cstring },
+  pkv_status_name: { args: [T.i32], returns: T.cstring },
+  pkv_cuda_device_count: { args: [], returns: T.i32 },
+
+  pkv_runtime_create: { args: [T.i32, T.i32, out], returns: status },
+  pkv_runtime_destroy: { args: [handle], returns: status },
+  pkv_runtime_synchronize: { args: [handle], returns: status },
+  pkv_device_info_size: { args: [], returns: T.i32 },
+  pkv_device_info_get: { args: [handle, out], returns: status },
+
+  pkv_buffer_alloc: { args: [handle, T.i32, T.u64, out], returns: status },
+  pkv_buffer_free: { args: [handle], returns: status },
+  pkv_buffer_address: { args: [handle, out], returns: status },
+  pkv_buffer_size: { args: [handle, out], returns: status },
+  pkv_buffer_kind: { args: [handle, out], returns: status },
+  pkv_buffer_write: { args: [handle, T.u64, host, T.u64], returns: status },
+  pkv_buffer_read: { args: [handle, T.u64, host, T.u64], returns: status },
+  pkv_buffer_copy: { args: [handle, T.u64, handle, T.u64, T.u64, handle], returns: status },
+  pkv_buffer_fill: { args: [handle, T.u64, T.u32, T.u64, handle], returns: status },
+
+  pkv_stream_create: { args: [handle, out], returns: status },
+  pkv_stream_destroy: { args: [handle], returns: status },
+  pkv_stream_synchronize: { args: [handle], returns: status },
+  pkv_event_create: { args: [handle, out], returns: status },
+  pkv_event_destroy: { args: [handle], returns: status },
+  pkv_event_record: { args: [handle, handle], returns: status },
+  pkv_event_synchronize: { args: [handle], returns: status },
+  pkv_event_elapsed_ms: { args: [handle, handle, out], returns: status },
+
+  pkv_probe_read_bandwidth: { args: [handle, T.u64, T.i32, out], returns: status },
+  pkv_flush_l2: { args: [handle, handle], returns: status },
+} as const;
+
+export type Symbols = typeof symbols;

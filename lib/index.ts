@@ -1,0 +1,6 @@
+// persistentkv: decode attention over a paged KV cache, for Bun.
+export { openRuntime, cudaDeviceCount, Runtime, type Backend, type DeviceInfo, type RuntimeOptions } from "./runtime";
+export { DeviceBuffer, PinnedBuffer, NativeBuffer, type MemoryKind } from "./buffers";
+export { Stream, Event } from "./streams";
+export * from "./errors";
+export { ABI_VERSION, libraryCandidates, libraryPath } from "./ffi/loader";

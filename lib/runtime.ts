@@ -1,0 +1,138 @@
+// The runtime: one backend (CUDA device or CPU reference), and the owner of everything made from it.
+import { check, outU64 } from "./ffi/call";
+import { native } from "./ffi/loader";
+import { DeviceBuffer, MEMORY_KIND, type MemoryKind, PinnedBuffer } from "./buffers";
+import { InvalidArgumentError, Status } from "./errors";
+import { NativeObject, type Owner, type Token } from "./lifetime";
+import { Event, Stream } from "./streams";
+
+export type Backend = "cuda" | "cpu";
+export interface RuntimeOptions {
+  /** "auto" (default) picks CUDA when a device is visible, else the CPU reference backend. */
+  backend?: Backend | "auto";
+  /** CUDA device ordinal (default 0). */
+  device?: number;
+}
+
+export interface DeviceInfo {
+  name: string;
+  backend: Backend;
+  device: number;
+  totalMemory: number;
+  l2Bytes: number;
+  multiprocessors: number;
+  computeCapability: [number, number];
+  maxSharedPerBlock: number;
+  maxSharedPerSM: number;
+  maxThreadsPerSM: number;
+}
+
+const BACKEND_CODE = { cpu: 0, cuda: 1 } as const;
+const DEVICE_INFO_BYTES = 304;
+
+/** Number of visible CUDA devices (0 without a GPU or driver). */
+export function cudaDeviceCount(): number {
+  return native().pkv_cuda_device_count();
+}
+
+export function openRuntime(options: RuntimeOptions = {}): Runtime {
+  const requested = options.backend ?? "auto";
+  if (!["auto", "cuda", "cpu"].includes(requested))
+    throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `backend "${requested}" is not "auto", "cuda" or "cpu"`);
+  const backend: Backend = requested === "auto" ? (cudaDeviceCount() > 0 ? "cuda" : "cpu") : requested;
+  const device = options.device ?? 0;
+  if (!Number.isInteger(device) || device < 0)
+    throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `device ${device} is not a non-negative integer`);
+  const handle = outU64("pkv_runtime_create", (out) => native().pkv_runtime_create(BACKEND_CODE[backend], device, out));
+  return new Runtime(handle, backend);
+}
+
+export class Runtime extends NativeObject implements Owner {
+  readonly backend: Backend;
+  readonly info: DeviceInfo;
+  readonly #children: Set<Token>;
+
+  constructor(handle: number, backend: Backend) {
+    const children = new Set<Token>();
+    // The native destroy frees every child; their wrappers must refuse use from then on.
+    super(handle, (h) => native().pkv_runtime_destroy(h), "runtime", undefined, () => {
+      for (const child of children) NativeObject.retire(child);
+      children.clear();
+    });
+    this.#children = children;
+    this.backend = backend;
+    this.info = readDeviceInfo(handle);
+  }
+
+  adopt(token: Token): void {
+    this.#children.add(token);
+  }
+  forget(token: Token): void {
+    this.#children.delete(token);
+  }
+
+  /** Device memory (GPU; host memory on the CPU backend). */
+  allocDevice(bytes: number): DeviceBuffer {
+    return new DeviceBuffer(this.#alloc("device", bytes), bytes, this);
+  }
+
+  /** Page-locked host memory with zero-copy views. */
+  allocPinned(bytes: number): PinnedBuffer {
+    return new PinnedBuffer(this.#alloc("pinned", bytes), bytes, this);
+  }
+
+  #alloc(kind: MemoryKind, bytes: number): number {
+    if (!Number.isSafeInteger(bytes) || bytes <= 0)
+      throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `buffer size ${bytes} is not a positive integer`);
+    return outU64("pkv_buffer_alloc", (out) => native().pkv_buffer_alloc(this.handle, MEMORY_KIND[kind], bytes, out));
+  }
+
+  createStream(): Stream {
+    return new Stream(outU64("pkv_stream_create", (out) => native().pkv_stream_create(this.handle, out)), this);
+  }
+
+  createEvent(): Event {
+    return new Event(outU64("pkv_event_create", (out) => native().pkv_event_create(this.handle, out)), this);
+  }
+
+  /** Waits for all work queued on the runtime's own stream. */
+  synchronize(): void {
+    check(native().pkv_runtime_synchronize(this.handle), "pkv_runtime_synchronize");
+  }
+
+  /** Streaming-read bandwidth in GB/s (16-byte loads, median of `iterations`): the decode ceiling. */
+  probeReadBandwidth(options: { bytes?: number; iterations?: number } = {}): number {
+    const { bytes = 2 ** 31, iterations = 20 } = options;
+    const gbps = new Float64Array(1);
+    check(native().pkv_probe_read_bandwidth(this.handle, bytes, iterations, gbps), "pkv_probe_read_bandwidth");
+    return gbps[0]!;
+  }
+
+  /** Evicts L2 before the next launch on the stream, as a serving loop's other layers would. */
+  flushL2(stream?: Stream): void {
+    check(native().pkv_flush_l2(this.handle, stream?.handle ?? null), "pkv_flush_l2");
+  }
+}
+
+function readDeviceInfo(handle: number): DeviceInfo {
+  const size = native().pkv_device_info_size();
+  if (size !== DEVICE_INFO_BYTES) throw new Error(`pkv_device_info is ${size} bytes natively, ${DEVICE_INFO_BYTES} here`);
+  const raw = new Uint8Array(DEVICE_INFO_BYTES);
+  check(native().pkv_device_info_get(handle, raw), "pkv_device_info_get");
+  const data = new DataView(raw.buffer);
+  const i32 = (offset: number) => data.getInt32(offset, true);
+  const nameEnd = raw.indexOf(0);
+  return {
+    name: new TextDecoder().decode(raw.subarray(0, nameEnd < 0 ? 256 : Math.min(nameEnd, 256))),
+    totalMemory: Number(data.getBigInt64(256, true)),
+    l2Bytes: Number(data.getBigInt64(264, true)),
+    backend: i32(272) === 1 ? "cuda" : "cpu",
+    device: i32(276),
+    multiprocessors: i32(280),
+    computeCapability: [i32(284), i32(288)],
+    maxSharedPerBlock: i32(292),
+    maxSharedPerSM: i32(296),
+    maxThreadsPerSM: i32(300),
+  };
+}
+

@@ -1,0 +1,33 @@
+// Streams (ordered queues of GPU work) and events (points in a stream, for ordering and timing).
+import { check } from "./ffi/call";
+import { native } from "./ffi/loader";
+import { NativeObject, type Owner } from "./lifetime";
+
+export class Stream extends NativeObject {
+  constructor(handle: number, owner: Owner) {
+    super(handle, (h) => native().pkv_stream_destroy(h), "stream", owner);
+  }
+  synchronize(): void {
+    check(native().pkv_stream_synchronize(this.handle), "pkv_stream_synchronize");
+  }
+}
+
+export class Event extends NativeObject {
+  constructor(handle: number, owner: Owner) {
+    super(handle, (h) => native().pkv_event_destroy(h), "event", owner);
+  }
+  /** Records the event on the stream (the runtime's own stream if none). */
+  record(stream?: Stream): void {
+    check(native().pkv_event_record(this.handle, stream?.handle ?? null), "pkv_event_record");
+  }
+  synchronize(): void {
+    check(native().pkv_event_synchronize(this.handle), "pkv_event_synchronize");
+  }
+  /** Milliseconds from `start` to this event (both recorded and complete). */
+  elapsedSince(start: Event): number {
+    const ms = new Float32Array(1);
+    check(native().pkv_event_elapsed_ms(start.handle, this.handle, ms), "pkv_event_elapsed_ms");
+    return ms[0]!;
+  }
+}
+
