@@ -5,3 +5,4 @@ export { Stream, Event } from "./streams";
 export { Graph } from "./graphs";
 export * from "./errors";
 export { ABI_VERSION, libraryCandidates, libraryPath } from "./ffi/loader";
+export { DecodeEngine, Plan, type DecodeEngineOptions, type DecodePolicy, type DecodeKernel, type BatchSource, type RunOptions } from "./engine";
