@@ -37,7 +37,7 @@ export interface DecodeEngineOptions {
 
 /** What a plan needs from the KV cache: its native pool and each sequence's block-table row and length. */
 export interface BatchSource<S> {
-  readonly poolHandle: Pointer | number;
+  readonly poolHandle: Pointer;
   /** Fills rows[i] and lengths[i] for sequences[i]; throws a typed error for a sequence it cannot run. */
   describeBatch(sequences: readonly S[], rows: Int32Array, lengths: Int32Array): void;
 }

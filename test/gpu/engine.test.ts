@@ -26,12 +26,12 @@ describeGpu("decode kernels on the GPU", () => {
     const c: DecodeCase = { group: 4, numKvHeads: 8, headDim: 128, pageSize: 16, dtype: "f16", lengths: [1, 15, 16, 17, 4000, 30000] };
     check(c);
     check(c, true);
-  });
+  }, 120_000);
   test("odd group sizes, bf16, head dims 64 and 256, page sizes 1 and 256", () => {
     check({ group: 7, numKvHeads: 2, headDim: 64, pageSize: 1, dtype: "bf16", lengths: [1, 33, 2000] });
     check({ group: 13, numKvHeads: 1, headDim: 256, pageSize: 256, dtype: "f16", lengths: [255, 256, 257, 9000] });
     check({ group: 1, numKvHeads: 4, headDim: 128, pageSize: 64, dtype: "bf16", lengths: [64, 65, 7000], numLayers: 2 });
-  });
+  }, 120_000);
 
   test("a run on another stream waits for its plan; a captured 32-layer step replays, also for a new plan", () => {
     const rt = runtime();
@@ -100,5 +100,5 @@ describeGpu("decode kernels on the GPU", () => {
     stream.dispose();
     engine.dispose();
     pool.dispose();
-  });
+  }, 120_000);
 });

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 
 #include "../cpu/decode_cpu.h"
@@ -27,6 +28,7 @@ struct Staging {
 // exercise the same splits the GPU will see.
 constexpr int32_t kCpuWave = 396;
 constexpr int32_t kMinSplitTokens = 64;
+constexpr int32_t kDeltaReserve = 4096;  // table entries one step uploads with the plan in one copy
 constexpr int32_t kMaxBatch = 1 << 20;  // rows are packed into 20 bits of the planner's sort key
 
 }  // namespace
@@ -39,11 +41,17 @@ struct pkv_decode_engine {
   pkv::PlanShape shape;
   int32_t persistent_grid;
   int64_t max_tasks;
+  int32_t math;  // pkv::DecodeMath of this engine's kernels
 
   Staging staging[2];
   int32_t next_staging;
-  void *plan_device;  // one fixed device image: graphs captured over a plan stay valid for later plans
+  // One device image that never moves (sized at creation for max_batch rows, the most tasks and
+  // kDeltaReserve deltas), so a graph captured over one plan stays valid for later plans. A step with
+  // more deltas than that (a long prompt's first upload) sends the overflow to `deltas_device` instead.
+  void *plan_device;
   int64_t plan_device_capacity;
+  void *deltas_device;
+  int64_t deltas_device_capacity;
   float *partial_o;
   float *partial_lse;
   int32_t *merge_counters;
@@ -79,6 +87,7 @@ void free_engine(pkv_decode_engine *e) {
     if (s.copied) cudaEventDestroy(s.copied);
   }
   if (cuda) pkv::raw_free(rt, PKV_MEM_DEVICE, e->plan_device);
+  if (cuda) pkv::raw_free(rt, PKV_MEM_DEVICE, e->deltas_device);
   pkv::raw_free(rt, PKV_MEM_DEVICE, e->partial_o);
   pkv::raw_free(rt, PKV_MEM_DEVICE, e->partial_lse);
   pkv::raw_free(rt, PKV_MEM_DEVICE, e->merge_counters);
@@ -123,17 +132,26 @@ pkv_status ensure_staging(pkv_decode_engine *e, Staging &s, int64_t bytes) {
   return PKV_OK;
 }
 
-pkv_status ensure_plan_device(pkv_decode_engine *e, int64_t bytes) {
-  if (e->plan_device_capacity >= bytes) return PKV_OK;
-  int64_t want = std::max<int64_t>(bytes, e->plan_device_capacity * 2);
+// Grows the overflow delta buffer; cudaFree waits for the device, so only a step with more new table
+// entries than any before it pays this.
+pkv_status ensure_deltas_device(pkv_decode_engine *e, int64_t bytes) {
+  if (e->deltas_device_capacity >= bytes) return PKV_OK;
+  int64_t want = std::max<int64_t>(bytes, e->deltas_device_capacity * 2);
   void *p = nullptr;
   PKV_TRY(pkv::raw_alloc(e->rt, PKV_MEM_DEVICE, want, &p));
-  PKV_CUDA_TRY(cudaStreamSynchronize(e->rt->stream));  // the old image may still be read by a kernel
-  if (e->foreign_runs) PKV_CUDA_TRY(cudaEventSynchronize(e->foreign_runs_done));
-  pkv::raw_free(e->rt, PKV_MEM_DEVICE, e->plan_device);
-  e->plan_device = p;
-  e->plan_device_capacity = want;
+  PKV_CUDA_TRY(cudaStreamSynchronize(e->rt->stream));
+  pkv::raw_free(e->rt, PKV_MEM_DEVICE, e->deltas_device);
+  e->deltas_device = p;
+  e->deltas_device_capacity = want;
   return PKV_OK;
+}
+
+// Tensor cores wherever they apply (head dim <= 128); PKV_DECODE_MATH=cuda-cores selects the CUDA-core
+// body instead, for measurements that compare the two.
+int32_t choose_math(int32_t head_dim) {
+  const char *env = getenv("PKV_DECODE_MATH");
+  if (env && strcmp(env, "cuda-cores") == 0) return pkv::kMathCudaCores;
+  return pkv::tensor_cores_support(head_dim) ? pkv::kMathTensorCores : pkv::kMathCudaCores;
 }
 
 // Placeholder adaptive rule until the calibration issue replaces it: the persistent kernel when the
@@ -267,7 +285,7 @@ pkv_status cuda_run(pkv_decode_engine *e, int32_t layer, const void *q, void *ou
   PKV_CUDA_TRY(cudaStreamIsCapturing(stream, &capture));
   const bool foreign = stream != e->rt->stream && capture == cudaStreamCaptureStatusNone;
   if (foreign) PKV_CUDA_TRY(cudaStreamWaitEvent(stream, e->plan_ready, 0));
-  PKV_TRY(pkv::launch_decode(e->kernel, e->cfg.dtype, e->cfg.head_dim, p, e->grid, stream));
+  PKV_TRY(pkv::launch_decode(e->kernel, e->math, e->cfg.dtype, e->cfg.head_dim, p, e->grid, stream));
   if (foreign) {
     // The next plan's upload overwrites the device image: it waits for this run first (on the GPU).
     PKV_CUDA_TRY(cudaEventRecord(e->foreign_runs_done, stream));
@@ -314,25 +332,27 @@ pkv_status pkv_decode_engine_create(pkv_runtime *rt, const pkv_decode_config *co
   e->next_staging = 0;
   e->plan_id = 0;
 
+  e->math = choose_math(config->head_dim);
   pkv_status s = PKV_OK;
   int32_t wave = kCpuWave;
   e->persistent_grid = kCpuWave;
   if (pkv::on_cuda(rt)) {
     int32_t base_bps = 0, pers_bps = 0;
-    s = pkv::decode_blocks_per_sm(PKV_KERNEL_BASELINE, config->dtype, config->head_dim, &base_bps);
-    if (s == PKV_OK) s = pkv::decode_blocks_per_sm(PKV_KERNEL_PERSISTENT, config->dtype, config->head_dim, &pers_bps);
+    s = pkv::decode_blocks_per_sm(PKV_KERNEL_BASELINE, e->math, config->dtype, config->head_dim, &base_bps);
+    if (s == PKV_OK)
+      s = pkv::decode_blocks_per_sm(PKV_KERNEL_PERSISTENT, e->math, config->dtype, config->head_dim, &pers_bps);
     if (s == PKV_OK && (base_bps < 1 || pers_bps < 1))
       s = fail(PKV_ERR_UNSUPPORTED, "pkv_decode_engine_create: the decode kernels cannot be resident on this device");
     wave = std::max(1, base_bps) * rt->info.multiprocessors;
     e->persistent_grid = std::max(1, pers_bps) * rt->info.multiprocessors;
   }
   e->shape = pkv::PlanShape{config->num_kv_heads, config->page_size, wave, 0, kMinSplitTokens,
-                            pkv::decode_tile_tokens(config->head_dim)};
+                            pkv::decode_tile_tokens(config->head_dim, e->math)};
   e->max_tasks = pkv::max_plan_tasks(e->shape, config->max_batch);
   e->shape.max_partials = (int32_t)std::min<int64_t>(e->max_tasks, INT32_MAX);
 
   const int64_t g = e->group, d = config->head_dim;
-  const int64_t image = pkv::plan_image_bytes(config->max_batch, e->max_tasks, 256);
+  const int64_t image = pkv::plan_image_bytes(config->max_batch, e->max_tasks, kDeltaReserve);
   auto alloc = [&](int32_t kind, int64_t bytes, void **p) {
     if (s == PKV_OK) s = pkv::raw_alloc(rt, kind, bytes, p);
   };
@@ -417,7 +437,6 @@ pkv_status pkv_decode_plan(pkv_decode_engine *engine, pkv_kvpool *pool, int32_t 
   if (st.in_flight && cudaEventQuery(st.copied) != cudaSuccess) PKV_CUDA_TRY(cudaEventSynchronize(st.copied));
   st.in_flight = false;
   PKV_TRY(ensure_staging(e, st, bytes_needed));
-  if (cuda) PKV_TRY(ensure_plan_device(e, bytes_needed));
 
   auto *header = static_cast<pkv::PlanHeader *>(st.host);
   const int32_t max_splits = pkv::build_workqueue(e->shape, kernel, batch, rows, seq_lens, st.host);
@@ -436,12 +455,21 @@ pkv_status pkv_decode_plan(pkv_decode_engine *engine, pkv_kvpool *pool, int32_t 
   if (cuda) {
     cudaStream_t s = e->rt->stream;
     if (e->foreign_runs) PKV_CUDA_TRY(cudaStreamWaitEvent(s, e->foreign_runs_done, 0));
-    PKV_CUDA_TRY(cudaMemcpyAsync(e->plan_device, st.host, used, cudaMemcpyHostToDevice, s));
+    const int64_t deltas_at = 16 * (int64_t)header->deltas_offset;
+    const char *deltas = static_cast<char *>(e->plan_device) + deltas_at;
+    if (used <= e->plan_device_capacity) {
+      PKV_CUDA_TRY(cudaMemcpyAsync(e->plan_device, st.host, used, cudaMemcpyHostToDevice, s));  // the one copy
+    } else {
+      PKV_TRY(ensure_deltas_device(e, used - deltas_at));
+      PKV_CUDA_TRY(cudaMemcpyAsync(e->plan_device, st.host, deltas_at, cudaMemcpyHostToDevice, s));
+      PKV_CUDA_TRY(cudaMemcpyAsync(e->deltas_device, static_cast<char *>(st.host) + deltas_at, used - deltas_at,
+                                   cudaMemcpyHostToDevice, s));
+      deltas = static_cast<char *>(e->deltas_device);
+    }
     PKV_CUDA_TRY(cudaEventRecord(st.copied, s));
     st.in_flight = true;
     e->next_staging ^= 1;
-    PKV_TRY(pkv::launch_apply_deltas(static_cast<char *>(e->plan_device) + 16 * (int64_t)header->deltas_offset,
-                                     header->num_deltas, pool->table_device, pool->config.max_pages_per_sequence, s));
+    PKV_TRY(pkv::launch_apply_deltas(deltas, header->num_deltas, pool->table_device, pool->config.max_pages_per_sequence, s));
     PKV_CUDA_TRY(cudaEventRecord(e->plan_ready, s));
   }
   // (CPU backend: the device table is the host table, already current.)

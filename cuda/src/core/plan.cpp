@@ -79,11 +79,25 @@ int32_t build_workqueue(const PlanShape &s, int32_t kernel, int32_t batch, const
       t = emit_row(t, b, s.num_kv_heads, seq_lens[b], s.page_size, pages, n, chunk);
     }
   } else {
-    // Even work per task: the step's page-heads over one wave, never under the minimum split (merge
-    // traffic) and rounded to whole pipeline tiles (a partial tile costs a full tile's compute).
+    // Balanced splits. When every (row, head) fits in one wave, the fewest even splits that still fit
+    // one wave (one round, no tail); otherwise about two tasks per block, so list scheduling (longest
+    // first) ends within one short task of the mean. Never under the minimum split (merge traffic), and
+    // rounded up to whole pipeline tiles (a partial tile costs a full tile's compute).
     int64_t min_pages = std::max<int64_t>(1, ceil_div(s.min_split_tokens, s.page_size));
     int64_t tile_pages = std::max<int64_t>(1, s.tile_tokens / s.page_size);
-    int64_t target = std::max(min_pages, ceil_div(total_pages * s.num_kv_heads, s.wave));
+    int64_t target;
+    if ((int64_t)batch * s.num_kv_heads <= s.wave) {
+      int64_t lo = min_pages, hi = std::max(min_pages, max_pages);
+      while (lo < hi) {
+        int64_t mid = (lo + hi) / 2, tasks = 0;
+        for (int32_t b = 0; b < batch; b++) tasks += ceil_div(ceil_div(seq_lens[b], s.page_size), mid);
+        if (tasks * s.num_kv_heads <= s.wave) hi = mid;
+        else lo = mid + 1;
+      }
+      target = lo;
+    } else {
+      target = std::max(min_pages, ceil_div(total_pages * s.num_kv_heads, 2 * (int64_t)s.wave));
+    }
     target = ceil_div(target, tile_pages) * tile_pages;
     // Longest tasks first: the kernel hands tasks out in queue order, so this is list scheduling by LPT.
     // Sorting rows (not tasks) keeps the cost O(batch log batch); all splits of a row are near equal.

@@ -10,9 +10,9 @@
 namespace pkv {
 
 template <typename T, int D>
-pkv_status launch_decode_typed(int32_t kernel, const DecodeParams &p, int32_t grid, cudaStream_t stream);
+pkv_status launch_decode_typed(int32_t kernel, int32_t math, const DecodeParams &p, int32_t grid, cudaStream_t stream);
 template <typename T, int D>
-pkv_status decode_blocks_per_sm_typed(int32_t kernel, int32_t *out);
+pkv_status decode_blocks_per_sm_typed(int32_t kernel, int32_t math, int32_t *out);
 
 #define PKV_DECODE_DISPATCH(dtype, head_dim, CALL)                                                            \
   do {                                                                                                        \
@@ -29,16 +29,16 @@ pkv_status decode_blocks_per_sm_typed(int32_t kernel, int32_t *out);
                 dtype, head_dim);                                                                             \
   } while (0)
 
-pkv_status launch_decode(int32_t kernel, int32_t dtype, int32_t head_dim, const DecodeParams &p, int32_t grid,
-                         cudaStream_t stream) {
+pkv_status launch_decode(int32_t kernel, int32_t math, int32_t dtype, int32_t head_dim, const DecodeParams &p,
+                         int32_t grid, cudaStream_t stream) {
   if (grid <= 0) return PKV_OK;
-#define PKV_CALL_LAUNCH(T, D) launch_decode_typed<T, D>(kernel, p, grid, stream)
+#define PKV_CALL_LAUNCH(T, D) launch_decode_typed<T, D>(kernel, math, p, grid, stream)
   PKV_DECODE_DISPATCH(dtype, head_dim, PKV_CALL_LAUNCH);
 #undef PKV_CALL_LAUNCH
 }
 
-pkv_status decode_blocks_per_sm(int32_t kernel, int32_t dtype, int32_t head_dim, int32_t *out) {
-#define PKV_CALL_OCCUPANCY(T, D) decode_blocks_per_sm_typed<T, D>(kernel, out)
+pkv_status decode_blocks_per_sm(int32_t kernel, int32_t math, int32_t dtype, int32_t head_dim, int32_t *out) {
+#define PKV_CALL_OCCUPANCY(T, D) decode_blocks_per_sm_typed<T, D>(kernel, math, out)
   PKV_DECODE_DISPATCH(dtype, head_dim, PKV_CALL_OCCUPANCY);
 #undef PKV_CALL_OCCUPANCY
 }

@@ -1,8 +1,9 @@
-// The two decode kernels over the same task body, and their typed launchers. Included once per
-// (dtype, head dim) instantiation file.
+// The two decode kernels over a task body (CUDA cores or tensor cores), and their typed launchers.
+// Included once per (dtype, head dim) instantiation file.
 #pragma once
 #include "../core/internal.h"
-#include "decode_task.cuh"
+#include "decode_task_cores.cuh"
+#include "decode_task_tensor.cuh"
 
 namespace pkv {
 
@@ -12,18 +13,18 @@ __device__ __forceinline__ const PlanTask *device_tasks(const void *plan) {
 }
 
 // Baseline ("FlashInfer-style"): one block per task, grid = tasks.
-template <typename T, int D>
-__global__ void __launch_bounds__(kDecodeThreads) decode_baseline_kernel(const DecodeParams p) {
+template <class Body, typename T>
+__global__ void __launch_bounds__(Body::kThreads) decode_baseline_kernel(const DecodeParams p) {
   extern __shared__ uint4 smem_raw[];
-  run_task<T, D>(p, device_tasks(p.plan)[blockIdx.x], reinterpret_cast<T *>(smem_raw));
+  Body::run(p, device_tasks(p.plan)[blockIdx.x], reinterpret_cast<T *>(smem_raw));
 }
 
 // Persistent: a fixed grid takes tasks from the queue (longest first) by ticket. Every block draws
 // exactly one ticket past the end, so the draw numbered tasks + grid - 1 is the launch's last: that
 // block resets the counter for the next launch. The task count is read from device memory, so a
 // captured graph stays valid for any plan uploaded into the same buffer.
-template <typename T, int D>
-__global__ void __launch_bounds__(kDecodeThreads) decode_persistent_kernel(const DecodeParams p) {
+template <class Body, typename T>
+__global__ void __launch_bounds__(Body::kThreads) decode_persistent_kernel(const DecodeParams p) {
   extern __shared__ uint4 smem_raw[];
   __shared__ int s_ticket;
   const int num_tasks = static_cast<const PlanHeader *>(p.plan)->num_tasks;
@@ -38,34 +39,67 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_persistent_kernel(const
     const int t = s_ticket;
     __syncthreads();
     if (t >= num_tasks) break;
-    run_task<T, D>(p, tasks[t], reinterpret_cast<T *>(smem_raw));
+    Body::run(p, tasks[t], reinterpret_cast<T *>(smem_raw));
   }
 }
 
-template <typename T, int D>
-pkv_status launch_decode_typed(int32_t kernel, const DecodeParams &p, int32_t grid, cudaStream_t stream) {
-  const size_t smem = DecodeLayout<T, D>::kSmemBytes;
-  if (kernel == PKV_KERNEL_BASELINE) decode_baseline_kernel<T, D><<<grid, kDecodeThreads, smem, stream>>>(p);
-  else decode_persistent_kernel<T, D><<<grid, kDecodeThreads, smem, stream>>>(p);
+// The pipeline's shared memory plus the static words (ticket, last-finisher flag) exceed the default
+// 48 KiB limit, so both kernels opt in once per instantiation.
+template <class Body, typename T>
+pkv_status allow_smem() {
+  static const cudaError_t once = [] {
+    const int smem = (int)Body::kSmemBytes;
+    cudaError_t e = cudaFuncSetAttribute(decode_baseline_kernel<Body, T>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    if (e == cudaSuccess)
+      e = cudaFuncSetAttribute(decode_persistent_kernel<Body, T>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    return e;
+  }();
+  PKV_CUDA_TRY(once);
+  return PKV_OK;
+}
+
+template <class Body, typename T>
+pkv_status launch_body(int32_t kernel, const DecodeParams &p, int32_t grid, cudaStream_t stream) {
+  PKV_TRY((allow_smem<Body, T>()));
+  if (kernel == PKV_KERNEL_BASELINE)
+    decode_baseline_kernel<Body, T><<<grid, Body::kThreads, Body::kSmemBytes, stream>>>(p);
+  else
+    decode_persistent_kernel<Body, T><<<grid, Body::kThreads, Body::kSmemBytes, stream>>>(p);
   PKV_CUDA_TRY(cudaGetLastError());
   return PKV_OK;
 }
 
-template <typename T, int D>
-pkv_status decode_blocks_per_sm_typed(int32_t kernel, int32_t *out) {
-  const size_t smem = DecodeLayout<T, D>::kSmemBytes;
+template <class Body, typename T>
+pkv_status body_blocks_per_sm(int32_t kernel, int32_t *out) {
+  PKV_TRY((allow_smem<Body, T>()));
   int n = 0;
   if (kernel == PKV_KERNEL_BASELINE)
-    PKV_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, decode_baseline_kernel<T, D>, kDecodeThreads, smem));
+    PKV_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, decode_baseline_kernel<Body, T>, Body::kThreads,
+                                                               Body::kSmemBytes));
   else
-    PKV_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, decode_persistent_kernel<T, D>, kDecodeThreads, smem));
+    PKV_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, decode_persistent_kernel<Body, T>, Body::kThreads,
+                                                               Body::kSmemBytes));
   *out = n;
   return PKV_OK;
+}
+
+template <typename T, int D>
+pkv_status launch_decode_typed(int32_t kernel, int32_t math, const DecodeParams &p, int32_t grid, cudaStream_t stream) {
+  if constexpr (D <= 128)
+    if (math == kMathTensorCores) return launch_body<TensorBody<T, D>, T>(kernel, p, grid, stream);
+  return launch_body<CoreBody<T, D>, T>(kernel, p, grid, stream);
+}
+
+template <typename T, int D>
+pkv_status decode_blocks_per_sm_typed(int32_t kernel, int32_t math, int32_t *out) {
+  if constexpr (D <= 128)
+    if (math == kMathTensorCores) return body_blocks_per_sm<TensorBody<T, D>, T>(kernel, out);
+  return body_blocks_per_sm<CoreBody<T, D>, T>(kernel, out);
 }
 
 }  // namespace pkv
 
 // One (dtype, head dim) instantiation per file, so the build compiles them in parallel.
 #define PKV_INSTANTIATE_DECODE(T, D) \
-  template pkv_status pkv::launch_decode_typed<T, D>(int32_t, const pkv::DecodeParams &, int32_t, cudaStream_t); \
-  template pkv_status pkv::decode_blocks_per_sm_typed<T, D>(int32_t, int32_t *);
+  template pkv_status pkv::launch_decode_typed<T, D>(int32_t, int32_t, const pkv::DecodeParams &, int32_t, cudaStream_t); \
+  template pkv_status pkv::decode_blocks_per_sm_typed<T, D>(int32_t, int32_t, int32_t *);

@@ -28,16 +28,24 @@ struct DecodeParams {
   float scale_log2;    // sm_scale * log2(e): scores go straight into exp2
 };
 
-constexpr int kDecodeThreads = 256;
 constexpr int kDecodeStages = 3;
-// Tokens per pipeline stage: 8 KiB of K (and of V) per stage at every head dim.
-constexpr int decode_tile_tokens(int head_dim) { return 4096 / head_dim; }
+
+// How a task does its math. Both stream K and V through the same cp.async pipeline.
+enum DecodeMath : int32_t {
+  kMathCudaCores = 0,    // one thread per (query head, 16 elements of head_dim), warp-shuffle dot products
+  kMathTensorCores = 1,  // mma.m16n8k16: the group's query heads are the 16 rows of one tile (head dim <= 128)
+};
+inline bool tensor_cores_support(int32_t head_dim) { return head_dim <= 128; }
+// Tokens per pipeline stage: 8 KiB of K (and of V) per stage on CUDA cores, 16 KiB on tensor cores.
+constexpr int decode_tile_tokens(int head_dim, int32_t math) {
+  return (math == kMathTensorCores ? 8192 : 4096) / head_dim;
+}
 
 // Launches the kernel (PKV_KERNEL_*) over `grid` blocks. Unsupported dtype/head_dim: PKV_ERR_UNSUPPORTED.
-pkv_status launch_decode(int32_t kernel, int32_t dtype, int32_t head_dim, const DecodeParams &p, int32_t grid,
-                         cudaStream_t stream);
+pkv_status launch_decode(int32_t kernel, int32_t math, int32_t dtype, int32_t head_dim, const DecodeParams &p,
+                         int32_t grid, cudaStream_t stream);
 // Resident blocks per multiprocessor of that kernel (the persistent grid is this times the SM count).
-pkv_status decode_blocks_per_sm(int32_t kernel, int32_t dtype, int32_t head_dim, int32_t *out);
+pkv_status decode_blocks_per_sm(int32_t kernel, int32_t math, int32_t dtype, int32_t head_dim, int32_t *out);
 // Writes block-table deltas (device address of the plan's PlanDelta array) into the device table.
 pkv_status launch_apply_deltas(const void *deltas, int32_t num_deltas, int32_t *table, int64_t table_stride,
                                cudaStream_t stream);

@@ -1,4 +1,5 @@
-// Task epilogue: merge the block's token partitions, then either write the output (a row of one split)
+// Task epilogue: merge the block's token partitions (sm_lse[i * g + y], sm_o[(i * g + y) * D] for
+// partition i of `parts`), then either write the output (a row of one split)
 // or write a fp32 partial and let the last split to finish merge all partials of its (row, head) by LSE.
 // The last finisher is found with a per-(row, head) counter that it resets to zero, so the next layer
 // (or a CUDA-graph replay) starts from a clean state without a memset.
@@ -19,20 +20,20 @@ __device__ __forceinline__ void store_output(const DecodeParams &p, int64_t qo_r
   if (p.lse && c == 0) p.lse[qo_row] = merged_lse * kLn2;  // natural log, as the header specifies
 }
 
-template <typename T, int D>
+template <typename T, int D, int kThreads>
 __device__ void write_task_output(const DecodeParams &p, int b, int head, int split, const PlanRow &row,
-                                  const float *sm_lse, const float *sm_o, int bdz) {
+                                  const float *sm_lse, const float *sm_o, int parts) {
   constexpr int kVecs = D / 8;
   const int g = p.group, units = g * kVecs;
   const int64_t qo_base = ((int64_t)b * p.num_kv_heads + head) * g;
   const int n = row.num_splits;
   const int64_t slot_base = (int64_t)row.partial_base + (int64_t)head * n;  // this head's partial slots
 
-  for (int u = threadIdx.x; u < units; u += kDecodeThreads) {
+  for (int u = threadIdx.x; u < units; u += kThreads) {
     const int y = u / kVecs, c = u % kVecs;
     float o[8];
     float lse = merge_states(
-        bdz, [&](int i) { return sm_lse[i * g + y]; },
+        parts, [&](int i) { return sm_lse[i * g + y]; },
         [&](int i, float(&f)[8]) {
           const float *src = sm_o + (i * g + y) * D + c * 8;
 #pragma unroll
@@ -59,7 +60,7 @@ __device__ void write_task_output(const DecodeParams &p, int b, int head, int sp
   __syncthreads();
   if (!s_last) return;
   __threadfence();
-  for (int u = threadIdx.x; u < units; u += kDecodeThreads) {
+  for (int u = threadIdx.x; u < units; u += kThreads) {
     const int y = u / kVecs, c = u % kVecs;
     float o[8];
     // __ldcg: the partials were written by other blocks; read them from L2, not a stale L1 line.

@@ -7,11 +7,13 @@
 
 namespace pkv {
 
-template <typename T, int D>
+// kSwizzle: the 16-byte chunk c of row r is stored at chunk c ^ (r % 8), so ldmatrix's eight row reads
+// of one column land in eight different banks (tensor-core path).
+template <typename T, int D, int kThreads, int kTile, bool kSwizzle>
 struct TileLoader {
-  static constexpr int kTile = decode_tile_tokens(D);
+  static constexpr int kTileTokens = kTile;
   static constexpr int kVecsPerRow = D / 8;
-  static constexpr int kRowsPerPass = kDecodeThreads / kVecsPerRow;  // rows one pass of the block covers
+  static constexpr int kRowsPerPass = kThreads / kVecsPerRow;  // rows one pass of the block covers
   static constexpr int kPasses = kTile / kRowsPerPass;                 // 16-byte copies per thread per tile
   static_assert(kTile % kRowsPerPass == 0, "tile rows must be a whole number of passes");
 
@@ -20,12 +22,12 @@ struct TileLoader {
   const int32_t *table_row;  // this sequence's row of the device block table
   int32_t tok_begin, tok_end;
   int32_t head, num_kv_heads, page_shift;
-  int32_t pages[kPasses];    // page ids of the tile the next issue() copies
 
   __device__ __forceinline__ int row_of(int pass) const { return threadIdx.x / kVecsPerRow + pass * kRowsPerPass; }
   __device__ __forceinline__ int col_of() const { return threadIdx.x % kVecsPerRow; }
 
-  __device__ __forceinline__ void fetch_pages(int tile) {
+  // Page ids of this thread's rows of `tile` (a plain load: its latency overlaps whatever comes next).
+  __device__ __forceinline__ void fetch_pages(int tile, int32_t (&pages)[kPasses]) const {
 #pragma unroll
     for (int p = 0; p < kPasses; p++) {
       int tok = tok_begin + tile * kTile + row_of(p);
@@ -34,7 +36,7 @@ struct TileLoader {
   }
 
   // Copies `tile` into the stage; rows past the task's end are zero-filled.
-  __device__ __forceinline__ void issue(int tile, T *ks, T *vs) const {
+  __device__ __forceinline__ void issue(int tile, const int32_t (&pages)[kPasses], T *ks, T *vs) const {
     const int col = col_of();
 #pragma unroll
     for (int p = 0; p < kPasses; p++) {
@@ -44,8 +46,9 @@ struct TileLoader {
       // 64-bit: a layer can hold well over 2^31 elements.
       int64_t slice = ((int64_t)pages[p] * num_kv_heads + head) << page_shift;
       int64_t off = valid ? (slice + (tok & ((1 << page_shift) - 1))) * D + col * 8 : 0;
-      cp_async16(ks + row * D + col * 8, k + off, valid ? 16 : 0);
-      cp_async16(vs + row * D + col * 8, v + off, valid ? 16 : 0);
+      const int at = row * D + (kSwizzle ? col ^ (row & 7) : col) * 8;
+      cp_async16(ks + at, k + off, valid ? 16 : 0);
+      cp_async16(vs + at, v + off, valid ? 16 : 0);
     }
   }
 };

@@ -1,0 +1,148 @@
+// Task body on tensor cores (head dim 64 and 128): the group's g query heads are the rows of one
+// 16-row mma tile (rows past g are zero and never written), so one warp computes every head of the
+// group for 16 tokens with mma.m16n8k16: S = Q K^T, online softmax on the fragments in registers,
+// then O += P V with P reused from the S fragments. Four warps take the tile's 16-token chunks in turn;
+// their states are merged at the end like the CUDA-core body's token partitions.
+#pragma once
+#include "../core/plan.h"
+#include "decode_launch.h"
+#include "decode_merge.cuh"
+#include "decode_mma.cuh"
+#include "decode_pipeline.cuh"
+#include "decode_task_cores.cuh"
+#include "decode_tile.cuh"
+
+namespace pkv {
+
+template <typename T, int D>
+struct TensorBody {
+  static constexpr int kThreads = 128;
+  static constexpr int kWarps = kThreads / 32;
+  static constexpr int kTile = decode_tile_tokens(D, kMathTensorCores);
+  static constexpr int kChunks = kTile / 16;
+  static constexpr int kKSteps = D / 16;  // k-steps of Q K^T
+  static constexpr int kNTiles = D / 8;   // n-tiles of O
+  static constexpr int kStageElems = 2 * kTile * D;
+  static constexpr size_t kSmemBytes = kDecodeStages * (size_t)kStageElems * sizeof(T);
+  static_assert(D <= 128 && kKSteps % 2 == 0, "tensor-core body: head dim 64 or 128");
+  static_assert(kWarps * 16 * (D + 1) * sizeof(float) <= kSmemBytes, "merge scratch fits");
+  using Loader = TileLoader<T, D, kThreads, kTile, true>;
+
+  // Element (row, 16-byte chunk) of a swizzled stage.
+  static __device__ __forceinline__ const T *at(const T *base, int row, int chunk) {
+    return base + row * D + (chunk ^ (row & 7)) * 8;
+  }
+
+  static __device__ void run(const DecodeParams &p, const PlanTask task, T *smem) {
+    const PlanRow row = plan_row(p, task.row);
+    const int head = task.head_split >> 16, split = task.head_split & 0xffff;
+    const int g = p.group;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, r0 = lane >> 2, cq = lane & 3;
+
+    // Q as A fragments: rows r0 and r0 + 8 (query heads), columns cq * 2 (+8) of each k-step.
+    const T *qbase = static_cast<const T *>(p.q) + ((int64_t)task.row * p.num_kv_heads + head) * g * D;
+    uint32_t qa[kKSteps][4];
+#pragma unroll
+    for (int ks = 0; ks < kKSteps; ks++) {
+      const int c = ks * 16 + cq * 2;
+      qa[ks][0] = r0 < g ? *reinterpret_cast<const uint32_t *>(qbase + r0 * D + c) : 0u;
+      qa[ks][1] = r0 + 8 < g ? *reinterpret_cast<const uint32_t *>(qbase + (r0 + 8) * D + c) : 0u;
+      qa[ks][2] = r0 < g ? *reinterpret_cast<const uint32_t *>(qbase + r0 * D + c + 8) : 0u;
+      qa[ks][3] = r0 + 8 < g ? *reinterpret_cast<const uint32_t *>(qbase + (r0 + 8) * D + c + 8) : 0u;
+    }
+
+    float o[kNTiles][4];
+#pragma unroll
+    for (int n = 0; n < kNTiles; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};  // rows r0 and r0 + 8; l is this lane's share
+
+    Loader loader{static_cast<const T *>(p.k), static_cast<const T *>(p.v), p.table + (int64_t)row.table_row * p.table_stride,
+                  task.tok_begin, task.tok_end, head, p.num_kv_heads, p.page_shift};
+    const int ntiles = (task.tok_end - task.tok_begin + kTile - 1) / kTile;
+    stream_tiles<Loader, kStageElems>(loader, ntiles, smem, [&](int, const T *ks_, const T *vs_, int valid) {
+      for (int j = warp; j < kChunks; j += kWarps) {
+        const int t0 = j * 16;
+        if (t0 >= valid) break;
+        float s[2][4] = {};
+#pragma unroll
+        for (int kk = 0; kk < kKSteps; kk += 2) {
+#pragma unroll
+          for (int nt = 0; nt < 2; nt++) {
+            uint32_t b[4];  // K rows t0 + nt*8 .. +8; chunks 2kk, 2kk+1, 2kk+2, 2kk+3
+            ldmatrix_x4(b, at(ks_, t0 + nt * 8 + (lane & 7), 2 * kk + (lane >> 3)));
+            MmaOp<T>::run(s[nt], qa[kk], b[0], b[1]);
+            MmaOp<T>::run(s[nt], qa[kk + 1], b[2], b[3]);
+          }
+        }
+        float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+          for (int e = 0; e < 4; e++) {
+            const int tok = t0 + nt * 8 + cq * 2 + (e & 1);
+            s[nt][e] = tok < valid ? s[nt][e] * p.scale_log2 : -INFINITY;
+            mx[e >> 1] = fmaxf(mx[e >> 1], s[nt][e]);
+          }
+        float sc[2];
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+          mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
+          mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
+          const float m_new = fmaxf(m[i], mx[i]);  // finite: token t0 is valid
+          sc[i] = exp2f(m[i] - m_new);
+          m[i] = m_new;
+          l[i] *= sc[i];
+        }
+#pragma unroll
+        for (int n = 0; n < kNTiles; n++) {
+          o[n][0] *= sc[0];
+          o[n][1] *= sc[0];
+          o[n][2] *= sc[1];
+          o[n][3] *= sc[1];
+        }
+        float pr[2][4];
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+          for (int e = 0; e < 4; e++) {
+            pr[nt][e] = exp2f(s[nt][e] - m[e >> 1]);
+            l[e >> 1] += pr[nt][e];
+          }
+        // The S fragments of tokens 0-7 and 8-15 are exactly P's A fragment for k = 16 tokens.
+        const uint32_t pa[4] = {pack2<T>(pr[0][0], pr[0][1]), pack2<T>(pr[0][2], pr[0][3]),
+                                pack2<T>(pr[1][0], pr[1][1]), pack2<T>(pr[1][2], pr[1][3])};
+#pragma unroll
+        for (int n = 0; n < kNTiles; n += 2) {
+          uint32_t b[4];  // V rows t0..+8 and t0+8..+16 of chunks n and n + 1, transposed
+          ldmatrix_x4_trans(b, at(vs_, t0 + ((lane >> 3) & 1) * 8 + (lane & 7), n + (lane >> 4)));
+          MmaOp<T>::run(o[n], pa, b[0], b[1]);
+          MmaOp<T>::run(o[n + 1], pa, b[2], b[3]);
+        }
+      }
+    });
+
+    // Each warp's state into the reused pipeline memory, then the shared epilogue merges the warps.
+    float *sm_lse = reinterpret_cast<float *>(smem);
+    float *sm_o = sm_lse + kWarps * 16;
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+      l[i] += __shfl_xor_sync(0xffffffffu, l[i], 1);
+      l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
+      const int y = r0 + 8 * i;
+      if (y >= g) continue;
+      const float inv = l[i] > 0.f ? 1.f / l[i] : 0.f;
+      float *dst = sm_o + (warp * g + y) * D + cq * 2;
+#pragma unroll
+      for (int n = 0; n < kNTiles; n++) {
+        dst[n * 8] = o[n][2 * i] * inv;
+        dst[n * 8 + 1] = o[n][2 * i + 1] * inv;
+      }
+      if (cq == 0) sm_lse[warp * g + y] = l[i] > 0.f ? m[i] + __log2f(l[i]) : -INFINITY;
+    }
+    __syncthreads();
+    write_task_output<T, D, kThreads>(p, task.row, head, split, row, sm_lse, sm_o, kWarps);
+    __syncthreads();  // the next task's prologue reuses this memory
+  }
+};
+
+}  // namespace pkv
