@@ -6,7 +6,7 @@ mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,clocks.mem,temperature.gpu,power.draw --format=csv,noheader
 timeout 200 bun test test/gpu >"$OUT/test.log" 2>&1
 echo "gpu tests rc=$?"; grep -E "^\(fail\)|pass$|fail$" "$OUT/test.log" | tail -8
-timeout 240 bun bench/sweep.ts --out "$OUT/sweep.json" >"$OUT/sweep.log" 2>&1
+timeout 240 bun bench/sweep.ts >"$OUT/sweep.log" 2>&1
 echo "sweep rc=$?"; grep -E "FAIL|passed" "$OUT/sweep.log" | tail -12
 for math in tensor-cores cuda-cores; do
   for tool in memcheck racecheck; do
@@ -15,4 +15,7 @@ for math in tensor-cores cuda-cores; do
   done
 done
 timeout 240 bun bench/decode.ts --out "$OUT" ${BENCH_ARGS} >"$OUT/bench.log" 2>&1
-echo "bench rc=$?"
+echo "bench rc=$?"; grep -E "ceiling|plan cost" "$OUT/bench.log"
+# The CUDA-core body on the same steps, for the notes (tables stay in the log).
+[ -n "$CORES_ONLY" ] && PKV_DECODE_MATH=cuda-cores timeout 120 bun bench/decode.ts --out /tmp/cores --only "$CORES_ONLY" >"$OUT/bench-cores.log" 2>&1
+echo "done"
