@@ -112,7 +112,7 @@ for (const w of workloads) {
 const planCost: Record<string, number> = {};
 for (const batch of [8, 256].filter((b) => b <= maxBatch)) {
   pool.reset();
-  const seqs = Array.from({ length: batch }, (_, i) => pool.addSequence(500 + ((i * 977) % 4000)));
+  const seqs = Array.from({ length: batch }, (_, i) => pool.addSequence(200 + ((i * 977) % 1500)));
   engine.plan(pool, seqs, { policy: "persistent" });
   for (const deltas of [false, true]) {
     const times: number[] = [];

@@ -79,24 +79,39 @@ int32_t build_workqueue(const PlanShape &s, int32_t kernel, int32_t batch, const
       t = emit_row(t, b, s.num_kv_heads, seq_lens[b], s.page_size, pages, n, chunk);
     }
   } else {
-    // Balanced splits. When every (row, head) fits in one wave, the fewest even splits that still fit
-    // one wave (one round, no tail); otherwise about two tasks per block, so list scheduling (longest
-    // first) ends within one short task of the mean. Never under the minimum split (merge traffic), and
-    // rounded up to whole pipeline tiles (a partial tile costs a full tile's compute).
+    // Balanced splits. A single wave of near-equal tasks is best when the rows allow one (long, even
+    // rows: no tail, fewest merges); it is taken when its longest task is within 8% of the mean share.
+    // Otherwise (skewed rows: a short row's task would leave its block idle) several tasks per block,
+    // handed out longest first, so the idle tail is at most one short task: 4 per block when few rows,
+    // 2 when many rows already give fine grain. Never under the minimum split (merge traffic and
+    // per-task latency), rounded up to whole pipeline tiles (a partial tile costs a full one).
     int64_t min_pages = std::max<int64_t>(1, ceil_div(s.min_split_tokens, s.page_size));
     int64_t tile_pages = std::max<int64_t>(1, s.tile_tokens / s.page_size);
-    int64_t target;
+    const int64_t work = total_pages * s.num_kv_heads;
+    auto tasks_for = [&](int64_t w, int64_t *longest) {
+      int64_t tasks = 0, worst = 0;
+      for (int32_t b = 0; b < batch; b++) {
+        int64_t pages = ceil_div(seq_lens[b], s.page_size), n = ceil_div(pages, w);
+        tasks += n;
+        worst = std::max(worst, ceil_div(pages, n));
+      }
+      if (longest) *longest = worst;
+      return tasks * s.num_kv_heads;
+    };
+    int64_t target = 0;
     if ((int64_t)batch * s.num_kv_heads <= s.wave) {
-      int64_t lo = min_pages, hi = std::max(min_pages, max_pages);
+      int64_t lo = min_pages, hi = std::max(min_pages, max_pages), longest = 0;
       while (lo < hi) {
-        int64_t mid = (lo + hi) / 2, tasks = 0;
-        for (int32_t b = 0; b < batch; b++) tasks += ceil_div(ceil_div(seq_lens[b], s.page_size), mid);
-        if (tasks * s.num_kv_heads <= s.wave) hi = mid;
+        int64_t mid = (lo + hi) / 2;
+        if (tasks_for(mid, nullptr) <= s.wave) hi = mid;
         else lo = mid + 1;
       }
-      target = lo;
-    } else {
-      target = std::max(min_pages, ceil_div(total_pages * s.num_kv_heads, 2 * (int64_t)s.wave));
+      tasks_for(lo, &longest);
+      if (lo == min_pages || longest * s.wave * 100 <= work * 108) target = lo;
+    }
+    if (target == 0) {
+      int64_t per_block = (int64_t)batch * s.num_kv_heads <= s.wave ? 4 : 2;
+      target = std::max(min_pages, ceil_div(work, per_block * s.wave));
     }
     target = ceil_div(target, tile_pages) * tile_pages;
     // Longest tasks first: the kernel hands tasks out in queue order, so this is list scheduling by LPT.

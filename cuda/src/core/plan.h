@@ -57,10 +57,10 @@ struct PlanShape {
   int32_t tile_tokens;        // tokens per pipeline stage: persistent splits are rounded up to whole tiles
 };
 
-// Upper bound of tasks (and partial slots) any plan of `batch` rows can produce: both planners keep
-// splits at or under one wave plus one remainder split per (row, head).
+// Upper bound of tasks (and partial slots) any plan of `batch` rows can produce: at most four tasks
+// per block of one wave plus one remainder split per (row, head).
 inline int64_t max_plan_tasks(const PlanShape &s, int32_t batch) {
-  return (int64_t)s.wave + (int64_t)batch * s.num_kv_heads * 2;
+  return 4 * (int64_t)s.wave + (int64_t)batch * s.num_kv_heads * 2;
 }
 
 // Byte size of a plan image with room for `batch` rows, `tasks` tasks and `deltas` deltas.
