@@ -128,9 +128,9 @@ for (const batch of [8, 256].filter((b) => b <= maxBatch)) {
 }
 console.log("plan cost (median, us):", planCost);
 
-let commit = "unknown";
+let commit = process.env.PKV_COMMIT ?? "unknown"; // the device copy has no .git
 try {
-  commit = execSync("git rev-parse HEAD", { stdio: ["ignore", "pipe", "ignore"] }).toString().trim();
+  if (commit === "unknown") commit = execSync("git rev-parse HEAD", { stdio: ["ignore", "pipe", "ignore"] }).toString().trim();
 } catch {}
 const date = new Date().toISOString();
 const result = {
