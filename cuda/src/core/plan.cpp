@@ -80,7 +80,7 @@ int32_t build_workqueue(const PlanShape &s, int32_t kernel, int32_t batch, const
     }
   } else {
     // Balanced splits. A single wave of near-equal tasks is best when the rows allow one (long, even
-    // rows: no tail, fewest merges); it is taken when its longest task is within 8% of the mean share.
+    // rows: no tail, fewest merges); it is taken when its longest task is within 25% of the mean share.
     // Otherwise (skewed rows: a short row's task would leave its block idle) several tasks per block,
     // handed out longest first, so the idle tail is at most one short task: 4 per block when few rows,
     // 2 when many rows already give fine grain. Never under the minimum split (merge traffic and
@@ -107,11 +107,12 @@ int32_t build_workqueue(const PlanShape &s, int32_t kernel, int32_t batch, const
         else lo = mid + 1;
       }
       tasks_for(lo, &longest);
-      if (lo == min_pages || longest * s.wave * 100 <= work * 108) target = lo;
+      if (lo == min_pages || longest * s.wave * 100 <= work * 125) target = lo;
     }
     if (target == 0) {
+      // Each task costs about a pipeline fill (~2 us) beyond its bytes: no task under 2x the minimum.
       int64_t per_block = (int64_t)batch * s.num_kv_heads <= s.wave ? 4 : 2;
-      target = std::max(min_pages, ceil_div(work, per_block * s.wave));
+      target = std::max(2 * min_pages, ceil_div(work, per_block * s.wave));
     }
     target = ceil_div(target, tile_pages) * tile_pages;
     // Longest tasks first: the kernel hands tasks out in queue order, so this is list scheduling by LPT.

@@ -20,9 +20,59 @@ __device__ __forceinline__ void store_output(const DecodeParams &p, int64_t qo_r
   if (p.lse && c == 0) p.lse[qo_row] = merged_lse * kLn2;  // natural log, as the header specifies
 }
 
+// Most split weights the parallel merge stages in shared memory (32 KiB): n splits x g heads.
+constexpr int kMergeWeights = 8192;
+
+// The last finisher's merge of n partials with the whole block: the n x g log-sum-exps are loaded at
+// once into shared memory and turned into weights (one warp per head), then each thread sums a float4
+// column over the splits four loads at a time. A loop of dependent L2 reads per split would cost a
+// round trip each (the tail of every split row). `scratch` holds kMergeWeights + 16 floats.
+template <typename T, int D, int kThreads>
+__device__ void merge_partials(const DecodeParams &p, int64_t qo_base, int64_t slot_base, int n, float *scratch) {
+  const int g = p.group, count = n * g, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  float *weights = scratch, *lses = scratch + kMergeWeights;
+  for (int i = threadIdx.x; i < count; i += kThreads) weights[i] = __ldcg(p.partial_lse + slot_base * g + i);
+  __syncthreads();
+  for (int y = warp; y < g; y += kThreads / 32) {
+    float mx = -INFINITY, sum = 0.f;
+    for (int i = lane; i < n; i += 32) mx = fmaxf(mx, weights[i * g + y]);
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+    for (int i = lane; i < n; i += 32) sum += exp2f(weights[i * g + y] - mx);
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    const float inv = 1.f / sum;
+    for (int i = lane; i < n; i += 32) weights[i * g + y] = exp2f(weights[i * g + y] - mx) * inv;
+    if (lane == 0) lses[y] = mx + __log2f(sum);
+  }
+  __syncthreads();
+  constexpr int kQuads = D / 4;
+  const int64_t split_stride = (int64_t)g * D / 4;  // float4s between one split's partial and the next
+  for (int u = threadIdx.x; u < g * kQuads; u += kThreads) {
+    const int y = u / kQuads, c = u % kQuads;
+    const float4 *src = reinterpret_cast<const float4 *>(p.partial_o + (slot_base * g + y) * D) + c;
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+    auto add = [&](float w, float4 v) {
+      acc.x = fmaf(w, v.x, acc.x), acc.y = fmaf(w, v.y, acc.y), acc.z = fmaf(w, v.z, acc.z), acc.w = fmaf(w, v.w, acc.w);
+    };
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+      float4 v0 = __ldcg(src + i * split_stride), v1 = __ldcg(src + (i + 1) * split_stride);
+      float4 v2 = __ldcg(src + (i + 2) * split_stride), v3 = __ldcg(src + (i + 3) * split_stride);
+      add(weights[i * g + y], v0), add(weights[(i + 1) * g + y], v1);
+      add(weights[(i + 2) * g + y], v2), add(weights[(i + 3) * g + y], v3);
+    }
+    for (; i < n; i++) add(weights[i * g + y], __ldcg(src + i * split_stride));
+    auto *dst = reinterpret_cast<typename Pair<T>::type *>(static_cast<T *>(p.out) + (qo_base + y) * D + c * 4);
+    dst[0] = Pair<T>::from_float2(acc.x, acc.y);
+    dst[1] = Pair<T>::from_float2(acc.z, acc.w);
+    if (p.lse && c == 0) p.lse[qo_base + y] = lses[y] * kLn2;
+  }
+}
+
 template <typename T, int D, int kThreads>
 __device__ void write_task_output(const DecodeParams &p, int b, int head, int split, const PlanRow &row,
-                                  const float *sm_lse, const float *sm_o, int parts) {
+                                  const float *sm_lse, const float *sm_o, int parts, float *scratch) {
   constexpr int kVecs = D / 8;
   const int g = p.group, units = g * kVecs;
   const int64_t qo_base = ((int64_t)b * p.num_kv_heads + head) * g;
@@ -60,6 +110,11 @@ __device__ void write_task_output(const DecodeParams &p, int b, int head, int sp
   __syncthreads();
   if (!s_last) return;
   __threadfence();
+  if (n * g <= kMergeWeights) {
+    merge_partials<T, D, kThreads>(p, qo_base, slot_base, n, scratch);
+    if (threadIdx.x == 0) *counter = 0;
+    return;
+  }
   for (int u = threadIdx.x; u < units; u += kThreads) {
     const int y = u / kVecs, c = u % kVecs;
     float o[8];

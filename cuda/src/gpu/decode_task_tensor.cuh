@@ -26,6 +26,7 @@ struct TensorBody {
   static constexpr size_t kSmemBytes = kDecodeStages * (size_t)kStageElems * sizeof(T);
   static_assert(D <= 128 && kKSteps % 2 == 0, "tensor-core body: head dim 64 or 128");
   static_assert(kWarps * 16 * (D + 1) * sizeof(float) <= kSmemBytes, "merge scratch fits");
+  static_assert((kMergeWeights + 16) * sizeof(float) <= kSmemBytes, "split-merge weights fit");
   using Loader = TileLoader<T, D, kThreads, kTile, true>;
 
   // Element (row, 16-byte chunk) of a swizzled stage.
@@ -140,7 +141,7 @@ struct TensorBody {
       if (cq == 0) sm_lse[warp * g + y] = l[i] > 0.f ? m[i] + __log2f(l[i]) : -INFINITY;
     }
     __syncthreads();
-    write_task_output<T, D, kThreads>(p, task.row, head, split, row, sm_lse, sm_o, kWarps);
+    write_task_output<T, D, kThreads>(p, task.row, head, split, row, sm_lse, sm_o, kWarps, sm_lse);
     __syncthreads();  // the next task's prologue reuses this memory
   }
 };
