@@ -21,7 +21,7 @@ interface Workload {
   steps: number[][];
 }
 const workloads: Workload[] = JSON.parse(readFileSync(workloadsPath, "utf8")).workloads.filter(
-  (w: Workload) => !only || w.name === only,
+  (w: Workload) => !only || only.split(",").includes(w.name),
 );
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 

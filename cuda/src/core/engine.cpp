@@ -57,7 +57,8 @@ struct pkv_decode_engine {
   int32_t *merge_counters;
   int32_t *work_counter;
   void *io_device;  // q, out and lse staging for runs with host arrays (allocated on first use)
-  cudaEvent_t plan_ready;
+  cudaEvent_t plan_ready;  // on the runtime's stream after the current plan's upload (recorded lazily)
+  bool plan_ready_recorded;
   cudaEvent_t foreign_runs_done;
   bool foreign_runs;
 
@@ -151,6 +152,7 @@ pkv_status ensure_deltas_device(pkv_decode_engine *e, int64_t bytes) {
 int32_t choose_math(int32_t head_dim) {
   const char *env = getenv("PKV_DECODE_MATH");
   if (env && strcmp(env, "cuda-cores") == 0) return pkv::kMathCudaCores;
+  if (env && strcmp(env, "tensor-cores-small") == 0 && pkv::tensor_cores_support(head_dim)) return pkv::kMathTensorSmall;
   return pkv::tensor_cores_support(head_dim) ? pkv::kMathTensorCores : pkv::kMathCudaCores;
 }
 
@@ -284,6 +286,11 @@ pkv_status cuda_run(pkv_decode_engine *e, int32_t layer, const void *q, void *ou
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
   PKV_CUDA_TRY(cudaStreamIsCapturing(stream, &capture));
   const bool foreign = stream != e->rt->stream && capture == cudaStreamCaptureStatusNone;
+  if (foreign && !e->plan_ready_recorded) {
+    // Recorded only when a run first needs it: the common single-stream loop saves the call per plan.
+    PKV_CUDA_TRY(cudaEventRecord(e->plan_ready, e->rt->stream));
+    e->plan_ready_recorded = true;
+  }
   if (foreign) PKV_CUDA_TRY(cudaStreamWaitEvent(stream, e->plan_ready, 0));
   PKV_TRY(pkv::launch_decode(e->kernel, e->math, e->cfg.dtype, e->cfg.head_dim, p, e->grid, stream));
   if (foreign) {
@@ -470,7 +477,7 @@ pkv_status pkv_decode_plan(pkv_decode_engine *engine, pkv_kvpool *pool, int32_t 
     st.in_flight = true;
     e->next_staging ^= 1;
     PKV_TRY(pkv::launch_apply_deltas(deltas, header->num_deltas, pool->table_device, pool->config.max_pages_per_sequence, s));
-    PKV_CUDA_TRY(cudaEventRecord(e->plan_ready, s));
+    e->plan_ready_recorded = false;
   }
   // (CPU backend: the device table is the host table, already current.)
 

@@ -3,7 +3,6 @@
 #include "plan.h"
 
 #include <algorithm>
-#include <functional>
 #include <vector>
 
 #include "persistentkv.h"
@@ -12,22 +11,27 @@ namespace pkv {
 namespace {
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+// 32-bit division is several times cheaper than 64-bit on x86; page and split counts fit easily.
+inline uint32_t ceil_div32(uint32_t a, uint32_t b) { return (a + b - 1) / b; }
 
-// Emits the tasks of one row: every KV head, `n` splits of nearly equal page counts.
+// Emits the tasks of one row: every KV head, `n` splits (uniform chunks of chunk_pages when that is
+// > 0, as the baseline cuts them; otherwise an even division of the row). The first head's splits are
+// computed once and copied for the others: at B256 this loop is most of the plan's host time.
 PlanTask *emit_row(PlanTask *t, int32_t row, int32_t heads, int32_t seq_len, int32_t page_size, int64_t pages,
                    int32_t n, int32_t chunk_pages) {
-  for (int32_t h = 0; h < heads; h++) {
-    for (int32_t s = 0; s < n; s++) {
-      // Uniform chunks when chunk_pages > 0 (baseline), otherwise an even division of the row.
-      int64_t p0 = chunk_pages > 0 ? (int64_t)s * chunk_pages : s * pages / n;
-      int64_t p1 = chunk_pages > 0 ? std::min<int64_t>(pages, (int64_t)(s + 1) * chunk_pages) : (s + 1) * pages / n;
-      t->row = row;
-      t->head_split = h << 16 | s;
-      t->tok_begin = (int32_t)(p0 * page_size);
-      t->tok_end = (int32_t)std::min<int64_t>(p1 * page_size, seq_len);
-      t++;
-    }
+  if (n == 1) {
+    for (int32_t h = 0; h < heads; h++) *t++ = PlanTask{row, h << 16, 0, seq_len};
+    return t;
   }
+  PlanTask *first = t;
+  for (int32_t s = 0; s < n; s++) {
+    int64_t p0 = chunk_pages > 0 ? (int64_t)s * chunk_pages : s * pages / n;
+    int64_t p1 = chunk_pages > 0 ? std::min<int64_t>(pages, (int64_t)(s + 1) * chunk_pages) : (s + 1) * pages / n;
+    first[s] = PlanTask{row, s, (int32_t)(p0 * page_size), (int32_t)std::min<int64_t>(p1 * page_size, seq_len)};
+  }
+  t += n;
+  for (int32_t h = 1; h < heads; h++)
+    for (int32_t s = 0; s < n; s++, t++) *t = PlanTask{row, h << 16 | s, first[s].tok_begin, first[s].tok_end};
   return t;
 }
 
@@ -57,7 +61,7 @@ int32_t build_workqueue(const PlanShape &s, int32_t kernel, int32_t batch, const
 
   int64_t max_pages = 0, total_pages = 0;
   for (int32_t b = 0; b < batch; b++) {
-    int64_t pages = ceil_div(seq_lens[b], s.page_size);
+    int64_t pages = ((int64_t)seq_lens[b] + s.page_size - 1) >> __builtin_ctz((unsigned)s.page_size);
     max_pages = std::max(max_pages, pages);
     total_pages += pages;
   }
@@ -116,22 +120,33 @@ int32_t build_workqueue(const PlanShape &s, int32_t kernel, int32_t batch, const
     }
     target = ceil_div(target, tile_pages) * tile_pages;
     // Longest tasks first: the kernel hands tasks out in queue order, so this is list scheduling by LPT.
-    // Sorting rows (not tasks) keeps the cost O(batch log batch); all splits of a row are near equal.
-    // Key: split length in pages (high bits) and row (low bits), so one integer sort orders them.
-    thread_local std::vector<int64_t> keys;
-    keys.resize(batch);
+    // Rows (not tasks) are ordered, by their split length, with a three-pass radix sort (split lengths
+    // are under 2^24 pages): O(batch), about 1 us at B256 where std::sort took several.
+    thread_local std::vector<uint32_t> order, scratch, length, splits;
+    order.resize(batch), scratch.resize(batch), length.resize(batch), splits.resize(batch);
+    const int shift_ps = __builtin_ctz((unsigned)s.page_size);
+    const uint32_t target32 = (uint32_t)std::min<int64_t>(target, 1 << 30);
     for (int32_t b = 0; b < batch; b++) {
-      int64_t pages = ceil_div(seq_lens[b], s.page_size);
-      int64_t n = std::min<int64_t>(ceil_div(pages, target), 0xffff);
-      keys[b] = ceil_div(pages, n) << 20 | (int64_t)b;
+      uint32_t pages = ((uint32_t)seq_lens[b] + s.page_size - 1) >> shift_ps;
+      uint32_t n = std::min<uint32_t>(ceil_div32(pages, target32), 0xffff);
+      splits[b] = n;
+      length[b] = std::min<uint32_t>(ceil_div32(pages, n), 0xffffff);
+      order[b] = (uint32_t)b;
     }
-    std::sort(keys.begin(), keys.end(), std::greater<int64_t>());
+    uint32_t longest = 0;
+    for (int32_t b = 0; b < batch; b++) longest = std::max(longest, length[b]);
+    for (int shift = 0; shift < 24 && (longest >> shift) != 0; shift += 8) {  // passes only for used digits
+      uint32_t count[257] = {};
+      for (int32_t i = 0; i < batch; i++) count[256 - ((length[order[i]] >> shift) & 255)]++;  // descending
+      for (int d = 1; d < 257; d++) count[d] += count[d - 1];
+      for (int32_t i = 0; i < batch; i++) scratch[count[255 - ((length[order[i]] >> shift) & 255)]++] = order[i];
+      order.swap(scratch);
+    }
     for (int32_t i = 0; i < batch; i++) {
-      int32_t b = (int32_t)(keys[i] & 0xfffff);
-      int64_t pages = ceil_div(seq_lens[b], s.page_size);
-      int32_t n = (int32_t)std::min<int64_t>(ceil_div(pages, target), 0xffff);
-      set_row(b, n);
-      t = emit_row(t, b, s.num_kv_heads, seq_lens[b], s.page_size, pages, n, 0);
+      int32_t b = (int32_t)order[i];
+      set_row(b, (int32_t)splits[b]);
+      t = emit_row(t, b, s.num_kv_heads, seq_lens[b], s.page_size, ((int64_t)seq_lens[b] + s.page_size - 1) >> shift_ps,
+                   (int32_t)splits[b], 0);
     }
   }
   header->num_tasks = (int32_t)(t - tasks);

@@ -85,15 +85,19 @@ pkv_status body_blocks_per_sm(int32_t kernel, int32_t *out) {
 
 template <typename T, int D>
 pkv_status launch_decode_typed(int32_t kernel, int32_t math, const DecodeParams &p, int32_t grid, cudaStream_t stream) {
-  if constexpr (D <= 128)
-    if (math == kMathTensorCores) return launch_body<TensorBody<T, D>, T>(kernel, p, grid, stream);
+  if constexpr (D <= 128) {
+    if (math == kMathTensorCores) return launch_body<TensorBody<T, D, kMathTensorCores>, T>(kernel, p, grid, stream);
+    if (math == kMathTensorSmall) return launch_body<TensorBody<T, D, kMathTensorSmall>, T>(kernel, p, grid, stream);
+  }
   return launch_body<CoreBody<T, D>, T>(kernel, p, grid, stream);
 }
 
 template <typename T, int D>
 pkv_status decode_blocks_per_sm_typed(int32_t kernel, int32_t math, int32_t *out) {
-  if constexpr (D <= 128)
-    if (math == kMathTensorCores) return body_blocks_per_sm<TensorBody<T, D>, T>(kernel, out);
+  if constexpr (D <= 128) {
+    if (math == kMathTensorCores) return body_blocks_per_sm<TensorBody<T, D, kMathTensorCores>, T>(kernel, out);
+    if (math == kMathTensorSmall) return body_blocks_per_sm<TensorBody<T, D, kMathTensorSmall>, T>(kernel, out);
+  }
   return body_blocks_per_sm<CoreBody<T, D>, T>(kernel, out);
 }
 

@@ -14,11 +14,11 @@
 
 namespace pkv {
 
-template <typename T, int D>
+template <typename T, int D, int32_t kMath>
 struct TensorBody {
   static constexpr int kThreads = 128;
   static constexpr int kWarps = kThreads / 32;
-  static constexpr int kTile = decode_tile_tokens(D, kMathTensorCores);
+  static constexpr int kTile = decode_tile_tokens(D, kMath);
   static constexpr int kChunks = kTile / 16;
   static constexpr int kKSteps = D / 16;  // k-steps of Q K^T
   static constexpr int kNTiles = D / 8;   // n-tiles of O
