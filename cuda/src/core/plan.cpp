@@ -84,7 +84,8 @@ int32_t build_workqueue(const PlanShape &s, int32_t kernel, int32_t batch, const
     }
   } else {
     // Balanced splits. A single wave of near-equal tasks is best when the rows allow one (long, even
-    // rows: no tail, fewest merges); it is taken when its longest task is within 25% of the mean share.
+    // rows: no tail, fewest merges); it is taken when its longest task is within 5% (large steps) or 25% (small
+    // steps) of the mean share.
     // Otherwise (skewed rows: a short row's task would leave its block idle) several tasks per block,
     // handed out longest first, so the idle tail is at most one short task: 4 per block when few rows,
     // 2 when many rows already give fine grain. Never under the minimum split (merge traffic and
@@ -111,7 +112,10 @@ int32_t build_workqueue(const PlanShape &s, int32_t kernel, int32_t batch, const
         else lo = mid + 1;
       }
       tasks_for(lo, &longest);
-      if (lo == min_pages || longest * s.wave * 100 <= work * 125) target = lo;
+      // Large steps (over 32 minimum splits per block) pay little per task, so 5% idle already favours
+      // several tasks per block; small steps are dominated by per-task latency, so accept up to 25%.
+      const int64_t slack = work >= 32 * min_pages * s.wave ? 105 : 125;
+      if (lo == min_pages || longest * s.wave * 100 <= work * slack) target = lo;
     }
     if (target == 0) {
       // Each task costs about a pipeline fill (~2 us) beyond its bytes: no task under 2x the minimum.

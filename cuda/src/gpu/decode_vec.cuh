@@ -40,10 +40,12 @@ __device__ __forceinline__ uint4 float_to_vec(const float (&f)[8]) {
 }
 
 // 16-byte global->shared copy that bypasses L1 (each byte is read once); src_bytes 0 writes zeros,
-// which keeps masked V rows finite (0 * NaN garbage would poison the output).
+// which keeps masked V rows finite (0 * NaN garbage would poison the output). L2::128B asks L2 to
+// fetch the whole 128-byte line on a miss: the neighbouring lanes' requests then hit instead of each
+// sending its own 32-byte sector read to DRAM.
 __device__ __forceinline__ void cp_async16(void *smem, const void *gmem, int src_bytes) {
   unsigned dst = (unsigned)__cvta_generic_to_shared(smem);
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "r"(src_bytes));
+  asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "r"(src_bytes));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N> __device__ __forceinline__ void cp_async_wait() {
