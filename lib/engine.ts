@@ -25,8 +25,8 @@ export interface DecodeEngineOptions {
   dtype: DType;
   /**
    * "adaptive" (default) picks a kernel per step. Until the calibration work lands, its rule is a fixed
-   * placeholder in native code: persistent for steps of 8K tokens or more, or when the longest row is over
-   * 4x the mean; baseline otherwise.
+   * placeholder in native code: persistent when (rows x KV heads) fill half a wave or more, or when a step
+   * of 64K tokens or more is skewed (longest row over twice the mean); baseline otherwise.
    */
   policy?: DecodePolicy;
   /** Most rows one plan may hold (default 256). */

@@ -61,15 +61,18 @@ describe("planner", () => {
     expect(base!.maxSplits).toBe(1);
     expect(base!.relError).toBeLessThan(tolerance("f16"));
   });
-  test("adaptive picks persistent for long steps and baseline for short ones", () => {
+  test("adaptive picks persistent for many rows or a long skewed step, baseline otherwise", () => {
     const pool = new TestPool(rt, {
-      numLayers: 1, numPages: 1200, pageSize: 16, numKvHeads: 1, headDim: 64, dtype: "f16", maxSequences: 4,
-      maxPagesPerSequence: 1100,
+      numLayers: 1, numPages: 8700, pageSize: 16, numKvHeads: 1, headDim: 64, dtype: "f16", maxSequences: 256,
+      maxPagesPerSequence: 4200,
     });
     const engine = new DecodeEngine(rt, { numQoHeads: 4, numKvHeads: 1, headDim: 64, pageSize: 16, dtype: "f16" });
-    const short = pool.addSequence(100), long = pool.addSequence(17000);
+    const short = pool.addSequence(100), long = pool.addSequence(66000), even = pool.addSequence(66000);
     expect(engine.plan(pool, [short]).kernel).toBe("baseline");
-    expect(engine.plan(pool, [short, long]).kernel).toBe("persistent");
+    expect(engine.plan(pool, [long, even]).kernel).toBe("baseline"); // even rows
+    expect(engine.plan(pool, [short, long]).kernel).toBe("persistent"); // skewed and long
+    const many = Array.from({ length: 200 }, () => pool.addSequence(10)); // 200 rows >= half of the 396 wave
+    expect(engine.plan(pool, many).kernel).toBe("persistent");
     engine.dispose();
     pool.dispose();
   });

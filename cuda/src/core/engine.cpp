@@ -156,15 +156,19 @@ int32_t choose_math(int32_t head_dim) {
   return pkv::tensor_cores_support(head_dim) ? pkv::kMathTensorCores : pkv::kMathCudaCores;
 }
 
-// Placeholder adaptive rule until the calibration issue replaces it: the persistent kernel when the
-// step is long enough for balance to matter (>= 8K tokens) or skewed (longest row over 4x the mean).
-int32_t adaptive_kernel(int32_t batch, const int32_t *seq_lens) {
+// Placeholder adaptive rule until the calibration issue replaces it, read off the H100 measurements in
+// bench/NOTES-kernels.md: the persistent kernel when rows are many (half a wave of (row, head) pairs or
+// more: its queue balances them, the one-block-per-task grid does not) or when a long step is skewed
+// (longest row over twice the mean, 64K tokens or more); the baseline otherwise (equal rows split
+// evenly either way, and its launch is a little cheaper for short steps).
+int32_t adaptive_kernel(const pkv_decode_engine *e, int32_t batch, const int32_t *seq_lens) {
   int64_t total = 0, longest = 0;
   for (int32_t b = 0; b < batch; b++) {
     total += seq_lens[b];
     longest = std::max<int64_t>(longest, seq_lens[b]);
   }
-  if (total >= 8192 || longest * batch > 4 * total) return PKV_KERNEL_PERSISTENT;
+  if (2 * (int64_t)batch * e->cfg.num_kv_heads >= e->shape.wave) return PKV_KERNEL_PERSISTENT;
+  if (total >= 65536 && longest * batch > 2 * total) return PKV_KERNEL_PERSISTENT;
   return PKV_KERNEL_BASELINE;
 }
 
@@ -435,7 +439,7 @@ pkv_status pkv_decode_plan(pkv_decode_engine *engine, pkv_kvpool *pool, int32_t 
       return fail(PKV_ERR_BAD_STATE, "pkv_decode_plan: the runtime's stream is being captured; plan before the "
                                      "capture begins and capture only the runs");
   }
-  const int32_t kernel = policy == PKV_POLICY_ADAPTIVE ? adaptive_kernel(batch, seq_lens)
+  const int32_t kernel = policy == PKV_POLICY_ADAPTIVE ? adaptive_kernel(e, batch, seq_lens)
                          : policy == PKV_POLICY_PERSISTENT ? PKV_KERNEL_PERSISTENT
                                                            : PKV_KERNEL_BASELINE;
   // On the CPU backend nothing is in flight and one image serves.
