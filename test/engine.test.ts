@@ -70,7 +70,8 @@ describe("planner", () => {
     const short = pool.addSequence(100), long = pool.addSequence(66000), even = pool.addSequence(66000);
     expect(engine.plan(pool, [short]).kernel).toBe("baseline");
     expect(engine.plan(pool, [long, even]).kernel).toBe("baseline"); // even rows
-    expect(engine.plan(pool, [short, long]).kernel).toBe("persistent"); // skewed and long
+    const short2 = pool.addSequence(300);
+    expect(engine.plan(pool, [short, short2, long]).kernel).toBe("persistent"); // skewed and long
     const many = Array.from({ length: 200 }, () => pool.addSequence(10)); // 200 rows >= half of the 396 wave
     expect(engine.plan(pool, many).kernel).toBe("persistent");
     engine.dispose();
