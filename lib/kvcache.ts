@@ -125,8 +125,7 @@ export class KVCache extends NativeObject {
       for (; pages < limit; pages++) {
         const page = this.#prefix.lookup(link, tokens, pages * P);
         if (page < 0) break;
-        if (this.#prefix.isParked(page)) this.#prefix.unpark(page);
-        this.#pages.retain(page);
+        this.#holdCached(page);
         this.#table.set(row, pages, page);
         link = this.#prefix.linkOf(page);
       }
@@ -276,16 +275,17 @@ export class KVCache extends NativeObject {
   swapOut(seq: Sequence): void {
     const s = this.#live(seq, "swapOut");
     const pages = Math.ceil(s.length / this.#pageSize);
-    let moving = 0;
-    for (let c = 0; c < pages; c++) if (this.#pages.refs(this.#table.get(s.row, c)) === 1) moving++;
-    if (moving > this.#swap.freeCount)
+    // Registering can only turn private pages into shared ones, so check before it and count after.
+    const needed = this.#privatePages(s.row, pages);
+    if (needed > this.#swap.freeCount)
       throw new SwapFullError(
         Status.SWAP_FULL,
         this.#swap.total === 0
           ? `swapOut: the cache was created with swapPages 0`
-          : `swapOut: sequence ${seq.id} needs ${moving} swap slots, ${this.#swap.freeCount} of ${this.#swap.total} are free`,
+          : `swapOut: sequence ${seq.id} needs ${needed} swap slots, ${this.#swap.freeCount} of ${this.#swap.total} are free`,
       );
     this.#register(s);
+    const moving = this.#privatePages(s.row, pages);
     const map = new Int32Array(pages);
     const from = new Int32Array(moving);
     const to = new Int32Array(moving);
@@ -471,6 +471,12 @@ export class KVCache extends NativeObject {
     return refs > 1 ? `shared by ${refs} sequences` : "held by a swapped-out sequence";
   }
 
+  #privatePages(row: number, pages: number): number {
+    let count = 0;
+    for (let c = 0; c < pages; c++) if (this.#pages.refs(this.#table.get(row, c)) === 1) count++;
+    return count;
+  }
+
   #noRow(op: string): OutOfRangeError {
     return new OutOfRangeError(
       Status.OUT_OF_RANGE,
@@ -494,6 +500,12 @@ export class KVCache extends NativeObject {
   #takePage(): number {
     if (this.#pages.freeCount === 0) this.#pages.free(this.#prefix.evict());
     return this.#pages.take();
+  }
+
+  /** Adds a holder to a registered page, taking it out of the evictable set if it had none. */
+  #holdCached(page: number): void {
+    if (this.#prefix.isParked(page)) this.#prefix.unpark(page);
+    this.#pages.retain(page);
   }
 
   /** Drops one holder of a page; with none left it is parked in the prefix cache if registered, else freed. */
@@ -536,15 +548,30 @@ export class KVCache extends NativeObject {
 
   // ---- prefix-cache chain ------------------------------------------------------------------------
 
-  /** Registers the full pages a hashing sequence filled since its last registration. */
+  /**
+   * Registers the full pages a hashing sequence filled since its last registration. Those pages are private
+   * (fork, swapOut and release register first). Where the prefix cache already holds the same link, the
+   * sequence switches to the cached page and frees its own copy: identical prompts end up sharing pages.
+   */
   #register(s: SequenceRecord): void {
     if (!s.hashing) return;
     const P = this.#pageSize;
     const full = Math.floor(s.length / P);
     if (full <= s.registered) return;
     let link = s.link;
-    for (let c = s.registered; c < full; c++)
-      link = this.#prefix.register(this.#table.get(s.row, c), link, s.tail, (c - s.registered) * P);
+    for (let c = s.registered; c < full; c++) {
+      const offset = (c - s.registered) * P;
+      const page = this.#table.get(s.row, c);
+      const cached = this.#prefix.lookup(link, s.tail, offset);
+      if (cached < 0) {
+        link = this.#prefix.register(page, link, s.tail, offset);
+        continue;
+      }
+      this.#holdCached(cached);
+      this.#table.set(s.row, c, cached);
+      this.#drop(page);
+      link = this.#prefix.linkOf(cached);
+    }
     const done = (full - s.registered) * P;
     s.tail.copyWithin(0, done, s.length - s.registered * P);
     s.registered = full;
