@@ -34,6 +34,22 @@ export interface ModelConfig {
   headDim: number;
 }
 
+const shape = { numLayers: 2, numKvHeads: 2, headDim: 64 };
+/** Page sizes 1, 4 and 16 with small pools and tables, so exhaustion, eviction and the row limit happen often. */
+export const MODEL_CONFIGS: ModelConfig[] = [
+  { ...shape, pageSize: 1, numPages: 48, maxSequences: 8, maxPagesPerSequence: 20, swapPages: 24 },
+  { ...shape, pageSize: 4, numPages: 32, maxSequences: 8, maxPagesPerSequence: 10, swapPages: 12 },
+  { ...shape, pageSize: 16, numPages: 20, maxSequences: 6, maxPagesPerSequence: 6, swapPages: 8 },
+];
+
+/** Every kind of operation and outcome a run must have exercised, or it is not testing it. */
+export const MODEL_OUTCOMES = [
+  "create", "create (prefix hit)", "create (no row)", "append", "append (new pages)", "append (copy-on-write)",
+  "append (too long)", "append (out of pages)", "write", "write (shared page)", "fork", "fork (no row)", "release",
+  "release (swapped)", "swapOut", "swapOut (swap full)", "swapIn", "swapIn (no row)", "swapIn (out of pages)",
+  "describeBatch", "describeBatch (swapped)", "misuse (released)", "misuse (swapped)", "misuse (other cache)",
+];
+
 type ErrorClass = new (...args: never[]) => Error;
 
 /** A page as the shadow sees it: who holds it, and whether it is in the pool or in swap space. */
