@@ -5,7 +5,14 @@
 // dirty_from; the plan uploads columns dirty_from.. of each row it uses and resets dirty_from. So a step
 // costs O(pages added) here and O(dirty columns) in the upload.
 //
-// FORMAT_CHOICE
+// Why a fixed-width table and not CSR (indptr + indices), measured with bench/kvcache.bench.ts on the
+// 2-core CI host, 256 sequences each appending one token per step: a CSR table must be rebuilt (or
+// shifted) every step because any sequence may grow, which took 5.2 us p50 for 8.8K pages (b256-short)
+// and 9.0 us for 37.6K pages (b128-serving x2), growing with total context, and uploads 36-151 KB per
+// step. Here a step writes one column for the ~1 in 16 sequences that start a page and describeBatch
+// takes 1.1-1.3 us, independent of context length; the upload is the dirty columns plus rows and
+// lengths, about 2 KB. The price is pinned memory for the full width (maxSequences x width x 4 bytes,
+// 16 MiB at the defaults for page size 16), which is small next to the pages themselves.
 import { toArrayBuffer } from "bun:ffi";
 
 export class BlockTable {
