@@ -12,7 +12,8 @@ import { PageAllocator } from "./cache/page-allocator";
 import { PrefixCache } from "./cache/prefix-cache";
 import { Sequence, type SequenceRecord, record } from "./cache/sequence";
 import { SwapSpace } from "./cache/swap-space";
-import { check, outU64 } from "./ffi/call";
+import type { Pointer } from "bun:ffi";
+import { check, outPointer } from "./ffi/call";
 import { native } from "./ffi/loader";
 import {
   BadStateError,
@@ -78,13 +79,13 @@ export class KVCache extends NativeObject {
   constructor(runtime: Runtime, options: KVCacheOptions) {
     const config = resolveConfig(options);
     const create = native().pkv_kvpool_create;
-    const handle = outU64("pkv_kvpool_create", (out) => create(runtime.handle, encodeConfig(config), out));
+    const handle = outPointer("pkv_kvpool_create", (out) => create(runtime.handle, encodeConfig(config), out));
     let table: BlockTable;
     try {
-      const tableAddress = outU64("pkv_kvpool_table_addresses", (out) =>
+      const tableAddress = outPointer("pkv_kvpool_table_addresses", (out) =>
         native().pkv_kvpool_table_addresses(handle, out, new BigUint64Array(1)),
       );
-      const dirtyAddress = outU64("pkv_kvpool_table_addresses", (out) =>
+      const dirtyAddress = outPointer("pkv_kvpool_table_addresses", (out) =>
         native().pkv_kvpool_table_addresses(handle, new BigUint64Array(1), out),
       );
       table = new BlockTable(tableAddress, dirtyAddress, config.maxSequences, config.maxPagesPerSequence);
@@ -103,7 +104,7 @@ export class KVCache extends NativeObject {
   }
 
   /** The native pool handle, for the decode plan; throws BadStateError once disposed. */
-  get poolHandle(): number {
+  get poolHandle(): Pointer {
     return this.handle;
   }
 

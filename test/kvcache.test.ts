@@ -1,7 +1,7 @@
 // The KV cache's public operations and every error path, on the CPU backend. Each error test checks that
 // the cache is exactly as before: stats, bookkeeping, page lists and K/V all equal.
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { toArrayBuffer } from "bun:ffi";
+import { type Pointer, toArrayBuffer } from "bun:ffi";
 import { native } from "../lib/ffi/loader.ts";
 import {
   BadStateError,
@@ -174,8 +174,8 @@ describe("block table contract", () => {
     expect(native().pkv_kvpool_table_addresses(cache.poolHandle, t, d)).toBe(0);
     const { maxSequences, maxPagesPerSequence } = cache.config;
     return {
-      table: new Int32Array(toArrayBuffer(Number(t[0]), 0, maxSequences * maxPagesPerSequence * 4)),
-      dirty: new Int32Array(toArrayBuffer(Number(d[0]), 0, maxSequences * 4)),
+      table: new Int32Array(toArrayBuffer(Number(t[0]) as Pointer, 0, maxSequences * maxPagesPerSequence * 4)),
+      dirty: new Int32Array(toArrayBuffer(Number(d[0]) as Pointer, 0, maxSequences * 4)),
       width: maxPagesPerSequence,
     };
   }

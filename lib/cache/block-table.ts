@@ -13,7 +13,7 @@
 // takes 1.1-1.3 us, independent of context length; the upload is the dirty columns plus rows and
 // lengths, about 2 KB. The price is pinned memory for the full width (maxSequences x width x 4 bytes,
 // 16 MiB at the defaults for page size 16), which is small next to the pages themselves.
-import { toArrayBuffer } from "bun:ffi";
+import { type Pointer, toArrayBuffer } from "bun:ffi";
 
 export class BlockTable {
   readonly rows: number;
@@ -24,7 +24,7 @@ export class BlockTable {
   readonly #freeRows: Int32Array; // stack; lowest row on top
   #freeCount: number;
 
-  constructor(tableAddress: number, dirtyAddress: number, rows: number, width: number) {
+  constructor(tableAddress: Pointer, dirtyAddress: Pointer, rows: number, width: number) {
     this.rows = rows;
     this.width = width;
     const table = toArrayBuffer(tableAddress, 0, rows * width * 4);

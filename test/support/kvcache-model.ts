@@ -9,7 +9,7 @@
 // - K and V read back equal to the shadow: one random sequence each step, all of them every few steps.
 // A failed operation must leave stats, bookkeeping and the target's K/V exactly as before.
 import { expect } from "bun:test";
-import { toArrayBuffer } from "bun:ffi";
+import { type Pointer, toArrayBuffer } from "bun:ffi";
 import { native } from "../../lib/ffi/loader.ts";
 import {
   BadStateError,
@@ -107,8 +107,8 @@ export class KVCacheModel {
     const dirty = new BigUint64Array(1);
     expect(native().pkv_kvpool_table_addresses(this.cache.poolHandle, table, dirty)).toBe(0);
     const width = cfg.maxPagesPerSequence;
-    this.#table = new Int32Array(toArrayBuffer(Number(table[0]), 0, cfg.maxSequences * width * 4));
-    this.#dirty = new Int32Array(toArrayBuffer(Number(dirty[0]), 0, cfg.maxSequences * 4));
+    this.#table = new Int32Array(toArrayBuffer(Number(table[0]) as Pointer, 0, cfg.maxSequences * width * 4));
+    this.#dirty = new Int32Array(toArrayBuffer(Number(dirty[0]) as Pointer, 0, cfg.maxSequences * 4));
     this.#mirror = new Int32Array(cfg.maxSequences * width).fill(-1);
     // A few "system prompts" of 1-3 pages plus a bit, from the tiny vocabulary.
     this.#prompts = Array.from({ length: 4 }, () => this.#randomTokens(this.#P * (1 + this.#rng.int(3)) + this.#rng.int(this.#P)));
