@@ -6,12 +6,12 @@
 // CUDA error) come before the bookkeeping they depend on, and what they took is given back.
 import type { NativeBuffer } from "./buffers";
 import { BlockTable } from "./cache/block-table";
+import { IdStack } from "./cache/id-stack";
 import { type KVCacheConfig, type KVCacheOptions, encodeConfig, resolveConfig } from "./cache/config";
 import { type KVData, checkKVData, checkTokens } from "./cache/kv-arguments";
 import { PageAllocator } from "./cache/page-allocator";
 import { PrefixCache } from "./cache/prefix-cache";
 import { Sequence, type SequenceRecord, record } from "./cache/sequence";
-import { SwapSpace } from "./cache/swap-space";
 import type { Pointer } from "bun:ffi";
 import { check, outPointer } from "./ffi/call";
 import { native } from "./ffi/loader";
@@ -67,7 +67,7 @@ export class KVCache extends NativeObject {
   readonly #table: BlockTable;
   readonly #pages: PageAllocator;
   readonly #prefix: PrefixCache;
-  readonly #swap: SwapSpace;
+  readonly #swap: IdStack; // free slots of the pool's pinned swap space, one page (all layers, K and V) each
   #prefixHitTokens = 0;
   // writeKV's duplicate-slot check: slots seen in the current call carry the call's stamp.
   #slotStamps: Int32Array | null = null;
@@ -100,7 +100,7 @@ export class KVCache extends NativeObject {
     this.#table = table;
     this.#pages = new PageAllocator(config.numPages, config.pageSize);
     this.#prefix = new PrefixCache(config.numPages, config.pageSize);
-    this.#swap = new SwapSpace(config.swapPages);
+    this.#swap = new IdStack(config.swapPages);
   }
 
   /** The native pool handle, for the decode plan; throws BadStateError once disposed. */
@@ -260,7 +260,7 @@ export class KVCache extends NativeObject {
         if (entry >= 0) {
           this.#pages.holdSwapped(entry, -1);
           this.#drop(entry);
-        } else this.#swap.free(-entry - 1);
+        } else this.#swap.give(-entry - 1);
       }
     }
     s.state = "released";
@@ -278,12 +278,12 @@ export class KVCache extends NativeObject {
     const pages = Math.ceil(s.length / this.#pageSize);
     // Registering can only turn private pages into shared ones, so check before it and count after.
     const needed = this.#privatePages(s.row, pages);
-    if (needed > this.#swap.freeCount)
+    if (needed > this.#swap.count)
       throw new SwapFullError(
         Status.SWAP_FULL,
         this.#swap.total === 0
           ? `swapOut: the cache was created with swapPages 0`
-          : `swapOut: sequence ${seq.id} needs ${needed} swap slots, ${this.#swap.freeCount} of ${this.#swap.total} are free`,
+          : `swapOut: sequence ${seq.id} needs ${needed} swap slots, ${this.#swap.count} of ${this.#swap.total} are free`,
       );
     this.#register(s);
     const moving = this.#privatePages(s.row, pages);
@@ -306,7 +306,7 @@ export class KVCache extends NativeObject {
       check(native().pkv_kvpool_swap_out(this.handle, moving, from, to), "pkv_kvpool_swap_out");
     } catch (error) {
       for (let c = 0; c < pages; c++) if (map[c]! >= 0) this.#pages.holdSwapped(map[c]!, -1);
-      for (let i = moving - 1; i >= 0; i--) this.#swap.free(to[i]!);
+      for (let i = moving - 1; i >= 0; i--) this.#swap.give(to[i]!);
       throw error;
     }
     for (let i = 0; i < moving; i++) this.#drop(from[i]!);
@@ -343,7 +343,7 @@ export class KVCache extends NativeObject {
     for (let c = 0, i = 0; c < map.length; c++) {
       let page = map[c]!;
       if (page < 0) {
-        this.#swap.free(from[i]!);
+        this.#swap.give(from[i]!);
         page = to[i++]!;
         this.#pages.setFill(page, Math.min(P, s.length - c * P));
       } else this.#pages.holdSwapped(page, -1);
@@ -380,9 +380,9 @@ export class KVCache extends NativeObject {
       pagesFree: pages.freeCount,
       pagesShared: pages.sharedCount,
       pagesCached: this.#prefix.evictableCount,
-      pagesSwapped: this.#swap.usedCount,
+      pagesSwapped: this.#swap.total - this.#swap.count,
       swapSlotsTotal: this.#swap.total,
-      swapSlotsUsed: this.#swap.usedCount,
+      swapSlotsUsed: this.#swap.total - this.#swap.count,
       wastedSlots: pages.wastedSlots,
       wasteFraction: used === 0 ? 0 : pages.wastedSlots / (used * this.#pageSize),
       prefixHitTokens: this.#prefixHitTokens,

@@ -16,7 +16,7 @@ import {
   UnsupportedError,
   openRuntime,
 } from "../lib/index.ts";
-import { fingerprint, tokenData } from "./support/kvcache.ts";
+import { REFUSED_WHILE_SWAPPED, fingerprint, sequenceOps, tokenData } from "./support/kvcache.ts";
 
 const H = 2; // kv heads
 const D = 64; // head dim
@@ -474,24 +474,12 @@ describe("errors leave the cache unchanged", () => {
   });
 
   test("released and swapped-out sequences are refused (BadStateError)", () => {
-    const { cache, out, gone, seqs } = busy();
-    for (const op of [
-      () => cache.append(gone, 1),
-      () => cache.readKV(0, gone),
-      () => cache.fork(gone),
-      () => cache.release(gone),
-      () => cache.swapOut(gone),
-      () => cache.swapIn(gone),
-      () => cache.pagesOf(gone),
-      () => cache.describeBatch([gone], new Int32Array(1), new Int32Array(1)),
-      () => cache.append(out, 1),
-      () => cache.readKV(0, out),
-      () => cache.fork(out),
-      () => cache.swapOut(out),
-      () => cache.describeBatch([seqs[0]!, out], new Int32Array(2), new Int32Array(2)),
-      () => cache.swapIn(seqs[0]!), // live, not swapped out
-    ])
-      expectUnchanged(cache, seqs, BadStateError, op);
+    const { cache, a, out, gone, seqs } = busy();
+    const ops = sequenceOps(cache);
+    for (const op of Object.values(ops)) expectUnchanged(cache, seqs, BadStateError, () => op(gone));
+    for (const name of REFUSED_WHILE_SWAPPED) expectUnchanged(cache, seqs, BadStateError, () => ops[name]!(out));
+    expectUnchanged(cache, seqs, BadStateError, () => cache.describeBatch([a, out], new Int32Array(2), new Int32Array(2)));
+    expectUnchanged(cache, seqs, BadStateError, () => cache.swapIn(a)); // live, not swapped out
   });
 
   test("writes to pages that are shared, cached, free or held by a swapped-out sequence are refused", () => {
@@ -554,17 +542,8 @@ describe("errors leave the cache unchanged", () => {
     const { cache, seqs } = busy();
     const other = make();
     const foreign = other.createSequence();
-    for (const op of [
-      () => cache.append(foreign, 1),
-      () => cache.readKV(0, foreign),
-      () => cache.fork(foreign),
-      () => cache.release(foreign),
-      () => cache.swapOut(foreign),
-      () => cache.swapIn(foreign),
-      () => cache.describeBatch([foreign], new Int32Array(1), new Int32Array(1)),
-      () => cache.append({} as Sequence, 1),
-    ])
-      expectUnchanged(cache, seqs, InvalidArgumentError, op);
+    for (const op of Object.values(sequenceOps(cache))) expectUnchanged(cache, seqs, InvalidArgumentError, () => op(foreign));
+    expectUnchanged(cache, seqs, InvalidArgumentError, () => cache.append({} as Sequence, 1));
   });
 
   test("too many sequences: create, fork and swapIn need a free row (OutOfRangeError)", () => {

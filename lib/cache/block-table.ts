@@ -14,6 +14,7 @@
 // lengths, about 2 KB. The price is pinned memory for the full width (maxSequences x width x 4 bytes,
 // 16 MiB at the defaults for page size 16), which is small next to the pages themselves.
 import { type Pointer, toArrayBuffer } from "bun:ffi";
+import { IdStack } from "./id-stack";
 
 export class BlockTable {
   readonly rows: number;
@@ -21,8 +22,7 @@ export class BlockTable {
   #table: Int32Array;
   #dirty: Int32Array;
   readonly #memory: ArrayBuffer[];
-  readonly #freeRows: Int32Array; // stack; lowest row on top
-  #freeCount: number;
+  readonly #freeRows: IdStack;
 
   constructor(tableAddress: Pointer, dirtyAddress: Pointer, rows: number, width: number) {
     this.rows = rows;
@@ -32,22 +32,20 @@ export class BlockTable {
     this.#memory = [table, dirty];
     this.#table = new Int32Array(table);
     this.#dirty = new Int32Array(dirty);
-    this.#freeRows = new Int32Array(rows);
-    for (let i = 0; i < rows; i++) this.#freeRows[i] = rows - 1 - i;
-    this.#freeCount = rows;
+    this.#freeRows = new IdStack(rows);
   }
 
   get freeRowCount(): number {
-    return this.#freeCount;
+    return this.#freeRows.count;
   }
 
   /** Takes an unused row (-1 if none). Its old columns are stale until written. */
   acquireRow(): number {
-    return this.#freeCount === 0 ? -1 : this.#freeRows[--this.#freeCount]!;
+    return this.#freeRows.take();
   }
 
   releaseRow(row: number): void {
-    this.#freeRows[this.#freeCount++] = row;
+    this.#freeRows.give(row);
   }
 
   get(row: number, column: number): number {

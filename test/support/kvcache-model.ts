@@ -21,7 +21,7 @@ import {
   type Sequence,
   SwapFullError,
 } from "../../lib/index.ts";
-import { Rng, fillToken, tokenData } from "./kvcache.ts";
+import { REFUSED_WHILE_SWAPPED, Rng, fillToken, sequenceOps, tokenData } from "./kvcache.ts";
 
 export interface ModelConfig {
   pageSize: number;
@@ -348,30 +348,19 @@ export class KVCacheModel {
     const released = this.#released.length > 0 ? this.#rng.pick(this.#released) : null;
     const swapped = this.#seqs.find((s) => s.state === "swapped");
     const r = this.#rng.int(3);
+    const ops = sequenceOps(cache);
     if (r === 0 && released) {
-      const op = this.#rng.pick<(seq: Sequence) => unknown>([
-        (q) => cache.append(q, 1),
-        (q) => cache.readKV(0, q),
-        (q) => cache.fork(q),
-        (q) => cache.release(q),
-        (q) => cache.swapOut(q),
-        (q) => cache.swapIn(q),
-        (q) => cache.describeBatch([q], new Int32Array(1), new Int32Array(1)),
-      ]);
+      const op = ops[this.#rng.pick(Object.keys(ops))]!;
       return this.#expectUnchanged("misuse (released)", BadStateError, () => op(released));
     }
     if (r === 1 && swapped) {
-      const op = this.#rng.pick<(seq: Sequence) => unknown>([
-        (q) => cache.append(q, 1),
-        (q) => cache.readKV(0, q),
-        (q) => cache.fork(q),
-        (q) => cache.swapOut(q),
-      ]);
+      const op = ops[this.#rng.pick(REFUSED_WHILE_SWAPPED)]!;
       return this.#expectUnchanged("misuse (swapped)", BadStateError, () => op(swapped.seq), swapped);
     }
     const foreign = this.#other.createSequence();
     const target = this.#seqs.length > 0 ? this.#rng.pick(this.#seqs) : undefined;
-    this.#expectUnchanged("misuse (other cache)", InvalidArgumentError, () => cache.append(foreign, 1), target);
+    const op = ops[this.#rng.pick(Object.keys(ops))]!;
+    this.#expectUnchanged("misuse (other cache)", InvalidArgumentError, () => op(foreign), target);
     this.#other.release(foreign);
   }
 

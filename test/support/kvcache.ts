@@ -75,3 +75,20 @@ export function fingerprint(cache: KVCache, sequences: readonly Sequence[]) {
     })),
   };
 }
+
+/** Every operation that takes a sequence: a released sequence, or another cache's, must be refused by all. */
+export function sequenceOps(cache: KVCache): Record<string, (seq: Sequence) => unknown> {
+  return {
+    append: (q) => cache.append(q, 1),
+    readKV: (q) => cache.readKV(0, q),
+    fork: (q) => cache.fork(q),
+    release: (q) => cache.release(q),
+    swapOut: (q) => cache.swapOut(q),
+    swapIn: (q) => cache.swapIn(q),
+    pagesOf: (q) => cache.pagesOf(q),
+    describeBatch: (q) => cache.describeBatch([q], new Int32Array(1), new Int32Array(1)),
+  };
+}
+
+/** The operations that a swapped-out sequence must be refused (BadStateError). */
+export const REFUSED_WHILE_SWAPPED = ["append", "readKV", "fork", "swapOut", "describeBatch"] as const;
