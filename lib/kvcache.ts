@@ -4,6 +4,7 @@
 // Every operation checks all it needs (state, row, width, free pages, swap slots) before it changes
 // anything, so a typed error leaves the cache exactly as it was. Native calls that could still fail (a
 // CUDA error) come before the bookkeeping they depend on, and what they took is given back.
+import type { Pointer } from "bun:ffi";
 import type { NativeBuffer } from "./buffers";
 import { BlockTable } from "./cache/block-table";
 import { IdStack } from "./cache/id-stack";
@@ -12,7 +13,6 @@ import { type KVData, checkKVData, checkTokens } from "./cache/kv-arguments";
 import { PageAllocator } from "./cache/page-allocator";
 import { PrefixCache } from "./cache/prefix-cache";
 import { Sequence, type SequenceRecord, record } from "./cache/sequence";
-import type { Pointer } from "bun:ffi";
 import { check, outPointer } from "./ffi/call";
 import { native } from "./ffi/loader";
 import {
@@ -82,13 +82,11 @@ export class KVCache extends NativeObject {
     const handle = outPointer("pkv_kvpool_create", (out) => create(runtime.handle, encodeConfig(config), out));
     let table: BlockTable;
     try {
-      const tableAddress = outPointer("pkv_kvpool_table_addresses", (out) =>
-        native().pkv_kvpool_table_addresses(handle, out, new BigUint64Array(1)),
-      );
-      const dirtyAddress = outPointer("pkv_kvpool_table_addresses", (out) =>
-        native().pkv_kvpool_table_addresses(handle, new BigUint64Array(1), out),
-      );
-      table = new BlockTable(tableAddress, dirtyAddress, config.maxSequences, config.maxPagesPerSequence);
+      const tableAddress = new BigUint64Array(1);
+      const dirtyAddress = new BigUint64Array(1);
+      check(native().pkv_kvpool_table_addresses(handle, tableAddress, dirtyAddress), "pkv_kvpool_table_addresses");
+      const address = (value: bigint) => Number(value) as Pointer;
+      table = new BlockTable(address(tableAddress[0]!), address(dirtyAddress[0]!), config.maxSequences, config.maxPagesPerSequence);
     } catch (error) {
       native().pkv_kvpool_destroy(handle);
       throw error;
@@ -115,7 +113,7 @@ export class KVCache extends NativeObject {
    */
   createSequence(options: { tokens?: Int32Array | number[] } = {}): Sequence {
     this.handle;
-    const tokens = options.tokens === undefined ? null : checkTokens("createSequence", options.tokens);
+    const tokens = options?.tokens === undefined ? null : checkTokens("createSequence", options.tokens);
     if (this.#table.freeRowCount === 0) throw this.#noRow("createSequence");
     const P = this.#pageSize;
     const row = this.#table.acquireRow();
