@@ -15,7 +15,6 @@ export class PrefixCache {
   readonly #sameKey: Int32Array; // next page in the same bucket, -1 at the end
   readonly #buckets = new Map<number, number>(); // hash key -> first page of the bucket
   #lastLink = 0;
-  #registered = 0;
   // Parked pages in release order: a doubly linked list threaded through page ids.
   readonly #parked: Uint8Array;
   readonly #older: Int32Array;
@@ -38,9 +37,6 @@ export class PrefixCache {
   /** Registered pages with no holder: reusable by a prefix hit, or evictable for a new page. */
   get evictableCount(): number {
     return this.#parkedCount;
-  }
-  get registeredCount(): number {
-    return this.#registered;
   }
 
   /** The link id of a registered page, 0 if it is not registered. */
@@ -77,7 +73,6 @@ export class PrefixCache {
     this.#key[page] = key;
     this.#sameKey[page] = this.#buckets.get(key) ?? -1;
     this.#buckets.set(key, page);
-    this.#registered++;
     return link;
   }
 
@@ -120,7 +115,6 @@ export class PrefixCache {
       this.#sameKey[at] = this.#sameKey[page]!;
     }
     this.#link[page] = 0;
-    this.#registered--;
     return page;
   }
 
