@@ -48,6 +48,7 @@ export const MODEL_OUTCOMES = [
   "append (too long)", "append (out of pages)", "write", "write (shared page)", "fork", "fork (no row)", "release",
   "release (swapped)", "swapOut", "swapOut (swap full)", "swapIn", "swapIn (no row)", "swapIn (out of pages)",
   "describeBatch", "describeBatch (swapped)", "misuse (released)", "misuse (swapped)", "misuse (other cache)",
+  "registration found a cached twin",
 ];
 
 type ErrorClass = new (...args: never[]) => Error;
@@ -296,6 +297,7 @@ export class KVCacheModel {
       if (p.holders === 1 && real[c]! >= 0) {
         // Registration found this page's link in the cache, held elsewhere: the sequence switched to it.
         expect(c >= flushFrom && c < s.registered).toBe(true);
+        this.#count("registration found a cached twin");
         p.holders--;
         s.pages[c] = this.#hold(this.#residentByPid(real[c]!)!);
       } else if (p.holders === 1) p.resident = false;
@@ -395,6 +397,7 @@ export class KVCacheModel {
     s.pages.forEach((p, c) => {
       if (p.pid < 0 || real[c] === p.pid) return;
       expect(c >= flushFrom && c < s.registered && p.holders === 1).toBe(true);
+      this.#count("registration found a cached twin");
       p.holders--;
       s.pages[c] = this.#hold(this.#residentByPid(real[c]!, p) ?? this.#placed(new LPage(true), real[c]!));
     });
