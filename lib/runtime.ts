@@ -7,6 +7,7 @@ import { InvalidArgumentError, Status } from "./errors";
 import { NativeObject, type Owner, type Token } from "./lifetime";
 import { Event, Stream } from "./streams";
 import { capture, type Graph } from "./graphs";
+import { KVCache, type KVCacheOptions } from "./kvcache";
 
 export type Backend = "cuda" | "cpu";
 export interface RuntimeOptions {
@@ -95,6 +96,11 @@ export class Runtime extends NativeObject implements Owner {
 
   createEvent(): Event {
     return new Event(outPointer("pkv_event_create", (out) => native().pkv_event_create(this.handle, out)), this);
+  }
+
+  /** A paged KV cache whose pages live on this runtime's device. */
+  createKVCache(options: KVCacheOptions): KVCache {
+    return new KVCache(this, options);
   }
 
   /** Records the asynchronous work `body` queues (e.g. a plan's upload and every layer's run) as a graph. */
