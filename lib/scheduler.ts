@@ -19,9 +19,9 @@ export type { SchedulerTotals, StepReport } from "./scheduler/stats";
 export { quantile } from "./scheduler/stats";
 export { RequestTooLargeError, StepFailedError } from "./scheduler/errors";
 
-export interface SchedulerOptions<Seq, P extends SchedulerPlan> {
-  cache: SchedulerCache<Seq>;
-  engine: SchedulerEngine<Seq, P>;
+export interface SchedulerOptions<Seq, C extends SchedulerCache<Seq>, P extends SchedulerPlan> {
+  cache: C;
+  engine: SchedulerEngine<C, Seq, P>;
   model: StepModel;
   shape: ModelShape;
   /** Most requests decoded in one step (default 64; the engine's plan capacity bounds it). */
@@ -39,9 +39,9 @@ const KERNELS = ["baseline", "persistent"];
 const now = () => performance.now();
 const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
-export class Scheduler<Seq = unknown, P extends SchedulerPlan = SchedulerPlan> {
-  readonly #cache: SchedulerCache<Seq>;
-  readonly #engine: SchedulerEngine<Seq, P>;
+export class Scheduler<Seq = unknown, C extends SchedulerCache<Seq> = SchedulerCache<Seq>, P extends SchedulerPlan = SchedulerPlan> {
+  readonly #cache: C;
+  readonly #engine: SchedulerEngine<C, Seq, P>;
   readonly #model: StepModel;
   readonly #shape: Required<ModelShape>;
   readonly #maxBatch: number;
@@ -62,7 +62,7 @@ export class Scheduler<Seq = unknown, P extends SchedulerPlan = SchedulerPlan> {
   #stopping = false;
   #wake: (() => void) | null = null;
 
-  constructor(options: SchedulerOptions<Seq, P>) {
+  constructor(options: SchedulerOptions<Seq, C, P>) {
     this.#cache = options.cache;
     this.#engine = options.engine;
     this.#model = options.model;
@@ -430,7 +430,7 @@ export class Scheduler<Seq = unknown, P extends SchedulerPlan = SchedulerPlan> {
   #roomFor(need: number): boolean {
     if (this.#running.length === 0) return true; // alone: try, the cache evicts cached prefixes first
     const s = this.#cache.stats();
-    return s.pagesFree - need >= this.#watermark;
+    return s.pagesFree + s.pagesCached - need >= this.#watermark; // cached prefix pages are evictable
   }
 
   #emptyReport(): StepReport {

@@ -1,8 +1,8 @@
 // The serving stack the examples, the serving benchmark and the tests share: a KV cache, a decode
 // engine, the synthetic model and a Scheduler over them, sized for the backend at hand.
 import { type DType } from "../dtype";
-import { DecodeEngine } from "../engine";
-import { KVCache } from "../kvcache";
+import { DecodeEngine, type Plan } from "../engine";
+import { KVCache, type Sequence } from "../kvcache";
 import type { Runtime } from "../runtime";
 import { Scheduler } from "../scheduler";
 import { SyntheticModel } from "./synthetic";
@@ -52,7 +52,7 @@ export function sizesFor(rt: Runtime, overrides: Partial<DemoSizes> = {}): DemoS
 }
 
 export interface DemoStack {
-  scheduler: Scheduler<ReturnType<KVCache["createSequence"]>>;
+  scheduler: Scheduler<Sequence, KVCache, Plan>;
   cache: KVCache;
   engine: DecodeEngine;
   model: SyntheticModel;

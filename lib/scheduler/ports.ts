@@ -30,9 +30,9 @@ export interface SchedulerPlan {
   kernel: string | number;
 }
 
-export interface SchedulerEngine<Seq, P extends SchedulerPlan> {
-  // Method syntax on purpose: the engine's own parameter types (KVCache, Sequence[]) check bivariantly.
-  plan(cache: SchedulerCache<Seq>, sequences: Seq[]): P;
+/** Generic over the cache type C: the engine reads the cache's own internals (pool, block-table rows). */
+export interface SchedulerEngine<C, Seq, P extends SchedulerPlan> {
+  plan(cache: C, sequences: readonly Seq[]): P;
   run(plan: P, layer: number, q: Uint16Array, out: Uint16Array): void;
 }
 
