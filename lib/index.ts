@@ -5,3 +5,4 @@ export { Stream, Event } from "./streams";
 export { Graph } from "./graphs";
 export * from "./errors";
 export { ABI_VERSION, libraryCandidates, libraryPath } from "./ffi/loader";
+export { KVCache, Sequence, type KVCacheOptions, type KVCacheStats, type KVCacheSnapshot, type SequenceState } from "./kvcache";
