@@ -89,7 +89,7 @@ export function createDemoStack(
     maxBatch,
   });
   const model = new SyntheticModel({ numLayers, numQoHeads, numKvHeads, headDim, dtype });
-  const scheduler = new Scheduler({
+  const scheduler = new Scheduler<Sequence, KVCache, Plan>({
     cache,
     engine,
     model,
