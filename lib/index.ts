@@ -6,3 +6,4 @@ export { Graph } from "./graphs";
 export * from "./errors";
 export { ABI_VERSION, libraryCandidates, libraryPath } from "./ffi/loader";
 export { KVCache, Sequence, type KVCacheOptions, type KVCacheStats, type KVCacheSnapshot, type SequenceState } from "./kvcache";
+export { DecodeEngine, Plan, type DecodeEngineOptions, type DecodePolicy, type DecodeKernel, type BatchSource, type RunOptions } from "./engine";

@@ -10,6 +10,7 @@
 #include "internal.h"
 #include "kvpool.h"
 #include "plan.h"
+#include "shape.h"
 
 namespace {
 
@@ -95,23 +96,8 @@ void destroy_engine(void *object) {
 }
 
 pkv_status check_config(const pkv_decode_config *c) {
-  if (c->num_qo_heads < 1 || c->num_kv_heads < 1 || c->num_kv_heads > 32767)
-    return fail(PKV_ERR_INVALID_ARGUMENT, "pkv_decode_engine_create: heads must be positive (qo %d, kv %d, kv <= 32767)",
-                c->num_qo_heads, c->num_kv_heads);
-  if (c->num_qo_heads % c->num_kv_heads != 0)
-    return fail(PKV_ERR_INVALID_ARGUMENT, "pkv_decode_engine_create: num_qo_heads %d is not a multiple of num_kv_heads %d",
-                c->num_qo_heads, c->num_kv_heads);
-  int32_t g = c->num_qo_heads / c->num_kv_heads;
-  if (g > 16)
-    return fail(PKV_ERR_UNSUPPORTED, "pkv_decode_engine_create: group size %d (qo %d / kv %d) is over 16", g,
-                c->num_qo_heads, c->num_kv_heads);
-  if (c->head_dim != 64 && c->head_dim != 128 && c->head_dim != 256)
-    return fail(PKV_ERR_UNSUPPORTED, "pkv_decode_engine_create: head_dim %d is not 64, 128 or 256", c->head_dim);
-  if (c->page_size < 1 || c->page_size > 256 || (c->page_size & (c->page_size - 1)))
-    return fail(PKV_ERR_INVALID_ARGUMENT, "pkv_decode_engine_create: page_size %d is not a power of two in 1..256",
-                c->page_size);
-  if (c->dtype != PKV_DTYPE_F16 && c->dtype != PKV_DTYPE_BF16)
-    return fail(PKV_ERR_INVALID_ARGUMENT, "pkv_decode_engine_create: dtype %d is neither F16 (0) nor BF16 (1)", c->dtype);
+  PKV_TRY(pkv::check_shape("pkv_decode_engine_create", c->num_qo_heads, c->num_kv_heads, c->head_dim, c->page_size,
+                           c->dtype));
   if (c->policy < PKV_POLICY_BASELINE || c->policy > PKV_POLICY_ADAPTIVE)
     return fail(PKV_ERR_INVALID_ARGUMENT, "pkv_decode_engine_create: policy %d is not BASELINE (0), PERSISTENT (1) or ADAPTIVE (2)",
                 c->policy);
@@ -275,7 +261,11 @@ pkv_status cuda_run(pkv_decode_engine *e, int32_t layer, const void *q, void *ou
   p.group = e->group;
   p.page_shift = e->page_shift;
   p.scale_log2 = sm_scale_of(e) * 1.4426950408889634f;
-  const bool foreign = stream != e->rt->stream;
+  // Inside a capture the ordering is the caller's: the graph replays after the plan it was captured
+  // with was uploaded, and no event of ours may join the graph.
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  PKV_CUDA_TRY(cudaStreamIsCapturing(stream, &capture));
+  const bool foreign = stream != e->rt->stream && capture == cudaStreamCaptureStatusNone;
   if (foreign) PKV_CUDA_TRY(cudaStreamWaitEvent(stream, e->plan_ready, 0));
   PKV_TRY(pkv::launch_decode(e->kernel, e->cfg.dtype, e->cfg.head_dim, p, e->grid, stream));
   if (foreign) {
@@ -410,6 +400,14 @@ pkv_status pkv_decode_plan(pkv_decode_engine *engine, pkv_kvpool *pool, int32_t 
   if (num_deltas > INT32_MAX) return fail(PKV_ERR_UNSUPPORTED, "pkv_decode_plan: %lld table entries in one step", (long long)num_deltas);
 
   const bool cuda = pkv::on_cuda(e->rt);
+  if (cuda) {
+    // A captured upload would replay from a staging image that later plans overwrite.
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    PKV_CUDA_TRY(cudaStreamIsCapturing(e->rt->stream, &capture));
+    if (capture != cudaStreamCaptureStatusNone)
+      return fail(PKV_ERR_BAD_STATE, "pkv_decode_plan: the runtime's stream is being captured; plan before the "
+                                     "capture begins and capture only the runs");
+  }
   const int32_t kernel = policy == PKV_POLICY_ADAPTIVE ? adaptive_kernel(batch, seq_lens)
                          : policy == PKV_POLICY_PERSISTENT ? PKV_KERNEL_PERSISTENT
                                                            : PKV_KERNEL_BASELINE;

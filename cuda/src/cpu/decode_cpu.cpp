@@ -8,83 +8,14 @@
 #include <vector>
 
 #include "../core/plan.h"
+#include "half.h"
 
 namespace pkv {
-namespace {
-
-float f16_to_float(uint16_t h) {
-  uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
-  if (exp == 0) {
-    if (man == 0) {
-      bits = sign;
-    } else {  // subnormal: renormalise
-      int e = -1;
-      do {
-        e++;
-        man <<= 1;
-      } while (!(man & 0x400));
-      bits = sign | (uint32_t)(127 - 15 - e) << 23 | (man & 0x3ff) << 13;
-    }
-  } else if (exp == 31) {
-    bits = sign | 0x7f800000u | man << 13;
-  } else {
-    bits = sign | (exp + 127 - 15) << 23 | man << 13;
-  }
-  float f;
-  memcpy(&f, &bits, 4);
-  return f;
-}
-
-uint16_t float_to_f16(float f) {  // round to nearest even
-  uint32_t x;
-  memcpy(&x, &f, 4);
-  uint32_t sign = (x >> 16) & 0x8000;
-  int32_t exp = (int32_t)((x >> 23) & 0xff) - 127 + 15;
-  uint32_t man = x & 0x7fffff;
-  if (((x >> 23) & 0xff) == 0xff) return (uint16_t)(sign | 0x7c00 | (man ? 0x200 : 0));
-  if (exp >= 31) return (uint16_t)(sign | 0x7c00);
-  if (exp <= 0) {
-    if (exp < -10) return (uint16_t)sign;
-    man |= 0x800000;
-    uint32_t shift = (uint32_t)(14 - exp);
-    uint32_t half = man >> shift, rem = man & ((1u << shift) - 1), mid = 1u << (shift - 1);
-    if (rem > mid || (rem == mid && (half & 1))) half++;
-    return (uint16_t)(sign | half);
-  }
-  uint32_t half = sign | (uint32_t)exp << 10 | man >> 13, rem = man & 0x1fff;
-  if (rem > 0x1000 || (rem == 0x1000 && (half & 1))) half++;
-  return (uint16_t)half;
-}
-
-float bf16_to_float(uint16_t h) {
-  uint32_t bits = (uint32_t)h << 16;
-  float f;
-  memcpy(&f, &bits, 4);
-  return f;
-}
-
-uint16_t float_to_bf16(float f) {
-  uint32_t x;
-  memcpy(&x, &f, 4);
-  if ((x & 0x7fffffff) > 0x7f800000) return (uint16_t)((x >> 16) | 0x40);  // quiet NaN
-  x += 0x7fff + ((x >> 16) & 1);
-  return (uint16_t)(x >> 16);
-}
-
-struct Convert {
-  int32_t dtype;
-  float load(const uint16_t *p, int64_t i) const { return dtype == PKV_DTYPE_F16 ? f16_to_float(p[i]) : bf16_to_float(p[i]); }
-  uint16_t store(float f) const { return dtype == PKV_DTYPE_F16 ? float_to_f16(f) : float_to_bf16(f); }
-};
-
-}  // namespace
-
 void cpu_decode_run(const CpuDecodeArgs &a) {
   const auto *header = static_cast<const PlanHeader *>(a.plan);
   const auto *rows = reinterpret_cast<const PlanRow *>(static_cast<const char *>(a.plan) + sizeof(PlanHeader));
   const auto *tasks =
       reinterpret_cast<const PlanTask *>(static_cast<const char *>(a.plan) + 16 * (int64_t)header->tasks_offset);
-  const Convert cv{a.dtype};
   const int32_t d = a.head_dim, g = a.group, shift = __builtin_ctz((unsigned)a.page_size);
   const auto *kp = static_cast<const uint16_t *>(a.k), *vp = static_cast<const uint16_t *>(a.v);
   const auto *qp = static_cast<const uint16_t *>(a.q);
@@ -92,7 +23,7 @@ void cpu_decode_run(const CpuDecodeArgs &a) {
   std::vector<float> q(d), scores, o(d);
 
   auto write_out = [&](int64_t qo_row, const float *val, float lse) {
-    for (int32_t e = 0; e < d; e++) op[qo_row * d + e] = cv.store(val[e]);
+    for (int32_t e = 0; e < d; e++) op[qo_row * d + e] = store_half(a.dtype, val[e]);
     if (a.lse) a.lse[qo_row] = lse;
   };
 
@@ -105,13 +36,13 @@ void cpu_decode_run(const CpuDecodeArgs &a) {
     scores.resize(t.tok_end - t.tok_begin);
     for (int32_t y = 0; y < g; y++) {
       const int64_t qo_row = ((int64_t)t.row * a.num_kv_heads + head) * g + y;
-      for (int32_t e = 0; e < d; e++) q[e] = cv.load(qp, qo_row * d + e) * a.sm_scale;
+      for (int32_t e = 0; e < d; e++) q[e] = load_half(a.dtype, qp[qo_row * d + e]) * a.sm_scale;
       float mx = -INFINITY;
       for (int32_t tok = t.tok_begin; tok < t.tok_end; tok++) {
         int64_t page = table_row[tok >> shift];
         int64_t base = ((page * a.num_kv_heads + head) * a.page_size + (tok & (a.page_size - 1))) * d;
         float s = 0.f;
-        for (int32_t e = 0; e < d; e++) s += q[e] * cv.load(kp, base + e);
+        for (int32_t e = 0; e < d; e++) s += q[e] * load_half(a.dtype, kp[base + e]);
         scores[tok - t.tok_begin] = s;
         mx = std::fmax(mx, s);
       }
@@ -122,7 +53,7 @@ void cpu_decode_run(const CpuDecodeArgs &a) {
         int64_t base = ((page * a.num_kv_heads + head) * a.page_size + (tok & (a.page_size - 1))) * d;
         float p = std::exp(scores[tok - t.tok_begin] - mx);
         l += p;
-        for (int32_t e = 0; e < d; e++) o[e] += p * cv.load(vp, base + e);
+        for (int32_t e = 0; e < d; e++) o[e] += p * load_half(a.dtype, vp[base + e]);
       }
       for (int32_t e = 0; e < d; e++) o[e] /= l;
       const float lse = mx + std::log(l);
