@@ -26,7 +26,7 @@ export interface RunningServer {
 }
 
 export function startServer(options: ServeOptions = {}): RunningServer {
-  const rt = options.rt ?? openRuntime();
+  const rt = options.rt ?? openRuntime({ backend: (process.env.PKV_BACKEND ?? "auto") as "auto" });
   const stack = createDemoStack(rt, sizesFor(rt, options.sizes));
   const { scheduler, cache } = stack;
   const loop = scheduler.run(); // steps while there is work, yielding to the event loop between steps
@@ -47,6 +47,8 @@ export function startServer(options: ServeOptions = {}): RunningServer {
         // Unparsable JSON, or a spec the scheduler refused (InvalidArgumentError, with its reason).
         return Response.json({ error: (error as Error).message }, { status: 400 });
       }
+      // A request larger than the whole pool fails at once: say so with a status, not an empty stream.
+      if (handle.error) return Response.json({ error: handle.error.message }, { status: 413 });
       req.signal.addEventListener("abort", () => handle.cancel());
       return new Response(eventStream(handle), {
         headers: { "content-type": "text/event-stream", "cache-control": "no-cache" },

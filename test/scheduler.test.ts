@@ -76,7 +76,6 @@ describe("Scheduler on the CPU backend", () => {
     });
     referenceTotals = reference.scheduler.totals;
     expect(referenceTotals.preemptedBySwap + referenceTotals.preemptedByRecompute).toBe(0);
-    expect(referenceTotals.prefixHitTokens).toBeGreaterThan(0);
     expectNoLeak(reference.cache);
   });
 
@@ -100,6 +99,7 @@ describe("Scheduler on the CPU backend", () => {
     expect(totals.preemptedBySwap).toBeGreaterThan(0);
     expect(totals.preemptedByRecompute).toBeGreaterThan(0);
     expect(totals.swapIns).toBe(totals.preemptedBySwap);
+    expect(totals.prefixHitTokens).toBeGreaterThan(0); // later arrivals reuse the system prompt's pages
     expect(totals.finished).toBe(load.length);
     expect(totals.generatedTokens).toBe(referenceTotals.generatedTokens);
 

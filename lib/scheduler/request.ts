@@ -139,6 +139,11 @@ export class RequestHandle implements AsyncIterable<TokenEvent> {
     this.done.catch(() => {});
   }
 
+  /** The typed error the request failed with, once it has (submit may return a handle already failed). */
+  get error(): Error | null {
+    return this.#error;
+  }
+
   /** Stops the request and frees its pages; the iterator ends and `done` resolves as "cancelled". */
   cancel(): void {
     this.#cancel();
