@@ -45,7 +45,7 @@ const gpu = rt.backend === "cuda";
 // Defaults: a pool small enough that the load forces preemption (swap, then recompute) on either backend.
 const defaults = gpu
   ? { requests: 256, rate: 16, prompt: "lognormal:1024:0.8", output: "uniform:64:512", shared: 512, pages: 4096, swap: 1024 }
-  : { requests: 48, rate: 100, prompt: "uniform:16:192", output: "uniform:8:48", shared: 32, pages: 96, swap: 24 };
+  : { requests: 64, rate: 200, prompt: "uniform:16:192", output: "uniform:8:48", shared: 32, pages: 96, swap: 8 };
 const num = (value: string | undefined, fallback: number) => (value === undefined ? fallback : Number(value));
 const sizes = sizesFor(rt, {
   numPages: num(flags.pages, defaults.pages),
@@ -224,7 +224,7 @@ function plot(rows: typeof report.timeline, title: string): string {
   const height = PAD + 3 * (H + PAD) + 10;
   return [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${height}" font-family="sans-serif">`,
-    `<text x="${L}" y="18" font-size="14">${title}</text>`,
+    `<text x="${L}" y="18" font-size="14">${title.replace(/&/g, "&amp;").replace(/</g, "&lt;")}</text>`,
     panel(0, "KV pages", 1, [["utilisation", "#1f77b4", (r) => r.kv], ["waste", "#ff7f0e", (r) => r.waste]]),
     panel(1, "requests", batchMax, [["batch", "#2ca02c", (r) => r.batch], ["waiting", "#9467bd", (r) => r.waiting], ["swapped", "#d62728", (r) => r.swapped]]),
     panel(2, "step ms", stepMax, [["step time", "#333", (r) => r.step_ms]]),

@@ -8,7 +8,7 @@
 // it stopped. Nothing is dropped: each request ends finished, cancelled, or failed with a typed error.
 import { InvalidArgumentError, OutOfPagesError, PkvError, Status, SwapFullError } from "./errors";
 import { RequestTooLargeError, StepFailedError } from "./scheduler/errors";
-import type { ModelShape, SchedulerCache, SchedulerEngine, SchedulerPlan, StepModel } from "./scheduler/ports";
+import type { ModelShape, SchedulerCache, SchedulerEngine, SchedulerPlan, SeqOf, StepModel } from "./scheduler/ports";
 import { ArrivalQueue } from "./scheduler/queue";
 import { Entry, type RequestHandle, type RequestSpec, validateSpec } from "./scheduler/request";
 import { addStep, emptyTotals, type SchedulerTotals, type StepReport } from "./scheduler/stats";
@@ -18,10 +18,11 @@ export type { CacheStats, ModelShape, SchedulerCache, SchedulerEngine, StepModel
 export type { SchedulerTotals, StepReport } from "./scheduler/stats";
 export { quantile } from "./scheduler/stats";
 export { RequestTooLargeError, StepFailedError } from "./scheduler/errors";
+export { SyntheticModel, type SyntheticShape } from "./scheduler/synthetic";
 
-export interface SchedulerOptions<Seq, C extends SchedulerCache<Seq>, P extends SchedulerPlan> {
+export interface SchedulerOptions<C extends SchedulerCache<any>, P extends SchedulerPlan> {
   cache: C;
-  engine: SchedulerEngine<C, Seq, P>;
+  engine: SchedulerEngine<NoInfer<C>, SeqOf<NoInfer<C>>, P>; // C comes from the cache alone
   model: StepModel;
   shape: ModelShape;
   /** Most requests decoded in one step (default 64; the engine's plan capacity bounds it). */
@@ -39,20 +40,21 @@ const KERNELS = ["baseline", "persistent"];
 const now = () => performance.now();
 const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
-export class Scheduler<Seq = unknown, C extends SchedulerCache<Seq> = SchedulerCache<Seq>, P extends SchedulerPlan = SchedulerPlan> {
+/** Generic over the cache (its sequence type follows) and the engine's plan type. */
+export class Scheduler<C extends SchedulerCache<any> = SchedulerCache<unknown>, P extends SchedulerPlan = SchedulerPlan> {
   readonly #cache: C;
-  readonly #engine: SchedulerEngine<C, Seq, P>;
+  readonly #engine: SchedulerEngine<C, SeqOf<C>, P>;
   readonly #model: StepModel;
   readonly #shape: Required<ModelShape>;
   readonly #maxBatch: number;
   readonly #swap: boolean;
   readonly #watermark: number;
-  readonly #queue = new ArrivalQueue<Entry<Seq>>();
+  readonly #queue = new ArrivalQueue<Entry<SeqOf<C>>>();
   /** In admission order: the last is the next preemption victim. */
-  readonly #running: Entry<Seq>[] = [];
-  readonly #byId = new Map<number, Entry<Seq>>();
+  readonly #running: Entry<SeqOf<C>>[] = [];
+  readonly #byId = new Map<number, Entry<SeqOf<C>>>();
   readonly #stepListeners = new Set<(report: StepReport) => void>();
-  readonly #retireListeners = new Set<(request: Entry<Seq>, seq: Seq) => void>();
+  readonly #retireListeners = new Set<(request: Entry<SeqOf<C>>, seq: SeqOf<C>) => void>();
   readonly totals: SchedulerTotals = emptyTotals();
   #arrivals = 0;
   #admissions = 0;
@@ -62,7 +64,7 @@ export class Scheduler<Seq = unknown, C extends SchedulerCache<Seq> = SchedulerC
   #stopping = false;
   #wake: (() => void) | null = null;
 
-  constructor(options: SchedulerOptions<Seq, C, P>) {
+  constructor(options: SchedulerOptions<C, P>) {
     this.#cache = options.cache;
     this.#engine = options.engine;
     this.#model = options.model;
@@ -96,7 +98,7 @@ export class Scheduler<Seq = unknown, C extends SchedulerCache<Seq> = SchedulerC
     const id = spec.id ?? this.#nextId;
     if (this.#byId.has(id)) throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `request id ${id} is already live`);
     this.#nextId = Math.max(this.#nextId, id + 1);
-    const entry = new Entry<Seq>(id, this.#arrivals++, spec, (i) => this.cancel(i));
+    const entry = new Entry<SeqOf<C>>(id, this.#arrivals++, spec, (i) => this.cancel(i));
     const pages = Math.ceil(entry.finalContext / this.#shape.pageSize);
     const limit = Math.min(this.#shape.numPages, this.#shape.maxPagesPerSequence);
     if (pages > limit) {
@@ -135,7 +137,7 @@ export class Scheduler<Seq = unknown, C extends SchedulerCache<Seq> = SchedulerC
   }
 
   /** Called for each finished request just before its pages are released (tests read its K/V here). */
-  onRetire(listener: (request: Entry<Seq>, seq: Seq) => void): () => void {
+  onRetire(listener: (request: Entry<SeqOf<C>>, seq: SeqOf<C>) => void): () => void {
     this.#retireListeners.add(listener);
     return () => this.#retireListeners.delete(listener);
   }
@@ -249,7 +251,7 @@ export class Scheduler<Seq = unknown, C extends SchedulerCache<Seq> = SchedulerC
   }
 
   /** Swaps a preempted request back in and reserves its next slot; false (and no change) if no room. */
-  #resume(entry: Entry<Seq>, r: StepReport): boolean {
+  #resume(entry: Entry<SeqOf<C>>, r: StepReport): boolean {
     const need = pagesFor(entry.contextLength + 1, this.#shape.pageSize);
     if (!this.#roomFor(need)) return false;
     try {
@@ -274,7 +276,7 @@ export class Scheduler<Seq = unknown, C extends SchedulerCache<Seq> = SchedulerC
    * pages, writes the K and V of every context token but the last, and reserves the last one's slot:
    * it is this step's query. False (and the sequence released) if the pages are not there.
    */
-  #start(entry: Entry<Seq>, r: StepReport): boolean {
+  #start(entry: Entry<SeqOf<C>>, r: StepReport): boolean {
     const length = entry.tokens.length; // prompt + generated so far
     const context = entry.tokens.slice(0, length - 1);
     const seq = entry.knownTokens ? this.#cache.createSequence({ tokens: context }) : this.#cache.createSequence();
@@ -303,7 +305,7 @@ export class Scheduler<Seq = unknown, C extends SchedulerCache<Seq> = SchedulerC
     return true;
   }
 
-  #prefill(entry: Entry<Seq>, slots: Int32Array, from: number, to: number): void {
+  #prefill(entry: Entry<SeqOf<C>>, slots: Int32Array, from: number, to: number): void {
     if (to <= from) return;
     const { numLayers, numKvHeads, headDim } = this.#shape;
     const size = (to - from) * numKvHeads * headDim;
@@ -316,7 +318,7 @@ export class Scheduler<Seq = unknown, C extends SchedulerCache<Seq> = SchedulerC
   }
 
   /** One decode step of the batch: plan once, write each layer's new K/V, run attention, sample. */
-  #decode(batch: Entry<Seq>[], r: StepReport): void {
+  #decode(batch: Entry<SeqOf<C>>[], r: StepReport): void {
     const { numLayers, numQoHeads, numKvHeads, headDim } = this.#shape;
     const n = batch.length;
     const slots = new Int32Array(n);
@@ -360,14 +362,14 @@ export class Scheduler<Seq = unknown, C extends SchedulerCache<Seq> = SchedulerC
 
   // ---- state changes -------------------------------------------------------------------------
 
-  readonly #slots = new Map<Entry<Seq>, Int32Array>();
+  readonly #slots = new Map<Entry<SeqOf<C>>, Int32Array>();
 
-  #appendNext(entry: Entry<Seq>): Int32Array {
+  #appendNext(entry: Entry<SeqOf<C>>): Int32Array {
     const token = entry.tokens[entry.contextLength]!;
     return this.#cache.append(entry.seq!, entry.knownTokens ? [token] : 1);
   }
 
-  #preempt(victim: Entry<Seq>, r: StepReport): void {
+  #preempt(victim: Entry<SeqOf<C>>, r: StepReport): void {
     victim.preemptions++;
     let swapped = false;
     if (this.#swap) {
@@ -392,7 +394,7 @@ export class Scheduler<Seq = unknown, C extends SchedulerCache<Seq> = SchedulerC
     this.#queue.insert(victim);
   }
 
-  #finish(entry: Entry<Seq>, r: StepReport): void {
+  #finish(entry: Entry<SeqOf<C>>, r: StepReport): void {
     this.#running.splice(this.#running.indexOf(entry), 1);
     for (const listener of this.#retireListeners) listener(entry, entry.seq!);
     this.#releaseSeq(entry);
@@ -402,7 +404,7 @@ export class Scheduler<Seq = unknown, C extends SchedulerCache<Seq> = SchedulerC
     entry.handle.end(entry.result("finished"));
   }
 
-  #fail(entry: Entry<Seq>, error: unknown, r: StepReport): void {
+  #fail(entry: Entry<SeqOf<C>>, error: unknown, r: StepReport): void {
     try {
       this.#releaseSeq(entry);
     } catch {
@@ -419,7 +421,7 @@ export class Scheduler<Seq = unknown, C extends SchedulerCache<Seq> = SchedulerC
     entry.handle.fail(delivered);
   }
 
-  #releaseSeq(entry: Entry<Seq>): void {
+  #releaseSeq(entry: Entry<SeqOf<C>>): void {
     const seq = entry.seq;
     entry.seq = null;
     this.#slots.delete(entry);

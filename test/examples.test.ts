@@ -62,3 +62,19 @@ describe("examples", () => {
     }
   });
 });
+
+describe("bench/serve.ts", () => {
+  test("replays a small Poisson load and writes the JSON report and the SVG plot", () => {
+    const dir = `${require("node:os").tmpdir()}/pkv-serve-${process.pid}`;
+    const { code, stdout } = run(["bench/serve.ts", "--backend", "cpu", "--requests", "12", "--rate", "500", "--out", `${dir}/r.json`]);
+    expect(code).toBe(0);
+    const report = JSON.parse(require("node:fs").readFileSync(`${dir}/r.json`, "utf8"));
+    expect(report.totals.finished).toBe(12);
+    expect(report.failed_requests).toBe(0);
+    expect(report.tokens_per_s).toBeGreaterThan(0);
+    expect(report.step_ms.p99).toBeGreaterThanOrEqual(report.step_ms.p50);
+    expect(report.timeline.length).toBe(report.totals.steps);
+    expect(require("node:fs").readFileSync(`${dir}/r.svg`, "utf8")).toStartWith("<svg");
+    expect(stdout).toContain(`wrote ${dir}/r.json`);
+  });
+});

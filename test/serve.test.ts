@@ -36,7 +36,8 @@ async function waitFor(condition: () => Promise<boolean>, ms = 5000): Promise<vo
   }
 }
 
-const stats = async () => (await fetch(new URL("/stats", server.url))).json();
+// biome-ignore lint/suspicious/noExplicitAny: JSON from the server
+const stats = async (): Promise<any> => (await fetch(new URL("/stats", server.url))).json();
 
 describe("examples/serve.ts over HTTP", () => {
   test("concurrent clients all complete with one event per token, then done", async () => {
@@ -94,13 +95,13 @@ describe("examples/serve.ts over HTTP", () => {
     for (const body of bad) {
       const r = await fetch(new URL("/generate", server.url), { method: "POST", body });
       expect(r.status).toBe(400);
-      const json = await r.json();
+      const json = (await r.json()) as { error: unknown };
       expect(typeof json.error).toBe("string");
-      expect(json.error.length).toBeGreaterThan(0);
+      expect((json.error as string).length).toBeGreaterThan(0);
     }
     const huge = await generate({ promptLength: 48 * 16, maxTokens: 2 });
     expect(huge.status).toBe(413);
-    expect((await huge.json()).error).toContain("pages");
+    expect(((await huge.json()) as { error: string }).error).toContain("pages");
     expect((await fetch(new URL("/generate", server.url))).status).toBe(405);
     expect((await fetch(new URL("/nowhere", server.url))).status).toBe(404);
   });

@@ -2,7 +2,7 @@
 // engine, the synthetic model and a Scheduler over them, sized for the backend at hand.
 import { type DType } from "../dtype";
 import { DecodeEngine, type Plan } from "../engine";
-import { KVCache, type Sequence } from "../kvcache";
+import { KVCache } from "../kvcache";
 import type { Runtime } from "../runtime";
 import { Scheduler } from "../scheduler";
 import { SyntheticModel } from "./synthetic";
@@ -52,7 +52,7 @@ export function sizesFor(rt: Runtime, overrides: Partial<DemoSizes> = {}): DemoS
 }
 
 export interface DemoStack {
-  scheduler: Scheduler<Sequence, KVCache, Plan>;
+  scheduler: Scheduler<KVCache, Plan>;
   cache: KVCache;
   engine: DecodeEngine;
   model: SyntheticModel;
@@ -89,7 +89,7 @@ export function createDemoStack(
     maxBatch,
   });
   const model = new SyntheticModel({ numLayers, numQoHeads, numKvHeads, headDim, dtype });
-  const scheduler = new Scheduler<Sequence, KVCache, Plan>({
+  const scheduler = new Scheduler({
     cache,
     engine,
     model,

@@ -26,6 +26,9 @@ export interface SchedulerCache<Seq> {
   stats(): CacheStats;
 }
 
+/** The sequence type of a cache. */
+export type SeqOf<C> = C extends SchedulerCache<infer S> ? S : never;
+
 export interface SchedulerPlan {
   kernel: string | number;
 }
