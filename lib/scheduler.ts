@@ -6,7 +6,7 @@
 // pages are freed and it is re-queued, and on re-admission the K and V of its prompt and of the
 // tokens it already generated are written again (recompute). Either way it resumes exactly where
 // it stopped. Nothing is dropped: each request ends finished, cancelled, or failed with a typed error.
-import { InvalidArgumentError, OutOfPagesError, PkvError, Status, SwapFullError } from "./errors";
+import { InvalidArgumentError, OutOfPagesError, OutOfRangeError, PkvError, Status, SwapFullError } from "./errors";
 import { RequestTooLargeError, StepFailedError } from "./scheduler/errors";
 import type { ModelShape, SchedulerCache, SchedulerEngine, SchedulerPlan, SeqOf, StepModel } from "./scheduler/ports";
 import { ArrivalQueue } from "./scheduler/queue";
@@ -70,7 +70,7 @@ export class Scheduler<C extends SchedulerCache<any> = SchedulerCache<unknown>, 
     this.#model = options.model;
     const shape = options.shape;
     this.#shape = { ...shape, maxPagesPerSequence: shape.maxPagesPerSequence ?? shape.numPages };
-    this.#maxBatch = options.maxBatch ?? 64;
+    this.#maxBatch = options.maxBatch ?? (options.engine as { maxBatch?: number }).maxBatch ?? 64;
     this.#swap = options.swap ?? true;
     this.#watermark = options.watermarkPages ?? Math.max(1, Math.ceil(shape.numPages / 100));
   }
@@ -185,7 +185,13 @@ export class Scheduler<C extends SchedulerCache<any> = SchedulerCache<unknown>, 
             this.#wake = null;
             continue;
           }
-          this.step();
+          try {
+            this.step();
+          } catch (error) {
+            // step() contains failures per request; anything escaping it means no request can trust the
+            // state, so each one gets the error rather than the loop dying with them silently waiting.
+            this.#failAll(error);
+          }
           await yieldToEventLoop();
         }
       } finally {
@@ -257,7 +263,7 @@ export class Scheduler<C extends SchedulerCache<any> = SchedulerCache<unknown>, 
     try {
       this.#cache.swapIn(entry.seq!);
     } catch (error) {
-      if (error instanceof OutOfPagesError) return false;
+      if (this.#notNow(error)) return false;
       throw error;
     }
     try {
@@ -279,7 +285,13 @@ export class Scheduler<C extends SchedulerCache<any> = SchedulerCache<unknown>, 
   #start(entry: Entry<SeqOf<C>>, r: StepReport): boolean {
     const length = entry.tokens.length; // prompt + generated so far
     const context = entry.tokens.slice(0, length - 1);
-    const seq = entry.knownTokens ? this.#cache.createSequence({ tokens: context }) : this.#cache.createSequence();
+    let seq: SeqOf<C>;
+    try {
+      seq = entry.knownTokens ? this.#cache.createSequence({ tokens: context }) : this.#cache.createSequence();
+    } catch (error) {
+      if (this.#notNow(error)) return false;
+      throw error;
+    }
     const hit = prefixHit(seq);
     const need = pagesFor(length, this.#shape.pageSize) - Math.floor(hit / this.#shape.pageSize);
     if (!this.#roomFor(need)) {
@@ -406,7 +418,7 @@ export class Scheduler<C extends SchedulerCache<any> = SchedulerCache<unknown>, 
 
   #fail(entry: Entry<SeqOf<C>>, error: unknown, r: StepReport): void {
     try {
-      this.#releaseSeq(entry);
+      this.#releaseSeq(entry, true);
     } catch {
       // The original error is the one worth delivering; the sequence is gone either way.
     }
@@ -421,11 +433,32 @@ export class Scheduler<C extends SchedulerCache<any> = SchedulerCache<unknown>, 
     entry.handle.fail(delivered);
   }
 
-  #releaseSeq(entry: Entry<SeqOf<C>>): void {
+  /**
+   * Frees a request's sequence. After a failure its last K/V writes may be incomplete: `discard`, where
+   * the cache has it, keeps those pages out of the prefix cache, where another request could hit them.
+   */
+  #releaseSeq(entry: Entry<SeqOf<C>>, failed = false): void {
     const seq = entry.seq;
     entry.seq = null;
     this.#slots.delete(entry);
-    if (seq !== null) this.#cache.release(seq);
+    if (seq === null) return;
+    if (failed && this.#cache.discard) this.#cache.discard(seq);
+    else this.#cache.release(seq);
+  }
+
+  #failAll(error: unknown): void {
+    const r = this.#emptyReport();
+    for (const entry of [...this.#running, ...this.#queue]) {
+      if (entry.state === "running") this.#running.splice(this.#running.indexOf(entry), 1);
+      else this.#queue.remove(entry);
+      this.#fail(entry, error, r);
+    }
+    this.totals.failed += r.failed;
+  }
+
+  /** Errors that mean "no room yet": out of pages, or (while others run and will leave) no free row. */
+  #notNow(error: unknown): boolean {
+    return error instanceof OutOfPagesError || (error instanceof OutOfRangeError && this.#running.length > 0);
   }
 
   /** Whether `need` more pages fit, keeping the watermark free while others run. */

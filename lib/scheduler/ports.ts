@@ -21,6 +21,8 @@ export interface SchedulerCache<Seq> {
   append(seq: Seq, tokens: number | ArrayLike<number>): Int32Array;
   writeKV(layer: number, slots: Int32Array, k: Uint16Array, v: Uint16Array): void;
   release(seq: Seq): void;
+  /** Optional: frees without publishing pages to the prefix cache (used after a failed step). */
+  discard?(seq: Seq): void;
   swapOut(seq: Seq): void;
   swapIn(seq: Seq): void;
   stats(): CacheStats;
