@@ -10,7 +10,7 @@ import { InvalidArgumentError, OutOfPagesError, OutOfRangeError, PkvError, Statu
 import { RequestTooLargeError, StepFailedError } from "./scheduler/errors";
 import type { ModelShape, SchedulerCache, SchedulerEngine, SchedulerPlan, SeqOf, StepModel } from "./scheduler/ports";
 import { ArrivalQueue } from "./scheduler/queue";
-import { Entry, type RequestHandle, type RequestSpec, validateSpec } from "./scheduler/request";
+import { type ActiveRequest, Entry, type RequestHandle, type RequestSpec, validateSpec } from "./scheduler/request";
 import { addStep, emptyTotals, type SchedulerTotals, type StepReport } from "./scheduler/stats";
 
 export type { ActiveRequest, RequestHandle, RequestResult, RequestSpec, TokenEvent } from "./scheduler/request";
@@ -24,7 +24,8 @@ export interface SchedulerOptions<C extends SchedulerCache<any>, P extends Sched
   cache: C;
   engine: SchedulerEngine<NoInfer<C>, SeqOf<NoInfer<C>>, P>; // C comes from the cache alone
   model: StepModel;
-  shape: ModelShape;
+  /** Default: read from the cache's config and the engine's numQoHeads (KVCache and DecodeEngine have both). */
+  shape?: ModelShape;
   /** Most requests decoded in one step (default 64; the engine's plan capacity bounds it). */
   maxBatch?: number;
   /** Preempt by swapping while swap space lasts (default true); false always recomputes. */
@@ -54,7 +55,7 @@ export class Scheduler<C extends SchedulerCache<any> = SchedulerCache<unknown>, 
   readonly #running: Entry<SeqOf<C>>[] = [];
   readonly #byId = new Map<number, Entry<SeqOf<C>>>();
   readonly #stepListeners = new Set<(report: StepReport) => void>();
-  readonly #retireListeners = new Set<(request: Entry<SeqOf<C>>, seq: SeqOf<C>) => void>();
+  readonly #retireListeners = new Set<(request: ActiveRequest, seq: SeqOf<C>) => void>();
   readonly totals: SchedulerTotals = emptyTotals();
   #arrivals = 0;
   #admissions = 0;
@@ -68,7 +69,7 @@ export class Scheduler<C extends SchedulerCache<any> = SchedulerCache<unknown>, 
     this.#cache = options.cache;
     this.#engine = options.engine;
     this.#model = options.model;
-    const shape = options.shape;
+    const shape = options.shape ?? shapeOf(options.cache, options.engine);
     this.#shape = { ...shape, maxPagesPerSequence: shape.maxPagesPerSequence ?? shape.numPages };
     this.#maxBatch = options.maxBatch ?? (options.engine as { maxBatch?: number }).maxBatch ?? 64;
     this.#swap = options.swap ?? true;
@@ -137,7 +138,7 @@ export class Scheduler<C extends SchedulerCache<any> = SchedulerCache<unknown>, 
   }
 
   /** Called for each finished request just before its pages are released (tests read its K/V here). */
-  onRetire(listener: (request: Entry<SeqOf<C>>, seq: SeqOf<C>) => void): () => void {
+  onRetire(listener: (request: ActiveRequest, seq: SeqOf<C>) => void): () => void {
     this.#retireListeners.add(listener);
     return () => this.#retireListeners.delete(listener);
   }
@@ -496,6 +497,16 @@ export class Scheduler<C extends SchedulerCache<any> = SchedulerCache<unknown>, 
       wasteFraction: 0,
     };
   }
+}
+
+/** The sizes a KVCache (config) and a DecodeEngine (numQoHeads) carry. */
+function shapeOf(cache: unknown, engine: unknown): ModelShape {
+  const config = (cache as { config?: Omit<ModelShape, "numQoHeads"> }).config;
+  const numQoHeads = (engine as { numQoHeads?: number }).numQoHeads;
+  if (!config || numQoHeads === undefined)
+    throw new InvalidArgumentError(Status.INVALID_ARGUMENT, "Scheduler: pass `shape` (the cache has no config or the engine no numQoHeads)");
+  const { numLayers, numKvHeads, headDim, pageSize, numPages, maxPagesPerSequence } = config;
+  return { numLayers, numQoHeads, numKvHeads, headDim, pageSize, numPages, maxPagesPerSequence };
 }
 
 function pagesFor(tokens: number, pageSize: number): number {

@@ -19,7 +19,7 @@ function makeScheduler(numPages: number, swapPages: number, maxBatch = 16) {
   const cache = new KVCache(rt, { ...SHAPE, numPages, dtype: "f16", swapPages, maxSequences: 64 });
   const engine = new DecodeEngine(rt, { ...SHAPE, dtype: "f16", policy: "adaptive", maxBatch });
   const model = new SyntheticModel({ ...SHAPE, dtype: "f16" });
-  const scheduler = new Scheduler({ cache, engine, model, shape: { ...SHAPE, numPages }, maxBatch });
+  const scheduler = new Scheduler({ cache, engine, model, maxBatch }); // sizes from cache.config and the engine
   // K and V of every finished request, per layer, read just before its pages are released.
   const kv = new Map<number, { k: Uint16Array; v: Uint16Array }[]>();
   scheduler.onRetire((request, seq: Sequence) => {

@@ -93,7 +93,6 @@ export function createDemoStack(
     cache,
     engine,
     model,
-    shape: { numLayers, numQoHeads, numKvHeads, headDim, pageSize, numPages, maxPagesPerSequence },
     maxBatch,
     swap: options.swap ?? swapPages > 0,
     watermarkPages: options.watermarkPages,
