@@ -11,7 +11,7 @@ import { RequestTooLargeError, StepFailedError } from "./scheduler/errors";
 import type { ModelShape, SchedulerCache, SchedulerEngine, SchedulerPlan, SeqOf, StepModel } from "./scheduler/ports";
 import { ArrivalQueue } from "./scheduler/queue";
 import { type ActiveRequest, Entry, type RequestHandle, type RequestSpec, validateSpec } from "./scheduler/request";
-import { addStep, emptyTotals, type SchedulerTotals, type StepReport } from "./scheduler/stats";
+import { addStep, emptyReport, emptyTotals, type SchedulerTotals, type StepReport } from "./scheduler/stats";
 
 export type { ActiveRequest, RequestHandle, RequestResult, RequestSpec, TokenEvent } from "./scheduler/request";
 export type { CacheStats, ModelShape, SchedulerCache, SchedulerEngine, StepModel } from "./scheduler/ports";
@@ -146,7 +146,7 @@ export class Scheduler<C extends SchedulerCache<any> = SchedulerCache<unknown>, 
   /** Runs one step synchronously (admission, decode of every running request, retirement). */
   step(): StepReport {
     const start = now();
-    const r = this.#emptyReport();
+    const r = emptyReport(this.#stepNo++);
     this.#reserveRunning(r);
     if (r.preemptedBySwap + r.preemptedByRecompute === 0) this.#admit(r);
     const batch = this.#running.slice();
@@ -448,7 +448,7 @@ export class Scheduler<C extends SchedulerCache<any> = SchedulerCache<unknown>, 
   }
 
   #failAll(error: unknown): void {
-    const r = this.#emptyReport();
+    const r = emptyReport(this.#stepNo - 1) // the step that threw;
     for (const entry of [...this.#running, ...this.#queue]) {
       if (entry.state === "running") this.#running.splice(this.#running.indexOf(entry), 1);
       else this.#queue.remove(entry);
@@ -467,35 +467,6 @@ export class Scheduler<C extends SchedulerCache<any> = SchedulerCache<unknown>, 
     if (this.#running.length === 0) return true; // alone: try, the cache evicts cached prefixes first
     const s = this.#cache.stats();
     return s.pagesFree + s.pagesCached - need >= this.#watermark; // cached prefix pages are evictable
-  }
-
-  #emptyReport(): StepReport {
-    return {
-      step: this.#stepNo++,
-      timeMs: 0,
-      planMs: 0,
-      batch: 0,
-      contextTokens: 0,
-      prefillTokens: 0,
-      prefixHitTokens: 0,
-      admitted: 0,
-      swapIns: 0,
-      preemptedBySwap: 0,
-      preemptedByRecompute: 0,
-      finished: 0,
-      failed: 0,
-      kernel: "",
-      waiting: 0,
-      running: 0,
-      swapped: 0,
-      pagesUsed: 0,
-      pagesTotal: 0,
-      kvUtilisation: 0,
-      pagesShared: 0,
-      pagesCached: 0,
-      pagesSwapped: 0,
-      wasteFraction: 0,
-    };
   }
 }
 

@@ -5,16 +5,10 @@ import { DecodeEngine, type Plan } from "../engine";
 import { KVCache } from "../kvcache";
 import type { Runtime } from "../runtime";
 import { Scheduler } from "../scheduler";
+import type { ModelShape } from "./ports";
 import { SyntheticModel } from "./synthetic";
 
-export interface DemoSizes {
-  numLayers: number;
-  numQoHeads: number;
-  numKvHeads: number;
-  headDim: number;
-  pageSize: number;
-  /** Pages in the device pool (every layer has this many). */
-  numPages: number;
+export interface DemoSizes extends Omit<ModelShape, "maxPagesPerSequence"> {
   /** Pages of pinned host swap space; 0 preempts by recompute only. */
   swapPages: number;
   maxBatch: number;

@@ -1,20 +1,13 @@
 // What the scheduler needs from its three collaborators, as structural types: the KV cache and the
 // decode engine of this package, and a model that lives outside it (activations come in, tokens out).
+import type { KVCacheStats } from "../kvcache";
 import type { ActiveRequest } from "./request";
 
-export interface CacheStats {
-  pagesTotal: number;
-  pagesUsed: number;
-  pagesFree: number;
-  pagesShared: number;
-  pagesCached: number;
-  pagesSwapped: number;
-  swapSlotsTotal: number;
-  swapSlotsUsed: number;
-  wastedSlots: number;
-  wasteFraction: number;
-  prefixHitTokens: number;
-}
+/** The page counts the scheduler reports and admits by (KVCache.stats() has them all). */
+export type CacheStats = Pick<
+  KVCacheStats,
+  "pagesTotal" | "pagesUsed" | "pagesFree" | "pagesShared" | "pagesCached" | "pagesSwapped" | "wasteFraction"
+>;
 
 export interface SchedulerCache<Seq> {
   createSequence(options?: { tokens?: ArrayLike<number> }): Seq;

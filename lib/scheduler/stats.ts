@@ -1,15 +1,7 @@
 // What one scheduler step did, and the running totals: the numbers a server logs and a benchmark plots.
 
-export interface StepReport {
-  step: number;
-  /** Wall time of the whole step: admission, prefill writes, plan, every layer, sampling. */
-  timeMs: number;
-  /** Part of timeMs spent in engine.plan. */
-  planMs: number;
-  /** Requests decoded this step (one new token each). */
-  batch: number;
-  /** Context tokens attended over, summed over the batch (what one layer reads). */
-  contextTokens: number;
+/** What both a step and the running totals count. */
+export interface Counters {
   /** Prompt (or recomputed) tokens whose K and V were written at admission. */
   prefillTokens: number;
   /** Prompt tokens found in the prefix cache at admission (their K and V not recomputed). */
@@ -20,6 +12,28 @@ export interface StepReport {
   preemptedByRecompute: number;
   finished: number;
   failed: number;
+}
+const COUNTERS: (keyof Counters)[] = [
+  "prefillTokens",
+  "prefixHitTokens",
+  "admitted",
+  "swapIns",
+  "preemptedBySwap",
+  "preemptedByRecompute",
+  "finished",
+  "failed",
+];
+
+export interface StepReport extends Counters {
+  step: number;
+  /** Wall time of the whole step: admission, prefill writes, plan, every layer, sampling. */
+  timeMs: number;
+  /** Part of timeMs spent in engine.plan. */
+  planMs: number;
+  /** Requests decoded this step (one new token each). */
+  batch: number;
+  /** Context tokens attended over, summed over the batch (what one layer reads). */
+  contextTokens: number;
   /** The decode kernel the engine's plan chose ("" on a step with nothing to decode). */
   kernel: string;
   waiting: number;
@@ -36,50 +50,48 @@ export interface StepReport {
   wasteFraction: number;
 }
 
-export interface SchedulerTotals {
+export interface SchedulerTotals extends Counters {
   steps: number;
   generatedTokens: number;
-  prefillTokens: number;
-  prefixHitTokens: number;
-  admitted: number;
-  swapIns: number;
-  preemptedBySwap: number;
-  preemptedByRecompute: number;
-  finished: number;
   cancelled: number;
-  failed: number;
   busyMs: number;
 }
 
+function zeroCounters(): Counters {
+  return Object.fromEntries(COUNTERS.map((key) => [key, 0])) as unknown as Counters;
+}
+
 export function emptyTotals(): SchedulerTotals {
+  return { ...zeroCounters(), steps: 0, generatedTokens: 0, cancelled: 0, busyMs: 0 };
+}
+
+export function emptyReport(step: number): StepReport {
   return {
-    steps: 0,
-    generatedTokens: 0,
-    prefillTokens: 0,
-    prefixHitTokens: 0,
-    admitted: 0,
-    swapIns: 0,
-    preemptedBySwap: 0,
-    preemptedByRecompute: 0,
-    finished: 0,
-    cancelled: 0,
-    failed: 0,
-    busyMs: 0,
+    ...zeroCounters(),
+    step,
+    timeMs: 0,
+    planMs: 0,
+    batch: 0,
+    contextTokens: 0,
+    kernel: "",
+    waiting: 0,
+    running: 0,
+    swapped: 0,
+    pagesUsed: 0,
+    pagesTotal: 0,
+    kvUtilisation: 0,
+    pagesShared: 0,
+    pagesCached: 0,
+    pagesSwapped: 0,
+    wasteFraction: 0,
   };
 }
 
 export function addStep(totals: SchedulerTotals, r: StepReport): void {
   totals.steps++;
   totals.generatedTokens += r.batch;
-  totals.prefillTokens += r.prefillTokens;
-  totals.prefixHitTokens += r.prefixHitTokens;
-  totals.admitted += r.admitted;
-  totals.swapIns += r.swapIns;
-  totals.preemptedBySwap += r.preemptedBySwap;
-  totals.preemptedByRecompute += r.preemptedByRecompute;
-  totals.finished += r.finished;
-  totals.failed += r.failed;
   totals.busyMs += r.timeMs;
+  for (const key of COUNTERS) totals[key] += r[key];
 }
 
 /** The q-quantile (0..1) of values, nearest rank; NaN when empty. */
