@@ -448,7 +448,7 @@ export class Scheduler<C extends SchedulerCache<any> = SchedulerCache<unknown>, 
   }
 
   #failAll(error: unknown): void {
-    const r = emptyReport(this.#stepNo - 1) // the step that threw;
+    const r = emptyReport(this.#stepNo - 1); // the step that threw
     for (const entry of [...this.#running, ...this.#queue]) {
       if (entry.state === "running") this.#running.splice(this.#running.indexOf(entry), 1);
       else this.#queue.remove(entry);
