@@ -4,15 +4,16 @@
 // Every operation checks all it needs (state, row, width, free pages, swap slots) before it changes
 // anything, so a typed error leaves the cache exactly as it was. Native calls that could still fail (a
 // CUDA error) come before the bookkeeping they depend on, and what they took is given back.
+import type { Pointer } from "bun:ffi";
 import type { NativeBuffer } from "./buffers";
 import { BlockTable } from "./cache/block-table";
+import { IdStack } from "./cache/id-stack";
 import { type KVCacheConfig, type KVCacheOptions, encodeConfig, resolveConfig } from "./cache/config";
 import { type KVData, checkKVData, checkTokens } from "./cache/kv-arguments";
 import { PageAllocator } from "./cache/page-allocator";
 import { PrefixCache } from "./cache/prefix-cache";
 import { Sequence, type SequenceRecord, record } from "./cache/sequence";
-import { SwapSpace } from "./cache/swap-space";
-import { check, outU64 } from "./ffi/call";
+import { check, outPointer } from "./ffi/call";
 import { native } from "./ffi/loader";
 import {
   BadStateError,
@@ -66,7 +67,7 @@ export class KVCache extends NativeObject {
   readonly #table: BlockTable;
   readonly #pages: PageAllocator;
   readonly #prefix: PrefixCache;
-  readonly #swap: SwapSpace;
+  readonly #swap: IdStack; // free slots of the pool's pinned swap space, one page (all layers, K and V) each
   #prefixHitTokens = 0;
   // writeKV's duplicate-slot check: slots seen in the current call carry the call's stamp.
   #slotStamps: Int32Array | null = null;
@@ -78,16 +79,14 @@ export class KVCache extends NativeObject {
   constructor(runtime: Runtime, options: KVCacheOptions) {
     const config = resolveConfig(options);
     const create = native().pkv_kvpool_create;
-    const handle = outU64("pkv_kvpool_create", (out) => create(runtime.handle, encodeConfig(config), out));
+    const handle = outPointer("pkv_kvpool_create", (out) => create(runtime.handle, encodeConfig(config), out));
     let table: BlockTable;
     try {
-      const tableAddress = outU64("pkv_kvpool_table_addresses", (out) =>
-        native().pkv_kvpool_table_addresses(handle, out, new BigUint64Array(1)),
-      );
-      const dirtyAddress = outU64("pkv_kvpool_table_addresses", (out) =>
-        native().pkv_kvpool_table_addresses(handle, new BigUint64Array(1), out),
-      );
-      table = new BlockTable(tableAddress, dirtyAddress, config.maxSequences, config.maxPagesPerSequence);
+      const tableAddress = new BigUint64Array(1);
+      const dirtyAddress = new BigUint64Array(1);
+      check(native().pkv_kvpool_table_addresses(handle, tableAddress, dirtyAddress), "pkv_kvpool_table_addresses");
+      const address = (value: bigint) => Number(value) as Pointer;
+      table = new BlockTable(address(tableAddress[0]!), address(dirtyAddress[0]!), config.maxSequences, config.maxPagesPerSequence);
     } catch (error) {
       native().pkv_kvpool_destroy(handle);
       throw error;
@@ -99,11 +98,11 @@ export class KVCache extends NativeObject {
     this.#table = table;
     this.#pages = new PageAllocator(config.numPages, config.pageSize);
     this.#prefix = new PrefixCache(config.numPages, config.pageSize);
-    this.#swap = new SwapSpace(config.swapPages);
+    this.#swap = new IdStack(config.swapPages);
   }
 
   /** The native pool handle, for the decode plan; throws BadStateError once disposed. */
-  get poolHandle(): number {
+  get poolHandle(): Pointer {
     return this.handle;
   }
 
@@ -114,7 +113,7 @@ export class KVCache extends NativeObject {
    */
   createSequence(options: { tokens?: Int32Array | number[] } = {}): Sequence {
     this.handle;
-    const tokens = options.tokens === undefined ? null : checkTokens("createSequence", options.tokens);
+    const tokens = options?.tokens === undefined ? null : checkTokens("createSequence", options.tokens);
     if (this.#table.freeRowCount === 0) throw this.#noRow("createSequence");
     const P = this.#pageSize;
     const row = this.#table.acquireRow();
@@ -125,8 +124,7 @@ export class KVCache extends NativeObject {
       for (; pages < limit; pages++) {
         const page = this.#prefix.lookup(link, tokens, pages * P);
         if (page < 0) break;
-        if (this.#prefix.isParked(page)) this.#prefix.unpark(page);
-        this.#pages.retain(page);
+        this.#holdCached(page);
         this.#table.set(row, pages, page);
         link = this.#prefix.linkOf(page);
       }
@@ -260,7 +258,7 @@ export class KVCache extends NativeObject {
         if (entry >= 0) {
           this.#pages.holdSwapped(entry, -1);
           this.#drop(entry);
-        } else this.#swap.free(-entry - 1);
+        } else this.#swap.give(-entry - 1);
       }
     }
     s.state = "released";
@@ -276,16 +274,17 @@ export class KVCache extends NativeObject {
   swapOut(seq: Sequence): void {
     const s = this.#live(seq, "swapOut");
     const pages = Math.ceil(s.length / this.#pageSize);
-    let moving = 0;
-    for (let c = 0; c < pages; c++) if (this.#pages.refs(this.#table.get(s.row, c)) === 1) moving++;
-    if (moving > this.#swap.freeCount)
+    // Registering can only turn private pages into shared ones, so check before it and count after.
+    const needed = this.#privatePages(s.row, pages);
+    if (needed > this.#swap.count)
       throw new SwapFullError(
         Status.SWAP_FULL,
         this.#swap.total === 0
           ? `swapOut: the cache was created with swapPages 0`
-          : `swapOut: sequence ${seq.id} needs ${moving} swap slots, ${this.#swap.freeCount} of ${this.#swap.total} are free`,
+          : `swapOut: sequence ${seq.id} needs ${needed} swap slots, ${this.#swap.count} of ${this.#swap.total} are free`,
       );
     this.#register(s);
+    const moving = this.#privatePages(s.row, pages);
     const map = new Int32Array(pages);
     const from = new Int32Array(moving);
     const to = new Int32Array(moving);
@@ -305,7 +304,7 @@ export class KVCache extends NativeObject {
       check(native().pkv_kvpool_swap_out(this.handle, moving, from, to), "pkv_kvpool_swap_out");
     } catch (error) {
       for (let c = 0; c < pages; c++) if (map[c]! >= 0) this.#pages.holdSwapped(map[c]!, -1);
-      for (let i = moving - 1; i >= 0; i--) this.#swap.free(to[i]!);
+      for (let i = moving - 1; i >= 0; i--) this.#swap.give(to[i]!);
       throw error;
     }
     for (let i = 0; i < moving; i++) this.#drop(from[i]!);
@@ -342,7 +341,7 @@ export class KVCache extends NativeObject {
     for (let c = 0, i = 0; c < map.length; c++) {
       let page = map[c]!;
       if (page < 0) {
-        this.#swap.free(from[i]!);
+        this.#swap.give(from[i]!);
         page = to[i++]!;
         this.#pages.setFill(page, Math.min(P, s.length - c * P));
       } else this.#pages.holdSwapped(page, -1);
@@ -379,9 +378,9 @@ export class KVCache extends NativeObject {
       pagesFree: pages.freeCount,
       pagesShared: pages.sharedCount,
       pagesCached: this.#prefix.evictableCount,
-      pagesSwapped: this.#swap.usedCount,
+      pagesSwapped: this.#swap.total - this.#swap.count,
       swapSlotsTotal: this.#swap.total,
-      swapSlotsUsed: this.#swap.usedCount,
+      swapSlotsUsed: this.#swap.total - this.#swap.count,
       wastedSlots: pages.wastedSlots,
       wasteFraction: used === 0 ? 0 : pages.wastedSlots / (used * this.#pageSize),
       prefixHitTokens: this.#prefixHitTokens,
@@ -471,6 +470,12 @@ export class KVCache extends NativeObject {
     return refs > 1 ? `shared by ${refs} sequences` : "held by a swapped-out sequence";
   }
 
+  #privatePages(row: number, pages: number): number {
+    let count = 0;
+    for (let c = 0; c < pages; c++) if (this.#pages.refs(this.#table.get(row, c)) === 1) count++;
+    return count;
+  }
+
   #noRow(op: string): OutOfRangeError {
     return new OutOfRangeError(
       Status.OUT_OF_RANGE,
@@ -494,6 +499,12 @@ export class KVCache extends NativeObject {
   #takePage(): number {
     if (this.#pages.freeCount === 0) this.#pages.free(this.#prefix.evict());
     return this.#pages.take();
+  }
+
+  /** Adds a holder to a registered page, taking it out of the evictable set if it had none. */
+  #holdCached(page: number): void {
+    if (this.#prefix.isParked(page)) this.#prefix.unpark(page);
+    this.#pages.retain(page);
   }
 
   /** Drops one holder of a page; with none left it is parked in the prefix cache if registered, else freed. */
@@ -536,15 +547,30 @@ export class KVCache extends NativeObject {
 
   // ---- prefix-cache chain ------------------------------------------------------------------------
 
-  /** Registers the full pages a hashing sequence filled since its last registration. */
+  /**
+   * Registers the full pages a hashing sequence filled since its last registration. Those pages are private
+   * (fork, swapOut and release register first). Where the prefix cache already holds the same link, the
+   * sequence switches to the cached page and frees its own copy: identical prompts end up sharing pages.
+   */
   #register(s: SequenceRecord): void {
     if (!s.hashing) return;
     const P = this.#pageSize;
     const full = Math.floor(s.length / P);
     if (full <= s.registered) return;
     let link = s.link;
-    for (let c = s.registered; c < full; c++)
-      link = this.#prefix.register(this.#table.get(s.row, c), link, s.tail, (c - s.registered) * P);
+    for (let c = s.registered; c < full; c++) {
+      const offset = (c - s.registered) * P;
+      const page = this.#table.get(s.row, c);
+      const cached = this.#prefix.lookup(link, s.tail, offset);
+      if (cached < 0) {
+        link = this.#prefix.register(page, link, s.tail, offset);
+        continue;
+      }
+      this.#holdCached(cached);
+      this.#table.set(s.row, c, cached);
+      this.#drop(page);
+      link = this.#prefix.linkOf(cached);
+    }
     const done = (full - s.registered) * P;
     s.tail.copyWithin(0, done, s.length - s.registered * P);
     s.registered = full;

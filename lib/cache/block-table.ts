@@ -5,8 +5,16 @@
 // dirty_from; the plan uploads columns dirty_from.. of each row it uses and resets dirty_from. So a step
 // costs O(pages added) here and O(dirty columns) in the upload.
 //
-// FORMAT_CHOICE
-import { toArrayBuffer } from "bun:ffi";
+// Why a fixed-width table and not CSR (indptr + indices), measured with bench/kvcache.bench.ts on the
+// 2-core CI host, 256 sequences each appending one token per step: a CSR table must be rebuilt (or
+// shifted) every step because any sequence may grow, which took 5.2 us p50 for 8.8K pages (b256-short)
+// and 9.0 us for 37.6K pages (b128-serving x2), growing with total context, and uploads 36-151 KB per
+// step. Here a step writes one column for the ~1 in 16 sequences that start a page and describeBatch
+// takes 1.1-1.3 us, independent of context length; the upload is the dirty columns plus rows and
+// lengths, about 2 KB. The price is pinned memory for the full width (maxSequences x width x 4 bytes,
+// 16 MiB at the defaults for page size 16), which is small next to the pages themselves.
+import { type Pointer, toArrayBuffer } from "bun:ffi";
+import { IdStack } from "./id-stack";
 
 export class BlockTable {
   readonly rows: number;
@@ -14,10 +22,9 @@ export class BlockTable {
   #table: Int32Array;
   #dirty: Int32Array;
   readonly #memory: ArrayBuffer[];
-  readonly #freeRows: Int32Array; // stack; lowest row on top
-  #freeCount: number;
+  readonly #freeRows: IdStack;
 
-  constructor(tableAddress: number, dirtyAddress: number, rows: number, width: number) {
+  constructor(tableAddress: Pointer, dirtyAddress: Pointer, rows: number, width: number) {
     this.rows = rows;
     this.width = width;
     const table = toArrayBuffer(tableAddress, 0, rows * width * 4);
@@ -25,22 +32,20 @@ export class BlockTable {
     this.#memory = [table, dirty];
     this.#table = new Int32Array(table);
     this.#dirty = new Int32Array(dirty);
-    this.#freeRows = new Int32Array(rows);
-    for (let i = 0; i < rows; i++) this.#freeRows[i] = rows - 1 - i;
-    this.#freeCount = rows;
+    this.#freeRows = new IdStack(rows);
   }
 
   get freeRowCount(): number {
-    return this.#freeCount;
+    return this.#freeRows.count;
   }
 
   /** Takes an unused row (-1 if none). Its old columns are stale until written. */
   acquireRow(): number {
-    return this.#freeCount === 0 ? -1 : this.#freeRows[--this.#freeCount]!;
+    return this.#freeRows.take();
   }
 
   releaseRow(row: number): void {
-    this.#freeRows[this.#freeCount++] = row;
+    this.#freeRows.give(row);
   }
 
   get(row: number, column: number): number {

@@ -1,3 +1,5 @@
+import { IdStack } from "./id-stack";
+
 // Page ids and their holders: a free stack plus one reference count per page.
 //
 // A "holder" is a sequence (live or swapped out) whose page list names the page. Pages with no holder
@@ -9,8 +11,7 @@ export class PageAllocator {
   readonly pageSize: number;
   readonly #refs: Int32Array;
   readonly #swappedHolders: Int32Array; // holders that are swapped out (they keep shared pages resident)
-  readonly #free: Int32Array; // stack of free page ids; the top is #free[#freeCount - 1]
-  #freeCount: number;
+  readonly #free: IdStack;
   #used = 0; // pages with at least one holder
   #shared = 0; // pages with more than one holder
   // Tokens stored in each page. Every holder of a page agrees on it: a partial page is always the last
@@ -24,14 +25,11 @@ export class PageAllocator {
     this.#refs = new Int32Array(numPages);
     this.#swappedHolders = new Int32Array(numPages);
     this.#fill = new Int32Array(numPages);
-    this.#free = new Int32Array(numPages);
-    // Lowest ids on top: a fresh cache hands out pages 0, 1, 2, ... which makes tests and dumps readable.
-    for (let i = 0; i < numPages; i++) this.#free[i] = numPages - 1 - i;
-    this.#freeCount = numPages;
+    this.#free = new IdStack(numPages);
   }
 
   get freeCount(): number {
-    return this.#freeCount;
+    return this.#free.count;
   }
   get usedCount(): number {
     return this.#used;
@@ -63,8 +61,8 @@ export class PageAllocator {
 
   /** Pops a free page for a new holder (fill 0), or returns -1 when the stack is empty. */
   take(): number {
-    if (this.#freeCount === 0) return -1;
-    const page = this.#free[--this.#freeCount]!;
+    const page = this.#free.take();
+    if (page < 0) return -1;
     this.#refs[page] = 1;
     this.#fill[page] = 0;
     this.#used++;
@@ -92,7 +90,7 @@ export class PageAllocator {
 
   /** Returns a page with no holder to the free stack. */
   free(page: number): void {
-    this.#free[this.#freeCount++] = page;
+    this.#free.give(page);
   }
 
   /** Sets the token count of a held page. */
@@ -103,6 +101,6 @@ export class PageAllocator {
 
   /** The free stack, bottom to top (a copy, for inspection). */
   freePages(): Int32Array {
-    return this.#free.slice(0, this.#freeCount);
+    return this.#free.ids();
   }
 }

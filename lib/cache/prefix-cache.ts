@@ -15,7 +15,6 @@ export class PrefixCache {
   readonly #sameKey: Int32Array; // next page in the same bucket, -1 at the end
   readonly #buckets = new Map<number, number>(); // hash key -> first page of the bucket
   #lastLink = 0;
-  #registered = 0;
   // Parked pages in release order: a doubly linked list threaded through page ids.
   readonly #parked: Uint8Array;
   readonly #older: Int32Array;
@@ -39,9 +38,6 @@ export class PrefixCache {
   get evictableCount(): number {
     return this.#parkedCount;
   }
-  get registeredCount(): number {
-    return this.#registered;
-  }
 
   /** The link id of a registered page, 0 if it is not registered. */
   linkOf(page: number): number {
@@ -54,19 +50,21 @@ export class PrefixCache {
 
   /** The page holding the link (parent, tokens[offset .. offset + pageSize)), or -1. */
   lookup(parent: number, tokens: ArrayLike<number>, offset: number): number {
-    return this.#find(chainKey(parent, tokens, offset, this.#pageSize), parent, tokens, offset);
+    const size = this.#pageSize;
+    const key = chainKey(parent, tokens, offset, size);
+    for (let page = this.#buckets.get(key) ?? -1; page >= 0; page = this.#sameKey[page]!) {
+      if (this.#parent[page] !== parent) continue;
+      let i = 0;
+      while (i < size && this.#tokens![page * size + i] === tokens[offset + i]) i++;
+      if (i === size) return page;
+    }
+    return -1;
   }
 
-  /**
-   * Registers a full page as the link (parent, tokens[offset ..]) and returns the link id. If another page
-   * already holds that link, that page stays the one lookups find, `page` stays unregistered (private to
-   * its holder), and the existing link id is returned so the caller's chain continues through it.
-   */
+  /** Registers a full page as the link (parent, tokens[offset ..)), which lookup did not find; returns the link id. */
   register(page: number, parent: number, tokens: ArrayLike<number>, offset: number): number {
     const size = this.#pageSize;
     const key = chainKey(parent, tokens, offset, size);
-    const existing = this.#find(key, parent, tokens, offset);
-    if (existing >= 0) return this.#link[existing]!;
     this.#tokens ??= new Int32Array(this.#link.length * size);
     for (let i = 0; i < size; i++) this.#tokens[page * size + i] = tokens[offset + i]!;
     const link = ++this.#lastLink;
@@ -75,7 +73,6 @@ export class PrefixCache {
     this.#key[page] = key;
     this.#sameKey[page] = this.#buckets.get(key) ?? -1;
     this.#buckets.set(key, page);
-    this.#registered++;
     return link;
   }
 
@@ -118,7 +115,6 @@ export class PrefixCache {
       this.#sameKey[at] = this.#sameKey[page]!;
     }
     this.#link[page] = 0;
-    this.#registered--;
     return page;
   }
 
@@ -128,20 +124,9 @@ export class PrefixCache {
     for (let page = this.#oldest, i = 0; page >= 0; page = this.#newer[page]!) out[i++] = page;
     return out;
   }
-
-  #find(key: number, parent: number, tokens: ArrayLike<number>, offset: number): number {
-    const size = this.#pageSize;
-    for (let page = this.#buckets.get(key) ?? -1; page >= 0; page = this.#sameKey[page]!) {
-      if (this.#parent[page] !== parent) continue;
-      let i = 0;
-      while (i < size && this.#tokens![page * size + i] === tokens[offset + i]) i++;
-      if (i === size) return page;
-    }
-    return -1;
-  }
 }
 
-/** A 53-bit hash of a link: its parent link id and `count` token ids. Collisions are resolved by #find. */
+/** A 53-bit hash of a link: its parent link id and `count` token ids. Lookups compare the link itself, so collisions cost time, never correctness. */
 function chainKey(parent: number, tokens: ArrayLike<number>, offset: number, count: number): number {
   const lo = parent >>> 0;
   const hi = (parent / 0x100000000) >>> 0;

@@ -30,11 +30,12 @@ let nextId = 1;
 export class Sequence {
   /** Unique within the process, for logs. */
   readonly id: number;
-  readonly [record]: SequenceRecord;
+  declare readonly [record]: SequenceRecord;
 
   constructor(rec: SequenceRecord) {
     this.id = nextId++;
-    this[record] = rec;
+    // Not enumerable: printing a sequence shows its id, not the whole cache behind it.
+    Object.defineProperty(this, record, { value: rec, enumerable: false });
   }
 
   get state(): SequenceState {

@@ -56,10 +56,11 @@ export class TestPool {
   /** Host copy of each layer's pages, HND [page][kv_head][slot][d]. */
   readonly k: Uint16Array[] = [];
   readonly v: Uint16Array[] = [];
+  readonly #shuffled: number[];
   readonly #freePages: number[];
   #nextRow = 0;
 
-  constructor(rt: Runtime, shape: PoolShape, seed = 1) {
+  constructor(rt: Runtime, shape: PoolShape, seed = 1, hostCopy = true) {
     this.shape = shape;
     const s = shape;
     const config = new Int32Array([
@@ -77,16 +78,34 @@ export class TestPool {
     this.dirtyFrom = new Int32Array(toArrayBuffer(Number(addresses[1]) as Pointer, 0, s.maxSequences * 4));
     const random = rng(seed);
     // Shuffled page ids: consecutive tokens never sit in consecutive pages.
-    this.#freePages = Array.from({ length: s.numPages }, (_, i) => i);
+    this.#shuffled = Array.from({ length: s.numPages }, (_, i) => i);
     for (let i = s.numPages - 1; i > 0; i--) {
       const j = Math.floor(random() * (i + 1));
-      [this.#freePages[i], this.#freePages[j]] = [this.#freePages[j]!, this.#freePages[i]!];
+      [this.#shuffled[i], this.#shuffled[j]] = [this.#shuffled[j]!, this.#shuffled[i]!];
     }
+    this.#freePages = [...this.#shuffled];
     const layerElems = s.numPages * s.numKvHeads * s.pageSize * s.headDim;
     for (let layer = 0; layer < s.numLayers; layer++) {
-      this.k.push(randomHalves(s.dtype, layerElems, random));
-      this.v.push(randomHalves(s.dtype, layerElems, random));
-      this.#upload(layer);
+      if (hostCopy) {
+        this.k.push(randomHalves(s.dtype, layerElems, random));
+        this.v.push(randomHalves(s.dtype, layerElems, random));
+        this.#upload(layer);
+      } else {
+        this.#fillRepeating(layer, random);
+      }
+    }
+  }
+
+  // Benchmarks: pools of GiBs filled from one random block (8 MiB of K and V) repeated; no host copy.
+  #fillRepeating(layer: number, random: () => number): void {
+    const { numPages, pageSize, numKvHeads: h, headDim: d } = this.shape;
+    const n = Math.min(numPages * pageSize, Math.max(pageSize, Math.floor((4 << 20) / (h * d))));
+    const k = randomHalves(this.shape.dtype, n * h * d, random), v = randomHalves(this.shape.dtype, n * h * d, random);
+    const slots = new Int32Array(n);
+    for (let first = 0; first < numPages * pageSize; first += n) {
+      const count = Math.min(n, numPages * pageSize - first);
+      for (let i = 0; i < count; i++) slots[i] = first + i;
+      check(native().pkv_kvpool_write(this.poolHandle, layer, count, slots, k, v), "pkv_kvpool_write");
     }
   }
 
@@ -128,7 +147,7 @@ export class TestPool {
   reset(): void {
     this.#nextRow = 0;
     this.#freePages.length = 0;
-    for (let i = 0; i < this.shape.numPages; i++) this.#freePages.push(i);
+    for (const page of this.#shuffled) this.#freePages.push(page);
   }
 
   describeBatch(sequences: readonly TestSequence[], rows: Int32Array, lengths: Int32Array): void {
