@@ -60,7 +60,7 @@ function expectNoLeak(cache: KVCache): void {
 }
 
 describe("Scheduler on the CPU backend", () => {
-  const load = randomLoad(40, 7);
+  const load = randomLoad(60, 7);
   // Reference: a pool big enough that nothing is ever preempted.
   const reference = makeScheduler(1024, 0, 64);
   let referenceTotals = reference.scheduler.totals;
@@ -80,8 +80,9 @@ describe("Scheduler on the CPU backend", () => {
   });
 
   test("under page pressure both swap and recompute preemption happen, and resume with identical K/V", async () => {
-    // 40 pages of 4 tokens with up to 16 running requests of up to 57 tokens; 12 swap pages fill up fast.
-    const tight = makeScheduler(40, 12, 16);
+    // 40 pages of 4 tokens for up to 16 running requests of up to 64 tokens each. 6 swap pages hold
+    // the smaller victims; larger ones, or any once swap is full, are recomputed.
+    const tight = makeScheduler(40, 6, 16);
     const tokensSeen = new Map<number, number[]>();
     const handles = load.map((spec) => tight.scheduler.submit(spec));
     const streams = handles.map(async (h) => {
