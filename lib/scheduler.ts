@@ -249,6 +249,15 @@ export class Scheduler<C extends SchedulerCache<any> = SchedulerCache<unknown>, 
         this.#fail(entry, error, r);
         continue;
       }
+      if (!ok && this.#running.length === 0) {
+        // Nothing runs, so nothing will free pages for it: pages are held outside the scheduler (or by
+        // shared prefixes of swapped requests). Waiting would stall every request behind it.
+        this.#queue.shift();
+        const s = this.#cache.stats();
+        const why = `${s.pagesFree} pages free, ${s.pagesCached} cached, ${s.pagesUsed} held`;
+        this.#fail(entry, new OutOfPagesError(Status.OUT_OF_PAGES, `request ${entry.id} does not fit even with nothing running (${why})`), r);
+        continue;
+      }
       if (!ok) return; // FCFS: nothing overtakes the head
       this.#queue.shift();
       entry.state = "running";

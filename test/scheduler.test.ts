@@ -4,7 +4,7 @@
 // FCFS, and a request that can never fit gets a typed error while the loop keeps serving the others.
 import { afterAll, describe, expect, test } from "bun:test";
 import { DecodeEngine } from "../lib/engine";
-import { InvalidArgumentError } from "../lib/errors";
+import { InvalidArgumentError, OutOfPagesError } from "../lib/errors";
 import { KVCache, type Sequence } from "../lib/kvcache";
 import { openRuntime } from "../lib/runtime";
 import { RequestTooLargeError, type RequestSpec, Scheduler, StepFailedError } from "../lib/scheduler";
@@ -211,4 +211,25 @@ describe("Scheduler on the CPU backend", () => {
   });
 
   afterAll(() => reference.dispose());
+});
+
+describe("Scheduler with pages held outside it", () => {
+  test("a head that cannot fit even with nothing running fails with OutOfPagesError instead of stalling the queue", async () => {
+    const cache = new KVCache(rt, { ...SHAPE, numPages: 16, dtype: "f16" });
+    const engine = new DecodeEngine(rt, { ...SHAPE, dtype: "f16", maxBatch: 4 });
+    const scheduler = new Scheduler({ cache, engine, model: new SyntheticModel({ ...SHAPE, dtype: "f16" }) });
+    const outside = cache.createSequence();
+    cache.append(outside, 40); // 10 of 16 pages held by someone else
+    const blocked = scheduler.submit({ promptLength: 30, maxTokens: 4 }); // 9 pages: fits the pool, not the rest
+    const next = scheduler.submit({ promptLength: 8, maxTokens: 4 });
+    await scheduler.run({ untilIdle: true });
+    const error = await blocked.done.catch((e) => e);
+    expect(error).toBeInstanceOf(OutOfPagesError);
+    expect(error.message).toContain("even with nothing running");
+    expect((await next.done).tokens.length).toBe(4);
+    cache.release(outside);
+    expectNoLeak(cache);
+    engine.dispose();
+    cache.dispose();
+  });
 });
