@@ -7,6 +7,14 @@
 //   bun bench/serve.ts --backend cuda --requests 512 --rate 32
 //   bun bench/serve.ts --trace trace.jsonl                 # lines of {"arrival": s, "prompt": n, "output": n}
 //   bun bench/serve.ts --help
+//
+// Flags (defaults depend on the backend; see `defaults` below):
+//   --backend auto|cpu|cuda   --requests N   --rate R (requests/s, Poisson; 0: all at once)
+//   --prompt DIST  --output DIST   where DIST is uniform:a:b, lognormal:median:sigma or fixed:n
+//   --shared-prefix N  --shared-fraction F   a system prompt of N tokens starts a fraction F of prompts
+//   --trace FILE   arrivals from a file instead (JSON array or JSON lines), prompts still get ids
+//   --pages N  --swap-pages N  --layers N  --max-batch N  --policy adaptive|baseline|persistent
+//   --seed N  --out FILE.json (default bench/results/serve-<date>-<device>.json)  --svg FILE.svg
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { parseArgs } from "node:util";
