@@ -166,7 +166,7 @@ export class Scheduler<C extends SchedulerCache<any> = SchedulerCache<unknown>, 
       wasteFraction: s.wasteFraction,
     });
     addStep(this.totals, r);
-    for (const listener of this.#stepListeners) listener(r);
+    for (const listener of this.#stepListeners) notify(listener, r);
     return r;
   }
 
@@ -418,7 +418,7 @@ export class Scheduler<C extends SchedulerCache<any> = SchedulerCache<unknown>, 
 
   #finish(entry: Entry<SeqOf<C>>, r: StepReport): void {
     this.#running.splice(this.#running.indexOf(entry), 1);
-    for (const listener of this.#retireListeners) listener(entry, entry.seq!);
+    for (const listener of this.#retireListeners) notify(() => listener(entry, entry.seq!), undefined);
     this.#releaseSeq(entry);
     entry.state = "finished";
     this.#byId.delete(entry.id);
@@ -487,6 +487,15 @@ function shapeOf(cache: unknown, engine: unknown): ModelShape {
     throw new InvalidArgumentError(Status.INVALID_ARGUMENT, "Scheduler: pass `shape` (the cache has no config or the engine no numQoHeads)");
   const { numLayers, numKvHeads, headDim, pageSize, numPages, maxPagesPerSequence } = config;
   return { numLayers, numQoHeads, numKvHeads, headDim, pageSize, numPages, maxPagesPerSequence };
+}
+
+/** A listener's bug is logged, never turned into a failure of the requests or the loop. */
+function notify<T>(listener: (value: T) => void, value: T): void {
+  try {
+    listener(value);
+  } catch (error) {
+    console.error("persistentkv Scheduler: a listener threw:", error);
+  }
 }
 
 function pagesFor(tokens: number, pageSize: number): number {
