@@ -6,7 +6,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { parseArgs } from "node:util";
 import { Bench } from "tinybench";
-import { KVCache, type Sequence, openRuntime } from "../lib/index.ts";
+import { type Sequence, openRuntime } from "../lib/index.ts";
 import { DEFAULT_WORKLOADS, workloadSteps } from "./waste.ts";
 
 const { values } = parseArgs({
@@ -29,7 +29,7 @@ const batches = {
 const pagesFor = (n: number) => Math.ceil(n / P);
 const maxTokens = Math.max(...Object.values(batches).flat()) + GROWTH + 4096;
 const numPages = Object.values(batches).flat().reduce((s, n) => s + pagesFor(n + GROWTH + 1), 0) + 4096;
-using cache = new KVCache(rt, {
+using cache = rt.createKVCache({
   numLayers: 1,
   numKvHeads: 1,
   headDim: 64,

@@ -6,7 +6,7 @@ import { execSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { parseArgs } from "node:util";
-import { KVCache, type Sequence, openRuntime } from "../lib/index.ts";
+import { type Sequence, openRuntime } from "../lib/index.ts";
 
 const { values } = parseArgs({
   options: {
@@ -35,7 +35,7 @@ const repeats = Number(values.repeats);
 
 using rt = openRuntime({ backend: "auto" });
 if (rt.backend === "cpu") console.warn("note: no CUDA device is visible; this measures host memcpy");
-using cache = new KVCache(rt, { ...shape, numPages: pagesPerSeq * sequences, swapPages: pagesPerSeq * sequences });
+using cache = rt.createKVCache({ ...shape, numPages: pagesPerSeq * sequences, swapPages: pagesPerSeq * sequences });
 const E = shape.numKvHeads * shape.headDim;
 
 // Every sequence gets full pages; layer 0 and the last layer get a known pattern to check after the trip.

@@ -4,7 +4,7 @@
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { KVCache, openRuntime } from "../lib/index.ts";
+import { openRuntime } from "../lib/index.ts";
 
 export interface WasteResult {
   workload: string;
@@ -28,7 +28,7 @@ export function workloadSteps(path: string, name: string): number[][] {
 export function measureWaste(workload: string, steps: number[][], pageSize: number): WasteResult {
   using rt = openRuntime({ backend: "cpu" });
   const pagesFor = (lengths: number[]) => lengths.reduce((sum, n) => sum + Math.ceil(n / pageSize), 0);
-  using cache = new KVCache(rt, {
+  using cache = rt.createKVCache({
     numLayers: 1,
     numKvHeads: 1,
     headDim: 64,

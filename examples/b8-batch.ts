@@ -5,9 +5,7 @@
 //   bun examples/b8-batch.ts                  # full lengths on a GPU; 1/64 of them on the CPU backend
 //   PKV_SCALE=16 PKV_REPS=3 bun examples/b8-batch.ts
 import workloads from "../bench/workloads/decode.json";
-import { DecodeEngine } from "../lib/engine";
 import { encode } from "../lib/dtype";
-import { KVCache } from "../lib/kvcache";
 import { openRuntime } from "../lib/runtime";
 
 // CUDA if a device is visible, else the CPU reference backend; PKV_BACKEND=cpu forces the CPU.
@@ -28,8 +26,8 @@ const pagesNeeded = (lengths: number[]) => lengths.reduce((sum, n) => sum + Math
 const numPages = Math.max(...b8.flatMap((w) => scaled(w.steps).map(pagesNeeded)));
 
 // One layer: a step's time and bytes are per layer, and every layer of a model repeats them.
-using cache = new KVCache(rt, { numLayers: 1, numPages, pageSize, numKvHeads, headDim, dtype: "f16", maxSequences: 8 });
-using engine = new DecodeEngine(rt, { numQoHeads, numKvHeads, headDim, pageSize, dtype: "f16", policy: "adaptive", maxBatch: 8 });
+using cache = rt.createKVCache({ numLayers: 1, numPages, pageSize, numKvHeads, headDim, dtype: "f16", maxSequences: 8 });
+using engine = rt.createDecodeEngine({ numQoHeads, numKvHeads, headDim, pageSize, dtype: "f16", policy: "adaptive", maxBatch: 8 });
 
 // K and V values do not change the time: fill every context from one random chunk kept on the device.
 const chunk = 4096;

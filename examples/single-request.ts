@@ -4,9 +4,7 @@
 //
 //   bun examples/single-request.ts                 # 32K context on a GPU, 2K on the CPU backend
 //   PKV_CONTEXT=8192 PKV_STEPS=8 bun examples/single-request.ts
-import { DecodeEngine } from "../lib/engine";
 import { encode } from "../lib/dtype";
-import { KVCache } from "../lib/kvcache";
 import { openRuntime } from "../lib/runtime";
 
 // CUDA if a device is visible, else the CPU reference backend; PKV_BACKEND=cpu forces the CPU.
@@ -19,7 +17,7 @@ const context = Number(process.env.PKV_CONTEXT ?? (gpu ? 32768 : 2048));
 const steps = Number(process.env.PKV_STEPS ?? 16);
 console.log(`${rt.info.name} (${rt.backend}): ${numLayers} layers, ${numQoHeads}/${numKvHeads} heads of ${headDim}, context ${context}`);
 
-using cache = new KVCache(rt, {
+using cache = rt.createKVCache({
   numLayers,
   numPages: Math.ceil((context + steps) / pageSize),
   pageSize,
@@ -27,7 +25,7 @@ using cache = new KVCache(rt, {
   headDim,
   dtype: "f16",
 });
-using engine = new DecodeEngine(rt, { numQoHeads, numKvHeads, headDim, pageSize, dtype: "f16", policy: "adaptive" });
+using engine = rt.createDecodeEngine({ numQoHeads, numKvHeads, headDim, pageSize, dtype: "f16", policy: "adaptive" });
 const random = (n: number) => encode("f16", Float32Array.from({ length: n }, () => Math.random() * 2 - 1));
 
 // Prefill: store the prompt's K and V, in chunks (one chunk of random values, reused).

@@ -244,12 +244,24 @@ export class KVCache extends NativeObject {
 
   /** Ends a live or swapped-out sequence: its pages return to the free list, or to the prefix cache if registered. */
   release(seq: Sequence): void {
-    const s = this.#owned(seq, "release");
-    if (s.state === "released") throw new BadStateError(Status.BAD_STATE, `release: sequence ${seq.id} was already released`);
+    this.#end(seq, "release", true);
+  }
+
+  /**
+   * Ends a sequence like release, but registers none of its not-yet-registered pages in the prefix cache:
+   * for a sequence whose last K/V writes may be incomplete (a failed step), so no later request reuses them.
+   */
+  discard(seq: Sequence): void {
+    this.#end(seq, "discard", false);
+  }
+
+  #end(seq: Sequence, op: string, register: boolean): void {
+    const s = this.#owned(seq, op);
+    if (s.state === "released") throw new BadStateError(Status.BAD_STATE, `${op}: sequence ${seq.id} was already released`);
     const pages = Math.ceil(s.length / this.#pageSize);
     // Last page first, so the prefix cache evicts a prompt's tail before its head.
     if (s.state === "live") {
-      this.#register(s);
+      if (register) this.#register(s);
       for (let c = pages - 1; c >= 0; c--) this.#drop(this.#table.get(s.row, c));
       this.#table.releaseRow(s.row);
     } else {

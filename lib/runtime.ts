@@ -8,6 +8,7 @@ import { NativeObject, type Owner, type Token } from "./lifetime";
 import { Event, Stream } from "./streams";
 import { capture, type Graph } from "./graphs";
 import { KVCache, type KVCacheOptions } from "./kvcache";
+import { DecodeEngine, type DecodeEngineOptions } from "./engine";
 
 export type Backend = "cuda" | "cpu";
 export interface RuntimeOptions {
@@ -101,6 +102,11 @@ export class Runtime extends NativeObject implements Owner {
   /** A paged KV cache whose pages live on this runtime's device. */
   createKVCache(options: KVCacheOptions): KVCache {
     return new KVCache(this, options);
+  }
+
+  /** A decode engine: plans each step's workqueue once and runs it for every layer. */
+  createDecodeEngine(options: DecodeEngineOptions): DecodeEngine {
+    return new DecodeEngine(this, options);
   }
 
   /** Records the asynchronous work `body` queues (e.g. a plan's upload and every layer's run) as a graph. */

@@ -314,6 +314,16 @@ describe("prefix cache", () => {
     expectKV(cache, b, stamps.slice(0, 8));
   });
 
+  test("discard frees pages without registering them, so no later request reuses their K/V", () => {
+    const cache = make();
+    const a = cache.createSequence();
+    grow(cache, a, prompt);
+    cache.discard(a);
+    expect(cache.stats()).toMatchObject({ pagesUsed: 0, pagesCached: 0, pagesFree: 8 });
+    expect(cache.createSequence({ tokens: prompt }).prefixHitTokens).toBe(0);
+    expect(() => cache.discard(a)).toThrow(BadStateError);
+  });
+
   test("cached pages are evicted least recently released first, a prompt's tail before its head", () => {
     const cache = make({ numPages: 6 });
     const a = cache.createSequence();

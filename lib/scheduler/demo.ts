@@ -1,8 +1,8 @@
 // The serving stack the examples, the serving benchmark and the tests share: a KV cache, a decode
 // engine, the synthetic model and a Scheduler over them, sized for the backend at hand.
 import { type DType } from "../dtype";
-import { DecodeEngine, type Plan } from "../engine";
-import { KVCache } from "../kvcache";
+import type { DecodeEngine, Plan } from "../engine";
+import type { KVCache } from "../kvcache";
 import type { Runtime } from "../runtime";
 import { Scheduler } from "../scheduler";
 import type { ModelShape } from "./ports";
@@ -62,7 +62,7 @@ export function createDemoStack(
 ): DemoStack {
   const { numLayers, numQoHeads, numKvHeads, headDim, pageSize, numPages, swapPages, maxBatch, dtype } = sizes;
   const maxPagesPerSequence = numPages;
-  const cache = new KVCache(rt, {
+  const cache = rt.createKVCache({
     numLayers,
     numPages,
     pageSize,
@@ -73,7 +73,7 @@ export function createDemoStack(
     maxPagesPerSequence,
     swapPages,
   });
-  const engine = new DecodeEngine(rt, {
+  const engine = rt.createDecodeEngine({
     numQoHeads,
     numKvHeads,
     headDim,
