@@ -34,7 +34,7 @@ constexpr int kDecodeStages = 3;
 enum DecodeMath : int32_t {
   kMathCudaCores = 0,    // one thread per (query head, 16 elements of head_dim), warp-shuffle dot products
   kMathTensorCores = 1,  // mma.m16n8k16: the group's query heads are the 16 rows of one tile (head dim <= 128)
-  kMathTensorSmall = 2,  // the same with half the tile (more blocks per SM, fewer bytes in flight each)
+  kMathTensorSmall = 2,  // the same with half the tile and half the block (twice the blocks per SM)
 };
 inline bool tensor_cores_support(int32_t head_dim) { return head_dim <= 128; }
 // Tokens per pipeline stage: 8 KiB of K (and of V) per stage on CUDA cores, 16 KiB on tensor cores.

@@ -16,7 +16,9 @@ namespace pkv {
 
 template <typename T, int D, int32_t kMath>
 struct TensorBody {
-  static constexpr int kThreads = 128;
+  // The half-tile variant also halves the block (2 warps, one 16-token chunk each): twice the blocks per
+  // SM for the same bytes in flight.
+  static constexpr int kThreads = kMath == kMathTensorSmall ? 64 : 128;
   static constexpr int kWarps = kThreads / 32;
   static constexpr int kTile = decode_tile_tokens(D, kMath);
   static constexpr int kChunks = kTile / 16;
