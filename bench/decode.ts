@@ -1,6 +1,7 @@
 // Decode kernel benchmark over the shared workloads: every step with each policy, timed as in
 // bench/workloads/peers-h100.md (CUDA events, median of N launches, L2 flushed before each launch).
-//   bun bench/decode.ts [--workloads bench/workloads/decode.json] [--out bench/results] [--reps 30] [--only b1-bucketed]
+//   bun bench/decode.ts [--workloads bench/workloads/decode.json] [--out bench/results] [--reps 30] [--only b1-bucketed,b4-long]
+//                       [--sequential-pages]
 import { execSync } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { DecodeEngine, type DecodePolicy } from "../lib/engine";
@@ -13,6 +14,7 @@ const workloadsPath = arg("--workloads", "bench/workloads/decode.json");
 const outDir = arg("--out", "bench/results");
 const reps = Number(arg("--reps", "30"));
 const only = arg("--only", "");
+const sequential = args.includes("--sequential-pages"); // diagnostic: page ids in order instead of shuffled
 const layersInPool = 4; // wall_us_32_layers cycles these: big steps leave L2 cold anyway
 
 interface Workload {
@@ -45,6 +47,7 @@ const pool = new TestPool(
   },
   11,
   false,
+  !sequential,
 );
 console.log(`pool: ${maxPages} pages x ${layersInPool} layers filled in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 const engine = new DecodeEngine(rt, {

@@ -17,7 +17,7 @@ done
 timeout 240 bun bench/decode.ts --out "$OUT" ${BENCH_ARGS} >"$OUT/bench.log" 2>&1
 echo "bench rc=$?"; grep -E "ceiling|plan cost" "$OUT/bench.log"
 # The CUDA-core body on the same steps, for the notes (tables stay in the log).
-[ -n "$CORES_ONLY" ] && PKV_DECODE_MATH=${ALT_MATH:-cuda-cores} timeout 150 bun bench/decode.ts --out /tmp/cores --only "$CORES_ONLY" >"$OUT/bench-cores.log" 2>&1
+[ -n "$CORES_ONLY" ] && PKV_DECODE_MATH=${ALT_MATH:-cuda-cores} timeout 150 bun bench/decode.ts --out /tmp/cores --only "$CORES_ONLY" ${ALT_ARGS} >"$OUT/bench-cores.log" 2>&1
 [ -n "$PROFILE" ] && timeout 120 ncu --clock-control none --kernel-name regex:decode_ --launch-skip 2 --launch-count 1 \
   --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy --section SchedulerStats \
   --section LaunchStats bun bench/profile.ts $PROFILE >"$OUT/ncu.log" 2>&1

@@ -60,7 +60,7 @@ export class TestPool {
   readonly #freePages: number[];
   #nextRow = 0;
 
-  constructor(rt: Runtime, shape: PoolShape, seed = 1, hostCopy = true) {
+  constructor(rt: Runtime, shape: PoolShape, seed = 1, hostCopy = true, shuffle = true) {
     this.shape = shape;
     const s = shape;
     const config = new Int32Array([
@@ -79,7 +79,7 @@ export class TestPool {
     const random = rng(seed);
     // Shuffled page ids: consecutive tokens never sit in consecutive pages.
     this.#shuffled = Array.from({ length: s.numPages }, (_, i) => i);
-    for (let i = s.numPages - 1; i > 0; i--) {
+    for (let i = s.numPages - 1; shuffle && i > 0; i--) {
       const j = Math.floor(random() * (i + 1));
       [this.#shuffled[i], this.#shuffled[j]] = [this.#shuffled[j]!, this.#shuffled[i]!];
     }
