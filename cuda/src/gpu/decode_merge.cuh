@@ -25,7 +25,7 @@ constexpr int kMergeWeights = 8192;
 
 // The last finisher's merge of n partials with the whole block: the n x g log-sum-exps are loaded at
 // once into shared memory and turned into weights (one warp per head), then each thread sums a float4
-// column over the splits sixteen loads at a time. A loop of dependent L2 reads per split would cost a
+// column over the splits four loads at a time. A loop of dependent L2 reads per split would cost a
 // round trip each (the tail of every split row). `scratch` holds kMergeWeights + 16 floats.
 template <typename T, int D, int kThreads>
 __device__ void merge_partials(const DecodeParams &p, int64_t qo_base, int64_t slot_base, int n, float *scratch) {
@@ -55,17 +55,14 @@ __device__ void merge_partials(const DecodeParams &p, int64_t qo_base, int64_t s
     auto add = [&](float w, float4 v) {
       acc.x = fmaf(w, v.x, acc.x), acc.y = fmaf(w, v.y, acc.y), acc.z = fmaf(w, v.z, acc.z), acc.w = fmaf(w, v.w, acc.w);
     };
-    // Sixteen partial loads in flight per thread: a small step's merge is a few L2 round trips, not n.
-    constexpr int kBatch = 16;
-    for (int i = 0; i < n; i += kBatch) {
-      float4 v[kBatch];
-#pragma unroll
-      for (int j = 0; j < kBatch; j++)
-        if (i + j < n) v[j] = __ldcg(src + (i + j) * split_stride);
-#pragma unroll
-      for (int j = 0; j < kBatch; j++)
-        if (i + j < n) add(weights[(i + j) * g + y], v[j]);
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+      float4 v0 = __ldcg(src + i * split_stride), v1 = __ldcg(src + (i + 1) * split_stride);
+      float4 v2 = __ldcg(src + (i + 2) * split_stride), v3 = __ldcg(src + (i + 3) * split_stride);
+      add(weights[i * g + y], v0), add(weights[(i + 1) * g + y], v1);
+      add(weights[(i + 2) * g + y], v2), add(weights[(i + 3) * g + y], v3);
     }
+    for (; i < n; i++) add(weights[i * g + y], __ldcg(src + i * split_stride));
     auto *dst = reinterpret_cast<typename Pair<T>::type *>(static_cast<T *>(p.out) + (qo_base + y) * D + c * 4);
     dst[0] = Pair<T>::from_float2(acc.x, acc.y);
     dst[1] = Pair<T>::from_float2(acc.z, acc.w);
