@@ -34,13 +34,12 @@ constexpr int kDecodeStages = 3;
 enum DecodeMath : int32_t {
   kMathCudaCores = 0,    // one thread per (query head, 16 elements of head_dim), warp-shuffle dot products
   kMathTensorCores = 1,  // mma.m16n8k16: the group's query heads are the 16 rows of one tile (head dim <= 128)
-  kMathTensorSmall = 2,  // the same in one-warp blocks over 16-token tiles (many blocks per SM)
+  kMathTensorSmall = 2,  // the same with half the tile and half the block (twice the blocks per SM)
 };
 inline bool tensor_cores_support(int32_t head_dim) { return head_dim <= 128; }
-// Tokens per pipeline stage: 8 KiB of K (and of V) per stage on CUDA cores, 16 KiB on tensor cores,
-// 4 KiB in the small tensor-core variant.
+// Tokens per pipeline stage: 8 KiB of K (and of V) per stage on CUDA cores, 16 KiB on tensor cores.
 constexpr int decode_tile_tokens(int head_dim, int32_t math) {
-  return (math == kMathTensorCores ? 8192 : math == kMathTensorSmall ? 2048 : 4096) / head_dim;
+  return (math == kMathTensorCores ? 8192 : 4096) / head_dim;  // kMathTensorSmall: 4096 too
 }
 
 // Launches the kernel (PKV_KERNEL_*) over `grid` blocks. Unsupported dtype/head_dim: PKV_ERR_UNSUPPORTED.

@@ -20,14 +20,17 @@ __device__ __forceinline__ void store_output(const DecodeParams &p, int64_t qo_r
   if (p.lse && c == 0) p.lse[qo_row] = merged_lse * kLn2;  // natural log, as the header specifies
 }
 
+// Most split weights the parallel merge stages in shared memory (32 KiB): n splits x g heads.
+constexpr int kMergeWeights = 8192;
+
 // The last finisher's merge of n partials with the whole block: the n x g log-sum-exps are loaded at
 // once into shared memory and turned into weights (one warp per head), then each thread sums a float4
 // column over the splits four loads at a time. A loop of dependent L2 reads per split would cost a
-// round trip each (the tail of every split row). `scratch` holds n x g weights, then g lses (16 floats).
+// round trip each (the tail of every split row). `scratch` holds kMergeWeights + 16 floats.
 template <typename T, int D, int kThreads>
 __device__ void merge_partials(const DecodeParams &p, int64_t qo_base, int64_t slot_base, int n, float *scratch) {
   const int g = p.group, count = n * g, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  float *weights = scratch, *lses = scratch + count;
+  float *weights = scratch, *lses = scratch + kMergeWeights;
   for (int i = threadIdx.x; i < count; i += kThreads) weights[i] = __ldcg(p.partial_lse + slot_base * g + i);
   __syncthreads();
   for (int y = warp; y < g; y += kThreads / 32) {
@@ -69,8 +72,7 @@ __device__ void merge_partials(const DecodeParams &p, int64_t qo_base, int64_t s
 
 template <typename T, int D, int kThreads>
 __device__ void write_task_output(const DecodeParams &p, int b, int head, int split, const PlanRow &row,
-                                  const float *sm_lse, const float *sm_o, int parts, float *scratch,
-                                  int scratch_weights) {
+                                  const float *sm_lse, const float *sm_o, int parts, float *scratch) {
   constexpr int kVecs = D / 8;
   const int g = p.group, units = g * kVecs;
   const int64_t qo_base = ((int64_t)b * p.num_kv_heads + head) * g;
@@ -108,7 +110,7 @@ __device__ void write_task_output(const DecodeParams &p, int b, int head, int sp
   __syncthreads();
   if (!s_last) return;
   __threadfence();
-  if (n * g <= scratch_weights) {
+  if (n * g <= kMergeWeights) {
     merge_partials<T, D, kThreads>(p, qo_base, slot_base, n, scratch);
     if (threadIdx.x == 0) *counter = 0;
     return;

@@ -1,4 +1,4 @@
-// The cp.async pipeline a task runs: S stages of K and V, tiles issued stages - 1 ahead,
+// The cp.async pipeline a task runs: kDecodeStages stages of K and V, tiles issued stages - 1 ahead,
 // page ids fetched one tile ahead of their issue. `compute(tile, ks, vs, valid)` sees each tile once,
 // between barriers.
 #pragma once
@@ -7,9 +7,9 @@
 
 namespace pkv {
 
-template <class Loader, int kStageElems, int S, typename T, class Compute>
+template <class Loader, int kStageElems, typename T, class Compute>
 __device__ __forceinline__ void stream_tiles(const Loader &loader, int ntiles, T *smem, Compute compute) {
-  constexpr int kTileElems = kStageElems / 2;
+  constexpr int S = kDecodeStages, kTileElems = kStageElems / 2;
   auto k_stage = [&](int s) { return smem + s * kStageElems; };
   auto v_stage = [&](int s) { return smem + s * kStageElems + kTileElems; };
 

@@ -42,7 +42,7 @@ struct CoreBody {
   static constexpr size_t kSmemBytes = kDecodeStages * (size_t)kStageElems * sizeof(T);
   // The z-merge scratch (lse + output per (z, y)) reuses the pipeline's shared memory.
   static_assert((kThreads / kBdx) * (D + 1) * sizeof(float) <= kSmemBytes, "merge scratch fits");
-  static constexpr int kMergeCapacity = (int)(kSmemBytes / sizeof(float)) - 16;  // split weights that fit
+  static_assert((kMergeWeights + 16) * sizeof(float) <= kSmemBytes, "split-merge weights fit");
   using Loader = TileLoader<T, D, kThreads, kTile, false>;
 
   // Token partitions: a power of two that divides kChunks, so every z group runs the same trip count.
@@ -71,7 +71,7 @@ struct CoreBody {
                   task.tok_begin, task.tok_end, head, p.num_kv_heads, p.page_shift};
     const int ntiles = (task.tok_end - task.tok_begin + kTile - 1) / kTile;
     SoftmaxState st;
-    stream_tiles<Loader, kStageElems, kDecodeStages>(loader, ntiles, smem, [&](int, const T *ks, const T *vs, int valid) {
+    stream_tiles<Loader, kStageElems>(loader, ntiles, smem, [&](int, const T *ks, const T *vs, int valid) {
       if (!computes) return;
       for (int j = z; j < kChunks; j += bdz) {
         const int t0 = j * kChunk;
@@ -105,7 +105,7 @@ struct CoreBody {
       if (x == 0) sm_lse[z * g + y] = st.lse();
     }
     __syncthreads();
-    write_task_output<T, D, kThreads>(p, task.row, head, split, row, sm_lse, sm_o, bdz, sm_lse, kMergeCapacity);
+    write_task_output<T, D, kThreads>(p, task.row, head, split, row, sm_lse, sm_o, bdz, sm_lse);
     __syncthreads();  // the next task's prologue reuses this memory
   }
 };

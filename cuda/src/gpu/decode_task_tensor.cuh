@@ -16,21 +16,19 @@ namespace pkv {
 
 template <typename T, int D, int32_t kMath>
 struct TensorBody {
-  // The small variant is FlashInfer-shaped: one warp per block, 16-token tiles, four stages (32 KB), so
-  // up to 7 blocks per SM stream independently instead of 2.
-  static constexpr bool kSmall = kMath == kMathTensorSmall;
-  static constexpr int kThreads = kSmall ? 32 : 128;
-  static constexpr int kStages = kSmall ? 4 : kDecodeStages;
+  // The half-tile variant also halves the block (2 warps, one 16-token chunk each): twice the blocks per
+  // SM for the same bytes in flight.
+  static constexpr int kThreads = kMath == kMathTensorSmall ? 64 : 128;
   static constexpr int kWarps = kThreads / 32;
   static constexpr int kTile = decode_tile_tokens(D, kMath);
   static constexpr int kChunks = kTile / 16;
   static constexpr int kKSteps = D / 16;  // k-steps of Q K^T
   static constexpr int kNTiles = D / 8;   // n-tiles of O
   static constexpr int kStageElems = 2 * kTile * D;
-  static constexpr size_t kSmemBytes = kStages * (size_t)kStageElems * sizeof(T);
-  static constexpr int kMergeCapacity = (int)(kSmemBytes / sizeof(float)) - 16;  // split weights that fit
+  static constexpr size_t kSmemBytes = kDecodeStages * (size_t)kStageElems * sizeof(T);
   static_assert(D <= 128 && kKSteps % 2 == 0, "tensor-core body: head dim 64 or 128");
   static_assert(kWarps * 16 * (D + 1) * sizeof(float) <= kSmemBytes, "merge scratch fits");
+  static_assert((kMergeWeights + 16) * sizeof(float) <= kSmemBytes, "split-merge weights fit");
   using Loader = TileLoader<T, D, kThreads, kTile, true>;
 
   // Element (row, 16-byte chunk) of a swizzled stage.
@@ -64,7 +62,7 @@ struct TensorBody {
     Loader loader{static_cast<const T *>(p.k), static_cast<const T *>(p.v), p.table + (int64_t)row.table_row * p.table_stride,
                   task.tok_begin, task.tok_end, head, p.num_kv_heads, p.page_shift};
     const int ntiles = (task.tok_end - task.tok_begin + kTile - 1) / kTile;
-    stream_tiles<Loader, kStageElems, kStages>(loader, ntiles, smem, [&](int, const T *ks_, const T *vs_, int valid) {
+    stream_tiles<Loader, kStageElems>(loader, ntiles, smem, [&](int, const T *ks_, const T *vs_, int valid) {
       for (int j = warp; j < kChunks; j += kWarps) {
         const int t0 = j * 16;
         if (t0 >= valid) break;
@@ -145,7 +143,7 @@ struct TensorBody {
       if (cq == 0) sm_lse[warp * g + y] = l[i] > 0.f ? m[i] + __log2f(l[i]) : -INFINITY;
     }
     __syncthreads();
-    write_task_output<T, D, kThreads>(p, task.row, head, split, row, sm_lse, sm_o, kWarps, sm_lse, kMergeCapacity);
+    write_task_output<T, D, kThreads>(p, task.row, head, split, row, sm_lse, sm_o, kWarps, sm_lse);
     __syncthreads();  // the next task's prologue reuses this memory
   }
 };
