@@ -8,6 +8,7 @@ import { InvalidArgumentError, StalePlanError, Status } from "./errors";
 import { NativeObject } from "./lifetime";
 import type { Runtime } from "./runtime";
 import type { Stream } from "./streams";
+import type { PolicyTable } from "./policy/table";
 
 export type DecodePolicy = "baseline" | "persistent" | "adaptive";
 export type DecodeKernel = "baseline" | "persistent";
@@ -24,9 +25,10 @@ export interface DecodeEngineOptions {
   pageSize: number;
   dtype: DType;
   /**
-   * "adaptive" (default) picks a kernel per step. Until the calibration work lands, its rule is a fixed
-   * placeholder in native code: persistent when (rows x KV heads) fill half a wave or more, or when a step
-   * of 64K tokens or more is skewed (longest row over twice the mean); baseline otherwise.
+   * "adaptive" (default) picks a kernel per step from the batch's shape: the choice calibration measured on
+   * this GPU for the step's (batch, total tokens) cell (`rt.calibrate`, loaded by `rt.createDecodeEngine`),
+   * and where none was measured a built-in rule: persistent when (rows x KV heads) fill half a wave or
+   * more, or when a step of 64K+ tokens has its longest row over twice the mean; baseline otherwise.
    */
   policy?: DecodePolicy;
   /** Most rows one plan may hold (default 256). */
@@ -80,6 +82,7 @@ export class DecodeEngine extends NativeObject {
   readonly #lengths: Int32Array;
   readonly #info = new Uint8Array(PLAN_INFO_BYTES);
   #current = 0;
+  #calibrated = false;
 
   constructor(runtime: Runtime, options: DecodeEngineOptions) {
     const { numQoHeads, numKvHeads, headDim, pageSize, dtype } = options;
@@ -113,6 +116,18 @@ export class DecodeEngine extends NativeObject {
     this.maxBatch = maxBatch;
     this.#rows = new Int32Array(maxBatch);
     this.#lengths = new Int32Array(maxBatch);
+  }
+
+  /** Whether the adaptive policy has a calibrated table (else the built-in rule decides everywhere). */
+  get calibrated(): boolean {
+    return this.#calibrated;
+  }
+
+  /** Loads a calibrated table into the adaptive policy; undefined clears it. */
+  setPolicyTable(table: PolicyTable | undefined): void {
+    const choices = table?.choices ?? new Int8Array(0);
+    check(native().pkv_decode_set_policy_table(this.handle, choices, choices.length), "pkv_decode_set_policy_table");
+    this.#calibrated = table !== undefined;
   }
 
   /** Builds the step's plan: uploads changed block-table entries and the workqueue. Never waits for the GPU. */

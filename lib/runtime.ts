@@ -10,7 +10,7 @@ import { capture, type Graph } from "./graphs";
 import { KVCache, type KVCacheOptions } from "./kvcache";
 import { DecodeEngine, type DecodeEngineOptions } from "./engine";
 import { calibrate, type CalibrateOptions, type ModelShape } from "./policy/calibrate";
-import { policyKey, savePolicy } from "./policy/store";
+import { loadPolicy, policyKey, savePolicy } from "./policy/store";
 import type { PolicyTable } from "./policy/table";
 
 export type Backend = "cuda" | "cpu";
@@ -109,7 +109,11 @@ export class Runtime extends NativeObject implements Owner {
 
   /** A decode engine: plans each step's workqueue once and runs it for every layer. */
   createDecodeEngine(options: DecodeEngineOptions): DecodeEngine {
-    return new DecodeEngine(this, options);
+    const engine = new DecodeEngine(this, options);
+    // An adaptive engine on a calibrated GPU uses the stored table (see calibrate below).
+    if (engine.policy === "adaptive" && this.backend === "cuda")
+      engine.setPolicyTable(loadPolicy(policyKey(this.info.name, engine)));
+    return engine;
   }
 
   /**

@@ -3,7 +3,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { UnsupportedError } from "../lib/errors";
+import { InvalidArgumentError, UnsupportedError } from "../lib/errors";
 import { openRuntime } from "../lib/runtime";
 import { judge, seeded, spread } from "../lib/policy/calibrate";
 import { loadPolicy, policyKey, policyPath, savePolicy } from "../lib/policy/store";
@@ -87,4 +87,39 @@ describe("store", () => {
 test("calibration needs the CUDA backend", () => {
   using rt = openRuntime({ backend: "cpu" });
   expect(() => rt.calibrate(shape)).toThrow(UnsupportedError);
+});
+
+describe("the engine follows the table", () => {
+  test("a measured cell decides; other cells and a cleared table use the built-in rule", () => {
+    using rt = openRuntime({ backend: "cpu" });
+    const small = { numKvHeads: 2, headDim: 64, pageSize: 16, dtype: "f16" as const };
+    using cache = rt.createKVCache({ ...small, numLayers: 1, numPages: 64 });
+    using engine = rt.createDecodeEngine({ ...small, numQoHeads: 4, policy: "adaptive", maxBatch: 4 });
+    const seqs = [600, 200].map((n) => {
+      const seq = cache.createSequence();
+      cache.append(seq, n);
+      return seq;
+    });
+    const builtIn = engine.plan(cache, seqs).kernel; // 2 rows, 800 tokens: cell (1, 0)
+    const flipped = builtIn === "baseline" ? "persistent" : "baseline";
+    const choices = emptyChoices();
+    choices[batchBucket(2) * TOKEN_BUCKETS + tokenBucket(800)] = flipped === "persistent" ? 1 : 0;
+    engine.setPolicyTable({ choices, measurements: [] });
+    expect(engine.calibrated).toBe(true);
+    expect(engine.plan(cache, seqs).kernel).toBe(flipped);
+    expect(engine.plan(cache, seqs.slice(0, 1)).kernel).toBe(engine.plan(cache, seqs.slice(0, 1), { policy: "adaptive" }).kernel);
+    engine.setPolicyTable(undefined);
+    expect(engine.calibrated).toBe(false);
+    expect(engine.plan(cache, seqs).kernel).toBe(builtIn);
+  });
+
+  test("a table of the wrong size or with a bad cell is refused and changes nothing", () => {
+    using rt = openRuntime({ backend: "cpu" });
+    using engine = rt.createDecodeEngine({ numQoHeads: 4, numKvHeads: 2, headDim: 64, pageSize: 16, dtype: "f16" });
+    expect(() => engine.setPolicyTable({ choices: new Int8Array(5), measurements: [] })).toThrow(InvalidArgumentError);
+    const bad = emptyChoices();
+    bad[7] = 2;
+    expect(() => engine.setPolicyTable({ choices: bad, measurements: [] })).toThrow(InvalidArgumentError);
+    expect(engine.calibrated).toBe(false);
+  });
 });

@@ -210,6 +210,15 @@ int32_t pkv_plan_info_size(void);
 
 pkv_status pkv_decode_engine_create(pkv_runtime *rt, const pkv_decode_config *config, pkv_decode_engine **out);
 pkv_status pkv_decode_engine_destroy(pkv_decode_engine *engine);
+/* The adaptive policy's table, measured on this GPU by calibration: a kernel per (batch, total tokens)
+ * cell. Batch bucket b = floor(log2 batch), at most PKV_POLICY_BATCH_BUCKETS - 1; token bucket
+ * t = floor(log2 total tokens) - PKV_POLICY_MIN_LOG2_TOKENS, clamped to 0..PKV_POLICY_TOKEN_BUCKETS - 1.
+ * choices[b * PKV_POLICY_TOKEN_BUCKETS + t] is a PKV_KERNEL_*, or -1 where the built-in rule decides.
+ * count must be the table's size, or 0 to clear it. */
+#define PKV_POLICY_BATCH_BUCKETS 11
+#define PKV_POLICY_TOKEN_BUCKETS 14
+#define PKV_POLICY_MIN_LOG2_TOKENS 9
+pkv_status pkv_decode_set_policy_table(pkv_decode_engine *engine, const int8_t *choices, int32_t count);
 /* rows: block-table rows of the batch's sequences; seq_lens: their context lengths. Never waits for the GPU. */
 pkv_status pkv_decode_plan(pkv_decode_engine *engine, pkv_kvpool *pool, int32_t batch, const int32_t *rows,
                            const int32_t *seq_lens, int32_t policy, pkv_plan_info *info);

@@ -68,6 +68,7 @@ export const symbols = {
   pkv_plan_info_size: { args: [], returns: T.i32 },
   pkv_decode_engine_create: { args: [handle, host, out], returns: status },
   pkv_decode_engine_destroy: { args: [handle], returns: status },
+  pkv_decode_set_policy_table: { args: [handle, host, T.i32], returns: status },
   pkv_decode_plan: { args: [handle, handle, T.i32, host, host, T.i32, out], returns: status },
   pkv_decode_run: { args: [handle, T.i32, T.i32, host, host, host], returns: status },
   pkv_decode_run_device: {

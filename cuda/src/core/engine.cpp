@@ -11,6 +11,7 @@
 #include "internal.h"
 #include "kvpool.h"
 #include "plan.h"
+#include "policy.h"
 #include "shape.h"
 
 namespace {
@@ -42,6 +43,7 @@ struct pkv_decode_engine {
   int32_t persistent_grid;
   int64_t max_tasks;
   int32_t math;  // pkv::DecodeMath of this engine's kernels
+  pkv::PolicyTable policy;  // calibrated choices for the adaptive policy
 
   Staging staging[2];
   int32_t next_staging;
@@ -156,8 +158,8 @@ int32_t choose_math(int32_t head_dim) {
   return pkv::tensor_cores_support(head_dim) ? pkv::kMathTensorCores : pkv::kMathCudaCores;
 }
 
-// Placeholder adaptive rule until the calibration issue replaces it, read off the H100 measurements in
-// bench/NOTES-kernels.md: the persistent kernel when rows are many (half a wave of (row, head) pairs or
+// The adaptive rule: the calibrated table's choice where calibration found a clear winner; elsewhere this
+// built-in rule, read off the H100 measurements in bench/NOTES-kernels.md: the persistent kernel when rows are many (half a wave of (row, head) pairs or
 // more: its queue balances them, the one-block-per-task grid does not) or when a long step is skewed
 // (longest row over twice the mean, 64K tokens or more); the baseline otherwise (equal rows split
 // evenly either way, and its launch is a little cheaper for short steps).
@@ -167,6 +169,8 @@ int32_t adaptive_kernel(const pkv_decode_engine *e, int32_t batch, const int32_t
     total += seq_lens[b];
     longest = std::max<int64_t>(longest, seq_lens[b]);
   }
+  const int32_t measured = pkv::table_choice(e->policy, batch, total);
+  if (measured >= 0) return measured;
   if (2 * (int64_t)batch * e->cfg.num_kv_heads >= e->shape.wave) return PKV_KERNEL_PERSISTENT;
   if (total >= 65536 && longest * batch > 2 * total) return PKV_KERNEL_PERSISTENT;
   return PKV_KERNEL_BASELINE;
@@ -405,6 +409,27 @@ pkv_status pkv_decode_engine_destroy(pkv_decode_engine *engine) {
   PKV_API_BEGIN
   PKV_CHECK(engine, DecodeEngine);
   destroy_engine(engine);
+  return PKV_OK;
+  PKV_API_END
+}
+
+pkv_status pkv_decode_set_policy_table(pkv_decode_engine *engine, const int8_t *choices, int32_t count) {
+  PKV_API_BEGIN
+  PKV_CHECK(engine, DecodeEngine);
+  const int32_t size = PKV_POLICY_BATCH_BUCKETS * PKV_POLICY_TOKEN_BUCKETS;
+  if (count == 0) {
+    engine->policy.loaded = false;
+    return PKV_OK;
+  }
+  if (count != size)
+    return fail(PKV_ERR_INVALID_ARGUMENT, "%s: the table has %d cells, not %d (or 0 to clear)", __func__, count, size);
+  PKV_NOT_NULL(choices);
+  for (int32_t i = 0; i < size; i++)
+    if (choices[i] < -1 || choices[i] > PKV_KERNEL_PERSISTENT)
+      return fail(PKV_ERR_INVALID_ARGUMENT, "%s: cell %d holds %d, not -1, BASELINE (0) or PERSISTENT (1)", __func__, i,
+                  choices[i]);
+  memcpy(engine->policy.choices, choices, size);
+  engine->policy.loaded = true;
   return PKV_OK;
   PKV_API_END
 }
