@@ -2,23 +2,11 @@
 // streaming-read ceiling as a line and FlashInfer's figure (bench/workloads/peers-h100.md) as ticks.
 //   bun bench/chart.ts bench/results/decode-<date>-h100.json [--out chart.svg]
 import { readFileSync, writeFileSync } from "node:fs";
-
-interface Row { workload: string; step: number; policy: string; kernel_us: number; gbps: number; pct_ceiling: number }
-interface Result { device: string; commit: string; ceiling_gbps: number; rows: Row[] }
+import { type DecodeResult, flashInferSteps, PEERS_PATH } from "./report";
 
 const COLORS: Record<string, string> = { baseline: "#9aa5b1", persistent: "#3b7dd8", adaptive: "#e07b39" };
 
-/** FlashInfer's % of ceiling per "workload/step", parsed from the peers table. */
-export function peerPercent(markdown: string): Map<string, number> {
-  const peers = new Map<string, number>();
-  for (const line of markdown.split("\n")) {
-    const cells = line.split("|").map((c) => c.trim());
-    if (cells.length > 8 && /^\d+$/.test(cells[2] ?? "")) peers.set(`${cells[1]}/${cells[2]}`, Number(cells[7]));
-  }
-  return peers;
-}
-
-export function chart(result: Result, peers: Map<string, number>): string {
+export function chart(result: DecodeResult, peers: Map<string, { us: number; pct: number }>): string {
   const steps = [...new Set(result.rows.map((r) => `${r.workload}/${r.step}`))];
   const policies = [...new Set(result.rows.map((r) => r.policy))];
   const bar = 5, gap = 6, left = 48, top = 40, height = 260;
@@ -40,7 +28,7 @@ export function chart(result: Result, peers: Map<string, number>): string {
       const pct = Math.min(100, row.pct_ceiling);
       parts.push(`<rect x="${x0 + p * bar}" y="${y(pct)}" width="${bar - 1}" height="${y(0) - y(pct)}" fill="${COLORS[policy] ?? "#555"}"><title>${key} ${policy}: ${row.kernel_us} us, ${row.pct_ceiling}%</title></rect>`);
     });
-    const peer = peers.get(key);
+    const peer = peers.get(key)?.pct;
     if (peer !== undefined)
       parts.push(`<line x1="${x0 - 1}" x2="${x0 + policies.length * bar}" y1="${y(peer)}" y2="${y(peer)}" stroke="#000" stroke-width="2"/>`);
     const [workload, step] = key.split("/");
@@ -59,8 +47,8 @@ if (import.meta.main) {
   const [input, ...rest] = process.argv.slice(2);
   if (!input) throw new Error("usage: bun bench/chart.ts <decode results .json> [--out file.svg]");
   const out = rest[0] === "--out" && rest[1] ? rest[1] : input.replace(/\.json$/, ".svg");
-  const result = JSON.parse(readFileSync(input, "utf8")) as Result;
-  const peers = peerPercent(readFileSync(new URL("./workloads/peers-h100.md", import.meta.url), "utf8"));
+  const result = JSON.parse(readFileSync(input, "utf8")) as DecodeResult;
+  const peers = flashInferSteps(readFileSync(PEERS_PATH, "utf8"));
   writeFileSync(out, chart(result, peers));
   console.log(`wrote ${out}`);
 }

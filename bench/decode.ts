@@ -4,9 +4,11 @@
 //                       [--sequential-pages]
 import { execSync } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { DecodeEngine, type DecodePolicy } from "../lib/engine";
+import type { DecodePolicy } from "../lib/engine";
 import { openRuntime } from "../lib/runtime";
 import { randomHalves, rng, TestPool } from "../test/support/pool";
+import { chart } from "./chart";
+import { type DecodeResult, type DecodeRow, flashInferSteps, PEERS_PATH, report } from "./report";
 
 const args = process.argv.slice(2);
 const arg = (name: string, fallback: string) => (args.includes(name) ? args[args.indexOf(name) + 1]! : fallback);
@@ -50,16 +52,18 @@ const pool = new TestPool(
   !sequential,
 );
 console.log(`pool: ${maxPages} pages x ${layersInPool} layers filled in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-const engine = new DecodeEngine(rt, {
+// Through the runtime, so the adaptive policy uses this GPU's stored calibration (bun run calibrate).
+const engine = rt.createDecodeEngine({
   numQoHeads: m.num_qo_heads, numKvHeads: m.num_kv_heads, headDim: m.head_dim, pageSize: m.page_size, dtype: m.dtype,
   maxBatch,
 });
+console.log(`adaptive policy: ${engine.calibrated ? "calibrated table" : "built-in rule (no calibration stored)"}`);
 const ioBytes = maxBatch * m.num_qo_heads * m.head_dim * 2;
 const q = rt.allocDevice(ioBytes), out = rt.allocDevice(ioBytes);
 q.write(randomHalves(m.dtype, ioBytes / 2, rng(5), 2));
 const start = rt.createEvent(), stop = rt.createEvent();
 
-const rows: Record<string, unknown>[] = [];
+const rows: DecodeRow[] = [];
 const policies: DecodePolicy[] = ["baseline", "persistent", "adaptive"];
 for (const w of workloads) {
   w.steps.forEach((lengths, step) => {
@@ -92,44 +96,38 @@ for (const w of workloads) {
         }
         return median(times) * 1000;
       };
-      const wallUs = wall(1, reps), wall32 = wall(32, 10);
+      // The same 32 layers replayed from a CUDA graph: plan (outside the capture) + one launch + sync.
+      using graph = rt.capture(() => {
+        for (let layer = 0; layer < 32; layer++) engine.run(plan, layer % layersInPool, q, out);
+      });
+      const graphTimes: number[] = [];
+      for (let i = 0; i < 10; i++) {
+        rt.flushL2();
+        rt.synchronize();
+        const t = performance.now();
+        plan = engine.plan(pool, seqs, { policy }); // same step, same plan: the graph's image is refreshed in place
+        graph.launch();
+        rt.synchronize();
+        graphTimes.push(performance.now() - t);
+      }
+      const wallUs = wall(1, reps), wall32 = wall(32, 10), wall32Graph = median(graphTimes) * 1000;
       const kernelUs = median(kernelMs) * 1000;
       const bytes = plan.kvBytes + 2 * lengths.length * m.num_qo_heads * m.head_dim * 2; // K, V, q, out
       const gbps = bytes / kernelUs / 1e3;
       rows.push({
         workload: w.name, step, policy, kernel: plan.kernel, batch: lengths.length, tokens: plan.totalTokens,
         kv_bytes: plan.kvBytes, kernel_us: +kernelUs.toFixed(2), wall_us: +wallUs.toFixed(2),
-        wall_us_32_layers: +wall32.toFixed(1), gbps: +gbps.toFixed(1), pct_ceiling: +((100 * gbps) / ceiling).toFixed(1),
+        wall_us_32_layers: +wall32.toFixed(1), wall_us_32_layers_graph: +wall32Graph.toFixed(1), gbps: +gbps.toFixed(1), pct_ceiling: +((100 * gbps) / ceiling).toFixed(1),
         tasks: plan.numTasks, grid: plan.grid, max_splits: plan.maxSplits,
       });
       console.log(
         `${w.name} ${step} ${policy.padEnd(10)} ${plan.kernel.padEnd(10)} ${kernelUs.toFixed(1).padStart(8)} us ` +
-          `${((100 * gbps) / ceiling).toFixed(1).padStart(5)}%  wall ${wallUs.toFixed(1)} us, 32 layers ${wall32.toFixed(0)} us` +
+          `${((100 * gbps) / ceiling).toFixed(1).padStart(5)}%  wall ${wallUs.toFixed(1)} us, 32 layers ${wall32.toFixed(0)} us (graph ${wall32Graph.toFixed(0)})` +
           `  tasks ${plan.numTasks} grid ${plan.grid} splits ${plan.maxSplits}`,
       );
     }
   });
 }
-
-// Host cost of plan (FFI + describeBatch + workqueue + async upload), without and with block-table deltas.
-const planCost: Record<string, number> = {};
-for (const batch of [8, 256].filter((b) => b <= maxBatch)) {
-  pool.reset();
-  const seqs = Array.from({ length: batch }, (_, i) => pool.addSequence(200 + ((i * 977) % 1500)));
-  engine.plan(pool, seqs, { policy: "persistent" });
-  for (const deltas of [false, true]) {
-    const times: number[] = [];
-    for (let i = 0; i < 2000; i++) {
-      if (deltas) for (let r = i % 16; r < batch; r += 16) pool.dirtyFrom[seqs[r]!.row] = seqs[r]!.pages.length - 1;
-      const t = performance.now();
-      engine.plan(pool, seqs, { policy: "persistent" });
-      times.push(performance.now() - t);
-    }
-    planCost[`b${batch}${deltas ? "_deltas" : ""}_us`] = +(median(times) * 1000).toFixed(2);
-  }
-  rt.synchronize();
-}
-console.log("plan cost (median, us):", planCost);
 
 let commit = process.env.PKV_COMMIT ?? "unknown"; // the device copy has no .git
 try {
@@ -139,7 +137,7 @@ const date = new Date().toISOString();
 const result = {
   device: rt.info.name, commit, date, ceiling_gbps: +ceiling.toFixed(1),
   timing: `CUDA events around one run, median of ${reps} launches, L2 flushed (256 MiB read) before each; wall: plan + runs + sync on the host clock, L2 flushed first, median of ${reps} (1 layer) / 10 (32 layers cycling ${layersInPool} pool layers); bytes = K + V + q + out`,
-  plan_cost_us: planCost,
+  policy: engine.calibrated ? "calibrated" : "built-in",
   rows,
 };
 mkdirSync(outDir, { recursive: true });
@@ -147,23 +145,7 @@ const gpu = rt.info.name.includes("H100") ? "h100" : rt.info.name.includes("H200
 const base = `${outDir}/decode-${date.slice(0, 10)}-${gpu}`;
 writeFileSync(`${base}.json`, JSON.stringify(result, null, 1));
 
-// Markdown: one line per step with both kernels side by side.
-const md = [
-  `# Decode kernels on ${rt.info.name} (${date.slice(0, 10)}, commit ${commit.slice(0, 10)})`,
-  "",
-  `Ceiling ${ceiling.toFixed(1)} GB/s. ${result.timing}. Plan cost (us): ${JSON.stringify(planCost)}.`,
-  "",
-  "| workload | step | batch | tokens | baseline us | % ceil | persistent us | % ceil | pers/base speedup | adaptive kernel | adaptive us | wall us (1 layer, best) | wall us (32 layers, best) |",
-  "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-];
-for (let i = 0; i < rows.length; i += 3) {
-  type Row = { [key: string]: any };
-  const b = rows[i] as Row, p = rows[i + 1] as Row, a = rows[i + 2] as Row;
-  md.push(
-    `| ${b.workload} | ${b.step} | ${b.batch} | ${b.tokens} | ${b.kernel_us} | ${b.pct_ceiling} | ${p.kernel_us} | ${p.pct_ceiling} | ` +
-      `${(b.kernel_us / p.kernel_us).toFixed(2)} | ${a.kernel} | ${a.kernel_us} | ${Math.min(b.wall_us, p.wall_us)} | ` +
-      `${Math.min(b.wall_us_32_layers, p.wall_us_32_layers)} |`,
-  );
-}
-writeFileSync(`${base}.md`, md.join("\n") + "\n");
-console.log(`wrote ${base}.json and .md`);
+const flashinfer = flashInferSteps(readFileSync(PEERS_PATH, "utf8"));
+writeFileSync(`${base}.md`, report(result satisfies DecodeResult, flashinfer));
+writeFileSync(`${base}.svg`, chart(result, flashinfer));
+console.log(`wrote ${base}.json, .md and .svg`);

@@ -1,0 +1,114 @@
+// The readable side of a decode benchmark run: per-step table with FlashInfer's times beside ours, the
+// bars of issues 4 and 5, and the seed's ratios (adaptive over either kernel alone, synchronized wall).
+//   bun bench/report.ts bench/results/decode-<date>-h100.json   (rewrites the .md beside it)
+import { readFileSync, writeFileSync } from "node:fs";
+
+export interface DecodeRow {
+  workload: string;
+  step: number;
+  policy: string;
+  kernel: string;
+  batch: number;
+  tokens: number;
+  kv_bytes: number;
+  kernel_us: number;
+  wall_us: number;
+  wall_us_32_layers: number;
+  wall_us_32_layers_graph?: number;
+  gbps: number;
+  pct_ceiling: number;
+  tasks?: number;
+  grid?: number;
+  max_splits?: number;
+}
+export interface DecodeResult {
+  device: string;
+  commit: string;
+  date: string;
+  ceiling_gbps: number;
+  timing: string;
+  policy?: string;
+  rows: DecodeRow[];
+}
+
+/** FlashInfer's kernel time (us) and % of ceiling per "workload/step", from the peers table. */
+export function flashInferSteps(markdown: string): Map<string, { us: number; pct: number }> {
+  const peers = new Map<string, { us: number; pct: number }>();
+  for (const line of markdown.split("\n")) {
+    const cells = line.split("|").map((c) => c.trim());
+    if (cells.length > 8 && /^\d+$/.test(cells[2] ?? "")) peers.set(`${cells[1]}/${cells[2]}`, { us: Number(cells[6]), pct: Number(cells[7]) });
+  }
+  return peers;
+}
+
+export const PEERS_PATH = new URL("./workloads/peers-h100.md", import.meta.url);
+
+const geomean = (xs: number[]) => Math.exp(xs.reduce((a, x) => a + Math.log(x), 0) / xs.length);
+const f = (x: number, digits = 2) => x.toFixed(digits);
+
+export function report(result: DecodeResult, flashinfer: Map<string, { us: number; pct: number }>): string {
+  const byStep = new Map<string, Record<string, DecodeRow>>();
+  for (const row of result.rows) {
+    const key = `${row.workload}/${row.step}`;
+    byStep.set(key, { ...byStep.get(key), [row.policy]: row });
+  }
+  const steps = [...byStep.entries()].filter(([, p]) => p.baseline && p.persistent && p.adaptive);
+  const md: string[] = [
+    `# Decode attention on ${result.device} (${result.date.slice(0, 10)}, commit ${result.commit.slice(0, 10)})`,
+    "",
+    `Streaming-read ceiling measured in this run: ${f(result.ceiling_gbps, 1)} GB/s. Timing: ${result.timing}.`,
+    `Adaptive policy: ${result.policy ?? "unknown"}. FlashInfer: bench/workloads/peers-h100.md (same timing method, another run).`,
+    "",
+    "| workload | step | batch | KV MiB | baseline us (%) | persistent us (%) | adaptive: kernel, us (%) | FlashInfer us | adaptive vs FlashInfer | adaptive/baseline | adaptive/persistent | wall 1 layer us | wall 32 layers us | 32 layers, graph us |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+  ];
+  const speedups: number[] = [];
+  const slower: string[] = [];
+  const under90: string[] = [];
+  for (const [key, { baseline: b, persistent: p, adaptive: a }] of steps) {
+    const fi = flashinfer.get(key)?.us;
+    if (fi !== undefined) {
+      speedups.push(fi / a!.kernel_us);
+      if (a!.kernel_us > fi) slower.push(`${key} (${f(a!.kernel_us, 1)} vs ${fi} us)`);
+    }
+    if (a!.kv_bytes >= 128 * 2 ** 20 && Math.max(b!.pct_ceiling, p!.pct_ceiling) < 90) under90.push(`${key} (${Math.max(b!.pct_ceiling, p!.pct_ceiling)}%)`);
+    md.push(
+      `| ${a!.workload} | ${a!.step} | ${a!.batch} | ${f(a!.kv_bytes / 2 ** 20, 1)} | ${b!.kernel_us} (${b!.pct_ceiling}) | ${p!.kernel_us} (${p!.pct_ceiling}) | ` +
+        `${a!.kernel}, ${a!.kernel_us} (${a!.pct_ceiling}) | ${fi ?? "-"} | ${fi ? `${f(fi / a!.kernel_us)}x` : "-"} | ` +
+        `${f(b!.kernel_us / a!.kernel_us)} | ${f(p!.kernel_us / a!.kernel_us)} | ${a!.wall_us} | ${a!.wall_us_32_layers} | ${a!.wall_us_32_layers_graph ?? "-"} |`,
+    );
+  }
+  const vsBetter = steps.map(([, s]) => Math.min(s.baseline!.kernel_us, s.persistent!.kernel_us) / s.adaptive!.kernel_us);
+  md.push(
+    "",
+    "## Bars",
+    `- adaptive kernel time vs the better single kernel: worst ${f(Math.min(...vsBetter), 3)}x, geometric mean ${f(geomean(vsBetter), 3)}x (bar: >= 0.98x on every step)`,
+    `- adaptive vs FlashInfer, geometric mean over ${speedups.length} steps: ${f(geomean(speedups))}x (bar: >= 1.3x); steps slower than FlashInfer: ${slower.length ? slower.join(", ") : "none"}`,
+    `- steps with >= 128 MiB of KV under 90% of the ceiling (better kernel): ${under90.length ? under90.join(", ") : "none"}`,
+    "",
+    "## The seed's ratios, measured here",
+    "Synchronized wall time of 32-layer steps (plan + upload + 32 runs + sync, L2 cold), summed over each workload's steps;",
+    "a ratio above 1 means adaptive serves the workload faster. The seed (RTX 3060) reported 1.06-1.27x on B8 and 1.40x on B1 bucketed.",
+    "",
+    "| workload | adaptive over baseline | adaptive over persistent | adaptive over the worse kernel | CUDA graph gain (adaptive, 32 layers) |",
+    "|---|---|---|---|---|",
+  );
+  for (const workload of [...new Set(steps.map(([key]) => key.split("/")[0]!))]) {
+    const mine = steps.filter(([key]) => key.startsWith(`${workload}/`)).map(([, s]) => s);
+    const sum = (policy: string, field: "wall_us_32_layers" | "wall_us_32_layers_graph") =>
+      mine.reduce((t, s) => t + (s[policy]![field] ?? Number.NaN), 0);
+    const [wb, wp, wa] = ["baseline", "persistent", "adaptive"].map((p) => sum(p, "wall_us_32_layers")) as [number, number, number];
+    const graph = sum("adaptive", "wall_us_32_layers_graph");
+    md.push(`| ${workload} | ${f(wb / wa)} | ${f(wp / wa)} | ${f(Math.max(wb, wp) / wa)} | ${Number.isNaN(graph) ? "-" : `${f(wa / graph)}x`} |`);
+  }
+  return `${md.join("\n")}\n`;
+}
+
+if (import.meta.main) {
+  const input = process.argv[2];
+  if (!input) throw new Error("usage: bun bench/report.ts <decode results .json>");
+  const result = JSON.parse(readFileSync(input, "utf8")) as DecodeResult;
+  const md = report(result, flashInferSteps(readFileSync(PEERS_PATH, "utf8")));
+  writeFileSync(input.replace(/\.json$/, ".md"), md);
+  console.log(md);
+}
