@@ -41,6 +41,25 @@ export const symbols = {
 
   pkv_probe_read_bandwidth: { args: [handle, T.u64, T.i32, out], returns: status },
   pkv_flush_l2: { args: [handle, handle], returns: status },
+
+  pkv_reference_decode: {
+    args: [host, T.i32, host, host, host, host, host, T.i32, host, host, host],
+    returns: status,
+  },
+
+  // ---- paged KV pool
+  pkv_kvpool_create: { args: [handle, host, out], returns: status },
+  pkv_kvpool_destroy: { args: [handle], returns: status },
+  pkv_kvpool_table_addresses: { args: [handle, out, out], returns: status },
+  pkv_kvpool_write: { args: [handle, T.i32, T.i32, host, host, host], returns: status },
+  pkv_kvpool_write_device: { args: [handle, T.i32, T.i32, host, handle, T.u64, handle, T.u64], returns: status },
+  pkv_kvpool_read: { args: [handle, T.i32, T.i32, host, host, host], returns: status },
+  pkv_kvpool_copy_pages: { args: [handle, T.i32, host, host], returns: status },
+  pkv_kvpool_swap_out: { args: [handle, T.i32, host, host], returns: status },
+  pkv_kvpool_swap_in: { args: [handle, T.i32, host, host], returns: status },
+  pkv_kvpool_layer_addresses: { args: [handle, T.i32, out, out], returns: status },
+
+  // ---- decode engine
 } as const;
 
 export type Symbols = typeof symbols;

@@ -22,7 +22,8 @@ struct pkv_kvpool {
   int32_t *table_host;     // pinned [max_sequences][max_pages_per_sequence]
   int32_t *dirty_from;     // pinned [max_sequences], INT32_MAX when clean
   int32_t *table_device;   // device mirror (== table_host on the CPU backend)
-  void *swap;              // pinned swap space: swap_pages slots of page_bytes_all_layers each
+  void *swap;              // pinned swap space: swap_pages slots of swap_slot_bytes each
+  void *swap_device;       // the same memory as the GPU addresses it (mapped; == swap on the CPU backend)
   int64_t swap_slot_bytes; // num_layers * 2 * page_elems * elem_bytes
   // Staging for slot and page lists of writes, reads and copies (grown on demand).
   int32_t *index_device;
