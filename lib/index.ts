@@ -4,3 +4,4 @@ export { DeviceBuffer, PinnedBuffer, NativeBuffer, type MemoryKind } from "./buf
 export { Stream, Event } from "./streams";
 export * from "./errors";
 export { ABI_VERSION, libraryCandidates, libraryPath } from "./ffi/loader";
+export { referenceDecode, type AttentionShape, type ReferenceDecodeArgs } from "./reference";
