@@ -1,12 +1,14 @@
 // Device and pinned buffers. Pinned buffers give zero-copy typed-array views of native memory;
 // the views are detached when the buffer is freed, so a stale view reads nothing instead of freed memory.
-import { toArrayBuffer } from "bun:ffi";
-import { check, outU64 } from "./ffi/call";
+import { type Pointer, toArrayBuffer } from "bun:ffi";
+import { check, outPointer } from "./ffi/call";
 import { native } from "./ffi/loader";
 import { InvalidArgumentError, OutOfRangeError, Status } from "./errors";
 import { NativeObject, type Owner } from "./lifetime";
 import type { Stream } from "./streams";
 
+/** Host memory the native side reads or writes during a call. */
+export type HostArray = NodeJS.TypedArray;
 export type MemoryKind = "device" | "pinned";
 export const MEMORY_KIND = { device: 0, pinned: 1 } as const;
 
@@ -30,23 +32,23 @@ export abstract class NativeBuffer extends NativeObject {
   abstract readonly kind: MemoryKind;
   readonly bytes: number;
   /** Device address (CUDA, device kind) or host address: for passing to native code, never to dereference. */
-  readonly address: number;
+  readonly address: Pointer;
 
-  protected constructor(handle: number, bytes: number, what: string, owner: Owner, release?: () => void) {
+  protected constructor(handle: Pointer, bytes: number, what: string, owner: Owner, release?: () => void) {
     super(handle, (h) => native().pkv_buffer_free(h), what, owner, release);
     this.bytes = bytes;
-    this.address = outU64("pkv_buffer_address", (out) => native().pkv_buffer_address(handle, out));
+    this.address = outPointer("pkv_buffer_address", (out) => native().pkv_buffer_address(handle, out));
   }
 
   /** Copies host data into the buffer at `offset` (bytes); complete on return. */
-  write(src: ArrayBufferView, offset = 0): void {
+  write(src: HostArray, offset = 0): void {
     hostArray("write: source", src);
     byteCount("write: offset", offset);
     check(native().pkv_buffer_write(this.handle, offset, src, src.byteLength), "pkv_buffer_write");
   }
 
   /** Copies `dst.byteLength` bytes from `offset` into host memory; waits for pending work first. */
-  read(dst: ArrayBufferView, offset = 0): void {
+  read(dst: HostArray, offset = 0): void {
     hostArray("read: destination", dst);
     byteCount("read: offset", offset);
     check(native().pkv_buffer_read(this.handle, offset, dst, dst.byteLength), "pkv_buffer_read");
@@ -79,7 +81,7 @@ export abstract class NativeBuffer extends NativeObject {
 /** GPU memory (host memory on the CPU backend): no host views; use write/read/copyFrom. */
 export class DeviceBuffer extends NativeBuffer {
   readonly kind = "device" as const;
-  constructor(handle: number, bytes: number, owner: Owner) {
+  constructor(handle: Pointer, bytes: number, owner: Owner) {
     super(handle, bytes, "device buffer", owner);
   }
 }
@@ -89,7 +91,7 @@ export class PinnedBuffer extends NativeBuffer {
   readonly kind = "pinned" as const;
   readonly #views: ArrayBuffer[];
 
-  constructor(handle: number, bytes: number, owner: Owner) {
+  constructor(handle: Pointer, bytes: number, owner: Owner) {
     const views: ArrayBuffer[] = [];
     // Freeing the memory detaches every view: their typed arrays become empty instead of dangling.
     super(handle, bytes, "pinned buffer", owner, () => {

@@ -1,11 +1,12 @@
 // Ownership of native objects: explicit dispose (or `using`), with a FinalizationRegistry only as a
 // safety net. A runtime's disposal frees its children natively; their wrappers then refuse all use.
+import type { Pointer } from "bun:ffi";
 import { BadStateError, Status } from "./errors";
 
 interface Token {
-  handle: number;
+  handle: Pointer;
   alive: boolean;
-  destroy: (handle: number) => number;
+  destroy: (handle: Pointer) => number;
   release?: () => void; // drops what depends on the native memory (views), without touching the wrapper
 }
 
@@ -28,8 +29,8 @@ export abstract class NativeObject {
   readonly #what: string;
 
   protected constructor(
-    handle: number,
-    destroy: (handle: number) => number,
+    handle: Pointer,
+    destroy: (handle: Pointer) => number,
     what: string,
     owner?: Owner,
     release?: () => void,
@@ -42,7 +43,7 @@ export abstract class NativeObject {
   }
 
   /** The native handle; throws BadStateError once disposed (or once its runtime was). */
-  get handle(): number {
+  get handle(): Pointer {
     if (!this.#token.alive) throw new BadStateError(Status.BAD_STATE, `${this.#what} was disposed`);
     return this.#token.handle;
   }

@@ -1,10 +1,12 @@
 // The runtime: one backend (CUDA device or CPU reference), and the owner of everything made from it.
-import { check, outU64 } from "./ffi/call";
+import type { Pointer } from "bun:ffi";
+import { check, outPointer } from "./ffi/call";
 import { native } from "./ffi/loader";
 import { DeviceBuffer, MEMORY_KIND, type MemoryKind, PinnedBuffer } from "./buffers";
 import { InvalidArgumentError, Status } from "./errors";
 import { NativeObject, type Owner, type Token } from "./lifetime";
 import { Event, Stream } from "./streams";
+import { capture, type Graph } from "./graphs";
 
 export type Backend = "cuda" | "cpu";
 export interface RuntimeOptions {
@@ -43,7 +45,7 @@ export function openRuntime(options: RuntimeOptions = {}): Runtime {
   const device = options.device ?? 0;
   if (!Number.isInteger(device) || device < 0)
     throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `device ${device} is not a non-negative integer`);
-  const handle = outU64("pkv_runtime_create", (out) => native().pkv_runtime_create(BACKEND_CODE[backend], device, out));
+  const handle = outPointer("pkv_runtime_create", (out) => native().pkv_runtime_create(BACKEND_CODE[backend], device, out));
   return new Runtime(handle, backend);
 }
 
@@ -52,7 +54,7 @@ export class Runtime extends NativeObject implements Owner {
   readonly info: DeviceInfo;
   readonly #children: Set<Token>;
 
-  constructor(handle: number, backend: Backend) {
+  constructor(handle: Pointer, backend: Backend) {
     const children = new Set<Token>();
     // The native destroy frees every child; their wrappers must refuse use from then on.
     super(handle, (h) => native().pkv_runtime_destroy(h), "runtime", undefined, () => {
@@ -81,18 +83,23 @@ export class Runtime extends NativeObject implements Owner {
     return new PinnedBuffer(this.#alloc("pinned", bytes), bytes, this);
   }
 
-  #alloc(kind: MemoryKind, bytes: number): number {
+  #alloc(kind: MemoryKind, bytes: number): Pointer {
     if (!Number.isSafeInteger(bytes) || bytes <= 0)
       throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `buffer size ${bytes} is not a positive integer`);
-    return outU64("pkv_buffer_alloc", (out) => native().pkv_buffer_alloc(this.handle, MEMORY_KIND[kind], bytes, out));
+    return outPointer("pkv_buffer_alloc", (out) => native().pkv_buffer_alloc(this.handle, MEMORY_KIND[kind], bytes, out));
   }
 
   createStream(): Stream {
-    return new Stream(outU64("pkv_stream_create", (out) => native().pkv_stream_create(this.handle, out)), this);
+    return new Stream(outPointer("pkv_stream_create", (out) => native().pkv_stream_create(this.handle, out)), this);
   }
 
   createEvent(): Event {
-    return new Event(outU64("pkv_event_create", (out) => native().pkv_event_create(this.handle, out)), this);
+    return new Event(outPointer("pkv_event_create", (out) => native().pkv_event_create(this.handle, out)), this);
+  }
+
+  /** Records the asynchronous work `body` queues (e.g. a plan's upload and every layer's run) as a graph. */
+  capture(body: () => void, stream?: Stream): Graph {
+    return capture(this.handle, this, body, stream);
   }
 
   /** Waits for all work queued on the runtime's own stream. */
@@ -114,7 +121,7 @@ export class Runtime extends NativeObject implements Owner {
   }
 }
 
-function readDeviceInfo(handle: number): DeviceInfo {
+function readDeviceInfo(handle: Pointer): DeviceInfo {
   const size = native().pkv_device_info_size();
   if (size !== DEVICE_INFO_BYTES) throw new Error(`pkv_device_info is ${size} bytes natively, ${DEVICE_INFO_BYTES} here`);
   const raw = new Uint8Array(DEVICE_INFO_BYTES);

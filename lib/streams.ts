@@ -1,10 +1,11 @@
 // Streams (ordered queues of GPU work) and events (points in a stream, for ordering and timing).
+import type { Pointer } from "bun:ffi";
 import { check } from "./ffi/call";
 import { native } from "./ffi/loader";
 import { NativeObject, type Owner } from "./lifetime";
 
 export class Stream extends NativeObject {
-  constructor(handle: number, owner: Owner) {
+  constructor(handle: Pointer, owner: Owner) {
     super(handle, (h) => native().pkv_stream_destroy(h), "stream", owner);
   }
   synchronize(): void {
@@ -13,7 +14,7 @@ export class Stream extends NativeObject {
 }
 
 export class Event extends NativeObject {
-  constructor(handle: number, owner: Owner) {
+  constructor(handle: Pointer, owner: Owner) {
     super(handle, (h) => native().pkv_event_destroy(h), "event", owner);
   }
   /** Records the event on the stream (the runtime's own stream if none). */

@@ -142,7 +142,7 @@ for (const backend of BACKENDS) {
       expect(readAll(p)).toEqual(view);
       const data = randomBytes(4096, 12);
       p.write(data);
-      expect(view).toEqual(data);
+      expect(view as Uint8Array).toEqual(data);
     });
 
     test("views of other types, offsets and lengths alias the same memory", () => {

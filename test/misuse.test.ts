@@ -1,5 +1,6 @@
 // Misuse gets a clear typed error and no crash, and leaves everything else as it was: a sentinel buffer
 // (and its pinned view) made first must still hold its data after every case in this file.
+import type { Pointer } from "bun:ffi";
 import { afterAll, describe, expect, test } from "bun:test";
 import * as pkv from "../lib/index.ts";
 import { native } from "../lib/ffi/loader.ts";
@@ -31,7 +32,7 @@ describe("raw ABI: handles are checked, never dereferenced blindly", () => {
     using stream = rt.createStream();
     const cases: [string, () => number][] = [
       ["pkv_buffer_free(NULL)", () => native().pkv_buffer_free(null)],
-      ["pkv_buffer_free(0x1234)", () => native().pkv_buffer_free(0x1234)],
+      ["pkv_buffer_free(0x1234)", () => native().pkv_buffer_free(0x1234 as Pointer)],
       ["pkv_buffer_free(runtime)", () => native().pkv_buffer_free(rt.handle)],
       ["pkv_runtime_destroy(buffer)", () => native().pkv_runtime_destroy(sentinel.handle)],
       ["pkv_runtime_synchronize(stream)", () => native().pkv_runtime_synchronize(stream.handle)],
@@ -51,13 +52,9 @@ describe("raw ABI: handles are checked, never dereferenced blindly", () => {
   });
 
   test("double free: the second pkv_buffer_free is PKV_ERR_INVALID_HANDLE", () => {
-    const handle = Number(
-      (() => {
-        const o = out();
-        expect(native().pkv_buffer_alloc(rt.handle, 0, 64, o)).toBe(S.OK);
-        return o[0]!;
-      })(),
-    );
+    const o = out();
+    expect(native().pkv_buffer_alloc(rt.handle, 0, 64, o)).toBe(S.OK);
+    const handle = Number(o[0]) as Pointer;
     expect(raw(() => native().pkv_buffer_free(handle)).status).toBe(S.OK);
     const second = raw(() => native().pkv_buffer_free(handle));
     expect(second.status).toBe(S.INVALID_HANDLE);
@@ -69,15 +66,15 @@ describe("raw ABI: handles are checked, never dereferenced blindly", () => {
   test("double destroy of streams, events and runtimes", () => {
     const o = out();
     expect(native().pkv_stream_create(rt.handle, o)).toBe(S.OK);
-    const stream = Number(o[0]);
+    const stream = Number(o[0]) as Pointer;
     expect(native().pkv_stream_destroy(stream)).toBe(S.OK);
     expect(native().pkv_stream_destroy(stream)).toBe(S.INVALID_HANDLE);
     expect(native().pkv_event_create(rt.handle, o)).toBe(S.OK);
-    const event = Number(o[0]);
+    const event = Number(o[0]) as Pointer;
     expect(native().pkv_event_destroy(event)).toBe(S.OK);
     expect(native().pkv_event_destroy(event)).toBe(S.INVALID_HANDLE);
     expect(native().pkv_runtime_create(0, 0, o)).toBe(S.OK);
-    const other = Number(o[0]);
+    const other = Number(o[0]) as Pointer;
     expect(native().pkv_runtime_destroy(other)).toBe(S.OK);
     expect(native().pkv_runtime_destroy(other)).toBe(S.INVALID_HANDLE);
     expectSentinelIntact();

@@ -116,6 +116,15 @@ pkv_status pkv_event_record(pkv_event *event, pkv_stream *stream);
 pkv_status pkv_event_synchronize(pkv_event *event);
 pkv_status pkv_event_elapsed_ms(pkv_event *start, pkv_event *end, float *ms);
 
+/* ---- CUDA graphs: capture a whole step once, replay it with one launch --------------------------
+ * Between begin and end, work queued on the stream (copies, plans' uploads, decode runs) is recorded,
+ * not executed; nothing in between may wait for the GPU. CUDA backend only (PKV_ERR_UNSUPPORTED on CPU). */
+typedef struct pkv_graph pkv_graph;
+pkv_status pkv_capture_begin(pkv_runtime *rt, pkv_stream *stream);
+pkv_status pkv_capture_end(pkv_runtime *rt, pkv_stream *stream, pkv_graph **out);
+pkv_status pkv_graph_launch(pkv_graph *graph, pkv_stream *stream);
+pkv_status pkv_graph_destroy(pkv_graph *graph);
+
 /* ---- probes (benchmarks) ----------------------------------------------------------------------- */
 /* Streaming read with 16-byte loads over `bytes`; median of `iterations` timed passes, in GB/s. */
 pkv_status pkv_probe_read_bandwidth(pkv_runtime *rt, uint64_t bytes, int32_t iterations, double *gbps);

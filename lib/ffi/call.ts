@@ -1,4 +1,5 @@
 // Turning native statuses into typed exceptions, and reading out-parameters.
+import type { Pointer } from "bun:ffi";
 import { errorFor } from "../errors";
 import { native } from "./loader";
 
@@ -16,6 +17,11 @@ export function outU64(op: string, fn: (out: BigUint64Array) => number): number 
   const value = Number(out[0]);
   if (!Number.isSafeInteger(value)) throw new Error(`${op}: value ${out[0]} is not a safe integer`);
   return value;
+}
+
+/** Calls `fn` with an out-parameter receiving a native handle or address. */
+export function outPointer(op: string, fn: (out: BigUint64Array) => number): Pointer {
+  return outU64(op, fn) as Pointer;
 }
 
 export function outI32(op: string, fn: (out: Int32Array) => number): number {

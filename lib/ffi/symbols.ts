@@ -39,6 +39,11 @@ export const symbols = {
   pkv_event_synchronize: { args: [handle], returns: status },
   pkv_event_elapsed_ms: { args: [handle, handle, out], returns: status },
 
+  pkv_capture_begin: { args: [handle, handle], returns: status },
+  pkv_capture_end: { args: [handle, handle, out], returns: status },
+  pkv_graph_launch: { args: [handle, handle], returns: status },
+  pkv_graph_destroy: { args: [handle], returns: status },
+
   pkv_probe_read_bandwidth: { args: [handle, T.u64, T.i32, out], returns: status },
   pkv_flush_l2: { args: [handle, handle], returns: status },
 

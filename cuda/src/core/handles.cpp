@@ -22,6 +22,7 @@ const char *kind_name(Kind kind) {
     case Kind::Event: return "event";
     case Kind::KvPool: return "KV pool";
     case Kind::DecodeEngine: return "decode engine";
+    case Kind::Graph: return "graph";
   }
   return "object";
 }

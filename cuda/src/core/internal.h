@@ -15,7 +15,7 @@ pkv_status fail(pkv_status code, const char *fmt, ...) __attribute__((format(pri
 pkv_status fail_cuda(cudaError_t err, const char *call, const char *where);
 void clear_error();
 
-enum class Kind : uint32_t { Runtime = 1, Buffer, Stream, Event, KvPool, DecodeEngine };
+enum class Kind : uint32_t { Runtime = 1, Buffer, Stream, Event, KvPool, DecodeEngine, Graph };
 const char *kind_name(Kind kind);
 
 // Every handle handed out is registered, so a stale or foreign pointer is an error, not a crash.

@@ -1,0 +1,92 @@
+// CUDA graph capture of a stream's work, and replay. A decode step (plan upload + every layer's run)
+// becomes one launch, removing per-kernel launch gaps from the synchronized step time.
+#include "internal.h"
+
+struct pkv_graph {
+  pkv_runtime *rt;
+  cudaGraphExec_t exec;
+};
+
+namespace {
+
+void destroy_graph(void *object) {
+  auto *graph = static_cast<pkv_graph *>(object);
+  pkv::disown(graph->rt, graph);
+  cudaGraphExecDestroy(graph->exec);
+  delete graph;
+}
+
+pkv_status require_cuda(pkv_runtime *rt, const char *func) {
+  if (!pkv::on_cuda(rt)) return pkv::fail(PKV_ERR_UNSUPPORTED, "%s: graphs need the CUDA backend", func);
+  return PKV_OK;
+}
+
+pkv_status check_stream(pkv_runtime *rt, pkv_stream *stream) {
+  if (!stream) return PKV_OK;
+  PKV_CHECK(stream, Stream);
+  if (stream->rt != rt) return pkv::fail(PKV_ERR_INVALID_ARGUMENT, "the stream belongs to another runtime");
+  return PKV_OK;
+}
+
+}  // namespace
+
+extern "C" {
+
+pkv_status pkv_capture_begin(pkv_runtime *rt, pkv_stream *stream) {
+  PKV_API_BEGIN
+  PKV_CHECK(rt, Runtime);
+  PKV_TRY(check_stream(rt, stream));
+  PKV_TRY(require_cuda(rt, __func__));
+  cudaStreamCaptureStatus status;
+  PKV_CUDA_TRY(cudaStreamIsCapturing(pkv::stream_of(rt, stream), &status));
+  if (status != cudaStreamCaptureStatusNone)
+    return pkv::fail(PKV_ERR_BAD_STATE, "%s: the stream is already capturing", __func__);
+  // Thread-local mode: only this thread's unsafe calls (a sync inside the capture) are refused.
+  PKV_CUDA_TRY(cudaStreamBeginCapture(pkv::stream_of(rt, stream), cudaStreamCaptureModeThreadLocal));
+  return PKV_OK;
+  PKV_API_END
+}
+
+pkv_status pkv_capture_end(pkv_runtime *rt, pkv_stream *stream, pkv_graph **out) {
+  PKV_API_BEGIN
+  PKV_CHECK(rt, Runtime);
+  PKV_TRY(check_stream(rt, stream));
+  PKV_NOT_NULL(out);
+  *out = nullptr;
+  PKV_TRY(require_cuda(rt, __func__));
+  cudaStreamCaptureStatus status;
+  PKV_CUDA_TRY(cudaStreamIsCapturing(pkv::stream_of(rt, stream), &status));
+  if (status == cudaStreamCaptureStatusNone)
+    return pkv::fail(PKV_ERR_BAD_STATE, "%s: the stream is not capturing", __func__);
+  cudaGraph_t graph = nullptr;
+  PKV_CUDA_TRY(cudaStreamEndCapture(pkv::stream_of(rt, stream), &graph));  // fails if the capture was invalidated
+  cudaGraphExec_t exec = nullptr;
+  cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);
+  if (e != cudaSuccess) return pkv::fail_cuda(e, "cudaGraphInstantiate", __func__);
+  auto *g = new pkv_graph{rt, exec};
+  pkv::adopt(rt, g, pkv::Kind::Graph, destroy_graph);
+  *out = g;
+  return PKV_OK;
+  PKV_API_END
+}
+
+pkv_status pkv_graph_launch(pkv_graph *graph, pkv_stream *stream) {
+  PKV_API_BEGIN
+  PKV_CHECK(graph, Graph);
+  PKV_TRY(check_stream(graph->rt, stream));
+  PKV_CUDA_TRY(cudaGraphLaunch(graph->exec, pkv::stream_of(graph->rt, stream)));
+  return PKV_OK;
+  PKV_API_END
+}
+
+pkv_status pkv_graph_destroy(pkv_graph *graph) {
+  PKV_API_BEGIN
+  PKV_CHECK(graph, Graph);
+  cudaStreamSynchronize(graph->rt->stream);
+  destroy_graph(graph);
+  return PKV_OK;
+  PKV_API_END
+}
+
+}  // extern "C"
