@@ -147,8 +147,8 @@ describe("version check", () => {
     // A stand-in library exporting every symbol (dlopen binds them all), reporting ABI_VERSION + 1.
     const dir = scratch();
     try {
-      const stubs = Object.keys(symbols).map((name) =>
-        name === "pkv_abi_version" ? `int ${name}(void) { return ${pkv.ABI_VERSION + 1}; }` : `int ${name}(void) { return 0; }`,
+      const stubs = Object.keys(symbols).map(
+        (name) => `int ${name}(void) { return ${name === "pkv_abi_version" ? pkv.ABI_VERSION + 1 : 0}; }`,
       );
       writeFileSync(join(dir, "fake.c"), stubs.join("\n") + "\n");
       const fake = join(dir, "libfake.so");

@@ -39,7 +39,7 @@ describe("raw ABI: handles are checked, never dereferenced blindly", () => {
       ["pkv_stream_destroy(NULL)", () => native().pkv_stream_destroy(null)],
       ["pkv_event_record(stream, NULL)", () => native().pkv_event_record(stream.handle, null)],
       ["pkv_buffer_alloc(NULL runtime)", () => native().pkv_buffer_alloc(null, 0, 16, out())],
-      ["pkv_buffer_copy(sentinel <- runtime)", () => native().pkv_buffer_copy(sentinel.handle, 0, rt.handle, 0, 1, null)],
+      ["pkv_buffer_copy(.., src = runtime)", () => native().pkv_buffer_copy(sentinel.handle, 0, rt.handle, 0, 1, null)],
       ["pkv_buffer_fill(.., stream = buffer)", () => native().pkv_buffer_fill(sentinel.handle, 0, 0, 1, sentinel.handle)],
       ["pkv_device_info_get(NULL)", () => native().pkv_device_info_get(null, new Uint8Array(304))],
     ];

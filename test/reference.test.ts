@@ -37,7 +37,10 @@ function poisonUnread(batch: PagedBatch): void {
   const { numKvHeads: hkv, pageSize: ps, headDim: d } = batch;
   const read = new Uint8Array(batch.numPages * ps); // 1 where (page, slot) holds a token of some sequence
   for (let b = 0; b < batch.seqLens.length; b++)
-    for (let t = 0; t < batch.seqLens[b]!; t++) read[batch.pageIndices[batch.pageIndptr[b]! + Math.floor(t / ps)]! * ps + (t % ps)] = 1;
+    for (let t = 0; t < batch.seqLens[b]!; t++) {
+      const page = batch.pageIndices[batch.pageIndptr[b]! + Math.floor(t / ps)]!;
+      read[page * ps + (t % ps)] = 1;
+    }
   for (let page = 0; page < batch.numPages; page++)
     for (let slot = 0; slot < ps; slot++) {
       if (read[page * ps + slot]) continue;
@@ -53,24 +56,22 @@ function expectClose(batch: PagedBatch, smScale: number, got: Result, withLse = 
   const scale = smScale > 0 ? smScale : 1 / Math.sqrt(batch.headDim);
   const want = decodeAttention(batch, scale);
   const u = UNIT_ROUNDOFF[batch.dtype] + 2 ** -20;
-  let worst = 0; // largest error as a fraction of its tolerance, for the log
-  const bad: string[] = [];
-  for (let i = 0; i < want.out.length; i++) {
-    const err = Math.abs(got.out[i]! - want.out[i]!);
-    const tol = u * Math.abs(want.out[i]!) + SCALE_SLACK;
-    if (!(err <= tol) && bad.length < 5) bad.push(`out[${i}] = ${got.out[i]}, expected ${want.out[i]} (tol ${tol.toExponential(2)})`);
+  let worst = 0; // largest error as a fraction of its tolerance
+  const bad: string[] = []; // the first few misses, so a failure shows where
+  const compare = (what: string, value: number, expected: number, tol: number) => {
+    const err = Math.abs(value - expected);
+    if (!(err <= tol) && bad.length < 5) bad.push(`${what} = ${value}, expected ${expected} (tol ${tol.toExponential(2)})`);
     worst = Math.max(worst, err / tol);
-  }
+  };
+  for (let i = 0; i < want.out.length; i++)
+    compare(`out[${i}]`, got.out[i]!, want.out[i]!, u * Math.abs(want.out[i]!) + SCALE_SLACK);
   if (withLse)
     for (let i = 0; i < want.lse.length; i++) {
       if (want.lse[i] === -Infinity) {
         if (got.lse[i] !== -Infinity && bad.length < 5) bad.push(`lse[${i}] = ${got.lse[i]}, expected -Infinity`);
         continue;
       }
-      const err = Math.abs(got.lse[i]! - want.lse[i]!);
-      const tol = 2 ** -23 * Math.abs(want.lse[i]!) + SCALE_SLACK;
-      if (!(err <= tol) && bad.length < 5) bad.push(`lse[${i}] = ${got.lse[i]}, expected ${want.lse[i]} (tol ${tol.toExponential(2)})`);
-      worst = Math.max(worst, err / tol);
+      compare(`lse[${i}]`, got.lse[i]!, want.lse[i]!, 2 ** -23 * Math.abs(want.lse[i]!) + SCALE_SLACK);
     }
   expect(bad).toEqual([]);
   return { worst };
@@ -80,6 +81,11 @@ function expectClose(batch: PagedBatch, smScale: number, got: Result, withLse = 
 function lengthsFor(pageSize: number, random: number): number[] {
   const partial = pageSize === 1 ? 37 : pageSize + 1 + (random % (pageSize - 1));
   return [1, pageSize, partial, Math.min(3 * pageSize - 1, 700) || 1, 2];
+}
+
+// A small batch: one KV head, group 4, d 64, 16-token pages, f16, unless `over` says otherwise.
+function small(over: Partial<BatchSpec> & { seqLens: number[]; seed: number }): BatchSpec {
+  return { numKvHeads: 1, numQoHeads: 4, headDim: 64, pageSize: 16, dtype: "f16", ...over };
 }
 
 function check(spec: BatchSpec, smScale = 0): number {
@@ -123,7 +129,8 @@ describe("reference decode vs float64 TypeScript", () => {
       seed: 100 + group,
       qScale: 3, // peakier softmax than the cases above
     };
-    test(`group size ${group} (Hq=${spec.numQoHeads}, Hkv=${numKvHeads}, d=${spec.headDim}, page=${spec.pageSize}, ${spec.dtype})`, () => {
+    const name = `Hq=${spec.numQoHeads} Hkv=${numKvHeads} d=${spec.headDim} page=${spec.pageSize} ${spec.dtype}`;
+    test(`group size ${group} (${name})`, () => {
       expect(check(spec)).toBeLessThanOrEqual(1);
     });
   }
@@ -131,17 +138,17 @@ describe("reference decode vs float64 TypeScript", () => {
   for (const smScale of [0.02, 0.5, 1.5])
     test(`custom sm_scale ${smScale}`, () => {
       for (const dtype of dtypes) {
-        const spec = { numKvHeads: 2, numQoHeads: 8, headDim: 128, pageSize: 16, dtype, seqLens: [50, 17, 1], seed: 7, qScale: 2 };
+        const shape = { numKvHeads: 2, numQoHeads: 8, headDim: 128, dtype };
+        const spec = small({ ...shape, seqLens: [50, 17, 1], seed: 7, qScale: 2 });
         expect(check(spec, smScale)).toBeLessThanOrEqual(1);
       }
       // and the scale is really applied: another scale gives other outputs
-      const batch = randomPagedBatch({ numKvHeads: 1, numQoHeads: 2, headDim: 64, pageSize: 16, dtype: "f16", seqLens: [30], seed: 8 });
+      const batch = randomPagedBatch(small({ numQoHeads: 2, seqLens: [30], seed: 8 }));
       expect(runNative(batch, smScale).out).not.toEqual(runNative(batch, smScale * 2).out);
     });
 
   test("a sequence of length 0 gives a zero output and lse -Infinity; its neighbours are unaffected", () => {
-    const spec: BatchSpec = { numKvHeads: 2, numQoHeads: 6, headDim: 64, pageSize: 16, dtype: "f16", seqLens: [20, 0, 1, 0], seed: 11 };
-    const batch = randomPagedBatch(spec);
+    const batch = randomPagedBatch(small({ numKvHeads: 2, numQoHeads: 6, seqLens: [20, 0, 1, 0], seed: 11 }));
     poisonUnread(batch);
     const got = runNative(batch);
     expectClose(batch, 0, got);
@@ -152,16 +159,18 @@ describe("reference decode vs float64 TypeScript", () => {
   });
 
   test("a batch of empty sequences only, and an empty batch", () => {
-    const batch = randomPagedBatch({ numKvHeads: 1, numQoHeads: 1, headDim: 64, pageSize: 1, dtype: "bf16", seqLens: [0, 0], seed: 12 });
+    const batch = randomPagedBatch(small({ numQoHeads: 1, pageSize: 1, dtype: "bf16", seqLens: [0, 0], seed: 12 }));
     const got = runNative(batch);
     expect([...got.out].every((x) => x === 0)).toBe(true);
     expect([...got.lse]).toEqual([-Infinity, -Infinity]);
-    const empty = randomPagedBatch({ numKvHeads: 1, numQoHeads: 1, headDim: 64, pageSize: 1, dtype: "bf16", seqLens: [], seed: 13 });
+    const empty = randomPagedBatch(small({ seqLens: [], seed: 13 }));
     expect(runNative(empty).out.length).toBe(0);
   });
 
   test("without lse the output is the same", () => {
-    const batch = randomPagedBatch({ numKvHeads: 2, numQoHeads: 14, headDim: 128, pageSize: 16, dtype: "bf16", seqLens: [33, 100], seed: 14 });
+    const batch = randomPagedBatch(
+      small({ numKvHeads: 2, numQoHeads: 14, headDim: 128, dtype: "bf16", seqLens: [33, 100], seed: 14 }),
+    );
     const withLse = runNative(batch, 0, true);
     const without = runNative(batch, 0, false);
     expect(without.out).toEqual(withLse.out);
@@ -169,7 +178,7 @@ describe("reference decode vs float64 TypeScript", () => {
   });
 
   test("page ids are honoured: the same contexts on other pages give the same result", () => {
-    const a = randomPagedBatch({ numKvHeads: 1, numQoHeads: 4, headDim: 64, pageSize: 16, dtype: "f16", seqLens: [40, 20], seed: 15 });
+    const a = randomPagedBatch(small({ seqLens: [40, 20], seed: 15 }));
     // Move every page to a new id (reversed order) and rewrite the page table to match.
     const pageElems = a.numKvHeads * a.pageSize * a.headDim;
     const moved = { ...a, kPages: new Uint16Array(a.kPages.length), vPages: new Uint16Array(a.vPages.length) };
@@ -184,8 +193,7 @@ describe("reference decode vs float64 TypeScript", () => {
 });
 
 describe("referenceDecode validation", () => {
-  const base = () =>
-    randomPagedBatch({ numKvHeads: 2, numQoHeads: 4, headDim: 64, pageSize: 16, dtype: "f16", seqLens: [20, 5], seed: 21 });
+  const base = () => randomPagedBatch(small({ numKvHeads: 2, seqLens: [20, 5], seed: 21 }));
   const call = (batch: PagedBatch, over: Record<string, unknown> = {}, shape: Record<string, unknown> = {}) => () =>
     referenceDecode({
       shape: { ...batch, ...shape } as never,

@@ -42,7 +42,8 @@ function ffiTypeOf(c: string, isReturn: boolean): FFIType {
 }
 
 // symbols.ts may write types as FFIType members or as their string names ("ptr", "i32").
-const normalise = (t: FFIType | string) => (typeof t === "string" ? (FFIType as unknown as Record<string, FFIType>)[t]! : t);
+const byName = FFIType as unknown as Record<string, FFIType>;
+const normalise = (t: FFIType | string) => (typeof t === "string" ? byName[t]! : t);
 // "uint64_t bytes" -> "uint64_t", "pkv_runtime **out" -> "pkv_runtime **" (the header names every parameter).
 const paramType = (param: string) => param.replace(/\w+$/, "").trim();
 
