@@ -77,6 +77,12 @@ describe("openRuntime", () => {
   });
 });
 
+test("graph capture is UnsupportedError on the CPU backend, and the runtime stays usable", () => {
+  using rt = pkv.openRuntime({ backend: "cpu" });
+  expect(() => rt.capture(() => {})).toThrow(pkv.UnsupportedError);
+  rt.synchronize();
+});
+
 describe("streams and events (CPU backend)", () => {
   test("events time host work between their records", () => {
     using rt = pkv.openRuntime({ backend: "cpu" });

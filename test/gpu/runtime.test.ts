@@ -72,6 +72,26 @@ describeGpu("CUDA runtime", () => {
     expect(Buffer.compare(back, data)).toBe(0);
   });
 
+  test("a captured graph replays its copies with the data present at launch", () => {
+    using rt = pkv.openRuntime({ backend: "cuda" });
+    using stream = rt.createStream();
+    using a = rt.allocDevice(1 << 20);
+    using b = rt.allocDevice(1 << 20);
+    a.fill(1);
+    b.fill(0);
+    rt.synchronize();
+    using graph = rt.capture(() => b.copyFrom(a, { stream }), stream);
+    const back = new Uint8Array(1 << 20);
+    b.read(back);
+    expect(back.every((x) => x === 0)).toBe(true); // recorded, not run
+    a.fill(7);
+    rt.synchronize();
+    graph.launch(stream);
+    stream.synchronize();
+    b.read(back);
+    expect(back.every((x) => x === 7)).toBe(true);
+  });
+
   test("events time GPU work on a stream", () => {
     using rt = pkv.openRuntime({ backend: "cuda" });
     using stream = rt.createStream();
