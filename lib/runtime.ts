@@ -7,6 +7,8 @@ import { InvalidArgumentError, Status } from "./errors";
 import { NativeObject, type Owner, type Token } from "./lifetime";
 import { Event, Stream } from "./streams";
 import { capture, type Graph } from "./graphs";
+import { KVCache, type KVCacheOptions } from "./kvcache";
+import { DecodeEngine, type DecodeEngineOptions } from "./engine";
 
 export type Backend = "cuda" | "cpu";
 export interface RuntimeOptions {
@@ -95,6 +97,16 @@ export class Runtime extends NativeObject implements Owner {
 
   createEvent(): Event {
     return new Event(outPointer("pkv_event_create", (out) => native().pkv_event_create(this.handle, out)), this);
+  }
+
+  /** A paged KV cache whose pages live on this runtime's device. */
+  createKVCache(options: KVCacheOptions): KVCache {
+    return new KVCache(this, options);
+  }
+
+  /** A decode engine: plans each step's workqueue once and runs it for every layer. */
+  createDecodeEngine(options: DecodeEngineOptions): DecodeEngine {
+    return new DecodeEngine(this, options);
   }
 
   /** Records the asynchronous work `body` queues (e.g. a plan's upload and every layer's run) as a graph. */

@@ -65,6 +65,15 @@ export const symbols = {
   pkv_kvpool_layer_addresses: { args: [handle, T.i32, out, out], returns: status },
 
   // ---- decode engine
+  pkv_plan_info_size: { args: [], returns: T.i32 },
+  pkv_decode_engine_create: { args: [handle, host, out], returns: status },
+  pkv_decode_engine_destroy: { args: [handle], returns: status },
+  pkv_decode_plan: { args: [handle, handle, T.i32, host, host, T.i32, out], returns: status },
+  pkv_decode_run: { args: [handle, T.i32, T.i32, host, host, host], returns: status },
+  pkv_decode_run_device: {
+    args: [handle, T.i32, T.i32, handle, T.u64, handle, T.u64, handle, T.u64, handle],
+    returns: status,
+  },
 } as const;
 
 export type Symbols = typeof symbols;

@@ -1,0 +1,242 @@
+// Serving trace replay: requests arrive (Poisson, or from a trace file) with prompt and output lengths
+// drawn from distributions, and the Scheduler serves them in wall-clock time on the synthetic model.
+// Reports tokens/s, step time p50/p99, request latency, KV utilisation and waste over time,
+// preemptions, swaps and prefix hits, as JSON and an SVG plot.
+//
+//   bun bench/serve.ts                                     # small defaults: seconds on the CPU backend
+//   bun bench/serve.ts --backend cuda --requests 512 --rate 32
+//   bun bench/serve.ts --trace trace.jsonl                 # lines of {"arrival": s, "prompt": n, "output": n}
+//   bun bench/serve.ts --help
+//
+// Flags (defaults depend on the backend; see `defaults` below):
+//   --backend auto|cpu|cuda   --requests N   --rate R (requests/s, Poisson; 0: all at once)
+//   --prompt DIST  --output DIST   where DIST is uniform:a:b, lognormal:median:sigma or fixed:n
+//   --shared-prefix N  --shared-fraction F   a system prompt of N tokens starts a fraction F of prompts
+//   --trace FILE   arrivals from a file instead (JSON array or JSON lines), prompts still get ids
+//   --pages N  --swap-pages N  --layers N  --max-batch N  --policy adaptive|baseline|persistent
+//   --seed N  --out FILE.json (default bench/results/serve-<date>-<device>.json)  --svg FILE.svg
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { dirname } from "node:path";
+import { parseArgs } from "node:util";
+import { openRuntime } from "../lib/runtime";
+import { quantile, type StepReport } from "../lib/scheduler";
+import { createDemoStack, sizesFor } from "../lib/scheduler/demo";
+
+const { values: flags } = parseArgs({
+  options: {
+    backend: { type: "string", default: "auto" },
+    requests: { type: "string" },
+    rate: { type: "string" }, // requests per second; 0 = all at once
+    prompt: { type: "string" }, // uniform:a:b | lognormal:median:sigma | fixed:n
+    output: { type: "string" },
+    "shared-prefix": { type: "string" }, // tokens of a system prompt shared by some requests
+    "shared-fraction": { type: "string", default: "0.5" },
+    trace: { type: "string" },
+    pages: { type: "string" },
+    "swap-pages": { type: "string" },
+    layers: { type: "string" },
+    "max-batch": { type: "string" },
+    policy: { type: "string", default: "adaptive" },
+    seed: { type: "string", default: "1" },
+    out: { type: "string" },
+    svg: { type: "string" },
+    help: { type: "boolean", default: false },
+  },
+});
+if (flags.help) {
+  console.log(readFileSync(import.meta.path, "utf8").split("\nimport")[0]);
+  process.exit(0);
+}
+
+using rt = openRuntime({ backend: flags.backend as "auto" | "cpu" | "cuda" });
+const gpu = rt.backend === "cuda";
+// Defaults: a pool small enough that the load forces preemption (swap, then recompute) on either backend.
+const defaults = gpu
+  ? { requests: 256, rate: 16, prompt: "lognormal:1024:0.8", output: "uniform:64:512", shared: 512, pages: 4096, swap: 1024 }
+  : { requests: 64, rate: 200, prompt: "uniform:16:192", output: "uniform:8:48", shared: 32, pages: 96, swap: 8 };
+const num = (value: string | undefined, fallback: number) => (value === undefined ? fallback : Number(value));
+const sizes = sizesFor(rt, {
+  numPages: num(flags.pages, defaults.pages),
+  swapPages: num(flags["swap-pages"], defaults.swap),
+  ...(flags.layers ? { numLayers: Number(flags.layers) } : {}),
+  ...(flags["max-batch"] ? { maxBatch: Number(flags["max-batch"]) } : {}),
+});
+
+// ---- the workload --------------------------------------------------------------------------------
+interface Arrival {
+  at: number; // seconds from start
+  prompt: number[];
+  output: number;
+}
+
+let seed = Number(flags.seed) >>> 0 || 1;
+const random = () => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 2 ** 32); // LCG: reproducible
+
+function sampler(spec: string): () => number {
+  const [kind, a = "0", b = "0"] = spec.split(":");
+  const x = Number(a);
+  const y = Number(b);
+  if (kind === "fixed") return () => x;
+  if (kind === "uniform") return () => x + Math.floor(random() * (y - x + 1));
+  if (kind === "lognormal") // Box-Muller; median x, shape y
+    return () => Math.max(1, Math.round(x * Math.exp(y * Math.sqrt(-2 * Math.log(1 - random())) * Math.cos(2 * Math.PI * random()))));
+  throw new Error(`distribution "${spec}" is not uniform:a:b, lognormal:median:sigma or fixed:n`);
+}
+
+const maxContext = sizes.numPages * sizes.pageSize;
+const systemPrompt = Array.from({ length: num(flags["shared-prefix"], defaults.shared) }, (_, i) => 1000 + i);
+let nextToken = 100_000; // prompt ids unique to each request, after the shared system prompt
+function makePrompt(length: number): number[] {
+  const shared = random() < Number(flags["shared-fraction"]) ? systemPrompt.slice(0, length - 1) : [];
+  return [...shared, ...Array.from({ length: length - shared.length }, () => nextToken++)];
+}
+
+function workload(): Arrival[] {
+  if (flags.trace) {
+    const text = readFileSync(flags.trace, "utf8").trim();
+    const rows = (text.startsWith("[") ? JSON.parse(text) : text.split("\n").map((l) => JSON.parse(l))) as {
+      arrival: number;
+      prompt: number;
+      output: number;
+    }[];
+    return rows.map((r) => ({ at: r.arrival, prompt: makePrompt(r.prompt), output: r.output }));
+  }
+  const count = num(flags.requests, defaults.requests);
+  const rate = num(flags.rate, defaults.rate);
+  const promptLength = sampler(flags.prompt ?? defaults.prompt);
+  const outputLength = sampler(flags.output ?? defaults.output);
+  let at = 0;
+  return Array.from({ length: count }, () => {
+    if (rate > 0) at += -Math.log(1 - random()) / rate; // exponential gaps: Poisson arrivals
+    // Keep every request servable alone, so failures in the report mean a scheduler problem.
+    const prompt = Math.min(promptLength(), maxContext / 2);
+    return { at, prompt: makePrompt(prompt), output: Math.max(1, Math.min(outputLength(), maxContext / 2)) };
+  });
+}
+
+// ---- the replay ----------------------------------------------------------------------------------
+const arrivals = workload();
+const stack = createDemoStack(rt, sizes, { policy: flags.policy as "adaptive" });
+const { scheduler } = stack;
+const start = performance.now();
+const clock = () => (performance.now() - start) / 1000;
+const timeline: (StepReport & { t: number })[] = [];
+scheduler.onStep((r) => timeline.push({ ...r, t: clock() }));
+const ttft: number[] = [];
+const latency: number[] = [];
+let failed = 0;
+
+async function follow(arrival: Arrival): Promise<void> {
+  const handle = scheduler.submit({ prompt: arrival.prompt, maxTokens: arrival.output });
+  try {
+    for await (const event of handle) if (event.index === 0) ttft.push(clock() - arrival.at);
+    latency.push(clock() - arrival.at);
+  } catch (error) {
+    failed++;
+    console.error(`request ${handle.id}: ${(error as Error).message}`);
+  }
+}
+
+const followers: Promise<void>[] = [];
+let next = 0;
+while (next < arrivals.length || scheduler.busy) {
+  while (next < arrivals.length && arrivals[next]!.at <= clock()) followers.push(follow(arrivals[next++]!));
+  if (scheduler.busy) scheduler.step();
+  else await Bun.sleep(Math.max(0, (arrivals[next]!.at - clock()) * 1000));
+  await null; // lets the followers see this step's tokens
+}
+await Promise.all(followers);
+const wall = clock();
+const cacheAfter = stack.cache.stats();
+await stack.close();
+
+// ---- the report ----------------------------------------------------------------------------------
+const busy = timeline.filter((r) => r.batch > 0);
+const steps = busy.map((r) => r.timeMs);
+const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
+const round = (x: number, digits = 3) => Number(x.toFixed(digits));
+const t = scheduler.totals;
+const git = Bun.spawnSync(["git", "rev-parse", "--short", "HEAD"], { stderr: "ignore" });
+const report = {
+  device: rt.info.name,
+  backend: rt.backend,
+  commit: git.success ? git.stdout.toString().trim() : "unknown",
+  date: new Date().toISOString(),
+  model: "synthetic (deterministic activations; the attention, cache and scheduling are real)",
+  config: { ...sizes, policy: flags.policy, requests: arrivals.length, flags },
+  wall_s: round(wall),
+  tokens_per_s: round(t.generatedTokens / wall, 1),
+  tokens_per_busy_s: round(t.generatedTokens / (t.busyMs / 1000), 1),
+  step_ms: { p50: round(quantile(steps, 0.5)), p99: round(quantile(steps, 0.99)), mean: round(mean(steps)) },
+  ttft_s: { p50: round(quantile(ttft, 0.5)), p99: round(quantile(ttft, 0.99)) },
+  latency_s: { p50: round(quantile(latency, 0.5)), p99: round(quantile(latency, 0.99)) },
+  kv_utilisation: { mean: round(mean(busy.map((r) => r.kvUtilisation))), max: round(Math.max(0, ...busy.map((r) => r.kvUtilisation))) },
+  waste_fraction: { mean: round(mean(busy.map((r) => r.wasteFraction)), 4), max: round(Math.max(0, ...busy.map((r) => r.wasteFraction)), 4) },
+  kernels: countBy(busy.map((r) => r.kernel)),
+  totals: { ...t, busyMs: round(t.busyMs, 1) },
+  failed_requests: failed,
+  cache_after: cacheAfter,
+  timeline: timeline.map((r) => ({
+    t: round(r.t), step_ms: round(r.timeMs), batch: r.batch, waiting: r.waiting, swapped: r.swapped,
+    kv: round(r.kvUtilisation), waste: round(r.wasteFraction, 4), preempted: r.preemptedBySwap + r.preemptedByRecompute,
+    prefix_hits: r.prefixHitTokens, kernel: r.kernel,
+  })),
+};
+
+const stamp = report.date.slice(0, 19).replace(/[:T]/g, "-");
+const out = flags.out ?? `bench/results/serve-${stamp}-${rt.backend === "cuda" ? slug(rt.info.name) : "cpu"}.json`;
+const svgPath = flags.svg ?? out.replace(/\.json$/, "") + ".svg";
+mkdirSync(dirname(out), { recursive: true });
+writeFileSync(out, JSON.stringify(report, null, 1));
+writeFileSync(svgPath, plot(report.timeline, `${report.device} (${rt.backend}): ${arrivals.length} requests, ${report.tokens_per_s} tok/s`));
+
+const { timeline: _omit, config: _c, cache_after: _a, ...summary } = report;
+console.log(JSON.stringify(summary, null, 1));
+console.log(`wrote ${out} and ${svgPath}`);
+if (failed > 0) process.exitCode = 1;
+
+function countBy(xs: string[]): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const x of xs) counts[x] = (counts[x] ?? 0) + 1;
+  return counts;
+}
+
+function slug(name: string): string {
+  return name.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "");
+}
+
+/** Three panels over time: KV utilisation and waste; batch, waiting and swapped; step time. */
+function plot(rows: typeof report.timeline, title: string): string {
+  const W = 900, H = 170, L = 60, PAD = 30;
+  const tMax = Math.max(1e-3, ...rows.map((r) => r.t));
+  const x = (t: number) => L + (t / tMax) * (W - L - 20);
+  const panel = (index: number, label: string, yMax: number, series: [string, string, (r: (typeof rows)[number]) => number][]) => {
+    const top = PAD + index * (H + PAD);
+    const y = (v: number) => top + H - (v / yMax) * H;
+    const lines = series.map(([name, color, f], i) => {
+      const points = rows.map((r) => `${x(r.t).toFixed(1)},${y(f(r)).toFixed(1)}`).join(" ");
+      return `<polyline fill="none" stroke="${color}" stroke-width="1.2" points="${points}"/>` +
+        `<text x="${W - 150}" y="${top + 14 + 14 * i}" fill="${color}" font-size="12">${name}</text>`;
+    });
+    const preempt = rows.filter((r) => r.preempted > 0).map((r) => `<line x1="${x(r.t)}" x2="${x(r.t)}" y1="${top + H}" y2="${top + H - 6}" stroke="#c00"/>`);
+    return [
+      `<rect x="${L}" y="${top}" width="${W - L - 20}" height="${H}" fill="none" stroke="#999"/>`,
+      `<text x="4" y="${top + 12}" font-size="12">${label}</text>`,
+      `<text x="${L - 4}" y="${top + 10}" font-size="10" text-anchor="end">${round(yMax, 2)}</text>`,
+      `<text x="${L - 4}" y="${top + H}" font-size="10" text-anchor="end">0</text>`,
+      ...lines, ...preempt,
+    ].join("\n");
+  };
+  const batchMax = Math.max(1, ...rows.map((r) => Math.max(r.batch, r.waiting, r.swapped)));
+  const stepMax = Math.max(1e-3, ...rows.map((r) => r.step_ms));
+  const height = PAD + 3 * (H + PAD) + 10;
+  return [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${height}" font-family="sans-serif">`,
+    `<text x="${L}" y="18" font-size="14">${title.replace(/&/g, "&amp;").replace(/</g, "&lt;")}</text>`,
+    panel(0, "KV pages", 1, [["utilisation", "#1f77b4", (r) => r.kv], ["waste", "#ff7f0e", (r) => r.waste]]),
+    panel(1, "requests", batchMax, [["batch", "#2ca02c", (r) => r.batch], ["waiting", "#9467bd", (r) => r.waiting], ["swapped", "#d62728", (r) => r.swapped]]),
+    panel(2, "step ms", stepMax, [["step time", "#333", (r) => r.step_ms]]),
+    `<text x="${W / 2}" y="${height - 4}" font-size="11" text-anchor="middle">seconds (red ticks: preemptions)</text>`,
+    "</svg>",
+  ].join("\n");
+}

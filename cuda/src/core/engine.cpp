@@ -1,0 +1,516 @@
+// The decode engine: plan once per step (workqueue + block-table deltas, one async upload, no GPU wait),
+// run once per layer on either kernel (CUDA) or the host executor (CPU backend).
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstring>
+
+#include "../cpu/decode_cpu.h"
+#include "../gpu/decode_launch.h"
+#include "internal.h"
+#include "kvpool.h"
+#include "plan.h"
+#include "shape.h"
+
+namespace {
+
+// Plan images are staged in pinned memory, two of them, so building step N+1 never waits for step N's
+// copy; the host waits on an event only if the image it is about to overwrite is still being copied.
+struct Staging {
+  void *host = nullptr;
+  int64_t capacity = 0;
+  cudaEvent_t copied = nullptr;
+  bool in_flight = false;
+};
+
+// The CPU backend has no occupancy to ask; plan as if for an H100 (132 SMs x 3 blocks) so CPU tests
+// exercise the same splits the GPU will see.
+constexpr int32_t kCpuWave = 396;
+constexpr int32_t kMinSplitTokens = 64;
+constexpr int32_t kMaxBatch = 1 << 20;  // rows are packed into 20 bits of the planner's sort key
+
+}  // namespace
+
+struct pkv_decode_engine {
+  pkv_runtime *rt;
+  pkv_decode_config cfg;
+  int32_t group;
+  int32_t page_shift;
+  pkv::PlanShape shape;
+  int32_t persistent_grid;
+  int64_t max_tasks;
+
+  Staging staging[2];
+  int32_t next_staging;
+  void *plan_device;  // one fixed device image: graphs captured over a plan stay valid for later plans
+  int64_t plan_device_capacity;
+  float *partial_o;
+  float *partial_lse;
+  int32_t *merge_counters;
+  int32_t *work_counter;
+  void *io_device;  // q, out and lse staging for runs with host arrays (allocated on first use)
+  cudaEvent_t plan_ready;
+  cudaEvent_t foreign_runs_done;
+  bool foreign_runs;
+
+  // The current plan.
+  int32_t plan_id;
+  void *plan_host;  // its image (CPU backend executes from it)
+  pkv_kvpool *pool;
+  int32_t kernel;
+  int32_t batch;
+  int32_t num_tasks;
+  int32_t num_deltas;
+  int32_t grid;
+};
+
+namespace {
+
+using pkv::fail;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+void free_engine(pkv_decode_engine *e) {
+  pkv_runtime *rt = e->rt;
+  bool cuda = pkv::on_cuda(rt);
+  if (cuda) cudaStreamSynchronize(rt->stream);
+  for (Staging &s : e->staging) {
+    pkv::raw_free(rt, PKV_MEM_PINNED, s.host);
+    if (s.copied) cudaEventDestroy(s.copied);
+  }
+  if (cuda) pkv::raw_free(rt, PKV_MEM_DEVICE, e->plan_device);
+  pkv::raw_free(rt, PKV_MEM_DEVICE, e->partial_o);
+  pkv::raw_free(rt, PKV_MEM_DEVICE, e->partial_lse);
+  pkv::raw_free(rt, PKV_MEM_DEVICE, e->merge_counters);
+  pkv::raw_free(rt, PKV_MEM_DEVICE, e->work_counter);
+  pkv::raw_free(rt, PKV_MEM_DEVICE, e->io_device);
+  if (e->plan_ready) cudaEventDestroy(e->plan_ready);
+  if (e->foreign_runs_done) cudaEventDestroy(e->foreign_runs_done);
+  delete e;
+}
+
+void destroy_engine(void *object) {
+  auto *e = static_cast<pkv_decode_engine *>(object);
+  pkv::disown(e->rt, e);
+  free_engine(e);
+}
+
+pkv_status check_config(const pkv_decode_config *c) {
+  PKV_TRY(pkv::check_shape("pkv_decode_engine_create", c->num_qo_heads, c->num_kv_heads, c->head_dim, c->page_size,
+                           c->dtype));
+  if (c->policy < PKV_POLICY_BASELINE || c->policy > PKV_POLICY_ADAPTIVE)
+    return fail(PKV_ERR_INVALID_ARGUMENT, "pkv_decode_engine_create: policy %d is not BASELINE (0), PERSISTENT (1) or ADAPTIVE (2)",
+                c->policy);
+  if (c->max_batch < 1 || c->max_batch > kMaxBatch)
+    return fail(PKV_ERR_INVALID_ARGUMENT, "pkv_decode_engine_create: max_batch %d is not in 1..%d", c->max_batch, kMaxBatch);
+  if (!(c->sm_scale >= 0.f) || std::isinf(c->sm_scale))
+    return fail(PKV_ERR_INVALID_ARGUMENT, "pkv_decode_engine_create: sm_scale %g is not a finite value >= 0", c->sm_scale);
+  return PKV_OK;
+}
+
+// Grows a staging image (pinned). Freeing pinned memory synchronises the device, so this happens only
+// when a step needs more room than any step before it.
+pkv_status ensure_staging(pkv_decode_engine *e, Staging &s, int64_t bytes) {
+  if (s.capacity >= bytes) return PKV_OK;
+  int64_t want = std::max<int64_t>(bytes, s.capacity * 2);
+  void *p = nullptr;
+  PKV_TRY(pkv::raw_alloc(e->rt, PKV_MEM_PINNED, want, &p));
+  if (s.in_flight) PKV_CUDA_TRY(cudaEventSynchronize(s.copied));
+  s.in_flight = false;
+  pkv::raw_free(e->rt, PKV_MEM_PINNED, s.host);
+  s.host = p;
+  s.capacity = want;
+  return PKV_OK;
+}
+
+pkv_status ensure_plan_device(pkv_decode_engine *e, int64_t bytes) {
+  if (e->plan_device_capacity >= bytes) return PKV_OK;
+  int64_t want = std::max<int64_t>(bytes, e->plan_device_capacity * 2);
+  void *p = nullptr;
+  PKV_TRY(pkv::raw_alloc(e->rt, PKV_MEM_DEVICE, want, &p));
+  PKV_CUDA_TRY(cudaStreamSynchronize(e->rt->stream));  // the old image may still be read by a kernel
+  if (e->foreign_runs) PKV_CUDA_TRY(cudaEventSynchronize(e->foreign_runs_done));
+  pkv::raw_free(e->rt, PKV_MEM_DEVICE, e->plan_device);
+  e->plan_device = p;
+  e->plan_device_capacity = want;
+  return PKV_OK;
+}
+
+// Placeholder adaptive rule until the calibration issue replaces it: the persistent kernel when the
+// step is long enough for balance to matter (>= 8K tokens) or skewed (longest row over 4x the mean).
+int32_t adaptive_kernel(int32_t batch, const int32_t *seq_lens) {
+  int64_t total = 0, longest = 0;
+  for (int32_t b = 0; b < batch; b++) {
+    total += seq_lens[b];
+    longest = std::max<int64_t>(longest, seq_lens[b]);
+  }
+  if (total >= 8192 || longest * batch > 4 * total) return PKV_KERNEL_PERSISTENT;
+  return PKV_KERNEL_BASELINE;
+}
+
+pkv_status check_pool(const pkv_decode_engine *e, const pkv_kvpool *pool, const char *func) {
+  const pkv_kv_config &p = pool->config;
+  const pkv_decode_config &c = e->cfg;
+  if (pool->rt != e->rt) return fail(PKV_ERR_INVALID_ARGUMENT, "%s: the pool belongs to another runtime", func);
+  if (p.num_kv_heads != c.num_kv_heads || p.head_dim != c.head_dim || p.page_size != c.page_size || p.dtype != c.dtype)
+    return fail(PKV_ERR_INVALID_ARGUMENT,
+                "%s: pool shape (kv heads %d, head dim %d, page size %d, dtype %d) differs from the engine's "
+                "(kv heads %d, head dim %d, page size %d, dtype %d)",
+                func, p.num_kv_heads, p.head_dim, p.page_size, p.dtype, c.num_kv_heads, c.head_dim, c.page_size,
+                c.dtype);
+  return PKV_OK;
+}
+
+// Checks rows, lengths and the dirty page ids, and counts the deltas. Nothing is modified, so a failed
+// plan leaves the pool's table and dirty marks as they were.
+pkv_status check_batch(const pkv_decode_engine *e, const pkv_kvpool *pool, int32_t batch, const int32_t *rows,
+                       const int32_t *seq_lens, int64_t *num_deltas) {
+  const pkv_kv_config &pc = pool->config;
+  const int64_t max_len = (int64_t)pc.max_pages_per_sequence * pc.page_size;
+  int64_t deltas = 0;
+  for (int32_t b = 0; b < batch; b++) {
+    if (rows[b] < 0 || rows[b] >= pc.max_sequences)
+      return fail(PKV_ERR_OUT_OF_RANGE, "pkv_decode_plan: rows[%d] = %d is outside the block table's %d rows", b,
+                  rows[b], pc.max_sequences);
+    if (seq_lens[b] < 1 || seq_lens[b] > max_len)
+      return fail(PKV_ERR_INVALID_ARGUMENT, "pkv_decode_plan: seq_lens[%d] = %d is not in 1..%lld (table width %d x page size %d)",
+                  b, seq_lens[b], (long long)max_len, pc.max_pages_per_sequence, pc.page_size);
+    const int32_t pages = (int32_t)ceil_div(seq_lens[b], pc.page_size);
+    const int32_t from = pool->dirty_from[rows[b]];
+    if (from < 0)
+      return fail(PKV_ERR_INVALID_ARGUMENT, "pkv_decode_plan: dirty_from[%d] = %d is negative", rows[b], from);
+    const int32_t *entries = pool->table_host + (int64_t)rows[b] * pc.max_pages_per_sequence;
+    for (int32_t c = from; c < pages; c++) {
+      if (entries[c] < 0 || entries[c] >= pc.num_pages)
+        return fail(PKV_ERR_OUT_OF_RANGE, "pkv_decode_plan: block table row %d column %d holds page %d, outside 0..%d",
+                    rows[b], c, entries[c], pc.num_pages - 1);
+      deltas++;
+    }
+  }
+  *num_deltas = deltas;
+  return PKV_OK;
+}
+
+// Copies the dirty entries into the image and marks them uploaded. Columns past a row's current length
+// stay dirty: they are uploaded by the step that first reads them.
+int32_t gather_deltas(pkv_kvpool *pool, int32_t batch, const int32_t *rows, const int32_t *seq_lens,
+                      pkv::PlanDelta *out) {
+  const pkv_kv_config &pc = pool->config;
+  int32_t n = 0;
+  for (int32_t b = 0; b < batch; b++) {
+    const int32_t pages = (int32_t)ceil_div(seq_lens[b], pc.page_size);
+    int32_t &from = pool->dirty_from[rows[b]];
+    const int32_t *entries = pool->table_host + (int64_t)rows[b] * pc.max_pages_per_sequence;
+    for (int32_t c = from; c < pages; c++) out[n++] = pkv::PlanDelta{rows[b], c, entries[c], 0};
+    if (from < pages) from = pages;
+  }
+  return n;
+}
+
+pkv_status check_run(pkv_decode_engine *e, int32_t plan_id, int32_t layer, const char *func) {
+  if (e->plan_id == 0 || plan_id != e->plan_id)
+    return fail(PKV_ERR_STALE_PLAN, "%s: plan %d is not the engine's current plan (%d)", func, plan_id, e->plan_id);
+  if (!pkv::is_live(e->pool, pkv::Kind::KvPool))
+    return fail(PKV_ERR_BAD_STATE, "%s: the plan's KV pool was destroyed", func);
+  if (layer < 0 || layer >= e->pool->config.num_layers)
+    return fail(PKV_ERR_OUT_OF_RANGE, "%s: layer %d is outside 0..%d", func, layer, e->pool->config.num_layers - 1);
+  return PKV_OK;
+}
+
+float sm_scale_of(const pkv_decode_engine *e) {
+  return e->cfg.sm_scale > 0.f ? e->cfg.sm_scale : 1.f / std::sqrt((float)e->cfg.head_dim);
+}
+
+void cpu_run(pkv_decode_engine *e, int32_t layer, const void *q, void *out, float *lse) {
+  pkv::CpuDecodeArgs a;
+  a.plan = e->plan_host;
+  a.k = pkv::layer_k(e->pool, layer);
+  a.v = pkv::layer_v(e->pool, layer);
+  a.table = e->pool->table_device;
+  a.table_stride = e->pool->config.max_pages_per_sequence;
+  a.num_kv_heads = e->cfg.num_kv_heads;
+  a.group = e->group;
+  a.head_dim = e->cfg.head_dim;
+  a.page_size = e->cfg.page_size;
+  a.dtype = e->cfg.dtype;
+  a.sm_scale = sm_scale_of(e);
+  a.q = q;
+  a.out = out;
+  a.lse = lse;
+  a.partial_o = e->partial_o;
+  a.partial_lse = e->partial_lse;
+  a.merge_counters = e->merge_counters;
+  pkv::cpu_decode_run(a);
+}
+
+pkv_status cuda_run(pkv_decode_engine *e, int32_t layer, const void *q, void *out, float *lse, cudaStream_t stream) {
+  pkv::DecodeParams p;
+  p.k = pkv::layer_k(e->pool, layer);
+  p.v = pkv::layer_v(e->pool, layer);
+  p.table = e->pool->table_device;
+  p.table_stride = e->pool->config.max_pages_per_sequence;
+  p.plan = e->plan_device;
+  p.q = q;
+  p.out = out;
+  p.lse = lse;
+  p.partial_o = e->partial_o;
+  p.partial_lse = e->partial_lse;
+  p.merge_counters = e->merge_counters;
+  p.work_counter = e->work_counter;
+  p.num_kv_heads = e->cfg.num_kv_heads;
+  p.group = e->group;
+  p.page_shift = e->page_shift;
+  p.scale_log2 = sm_scale_of(e) * 1.4426950408889634f;
+  // Inside a capture the ordering is the caller's: the graph replays after the plan it was captured
+  // with was uploaded, and no event of ours may join the graph.
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  PKV_CUDA_TRY(cudaStreamIsCapturing(stream, &capture));
+  const bool foreign = stream != e->rt->stream && capture == cudaStreamCaptureStatusNone;
+  if (foreign) PKV_CUDA_TRY(cudaStreamWaitEvent(stream, e->plan_ready, 0));
+  PKV_TRY(pkv::launch_decode(e->kernel, e->cfg.dtype, e->cfg.head_dim, p, e->grid, stream));
+  if (foreign) {
+    // The next plan's upload overwrites the device image: it waits for this run first (on the GPU).
+    PKV_CUDA_TRY(cudaEventRecord(e->foreign_runs_done, stream));
+    e->foreign_runs = true;
+  }
+  return PKV_OK;
+}
+
+int64_t io_bytes(const pkv_decode_engine *e, int32_t batch) {
+  return (int64_t)batch * e->cfg.num_qo_heads * e->cfg.head_dim * 2;
+}
+
+pkv_status check_device_buffer(pkv_decode_engine *e, pkv_buffer *buf, uint64_t offset, uint64_t bytes,
+                               uint64_t align, const char *func, const char *what) {
+  PKV_TRY(pkv::check_handle(buf, pkv::Kind::Buffer, func, what));
+  if (buf->rt != e->rt) return fail(PKV_ERR_INVALID_ARGUMENT, "%s: %s belongs to another runtime", func, what);
+  if (offset % align != 0)
+    return fail(PKV_ERR_INVALID_ARGUMENT, "%s: %s offset %llu is not a multiple of %llu bytes", func, what,
+                (unsigned long long)offset, (unsigned long long)align);
+  if (offset > buf->bytes || bytes > buf->bytes - offset)
+    return fail(PKV_ERR_OUT_OF_RANGE, "%s: %s needs %llu bytes at offset %llu; the buffer has %llu", func, what,
+                (unsigned long long)bytes, (unsigned long long)offset, (unsigned long long)buf->bytes);
+  return PKV_OK;
+}
+
+}  // namespace
+
+extern "C" {
+
+int32_t pkv_plan_info_size(void) { return (int32_t)sizeof(pkv_plan_info); }
+
+pkv_status pkv_decode_engine_create(pkv_runtime *rt, const pkv_decode_config *config, pkv_decode_engine **out) {
+  PKV_API_BEGIN
+  PKV_CHECK(rt, Runtime);
+  PKV_NOT_NULL(config);
+  PKV_NOT_NULL(out);
+  *out = nullptr;
+  PKV_TRY(check_config(config));
+  auto *e = new pkv_decode_engine();
+  e->rt = rt;
+  e->cfg = *config;
+  e->group = config->num_qo_heads / config->num_kv_heads;
+  e->page_shift = __builtin_ctz((unsigned)config->page_size);
+  e->next_staging = 0;
+  e->plan_id = 0;
+
+  pkv_status s = PKV_OK;
+  int32_t wave = kCpuWave;
+  e->persistent_grid = kCpuWave;
+  if (pkv::on_cuda(rt)) {
+    int32_t base_bps = 0, pers_bps = 0;
+    s = pkv::decode_blocks_per_sm(PKV_KERNEL_BASELINE, config->dtype, config->head_dim, &base_bps);
+    if (s == PKV_OK) s = pkv::decode_blocks_per_sm(PKV_KERNEL_PERSISTENT, config->dtype, config->head_dim, &pers_bps);
+    if (s == PKV_OK && (base_bps < 1 || pers_bps < 1))
+      s = fail(PKV_ERR_UNSUPPORTED, "pkv_decode_engine_create: the decode kernels cannot be resident on this device");
+    wave = std::max(1, base_bps) * rt->info.multiprocessors;
+    e->persistent_grid = std::max(1, pers_bps) * rt->info.multiprocessors;
+  }
+  e->shape = pkv::PlanShape{config->num_kv_heads, config->page_size, wave, 0, kMinSplitTokens,
+                            pkv::decode_tile_tokens(config->head_dim)};
+  e->max_tasks = pkv::max_plan_tasks(e->shape, config->max_batch);
+  e->shape.max_partials = (int32_t)std::min<int64_t>(e->max_tasks, INT32_MAX);
+
+  const int64_t g = e->group, d = config->head_dim;
+  const int64_t image = pkv::plan_image_bytes(config->max_batch, e->max_tasks, 256);
+  auto alloc = [&](int32_t kind, int64_t bytes, void **p) {
+    if (s == PKV_OK) s = pkv::raw_alloc(rt, kind, bytes, p);
+  };
+  alloc(PKV_MEM_PINNED, image, &e->staging[0].host);
+  alloc(PKV_MEM_PINNED, image, &e->staging[1].host);
+  e->staging[0].capacity = e->staging[1].capacity = image;
+  alloc(PKV_MEM_DEVICE, e->max_tasks * g * d * 4, (void **)&e->partial_o);
+  alloc(PKV_MEM_DEVICE, e->max_tasks * g * 4, (void **)&e->partial_lse);
+  alloc(PKV_MEM_DEVICE, (int64_t)config->max_batch * config->num_kv_heads * 4, (void **)&e->merge_counters);
+  alloc(PKV_MEM_DEVICE, 16, (void **)&e->work_counter);
+  if (pkv::on_cuda(rt)) {
+    alloc(PKV_MEM_DEVICE, image, &e->plan_device);
+    e->plan_device_capacity = image;
+    auto cuda = [&](cudaError_t err, const char *what) {
+      if (s == PKV_OK && err != cudaSuccess) s = pkv::fail_cuda(err, what, "pkv_decode_engine_create");
+    };
+    cuda(cudaEventCreateWithFlags(&e->staging[0].copied, cudaEventDisableTiming), "cudaEventCreate");
+    cuda(cudaEventCreateWithFlags(&e->staging[1].copied, cudaEventDisableTiming), "cudaEventCreate");
+    cuda(cudaEventCreateWithFlags(&e->plan_ready, cudaEventDisableTiming), "cudaEventCreate");
+    cuda(cudaEventCreateWithFlags(&e->foreign_runs_done, cudaEventDisableTiming), "cudaEventCreate");
+    if (s == PKV_OK)
+      cuda(cudaMemsetAsync(e->merge_counters, 0, (size_t)config->max_batch * config->num_kv_heads * 4, rt->stream),
+           "cudaMemsetAsync");
+    if (s == PKV_OK) cuda(cudaMemsetAsync(e->work_counter, 0, 16, rt->stream), "cudaMemsetAsync");
+  } else if (s == PKV_OK) {
+    memset(e->merge_counters, 0, (size_t)config->max_batch * config->num_kv_heads * 4);
+  }
+  if (s != PKV_OK) {
+    free_engine(e);
+    return s;
+  }
+  pkv::adopt(rt, e, pkv::Kind::DecodeEngine, destroy_engine);
+  *out = e;
+  return PKV_OK;
+  PKV_API_END
+}
+
+pkv_status pkv_decode_engine_destroy(pkv_decode_engine *engine) {
+  PKV_API_BEGIN
+  PKV_CHECK(engine, DecodeEngine);
+  destroy_engine(engine);
+  return PKV_OK;
+  PKV_API_END
+}
+
+pkv_status pkv_decode_plan(pkv_decode_engine *engine, pkv_kvpool *pool, int32_t batch, const int32_t *rows,
+                           const int32_t *seq_lens, int32_t policy, pkv_plan_info *info) {
+  PKV_API_BEGIN
+  PKV_CHECK(engine, DecodeEngine);
+  PKV_CHECK(pool, KvPool);
+  PKV_NOT_NULL(rows);
+  PKV_NOT_NULL(seq_lens);
+  PKV_NOT_NULL(info);
+  pkv_decode_engine *e = engine;
+  if (batch < 1 || batch > e->cfg.max_batch)
+    return fail(PKV_ERR_INVALID_ARGUMENT, "pkv_decode_plan: batch %d is not in 1..%d (the engine's max_batch)", batch,
+                e->cfg.max_batch);
+  if (policy == PKV_POLICY_DEFAULT) policy = e->cfg.policy;
+  if (policy < PKV_POLICY_BASELINE || policy > PKV_POLICY_ADAPTIVE)
+    return fail(PKV_ERR_INVALID_ARGUMENT, "pkv_decode_plan: policy %d is not DEFAULT (-1), BASELINE (0), PERSISTENT (1) or ADAPTIVE (2)",
+                policy);
+  PKV_TRY(check_pool(e, pool, "pkv_decode_plan"));
+  int64_t num_deltas = 0;
+  PKV_TRY(check_batch(e, pool, batch, rows, seq_lens, &num_deltas));
+  if (num_deltas > INT32_MAX) return fail(PKV_ERR_UNSUPPORTED, "pkv_decode_plan: %lld table entries in one step", (long long)num_deltas);
+
+  const bool cuda = pkv::on_cuda(e->rt);
+  if (cuda) {
+    // A captured upload would replay from a staging image that later plans overwrite.
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    PKV_CUDA_TRY(cudaStreamIsCapturing(e->rt->stream, &capture));
+    if (capture != cudaStreamCaptureStatusNone)
+      return fail(PKV_ERR_BAD_STATE, "pkv_decode_plan: the runtime's stream is being captured; plan before the "
+                                     "capture begins and capture only the runs");
+  }
+  const int32_t kernel = policy == PKV_POLICY_ADAPTIVE ? adaptive_kernel(batch, seq_lens)
+                         : policy == PKV_POLICY_PERSISTENT ? PKV_KERNEL_PERSISTENT
+                                                           : PKV_KERNEL_BASELINE;
+  // On the CPU backend nothing is in flight and one image serves.
+  Staging &st = e->staging[cuda ? e->next_staging : 0];
+  const int64_t bytes_needed = pkv::plan_image_bytes(batch, pkv::max_plan_tasks(e->shape, batch), num_deltas);
+  if (st.in_flight && cudaEventQuery(st.copied) != cudaSuccess) PKV_CUDA_TRY(cudaEventSynchronize(st.copied));
+  st.in_flight = false;
+  PKV_TRY(ensure_staging(e, st, bytes_needed));
+  if (cuda) PKV_TRY(ensure_plan_device(e, bytes_needed));
+
+  auto *header = static_cast<pkv::PlanHeader *>(st.host);
+  const int32_t max_splits = pkv::build_workqueue(e->shape, kernel, batch, rows, seq_lens, st.host);
+  header->num_deltas = gather_deltas(pool, batch, rows, seq_lens, pkv::plan_deltas(st.host));
+  const int64_t used = 16 * ((int64_t)header->deltas_offset + header->num_deltas);
+
+  e->plan_id = e->plan_id == INT32_MAX ? 1 : e->plan_id + 1;
+  e->plan_host = st.host;
+  e->pool = pool;
+  e->kernel = kernel;
+  e->batch = batch;
+  e->num_tasks = header->num_tasks;
+  e->num_deltas = header->num_deltas;
+  e->grid = kernel == PKV_KERNEL_BASELINE ? header->num_tasks : std::min(e->persistent_grid, header->num_tasks);
+
+  if (cuda) {
+    cudaStream_t s = e->rt->stream;
+    if (e->foreign_runs) PKV_CUDA_TRY(cudaStreamWaitEvent(s, e->foreign_runs_done, 0));
+    PKV_CUDA_TRY(cudaMemcpyAsync(e->plan_device, st.host, used, cudaMemcpyHostToDevice, s));
+    PKV_CUDA_TRY(cudaEventRecord(st.copied, s));
+    st.in_flight = true;
+    e->next_staging ^= 1;
+    PKV_TRY(pkv::launch_apply_deltas(static_cast<char *>(e->plan_device) + 16 * (int64_t)header->deltas_offset,
+                                     header->num_deltas, pool->table_device, pool->config.max_pages_per_sequence, s));
+    PKV_CUDA_TRY(cudaEventRecord(e->plan_ready, s));
+  }
+  // (CPU backend: the device table is the host table, already current.)
+
+  int64_t total = 0;
+  for (int32_t b = 0; b < batch; b++) total += seq_lens[b];
+  info->total_tokens = total;
+  info->kv_bytes = total * e->cfg.num_kv_heads * e->cfg.head_dim * 2 * 2;
+  info->plan_id = e->plan_id;
+  info->kernel = kernel;
+  info->batch = batch;
+  info->num_tasks = header->num_tasks;
+  info->max_splits = max_splits;
+  info->grid = e->grid;
+  return PKV_OK;
+  PKV_API_END
+}
+
+pkv_status pkv_decode_run(pkv_decode_engine *engine, int32_t plan_id, int32_t layer, const void *q, void *out,
+                          float *lse) {
+  PKV_API_BEGIN
+  PKV_CHECK(engine, DecodeEngine);
+  PKV_NOT_NULL(q);
+  PKV_NOT_NULL(out);
+  pkv_decode_engine *e = engine;
+  PKV_TRY(check_run(e, plan_id, layer, __func__));
+  if (!pkv::on_cuda(e->rt)) {
+    cpu_run(e, layer, q, out, lse);
+    return PKV_OK;
+  }
+  const int64_t io = io_bytes(e, e->cfg.max_batch), used = io_bytes(e, e->batch);
+  const int64_t lse_bytes = (int64_t)e->batch * e->cfg.num_qo_heads * 4;
+  if (!e->io_device) PKV_TRY(pkv::raw_alloc(e->rt, PKV_MEM_DEVICE, 2 * io + io / e->cfg.head_dim * 2, &e->io_device));
+  char *q_dev = static_cast<char *>(e->io_device), *out_dev = q_dev + io;
+  float *lse_dev = reinterpret_cast<float *>(out_dev + io);
+  cudaStream_t s = e->rt->stream;
+  PKV_CUDA_TRY(cudaMemcpyAsync(q_dev, q, used, cudaMemcpyHostToDevice, s));
+  PKV_TRY(cuda_run(e, layer, q_dev, out_dev, lse ? lse_dev : nullptr, s));
+  PKV_CUDA_TRY(cudaMemcpyAsync(out, out_dev, used, cudaMemcpyDeviceToHost, s));
+  if (lse) PKV_CUDA_TRY(cudaMemcpyAsync(lse, lse_dev, lse_bytes, cudaMemcpyDeviceToHost, s));
+  PKV_CUDA_TRY(cudaStreamSynchronize(s));
+  return PKV_OK;
+  PKV_API_END
+}
+
+pkv_status pkv_decode_run_device(pkv_decode_engine *engine, int32_t plan_id, int32_t layer, pkv_buffer *q,
+                                 uint64_t q_offset, pkv_buffer *out, uint64_t out_offset, pkv_buffer *lse,
+                                 uint64_t lse_offset, pkv_stream *stream) {
+  PKV_API_BEGIN
+  PKV_CHECK(engine, DecodeEngine);
+  pkv_decode_engine *e = engine;
+  PKV_TRY(check_run(e, plan_id, layer, __func__));
+  const uint64_t io = io_bytes(e, e->batch);
+  PKV_TRY(check_device_buffer(e, q, q_offset, io, 16, __func__, "q"));
+  PKV_TRY(check_device_buffer(e, out, out_offset, io, 16, __func__, "out"));
+  if (lse) PKV_TRY(check_device_buffer(e, lse, lse_offset, (uint64_t)e->batch * e->cfg.num_qo_heads * 4, 4, __func__, "lse"));
+  if (stream) {
+    PKV_CHECK(stream, Stream);
+    if (stream->rt != e->rt) return fail(PKV_ERR_INVALID_ARGUMENT, "%s: the stream belongs to another runtime", __func__);
+  }
+  const void *qp = static_cast<char *>(q->ptr) + q_offset;
+  void *op = static_cast<char *>(out->ptr) + out_offset;
+  float *lp = lse ? reinterpret_cast<float *>(static_cast<char *>(lse->ptr) + lse_offset) : nullptr;
+  if (!pkv::on_cuda(e->rt)) {
+    cpu_run(e, layer, qp, op, lp);
+    return PKV_OK;
+  }
+  return cuda_run(e, layer, qp, op, lp, pkv::stream_of(e->rt, stream));
+  PKV_API_END
+}
+
+}  // extern "C"

@@ -1,0 +1,89 @@
+// The decode plan: the compact workqueue of one step, built on the host and shared by every layer.
+//
+// A task is (batch row, KV head, token range). Its layout is plain int4-sized structs so that one async
+// copy moves the whole plan and the kernels read it without conversion. The plan image is
+//   [PlanHeader][PlanRow x batch][PlanTask x num_tasks][PlanDelta x num_deltas]
+// in one contiguous block: the host stages it in pinned memory and copies the used prefix once per step.
+#pragma once
+#include <cstdint>
+
+namespace pkv {
+
+struct PlanHeader {
+  int32_t batch;
+  int32_t num_tasks;
+  int32_t num_deltas;
+  int32_t tasks_offset;   // in 16-byte units from the plan's start
+  int32_t deltas_offset;  // in 16-byte units
+  int32_t num_partials;   // fp32 partial slots the split tasks use
+  int32_t reserved[2];
+};
+static_assert(sizeof(PlanHeader) == 32, "header is two int4");
+
+struct PlanRow {
+  int32_t table_row;     // block-table row of the sequence
+  int32_t seq_len;       // context length in tokens (>= 1)
+  int32_t num_splits;    // 1: tasks write `out` directly; more: partials merged by the last finisher
+  int32_t partial_base;  // first partial slot: base + head * num_splits + split
+};
+
+struct PlanTask {
+  int32_t row;         // index into the batch (not the block-table row)
+  int32_t head_split;  // kv_head << 16 | split index
+  int32_t tok_begin;   // page-aligned
+  int32_t tok_end;     // exclusive, <= seq_len
+};
+
+// One block-table entry to copy into the device table before the step runs.
+struct PlanDelta {
+  int32_t table_row;
+  int32_t column;
+  int32_t page;
+  int32_t reserved;
+};
+
+static_assert(sizeof(PlanRow) == 16 && sizeof(PlanTask) == 16 && sizeof(PlanDelta) == 16, "int4-sized");
+
+inline int32_t task_head(const PlanTask &t) { return t.head_split >> 16; }
+inline int32_t task_split(const PlanTask &t) { return t.head_split & 0xffff; }
+
+// What the planner needs to know about the engine and the machine.
+struct PlanShape {
+  int32_t num_kv_heads;
+  int32_t page_size;
+  int32_t wave;               // blocks resident at once (multiprocessors x blocks per SM)
+  int32_t max_partials;       // capacity of the partial buffers
+  int32_t min_split_tokens;   // persistent: no split shorter than this (merge traffic ~ 8/L of KV)
+  int32_t tile_tokens;        // tokens per pipeline stage: persistent splits are rounded up to whole tiles
+};
+
+// Upper bound of tasks (and partial slots) any plan of `batch` rows can produce: both planners keep
+// splits at or under one wave plus one remainder split per (row, head).
+inline int64_t max_plan_tasks(const PlanShape &s, int32_t batch) {
+  return (int64_t)s.wave + (int64_t)batch * s.num_kv_heads * 2;
+}
+
+// Byte size of a plan image with room for `batch` rows, `tasks` tasks and `deltas` deltas.
+inline int64_t plan_image_bytes(int32_t batch, int64_t tasks, int64_t deltas) {
+  return (int64_t)sizeof(PlanHeader) + 16 * ((int64_t)batch + tasks + deltas);
+}
+
+// Fills rows and tasks of the image at `image` (which must have room per plan_image_bytes) from the
+// batch's lengths; `kernel` is PKV_KERNEL_*. Deltas are appended by the engine afterwards.
+// Returns the number of splits of the longest-split row.
+int32_t build_workqueue(const PlanShape &shape, int32_t kernel, int32_t batch, const int32_t *table_rows,
+                        const int32_t *seq_lens, void *image);
+
+inline PlanRow *plan_rows(void *image) {
+  return reinterpret_cast<PlanRow *>(static_cast<char *>(image) + sizeof(PlanHeader));
+}
+inline PlanTask *plan_tasks(void *image) {
+  auto *h = static_cast<PlanHeader *>(image);
+  return reinterpret_cast<PlanTask *>(static_cast<char *>(image) + 16 * (int64_t)h->tasks_offset);
+}
+inline PlanDelta *plan_deltas(void *image) {
+  auto *h = static_cast<PlanHeader *>(image);
+  return reinterpret_cast<PlanDelta *>(static_cast<char *>(image) + 16 * (int64_t)h->deltas_offset);
+}
+
+}  // namespace pkv

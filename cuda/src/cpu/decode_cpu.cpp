@@ -1,0 +1,87 @@
+// Host execution of a decode plan (fp32). Each task computes its token range's (lse, output) with a
+// two-pass softmax, then writes the output or a partial; the task that completes a (row, head)'s count
+// merges the partials by LSE, in the order the kernels would. Natural-log domain throughout.
+#include "decode_cpu.h"
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "../core/plan.h"
+#include "half.h"
+
+namespace pkv {
+void cpu_decode_run(const CpuDecodeArgs &a) {
+  const auto *header = static_cast<const PlanHeader *>(a.plan);
+  const auto *rows = reinterpret_cast<const PlanRow *>(static_cast<const char *>(a.plan) + sizeof(PlanHeader));
+  const auto *tasks =
+      reinterpret_cast<const PlanTask *>(static_cast<const char *>(a.plan) + 16 * (int64_t)header->tasks_offset);
+  const int32_t d = a.head_dim, g = a.group, shift = __builtin_ctz((unsigned)a.page_size);
+  const auto *kp = static_cast<const uint16_t *>(a.k), *vp = static_cast<const uint16_t *>(a.v);
+  const auto *qp = static_cast<const uint16_t *>(a.q);
+  auto *op = static_cast<uint16_t *>(a.out);
+  std::vector<float> q(d), scores, o(d);
+
+  auto write_out = [&](int64_t qo_row, const float *val, float lse) {
+    for (int32_t e = 0; e < d; e++) op[qo_row * d + e] = store_half(a.dtype, val[e]);
+    if (a.lse) a.lse[qo_row] = lse;
+  };
+
+  for (int32_t ti = 0; ti < header->num_tasks; ti++) {
+    const PlanTask &t = tasks[ti];
+    const PlanRow &row = rows[t.row];
+    const int32_t head = task_head(t), split = task_split(t), n = row.num_splits;
+    const int32_t *table_row = a.table + (int64_t)row.table_row * a.table_stride;
+    const int64_t slot_base = (int64_t)row.partial_base + (int64_t)head * n;
+    scores.resize(t.tok_end - t.tok_begin);
+    for (int32_t y = 0; y < g; y++) {
+      const int64_t qo_row = ((int64_t)t.row * a.num_kv_heads + head) * g + y;
+      for (int32_t e = 0; e < d; e++) q[e] = load_half(a.dtype, qp[qo_row * d + e]) * a.sm_scale;
+      float mx = -INFINITY;
+      for (int32_t tok = t.tok_begin; tok < t.tok_end; tok++) {
+        int64_t page = table_row[tok >> shift];
+        int64_t base = ((page * a.num_kv_heads + head) * a.page_size + (tok & (a.page_size - 1))) * d;
+        float s = 0.f;
+        for (int32_t e = 0; e < d; e++) s += q[e] * load_half(a.dtype, kp[base + e]);
+        scores[tok - t.tok_begin] = s;
+        mx = std::fmax(mx, s);
+      }
+      float l = 0.f;
+      std::fill(o.begin(), o.end(), 0.f);
+      for (int32_t tok = t.tok_begin; tok < t.tok_end; tok++) {
+        int64_t page = table_row[tok >> shift];
+        int64_t base = ((page * a.num_kv_heads + head) * a.page_size + (tok & (a.page_size - 1))) * d;
+        float p = std::exp(scores[tok - t.tok_begin] - mx);
+        l += p;
+        for (int32_t e = 0; e < d; e++) o[e] += p * load_half(a.dtype, vp[base + e]);
+      }
+      for (int32_t e = 0; e < d; e++) o[e] /= l;
+      const float lse = mx + std::log(l);
+      if (n == 1) {
+        write_out(qo_row, o.data(), lse);
+      } else {
+        std::memcpy(a.partial_o + ((slot_base + split) * g + y) * d, o.data(), sizeof(float) * d);
+        a.partial_lse[(slot_base + split) * g + y] = lse;
+      }
+    }
+    if (n == 1) continue;
+    int32_t &counter = a.merge_counters[(int64_t)t.row * a.num_kv_heads + head];
+    if (++counter < n) continue;
+    counter = 0;  // the last split merges and leaves the counter clean for the next layer
+    for (int32_t y = 0; y < g; y++) {
+      float mx = -INFINITY, sum = 0.f;
+      for (int32_t s = 0; s < n; s++) mx = std::fmax(mx, a.partial_lse[(slot_base + s) * g + y]);
+      std::fill(o.begin(), o.end(), 0.f);
+      for (int32_t s = 0; s < n; s++) {
+        float w = std::exp(a.partial_lse[(slot_base + s) * g + y] - mx);
+        sum += w;
+        const float *src = a.partial_o + ((slot_base + s) * g + y) * d;
+        for (int32_t e = 0; e < d; e++) o[e] += w * src[e];
+      }
+      for (int32_t e = 0; e < d; e++) o[e] /= sum;
+      write_out(((int64_t)t.row * a.num_kv_heads + head) * g + y, o.data(), mx + std::log(sum));
+    }
+  }
+}
+
+}  // namespace pkv

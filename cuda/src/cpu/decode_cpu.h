@@ -1,0 +1,28 @@
+// CPU backend of the decode engine: executes a plan's task list on the host, split by split, with the
+// same partial/merge bookkeeping as the kernels, so CPU-only CI checks the planner, splits and merge.
+#pragma once
+#include <cstdint>
+
+#include "persistentkv.h"
+
+namespace pkv {
+
+struct CpuDecodeArgs {
+  const void *plan;  // the plan image (host)
+  const void *k;     // this layer's pages
+  const void *v;
+  const int32_t *table;
+  int64_t table_stride;
+  int32_t num_kv_heads, group, head_dim, page_size, dtype;
+  float sm_scale;
+  const void *q;
+  void *out;
+  float *lse;  // may be null
+  float *partial_o;
+  float *partial_lse;
+  int32_t *merge_counters;
+};
+
+void cpu_decode_run(const CpuDecodeArgs &a);
+
+}  // namespace pkv

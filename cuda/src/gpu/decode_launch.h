@@ -1,0 +1,45 @@
+// Host-side entry points of the decode kernels: plain C++ so engine.cpp (compiled as C++) can call them.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "persistentkv.h"
+
+namespace pkv {
+
+// Everything a decode launch reads. Device pointers; `plan` is the device copy of the plan image.
+struct DecodeParams {
+  const void *k;  // this layer's K pages, HND
+  const void *v;
+  const int32_t *table;  // device block table
+  int64_t table_stride;  // max_pages_per_sequence
+  const void *plan;
+  const void *q;
+  void *out;
+  float *lse;               // may be null
+  float *partial_o;         // [slot][group][head_dim] fp32, normalised
+  float *partial_lse;       // [slot][group], log2 domain
+  int32_t *merge_counters;  // [max_batch][num_kv_heads], zero between launches
+  int32_t *work_counter;    // persistent ticket counter, zero between launches
+  int32_t num_kv_heads;
+  int32_t group;       // query heads per KV head, 1..16
+  int32_t page_shift;  // log2(page_size)
+  float scale_log2;    // sm_scale * log2(e): scores go straight into exp2
+};
+
+constexpr int kDecodeThreads = 256;
+constexpr int kDecodeStages = 3;
+// Tokens per pipeline stage: 8 KiB of K (and of V) per stage at every head dim.
+constexpr int decode_tile_tokens(int head_dim) { return 4096 / head_dim; }
+
+// Launches the kernel (PKV_KERNEL_*) over `grid` blocks. Unsupported dtype/head_dim: PKV_ERR_UNSUPPORTED.
+pkv_status launch_decode(int32_t kernel, int32_t dtype, int32_t head_dim, const DecodeParams &p, int32_t grid,
+                         cudaStream_t stream);
+// Resident blocks per multiprocessor of that kernel (the persistent grid is this times the SM count).
+pkv_status decode_blocks_per_sm(int32_t kernel, int32_t dtype, int32_t head_dim, int32_t *out);
+// Writes block-table deltas (device address of the plan's PlanDelta array) into the device table.
+pkv_status launch_apply_deltas(const void *deltas, int32_t num_deltas, int32_t *table, int64_t table_stride,
+                               cudaStream_t stream);
+
+}  // namespace pkv

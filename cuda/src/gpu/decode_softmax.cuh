@@ -1,0 +1,79 @@
+// fp32 online softmax in the log2 domain (scores are pre-multiplied by sm_scale * log2 e), and the one
+// merge primitive: combining (lse, normalised output) states by their log-sum-exp weights.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cmath>
+
+namespace pkv {
+
+// One thread's share of a query head's running state: D/BDX output elements (two 8-vectors).
+struct SoftmaxState {
+  float m = -INFINITY;  // running max (log2 domain)
+  float l = 0.f;        // running denominator, relative to m
+  float o[16] = {};     // running numerator . V, relative to m
+
+  // Folds in `n` scores and their V rows (v_at(i, j) gives element j of this thread's slice of row i).
+  // Masked scores are -inf. Returns without change when every score is masked.
+  template <int N, typename VRow>
+  __device__ __forceinline__ void update(const float (&s)[N], VRow v_at) {
+    float mx = s[0];
+#pragma unroll
+    for (int i = 1; i < N; i++) mx = fmaxf(mx, s[i]);
+    if (mx == -INFINITY) return;
+    float m_new = fmaxf(m, mx);
+    float scale = exp2f(m - m_new);  // 0 on the first update (m = -inf)
+    l *= scale;
+#pragma unroll
+    for (int j = 0; j < 16; j++) o[j] *= scale;
+#pragma unroll
+    for (int i = 0; i < N; i++) {
+      float p = exp2f(s[i] - m_new);
+      l += p;
+      float row[16];
+      v_at(i, row);
+#pragma unroll
+      for (int j = 0; j < 16; j++) o[j] = fmaf(p, row[j], o[j]);
+    }
+    m = m_new;
+  }
+
+  __device__ __forceinline__ float lse() const { return l > 0.f ? m + __log2f(l) : -INFINITY; }
+};
+
+// Sum over the BDX lanes that share a token (aligned lane groups; all of them reach this call).
+template <int BDX>
+__device__ __forceinline__ float lane_group_sum(float x) {
+  const unsigned lane = threadIdx.x & 31;
+  const unsigned mask = BDX == 32 ? 0xffffffffu : ((1u << BDX) - 1) << (lane & ~(unsigned)(BDX - 1));
+#pragma unroll
+  for (int off = BDX / 2; off > 0; off /= 2) x += __shfl_xor_sync(mask, x, off);
+  return x;
+}
+
+// Merges n states given as (lse_i, o_i): o = sum w_i o_i / sum w_i with w_i = exp2(lse_i - max).
+// lse_at(i) and o_at(i, f) read state i (f receives 8 elements); returns the merged lse (log2 domain).
+template <typename Lse, typename Out>
+__device__ __forceinline__ float merge_states(int n, Lse lse_at, Out o_at, float (&o)[8]) {
+  float mx = -INFINITY;
+  for (int i = 0; i < n; i++) mx = fmaxf(mx, lse_at(i));
+#pragma unroll
+  for (int j = 0; j < 8; j++) o[j] = 0.f;
+  float sum = 0.f;
+  for (int i = 0; i < n; i++) {
+    float li = lse_at(i);
+    if (li == -INFINITY) continue;  // a state that saw no token
+    float w = exp2f(li - mx);
+    float oi[8];
+    o_at(i, oi);
+    sum += w;
+#pragma unroll
+    for (int j = 0; j < 8; j++) o[j] = fmaf(w, oi[j], o[j]);
+  }
+  float inv = 1.f / sum;
+#pragma unroll
+  for (int j = 0; j < 8; j++) o[j] *= inv;
+  return mx + __log2f(sum);
+}
+
+}  // namespace pkv

@@ -1,0 +1,109 @@
+// A Bun.serve app over the Scheduler: many HTTP clients, one continuous batch.
+//
+//   bun examples/serve.ts                      # PORT=3000 by default
+//   curl -N -X POST localhost:3000/generate -d '{"promptLength": 100, "maxTokens": 20}'
+//
+// POST /generate takes {"prompt": [token ids]} or {"promptLength": n}, plus "maxTokens", and streams
+// one server-sent event per generated token, then "done" (or "error"). GET /stats returns the
+// scheduler's totals and the cache's page counts. A client that disconnects has its request cancelled
+// and its pages freed. The model is synthetic (deterministic activations, no weights): the point is
+// the serving loop, not the text.
+import { openRuntime, type Runtime } from "../lib/runtime";
+import { createDemoStack, type DemoSizes, type DemoStack, sizesFor } from "../lib/scheduler/demo";
+import type { RequestHandle, RequestSpec } from "../lib/scheduler";
+
+export interface ServeOptions {
+  port?: number; // 0 picks a free port
+  hostname?: string;
+  rt?: Runtime; // default: a runtime of its own (auto backend), closed with the server
+  sizes?: Partial<DemoSizes>;
+}
+
+export interface RunningServer {
+  url: URL;
+  stack: DemoStack;
+  stop(): Promise<void>;
+}
+
+export function startServer(options: ServeOptions = {}): RunningServer {
+  const rt = options.rt ?? openRuntime({ backend: (process.env.PKV_BACKEND ?? "auto") as "auto" });
+  const stack = createDemoStack(rt, sizesFor(rt, options.sizes));
+  const { scheduler, cache } = stack;
+  const loop = scheduler.run(); // steps while there is work, yielding to the event loop between steps
+
+  const server = Bun.serve({
+    port: options.port ?? 3000,
+    hostname: options.hostname ?? "127.0.0.1",
+    idleTimeout: 0, // streams may be quiet while a request waits for pages
+    async fetch(req) {
+      const { pathname } = new URL(req.url);
+      if (pathname === "/stats" && req.method === "GET") return Response.json({ totals: scheduler.totals, cache: cache.stats() });
+      if (pathname !== "/generate") return Response.json({ error: "not found" }, { status: 404 });
+      if (req.method !== "POST") return Response.json({ error: "use POST" }, { status: 405 });
+      let handle: RequestHandle;
+      try {
+        handle = scheduler.submit(toSpec(await req.json()));
+      } catch (error) {
+        // Unparsable JSON, or a spec the scheduler refused (InvalidArgumentError, with its reason).
+        return Response.json({ error: (error as Error).message }, { status: 400 });
+      }
+      // A request larger than the whole pool fails at once: say so with a status, not an empty stream.
+      if (handle.error) return Response.json({ error: handle.error.message }, { status: 413 });
+      req.signal.addEventListener("abort", () => handle.cancel());
+      return new Response(eventStream(handle), {
+        headers: { "content-type": "text/event-stream", "cache-control": "no-cache" },
+      });
+    },
+  });
+
+  return {
+    url: new URL(`http://${server.hostname}:${server.port}`),
+    stack,
+    async stop() {
+      server.stop(true);
+      await stack.close();
+      await loop;
+      if (!options.rt) rt.dispose();
+    },
+  };
+}
+
+/** Only the fields a client may set; the id is the scheduler's to choose. */
+function toSpec(body: unknown): RequestSpec {
+  if (typeof body !== "object" || body === null || Array.isArray(body)) throw new Error("body must be a JSON object");
+  const { prompt, promptLength, maxTokens } = body as Record<string, unknown>;
+  if (prompt !== undefined && !Array.isArray(prompt)) throw new Error("prompt must be an array of token ids");
+  return { prompt: prompt as number[] | undefined, promptLength: promptLength as number | undefined, maxTokens: maxTokens as number };
+}
+
+/** Server-sent events: "token" per step, then "done" with the result or "error" with the typed error. */
+function eventStream(handle: RequestHandle): ReadableStream<Uint8Array> {
+  const encoder = new TextEncoder();
+  const sse = (event: string, data: unknown) => encoder.encode(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+  let open = true;
+  return new ReadableStream({
+    async start(controller) {
+      const send = (event: string, data: unknown) => open && controller.enqueue(sse(event, data));
+      try {
+        for await (const token of handle) send("token", token);
+        const result = await handle.done;
+        send(result.outcome === "finished" ? "done" : "cancelled", result);
+      } catch (error) {
+        const { name, message } = error as Error;
+        send("error", { error: name, message });
+      }
+      if (open) controller.close();
+    },
+    cancel() {
+      open = false;
+      handle.cancel(); // the client disconnected: free its pages now, not when it would have finished
+    },
+  });
+}
+
+if (import.meta.main) {
+  const { url, stack } = startServer({ port: Number(process.env.PORT ?? 3000) });
+  const { numLayers, numPages, pageSize } = stack.sizes;
+  console.log(`serving on ${url} (${numLayers} layers, ${numPages} pages of ${pageSize} tokens, synthetic model)`);
+  console.log(`try: curl -N -X POST ${url}generate -d '{"promptLength": 100, "maxTokens": 20}'`);
+}

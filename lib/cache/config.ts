@@ -1,0 +1,74 @@
+// KV cache options: validation, defaults, and the native pkv_kv_config struct.
+import { type DType, dtypeCode } from "../dtype";
+import { InvalidArgumentError, Status } from "../errors";
+
+export interface KVCacheOptions {
+  numLayers: number;
+  /** Pages in the pool; page ids are shared by all layers. */
+  numPages: number;
+  /** Tokens per page: a power of two, 1..256. */
+  pageSize: number;
+  numKvHeads: number;
+  /** 64, 128 or 256. */
+  headDim: number;
+  dtype: DType;
+  /** Sequences that may be live at once (block-table rows). Default 256. */
+  maxSequences?: number;
+  /** Longest sequence, in pages (block-table width). Default: numPages, capped at 256K tokens. */
+  maxPagesPerSequence?: number;
+  /** Pinned host swap space, in pages. Default 0: swapOut throws SwapFullError. */
+  swapPages?: number;
+}
+
+export type KVCacheConfig = Required<KVCacheOptions>;
+
+export const DEFAULT_MAX_SEQUENCES = 256;
+// 256K tokens covers today's longest contexts; a wider row only costs pinned table memory.
+const DEFAULT_MAX_TOKENS = 262144;
+
+const INT32_MAX = 0x7fffffff;
+
+function integer(name: string, value: unknown, min: number): number {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > INT32_MAX)
+    throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `createKVCache: ${name} = ${value} is not an integer in ${min}..${INT32_MAX}`);
+  return value;
+}
+
+export function resolveConfig(options: KVCacheOptions): KVCacheConfig {
+  if (typeof options !== "object" || options === null)
+    throw new InvalidArgumentError(Status.INVALID_ARGUMENT, "createKVCache: options must be an object");
+  dtypeCode(options.dtype);
+  const numPages = integer("numPages", options.numPages, 1);
+  const pageSize = integer("pageSize", options.pageSize, 1);
+  return {
+    numLayers: integer("numLayers", options.numLayers, 1),
+    numPages,
+    pageSize,
+    numKvHeads: integer("numKvHeads", options.numKvHeads, 1),
+    headDim: integer("headDim", options.headDim, 1),
+    dtype: options.dtype,
+    maxSequences: integer("maxSequences", options.maxSequences ?? DEFAULT_MAX_SEQUENCES, 1),
+    maxPagesPerSequence: integer(
+      "maxPagesPerSequence",
+      options.maxPagesPerSequence ?? Math.min(numPages, Math.ceil(DEFAULT_MAX_TOKENS / pageSize)),
+      1,
+    ),
+    swapPages: integer("swapPages", options.swapPages ?? 0, 0),
+  };
+}
+
+/** pkv_kv_config, field for field (cuda/include/persistentkv.h). */
+export function encodeConfig(c: KVCacheConfig): Int32Array {
+  return Int32Array.of(
+    c.numLayers,
+    c.numPages,
+    c.pageSize,
+    c.numKvHeads,
+    c.headDim,
+    dtypeCode(c.dtype),
+    c.maxSequences,
+    c.maxPagesPerSequence,
+    c.swapPages,
+    0,
+  );
+}

@@ -1,0 +1,194 @@
+// The decode engine: `plan` once per step (page-table upload + workqueue), `run` once per layer.
+import type { Pointer } from "bun:ffi";
+import { NativeBuffer } from "./buffers";
+import { check, outPointer } from "./ffi/call";
+import { native } from "./ffi/loader";
+import { dtypeCode, type DType } from "./dtype";
+import { InvalidArgumentError, StalePlanError, Status } from "./errors";
+import { NativeObject } from "./lifetime";
+import type { Runtime } from "./runtime";
+import type { Stream } from "./streams";
+
+export type DecodePolicy = "baseline" | "persistent" | "adaptive";
+export type DecodeKernel = "baseline" | "persistent";
+
+const POLICY_CODE: Record<DecodePolicy, number> = { baseline: 0, persistent: 1, adaptive: 2 };
+const KERNEL_NAME: readonly DecodeKernel[] = ["baseline", "persistent"];
+const CONFIG_BYTES = 32;
+const PLAN_INFO_BYTES = 40;
+
+export interface DecodeEngineOptions {
+  numQoHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  pageSize: number;
+  dtype: DType;
+  /**
+   * "adaptive" (default) picks a kernel per step. Until the calibration work lands, its rule is a fixed
+   * placeholder in native code: persistent for steps of 8K tokens or more, or when the longest row is over
+   * 4x the mean; baseline otherwise.
+   */
+  policy?: DecodePolicy;
+  /** Most rows one plan may hold (default 256). */
+  maxBatch?: number;
+  /** Softmax scale (default 1/sqrt(headDim)). */
+  smScale?: number;
+}
+
+/** What a plan needs from the KV cache: its native pool and each sequence's block-table row and length. */
+export interface BatchSource<S> {
+  readonly poolHandle: Pointer | number;
+  /** Fills rows[i] and lengths[i] for sequences[i]; throws a typed error for a sequence it cannot run. */
+  describeBatch(sequences: readonly S[], rows: Int32Array, lengths: Int32Array): void;
+}
+
+/** One step's workqueue; valid until the engine's next plan. */
+export class Plan {
+  constructor(
+    readonly engine: DecodeEngine,
+    readonly id: number,
+    readonly kernel: DecodeKernel,
+    readonly batch: number,
+    readonly numTasks: number,
+    readonly maxSplits: number,
+    readonly grid: number,
+    readonly totalTokens: number,
+    readonly kvBytes: number,
+  ) {}
+}
+
+export interface RunOptions {
+  /** Device runs only: the stream to queue on (the runtime's own if none). */
+  stream?: Stream;
+  /** Device runs only: byte offsets into q, out and lse. */
+  qOffset?: number;
+  outOffset?: number;
+  lseOffset?: number;
+}
+
+type Io = Uint16Array | NativeBuffer;
+
+export class DecodeEngine extends NativeObject {
+  readonly numQoHeads: number;
+  readonly numKvHeads: number;
+  readonly headDim: number;
+  readonly pageSize: number;
+  readonly dtype: DType;
+  readonly policy: DecodePolicy;
+  readonly maxBatch: number;
+  readonly #rows: Int32Array;
+  readonly #lengths: Int32Array;
+  readonly #info = new Uint8Array(PLAN_INFO_BYTES);
+  #current = 0;
+
+  constructor(runtime: Runtime, options: DecodeEngineOptions) {
+    const { numQoHeads, numKvHeads, headDim, pageSize, dtype } = options;
+    const policy = options.policy ?? "adaptive";
+    const maxBatch = options.maxBatch ?? 256;
+    const smScale = options.smScale ?? 0;
+    for (const [name, value] of Object.entries({ numQoHeads, numKvHeads, headDim, pageSize, maxBatch }))
+      if (!Number.isInteger(value) || value < 1)
+        throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `${name} ${value} is not a positive integer`);
+    if (!(policy in POLICY_CODE))
+      throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `policy "${policy}" is not "baseline", "persistent" or "adaptive"`);
+    if (!Number.isFinite(smScale) || smScale < 0)
+      throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `smScale ${smScale} is not a finite value >= 0`);
+    if (native().pkv_plan_info_size() !== PLAN_INFO_BYTES)
+      throw new Error(`pkv_plan_info is ${native().pkv_plan_info_size()} bytes natively, ${PLAN_INFO_BYTES} here`);
+    const config = new DataView(new ArrayBuffer(CONFIG_BYTES));
+    [numQoHeads, numKvHeads, headDim, pageSize, dtypeCode(dtype), POLICY_CODE[policy], maxBatch].forEach((v, i) =>
+      config.setInt32(4 * i, v, true),
+    );
+    config.setFloat32(28, smScale, true);
+    const handle = outPointer("pkv_decode_engine_create", (out) =>
+      native().pkv_decode_engine_create(runtime.handle, new Uint8Array(config.buffer), out),
+    );
+    super(handle, (h) => native().pkv_decode_engine_destroy(h), "decode engine", runtime);
+    this.numQoHeads = numQoHeads;
+    this.numKvHeads = numKvHeads;
+    this.headDim = headDim;
+    this.pageSize = pageSize;
+    this.dtype = dtype;
+    this.policy = policy;
+    this.maxBatch = maxBatch;
+    this.#rows = new Int32Array(maxBatch);
+    this.#lengths = new Int32Array(maxBatch);
+  }
+
+  /** Builds the step's plan: uploads changed block-table entries and the workqueue. Never waits for the GPU. */
+  plan<S>(cache: BatchSource<S>, sequences: readonly S[], options: { policy?: DecodePolicy } = {}): Plan {
+    const batch = sequences.length;
+    if (batch < 1 || batch > this.maxBatch)
+      throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `batch of ${batch} sequences is not in 1..${this.maxBatch}`);
+    const policy = options.policy === undefined ? -1 : POLICY_CODE[options.policy];
+    if (policy === undefined)
+      throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `policy "${options.policy}" is not "baseline", "persistent" or "adaptive"`);
+    const rows = this.#rows.subarray(0, batch), lengths = this.#lengths.subarray(0, batch);
+    cache.describeBatch(sequences, rows, lengths);
+    const info = this.#info;
+    check(native().pkv_decode_plan(this.handle, cache.poolHandle, batch, rows, lengths, policy, info), "pkv_decode_plan");
+    const view = new DataView(info.buffer);
+    const i32 = (offset: number) => view.getInt32(offset, true);
+    const id = i32(16);
+    this.#current = id;
+    return new Plan(
+      this,
+      id,
+      KERNEL_NAME[i32(20)]!,
+      i32(24),
+      i32(28),
+      i32(32),
+      i32(36),
+      Number(view.getBigInt64(0, true)),
+      Number(view.getBigInt64(8, true)),
+    );
+  }
+
+  /**
+   * Decode attention of one layer. q, out: [batch][numQoHeads][headDim] as Uint16Array bits (complete on
+   * return) or device buffers (queued on the stream); lse (optional): float [batch][numQoHeads], natural log.
+   */
+  run(plan: Plan, layer: number, q: Io, out: Io, lse?: Float32Array | NativeBuffer, options: RunOptions = {}): void {
+    if (plan.engine !== this) throw new InvalidArgumentError(Status.INVALID_ARGUMENT, "the plan belongs to another engine");
+    if (plan.id !== this.#current)
+      throw new StalePlanError(Status.STALE_PLAN, `plan ${plan.id} was replaced by plan ${this.#current}; plan the step again`);
+    if (!Number.isInteger(layer)) throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `layer ${layer} is not an integer`);
+    const elements = plan.batch * this.numQoHeads * this.headDim;
+    if (q instanceof Uint16Array && out instanceof Uint16Array) {
+      for (const [name, array] of [["q", q], ["out", out]] as const)
+        if (array.length !== elements)
+          throw new InvalidArgumentError(
+            Status.INVALID_ARGUMENT,
+            `${name} holds ${array.length} elements; [${plan.batch}][${this.numQoHeads}][${this.headDim}] needs ${elements}`,
+          );
+      if (lse !== undefined && !(lse instanceof Float32Array && lse.length === plan.batch * this.numQoHeads))
+        throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `lse must be a Float32Array of ${plan.batch * this.numQoHeads}`);
+      if (options.stream) throw new InvalidArgumentError(Status.INVALID_ARGUMENT, "a stream applies to device buffers only");
+      check(native().pkv_decode_run(this.handle, plan.id, layer, q, out, (lse as Float32Array | undefined) ?? null), "pkv_decode_run");
+      return;
+    }
+    if (q instanceof NativeBuffer && out instanceof NativeBuffer && (lse === undefined || lse instanceof NativeBuffer)) {
+      const { stream, qOffset = 0, outOffset = 0, lseOffset = 0 } = options;
+      check(
+        native().pkv_decode_run_device(
+          this.handle,
+          plan.id,
+          layer,
+          q.handle,
+          qOffset,
+          out.handle,
+          outOffset,
+          lse?.handle ?? null,
+          lseOffset,
+          stream?.handle ?? null,
+        ),
+        "pkv_decode_run_device",
+      );
+      return;
+    }
+    throw new InvalidArgumentError(
+      Status.INVALID_ARGUMENT,
+      "q and out must both be Uint16Arrays (lse a Float32Array) or both device buffers (lse a buffer)",
+    );
+  }
+}

@@ -1,0 +1,508 @@
+// Continuous batching over the paged KV cache. Each step: give every running request a slot for its
+// next token (preempting the most recently admitted when pages run out), admit or resume queued
+// requests in arrival order while pages allow, plan once, run every layer, sample, retire.
+//
+// Preemption swaps the victim's pages to pinned host memory while swap space lasts; otherwise its
+// pages are freed and it is re-queued, and on re-admission the K and V of its prompt and of the
+// tokens it already generated are written again (recompute). Either way it resumes exactly where
+// it stopped. Nothing is dropped: each request ends finished, cancelled, or failed with a typed error.
+import { InvalidArgumentError, OutOfPagesError, OutOfRangeError, PkvError, Status, SwapFullError } from "./errors";
+import { RequestTooLargeError, StepFailedError } from "./scheduler/errors";
+import type { ModelShape, SchedulerCache, SchedulerEngine, SchedulerPlan, SeqOf, StepModel } from "./scheduler/ports";
+import { ArrivalQueue } from "./scheduler/queue";
+import { type ActiveRequest, Entry, type RequestHandle, type RequestSpec, validateSpec } from "./scheduler/request";
+import { addStep, emptyReport, emptyTotals, type SchedulerTotals, type StepReport } from "./scheduler/stats";
+
+export type { ActiveRequest, RequestHandle, RequestResult, RequestSpec, TokenEvent } from "./scheduler/request";
+export type { CacheStats, ModelShape, SchedulerCache, SchedulerEngine, StepModel } from "./scheduler/ports";
+export type { SchedulerTotals, StepReport } from "./scheduler/stats";
+export { quantile } from "./scheduler/stats";
+export { RequestTooLargeError, StepFailedError } from "./scheduler/errors";
+export { SyntheticModel, type SyntheticShape } from "./scheduler/synthetic";
+
+export interface SchedulerOptions<C extends SchedulerCache<any>, P extends SchedulerPlan> {
+  cache: C;
+  engine: SchedulerEngine<NoInfer<C>, SeqOf<NoInfer<C>>, P>; // C comes from the cache alone
+  model: StepModel;
+  /** Default: read from the cache's config and the engine's numQoHeads (KVCache and DecodeEngine have both). */
+  shape?: ModelShape;
+  /** Most requests decoded in one step (default 64; the engine's plan capacity bounds it). */
+  maxBatch?: number;
+  /** Preempt by swapping while swap space lasts (default true); false always recomputes. */
+  swap?: boolean;
+  /**
+   * Pages kept free when admitting while others run (default 1% of the pool, at least 1), so that
+   * an admission does not force a preemption on the very next step.
+   */
+  watermarkPages?: number;
+}
+
+const KERNELS = ["baseline", "persistent"];
+const now = () => performance.now();
+const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+/** Generic over the cache (its sequence type follows) and the engine's plan type. */
+export class Scheduler<C extends SchedulerCache<any> = SchedulerCache<unknown>, P extends SchedulerPlan = SchedulerPlan> {
+  readonly #cache: C;
+  readonly #engine: SchedulerEngine<C, SeqOf<C>, P>;
+  readonly #model: StepModel;
+  readonly #shape: Required<ModelShape>;
+  readonly #maxBatch: number;
+  readonly #swap: boolean;
+  readonly #watermark: number;
+  readonly #queue = new ArrivalQueue<Entry<SeqOf<C>>>();
+  /** In admission order: the last is the next preemption victim. */
+  readonly #running: Entry<SeqOf<C>>[] = [];
+  readonly #byId = new Map<number, Entry<SeqOf<C>>>();
+  readonly #stepListeners = new Set<(report: StepReport) => void>();
+  readonly #retireListeners = new Set<(request: ActiveRequest, seq: SeqOf<C>) => void>();
+  readonly totals: SchedulerTotals = emptyTotals();
+  #arrivals = 0;
+  #admissions = 0;
+  #nextId = 0;
+  #stepNo = 0;
+  #loop: Promise<void> | null = null;
+  #stopping = false;
+  #wake: (() => void) | null = null;
+
+  constructor(options: SchedulerOptions<C, P>) {
+    this.#cache = options.cache;
+    this.#engine = options.engine;
+    this.#model = options.model;
+    const shape = options.shape ?? shapeOf(options.cache, options.engine);
+    this.#shape = { ...shape, maxPagesPerSequence: shape.maxPagesPerSequence ?? shape.numPages };
+    this.#maxBatch = options.maxBatch ?? (options.engine as { maxBatch?: number }).maxBatch ?? 64;
+    this.#swap = options.swap ?? true;
+    this.#watermark = options.watermarkPages ?? Math.max(1, Math.ceil(shape.numPages / 100));
+  }
+
+  get waiting(): number {
+    return this.#queue.count((e) => e.state === "waiting");
+  }
+  get swapped(): number {
+    return this.#queue.count((e) => e.state === "swapped");
+  }
+  get running(): number {
+    return this.#running.length;
+  }
+  /** True while any request is queued or running. */
+  get busy(): boolean {
+    return this.#running.length > 0 || this.#queue.length > 0;
+  }
+
+  /**
+   * Queues a request. Invalid specs throw here (InvalidArgumentError); a request that can never fit
+   * the pool is still returned, with its handle already failed with RequestTooLargeError.
+   */
+  submit(spec: RequestSpec): RequestHandle {
+    validateSpec(spec);
+    const id = spec.id ?? this.#nextId;
+    if (this.#byId.has(id)) throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `request id ${id} is already live`);
+    this.#nextId = Math.max(this.#nextId, id + 1);
+    const entry = new Entry<SeqOf<C>>(id, this.#arrivals++, spec, (i) => this.cancel(i));
+    const pages = Math.ceil(entry.finalContext / this.#shape.pageSize);
+    const limit = Math.min(this.#shape.numPages, this.#shape.maxPagesPerSequence);
+    if (pages > limit) {
+      entry.state = "failed";
+      this.totals.failed++;
+      entry.handle.fail(
+        new RequestTooLargeError(
+          `request ${id} needs ${pages} pages (${entry.finalContext} tokens of context) but a sequence can hold at most ${limit}`,
+        ),
+      );
+      return entry.handle;
+    }
+    this.#byId.set(id, entry);
+    this.#queue.insert(entry);
+    this.#wake?.();
+    return entry.handle;
+  }
+
+  /** Stops a request wherever it is and frees its pages. Unknown or ended ids are ignored. */
+  cancel(id: number): void {
+    const entry = this.#byId.get(id);
+    if (!entry?.live) return;
+    if (entry.state === "running") this.#running.splice(this.#running.indexOf(entry), 1);
+    else this.#queue.remove(entry);
+    this.#releaseSeq(entry);
+    entry.state = "cancelled";
+    this.#byId.delete(id);
+    this.totals.cancelled++;
+    entry.handle.end(entry.result("cancelled"));
+  }
+
+  /** Listens to every step's report; returns the unsubscribe function. */
+  onStep(listener: (report: StepReport) => void): () => void {
+    this.#stepListeners.add(listener);
+    return () => this.#stepListeners.delete(listener);
+  }
+
+  /** Called for each finished request just before its pages are released (tests read its K/V here). */
+  onRetire(listener: (request: ActiveRequest, seq: SeqOf<C>) => void): () => void {
+    this.#retireListeners.add(listener);
+    return () => this.#retireListeners.delete(listener);
+  }
+
+  /** Runs one step synchronously (admission, decode of every running request, retirement). */
+  step(): StepReport {
+    const start = now();
+    const r = emptyReport(this.#stepNo++);
+    this.#reserveRunning(r);
+    if (r.preemptedBySwap + r.preemptedByRecompute === 0) this.#admit(r);
+    const batch = this.#running.slice();
+    if (batch.length > 0) this.#decode(batch, r);
+    const s = this.#cache.stats();
+    Object.assign(r, {
+      timeMs: now() - start,
+      waiting: this.waiting,
+      swapped: this.swapped,
+      running: this.#running.length,
+      pagesUsed: s.pagesUsed,
+      pagesTotal: s.pagesTotal,
+      kvUtilisation: s.pagesTotal > 0 ? s.pagesUsed / s.pagesTotal : 0,
+      pagesShared: s.pagesShared,
+      pagesCached: s.pagesCached,
+      pagesSwapped: s.pagesSwapped,
+      wasteFraction: s.wasteFraction,
+    });
+    addStep(this.totals, r);
+    for (const listener of this.#stepListeners) notify(listener, r);
+    return r;
+  }
+
+  /**
+   * Steps until stopped, yielding to the event loop between steps (so HTTP handlers, cancels and new
+   * submits run) and sleeping while there is no work. With `untilIdle`, returns once nothing is left.
+   */
+  run(options: { untilIdle?: boolean } = {}): Promise<void> {
+    if (this.#loop) return this.#loop;
+    this.#stopping = false;
+    this.#loop = (async () => {
+      try {
+        while (!this.#stopping) {
+          if (!this.busy) {
+            if (options.untilIdle) return;
+            await new Promise<void>((resolve) => (this.#wake = resolve));
+            this.#wake = null;
+            continue;
+          }
+          try {
+            this.step();
+          } catch (error) {
+            // step() contains failures per request; anything escaping it means no request can trust the
+            // state, so each one gets the error rather than the loop dying with them silently waiting.
+            this.#failAll(error);
+          }
+          await yieldToEventLoop();
+        }
+      } finally {
+        this.#loop = null;
+      }
+    })();
+    return this.#loop;
+  }
+
+  /** Ends run() after the current step; queued requests stay queued. */
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    this.#wake?.();
+    await this.#loop;
+  }
+
+  /** Cancels everything live and stops the loop. */
+  async close(): Promise<void> {
+    for (const id of [...this.#byId.keys()]) this.cancel(id);
+    await this.stop();
+  }
+
+  // ---- phases of a step ----------------------------------------------------------------------
+
+  /** A slot for every running request's next token, oldest first; the newest are preempted for pages. */
+  #reserveRunning(r: StepReport): void {
+    for (let i = 0; i < this.#running.length; ) {
+      const entry = this.#running[i]!;
+      try {
+        this.#slots.set(entry, this.#appendNext(entry));
+        i++;
+      } catch (error) {
+        if (!(error instanceof OutOfPagesError)) {
+          this.#running.splice(i, 1);
+          this.#fail(entry, error, r);
+          continue;
+        }
+        // The victim is the newest, so never one whose slot is already reserved (those precede i).
+        this.#preempt(this.#running.pop()!, r);
+      }
+    }
+  }
+
+  /** Admits or resumes queued requests in arrival order while pages and the batch limit allow. */
+  #admit(r: StepReport): void {
+    while (this.#running.length < this.#maxBatch) {
+      const entry = this.#queue.head;
+      if (!entry) return;
+      let ok: boolean;
+      try {
+        ok = entry.state === "swapped" ? this.#resume(entry, r) : this.#start(entry, r);
+      } catch (error) {
+        this.#queue.shift();
+        this.#fail(entry, error, r);
+        continue;
+      }
+      if (!ok && this.#running.length === 0) {
+        // Nothing runs, so nothing will free pages for it: pages are held outside the scheduler (or by
+        // shared prefixes of swapped requests). Waiting would stall every request behind it.
+        this.#queue.shift();
+        const s = this.#cache.stats();
+        const why = `${s.pagesFree} pages free, ${s.pagesCached} cached, ${s.pagesUsed} held`;
+        this.#fail(entry, new OutOfPagesError(Status.OUT_OF_PAGES, `request ${entry.id} does not fit even with nothing running (${why})`), r);
+        continue;
+      }
+      if (!ok) return; // FCFS: nothing overtakes the head
+      this.#queue.shift();
+      entry.state = "running";
+      entry.admittedAt = ++this.#admissions;
+      this.#running.push(entry);
+    }
+  }
+
+  /** Swaps a preempted request back in and reserves its next slot; false (and no change) if no room. */
+  #resume(entry: Entry<SeqOf<C>>, r: StepReport): boolean {
+    const need = pagesFor(entry.contextLength + 1, this.#shape.pageSize);
+    if (!this.#roomFor(need)) return false;
+    try {
+      this.#cache.swapIn(entry.seq!);
+    } catch (error) {
+      if (this.#notNow(error)) return false;
+      throw error;
+    }
+    try {
+      this.#slots.set(entry, this.#appendNext(entry));
+    } catch (error) {
+      if (!(error instanceof OutOfPagesError)) throw error;
+      this.#cache.swapOut(entry.seq!); // its swap slots were freed by swapIn, so they are there again
+      return false;
+    }
+    r.swapIns++;
+    return true;
+  }
+
+  /**
+   * Creates a sequence for a waiting request (new, or preempted for recompute), reusing prefix-cache
+   * pages, writes the K and V of every context token but the last, and reserves the last one's slot:
+   * it is this step's query. False (and the sequence released) if the pages are not there.
+   */
+  #start(entry: Entry<SeqOf<C>>, r: StepReport): boolean {
+    const length = entry.tokens.length; // prompt + generated so far
+    const context = entry.tokens.slice(0, length - 1);
+    let seq: SeqOf<C>;
+    try {
+      seq = entry.knownTokens ? this.#cache.createSequence({ tokens: context }) : this.#cache.createSequence();
+    } catch (error) {
+      if (this.#notNow(error)) return false;
+      throw error;
+    }
+    const hit = prefixHit(seq);
+    const need = pagesFor(length, this.#shape.pageSize) - Math.floor(hit / this.#shape.pageSize);
+    if (!this.#roomFor(need)) {
+      this.#cache.release(seq);
+      return false;
+    }
+    let slots: Int32Array;
+    try {
+      slots = this.#cache.append(seq, entry.knownTokens ? entry.tokens.slice(hit, length) : length - hit);
+    } catch (error) {
+      this.#cache.release(seq);
+      if (error instanceof OutOfPagesError) return false;
+      throw error;
+    }
+    entry.seq = seq;
+    this.#prefill(entry, slots.subarray(0, slots.length - 1), hit, length - 1);
+    entry.contextLength = length - 1;
+    this.#slots.set(entry, slots.subarray(slots.length - 1));
+    entry.prefixHitTokens += hit;
+    r.prefixHitTokens += hit;
+    r.prefillTokens += length - 1 - hit;
+    if (entry.preemptions === 0) r.admitted++;
+    return true;
+  }
+
+  #prefill(entry: Entry<SeqOf<C>>, slots: Int32Array, from: number, to: number): void {
+    if (to <= from) return;
+    const { numLayers, numKvHeads, headDim } = this.#shape;
+    const size = (to - from) * numKvHeads * headDim;
+    const k = new Uint16Array(size);
+    const v = new Uint16Array(size);
+    for (let layer = 0; layer < numLayers; layer++) {
+      this.#model.prefill(entry, layer, from, to, k, v);
+      this.#cache.writeKV(layer, slots, k, v);
+    }
+  }
+
+  /** One decode step of the batch: plan once, write each layer's new K/V, run attention, sample. */
+  #decode(batch: Entry<SeqOf<C>>[], r: StepReport): void {
+    const { numLayers, numQoHeads, numKvHeads, headDim } = this.#shape;
+    const n = batch.length;
+    const slots = new Int32Array(n);
+    for (let i = 0; i < n; i++) slots[i] = this.#slots.get(batch[i]!)![0]!;
+    this.#slots.clear();
+    try {
+      const planStart = now();
+      const plan = this.#engine.plan(this.#cache, batch.map((e) => e.seq!));
+      r.planMs = now() - planStart;
+      r.kernel = typeof plan.kernel === "number" ? (KERNELS[plan.kernel] ?? String(plan.kernel)) : plan.kernel;
+      const q = new Uint16Array(n * numQoHeads * headDim);
+      const k = new Uint16Array(n * numKvHeads * headDim);
+      const v = new Uint16Array(n * numKvHeads * headDim);
+      let out: Uint16Array = new Uint16Array(q.length);
+      let previous: Uint16Array | null = null;
+      for (let layer = 0; layer < numLayers; layer++) {
+        this.#model.forward(batch, layer, previous, q, k, v);
+        this.#cache.writeKV(layer, slots, k, v);
+        this.#engine.run(plan, layer, q, out);
+        [previous, out] = [out, previous ?? new Uint16Array(q.length)];
+      }
+      const tokens = this.#model.sample(batch, previous!);
+      r.batch = n;
+      for (let i = 0; i < n; i++) {
+        const entry = batch[i]!;
+        r.contextTokens += entry.contextLength + 1;
+        entry.contextLength++;
+        entry.tokens.push(tokens[i]!);
+        entry.generated++;
+        entry.handle.push({ index: entry.generated - 1, token: tokens[i]!, position: entry.contextLength, step: r.step });
+        if (entry.generated === entry.maxTokens) this.#finish(entry, r);
+      }
+    } catch (error) {
+      // The step's K/V may be half written: every request in it fails rather than continue on bad data.
+      for (const entry of batch) {
+        this.#running.splice(this.#running.indexOf(entry), 1);
+        this.#fail(entry, error, r);
+      }
+    }
+  }
+
+  // ---- state changes -------------------------------------------------------------------------
+
+  readonly #slots = new Map<Entry<SeqOf<C>>, Int32Array>();
+
+  #appendNext(entry: Entry<SeqOf<C>>): Int32Array {
+    const token = entry.tokens[entry.contextLength]!;
+    return this.#cache.append(entry.seq!, entry.knownTokens ? [token] : 1);
+  }
+
+  #preempt(victim: Entry<SeqOf<C>>, r: StepReport): void {
+    victim.preemptions++;
+    let swapped = false;
+    if (this.#swap) {
+      try {
+        this.#cache.swapOut(victim.seq!);
+        swapped = true;
+      } catch (error) {
+        // Swap full: recompute instead. Anything else is the victim's own failure.
+        if (!(error instanceof SwapFullError)) return this.#fail(victim, error, r);
+      }
+    }
+    if (swapped) {
+      victim.state = "swapped";
+      victim.swaps++;
+      r.preemptedBySwap++;
+    } else {
+      this.#releaseSeq(victim);
+      victim.contextLength = 0;
+      victim.state = "waiting";
+      r.preemptedByRecompute++;
+    }
+    this.#queue.insert(victim);
+  }
+
+  #finish(entry: Entry<SeqOf<C>>, r: StepReport): void {
+    this.#running.splice(this.#running.indexOf(entry), 1);
+    for (const listener of this.#retireListeners) notify(() => listener(entry, entry.seq!), undefined);
+    this.#releaseSeq(entry);
+    entry.state = "finished";
+    this.#byId.delete(entry.id);
+    r.finished++;
+    entry.handle.end(entry.result("finished"));
+  }
+
+  #fail(entry: Entry<SeqOf<C>>, error: unknown, r: StepReport): void {
+    try {
+      this.#releaseSeq(entry, true);
+    } catch {
+      // The original error is the one worth delivering; the sequence is gone either way.
+    }
+    entry.state = "failed";
+    this.#byId.delete(entry.id);
+    this.#slots.delete(entry);
+    r.failed++;
+    const delivered =
+      error instanceof PkvError
+        ? error
+        : new StepFailedError(`step ${r.step} failed for request ${entry.id}: ${String(error)}`, { cause: error });
+    entry.handle.fail(delivered);
+  }
+
+  /**
+   * Frees a request's sequence. After a failure its last K/V writes may be incomplete: `discard`, where
+   * the cache has it, keeps those pages out of the prefix cache, where another request could hit them.
+   */
+  #releaseSeq(entry: Entry<SeqOf<C>>, failed = false): void {
+    const seq = entry.seq;
+    entry.seq = null;
+    this.#slots.delete(entry);
+    if (seq === null) return;
+    if (failed && this.#cache.discard) this.#cache.discard(seq);
+    else this.#cache.release(seq);
+  }
+
+  #failAll(error: unknown): void {
+    const r = emptyReport(this.#stepNo - 1); // the step that threw
+    for (const entry of [...this.#running, ...this.#queue]) {
+      if (entry.state === "running") this.#running.splice(this.#running.indexOf(entry), 1);
+      else this.#queue.remove(entry);
+      this.#fail(entry, error, r);
+    }
+    this.totals.failed += r.failed;
+  }
+
+  /** Errors that mean "no room yet": out of pages, or (while others run and will leave) no free row. */
+  #notNow(error: unknown): boolean {
+    return error instanceof OutOfPagesError || (error instanceof OutOfRangeError && this.#running.length > 0);
+  }
+
+  /** Whether `need` more pages fit, keeping the watermark free while others run. */
+  #roomFor(need: number): boolean {
+    if (this.#running.length === 0) return true; // alone: try, the cache evicts cached prefixes first
+    const s = this.#cache.stats();
+    return s.pagesFree + s.pagesCached - need >= this.#watermark; // cached prefix pages are evictable
+  }
+}
+
+/** The sizes a KVCache (config) and a DecodeEngine (numQoHeads) carry. */
+function shapeOf(cache: unknown, engine: unknown): ModelShape {
+  const config = (cache as { config?: Omit<ModelShape, "numQoHeads"> }).config;
+  const numQoHeads = (engine as { numQoHeads?: number }).numQoHeads;
+  if (!config || numQoHeads === undefined)
+    throw new InvalidArgumentError(Status.INVALID_ARGUMENT, "Scheduler: pass `shape` (the cache has no config or the engine no numQoHeads)");
+  const { numLayers, numKvHeads, headDim, pageSize, numPages, maxPagesPerSequence } = config;
+  return { numLayers, numQoHeads, numKvHeads, headDim, pageSize, numPages, maxPagesPerSequence };
+}
+
+/** A listener's bug is logged, never turned into a failure of the requests or the loop. */
+function notify<T>(listener: (value: T) => void, value: T): void {
+  try {
+    listener(value);
+  } catch (error) {
+    console.error("persistentkv Scheduler: a listener threw:", error);
+  }
+}
+
+function pagesFor(tokens: number, pageSize: number): number {
+  return Math.ceil(tokens / pageSize);
+}
+
+function prefixHit(seq: unknown): number {
+  const hit = (seq as { prefixHitTokens?: number }).prefixHitTokens;
+  return typeof hit === "number" ? hit : 0;
+}

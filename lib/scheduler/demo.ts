@@ -1,0 +1,106 @@
+// The serving stack the examples, the serving benchmark and the tests share: a KV cache, a decode
+// engine, the synthetic model and a Scheduler over them, sized for the backend at hand.
+import { type DType } from "../dtype";
+import type { DecodeEngine, Plan } from "../engine";
+import type { KVCache } from "../kvcache";
+import type { Runtime } from "../runtime";
+import { Scheduler } from "../scheduler";
+import type { ModelShape } from "./ports";
+import { SyntheticModel } from "./synthetic";
+
+export interface DemoSizes extends Omit<ModelShape, "maxPagesPerSequence"> {
+  /** Pages of pinned host swap space; 0 preempts by recompute only. */
+  swapPages: number;
+  maxBatch: number;
+  dtype: DType;
+}
+
+/** Small enough that every example and test runs in seconds on the CPU reference backend. */
+export const CPU_SIZES: DemoSizes = {
+  numLayers: 2,
+  numQoHeads: 8,
+  numKvHeads: 2,
+  headDim: 64,
+  pageSize: 16,
+  numPages: 512,
+  swapPages: 128,
+  maxBatch: 32,
+  dtype: "f16",
+};
+
+/** Llama-3-8B-like shape; 8192 pages x 32 layers x 64 KiB = 16 GiB of KV, 4 GiB of pinned swap. */
+export const GPU_SIZES: DemoSizes = {
+  numLayers: 32,
+  numQoHeads: 32,
+  numKvHeads: 8,
+  headDim: 128,
+  pageSize: 16,
+  numPages: 8192,
+  swapPages: 2048,
+  maxBatch: 128,
+  dtype: "f16",
+};
+
+export function sizesFor(rt: Runtime, overrides: Partial<DemoSizes> = {}): DemoSizes {
+  return { ...(rt.backend === "cuda" ? GPU_SIZES : CPU_SIZES), ...overrides };
+}
+
+export interface DemoStack {
+  scheduler: Scheduler<KVCache, Plan>;
+  cache: KVCache;
+  engine: DecodeEngine;
+  model: SyntheticModel;
+  sizes: DemoSizes;
+  /** Cancels every request and frees the cache and the engine (not the runtime). */
+  close(): Promise<void>;
+}
+
+export function createDemoStack(
+  rt: Runtime,
+  sizes: DemoSizes,
+  options: { policy?: "baseline" | "persistent" | "adaptive"; swap?: boolean; watermarkPages?: number } = {},
+): DemoStack {
+  const { numLayers, numQoHeads, numKvHeads, headDim, pageSize, numPages, swapPages, maxBatch, dtype } = sizes;
+  const maxPagesPerSequence = numPages;
+  const cache = rt.createKVCache({
+    numLayers,
+    numPages,
+    pageSize,
+    numKvHeads,
+    headDim,
+    dtype,
+    maxSequences: 4 * maxBatch, // running plus preempted (swapped sequences keep their row)
+    maxPagesPerSequence,
+    swapPages,
+  });
+  const engine = rt.createDecodeEngine({
+    numQoHeads,
+    numKvHeads,
+    headDim,
+    pageSize,
+    dtype,
+    policy: options.policy ?? "adaptive",
+    maxBatch,
+  });
+  const model = new SyntheticModel({ numLayers, numQoHeads, numKvHeads, headDim, dtype });
+  const scheduler = new Scheduler({
+    cache,
+    engine,
+    model,
+    maxBatch,
+    swap: options.swap ?? swapPages > 0,
+    watermarkPages: options.watermarkPages,
+  });
+  return {
+    scheduler,
+    cache,
+    engine,
+    model,
+    sizes,
+    async close() {
+      await scheduler.close();
+      engine.dispose();
+      cache.dispose();
+    },
+  };
+}

@@ -1,0 +1,68 @@
+// What the scheduler needs from its three collaborators, as structural types: the KV cache and the
+// decode engine of this package, and a model that lives outside it (activations come in, tokens out).
+import type { KVCacheStats } from "../kvcache";
+import type { ActiveRequest } from "./request";
+
+/** The page counts the scheduler reports and admits by (KVCache.stats() has them all). */
+export type CacheStats = Pick<
+  KVCacheStats,
+  "pagesTotal" | "pagesUsed" | "pagesFree" | "pagesShared" | "pagesCached" | "pagesSwapped" | "wasteFraction"
+>;
+
+export interface SchedulerCache<Seq> {
+  createSequence(options?: { tokens?: ArrayLike<number> }): Seq;
+  append(seq: Seq, tokens: number | ArrayLike<number>): Int32Array;
+  writeKV(layer: number, slots: Int32Array, k: Uint16Array, v: Uint16Array): void;
+  release(seq: Seq): void;
+  /** Optional: frees without publishing pages to the prefix cache (used after a failed step). */
+  discard?(seq: Seq): void;
+  swapOut(seq: Seq): void;
+  swapIn(seq: Seq): void;
+  stats(): CacheStats;
+}
+
+/** The sequence type of a cache. */
+export type SeqOf<C> = C extends SchedulerCache<infer S> ? S : never;
+
+export interface SchedulerPlan {
+  kernel: string | number;
+}
+
+/** Generic over the cache type C: the engine reads the cache's own internals (pool, block-table rows). */
+export interface SchedulerEngine<C, Seq, P extends SchedulerPlan> {
+  plan(cache: C, sequences: readonly Seq[]): P;
+  run(plan: P, layer: number, q: Uint16Array, out: Uint16Array): void;
+}
+
+/** The model: fills activations (fp16/bf16 bits) and picks tokens. Everything else is the scheduler's. */
+export interface StepModel {
+  /** K and V of context positions [from, to) of one request in one layer: [to - from][Hkv][d] each. */
+  prefill(request: ActiveRequest, layer: number, from: number, to: number, k: Uint16Array, v: Uint16Array): void;
+  /**
+   * q ([batch][Hq][d]), k and v ([batch][Hkv][d]) of each row's new token (at position contextLength)
+   * in one layer; `previous` is the previous layer's attention output (null for layer 0).
+   */
+  forward(
+    batch: readonly ActiveRequest[],
+    layer: number,
+    previous: Uint16Array | null,
+    q: Uint16Array,
+    k: Uint16Array,
+    v: Uint16Array,
+  ): void;
+  /** The token each row generates, from the last layer's attention output ([batch][Hq][d]). */
+  sample(batch: readonly ActiveRequest[], out: Uint16Array): ArrayLike<number>;
+}
+
+/** Sizes the scheduler needs for its buffers and its never-fits check. */
+export interface ModelShape {
+  numLayers: number;
+  numQoHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  pageSize: number;
+  /** Pages in the pool. */
+  numPages: number;
+  /** Width of a block-table row (default numPages). */
+  maxPagesPerSequence?: number;
+}

@@ -1,0 +1,164 @@
+// Decode engine on the CPU backend: the planner's splits, the merge and the ABI's errors, against the
+// reference. The CPU backend executes the very task list the GPU kernels would.
+import { afterAll, describe, expect, test } from "bun:test";
+import { DecodeEngine } from "../lib/engine";
+import {
+  InvalidArgumentError,
+  OutOfRangeError,
+  StalePlanError,
+  UnsupportedError,
+  BadStateError,
+} from "../lib/errors";
+import { openRuntime } from "../lib/runtime";
+import { type DecodeCase, runCase, tolerance } from "./support/decode-check";
+import { TestPool } from "./support/pool";
+
+const rt = openRuntime({ backend: "cpu" });
+afterAll(() => rt.dispose());
+
+function expectClose(c: DecodeCase, device = false) {
+  for (const r of runCase(rt, c, ["baseline", "persistent"], device)) {
+    expect({ policy: r.policy, unwritten: r.unwritten }).toEqual({ policy: r.policy, unwritten: 0 });
+    expect(r.relError).toBeLessThan(tolerance(c.dtype));
+    expect(r.lseError).toBeLessThan(1e-3);
+  }
+}
+
+describe("decode engine (CPU backend) matches the reference", () => {
+  test("Llama shape: g4, d128, page 16, f16, lengths at page edges", () => {
+    expectClose({ group: 4, numKvHeads: 2, headDim: 128, pageSize: 16, dtype: "f16", lengths: [1, 15, 16, 17, 33, 700] });
+  });
+  test("odd groups 3, 7 and the extremes 1, 16; bf16", () => {
+    for (const group of [1, 3, 7, 16])
+      expectClose({ group, numKvHeads: 1, headDim: 64, pageSize: 8, dtype: "bf16", lengths: [5, 129, 300] });
+  });
+  test("head dim 256, page size 1 and 256", () => {
+    expectClose({ group: 2, numKvHeads: 2, headDim: 256, pageSize: 1, dtype: "f16", lengths: [1, 2, 90] });
+    expectClose({ group: 2, numKvHeads: 1, headDim: 64, pageSize: 256, dtype: "bf16", lengths: [1, 255, 256, 257, 600] });
+  });
+  test("several layers read their own pages", () => {
+    expectClose({ group: 4, numKvHeads: 1, headDim: 64, pageSize: 16, dtype: "f16", lengths: [40, 77], numLayers: 3 });
+  });
+  test("device-buffer runs equal host-array runs", () => {
+    expectClose({ group: 4, numKvHeads: 2, headDim: 64, pageSize: 16, dtype: "f16", lengths: [3, 500] }, true);
+  });
+});
+
+describe("planner", () => {
+  test("a single long row is split for both kernels, and splits merge exactly", () => {
+    const [base, pers] = runCase(rt, { group: 4, numKvHeads: 8, headDim: 64, pageSize: 16, dtype: "f16", lengths: [20000] });
+    expect(base!.maxSplits).toBeGreaterThan(1);
+    expect(pers!.maxSplits).toBeGreaterThan(1);
+    // Persistent splits are page-balanced: tasks ~ one wave, never shorter than 64 tokens.
+    expect(pers!.numTasks).toBeLessThanOrEqual(396 + 8);
+    expect(pers!.numTasks).toBeGreaterThanOrEqual(8 * Math.floor(20000 / 64 / 50));
+    for (const r of [base!, pers!]) expect(r.relError).toBeLessThan(tolerance("f16"));
+  });
+  test("a large batch is not split by the baseline (one task per row and head)", () => {
+    const lengths = Array.from({ length: 120 }, (_, i) => 1 + ((i * 37) % 90));
+    const [base] = runCase(rt, { group: 1, numKvHeads: 4, headDim: 64, pageSize: 16, dtype: "f16", lengths }, ["baseline"]);
+    expect(base!.numTasks).toBe(120 * 4);
+    expect(base!.maxSplits).toBe(1);
+    expect(base!.relError).toBeLessThan(tolerance("f16"));
+  });
+  test("adaptive picks persistent for long steps and baseline for short ones", () => {
+    const pool = new TestPool(rt, {
+      numLayers: 1, numPages: 1200, pageSize: 16, numKvHeads: 1, headDim: 64, dtype: "f16", maxSequences: 4,
+      maxPagesPerSequence: 1100,
+    });
+    const engine = new DecodeEngine(rt, { numQoHeads: 4, numKvHeads: 1, headDim: 64, pageSize: 16, dtype: "f16" });
+    const short = pool.addSequence(100), long = pool.addSequence(17000);
+    expect(engine.plan(pool, [short]).kernel).toBe("baseline");
+    expect(engine.plan(pool, [short, long]).kernel).toBe("persistent");
+    engine.dispose();
+    pool.dispose();
+  });
+});
+
+describe("block-table upload", () => {
+  const shape = {
+    numLayers: 2, numPages: 64, pageSize: 4, numKvHeads: 1, headDim: 64, dtype: "f16" as const, maxSequences: 4,
+    maxPagesPerSequence: 16,
+  };
+  test("a plan consumes dirty columns up to each row's length, and only those", () => {
+    const pool = new TestPool(rt, shape);
+    const engine = new DecodeEngine(rt, { numQoHeads: 2, numKvHeads: 1, headDim: 64, pageSize: 4, dtype: "f16" });
+    const s = pool.addSequence(10); // 3 pages
+    pool.dirtyFrom[s.row] = 0;
+    engine.plan(pool, [s]);
+    expect(pool.dirtyFrom[s.row]).toBe(3);
+    pool.dirtyFrom[s.row] = 5; // beyond the length: stays dirty until a step reads it
+    engine.plan(pool, [s]);
+    expect(pool.dirtyFrom[s.row]).toBe(5);
+    engine.dispose();
+    pool.dispose();
+  });
+  test("a dirty entry holding a bad page id fails the plan and leaves the marks as they were", () => {
+    const pool = new TestPool(rt, shape);
+    const engine = new DecodeEngine(rt, { numQoHeads: 2, numKvHeads: 1, headDim: 64, pageSize: 4, dtype: "f16" });
+    const s = pool.addSequence(10);
+    pool.table[s.row * 16 + 1] = 64;
+    expect(() => engine.plan(pool, [s])).toThrow(OutOfRangeError);
+    expect(pool.dirtyFrom[s.row]).toBe(0);
+    pool.table[s.row * 16 + 1] = -1;
+    expect(() => engine.plan(pool, [s])).toThrow(/outside 0\.\.63/);
+    engine.dispose();
+    pool.dispose();
+  });
+});
+
+describe("misuse is a typed error", () => {
+  const shape = {
+    numLayers: 2, numPages: 16, pageSize: 16, numKvHeads: 2, headDim: 64, dtype: "f16" as const, maxSequences: 2,
+    maxPagesPerSequence: 8,
+  };
+  const make = (extra = {}) =>
+    new DecodeEngine(rt, { numQoHeads: 8, numKvHeads: 2, headDim: 64, pageSize: 16, dtype: "f16", maxBatch: 2, ...extra });
+
+  test("unsupported shapes", () => {
+    expect(() => new DecodeEngine(rt, { numQoHeads: 34, numKvHeads: 2, headDim: 64, pageSize: 16, dtype: "f16" })).toThrow(
+      UnsupportedError,
+    );
+    expect(() => new DecodeEngine(rt, { numQoHeads: 8, numKvHeads: 2, headDim: 96, pageSize: 16, dtype: "f16" })).toThrow(
+      UnsupportedError,
+    );
+    expect(() => new DecodeEngine(rt, { numQoHeads: 8, numKvHeads: 3, headDim: 64, pageSize: 16, dtype: "f16" })).toThrow(
+      InvalidArgumentError,
+    );
+    expect(() => new DecodeEngine(rt, { numQoHeads: 8, numKvHeads: 2, headDim: 64, pageSize: 24, dtype: "f16" })).toThrow(
+      /power of two/,
+    );
+    expect(() => make({ policy: "fastest" })).toThrow(InvalidArgumentError);
+  });
+
+  test("stale plans, layers out of range, wrong sizes, engine/pool mismatch, bad lengths", () => {
+    const pool = new TestPool(rt, shape);
+    const engine = make();
+    const s = pool.addSequence(20);
+    const q = new Uint16Array(8 * 64), out = new Uint16Array(8 * 64);
+    const first = engine.plan(pool, [s]);
+    const second = engine.plan(pool, [s]);
+    expect(() => engine.run(first, 0, q, out)).toThrow(StalePlanError);
+    engine.run(second, 1, q, out);
+    expect(() => engine.run(second, 2, q, out)).toThrow(OutOfRangeError);
+    expect(() => engine.run(second, -1, q, out)).toThrow(OutOfRangeError);
+    expect(() => engine.run(second, 0, q.subarray(1), out)).toThrow(InvalidArgumentError);
+    expect(() => engine.run(second, 0, q, out, new Float32Array(3))).toThrow(InvalidArgumentError);
+    expect(() => engine.plan(pool, [s, s, s])).toThrow(InvalidArgumentError); // over maxBatch
+    const bad = { poolHandle: pool.poolHandle, describeBatch: (_: unknown, rows: Int32Array, lens: Int32Array) => { rows[0] = 0; lens[0] = 0; } };
+    expect(() => engine.plan(bad, [s])).toThrow(/seq_lens\[0\] = 0/);
+    const farRow = { poolHandle: pool.poolHandle, describeBatch: (_: unknown, rows: Int32Array, lens: Int32Array) => { rows[0] = 9; lens[0] = 1; } };
+    expect(() => engine.plan(farRow, [s])).toThrow(OutOfRangeError);
+    const tooLong = { poolHandle: pool.poolHandle, describeBatch: (_: unknown, rows: Int32Array, lens: Int32Array) => { rows[0] = 0; lens[0] = 8 * 16 + 1; } };
+    expect(() => engine.plan(tooLong, [s])).toThrow(InvalidArgumentError);
+    const other = new DecodeEngine(rt, { numQoHeads: 8, numKvHeads: 2, headDim: 128, pageSize: 16, dtype: "f16" });
+    expect(() => other.plan(pool, [s])).toThrow(/differs from the engine/);
+    const plain = make();
+    expect(() => plain.run(second, 0, q, out)).toThrow(InvalidArgumentError); // another engine's plan
+    other.dispose();
+    plain.dispose();
+    engine.dispose();
+    expect(() => engine.run(second, 0, q, out)).toThrow(BadStateError);
+    pool.dispose();
+  });
+});

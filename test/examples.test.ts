@@ -1,0 +1,80 @@
+// Smoke tests: each example runs to completion at small sizes and prints its key lines.
+import { describe, expect, test } from "bun:test";
+
+const root = new URL("..", import.meta.url).pathname;
+
+function run(args: string[], env: Record<string, string> = {}) {
+  const proc = Bun.spawnSync([process.execPath, ...args], {
+    cwd: root,
+    env: { ...process.env, PKV_BACKEND: "cpu", ...env },
+    stdout: "pipe",
+    stderr: "pipe",
+    timeout: 30_000,
+  });
+  const stdout = proc.stdout.toString();
+  if (proc.exitCode !== 0) console.error(stdout, proc.stderr.toString());
+  return { code: proc.exitCode, stdout };
+}
+
+describe("examples", () => {
+  test("single-request.ts decodes token by token and frees its pages", () => {
+    const { code, stdout } = run(["examples/single-request.ts"], { PKV_CONTEXT: "300", PKV_STEPS: "4" });
+    expect(code).toBe(0);
+    expect(stdout).toMatch(/step 0: context 301, kernel (baseline|persistent), [\d.]+ ms for \d+ layers, [\d.]+ GB\/s/);
+    expect(stdout).toContain("step 3: context 304");
+    expect(stdout).toContain("done: 4 tokens decoded, pages back in the pool: true");
+  });
+
+  test("b8-batch.ts prints kernel and bandwidth for every B8 step", () => {
+    const { code, stdout } = run(["examples/b8-batch.ts"], { PKV_SCALE: "512", PKV_REPS: "1" });
+    expect(code).toBe(0);
+    const steps = stdout.split("\n").filter((l) => /^b8-\w+ step \d+: \d+ tokens, kernel (baseline|persistent), \d+ us, [\d.]+ GB\/s/.test(l));
+    expect(steps.length).toBe(12); // 3 workloads x 4 steps
+    for (const name of ["b8-bimodal", "b8-uniform", "b8-zipf"]) expect(stdout).toContain(`${name} step 3:`);
+  });
+
+  test("serve.ts starts, answers one request, and says how to call it", async () => {
+    const proc = Bun.spawn([process.execPath, "examples/serve.ts"], {
+      cwd: root,
+      env: { ...process.env, PORT: "0" },
+      stdout: "pipe",
+    });
+    try {
+      const reader = proc.stdout.getReader();
+      let text = "";
+      while (!text.includes("try: curl")) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        text += new TextDecoder().decode(value);
+      }
+      const url = text.match(/serving on (http:\/\/\S+)/)?.[1];
+      expect(url).toBeDefined();
+      const response = await fetch(new URL("/generate", url), {
+        method: "POST",
+        body: JSON.stringify({ promptLength: 10, maxTokens: 2 }),
+      });
+      const body = await response.text();
+      expect(body.match(/event: token/g)?.length).toBe(2);
+      expect(body).toContain("event: done");
+    } finally {
+      proc.kill();
+      await proc.exited;
+    }
+  });
+});
+
+describe("bench/serve.ts", () => {
+  test("replays a small Poisson load and writes the JSON report and the SVG plot", () => {
+    const dir = `${require("node:os").tmpdir()}/pkv-serve-${process.pid}`;
+    const { code, stdout } = run(["bench/serve.ts", "--backend", "cpu", "--requests", "12", "--rate", "500", "--out", `${dir}/r.json`]);
+    expect(code).toBe(0);
+    const report = JSON.parse(require("node:fs").readFileSync(`${dir}/r.json`, "utf8"));
+    expect(report.totals.finished).toBe(12);
+    expect(report.failed_requests).toBe(0);
+    expect(report.tokens_per_s).toBeGreaterThan(0);
+    expect(report.step_ms.p99).toBeGreaterThanOrEqual(report.step_ms.p50);
+    expect(report.timeline.length).toBe(report.totals.steps);
+    expect(require("node:fs").readFileSync(`${dir}/r.svg`, "utf8")).toStartWith("<svg");
+    expect(stdout).toContain(`wrote ${dir}/r.json`);
+  });
+});

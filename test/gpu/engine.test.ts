@@ -1,0 +1,104 @@
+// Decode kernels on the GPU against the reference: both kernels, host arrays and device buffers, another
+// stream, a captured 32-layer step replayed (also after a new plan), and the errors of the CUDA path.
+import { afterAll, expect, test } from "bun:test";
+import { decode } from "../../lib/dtype";
+import { DecodeEngine } from "../../lib/engine";
+import { StalePlanError } from "../../lib/errors";
+import { openRuntime, type Runtime } from "../../lib/runtime";
+import { POISON, type DecodeCase, runCase, tolerance } from "../support/decode-check";
+import { describeGpu } from "../support/gpu";
+import { randomHalves, rng, TestPool } from "../support/pool";
+
+describeGpu("decode kernels on the GPU", () => {
+  let rt: Runtime;
+  const runtime = () => (rt ??= openRuntime({ backend: "cuda" }));
+  afterAll(() => rt?.dispose());
+
+  const check = (c: DecodeCase, device = false) => {
+    for (const r of runCase(runtime(), c, ["baseline", "persistent"], device)) {
+      expect({ policy: r.policy, unwritten: r.unwritten }).toEqual({ policy: r.policy, unwritten: 0 });
+      expect(r.relError).toBeLessThan(tolerance(c.dtype));
+      expect(r.lseError).toBeLessThan(2e-3);
+    }
+  };
+
+  test("Llama shape (g4, d128, page 16, f16), host arrays and device buffers", () => {
+    const c: DecodeCase = { group: 4, numKvHeads: 8, headDim: 128, pageSize: 16, dtype: "f16", lengths: [1, 15, 16, 17, 4000, 30000] };
+    check(c);
+    check(c, true);
+  });
+  test("odd group sizes, bf16, head dims 64 and 256, page sizes 1 and 256", () => {
+    check({ group: 7, numKvHeads: 2, headDim: 64, pageSize: 1, dtype: "bf16", lengths: [1, 33, 2000] });
+    check({ group: 13, numKvHeads: 1, headDim: 256, pageSize: 256, dtype: "f16", lengths: [255, 256, 257, 9000] });
+    check({ group: 1, numKvHeads: 4, headDim: 128, pageSize: 64, dtype: "bf16", lengths: [64, 65, 7000], numLayers: 2 });
+  });
+
+  test("a run on another stream waits for its plan; a captured 32-layer step replays, also for a new plan", () => {
+    const rt = runtime();
+    const g = 4, hkv = 2, d = 128, layers = 32, hq = g * hkv;
+    const pool = new TestPool(rt, {
+      numLayers: layers, numPages: 700, pageSize: 16, numKvHeads: hkv, headDim: d, dtype: "f16", maxSequences: 8,
+      maxPagesPerSequence: 300,
+    });
+    const engine = new DecodeEngine(rt, { numQoHeads: hq, numKvHeads: hkv, headDim: d, pageSize: 16, dtype: "f16", policy: "persistent", maxBatch: 4 });
+    const random = rng(3);
+    const stream = rt.createStream();
+    const n = 4 * hq * d;
+    const qs = Array.from({ length: layers }, () => randomHalves("f16", n, random, 2));
+    const qb = qs.map((q) => {
+      const b = rt.allocDevice(n * 2);
+      b.write(q);
+      return b;
+    });
+    const ob = qs.map(() => rt.allocDevice(n * 2));
+    const poisonAll = () => ob.forEach((b) => b.write(new Uint16Array(n).fill(POISON)));
+    const verify = (seqs: ReturnType<typeof pool.addSequence>[]) => {
+      const used = seqs.length * hq * d;
+      for (let layer = 0; layer < layers; layer++) {
+        const out = new Uint16Array(n);
+        ob[layer]!.read(out);
+        const ref = pool.reference(layer, seqs, hq, qs[layer]!.subarray(0, used));
+        const got = decode("f16", out.subarray(0, used)), want = decode("f16", ref.out);
+        let diff = 0, norm = 0;
+        for (let i = 0; i < used; i++) {
+          diff += (got[i]! - want[i]!) ** 2;
+          norm += want[i]! ** 2;
+        }
+        expect(Math.sqrt(diff / norm)).toBeLessThan(tolerance("f16"));
+      }
+    };
+
+    const stepA = [pool.addSequence(3000), pool.addSequence(40), pool.addSequence(900), pool.addSequence(1)];
+    let plan = engine.plan(pool, stepA);
+    poisonAll();
+    for (let layer = 0; layer < layers; layer++) engine.run(plan, layer, qb[layer]!, ob[layer]!, undefined, { stream });
+    stream.synchronize();
+    verify(stepA);
+
+    const graph = rt.capture(() => {
+      for (let layer = 0; layer < layers; layer++) engine.run(plan, layer, qb[layer]!, ob[layer]!, undefined, { stream });
+    }, stream);
+    for (let replay = 0; replay < 2; replay++) {
+      poisonAll();
+      graph.launch(stream);
+      stream.synchronize();
+      verify(stepA);
+    }
+    // The persistent kernel reads its task count and tasks from the engine's one device plan image, so the
+    // same graph serves the next step's plan (same or smaller batch).
+    const stepB = [pool.addSequence(4100), pool.addSequence(17), pool.addSequence(2500)];
+    plan = engine.plan(pool, stepB);
+    rt.synchronize(); // the upload is on the runtime's stream; the graph replays on another
+    poisonAll();
+    graph.launch(stream);
+    stream.synchronize();
+    verify(stepB);
+    expect(() => engine.run({ ...plan, id: plan.id - 1 } as typeof plan, 0, qb[0]!, ob[0]!)).toThrow(StalePlanError);
+
+    graph.dispose();
+    for (const b of [...qb, ...ob]) b.dispose();
+    stream.dispose();
+    engine.dispose();
+    pool.dispose();
+  });
+});
