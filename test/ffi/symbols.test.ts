@@ -5,18 +5,6 @@ import { describe, expect, test } from "bun:test";
 import { symbols } from "../../lib/ffi/symbols.ts";
 import { headerFunctions, headerText } from "../support/header.ts";
 
-// Header functions not bound yet. Each must leave this list in the change that binds it (a test below
-// fails when a listed name is in the table), so the list only shrinks; it must end empty.
-const PENDING = new Set<string>([
-  // decode engine
-  "pkv_plan_info_size",
-  "pkv_decode_engine_create",
-  "pkv_decode_engine_destroy",
-  "pkv_decode_plan",
-  "pkv_decode_run",
-  "pkv_decode_run_device",
-]);
-
 const declared = new Map(headerFunctions().map((f) => [f.name, f]));
 const table = symbols as Record<string, { args: readonly (FFIType | string)[]; returns: FFIType | string }>;
 
@@ -54,17 +42,8 @@ describe("FFI symbol table against the header", () => {
     expect(declared.size).toBeGreaterThanOrEqual(29);
   });
 
-  test("pending list (must shrink to empty)", () => {
-    if (PENDING.size > 0)
-      console.log(`header functions not yet bound (${PENDING.size}): ${[...PENDING].join(", ")}`);
-    for (const name of PENDING) {
-      expect(declared.has(name), `${name} is pending but not declared in the header`).toBe(true);
-      expect(name in table, `${name} is bound now: remove it from PENDING`).toBe(false);
-    }
-  });
-
-  test("every header function is in the table (or pending)", () => {
-    const missing = [...declared.keys()].filter((name) => !(name in table) && !PENDING.has(name));
+  test("every header function is in the table", () => {
+    const missing = [...declared.keys()].filter((name) => !(name in table));
     expect(missing).toEqual([]);
   });
 
