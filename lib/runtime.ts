@@ -9,6 +9,9 @@ import { Event, Stream } from "./streams";
 import { capture, type Graph } from "./graphs";
 import { KVCache, type KVCacheOptions } from "./kvcache";
 import { DecodeEngine, type DecodeEngineOptions } from "./engine";
+import { calibrate, type CalibrateOptions, type ModelShape } from "./policy/calibrate";
+import { policyKey, savePolicy } from "./policy/store";
+import type { PolicyTable } from "./policy/table";
 
 export type Backend = "cuda" | "cpu";
 export interface RuntimeOptions {
@@ -107,6 +110,15 @@ export class Runtime extends NativeObject implements Owner {
   /** A decode engine: plans each step's workqueue once and runs it for every layer. */
   createDecodeEngine(options: DecodeEngineOptions): DecodeEngine {
     return new DecodeEngine(this, options);
+  }
+
+  /**
+   * Times both decode kernels over a grid of batch shapes on this GPU (well under a minute) and stores
+   * the adaptive policy's table on disk, where engines of the same shape load it. CUDA only.
+   */
+  calibrate(shape: ModelShape, options: CalibrateOptions = {}): { table: PolicyTable; path: string } {
+    const table = calibrate(this, shape, options);
+    return { table, path: savePolicy(policyKey(this.info.name, shape), table) };
   }
 
   /** Records the asynchronous work `body` queues (e.g. a plan's upload and every layer's run) as a graph. */

@@ -1,0 +1,54 @@
+// Calibrations on disk, keyed by GPU name, library version and model shape, so an engine on the same
+// machine loads its table without measuring again. Directory: $PKV_CACHE_DIR, else
+// $XDG_CACHE_HOME/persistentkv, else ~/.cache/persistentkv.
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { homedir } from "node:os";
+import { join } from "node:path";
+import { native, ABI_VERSION } from "../ffi/loader";
+import type { ModelShape } from "./calibrate";
+import { BATCH_BUCKETS, type CellMeasurement, type PolicyTable, TOKEN_BUCKETS } from "./table";
+
+interface StoredPolicy {
+  key: string;
+  date: string;
+  choices: number[];
+  measurements: CellMeasurement[];
+}
+
+export function calibrationDir(): string {
+  if (process.env.PKV_CACHE_DIR) return process.env.PKV_CACHE_DIR;
+  return join(process.env.XDG_CACHE_HOME ?? join(homedir(), ".cache"), "persistentkv");
+}
+
+export function policyKey(gpu: string, shape: ModelShape): string {
+  const { numQoHeads, numKvHeads, headDim, pageSize, dtype } = shape;
+  return `${gpu} | persistentkv ${native().pkv_version()} abi ${ABI_VERSION} | ${numQoHeads}/${numKvHeads}x${headDim} page ${pageSize} ${dtype}`;
+}
+
+export function policyPath(key: string): string {
+  return join(calibrationDir(), `policy-${Bun.hash(key).toString(16)}.json`);
+}
+
+export function savePolicy(key: string, table: PolicyTable): string {
+  const path = policyPath(key);
+  mkdirSync(calibrationDir(), { recursive: true });
+  const stored: StoredPolicy = {
+    key, date: new Date().toISOString(), choices: Array.from(table.choices), measurements: table.measurements,
+  };
+  writeFileSync(`${path}.tmp`, `${JSON.stringify(stored, null, 1)}\n`);
+  renameSync(`${path}.tmp`, path); // never a half-written file for a concurrent reader
+  return path;
+}
+
+/** The stored table for `key`, or undefined if none (or one that does not fit this build's grid). */
+export function loadPolicy(key: string): PolicyTable | undefined {
+  const path = policyPath(key);
+  if (!existsSync(path)) return undefined;
+  try {
+    const stored = JSON.parse(readFileSync(path, "utf8")) as StoredPolicy;
+    if (stored.key !== key || stored.choices.length !== BATCH_BUCKETS * TOKEN_BUCKETS) return undefined;
+    return { choices: Int8Array.from(stored.choices), measurements: stored.measurements };
+  } catch {
+    return undefined; // unreadable: the built-in rule serves until the next calibration rewrites it
+  }
+}

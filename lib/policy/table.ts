@@ -1,0 +1,46 @@
+// The adaptive policy's table: a measured kernel choice per (batch, total tokens) cell. Batches bucket by
+// powers of two (1, 2-3, 4-7, ..., 1024+), steps by powers of two of total context tokens (below 2^10,
+// 2^10-2^11, ..., 2^22+). A cell holds the kernel that won clearly on this GPU, or NO_PREFERENCE,
+// where the native built-in rule decides. The grid constants mirror PKV_POLICY_* in the header.
+import type { DecodeKernel } from "../engine";
+
+export const BATCH_BUCKETS = 11;
+export const TOKEN_BUCKETS = 14;
+export const MIN_LOG2_TOKENS = 9;
+export const NO_PREFERENCE = -1;
+export const KERNEL_CODE: Record<DecodeKernel, number> = { baseline: 0, persistent: 1 };
+
+export function batchBucket(batch: number): number {
+  return Math.min(BATCH_BUCKETS - 1, Math.floor(Math.log2(Math.max(1, batch))));
+}
+
+export function tokenBucket(totalTokens: number): number {
+  const log2 = Math.floor(Math.log2(Math.max(1, totalTokens)));
+  return Math.min(TOKEN_BUCKETS - 1, Math.max(0, log2 - MIN_LOG2_TOKENS));
+}
+
+/** The representative step of a cell: its smallest batch, and tokens at the bucket's geometric middle. */
+export function cellStep(b: number, t: number): { batch: number; tokens: number } {
+  const tokens = Math.round(2 ** (t + MIN_LOG2_TOKENS + 0.5));
+  return { batch: 2 ** b, tokens: t === 0 ? 2 ** MIN_LOG2_TOKENS : tokens };
+}
+
+export interface CellMeasurement {
+  batch: number;
+  tokens: number;
+  baselineUs: number;
+  persistentUs: number;
+  /** Fraction of paired rounds the chosen kernel won (1 when it always did). */
+  agreement: number;
+  choice: DecodeKernel | "none";
+}
+
+export interface PolicyTable {
+  /** Cells row-major by batch bucket: choices[b * TOKEN_BUCKETS + t]. */
+  choices: Int8Array;
+  measurements: CellMeasurement[];
+}
+
+export function emptyChoices(): Int8Array {
+  return new Int8Array(BATCH_BUCKETS * TOKEN_BUCKETS).fill(NO_PREFERENCE);
+}

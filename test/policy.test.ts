@@ -1,0 +1,90 @@
+// The adaptive policy's host side: table buckets, the judging rule, synthetic steps, the on-disk store.
+import { afterAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { UnsupportedError } from "../lib/errors";
+import { openRuntime } from "../lib/runtime";
+import { judge, seeded, spread } from "../lib/policy/calibrate";
+import { loadPolicy, policyKey, policyPath, savePolicy } from "../lib/policy/store";
+import { BATCH_BUCKETS, batchBucket, cellStep, emptyChoices, TOKEN_BUCKETS, tokenBucket } from "../lib/policy/table";
+
+const shape = { numQoHeads: 32, numKvHeads: 8, headDim: 128, pageSize: 16, dtype: "f16" as const };
+
+describe("table buckets", () => {
+  test("batches bucket by powers of two, the last open-ended", () => {
+    expect([1, 2, 3, 4, 7, 8, 1023, 1024, 5000].map(batchBucket)).toEqual([0, 1, 1, 2, 2, 3, 9, 10, 10]);
+  });
+  test("tokens bucket from 2^9 up, both ends open", () => {
+    expect([1, 511, 512, 1023, 1024, 2 ** 22, 2 ** 30].map(tokenBucket)).toEqual([0, 0, 0, 0, 1, 13, 13]);
+  });
+  test("every cell's representative step falls in its own cell", () => {
+    for (let b = 0; b < BATCH_BUCKETS; b++)
+      for (let t = 0; t < TOKEN_BUCKETS; t++) {
+        const { batch, tokens } = cellStep(b, t);
+        expect([batchBucket(batch), tokenBucket(tokens)]).toEqual([b, t]);
+      }
+  });
+});
+
+describe("judge", () => {
+  test("a clear, consistent winner is chosen", () => {
+    const cell = judge(8, 4096, [10, 10.2, 10.1, 10.3], [9, 9.1, 9.2, 9.0], 0.03, 0.8);
+    expect(cell.choice).toBe("persistent");
+    expect(cell.agreement).toBe(1);
+  });
+  test("a gain under the margin is no preference", () => {
+    expect(judge(8, 4096, [10, 10, 10], [9.9, 9.9, 9.9], 0.03, 0.8).choice).toBe("none");
+  });
+  test("a winner that loses too many paired rounds is no preference (noise)", () => {
+    const cell = judge(1, 512, [10, 10, 10, 12, 12], [13, 13, 9, 9, 9], 0.03, 0.8);
+    expect(cell.choice).toBe("none");
+  });
+});
+
+describe("synthetic steps", () => {
+  test("lengths sum to the step's tokens, each at least 1, spread unevenly", () => {
+    const random = seeded(1);
+    for (const [tokens, batch] of [[512, 1], [4096, 8], [1 << 20, 128], [1024, 1024]] as const) {
+      const lengths = spread(tokens, batch, random);
+      expect(lengths.length).toBe(batch);
+      expect(lengths.reduce((a, n) => a + n, 0)).toBe(tokens);
+      expect(Math.min(...lengths)).toBeGreaterThanOrEqual(1);
+      if (batch >= 8 && tokens > 4 * batch) expect(Math.max(...lengths)).toBeGreaterThan(2 * Math.min(...lengths));
+    }
+  });
+  test("the generator repeats from its seed", () => {
+    const [a, b] = [seeded(42), seeded(42)];
+    expect(Array.from({ length: 5 }, a)).toEqual(Array.from({ length: 5 }, b));
+  });
+});
+
+describe("store", () => {
+  const dir = mkdtempSync(join(tmpdir(), "pkv-policy-"));
+  process.env.PKV_CACHE_DIR = dir;
+  afterAll(() => {
+    delete process.env.PKV_CACHE_DIR;
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test("a saved table loads back under the same key only", () => {
+    const choices = emptyChoices();
+    choices[3] = 1;
+    const key = policyKey("Some GPU", shape);
+    savePolicy(key, { choices, measurements: [] });
+    expect(Array.from(loadPolicy(key)!.choices)).toEqual(Array.from(choices));
+    expect(loadPolicy(policyKey("Other GPU", shape))).toBeUndefined();
+    expect(loadPolicy(policyKey("Some GPU", { ...shape, pageSize: 32 }))).toBeUndefined();
+  });
+  test("a corrupt file reads as no calibration", () => {
+    const key = policyKey("Broken GPU", shape);
+    savePolicy(key, { choices: emptyChoices(), measurements: [] });
+    writeFileSync(policyPath(key), "{ not json");
+    expect(loadPolicy(key)).toBeUndefined();
+  });
+});
+
+test("calibration needs the CUDA backend", () => {
+  using rt = openRuntime({ backend: "cpu" });
+  expect(() => rt.calibrate(shape)).toThrow(UnsupportedError);
+});
