@@ -1,11 +1,11 @@
 // Streaming-read bandwidth of the device (16-byte loads): the ceiling every decode benchmark quotes.
 //   bun bench/probe.ts [--bytes N] [--iterations N] [--out bench/results/probe.json]
 // Prints the result and, with --out, writes {device, commit, date, bytes, iterations, gbps} there.
-import { execSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { parseArgs } from "node:util";
 import { openRuntime } from "../lib/index.ts";
+import { commit } from "./meta.ts";
 
 const { values } = parseArgs({
   options: {
@@ -14,15 +14,6 @@ const { values } = parseArgs({
     out: { type: "string" },
   },
 });
-
-// The GPU machine runs a copy of the tree that may have no .git: fall back to $PKV_COMMIT.
-function commit(): string {
-  try {
-    return execSync("git rev-parse HEAD", { stdio: ["ignore", "pipe", "ignore"] }).toString().trim();
-  } catch {
-    return process.env.PKV_COMMIT ?? "unknown";
-  }
-}
 
 using rt = openRuntime({ backend: "auto" });
 if (rt.backend === "cpu") console.warn("note: no CUDA device is visible; this measures host memory");
