@@ -69,7 +69,10 @@ pub fn build(b: *std.Build) !void {
     const install = b.addInstallLibFile(library, "libpersistentkv.so");
     b.getInstallStep().dependOn(&install.step);
 
-    const tests = b.addSystemCommand(&.{ "bun", "test" });
+    // bun from npm (node_modules/.bin), which is on PATH only inside npm scripts; else bun from PATH.
+    const npm_bun = b.pathFromRoot("node_modules/.bin/bun");
+    const bun = if (std.fs.cwd().access(npm_bun, .{})) |_| npm_bun else |_| "bun";
+    const tests = b.addSystemCommand(&.{ bun, "test" });
     tests.step.dependOn(b.getInstallStep());
     tests.has_side_effects = true;
     b.step("test", "Run the bun test suite against the built library").dependOn(&tests.step);

@@ -12,6 +12,20 @@ export type HostArray = NodeJS.TypedArray;
 export type MemoryKind = "device" | "pinned";
 export const MEMORY_KIND = { device: 0, pinned: 1 } as const;
 
+// Offsets and sizes cross the ABI as u64: a negative, fractional or NaN number would arrive truncated or
+// wrapped around (1.5 -> 1, NaN -> 0, -1 -> 2^64 - 1), so they are refused here with a clear message.
+function byteCount(what: string, value: number): number {
+  if (!Number.isSafeInteger(value) || value < 0)
+    throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `${what} ${value} is not a non-negative integer`);
+  return value;
+}
+
+function hostArray(what: string, value: unknown): ArrayBufferView {
+  if (!ArrayBuffer.isView(value))
+    throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `${what} is not a typed array or DataView`);
+  return value;
+}
+
 type TypedArrayClass<T> = { new (buffer: ArrayBuffer, byteOffset: number, length: number): T; BYTES_PER_ELEMENT: number };
 
 export abstract class NativeBuffer extends NativeObject {
@@ -28,18 +42,25 @@ export abstract class NativeBuffer extends NativeObject {
 
   /** Copies host data into the buffer at `offset` (bytes); complete on return. */
   write(src: HostArray, offset = 0): void {
+    hostArray("write: source", src);
+    byteCount("write: offset", offset);
     check(native().pkv_buffer_write(this.handle, offset, src, src.byteLength), "pkv_buffer_write");
   }
 
   /** Copies `dst.byteLength` bytes from `offset` into host memory; waits for pending work first. */
   read(dst: HostArray, offset = 0): void {
+    hostArray("read: destination", dst);
+    byteCount("read: offset", offset);
     check(native().pkv_buffer_read(this.handle, offset, dst, dst.byteLength), "pkv_buffer_read");
   }
 
   /** Asynchronous copy from another buffer of the same runtime. */
   copyFrom(src: NativeBuffer, options: { bytes?: number; srcOffset?: number; dstOffset?: number; stream?: Stream } = {}) {
     const { srcOffset = 0, dstOffset = 0, stream } = options;
-    const bytes = options.bytes ?? Math.min(src.bytes - srcOffset, this.bytes - dstOffset);
+    byteCount("copyFrom: srcOffset", srcOffset);
+    byteCount("copyFrom: dstOffset", dstOffset);
+    const fits = Math.max(0, Math.min(src.bytes - srcOffset, this.bytes - dstOffset));
+    const bytes = byteCount("copyFrom: bytes", options.bytes ?? fits);
     check(
       native().pkv_buffer_copy(this.handle, dstOffset, src.handle, srcOffset, bytes, stream?.handle ?? null),
       "pkv_buffer_copy",
@@ -49,7 +70,10 @@ export abstract class NativeBuffer extends NativeObject {
   /** Sets `bytes` bytes from `offset` to `value` (0-255), asynchronously on the stream. */
   fill(value: number, options: { offset?: number; bytes?: number; stream?: Stream } = {}): void {
     const { offset = 0, stream } = options;
-    const bytes = options.bytes ?? this.bytes - offset;
+    byteCount("fill: offset", offset);
+    const bytes = byteCount("fill: bytes", options.bytes ?? Math.max(0, this.bytes - offset));
+    if (!Number.isInteger(value) || value < 0 || value > 255)
+      throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `fill: byte value ${value} is not an integer in 0..255`);
     check(native().pkv_buffer_fill(this.handle, offset, value, bytes, stream?.handle ?? null), "pkv_buffer_fill");
   }
 }

@@ -1,0 +1,102 @@
+// The CPU reference decode attention (pkv_reference_decode) on host typed arrays: the answer every kernel
+// is checked against. Native code trusts the arrays' lengths, so every length is checked here first.
+import { check } from "./ffi/call";
+import { native } from "./ffi/loader";
+import { dtypeCode, type DType } from "./dtype";
+import { InvalidArgumentError, Status } from "./errors";
+
+export interface AttentionShape {
+  numQoHeads: number;
+  numKvHeads: number;
+  /** 64, 128 or 256. */
+  headDim: number;
+  /** A power of two in 1..256. */
+  pageSize: number;
+  dtype: DType;
+  /** Softmax scale; default (or 0) 1 / sqrt(headDim). */
+  smScale?: number;
+}
+
+export interface ReferenceDecodeArgs {
+  shape: AttentionShape;
+  /** [batch + 1]: sequence b owns pageIndices[pageIndptr[b] .. pageIndptr[b + 1]). */
+  pageIndptr: Int32Array;
+  pageIndices: Int32Array;
+  /** [batch]: context length of each sequence (its last page may be partial). */
+  seqLens: Int32Array;
+  /** [numPages][numKvHeads][pageSize][headDim] 16-bit values (HND pages). */
+  kPages: Uint16Array;
+  vPages: Uint16Array;
+  numPages: number;
+  /** [batch][numQoHeads][headDim] in, and out. */
+  q: Uint16Array;
+  out: Uint16Array;
+  /** [batch][numQoHeads]: natural log of each softmax denominator; -Infinity for an empty context. */
+  lse?: Float32Array;
+}
+
+function invalid(message: string): never {
+  throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `referenceDecode: ${message}`);
+}
+
+function expectArray(name: string, value: unknown, Type: Function, length?: number): void {
+  if (!(value instanceof Type)) invalid(`${name} must be a ${Type.name}`);
+  const actual = (value as ArrayLike<number>).length;
+  if (length !== undefined && actual !== length) invalid(`${name} has ${actual} elements, expected ${length}`);
+}
+
+function expectInt(name: string, value: number, min: number): void {
+  if (!Number.isInteger(value) || value < min || value > 0x7fffffff)
+    invalid(`${name} ${value} is not an int32 >= ${min}`);
+}
+
+/** Decode attention of one query token per sequence over its paged context, on the CPU. */
+export function referenceDecode(args: ReferenceDecodeArgs): void {
+  const { shape, pageIndptr, pageIndices, seqLens, kPages, vPages, numPages, q, out, lse } = args;
+  const { numQoHeads, numKvHeads, headDim, pageSize, smScale = 0 } = shape;
+  // The native call checks the allowed values (head dims, page sizes, group sizes); here only what the
+  // length arithmetic needs.
+  expectInt("numQoHeads", numQoHeads, 1);
+  expectInt("numKvHeads", numKvHeads, 1);
+  expectInt("headDim", headDim, 1);
+  expectInt("pageSize", pageSize, 1);
+  expectInt("numPages", numPages, 0);
+  if (!Number.isFinite(smScale) || smScale < 0) invalid(`smScale ${smScale} is not finite and >= 0`);
+  expectArray("seqLens", seqLens, Int32Array);
+  const batch = seqLens.length;
+  expectArray("pageIndptr", pageIndptr, Int32Array, batch + 1);
+  expectArray("pageIndices", pageIndices, Int32Array);
+  // Native code reads pageIndices[pageIndptr[0] .. pageIndptr[batch]): the ranges must lie inside the array.
+  for (let b = 0; b < batch; b++)
+    if (pageIndptr[b]! < 0 || pageIndptr[b]! > pageIndptr[b + 1]! || pageIndptr[b + 1]! > pageIndices.length)
+      invalid(`pageIndptr of sequence ${b}, [${pageIndptr[b]}, ${pageIndptr[b + 1]}), is not a range of the ` +
+        `${pageIndices.length} page indices`);
+  const pageElems = numKvHeads * pageSize * headDim;
+  expectArray("kPages", kPages, Uint16Array, numPages * pageElems);
+  expectArray("vPages", vPages, Uint16Array, numPages * pageElems);
+  expectArray("q", q, Uint16Array, batch * numQoHeads * headDim);
+  expectArray("out", out, Uint16Array, batch * numQoHeads * headDim);
+  if (lse !== undefined) expectArray("lse", lse, Float32Array, batch * numQoHeads);
+
+  // pkv_attention_shape: five int32 fields, then the float sm_scale (24 bytes).
+  const struct = new ArrayBuffer(24);
+  new Int32Array(struct, 0, 5).set([numQoHeads, numKvHeads, headDim, pageSize, dtypeCode(shape.dtype)]);
+  new Float32Array(struct, 20, 1)[0] = smScale;
+  // Typed arrays are passed themselves (not ptr()), which is safe for synchronous calls (DESIGN.md).
+  check(
+    native().pkv_reference_decode(
+      new Uint8Array(struct),
+      batch,
+      pageIndptr,
+      pageIndices,
+      seqLens,
+      kPages,
+      vPages,
+      numPages,
+      q,
+      out,
+      lse ?? null,
+    ),
+    "pkv_reference_decode",
+  );
+}
