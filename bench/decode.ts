@@ -2,12 +2,12 @@
 // bench/workloads/peers-h100.md (CUDA events, median of N launches, L2 flushed before each launch).
 //   bun bench/decode.ts [--workloads bench/workloads/decode.json] [--out bench/results] [--reps 30] [--only b1-bucketed,b4-long]
 //                       [--sequential-pages]
-import { execSync } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import type { DecodePolicy } from "../lib/engine";
 import { openRuntime } from "../lib/runtime";
 import { randomHalves, rng, TestPool } from "../test/support/pool";
 import { chart } from "./chart";
+import { commit } from "./meta";
 import { type DecodeResult, type DecodeRow, flashInferSteps, PEERS_PATH, report } from "./report";
 
 const args = process.argv.slice(2);
@@ -129,13 +129,9 @@ for (const w of workloads) {
   });
 }
 
-let commit = process.env.PKV_COMMIT ?? "unknown"; // the device copy has no .git
-try {
-  if (commit === "unknown") commit = execSync("git rev-parse HEAD", { stdio: ["ignore", "pipe", "ignore"] }).toString().trim();
-} catch {}
 const date = new Date().toISOString();
 const result = {
-  device: rt.info.name, commit, date, ceiling_gbps: +ceiling.toFixed(1),
+  device: rt.info.name, commit: commit(), date, ceiling_gbps: +ceiling.toFixed(1),
   timing: `CUDA events around one run, median of ${reps} launches, L2 flushed (256 MiB read) before each; wall: plan + runs + sync on the host clock, L2 flushed first, median of ${reps} (1 layer) / 10 (32 layers cycling ${layersInPool} pool layers); bytes = K + V + q + out`,
   policy: engine.calibrated ? "calibrated" : "built-in",
   rows,

@@ -18,6 +18,7 @@
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { parseArgs } from "node:util";
+import { commit } from "./meta.ts";
 import { openRuntime } from "../lib/runtime";
 import { quantile, type StepReport } from "../lib/scheduler";
 import { createDemoStack, sizesFor } from "../lib/scheduler/demo";
@@ -156,11 +157,10 @@ const steps = busy.map((r) => r.timeMs);
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
 const round = (x: number, digits = 3) => Number(x.toFixed(digits));
 const t = scheduler.totals;
-const git = Bun.spawnSync(["git", "rev-parse", "--short", "HEAD"], { stderr: "ignore" });
 const report = {
   device: rt.info.name,
   backend: rt.backend,
-  commit: git.success ? git.stdout.toString().trim() : "unknown",
+  commit: commit(),
   date: new Date().toISOString(),
   model: "synthetic (deterministic activations; the attention, cache and scheduling are real)",
   config: { ...sizes, policy: flags.policy, requests: arrivals.length, flags },

@@ -2,10 +2,10 @@
 // space, timed as the scheduler sees it (host bookkeeping + copies + synchronize), median of repeats.
 //   bun bench/swap.ts [--gib 1] [--repeats 5] [--out bench/results/swap.json]
 // Shape: Llama-3-8B-like (32 layers, 8 KV heads, head dim 128, fp16, page size 16): 2 MiB per page.
-import { execSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { parseArgs } from "node:util";
+import { commit } from "./meta.ts";
 import { type Sequence, openRuntime } from "../lib/index.ts";
 
 const { values } = parseArgs({
@@ -16,14 +16,6 @@ const { values } = parseArgs({
     out: { type: "string" },
   },
 });
-
-function commit(): string {
-  try {
-    return execSync("git rev-parse HEAD", { stdio: ["ignore", "pipe", "ignore"] }).toString().trim();
-  } catch {
-    return process.env.PKV_COMMIT ?? "unknown";
-  }
-}
 
 const shape = { numLayers: 32, numKvHeads: 8, headDim: 128, pageSize: 16, dtype: "f16" as const };
 const tokenBytes = shape.numLayers * 2 * shape.numKvHeads * shape.headDim * 2; // every layer, K and V
