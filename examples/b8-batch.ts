@@ -60,7 +60,7 @@ for (const workload of b8) {
     const gbps = plan.kvBytes / (ms * 1e6);
     const ofCeiling = gpu ? `, ${((100 * gbps) / ceiling).toFixed(0)}% of ceiling` : "";
     console.log(
-      `${workload.name} step ${step}: ${plan.totalTokens} tokens, kernel ${plan.kernel}, ${(ms * 1000).toFixed(0)} us, ${gbps.toFixed(1)} GB/s${ofCeiling}`,
+      `${workload.name} step ${step}: ${plan.totalTokens} tokens, kernel ${plan.kernel}, step ${(ms * 1000).toFixed(0)} us (plan + run + sync), ${gbps.toFixed(1)} GB/s${ofCeiling}`,
     );
     for (const seq of sequences) cache.release(seq);
   });

@@ -5,7 +5,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { InvalidArgumentError, UnsupportedError } from "../lib/errors";
 import { openRuntime } from "../lib/runtime";
-import { judge, seeded, spread } from "../lib/policy/calibrate";
+import { judge, spread } from "../lib/policy/calibrate";
+import { seeded } from "../lib/random";
 import { loadPolicy, policyKey, policyPath, savePolicy } from "../lib/policy/store";
 import { BATCH_BUCKETS, batchBucket, cellStep, emptyChoices, TOKEN_BUCKETS, tokenBucket } from "../lib/policy/table";
 

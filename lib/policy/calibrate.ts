@@ -4,6 +4,7 @@ import type { DType } from "../dtype";
 import type { DecodeEngine, DecodeKernel, DecodePolicy } from "../engine";
 import { UnsupportedError, Status } from "../errors";
 import type { KVCache, Sequence } from "../kvcache";
+import { seeded } from "../random";
 import type { Runtime } from "../runtime";
 import {
   BATCH_BUCKETS,
@@ -143,18 +144,6 @@ export function spread(tokens: number, batch: number, random: () => number): num
 
 function gaussian(random: () => number): number {
   return Math.sqrt(-2 * Math.log(1 - random())) * Math.cos(2 * Math.PI * random());
-}
-
-/** mulberry32: a small seeded generator, so a calibration's synthetic steps repeat exactly. */
-export function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 function median(xs: number[]): number {

@@ -1,5 +1,6 @@
 // Helpers shared by the KV cache tests: deterministic K/V data, a seeded random source, and a fingerprint
 // of everything a cache stores (to check that a failed operation changed nothing).
+import { seeded } from "../../lib/random";
 import type { KVCache, Sequence } from "../../lib/index.ts";
 
 /** The seed for random tests: PKV_SEED if set, else `fallback`; printed so a failure can be replayed. */
@@ -10,17 +11,11 @@ export function testSeed(name: string, fallback: number): number {
   return seed;
 }
 
-/** mulberry32: small, fast, and good enough to drive a model test. */
+/** Random choices for the model test, from a seeded mulberry32 stream. */
 export class Rng {
-  #state: number;
+  readonly next: () => number;
   constructor(seed: number) {
-    this.#state = seed >>> 0;
-  }
-  next(): number {
-    let t = (this.#state = (this.#state + 0x6d2b79f5) | 0);
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    this.next = seeded(seed);
   }
   /** An integer in [0, n). */
   int(n: number): number {

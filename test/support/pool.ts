@@ -25,16 +25,8 @@ export interface TestSequence {
 }
 
 /** Deterministic PRNG (mulberry32) so failures reproduce from the seed. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { seeded } from "../../lib/random";
+export const rng = seeded;
 
 /** `n` random 16-bit values uniform in [-scale, scale], drawn from a 4096-entry table (fast for GiBs). */
 export function randomHalves(dtype: DType, n: number, random: () => number, scale = 1): Uint16Array {

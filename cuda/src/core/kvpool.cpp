@@ -123,6 +123,17 @@ int64_t token_bytes(const pkv_kvpool *pool, int32_t n) {
   return (int64_t)n * pool->config.num_kv_heads * pool->config.head_dim * pool->elem_bytes;
 }
 
+// Device staging for a host-array write or read of n tokens: the slot list, and room for their K and V.
+pkv_status stage_tokens(pkv_kvpool *pool, int32_t n, const int32_t *slots, const int32_t **slots_dev, char **k,
+                        char **v) {
+  const int64_t bytes = token_bytes(pool, n);
+  PKV_TRY(stage_indices(pool, n, slots, nullptr, slots_dev, nullptr));
+  PKV_TRY(ensure_staging(pool, &pool->data_device, &pool->data_capacity, 2 * bytes));
+  *k = static_cast<char *>(pool->data_device);
+  *v = *k + bytes;
+  return PKV_OK;
+}
+
 }  // namespace
 
 extern "C" {
@@ -230,9 +241,8 @@ pkv_status pkv_kvpool_write(pkv_kvpool *pool, int32_t layer, int32_t n, const in
   }
   const int64_t bytes = token_bytes(pool, n);
   const int32_t *slots_dev = nullptr;
-  PKV_TRY(stage_indices(pool, n, slots, nullptr, &slots_dev, nullptr));
-  PKV_TRY(ensure_staging(pool, &pool->data_device, &pool->data_capacity, 2 * bytes));
-  char *kd = static_cast<char *>(pool->data_device), *vd = kd + bytes;
+  char *kd = nullptr, *vd = nullptr;
+  PKV_TRY(stage_tokens(pool, n, slots, &slots_dev, &kd, &vd));
   // From pageable memory the copy returns once the source is staged, so the caller may reuse k and v.
   PKV_CUDA_TRY(cudaMemcpyAsync(kd, k, bytes, cudaMemcpyHostToDevice, pool->rt->stream));
   PKV_CUDA_TRY(cudaMemcpyAsync(vd, v, bytes, cudaMemcpyHostToDevice, pool->rt->stream));
@@ -285,9 +295,8 @@ pkv_status pkv_kvpool_read(pkv_kvpool *pool, int32_t layer, int32_t n, const int
   }
   const int64_t bytes = token_bytes(pool, n);
   const int32_t *slots_dev = nullptr;
-  PKV_TRY(stage_indices(pool, n, slots, nullptr, &slots_dev, nullptr));
-  PKV_TRY(ensure_staging(pool, &pool->data_device, &pool->data_capacity, 2 * bytes));
-  char *kd = static_cast<char *>(pool->data_device), *vd = kd + bytes;
+  char *kd = nullptr, *vd = nullptr;
+  PKV_TRY(stage_tokens(pool, n, slots, &slots_dev, &kd, &vd));
   PKV_TRY(pkv::gpu_gather_tokens(pool, layer, n, slots_dev, kd, vd, pool->rt->stream));
   PKV_CUDA_TRY(cudaMemcpyAsync(k, kd, bytes, cudaMemcpyDeviceToHost, pool->rt->stream));
   PKV_CUDA_TRY(cudaMemcpyAsync(v, vd, bytes, cudaMemcpyDeviceToHost, pool->rt->stream));
