@@ -191,6 +191,17 @@ describe("typed errors from the TypeScript API", () => {
     expectSentinelIntact();
   });
 
+  test("a stream of another runtime is InvalidArgumentError for copies, fills and events", () => {
+    using other = pkv.openRuntime({ backend: "cpu" });
+    using foreignStream = other.createStream();
+    using copy = rt.allocDevice(16);
+    using event = rt.createEvent();
+    expect(() => copy.copyFrom(sentinel, { bytes: 16, stream: foreignStream })).toThrow(/another runtime/);
+    expect(() => sentinel.fill(7, { stream: foreignStream })).toThrow(pkv.InvalidArgumentError);
+    expect(() => event.record(foreignStream)).toThrow(pkv.InvalidArgumentError);
+    expectSentinelIntact();
+  });
+
   test("use after dispose is BadStateError, for every kind of object", () => {
     const buf = rt.allocDevice(16);
     const pinned = rt.allocPinned(16);

@@ -169,7 +169,7 @@ pkv_status pkv_buffer_copy(pkv_buffer *dst, uint64_t dst_offset, pkv_buffer *src
   PKV_API_BEGIN
   PKV_CHECK(dst, Buffer);
   PKV_CHECK(src, Buffer);
-  if (stream) PKV_CHECK(stream, Stream);
+  PKV_TRY(pkv::check_stream(dst->rt, stream, __func__));
   if (dst->rt != src->rt) return pkv::fail(PKV_ERR_INVALID_ARGUMENT, "pkv_buffer_copy: buffers of two runtimes");
   PKV_TRY(check_range(dst, dst_offset, bytes, __func__));
   PKV_TRY(check_range(src, src_offset, bytes, __func__));
@@ -189,7 +189,7 @@ pkv_status pkv_buffer_fill(pkv_buffer *dst, uint64_t offset, uint32_t byte_value
                            pkv_stream *stream) {
   PKV_API_BEGIN
   PKV_CHECK(dst, Buffer);
-  if (stream) PKV_CHECK(stream, Stream);
+  PKV_TRY(pkv::check_stream(dst->rt, stream, __func__));
   if (byte_value > 255) return pkv::fail(PKV_ERR_INVALID_ARGUMENT, "pkv_buffer_fill: byte value %u > 255", byte_value);
   PKV_TRY(check_range(dst, offset, bytes, __func__));
   if (bytes == 0) return PKV_OK;
@@ -259,7 +259,7 @@ pkv_status pkv_event_destroy(pkv_event *event) {
 pkv_status pkv_event_record(pkv_event *event, pkv_stream *stream) {
   PKV_API_BEGIN
   PKV_CHECK(event, Event);
-  if (stream) PKV_CHECK(stream, Stream);
+  PKV_TRY(pkv::check_stream(event->rt, stream, __func__));
   if (!pkv::on_cuda(event->rt)) {
     event->host_ms = now_ms();
     return PKV_OK;

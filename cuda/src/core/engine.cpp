@@ -562,10 +562,7 @@ pkv_status pkv_decode_run_device(pkv_decode_engine *engine, int32_t plan_id, int
   PKV_TRY(check_device_buffer(e, q, q_offset, io, 16, __func__, "q"));
   PKV_TRY(check_device_buffer(e, out, out_offset, io, 16, __func__, "out"));
   if (lse) PKV_TRY(check_device_buffer(e, lse, lse_offset, (uint64_t)e->batch * e->cfg.num_qo_heads * 4, 4, __func__, "lse"));
-  if (stream) {
-    PKV_CHECK(stream, Stream);
-    if (stream->rt != e->rt) return fail(PKV_ERR_INVALID_ARGUMENT, "%s: the stream belongs to another runtime", __func__);
-  }
+  PKV_TRY(pkv::check_stream(e->rt, stream, __func__));
   const void *qp = static_cast<char *>(q->ptr) + q_offset;
   void *op = static_cast<char *>(out->ptr) + out_offset;
   float *lp = lse ? reinterpret_cast<float *>(static_cast<char *>(lse->ptr) + lse_offset) : nullptr;

@@ -21,13 +21,6 @@ pkv_status require_cuda(pkv_runtime *rt, const char *func) {
   return PKV_OK;
 }
 
-pkv_status check_stream(pkv_runtime *rt, pkv_stream *stream) {
-  if (!stream) return PKV_OK;
-  PKV_CHECK(stream, Stream);
-  if (stream->rt != rt) return pkv::fail(PKV_ERR_INVALID_ARGUMENT, "the stream belongs to another runtime");
-  return PKV_OK;
-}
-
 }  // namespace
 
 extern "C" {
@@ -35,7 +28,7 @@ extern "C" {
 pkv_status pkv_capture_begin(pkv_runtime *rt, pkv_stream *stream) {
   PKV_API_BEGIN
   PKV_CHECK(rt, Runtime);
-  PKV_TRY(check_stream(rt, stream));
+  PKV_TRY(pkv::check_stream(rt, stream, __func__));
   PKV_TRY(require_cuda(rt, __func__));
   cudaStreamCaptureStatus status;
   PKV_CUDA_TRY(cudaStreamIsCapturing(pkv::stream_of(rt, stream), &status));
@@ -50,7 +43,7 @@ pkv_status pkv_capture_begin(pkv_runtime *rt, pkv_stream *stream) {
 pkv_status pkv_capture_end(pkv_runtime *rt, pkv_stream *stream, pkv_graph **out) {
   PKV_API_BEGIN
   PKV_CHECK(rt, Runtime);
-  PKV_TRY(check_stream(rt, stream));
+  PKV_TRY(pkv::check_stream(rt, stream, __func__));
   PKV_NOT_NULL(out);
   *out = nullptr;
   PKV_TRY(require_cuda(rt, __func__));
@@ -74,7 +67,7 @@ pkv_status pkv_capture_end(pkv_runtime *rt, pkv_stream *stream, pkv_graph **out)
 pkv_status pkv_graph_launch(pkv_graph *graph, pkv_stream *stream) {
   PKV_API_BEGIN
   PKV_CHECK(graph, Graph);
-  PKV_TRY(check_stream(graph->rt, stream));
+  PKV_TRY(pkv::check_stream(graph->rt, stream, __func__));
   PKV_CUDA_TRY(cudaGraphLaunch(graph->exec, pkv::stream_of(graph->rt, stream)));
   return PKV_OK;
   PKV_API_END

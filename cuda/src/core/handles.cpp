@@ -51,6 +51,13 @@ pkv_status check_handle(const void *handle, Kind kind, const char *func, const c
   return PKV_OK;
 }
 
+pkv_status check_stream(pkv_runtime *rt, pkv_stream *stream, const char *func) {
+  if (!stream) return PKV_OK;
+  PKV_TRY(check_handle(stream, Kind::Stream, func, "stream"));
+  if (stream->rt != rt) return fail(PKV_ERR_INVALID_ARGUMENT, "%s: the stream belongs to another runtime", func);
+  return PKV_OK;
+}
+
 void adopt(pkv_runtime *rt, void *child, Kind kind, void (*destroy)(void *)) {
   register_handle(child, kind);
   rt->children.push_back({child, kind, destroy});

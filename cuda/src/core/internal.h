@@ -94,6 +94,9 @@ namespace pkv {
 inline bool on_cuda(const pkv_runtime *rt) { return rt->backend == PKV_BACKEND_CUDA; }
 // The CUDA stream for an optional stream argument.
 inline cudaStream_t stream_of(pkv_runtime *rt, pkv_stream *s) { return s ? s->stream : rt->stream; }
+// An optional stream argument: NULL, or a live stream of `rt` (a stream of another runtime may be on
+// another device).
+pkv_status check_stream(pkv_runtime *rt, pkv_stream *stream, const char *func);
 // Registers a new child object and remembers its destructor for runtime_destroy.
 void adopt(pkv_runtime *rt, void *child, Kind kind, void (*destroy)(void *));
 void disown(pkv_runtime *rt, void *child);  // unregisters and forgets it (its destroy call frees it)

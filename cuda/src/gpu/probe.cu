@@ -93,7 +93,7 @@ pkv_status pkv_probe_read_bandwidth(pkv_runtime *rt, uint64_t bytes, int32_t ite
 pkv_status pkv_flush_l2(pkv_runtime *rt, pkv_stream *stream) {
   PKV_API_BEGIN
   PKV_CHECK(rt, Runtime);
-  if (stream) PKV_CHECK(stream, Stream);
+  PKV_TRY(pkv::check_stream(rt, stream, __func__));
   if (!pkv::on_cuda(rt)) return PKV_OK;  // nothing to flush that a benchmark could see
   if (!rt->flush_buffer) {
     // 256 MiB, as in the peer measurements: several times any L2 so far.
