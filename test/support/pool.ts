@@ -5,6 +5,8 @@ import { type Pointer, toArrayBuffer } from "bun:ffi";
 import { check, outPointer } from "../../lib/ffi/call";
 import { native } from "../../lib/ffi/loader";
 import { DTYPE_CODE, encode, type DType } from "../../lib/dtype";
+import { seeded } from "../../lib/random";
+import { referenceDecode } from "../../lib/reference";
 import type { Runtime } from "../../lib/runtime";
 
 export interface PoolShape {
@@ -25,7 +27,6 @@ export interface TestSequence {
 }
 
 /** Deterministic PRNG (mulberry32) so failures reproduce from the seed. */
-import { seeded } from "../../lib/random";
 export const rng = seeded;
 
 /** `n` random 16-bit values uniform in [-scale, scale], drawn from a 4096-entry table (fast for GiBs). */
@@ -152,23 +153,18 @@ export class TestPool {
   /** pkv_reference_decode over the same pages: out [batch][hq][d] bits and lse (natural log). */
   reference(layer: number, sequences: readonly TestSequence[], numQoHeads: number, q: Uint16Array, smScale = 0) {
     const s = this.shape;
-    const shape = new DataView(new ArrayBuffer(24));
-    [numQoHeads, s.numKvHeads, s.headDim, s.pageSize, DTYPE_CODE[s.dtype]].forEach((x, i) => shape.setInt32(4 * i, x, true));
-    shape.setFloat32(20, smScale, true);
     const indptr = new Int32Array(sequences.length + 1);
     sequences.forEach((seq, i) => (indptr[i + 1] = indptr[i]! + seq.pages.length));
-    const indices = new Int32Array(Math.max(1, indptr[sequences.length]!));
+    const indices = new Int32Array(indptr[sequences.length]!);
     sequences.forEach((seq, i) => indices.set(seq.pages, indptr[i]!));
-    const lens = Int32Array.from(sequences.map((seq) => seq.length));
     const out = new Uint16Array(sequences.length * numQoHeads * s.headDim);
     const lse = new Float32Array(sequences.length * numQoHeads);
-    check(
-      native().pkv_reference_decode(
-        new Uint8Array(shape.buffer), sequences.length, indptr, indices, lens, this.k[layer]!, this.v[layer]!,
-        s.numPages, q, out, lse,
-      ),
-      "pkv_reference_decode",
-    );
+    referenceDecode({
+      shape: { numQoHeads, numKvHeads: s.numKvHeads, headDim: s.headDim, pageSize: s.pageSize, dtype: s.dtype, smScale },
+      pageIndptr: indptr, pageIndices: indices,
+      seqLens: Int32Array.from(sequences.map((seq) => seq.length)),
+      kPages: this.k[layer]!, vPages: this.v[layer]!, numPages: s.numPages, q, out, lse,
+    });
     return { out, lse };
   }
 
