@@ -4,6 +4,8 @@
 // then O += P V with P reused from the S fragments. Four warps take the tile's 16-token chunks in turn;
 // their states are merged at the end like the CUDA-core body's token partitions.
 #pragma once
+#include <type_traits>
+
 #include "../core/plan.h"
 #include "decode_launch.h"
 #include "decode_merge.cuh"
@@ -24,15 +26,18 @@ struct TensorBody {
   static constexpr int kChunks = kTile / 16;
   static constexpr int kKSteps = D / 16;  // k-steps of Q K^T
   static constexpr int kNTiles = D / 8;   // n-tiles of O
-  static constexpr int kStageElems = 2 * kTile * D;
+  static constexpr bool kBulk = kMath == kMathTensorBulk;  // EXPERIMENTAL: padded rows, bulk copies
+  static constexpr int kRowStride = kBulk ? D + 8 : D;
+  static constexpr int kStageElems = 2 * kTile * kRowStride;
   static constexpr size_t kSmemBytes = kDecodeStages * (size_t)kStageElems * sizeof(T);
   static_assert(D <= 128 && kKSteps % 2 == 0, "tensor-core body: head dim 64 or 128");
   static_assert(kWarps * 16 * (D + 1) * sizeof(float) <= kSmemBytes, "merge scratch fits");
   static_assert((kMergeWeights + 16) * sizeof(float) <= kSmemBytes, "split-merge weights fit");
-  using Loader = TileLoader<T, D, kThreads, kTile, true>;
+  using Loader = std::conditional_t<kBulk, BulkTileLoader<T, D, kThreads, kTile>, TileLoader<T, D, kThreads, kTile, true>>;
 
-  // Element (row, 16-byte chunk) of a swizzled stage.
+  // Element (row, 16-byte chunk) of a stage: swizzled, or padded rows (bulk copies).
   static __device__ __forceinline__ const T *at(const T *base, int row, int chunk) {
+    if constexpr (kBulk) return base + row * kRowStride + chunk * 8;
     return base + row * D + (chunk ^ (row & 7)) * 8;
   }
 
@@ -62,7 +67,7 @@ struct TensorBody {
     Loader loader{static_cast<const T *>(p.k), static_cast<const T *>(p.v), p.table + (int64_t)row.table_row * p.table_stride,
                   task.tok_begin, task.tok_end, head, p.num_kv_heads, p.page_shift};
     const int ntiles = (task.tok_end - task.tok_begin + kTile - 1) / kTile;
-    stream_tiles<Loader, kStageElems>(loader, ntiles, smem, [&](int, const T *ks_, const T *vs_, int valid) {
+    auto tile_math = [&](int, const T *ks_, const T *vs_, int valid) {
       for (int j = warp; j < kChunks; j += kWarps) {
         const int t0 = j * 16;
         if (t0 >= valid) break;
@@ -122,7 +127,11 @@ struct TensorBody {
           MmaOp<T>::run(o[n + 1], pa, b[2], b[3]);
         }
       }
-    });
+    };
+    if constexpr (kBulk)
+      stream_tiles_bulk<Loader, kStageElems>(loader, ntiles, smem, tile_math);
+    else
+      stream_tiles<Loader, kStageElems>(loader, ntiles, smem, tile_math);
 
     // Each warp's state into the reused pipeline memory, then the shared epilogue merges the warps.
     float *sm_lse = reinterpret_cast<float *>(smem);

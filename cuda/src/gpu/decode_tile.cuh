@@ -54,3 +54,55 @@ struct TileLoader {
 };
 
 }  // namespace pkv
+
+namespace pkv {
+
+// EXPERIMENTAL (kMathTensorBulk): the same tile, one Hopper bulk copy per K or V row (D elements,
+// contiguous in the page) into a row padded by 16 bytes, so ldmatrix's eight rows of one column fall in
+// eight different banks without a swizzle. Rows past the task's end copy the task's last token again
+// (finite data; its scores are masked to -inf, so P is 0 there), which keeps the byte count of every
+// stage fixed and needs no ordinary stores into memory the copy engine writes.
+template <typename T, int D, int kThreads, int kTile>
+struct BulkTileLoader {
+  static constexpr int kTileTokens = kTile;
+  static constexpr int kRowStride = D + 8;                      // elements
+  static constexpr int kCopies = 2 * kTile / kThreads;          // row copies per thread per tile (K and V)
+  static constexpr int kPasses = kCopies;                       // page ids per thread per tile
+  static constexpr unsigned kRowBytes = D * sizeof(T);
+  static constexpr unsigned kStageBytes = 2 * kTile * kRowBytes;  // what one stage's barrier waits for
+  static_assert((2 * kTile) % kThreads == 0, "whole copies per thread");
+  static_assert(kRowBytes % 16 == 0 && (kRowStride * sizeof(T)) % 16 == 0, "bulk copies move 16-byte units");
+
+  const T *k;
+  const T *v;
+  const int32_t *table_row;
+  int32_t tok_begin, tok_end;
+  int32_t head, num_kv_heads, page_shift;
+
+  // Copy c of this thread: tensor (0 K, 1 V) and row of the tile.
+  __device__ __forceinline__ int index_of(int c) const { return threadIdx.x + c * kThreads; }
+  __device__ __forceinline__ int token_of(int tile, int c) const {
+    return min(tok_begin + tile * kTile + index_of(c) % kTile, tok_end - 1);
+  }
+
+  __device__ __forceinline__ void fetch_pages(int tile, int32_t (&pages)[kPasses]) const {
+#pragma unroll
+    for (int c = 0; c < kCopies; c++) pages[c] = __ldg(table_row + (token_of(tile, c) >> page_shift));
+  }
+
+  // ks/vs: this stage's K and V rows; bar: this stage's barrier (thread 0 has armed it with kStageBytes).
+  __device__ __forceinline__ void issue(int tile, const int32_t (&pages)[kPasses], T *ks, T *vs, uint64_t *bar) const {
+#pragma unroll
+    for (int c = 0; c < kCopies; c++) {
+      const int j = index_of(c), row = j % kTile, tok = token_of(tile, c);
+      const int64_t slice = ((int64_t)pages[c] * num_kv_heads + head) << page_shift;
+      const int64_t off = (slice + (tok & ((1 << page_shift) - 1))) * D;
+      if (j < kTile)
+        bulk_copy_g2s(ks + row * kRowStride, k + off, kRowBytes, bar);
+      else
+        bulk_copy_g2s(vs + row * kRowStride, v + off, kRowBytes, bar);
+    }
+  }
+};
+
+}  // namespace pkv
