@@ -26,10 +26,12 @@ struct TensorBody {
   static constexpr int kChunks = kTile / 16;
   static constexpr int kKSteps = D / 16;  // k-steps of Q K^T
   static constexpr int kNTiles = D / 8;   // n-tiles of O
-  static constexpr bool kBulk = kMath == kMathTensorBulk;  // EXPERIMENTAL: padded rows, bulk copies
+  // EXPERIMENTAL: padded rows, bulk copies
+  static constexpr bool kBulk = kMath == kMathTensorBulk || kMath == kMathTensorBulk4;
+  static constexpr int kStages = kMath == kMathTensorBulk4 ? 4 : kDecodeStages;
   static constexpr int kRowStride = kBulk ? D + 8 : D;
   static constexpr int kStageElems = 2 * kTile * kRowStride;
-  static constexpr size_t kSmemBytes = kDecodeStages * (size_t)kStageElems * sizeof(T);
+  static constexpr size_t kSmemBytes = kStages * (size_t)kStageElems * sizeof(T);
   static_assert(D <= 128 && kKSteps % 2 == 0, "tensor-core body: head dim 64 or 128");
   static_assert(kWarps * 16 * (D + 1) * sizeof(float) <= kSmemBytes, "merge scratch fits");
   static_assert((kMergeWeights + 16) * sizeof(float) <= kSmemBytes, "split-merge weights fit");
@@ -129,7 +131,7 @@ struct TensorBody {
       }
     };
     if constexpr (kBulk)
-      stream_tiles_bulk<Loader, kStageElems>(loader, ntiles, smem, tile_math);
+      stream_tiles_bulk<Loader, kStageElems, kStages>(loader, ntiles, smem, tile_math);
     else
       stream_tiles<Loader, kStageElems>(loader, ntiles, smem, tile_math);
 
