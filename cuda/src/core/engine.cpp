@@ -150,7 +150,7 @@ pkv_status ensure_deltas_device(pkv_decode_engine *e, int64_t bytes) {
 }
 
 // Tensor cores wherever they apply (head dim <= 128); PKV_DECODE_MATH=cuda-cores selects the CUDA-core
-// body instead, for measurements that compare the two. PKV_DECODE_COPY=bulk or bulk4 (EXPERIMENTAL, sm_90+) moves
+// body instead, for measurements that compare the two. PKV_DECODE_COPY=bulk or bulk8 (EXPERIMENTAL, sm_90+) moves
 // the tensor-core body's K/V rows with Hopper bulk copies instead of 16-byte cp.async (the default,
 // PKV_DECODE_COPY=cp-async).
 int32_t choose_math(int32_t head_dim, int32_t cc_major) {
@@ -160,7 +160,7 @@ int32_t choose_math(int32_t head_dim, int32_t cc_major) {
   if (!pkv::tensor_cores_support(head_dim)) return pkv::kMathCudaCores;
   const char *copy = getenv("PKV_DECODE_COPY");
   if (copy && strcmp(copy, "bulk") == 0 && cc_major >= 9) return pkv::kMathTensorBulk;
-  if (copy && strcmp(copy, "bulk4") == 0 && cc_major >= 9) return pkv::kMathTensorBulk4;
+  if (copy && strcmp(copy, "bulk8") == 0 && cc_major >= 9) return pkv::kMathTensorBulkGroup;
   return pkv::kMathTensorCores;
 }
 

@@ -38,12 +38,12 @@ enum DecodeMath : int32_t {
   // EXPERIMENTAL (PKV_DECODE_COPY=bulk, sm_90+): kMathTensorCores with each K/V row fetched by one Hopper
   // bulk copy (cp.async.bulk, completing on a per-stage mbarrier) into padded shared-memory rows.
   kMathTensorBulk = 3,
-  kMathTensorBulk4 = 4,  // EXPERIMENTAL (PKV_DECODE_COPY=bulk4): the same with 4 stages (one block per SM)
+  kMathTensorBulkGroup = 4,  // EXPERIMENTAL (PKV_DECODE_COPY=bulk8): one bulk copy per 8 tokens (grouped rows)
 };
 inline bool tensor_cores_support(int32_t head_dim) { return head_dim <= 128; }
 // Tokens per pipeline stage: 8 KiB of K (and of V) per stage on CUDA cores, 16 KiB on tensor cores.
 constexpr int decode_tile_tokens(int head_dim, int32_t math) {
-  return (math == kMathTensorCores || math == kMathTensorBulk || math == kMathTensorBulk4 ? 8192 : 4096) / head_dim;  // kMathTensorSmall: 4096 too
+  return (math == kMathTensorCores || math == kMathTensorBulk || math == kMathTensorBulkGroup ? 8192 : 4096) / head_dim;  // kMathTensorSmall: 4096 too
 }
 
 // Launches the kernel (PKV_KERNEL_*) over `grid` blocks. Unsupported dtype/head_dim: PKV_ERR_UNSUPPORTED.

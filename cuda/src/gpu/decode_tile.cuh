@@ -57,21 +57,32 @@ struct TileLoader {
 
 namespace pkv {
 
-// EXPERIMENTAL (kMathTensorBulk): the same tile, one Hopper bulk copy per K or V row (D elements,
-// contiguous in the page) into a row padded by 16 bytes, so ldmatrix's eight rows of one column fall in
-// eight different banks without a swizzle. Rows past the task's end copy the task's last token again
-// (finite data; its scores are masked to -inf, so P is 0 there), which keeps the byte count of every
-// stage fixed and needs no ordinary stores into memory the copy engine writes.
-template <typename T, int D, int kThreads, int kTile>
+// EXPERIMENTAL (kMathTensorBulk, kMathTensorBulkGroup): the same tile moved by Hopper bulk copies.
+// kGrouped false: one copy per K or V row (D elements, contiguous in the page) into a row padded by 16
+// bytes, so ldmatrix's eight rows of one column fall in eight different banks without a swizzle.
+// kGrouped true: rows are stored in groups of 8 consecutive tokens (contiguous, as in the page) with 16
+// bytes of padding per group, and a group that lies whole in one page and inside the task is one copy
+// (8 rows); the math then gives each ldmatrix the same row of 8 different groups (see TensorBody).
+// Rows past the task's end copy the task's last token again (finite data; its scores are masked to
+// -inf, so P is 0 there), which keeps the byte count of every stage fixed and needs no ordinary stores
+// into memory the copy engine writes.
+template <typename T, int D, int kThreads, int kTile, bool kGrouped>
 struct BulkTileLoader {
   static constexpr int kTileTokens = kTile;
-  static constexpr int kRowStride = D + 8;                      // elements
-  static constexpr int kCopies = 2 * kTile / kThreads;          // row copies per thread per tile (K and V)
+  static constexpr int kRowStride = D + 8;         // elements, padded rows
+  static constexpr int kGroupStride = 8 * D + 8;   // elements, grouped rows
+  static constexpr int kTileElems = kGrouped ? (kTile / 8) * kGroupStride : kTile * kRowStride;
+  static constexpr int kCopies = 2 * kTile / kThreads;          // rows per thread per tile (K and V)
   static constexpr int kPasses = kCopies;                       // page ids per thread per tile
   static constexpr unsigned kRowBytes = D * sizeof(T);
   static constexpr unsigned kStageBytes = 2 * kTile * kRowBytes;  // what one stage's barrier waits for
   static_assert((2 * kTile) % kThreads == 0, "whole copies per thread");
-  static_assert(kRowBytes % 16 == 0 && (kRowStride * sizeof(T)) % 16 == 0, "bulk copies move 16-byte units");
+  static_assert(kRowBytes % 16 == 0 && (kRowStride * sizeof(T)) % 16 == 0 && (kGroupStride * sizeof(T)) % 16 == 0,
+                "bulk copies move 16-byte units");
+
+  static __device__ __forceinline__ int row_offset(int row) {
+    return kGrouped ? (row >> 3) * kGroupStride + (row & 7) * D : row * kRowStride;
+  }
 
   const T *k;
   const T *v;
@@ -92,15 +103,23 @@ struct BulkTileLoader {
 
   // ks/vs: this stage's K and V rows; bar: this stage's barrier (thread 0 has armed it with kStageBytes).
   __device__ __forceinline__ void issue(int tile, const int32_t (&pages)[kPasses], T *ks, T *vs, uint64_t *bar) const {
+    const int pmask = (1 << page_shift) - 1;
 #pragma unroll
     for (int c = 0; c < kCopies; c++) {
       const int j = index_of(c), row = j % kTile, tok = token_of(tile, c);
       const int64_t slice = ((int64_t)pages[c] * num_kv_heads + head) << page_shift;
-      const int64_t off = (slice + (tok & ((1 << page_shift) - 1))) * D;
-      if (j < kTile)
-        bulk_copy_g2s(ks + row * kRowStride, k + off, kRowBytes, bar);
-      else
-        bulk_copy_g2s(vs + row * kRowStride, v + off, kRowBytes, bar);
+      const int64_t off = (slice + (tok & pmask)) * D;
+      T *dst = (j < kTile ? ks : vs) + row_offset(row);
+      const T *src = (j < kTile ? k : v) + off;
+      unsigned bytes = kRowBytes;
+      if constexpr (kGrouped) {
+        const int tok0 = tok_begin + tile * kTile + (row & ~7);
+        if (tok0 + 8 <= tok_end && (tok0 & pmask) + 8 <= pmask + 1) {  // the group is one copy, by its row 0
+          if (row & 7) continue;
+          bytes = 8 * kRowBytes;
+        }
+      }
+      bulk_copy_g2s(dst, src, bytes, bar);
     }
   }
 };
