@@ -150,17 +150,15 @@ pkv_status ensure_deltas_device(pkv_decode_engine *e, int64_t bytes) {
 }
 
 // Tensor cores wherever they apply (head dim <= 128); PKV_DECODE_MATH=cuda-cores selects the CUDA-core
-// body instead, for measurements that compare the two. PKV_DECODE_COPY=bulk or bulk8 (EXPERIMENTAL, sm_90+) moves
-// the tensor-core body's K/V rows with Hopper bulk copies instead of 16-byte cp.async (the default,
-// PKV_DECODE_COPY=cp-async).
+// body instead, for measurements that compare the two. On sm_90+ the tensor-core body loads K and V with
+// bulk copies; PKV_DECODE_COPY=cp-async keeps the 16-byte cp.async loader (the path of older GPUs).
 int32_t choose_math(int32_t head_dim, int32_t cc_major) {
   const char *env = getenv("PKV_DECODE_MATH");
   if (env && strcmp(env, "cuda-cores") == 0) return pkv::kMathCudaCores;
   if (env && strcmp(env, "tensor-cores-small") == 0 && pkv::tensor_cores_support(head_dim)) return pkv::kMathTensorSmall;
   if (!pkv::tensor_cores_support(head_dim)) return pkv::kMathCudaCores;
   const char *copy = getenv("PKV_DECODE_COPY");
-  if (copy && strcmp(copy, "bulk") == 0 && cc_major >= 9) return pkv::kMathTensorBulk;
-  if (copy && strcmp(copy, "bulk8") == 0 && cc_major >= 9) return pkv::kMathTensorBulkGroup;
+  if (cc_major >= 9 && !(copy && strcmp(copy, "cp-async") == 0)) return pkv::kMathTensorBulk;
   return pkv::kMathTensorCores;
 }
 

@@ -40,12 +40,12 @@ __device__ __forceinline__ void stream_tiles(const Loader &loader, int ntiles, T
   cp_async_wait<0>();
 }
 
-// EXPERIMENTAL (kMathTensorBulk): the same schedule over BulkTileLoader. Each stage has a barrier that
+// The same schedule over BulkTileLoader (kMathTensorBulk, sm_90+). Each stage has a barrier that
 // thread 0 arms with the stage's byte count and every row copy completes on; all threads wait on it, so
 // no block barrier is needed before the compute, only the one after it (the stage is rewritten next).
-template <class Loader, int kStageElems, int S, typename T, class Compute>
+template <class Loader, int kStageElems, typename T, class Compute>
 __device__ __forceinline__ void stream_tiles_bulk(const Loader &loader, int ntiles, T *smem, Compute compute) {
-  constexpr int kTileElems = kStageElems / 2;
+  constexpr int S = kDecodeStages, kTileElems = kStageElems / 2;
   __shared__ uint64_t bars[S];
   auto k_stage = [&](int s) { return smem + s * kStageElems; };
   auto v_stage = [&](int s) { return smem + s * kStageElems + kTileElems; };

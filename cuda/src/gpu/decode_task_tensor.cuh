@@ -26,29 +26,27 @@ struct TensorBody {
   static constexpr int kChunks = kTile / 16;
   static constexpr int kKSteps = D / 16;  // k-steps of Q K^T
   static constexpr int kNTiles = D / 8;   // n-tiles of O
-  // EXPERIMENTAL (PKV_DECODE_COPY=bulk / bulk8): K and V moved by bulk copies (BulkTileLoader)
-  static constexpr bool kBulk = kMath == kMathTensorBulk || kMath == kMathTensorBulkGroup;
-  static constexpr bool kGrouped = kMath == kMathTensorBulkGroup;
-  static constexpr int kStages = kDecodeStages;
-  using Loader = std::conditional_t<kBulk, BulkTileLoader<T, D, kThreads, kTile, kGrouped>, TileLoader<T, D, kThreads, kTile, true>>;
-  static constexpr int kStageElems = kBulk ? 2 * BulkTileLoader<T, D, kThreads, kTile, kGrouped>::kTileElems : 2 * kTile * D;
-  static constexpr size_t kSmemBytes = kStages * (size_t)kStageElems * sizeof(T);
+  // K and V moved by bulk copies into grouped rows (BulkTileLoader), or by cp.async into swizzled rows.
+  static constexpr bool kBulk = kMath == kMathTensorBulk;
+  using Loader = std::conditional_t<kBulk, BulkTileLoader<T, D, kThreads, kTile>, TileLoader<T, D, kThreads, kTile, true>>;
+  static constexpr int kStageElems = kBulk ? 2 * BulkTileLoader<T, D, kThreads, kTile>::kTileElems : 2 * kTile * D;
+  static constexpr size_t kSmemBytes = kDecodeStages * (size_t)kStageElems * sizeof(T);
   static_assert(D <= 128 && kKSteps % 2 == 0, "tensor-core body: head dim 64 or 128");
   static_assert(kWarps * 16 * (D + 1) * sizeof(float) <= kSmemBytes, "merge scratch fits");
   static_assert((kMergeWeights + 16) * sizeof(float) <= kSmemBytes, "split-merge weights fit");
-  static_assert(!kGrouped || kTile % 64 == 0, "grouped rows: chunks of 16 tokens from 64-token blocks");
+  static_assert(!kBulk || kTile % 64 == 0, "grouped rows: chunks of 16 tokens from 64-token blocks");
 
-  // Element (row, 16-byte chunk) of a stage: swizzled, or padded rows / groups (bulk copies).
+  // Element (row, 16-byte chunk) of a stage: swizzled (cp.async), or grouped rows (bulk copies).
   static __device__ __forceinline__ const T *at(const T *base, int row, int chunk) {
     if constexpr (kBulk) return base + Loader::row_offset(row) + chunk * 8;
     return base + row * D + (chunk ^ (row & 7)) * 8;
   }
-  // Tile row of n-index i (0..7) of half nt of chunk j. Contiguous 16 tokens, or (grouped) token
+  // Tile row of n-index i (0..7) of half nt of chunk j. Contiguous 16 tokens, or (grouped rows) token
   // i * 8 + 2 * (j % 4) + nt of the chunk's 64-token block: the 8 rows of one ldmatrix are then the same
   // row of 8 different groups, hence 8 different banks. Softmax does not care which tokens a chunk holds,
   // so long as K, the mask and V agree.
   static __device__ __forceinline__ int tok_row(int j, int i, int nt) {
-    if constexpr (kGrouped) return (j >> 2) * 64 + i * 8 + 2 * (j & 3) + nt;
+    if constexpr (kBulk) return (j >> 2) * 64 + i * 8 + 2 * (j & 3) + nt;
     return j * 16 + nt * 8 + i;
   }
 
@@ -139,7 +137,7 @@ struct TensorBody {
       }
     };
     if constexpr (kBulk)
-      stream_tiles_bulk<Loader, kStageElems, kStages>(loader, ntiles, smem, tile_math);
+      stream_tiles_bulk<Loader, kStageElems>(loader, ntiles, smem, tile_math);
     else
       stream_tiles<Loader, kStageElems>(loader, ntiles, smem, tile_math);
 

@@ -57,32 +57,30 @@ struct TileLoader {
 
 namespace pkv {
 
-// EXPERIMENTAL (kMathTensorBulk, kMathTensorBulkGroup): the same tile moved by Hopper bulk copies.
-// kGrouped false: one copy per K or V row (D elements, contiguous in the page) into a row padded by 16
-// bytes, so ldmatrix's eight rows of one column fall in eight different banks without a swizzle.
-// kGrouped true: rows are stored in groups of 8 consecutive tokens (contiguous, as in the page) with 16
-// bytes of padding per group, and a group that lies whole in one page and inside the task is one copy
-// (8 rows); the math then gives each ldmatrix the same row of 8 different groups (see TensorBody).
-// Rows past the task's end copy the task's last token again (finite data; its scores are masked to
-// -inf, so P is 0 there), which keeps the byte count of every stage fixed and needs no ordinary stores
-// into memory the copy engine writes.
-template <typename T, int D, int kThreads, int kTile, bool kGrouped>
+// Hopper bulk copies (kMathTensorBulk, sm_90+): rows are stored in groups of 8 consecutive tokens
+// (contiguous, as in the page) with 16 bytes of padding after each group, and a group that lies whole in
+// one page and inside the task is one copy of 8 rows (2 KiB at head dim 128) that completes on the
+// stage's mbarrier; other groups (page size under 8, the task's last group) copy row by row. The math
+// gives each ldmatrix the same row of 8 different groups (TensorBody::tok_row), so its 8 row reads land
+// in 8 different banks without a swizzle, which bulk copies cannot apply. Rows past the task's end copy
+// the task's last token again (finite data; its scores are masked to -inf, so P is 0 there): every
+// stage's byte count stays fixed and no ordinary store touches memory the copy engine writes.
+// Measured on H100 (bench/NOTES-kernels.md, v6): one copy per row (128 per tile) was slower on short and
+// latency-bound steps; one per 8 rows is 2-4% faster on big steps and 7-14% on short ones.
+template <typename T, int D, int kThreads, int kTile>
 struct BulkTileLoader {
   static constexpr int kTileTokens = kTile;
-  static constexpr int kRowStride = D + 8;         // elements, padded rows
-  static constexpr int kGroupStride = 8 * D + 8;   // elements, grouped rows
-  static constexpr int kTileElems = kGrouped ? (kTile / 8) * kGroupStride : kTile * kRowStride;
+  static constexpr int kGroupStride = 8 * D + 8;  // elements
+  static constexpr int kTileElems = (kTile / 8) * kGroupStride;
   static constexpr int kCopies = 2 * kTile / kThreads;          // rows per thread per tile (K and V)
   static constexpr int kPasses = kCopies;                       // page ids per thread per tile
   static constexpr unsigned kRowBytes = D * sizeof(T);
   static constexpr unsigned kStageBytes = 2 * kTile * kRowBytes;  // what one stage's barrier waits for
   static_assert((2 * kTile) % kThreads == 0, "whole copies per thread");
-  static_assert(kRowBytes % 16 == 0 && (kRowStride * sizeof(T)) % 16 == 0 && (kGroupStride * sizeof(T)) % 16 == 0,
-                "bulk copies move 16-byte units");
+  static_assert(kRowBytes % 16 == 0 && (kGroupStride * sizeof(T)) % 16 == 0, "bulk copies move 16-byte units");
+  static_assert(kTile % 8 == 0, "whole groups");
 
-  static __device__ __forceinline__ int row_offset(int row) {
-    return kGrouped ? (row >> 3) * kGroupStride + (row & 7) * D : row * kRowStride;
-  }
+  static __device__ __forceinline__ int row_offset(int row) { return (row >> 3) * kGroupStride + (row & 7) * D; }
 
   const T *k;
   const T *v;
@@ -112,12 +110,10 @@ struct BulkTileLoader {
       T *dst = (j < kTile ? ks : vs) + row_offset(row);
       const T *src = (j < kTile ? k : v) + off;
       unsigned bytes = kRowBytes;
-      if constexpr (kGrouped) {
-        const int tok0 = tok_begin + tile * kTile + (row & ~7);
-        if (tok0 + 8 <= tok_end && (tok0 & pmask) + 8 <= pmask + 1) {  // the group is one copy, by its row 0
-          if (row & 7) continue;
-          bytes = 8 * kRowBytes;
-        }
+      const int tok0 = tok_begin + tile * kTile + (row & ~7);
+      if (tok0 + 8 <= tok_end && (tok0 & pmask) + 8 <= pmask + 1) {  // the group is one copy, by its row 0
+        if (row & 7) continue;
+        bytes = 8 * kRowBytes;
       }
       bulk_copy_g2s(dst, src, bytes, bar);
     }
