@@ -150,12 +150,16 @@ pkv_status ensure_deltas_device(pkv_decode_engine *e, int64_t bytes) {
 }
 
 // Tensor cores wherever they apply (head dim <= 128); PKV_DECODE_MATH=cuda-cores selects the CUDA-core
-// body instead, for measurements that compare the two.
-int32_t choose_math(int32_t head_dim) {
+// body instead, for measurements that compare the two. On sm_90+ the tensor-core body loads K and V with
+// bulk copies; PKV_DECODE_COPY=cp-async keeps the 16-byte cp.async loader (the path of older GPUs).
+int32_t choose_math(int32_t head_dim, int32_t cc_major) {
   const char *env = getenv("PKV_DECODE_MATH");
   if (env && strcmp(env, "cuda-cores") == 0) return pkv::kMathCudaCores;
   if (env && strcmp(env, "tensor-cores-small") == 0 && pkv::tensor_cores_support(head_dim)) return pkv::kMathTensorSmall;
-  return pkv::tensor_cores_support(head_dim) ? pkv::kMathTensorCores : pkv::kMathCudaCores;
+  if (!pkv::tensor_cores_support(head_dim)) return pkv::kMathCudaCores;
+  const char *copy = getenv("PKV_DECODE_COPY");
+  if (cc_major >= 9 && !(copy && strcmp(copy, "cp-async") == 0)) return pkv::kMathTensorBulk;
+  return pkv::kMathTensorCores;
 }
 
 // The adaptive rule: the calibrated table's choice where calibration found a clear winner; elsewhere this
@@ -347,7 +351,7 @@ pkv_status pkv_decode_engine_create(pkv_runtime *rt, const pkv_decode_config *co
   e->next_staging = 0;
   e->plan_id = 0;
 
-  e->math = choose_math(config->head_dim);
+  e->math = choose_math(config->head_dim, pkv::on_cuda(rt) ? rt->info.cc_major : 0);
   pkv_status s = PKV_OK;
   int32_t wave = kCpuWave;
   e->persistent_grid = kCpuWave;

@@ -88,6 +88,7 @@ pkv_status launch_decode_typed(int32_t kernel, int32_t math, const DecodeParams 
   if constexpr (D <= 128) {
     if (math == kMathTensorCores) return launch_body<TensorBody<T, D, kMathTensorCores>, T>(kernel, p, grid, stream);
     if (math == kMathTensorSmall) return launch_body<TensorBody<T, D, kMathTensorSmall>, T>(kernel, p, grid, stream);
+    if (math == kMathTensorBulk) return launch_body<TensorBody<T, D, kMathTensorBulk>, T>(kernel, p, grid, stream);
   }
   return launch_body<CoreBody<T, D>, T>(kernel, p, grid, stream);
 }
@@ -97,6 +98,7 @@ pkv_status decode_blocks_per_sm_typed(int32_t kernel, int32_t math, int32_t *out
   if constexpr (D <= 128) {
     if (math == kMathTensorCores) return body_blocks_per_sm<TensorBody<T, D, kMathTensorCores>, T>(kernel, out);
     if (math == kMathTensorSmall) return body_blocks_per_sm<TensorBody<T, D, kMathTensorSmall>, T>(kernel, out);
+    if (math == kMathTensorBulk) return body_blocks_per_sm<TensorBody<T, D, kMathTensorBulk>, T>(kernel, out);
   }
   return body_blocks_per_sm<CoreBody<T, D>, T>(kernel, out);
 }

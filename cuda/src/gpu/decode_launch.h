@@ -30,16 +30,20 @@ struct DecodeParams {
 
 constexpr int kDecodeStages = 3;
 
-// How a task does its math. Both stream K and V through the same cp.async pipeline.
+// How a task does its math (and, for the tensor-core body, how K and V reach shared memory).
 enum DecodeMath : int32_t {
   kMathCudaCores = 0,    // one thread per (query head, 16 elements of head_dim), warp-shuffle dot products
   kMathTensorCores = 1,  // mma.m16n8k16: the group's query heads are the 16 rows of one tile (head dim <= 128)
   kMathTensorSmall = 2,  // the same with half the tile and half the block (twice the blocks per SM)
+  // kMathTensorCores with K and V moved by Hopper bulk copies (cp.async.bulk, one per 8 tokens, completing
+  // on a per-stage mbarrier) instead of 16-byte cp.async: the default on sm_90+ (PKV_DECODE_COPY=cp-async
+  // selects kMathTensorCores there).
+  kMathTensorBulk = 3,
 };
 inline bool tensor_cores_support(int32_t head_dim) { return head_dim <= 128; }
 // Tokens per pipeline stage: 8 KiB of K (and of V) per stage on CUDA cores, 16 KiB on tensor cores.
 constexpr int decode_tile_tokens(int head_dim, int32_t math) {
-  return (math == kMathTensorCores ? 8192 : 4096) / head_dim;  // kMathTensorSmall: 4096 too
+  return (math == kMathTensorCores || math == kMathTensorBulk ? 8192 : 4096) / head_dim;  // kMathTensorSmall: 4096 too
 }
 
 // Launches the kernel (PKV_KERNEL_*) over `grid` blocks. Unsupported dtype/head_dim: PKV_ERR_UNSUPPORTED.

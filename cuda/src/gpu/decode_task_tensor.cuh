@@ -4,6 +4,8 @@
 // then O += P V with P reused from the S fragments. Four warps take the tile's 16-token chunks in turn;
 // their states are merged at the end like the CUDA-core body's token partitions.
 #pragma once
+#include <type_traits>
+
 #include "../core/plan.h"
 #include "decode_launch.h"
 #include "decode_merge.cuh"
@@ -24,16 +26,28 @@ struct TensorBody {
   static constexpr int kChunks = kTile / 16;
   static constexpr int kKSteps = D / 16;  // k-steps of Q K^T
   static constexpr int kNTiles = D / 8;   // n-tiles of O
-  static constexpr int kStageElems = 2 * kTile * D;
+  // K and V moved by bulk copies into grouped rows (BulkTileLoader), or by cp.async into swizzled rows.
+  static constexpr bool kBulk = kMath == kMathTensorBulk;
+  using Loader = std::conditional_t<kBulk, BulkTileLoader<T, D, kThreads, kTile>, TileLoader<T, D, kThreads, kTile, true>>;
+  static constexpr int kStageElems = kBulk ? 2 * BulkTileLoader<T, D, kThreads, kTile>::kTileElems : 2 * kTile * D;
   static constexpr size_t kSmemBytes = kDecodeStages * (size_t)kStageElems * sizeof(T);
   static_assert(D <= 128 && kKSteps % 2 == 0, "tensor-core body: head dim 64 or 128");
   static_assert(kWarps * 16 * (D + 1) * sizeof(float) <= kSmemBytes, "merge scratch fits");
   static_assert((kMergeWeights + 16) * sizeof(float) <= kSmemBytes, "split-merge weights fit");
-  using Loader = TileLoader<T, D, kThreads, kTile, true>;
+  static_assert(!kBulk || kTile % 64 == 0, "grouped rows: chunks of 16 tokens from 64-token blocks");
 
-  // Element (row, 16-byte chunk) of a swizzled stage.
+  // Element (row, 16-byte chunk) of a stage: swizzled (cp.async), or grouped rows (bulk copies).
   static __device__ __forceinline__ const T *at(const T *base, int row, int chunk) {
+    if constexpr (kBulk) return base + Loader::row_offset(row) + chunk * 8;
     return base + row * D + (chunk ^ (row & 7)) * 8;
+  }
+  // Tile row of n-index i (0..7) of half nt of chunk j. Contiguous 16 tokens, or (grouped rows) token
+  // i * 8 + 2 * (j % 4) + nt of the chunk's 64-token block: the 8 rows of one ldmatrix are then the same
+  // row of 8 different groups, hence 8 different banks. Softmax does not care which tokens a chunk holds,
+  // so long as K, the mask and V agree.
+  static __device__ __forceinline__ int tok_row(int j, int i, int nt) {
+    if constexpr (kBulk) return (j >> 2) * 64 + i * 8 + 2 * (j & 3) + nt;
+    return j * 16 + nt * 8 + i;
   }
 
   static __device__ void run(const DecodeParams &p, const PlanTask task, T *smem) {
@@ -62,17 +76,16 @@ struct TensorBody {
     Loader loader{static_cast<const T *>(p.k), static_cast<const T *>(p.v), p.table + (int64_t)row.table_row * p.table_stride,
                   task.tok_begin, task.tok_end, head, p.num_kv_heads, p.page_shift};
     const int ntiles = (task.tok_end - task.tok_begin + kTile - 1) / kTile;
-    stream_tiles<Loader, kStageElems>(loader, ntiles, smem, [&](int, const T *ks_, const T *vs_, int valid) {
+    auto tile_math = [&](int, const T *ks_, const T *vs_, int valid) {
       for (int j = warp; j < kChunks; j += kWarps) {
-        const int t0 = j * 16;
-        if (t0 >= valid) break;
+        if (tok_row(j, 0, 0) >= valid) break;  // the chunk's first row (rows grow with j)
         float s[2][4] = {};
 #pragma unroll
         for (int kk = 0; kk < kKSteps; kk += 2) {
 #pragma unroll
           for (int nt = 0; nt < 2; nt++) {
-            uint32_t b[4];  // K rows t0 + nt*8 .. +8; chunks 2kk, 2kk+1, 2kk+2, 2kk+3
-            ldmatrix_x4(b, at(ks_, t0 + nt * 8 + (lane & 7), 2 * kk + (lane >> 3)));
+            uint32_t b[4];  // K rows of half nt of the chunk; chunks 2kk, 2kk+1, 2kk+2, 2kk+3
+            ldmatrix_x4(b, at(ks_, tok_row(j, lane & 7, nt), 2 * kk + (lane >> 3)));
             MmaOp<T>::run(s[nt], qa[kk], b[0], b[1]);
             MmaOp<T>::run(s[nt], qa[kk + 1], b[2], b[3]);
           }
@@ -82,7 +95,7 @@ struct TensorBody {
         for (int nt = 0; nt < 2; nt++)
 #pragma unroll
           for (int e = 0; e < 4; e++) {
-            const int tok = t0 + nt * 8 + cq * 2 + (e & 1);
+            const int tok = tok_row(j, cq * 2 + (e & 1), nt);
             s[nt][e] = tok < valid ? s[nt][e] * p.scale_log2 : -INFINITY;
             mx[e >> 1] = fmaxf(mx[e >> 1], s[nt][e]);
           }
@@ -91,7 +104,7 @@ struct TensorBody {
         for (int i = 0; i < 2; i++) {
           mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
           mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
-          const float m_new = fmaxf(m[i], mx[i]);  // finite: token t0 is valid
+          const float m_new = fmaxf(m[i], mx[i]);  // finite: the chunk's first row is valid
           sc[i] = exp2f(m[i] - m_new);
           m[i] = m_new;
           l[i] *= sc[i];
@@ -116,13 +129,17 @@ struct TensorBody {
                                 pack2<T>(pr[1][0], pr[1][1]), pack2<T>(pr[1][2], pr[1][3])};
 #pragma unroll
         for (int n = 0; n < kNTiles; n += 2) {
-          uint32_t b[4];  // V rows t0..+8 and t0+8..+16 of chunks n and n + 1, transposed
-          ldmatrix_x4_trans(b, at(vs_, t0 + ((lane >> 3) & 1) * 8 + (lane & 7), n + (lane >> 4)));
+          uint32_t b[4];  // V rows of halves 0 and 1 of the chunk, chunks n and n + 1, transposed
+          ldmatrix_x4_trans(b, at(vs_, tok_row(j, lane & 7, (lane >> 3) & 1), n + (lane >> 4)));
           MmaOp<T>::run(o[n], pa, b[0], b[1]);
           MmaOp<T>::run(o[n + 1], pa, b[2], b[3]);
         }
       }
-    });
+    };
+    if constexpr (kBulk)
+      stream_tiles_bulk<Loader, kStageElems>(loader, ntiles, smem, tile_math);
+    else
+      stream_tiles<Loader, kStageElems>(loader, ntiles, smem, tile_math);
 
     // Each warp's state into the reused pipeline memory, then the shared epilogue merges the warps.
     float *sm_lse = reinterpret_cast<float *>(smem);

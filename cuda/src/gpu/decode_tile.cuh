@@ -54,3 +54,70 @@ struct TileLoader {
 };
 
 }  // namespace pkv
+
+namespace pkv {
+
+// Hopper bulk copies (kMathTensorBulk, sm_90+): rows are stored in groups of 8 consecutive tokens
+// (contiguous, as in the page) with 16 bytes of padding after each group, and a group that lies whole in
+// one page and inside the task is one copy of 8 rows (2 KiB at head dim 128) that completes on the
+// stage's mbarrier; other groups (page size under 8, the task's last group) copy row by row. The math
+// gives each ldmatrix the same row of 8 different groups (TensorBody::tok_row), so its 8 row reads land
+// in 8 different banks without a swizzle, which bulk copies cannot apply. Rows past the task's end copy
+// the task's last token again (finite data; its scores are masked to -inf, so P is 0 there): every
+// stage's byte count stays fixed and no ordinary store touches memory the copy engine writes.
+// Measured on H100 (bench/NOTES-kernels.md, v6): one copy per row (128 per tile) was slower on short and
+// latency-bound steps; one per 8 rows is 2-4% faster on big steps and 7-14% on short ones.
+template <typename T, int D, int kThreads, int kTile>
+struct BulkTileLoader {
+  static constexpr int kTileTokens = kTile;
+  static constexpr int kGroupStride = 8 * D + 8;  // elements
+  static constexpr int kTileElems = (kTile / 8) * kGroupStride;
+  static constexpr int kCopies = 2 * kTile / kThreads;          // rows per thread per tile (K and V)
+  static constexpr int kPasses = kCopies;                       // page ids per thread per tile
+  static constexpr unsigned kRowBytes = D * sizeof(T);
+  static constexpr unsigned kStageBytes = 2 * kTile * kRowBytes;  // what one stage's barrier waits for
+  static_assert((2 * kTile) % kThreads == 0, "whole copies per thread");
+  static_assert(kRowBytes % 16 == 0 && (kGroupStride * sizeof(T)) % 16 == 0, "bulk copies move 16-byte units");
+  static_assert(kTile % 8 == 0, "whole groups");
+
+  static __device__ __forceinline__ int row_offset(int row) { return (row >> 3) * kGroupStride + (row & 7) * D; }
+
+  const T *k;
+  const T *v;
+  const int32_t *table_row;
+  int32_t tok_begin, tok_end;
+  int32_t head, num_kv_heads, page_shift;
+
+  // Copy c of this thread: tensor (0 K, 1 V) and row of the tile.
+  __device__ __forceinline__ int index_of(int c) const { return threadIdx.x + c * kThreads; }
+  __device__ __forceinline__ int token_of(int tile, int c) const {
+    return min(tok_begin + tile * kTile + index_of(c) % kTile, tok_end - 1);
+  }
+
+  __device__ __forceinline__ void fetch_pages(int tile, int32_t (&pages)[kPasses]) const {
+#pragma unroll
+    for (int c = 0; c < kCopies; c++) pages[c] = __ldg(table_row + (token_of(tile, c) >> page_shift));
+  }
+
+  // ks/vs: this stage's K and V rows; bar: this stage's barrier (thread 0 has armed it with kStageBytes).
+  __device__ __forceinline__ void issue(int tile, const int32_t (&pages)[kPasses], T *ks, T *vs, uint64_t *bar) const {
+    const int pmask = (1 << page_shift) - 1;
+#pragma unroll
+    for (int c = 0; c < kCopies; c++) {
+      const int j = index_of(c), row = j % kTile, tok = token_of(tile, c);
+      const int64_t slice = ((int64_t)pages[c] * num_kv_heads + head) << page_shift;
+      const int64_t off = (slice + (tok & pmask)) * D;
+      T *dst = (j < kTile ? ks : vs) + row_offset(row);
+      const T *src = (j < kTile ? k : v) + off;
+      unsigned bytes = kRowBytes;
+      const int tok0 = tok_begin + tile * kTile + (row & ~7);
+      if (tok0 + 8 <= tok_end && (tok0 & pmask) + 8 <= pmask + 1) {  // the group is one copy, by its row 0
+        if (row & 7) continue;
+        bytes = 8 * kRowBytes;
+      }
+      bulk_copy_g2s(dst, src, bytes, bar);
+    }
+  }
+};
+
+}  // namespace pkv
