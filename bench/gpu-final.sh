@@ -29,5 +29,9 @@ step sweep 200 bun bench/sweep.ts
 grep -E "FAIL|passed" "$R/sweep.log" | tail -3 | tee -a "$R/summary.txt"
 step memcheck-kvcache 150 compute-sanitizer --tool memcheck --error-exitcode 1 bun test test/gpu/kvcache.test.ts
 tail -2 "$R/memcheck-kvcache.log" | tee -a "$R/summary.txt"
+for tool in memcheck racecheck; do
+  step "$tool-decode" 150 compute-sanitizer --tool "$tool" --error-exitcode 1 bun test/gpu/sanitize.ts
+  tail -1 "$R/$tool-decode.log" | tee -a "$R/summary.txt"
+done
 tar czf "$OUT/final.tgz" -C "$OUT" final && rm -rf "$R"
 echo done
