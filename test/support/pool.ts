@@ -8,17 +8,10 @@ import { DTYPE_CODE, encode, type DType } from "../../lib/dtype";
 import { seeded } from "../../lib/random";
 import { referenceDecode } from "../../lib/reference";
 import type { Runtime } from "../../lib/runtime";
+import type { KVCacheConfig } from "../../lib/cache/config";
 
-export interface PoolShape {
-  numLayers: number;
-  numPages: number;
-  pageSize: number;
-  numKvHeads: number;
-  headDim: number;
-  dtype: DType;
-  maxSequences: number;
-  maxPagesPerSequence: number;
-}
+/** The cache configuration without swap: the test pool has none. */
+export type PoolShape = Omit<KVCacheConfig, "swapPages">;
 
 export interface TestSequence {
   readonly row: number;
