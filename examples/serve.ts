@@ -11,6 +11,7 @@
 import { openRuntime, type Runtime } from "../lib/runtime";
 import { createDemoStack, type DemoSizes, type DemoStack, sizesFor } from "../lib/scheduler/demo";
 import type { RequestHandle, RequestSpec } from "../lib/scheduler";
+import { InvalidArgumentError, Status } from "../lib/errors";
 
 export interface ServeOptions {
   port?: number; // 0 picks a free port
@@ -44,8 +45,9 @@ export function startServer(options: ServeOptions = {}): RunningServer {
       try {
         handle = scheduler.submit(toSpec(await req.json()));
       } catch (error) {
-        // Unparsable JSON, or a spec the scheduler refused (InvalidArgumentError, with its reason).
-        return Response.json({ error: (error as Error).message }, { status: 400 });
+        // Unparsable JSON or a spec the scheduler refused is the client's fault; anything else is ours.
+        const client = error instanceof SyntaxError || error instanceof InvalidArgumentError;
+        return Response.json({ error: (error as Error).message }, { status: client ? 400 : 500 });
       }
       // A request larger than the whole pool fails at once: say so with a status, not an empty stream.
       if (handle.error) return Response.json({ error: handle.error.message }, { status: 413 });
@@ -70,9 +72,10 @@ export function startServer(options: ServeOptions = {}): RunningServer {
 
 /** Only the fields a client may set; the id is the scheduler's to choose. */
 function toSpec(body: unknown): RequestSpec {
-  if (typeof body !== "object" || body === null || Array.isArray(body)) throw new Error("body must be a JSON object");
+  const bad = (message: string) => new InvalidArgumentError(Status.INVALID_ARGUMENT, message);
+  if (typeof body !== "object" || body === null || Array.isArray(body)) throw bad("body must be a JSON object");
   const { prompt, promptLength, maxTokens } = body as Record<string, unknown>;
-  if (prompt !== undefined && !Array.isArray(prompt)) throw new Error("prompt must be an array of token ids");
+  if (prompt !== undefined && !Array.isArray(prompt)) throw bad("prompt must be an array of token ids");
   return { prompt: prompt as number[] | undefined, promptLength: promptLength as number | undefined, maxTokens: maxTokens as number };
 }
 
