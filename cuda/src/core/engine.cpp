@@ -367,6 +367,17 @@ pkv_status pkv_decode_engine_create(pkv_runtime *rt, const pkv_decode_config *co
   }
   e->shape = pkv::PlanShape{config->num_kv_heads, config->page_size, wave, 0, kMinSplitTokens,
                             pkv::decode_tile_tokens(config->head_dim, e->math)};
+  // The persistent planner's dynamic tail (v7 in bench/NOTES-kernels.md): 10% of a large few-row step's
+  // work as small tasks, about 2 per block. PKV_PLAN_TAIL=0 selects the plan before v7; PKV_PLAN_TAIL,
+  // PKV_PLAN_TAIL_PIECES, PKV_PLAN_TAIL_ALL and PKV_PLAN_PER_BLOCK are for measurements.
+  auto env_int = [](const char *name, int32_t lo, int32_t hi, int32_t fallback) {
+    const char *v = getenv(name);
+    return v && *v ? std::min(hi, std::max(lo, (int32_t)atoi(v))) : fallback;
+  };
+  e->shape.tail_pct = env_int("PKV_PLAN_TAIL", 0, 90, 10);
+  e->shape.tail_pieces = env_int("PKV_PLAN_TAIL_PIECES", 0, 3, 2);
+  e->shape.tail_all = env_int("PKV_PLAN_TAIL_ALL", 0, 1, 0);
+  e->shape.per_block = env_int("PKV_PLAN_PER_BLOCK", 0, 4, 0);
   e->max_tasks = pkv::max_plan_tasks(e->shape, config->max_batch);
   e->shape.max_partials = (int32_t)std::min<int64_t>(e->max_tasks, INT32_MAX);
 

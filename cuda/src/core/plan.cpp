@@ -49,6 +49,56 @@ int32_t baseline_chunk_pages(const PlanShape &s, int32_t batch, const int32_t *s
   return (int32_t)lo;
 }
 
+// v7 (bench/NOTES-kernels.md), used when PlanShape::tail_pct > 0 (the engine's default 10): a static first part and a
+// dynamic tail. Each row's first (100 - tail_pct)% is cut into equal "big" tasks of tb pages, sized so the
+// big tasks of all rows fill at most one wave; the rest of each row is cut into "small" tasks of ts pages
+// (about tail_pieces per block in all). The queue holds every big task first, then the full small tasks,
+// then each row's last (shorter) small task, longest first: the blocks whose big task ends early (or that
+// got none) take the small ones, so the finish spread is at most one small task. Tasks: big <= wave,
+// small <= tail_pieces * wave + rows * heads, so within max_plan_tasks for tail_pieces <= 3.
+template <class SetRow>
+PlanTask *emit_tail(const PlanShape &s, int32_t batch, const int32_t *seq_lens, int64_t total_pages, int64_t min_pages,
+                    int64_t tile_pages, SetRow &set_row, PlanTask *t) {
+  const int64_t heads = s.num_kv_heads, slots = std::max<int64_t>(1, s.wave / heads);
+  const int64_t f = std::min<int64_t>(s.tail_pct, 90), k = s.tail_pieces > 0 ? std::min(s.tail_pieces, 3) : 3;
+  int64_t tb = std::max(2 * min_pages, ceil_div(total_pages * (100 - f), 100 * slots));
+  tb = ceil_div(tb, tile_pages) * tile_pages;
+  thread_local std::vector<int64_t> pages, nbig, nsmall;
+  thread_local std::vector<std::pair<int64_t, int32_t>> last;
+  pages.resize(batch), nbig.resize(batch), nsmall.resize(batch), last.clear();
+  int64_t tail_pages = 0;
+  for (int32_t b = 0; b < batch; b++) {
+    pages[b] = ceil_div(seq_lens[b], s.page_size);
+    nbig[b] = pages[b] * (100 - f) / 100 / tb;  // nbig * tb < pages: every row keeps a tail (f > 0)
+    tail_pages += pages[b] - nbig[b] * tb;
+  }
+  int64_t ts = std::max(2 * min_pages, ceil_div(tail_pages * heads, k * s.wave));
+  ts = ceil_div(ts, tile_pages) * tile_pages;
+  for (int32_t b = 0; b < batch; b++) {
+    nsmall[b] = ceil_div(pages[b] - nbig[b] * tb, ts);
+    set_row(b, (int32_t)(nbig[b] + nsmall[b]));
+  }
+  auto task = [&](int32_t b, int64_t h, int64_t split, int64_t p0, int64_t p1) {
+    *t++ = PlanTask{b, (int32_t)(h << 16 | split), (int32_t)(p0 * s.page_size),
+                    (int32_t)std::min<int64_t>(p1 * s.page_size, seq_lens[b])};
+  };
+  for (int32_t b = 0; b < batch; b++)
+    for (int64_t h = 0; h < heads; h++)
+      for (int64_t i = 0; i < nbig[b]; i++) task(b, h, i, i * tb, (i + 1) * tb);
+  for (int32_t b = 0; b < batch; b++) {
+    const int64_t base = nbig[b] * tb;
+    for (int64_t h = 0; h < heads; h++)
+      for (int64_t j = 0; j + 1 < nsmall[b]; j++) task(b, h, nbig[b] + j, base + j * ts, base + (j + 1) * ts);
+    last.push_back({pages[b] - base - (nsmall[b] - 1) * ts, b});
+  }
+  std::sort(last.begin(), last.end(), [](const auto &x, const auto &y) { return x.first > y.first; });
+  for (const auto &[len, b] : last) {
+    const int64_t split = nbig[b] + nsmall[b] - 1, p0 = nbig[b] * tb + (nsmall[b] - 1) * ts;
+    for (int64_t h = 0; h < heads; h++) task(b, h, split, p0, pages[b]);
+  }
+  return t;
+}
+
 }  // namespace
 
 int32_t build_workqueue(const PlanShape &s, int32_t kernel, int32_t batch, const int32_t *table_rows,
@@ -103,8 +153,13 @@ int32_t build_workqueue(const PlanShape &s, int32_t kernel, int32_t batch, const
       if (longest) *longest = worst;
       return tasks * s.num_kv_heads;
     };
+    const bool few_rows = (int64_t)batch * s.num_kv_heads <= s.wave;
+    if (few_rows && s.tail_pct > 0 && (s.tail_all || work >= 32 * min_pages * s.wave)) {
+      t = emit_tail(s, batch, seq_lens, total_pages, min_pages, tile_pages, set_row, t);
+      goto done;
+    }
     int64_t target = 0;
-    if ((int64_t)batch * s.num_kv_heads <= s.wave) {
+    if (few_rows && s.per_block == 0) {
       int64_t lo = min_pages, hi = std::max(min_pages, max_pages), longest = 0;
       while (lo < hi) {
         int64_t mid = (lo + hi) / 2;
@@ -119,7 +174,7 @@ int32_t build_workqueue(const PlanShape &s, int32_t kernel, int32_t batch, const
     }
     if (target == 0) {
       // Each task costs about a pipeline fill (~2 us) beyond its bytes: no task under 2x the minimum.
-      int64_t per_block = (int64_t)batch * s.num_kv_heads <= s.wave ? 4 : 2;
+      int64_t per_block = few_rows ? (s.per_block > 0 ? std::min(s.per_block, 4) : 4) : 2;
       target = std::max(2 * min_pages, ceil_div(work, per_block * s.wave));
     }
     target = ceil_div(target, tile_pages) * tile_pages;
@@ -153,6 +208,7 @@ int32_t build_workqueue(const PlanShape &s, int32_t kernel, int32_t batch, const
                    (int32_t)splits[b], 0);
     }
   }
+done:
   header->num_tasks = (int32_t)(t - tasks);
   header->num_partials = num_partials;
   header->num_deltas = 0;

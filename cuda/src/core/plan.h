@@ -55,6 +55,11 @@ struct PlanShape {
   int32_t max_partials;       // capacity of the partial buffers
   int32_t min_split_tokens;   // persistent: no split shorter than this (merge traffic ~ 8/L of KV)
   int32_t tile_tokens;        // tokens per pipeline stage: persistent splits are rounded up to whole tiles
+  // The dynamic tail (v7, bench/NOTES-kernels.md; the engine sets 10 and 2), all 0 = the planner before v7:
+  int32_t tail_pct;           // persistent, few rows, large step: this % of the work as a dynamic tail pool
+  int32_t tail_pieces;        // tail pool tasks per block (1..3; 0 = 3)
+  int32_t tail_all;           // 1: the tail split on small steps too (to exercise it in the sweep/sanitizer)
+  int32_t per_block;          // 1..4: force that many tasks per block (no single-wave choice) when rows are few
 };
 
 // Upper bound of tasks (and partial slots) any plan of `batch` rows can produce: at most four tasks
