@@ -295,9 +295,7 @@ pkv_status cuda_run(pkv_decode_engine *e, int32_t layer, const void *q, void *ou
   p.scale_log2 = sm_scale_of(e) * 1.4426950408889634f;
   // Inside a capture the ordering is the caller's: the graph replays after the plan it was captured
   // with was uploaded, and no event of ours may join the graph.
-  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-  PKV_CUDA_TRY(cudaStreamIsCapturing(stream, &capture));
-  const bool foreign = stream != e->rt->stream && capture == cudaStreamCaptureStatusNone;
+  const bool foreign = stream != e->rt->stream && !pkv::is_capturing(e->rt, stream);
   if (foreign && !e->plan_ready_recorded) {
     // Recorded only when a run first needs it: the common single-stream loop saves the call per plan.
     PKV_CUDA_TRY(cudaEventRecord(e->plan_ready, e->rt->stream));
@@ -471,14 +469,10 @@ pkv_status pkv_decode_plan(pkv_decode_engine *engine, pkv_kvpool *pool, int32_t 
   if (num_deltas > INT32_MAX) return fail(PKV_ERR_UNSUPPORTED, "pkv_decode_plan: %lld table entries in one step", (long long)num_deltas);
 
   const bool cuda = pkv::on_cuda(e->rt);
-  if (cuda) {
-    // A captured upload would replay from a staging image that later plans overwrite.
-    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-    PKV_CUDA_TRY(cudaStreamIsCapturing(e->rt->stream, &capture));
-    if (capture != cudaStreamCaptureStatusNone)
-      return fail(PKV_ERR_BAD_STATE, "pkv_decode_plan: the runtime's stream is being captured; plan before the "
-                                     "capture begins and capture only the runs");
-  }
+  // A captured upload would replay from a staging image that later plans overwrite.
+  if (cuda && pkv::is_capturing(e->rt, e->rt->stream))
+    return fail(PKV_ERR_BAD_STATE, "pkv_decode_plan: the runtime's stream is being captured; plan before the "
+                                   "capture begins and capture only the runs");
   const int32_t kernel = policy == PKV_POLICY_ADAPTIVE ? adaptive_kernel(e, batch, seq_lens)
                          : policy == PKV_POLICY_PERSISTENT ? PKV_KERNEL_PERSISTENT
                                                            : PKV_KERNEL_BASELINE;

@@ -1,5 +1,7 @@
 // CUDA graph capture of a stream's work, and replay. A decode step (plan upload + every layer's run)
 // becomes one launch, removing per-kernel launch gaps from the synchronized step time.
+#include <algorithm>
+
 #include "internal.h"
 
 struct pkv_graph {
@@ -36,6 +38,7 @@ pkv_status pkv_capture_begin(pkv_runtime *rt, pkv_stream *stream) {
     return pkv::fail(PKV_ERR_BAD_STATE, "%s: the stream is already capturing", __func__);
   // Thread-local mode: only this thread's unsafe calls (a sync inside the capture) are refused.
   PKV_CUDA_TRY(cudaStreamBeginCapture(pkv::stream_of(rt, stream), cudaStreamCaptureModeThreadLocal));
+  rt->capturing.push_back(pkv::stream_of(rt, stream));
   return PKV_OK;
   PKV_API_END
 }
@@ -52,7 +55,10 @@ pkv_status pkv_capture_end(pkv_runtime *rt, pkv_stream *stream, pkv_graph **out)
   if (status == cudaStreamCaptureStatusNone)
     return pkv::fail(PKV_ERR_BAD_STATE, "%s: the stream is not capturing", __func__);
   cudaGraph_t graph = nullptr;
-  PKV_CUDA_TRY(cudaStreamEndCapture(pkv::stream_of(rt, stream), &graph));  // fails if the capture was invalidated
+  cudaError_t ended = cudaStreamEndCapture(pkv::stream_of(rt, stream), &graph);
+  auto &capturing = rt->capturing;  // the capture is over even if it was invalidated
+  capturing.erase(std::remove(capturing.begin(), capturing.end(), pkv::stream_of(rt, stream)), capturing.end());
+  PKV_CUDA_TRY(ended);
   cudaGraphExec_t exec = nullptr;
   cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
   cudaGraphDestroy(graph);

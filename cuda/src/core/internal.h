@@ -68,6 +68,9 @@ struct pkv_runtime {
     void (*destroy)(void *);
   };
   std::vector<Child> children;
+  // Streams of this runtime being captured into a graph. Captures begin only through pkv_capture_begin,
+  // so plans and runs read this instead of asking CUDA on every call.
+  std::vector<cudaStream_t> capturing;
   void *flush_buffer;  // lazily allocated, larger than L2 (pkv_flush_l2)
   uint64_t flush_bytes;
 };
@@ -94,6 +97,11 @@ namespace pkv {
 inline bool on_cuda(const pkv_runtime *rt) { return rt->backend == PKV_BACKEND_CUDA; }
 // The CUDA stream for an optional stream argument.
 inline cudaStream_t stream_of(pkv_runtime *rt, pkv_stream *s) { return s ? s->stream : rt->stream; }
+inline bool is_capturing(const pkv_runtime *rt, cudaStream_t stream) {
+  for (cudaStream_t s : rt->capturing)
+    if (s == stream) return true;
+  return false;
+}
 // An optional stream argument: NULL, or a live stream of `rt` (a stream of another runtime may be on
 // another device).
 pkv_status check_stream(pkv_runtime *rt, pkv_stream *stream, const char *func);

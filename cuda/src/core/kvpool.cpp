@@ -106,6 +106,15 @@ pkv_status check_ids(int32_t n, const int32_t *ids, int32_t limit, const char *w
   return PKV_OK;
 }
 
+// The checks shared by host-array writes and reads of n tokens.
+pkv_status check_token_io(const pkv_kvpool *pool, int32_t layer, int32_t n, const int32_t *slots, const void *k,
+                          const void *v, const char *func) {
+  PKV_TRY(check_layer(pool, layer, func));
+  PKV_TRY(check_slots(pool, n, slots, func));
+  if (n > 0 && (!k || !v)) return pkv::fail(PKV_ERR_NULL_POINTER, "%s: %s is NULL", func, k ? "v" : "k");
+  return PKV_OK;
+}
+
 // Moves n whole pages between two page spaces, on the GPU or the host.
 pkv_status move_pages(pkv_kvpool *pool, pkv::PageSpace src, pkv::PageSpace dst, int32_t n, const int32_t *src_index,
                       const int32_t *dst_index) {
@@ -230,11 +239,8 @@ pkv_status pkv_kvpool_write(pkv_kvpool *pool, int32_t layer, int32_t n, const in
                             const void *v) {
   PKV_API_BEGIN
   PKV_CHECK(pool, KvPool);
-  PKV_TRY(check_layer(pool, layer, __func__));
-  PKV_TRY(check_slots(pool, n, slots, __func__));
+  PKV_TRY(check_token_io(pool, layer, n, slots, k, v, __func__));
   if (n == 0) return PKV_OK;
-  PKV_NOT_NULL(k);
-  PKV_NOT_NULL(v);
   if (!pkv::on_cuda(pool->rt)) {
     pkv::cpu_scatter_tokens(pool, layer, n, slots, k, v);
     return PKV_OK;
@@ -284,11 +290,8 @@ pkv_status pkv_kvpool_write_device(pkv_kvpool *pool, int32_t layer, int32_t n, c
 pkv_status pkv_kvpool_read(pkv_kvpool *pool, int32_t layer, int32_t n, const int32_t *slots, void *k, void *v) {
   PKV_API_BEGIN
   PKV_CHECK(pool, KvPool);
-  PKV_TRY(check_layer(pool, layer, __func__));
-  PKV_TRY(check_slots(pool, n, slots, __func__));
+  PKV_TRY(check_token_io(pool, layer, n, slots, k, v, __func__));
   if (n == 0) return PKV_OK;
-  PKV_NOT_NULL(k);
-  PKV_NOT_NULL(v);
   if (!pkv::on_cuda(pool->rt)) {
     pkv::cpu_gather_tokens(pool, layer, n, slots, k, v);
     return PKV_OK;
