@@ -54,6 +54,14 @@ describe("planner", () => {
     expect(pers!.numTasks).toBeGreaterThanOrEqual(8 * Math.floor(20000 / 64 / 50));
     for (const r of [base!, pers!]) expect(r.relError).toBeLessThan(tolerance("f16"));
   });
+  test("claiming splits (a long few-row step) share each row's tiles and merge exactly", () => {
+    // 826 tiles of 64 tokens x 4 heads: over 8 tiles per block of the CPU's 396-block wave, so the
+    // persistent plan claims; rows of 1 and 17 tokens stay single tasks, the 700-token row gets helpers.
+    const c: DecodeCase = { group: 2, numKvHeads: 4, headDim: 128, pageSize: 16, dtype: "f16", lengths: [1, 17, 700, 20000, 32000] };
+    const [pers] = runCase(rt, c, ["persistent"]);
+    expect(pers!.maxSplits).toBeGreaterThan(1);
+    expectClose(c);
+  });
   test("a large batch is not split by the baseline (one task per row and head)", () => {
     const lengths = Array.from({ length: 120 }, (_, i) => 1 + ((i * 37) % 90));
     const [base] = runCase(rt, { group: 1, numKvHeads: 4, headDim: 64, pageSize: 16, dtype: "f16", lengths }, ["baseline"]);

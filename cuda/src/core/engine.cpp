@@ -288,6 +288,7 @@ pkv_status cuda_run(pkv_decode_engine *e, int32_t layer, const void *q, void *ou
   p.partial_o = e->partial_o;
   p.partial_lse = e->partial_lse;
   p.merge_counters = e->merge_counters;
+  p.tile_cursors = e->merge_counters + (int64_t)e->cfg.max_batch * e->cfg.num_kv_heads;
   p.work_counter = e->work_counter;
   p.num_kv_heads = e->cfg.num_kv_heads;
   p.group = e->group;
@@ -376,6 +377,10 @@ pkv_status pkv_decode_engine_create(pkv_runtime *rt, const pkv_decode_config *co
   e->shape.tail_pieces = env_int("PKV_PLAN_TAIL_PIECES", 0, 3, 2);
   e->shape.tail_all = env_int("PKV_PLAN_TAIL_ALL", 0, 1, 0);
   e->shape.per_block = env_int("PKV_PLAN_PER_BLOCK", 0, 4, 0);
+  // Claiming (v8): on few-row steps under the tail's size with at least 8 tiles per block, the splits of
+  // a (row, head) share its tiles. PKV_PLAN_CLAIM=0 turns it off (the plans of v7), another value sets
+  // the threshold.
+  e->shape.claim_min_tiles = env_int("PKV_PLAN_CLAIM", 0, 1 << 20, 8);
   e->max_tasks = pkv::max_plan_tasks(e->shape, config->max_batch);
   e->shape.max_partials = (int32_t)std::min<int64_t>(e->max_tasks, INT32_MAX);
 
@@ -389,7 +394,9 @@ pkv_status pkv_decode_engine_create(pkv_runtime *rt, const pkv_decode_config *co
   e->staging[0].capacity = e->staging[1].capacity = image;
   alloc(PKV_MEM_DEVICE, e->max_tasks * g * d * 4, (void **)&e->partial_o);
   alloc(PKV_MEM_DEVICE, e->max_tasks * g * 4, (void **)&e->partial_lse);
-  alloc(PKV_MEM_DEVICE, (int64_t)config->max_batch * config->num_kv_heads * 4, (void **)&e->merge_counters);
+  // Merge counters, then the claiming splits' tile cursors: both per (row, head), zero between launches.
+  const int64_t pairs = (int64_t)config->max_batch * config->num_kv_heads;
+  alloc(PKV_MEM_DEVICE, 2 * pairs * 4, (void **)&e->merge_counters);
   alloc(PKV_MEM_DEVICE, 16, (void **)&e->work_counter);
   if (pkv::on_cuda(rt)) {
     alloc(PKV_MEM_DEVICE, image, &e->plan_device);
@@ -402,11 +409,10 @@ pkv_status pkv_decode_engine_create(pkv_runtime *rt, const pkv_decode_config *co
     cuda(cudaEventCreateWithFlags(&e->plan_ready, cudaEventDisableTiming), "cudaEventCreate");
     cuda(cudaEventCreateWithFlags(&e->foreign_runs_done, cudaEventDisableTiming), "cudaEventCreate");
     if (s == PKV_OK)
-      cuda(cudaMemsetAsync(e->merge_counters, 0, (size_t)config->max_batch * config->num_kv_heads * 4, rt->stream),
-           "cudaMemsetAsync");
+      cuda(cudaMemsetAsync(e->merge_counters, 0, (size_t)(2 * pairs * 4), rt->stream), "cudaMemsetAsync");
     if (s == PKV_OK) cuda(cudaMemsetAsync(e->work_counter, 0, 16, rt->stream), "cudaMemsetAsync");
   } else if (s == PKV_OK) {
-    memset(e->merge_counters, 0, (size_t)config->max_batch * config->num_kv_heads * 4);
+    memset(e->merge_counters, 0, (size_t)(2 * pairs * 4));
   }
   if (s != PKV_OK) {
     free_engine(e);

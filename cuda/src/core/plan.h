@@ -16,7 +16,8 @@ struct PlanHeader {
   int32_t tasks_offset;   // in 16-byte units from the plan's start
   int32_t deltas_offset;  // in 16-byte units
   int32_t num_partials;   // fp32 partial slots the split tasks use
-  int32_t reserved[2];
+  int32_t claim_tile;     // tokens per claimed tile; 0: every task's range is static (see PlanTask)
+  int32_t reserved;
 };
 static_assert(sizeof(PlanHeader) == 32, "header is two int4");
 
@@ -27,12 +28,21 @@ struct PlanRow {
   int32_t partial_base;  // first partial slot: base + head * num_splits + split
 };
 
+// A task's tokens. Static (claim_tile 0, or a row of one split): [tok_begin, tok_end), page-aligned.
+// Claiming (claim_tile > 0 and a row of several splits; v8, bench/NOTES-kernels.md): the splits of one
+// (row, head) share its tiles of claim_tile tokens. A split first takes its own tiles from tok_begin up to
+// kClaimFirstTiles of them or tok_end (the start of the shared part, the same for every split of the
+// row; a split with tok_begin == tok_end has none), then claims tiles of [tok_end, seq_len) one at a
+// time from the pair's cursor, so the splits finish together however memory favours them.
 struct PlanTask {
   int32_t row;         // index into the batch (not the block-table row)
   int32_t head_split;  // kv_head << 16 | split index
-  int32_t tok_begin;   // page-aligned
-  int32_t tok_end;     // exclusive, <= seq_len
+  int32_t tok_begin;
+  int32_t tok_end;
 };
+// Tiles a claiming split takes before it claims: the kernels' pipeline depth plus one, so a split's
+// first claim is made while its own tiles stream, never before its first copy.
+constexpr int32_t kClaimFirstTiles = 4;
 
 // One block-table entry to copy into the device table before the step runs.
 struct PlanDelta {
@@ -60,6 +70,9 @@ struct PlanShape {
   int32_t tail_pieces;        // tail pool tasks per block (1..3; 0 = 3)
   int32_t tail_all;           // 1: the tail split on small steps too (to exercise it in the sweep/sanitizer)
   int32_t per_block;          // 1..4: force that many tasks per block (no single-wave choice) when rows are few
+  // Claiming (v8; the engine sets 8): persistent, few rows, at least this many tiles per block: the splits
+  // of each (row, head) claim its tiles (PlanTask). 0: off.
+  int32_t claim_min_tiles;
 };
 
 // Upper bound of tasks (and partial slots) any plan of `batch` rows can produce: at most four tasks

@@ -1,8 +1,9 @@
-// Host execution of a decode plan (fp32). Each task computes its token range's (lse, output) with a
+// Host execution of a decode plan (fp32). Each task computes its tokens' (lse, output) with a
 // two-pass softmax, then writes the output or a partial; the task that completes a (row, head)'s count
 // merges the partials by LSE, in the order the kernels would. Natural-log domain throughout.
 #include "decode_cpu.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -21,6 +22,23 @@ void cpu_decode_run(const CpuDecodeArgs &a) {
   const auto *qp = static_cast<const uint16_t *>(a.q);
   auto *op = static_cast<uint16_t *>(a.out);
   std::vector<float> q(d), scores, o(d);
+  std::vector<int32_t> toks;
+  // A task's tokens: its range, or for a claiming split (PlanTask) its own first tiles and, standing in
+  // for the kernels' claims, every n-th tile of the shared part (each tile to exactly one split).
+  auto task_tokens = [&](const PlanTask &t, const PlanRow &row) {
+    toks.clear();
+    const int32_t ct = header->claim_tile, n = row.num_splits;
+    if (ct == 0 || n == 1) {
+      for (int32_t tok = t.tok_begin; tok < t.tok_end; tok++) toks.push_back(tok);
+      return;
+    }
+    const int64_t ntiles = (row.seq_len + ct - 1) / ct, first = t.tok_begin / ct, shared = t.tok_end / ct;
+    auto add = [&](int64_t tile) {
+      for (int64_t tok = tile * ct; tok < std::min<int64_t>((tile + 1) * ct, row.seq_len); tok++) toks.push_back((int32_t)tok);
+    };
+    for (int64_t i = first; i < std::min<int64_t>(first + kClaimFirstTiles, std::min(shared, ntiles)); i++) add(i);
+    for (int64_t i = shared + task_split(t); i < ntiles; i += n) add(i);
+  };
 
   auto write_out = [&](int64_t qo_row, const float *val, float lse) {
     for (int32_t e = 0; e < d; e++) op[qo_row * d + e] = store_half(a.dtype, val[e]);
@@ -33,30 +51,34 @@ void cpu_decode_run(const CpuDecodeArgs &a) {
     const int32_t head = task_head(t), split = task_split(t), n = row.num_splits;
     const int32_t *table_row = a.table + (int64_t)row.table_row * a.table_stride;
     const int64_t slot_base = (int64_t)row.partial_base + (int64_t)head * n;
-    scores.resize(t.tok_end - t.tok_begin);
+    task_tokens(t, row);
+    scores.resize(toks.size());
     for (int32_t y = 0; y < g; y++) {
       const int64_t qo_row = ((int64_t)t.row * a.num_kv_heads + head) * g + y;
       for (int32_t e = 0; e < d; e++) q[e] = load_half(a.dtype, qp[qo_row * d + e]) * a.sm_scale;
       float mx = -INFINITY;
-      for (int32_t tok = t.tok_begin; tok < t.tok_end; tok++) {
+      for (size_t i = 0; i < toks.size(); i++) {
+        const int32_t tok = toks[i];
         int64_t page = table_row[tok >> shift];
         int64_t base = ((page * a.num_kv_heads + head) * a.page_size + (tok & (a.page_size - 1))) * d;
         float s = 0.f;
         for (int32_t e = 0; e < d; e++) s += q[e] * load_half(a.dtype, kp[base + e]);
-        scores[tok - t.tok_begin] = s;
+        scores[i] = s;
         mx = std::fmax(mx, s);
       }
       float l = 0.f;
       std::fill(o.begin(), o.end(), 0.f);
-      for (int32_t tok = t.tok_begin; tok < t.tok_end; tok++) {
+      for (size_t i = 0; i < toks.size(); i++) {
+        const int32_t tok = toks[i];
         int64_t page = table_row[tok >> shift];
         int64_t base = ((page * a.num_kv_heads + head) * a.page_size + (tok & (a.page_size - 1))) * d;
-        float p = std::exp(scores[tok - t.tok_begin] - mx);
+        float p = std::exp(scores[i] - mx);
         l += p;
         for (int32_t e = 0; e < d; e++) o[e] += p * load_half(a.dtype, vp[base + e]);
       }
-      for (int32_t e = 0; e < d; e++) o[e] /= l;
-      const float lse = mx + std::log(l);
+      // A claiming split may get no tile: its partial weighs nothing in the merge (lse -inf, o 0).
+      for (int32_t e = 0; e < d; e++) o[e] = l > 0.f ? o[e] / l : 0.f;
+      const float lse = l > 0.f ? mx + std::log(l) : -INFINITY;
       if (n == 1) {
         write_out(qo_row, o.data(), lse);
       } else {

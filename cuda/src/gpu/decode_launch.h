@@ -21,6 +21,7 @@ struct DecodeParams {
   float *partial_o;         // [slot][group][head_dim] fp32, normalised
   float *partial_lse;       // [slot][group], log2 domain
   int32_t *merge_counters;  // [max_batch][num_kv_heads], zero between launches
+  int32_t *tile_cursors;    // [max_batch][num_kv_heads]: tiles claimed past tok_end (PlanTask), zero between launches
   int32_t *work_counter;    // persistent ticket counter, zero between launches
   int32_t num_kv_heads;
   int32_t group;       // query heads per KV head, 1..16

@@ -1,8 +1,8 @@
 // Task epilogue: merge the block's token partitions (sm_lse[i * g + y], sm_o[(i * g + y) * D] for
 // partition i of `parts`), then either write the output (a row of one split)
 // or write a fp32 partial and let the last split to finish merge all partials of its (row, head) by LSE.
-// The last finisher is found with a per-(row, head) counter that it resets to zero, so the next layer
-// (or a CUDA-graph replay) starts from a clean state without a memset.
+// The last finisher is found with a per-(row, head) counter that it resets to zero, with the pair's
+// tile cursor, so the next layer (or a CUDA-graph replay) starts from a clean state without a memset.
 #pragma once
 #include "../core/plan.h"
 #include "decode_launch.h"
@@ -110,9 +110,13 @@ __device__ void write_task_output(const DecodeParams &p, int b, int head, int sp
   __syncthreads();
   if (!s_last) return;
   __threadfence();
+  // Clean for the next launch: the count, and the tiles the splits claimed (all of them have finished).
+  auto reset = [&] {
+    if (threadIdx.x == 0) *counter = 0, p.tile_cursors[(int64_t)b * p.num_kv_heads + head] = 0;
+  };
   if (n * g <= kMergeWeights) {
     merge_partials<T, D, kThreads>(p, qo_base, slot_base, n, scratch);
-    if (threadIdx.x == 0) *counter = 0;
+    reset();
     return;
   }
   for (int u = threadIdx.x; u < units; u += kThreads) {
@@ -129,7 +133,7 @@ __device__ void write_task_output(const DecodeParams &p, int b, int head, int sp
         o);
     store_output<T, D>(p, qo_base + y, c, lse, o);
   }
-  if (threadIdx.x == 0) *counter = 0;
+  reset();
 }
 
 }  // namespace pkv

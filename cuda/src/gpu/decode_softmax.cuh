@@ -70,6 +70,7 @@ __device__ __forceinline__ float merge_states(int n, Lse lse_at, Out o_at, float
 #pragma unroll
     for (int j = 0; j < 8; j++) o[j] = fmaf(w, oi[j], o[j]);
   }
+  if (sum == 0.f) return -INFINITY;  // no state saw a token (a claiming split that got no tile): o stays 0
   float inv = 1.f / sum;
 #pragma unroll
   for (int j = 0; j < 8; j++) o[j] *= inv;

@@ -67,11 +67,12 @@ struct CoreBody {
       for (int j = 0; j < 16; j++) q[j] *= p.scale_log2;
     }
 
+    __shared__ int claim_ring[TileSchedule::kRing];
+    const TaskTiles tiles = task_tiles<kTile>(p, task, row, head, claim_ring);
     Loader loader{static_cast<const T *>(p.k), static_cast<const T *>(p.v), p.table + (int64_t)row.table_row * p.table_stride,
-                  task.tok_begin, task.tok_end, head, p.num_kv_heads, p.page_shift};
-    const int ntiles = (task.tok_end - task.tok_begin + kTile - 1) / kTile;
+                  tiles.tok_begin, tiles.tok_end, head, p.num_kv_heads, p.page_shift};
     SoftmaxState st;
-    stream_tiles<Loader, kStageElems>(loader, ntiles, smem, [&](int, const T *ks, const T *vs, int valid) {
+    stream_tiles<Loader, kStageElems>(loader, tiles.sched, smem, [&](int, const T *ks, const T *vs, int valid) {
       if (!computes) return;
       for (int j = z; j < kChunks; j += bdz) {
         const int t0 = j * kChunk;

@@ -73,9 +73,10 @@ struct TensorBody {
     for (int n = 0; n < kNTiles; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};  // rows r0 and r0 + 8; l is this lane's share
 
+    __shared__ int claim_ring[TileSchedule::kRing];
+    const TaskTiles tiles = task_tiles<kTile>(p, task, row, head, claim_ring);
     Loader loader{static_cast<const T *>(p.k), static_cast<const T *>(p.v), p.table + (int64_t)row.table_row * p.table_stride,
-                  task.tok_begin, task.tok_end, head, p.num_kv_heads, p.page_shift};
-    const int ntiles = (task.tok_end - task.tok_begin + kTile - 1) / kTile;
+                  tiles.tok_begin, tiles.tok_end, head, p.num_kv_heads, p.page_shift};
     auto tile_math = [&](int, const T *ks_, const T *vs_, int valid) {
       for (int j = warp; j < kChunks; j += kWarps) {
         if (tok_row(j, 0, 0) >= valid) break;  // the chunk's first row (rows grow with j)
@@ -137,9 +138,9 @@ struct TensorBody {
       }
     };
     if constexpr (kBulk)
-      stream_tiles_bulk<Loader, kStageElems>(loader, ntiles, smem, tile_math);
+      stream_tiles_bulk<Loader, kStageElems>(loader, tiles.sched, smem, tile_math);
     else
-      stream_tiles<Loader, kStageElems>(loader, ntiles, smem, tile_math);
+      stream_tiles<Loader, kStageElems>(loader, tiles.sched, smem, tile_math);
 
     // Each warp's state into the reused pipeline memory, then the shared epilogue merges the warps.
     float *sm_lse = reinterpret_cast<float *>(smem);
