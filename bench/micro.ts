@@ -54,6 +54,28 @@ for (const task of bench.tasks) {
 }
 rt.synchronize();
 
+// The same plans with the GPU idle before each (a serving loop waits for each step's logits, so the
+// staging image a plan reuses is never still in flight), and the native call alone (no describeBatch,
+// no Plan object): which part of a plan is the bindings', which the library's.
+for (const batch of [8, 256]) {
+  const step = seqs.slice(0, batch);
+  const rows = new Int32Array(batch), lengths = new Int32Array(batch), info = new Uint8Array(64);
+  cache.describeBatch(step, rows, lengths);
+  const idle: number[] = [], call: number[] = [];
+  for (let i = 0; i < 1000; i++) {
+    rt.synchronize();
+    let t = performance.now();
+    engine.plan(cache, step);
+    idle.push(performance.now() - t);
+    rt.synchronize();
+    t = performance.now();
+    lib.pkv_decode_plan(engine.handle, cache.poolHandle, batch, rows, lengths, -1, info);
+    call.push(performance.now() - t);
+  }
+  results[`plan B=${batch}, GPU idle us`] = +(median(idle) * 1000).toFixed(3);
+  results[`pkv_decode_plan alone B=${batch}, GPU idle us`] = +(median(call) * 1000).toFixed(3);
+}
+
 // One decode step of 256 rows: append one token each (every 16th row crosses into a new page), then plan.
 {
   const step = seqs.slice(0, 256);
