@@ -27,11 +27,17 @@ step example 120 bun examples/b8-batch.ts
 step serve 150 bun bench/serve.ts --backend cuda --requests 192 --rate 16 --out "$R/serve.json"
 step sweep 200 bun bench/sweep.ts
 grep -E "FAIL|passed" "$R/sweep.log" | tail -3 | tee -a "$R/summary.txt"
+# Claiming on every step it can take (the sweep's and sanitizer's steps are mostly under its threshold).
+step sweep-claim 200 env PKV_PLAN_CLAIM=1 bun bench/sweep.ts
+grep -E "FAIL|passed" "$R/sweep-claim.log" | tail -3 | tee -a "$R/summary.txt"
+step cuda-calls 120 bash -c "nvcc -O2 -arch=sm_90 -o /tmp/cuda-calls bench/cuda-calls.cu && /tmp/cuda-calls"
 step memcheck-kvcache 150 compute-sanitizer --tool memcheck --error-exitcode 1 bun test test/gpu/kvcache.test.ts
 tail -2 "$R/memcheck-kvcache.log" | tee -a "$R/summary.txt"
 for tool in memcheck racecheck; do
   step "$tool-decode" 150 compute-sanitizer --tool "$tool" --error-exitcode 1 bun test/gpu/sanitize.ts
   tail -1 "$R/$tool-decode.log" | tee -a "$R/summary.txt"
+  step "$tool-decode-claim" 150 env PKV_PLAN_CLAIM=1 compute-sanitizer --tool "$tool" --error-exitcode 1 bun test/gpu/sanitize.ts
+  tail -1 "$R/$tool-decode-claim.log" | tee -a "$R/summary.txt"
 done
 tar czf "$OUT/final.tgz" -C "$OUT" final && rm -rf "$R"
 echo done
