@@ -164,9 +164,9 @@ int32_t choose_math(int32_t head_dim, int32_t cc_major) {
 
 // The adaptive rule: the calibrated table's choice where calibration found a clear winner; elsewhere this
 // built-in rule, read off the H100 measurements in bench/NOTES-kernels.md: the persistent kernel when rows are many (half a wave of (row, head) pairs or
-// more: its queue balances them, the one-block-per-task grid does not) or when a long step is skewed
-// (longest row over twice the mean, 64K tokens or more); the baseline otherwise (equal rows split
-// evenly either way, and its launch is a little cheaper for short steps).
+// more: its queue balances them, the one-block-per-task grid does not), when a long step is skewed
+// (longest row over twice the mean, 64K tokens or more), or when the step is large; the baseline
+// otherwise (short steps: its launch is a little cheaper and its splits are as even).
 int32_t adaptive_kernel(const pkv_decode_engine *e, int32_t batch, const int32_t *seq_lens) {
   int64_t total = 0, longest = 0;
   for (int32_t b = 0; b < batch; b++) {
@@ -177,6 +177,9 @@ int32_t adaptive_kernel(const pkv_decode_engine *e, int32_t batch, const int32_t
   if (measured >= 0) return measured;
   if (2 * (int64_t)batch * e->cfg.num_kv_heads >= e->shape.wave) return PKV_KERNEL_PERSISTENT;
   if (total >= 65536 && longest * batch > 2 * total) return PKV_KERNEL_PERSISTENT;
+  // At 16 tiles per block or more its planner claims or pools a tail, which an even split cannot: v8
+  // measured 1-3% faster than the baseline on such steps (b8-uniform, b4-long, b1 64K-128K).
+  if (total / e->shape.tile_tokens * e->cfg.num_kv_heads >= 16 * (int64_t)e->shape.wave) return PKV_KERNEL_PERSISTENT;
   return PKV_KERNEL_BASELINE;
 }
 
