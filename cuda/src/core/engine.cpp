@@ -275,6 +275,7 @@ void cpu_run(pkv_decode_engine *e, int32_t layer, const void *q, void *out, floa
   a.partial_o = e->partial_o;
   a.partial_lse = e->partial_lse;
   a.merge_counters = e->merge_counters;
+  a.slot_counters = e->merge_counters + 2 * (int64_t)e->cfg.max_batch * e->cfg.num_kv_heads;  // as the kernels' (cuda_run)
   pkv::cpu_decode_run(a);
 }
 
@@ -292,6 +293,8 @@ pkv_status cuda_run(pkv_decode_engine *e, int32_t layer, const void *q, void *ou
   p.partial_lse = e->partial_lse;
   p.merge_counters = e->merge_counters;
   p.tile_cursors = e->merge_counters + (int64_t)e->cfg.max_batch * e->cfg.num_kv_heads;
+  p.slot_counters = p.tile_cursors + (int64_t)e->cfg.max_batch * e->cfg.num_kv_heads;
+  p.splits_out = p.slot_counters + (int64_t)e->cfg.max_batch * e->cfg.num_kv_heads;
   p.work_counter = e->work_counter;
   p.num_kv_heads = e->cfg.num_kv_heads;
   p.group = e->group;
@@ -384,6 +387,7 @@ pkv_status pkv_decode_engine_create(pkv_runtime *rt, const pkv_decode_config *co
   // a (row, head) share its tiles. PKV_PLAN_CLAIM=0 turns it off (the plans of v7), another value sets
   // the threshold.
   e->shape.claim_min_tiles = env_int("PKV_PLAN_CLAIM", 0, 1 << 20, 8);
+  e->shape.claim_large = env_int("PKV_PLAN_CLAIM_LARGE", 0, 1, 0);
   e->max_tasks = pkv::max_plan_tasks(e->shape, config->max_batch);
   e->shape.max_partials = (int32_t)std::min<int64_t>(e->max_tasks, INT32_MAX);
 
@@ -397,9 +401,10 @@ pkv_status pkv_decode_engine_create(pkv_runtime *rt, const pkv_decode_config *co
   e->staging[0].capacity = e->staging[1].capacity = image;
   alloc(PKV_MEM_DEVICE, e->max_tasks * g * d * 4, (void **)&e->partial_o);
   alloc(PKV_MEM_DEVICE, e->max_tasks * g * 4, (void **)&e->partial_lse);
-  // Merge counters, then the claiming splits' tile cursors: both per (row, head), zero between launches.
+  // Merge counters, then a claiming row's tile cursor, partial slots taken and splits finished: all per
+  // (row, head), zero between launches.
   const int64_t pairs = (int64_t)config->max_batch * config->num_kv_heads;
-  alloc(PKV_MEM_DEVICE, 2 * pairs * 4, (void **)&e->merge_counters);
+  alloc(PKV_MEM_DEVICE, 4 * pairs * 4, (void **)&e->merge_counters);
   alloc(PKV_MEM_DEVICE, 16, (void **)&e->work_counter);
   if (pkv::on_cuda(rt)) {
     alloc(PKV_MEM_DEVICE, image, &e->plan_device);
@@ -412,10 +417,10 @@ pkv_status pkv_decode_engine_create(pkv_runtime *rt, const pkv_decode_config *co
     cuda(cudaEventCreateWithFlags(&e->plan_ready, cudaEventDisableTiming), "cudaEventCreate");
     cuda(cudaEventCreateWithFlags(&e->foreign_runs_done, cudaEventDisableTiming), "cudaEventCreate");
     if (s == PKV_OK)
-      cuda(cudaMemsetAsync(e->merge_counters, 0, (size_t)(2 * pairs * 4), rt->stream), "cudaMemsetAsync");
+      cuda(cudaMemsetAsync(e->merge_counters, 0, (size_t)(4 * pairs * 4), rt->stream), "cudaMemsetAsync");
     if (s == PKV_OK) cuda(cudaMemsetAsync(e->work_counter, 0, 16, rt->stream), "cudaMemsetAsync");
   } else if (s == PKV_OK) {
-    memset(e->merge_counters, 0, (size_t)(2 * pairs * 4));
+    memset(e->merge_counters, 0, (size_t)(4 * pairs * 4));
   }
   if (s != PKV_OK) {
     free_engine(e);

@@ -99,43 +99,42 @@ PlanTask *emit_tail(const PlanShape &s, int32_t batch, const int32_t *seq_lens, 
   return t;
 }
 
-// v8 (bench/NOTES-kernels.md): claiming, for few rows on steps of at least claim_min_tiles tiles per
-// block. A row's (row, head) pairs get workers by their share of the step's tiles: a row under one
-// block's share gets one (static), the others split the remaining blocks by largest remainder. A row of
-// several workers shares its tiles (PlanTask): each worker starts on kClaimFirstTiles tiles of its own,
-// then claims the row's remaining tiles one at a time, so its workers finish within about a pipeline's
-// depth of each other whatever share of memory each gets. A row still over its share after rounding
-// gets helpers, queued after every first worker: blocks freed by short rows join it while it has tiles
-// (a helper that comes too late finds none and ends at once). First workers go longest row first.
+// v8 (bench/NOTES-kernels.md): claiming, for few rows. A row's fair share is its tiles over a block's
+// (the step's tiles over the wave). Every row starts at once: a row under one share gets one static
+// worker per (row, head), the others split the remaining blocks by largest remainder. A row of several
+// splits shares its tiles (PlanTask): each worker starts on kClaimFirstTiles tiles of its own, then
+// claims the row's remaining tiles one at a time, so its splits finish within about a pipeline's depth
+// of each other whatever share of memory each gets. Helpers follow in the queue, for the shares a row's
+// workers fall short of plus a quarter: blocks freed by rows that end early join the rows still
+// running. A helper that comes too late finds no tile and ends at once, at no cost to its row
+// (write_task_output), so rows get them freely. First workers go longest row first.
 template <class SetRow>
 PlanTask *emit_claim(const PlanShape &s, int32_t batch, const int32_t *seq_lens, SetRow &set_row, PlanTask *t) {
   const int64_t tile = s.tile_tokens, heads = s.num_kv_heads, slots = std::max<int64_t>(1, s.wave / heads);
   thread_local std::vector<int64_t> tiles, workers, helpers, rest;
   thread_local std::vector<int32_t> order;
   tiles.resize(batch), workers.resize(batch), helpers.resize(batch), rest.resize(batch), order.resize(batch);
-  int64_t total = 0, shared_total = 0, free_slots = slots;
+  int64_t total = 0, shared_total = 0, free_slots = slots, handed = 0;
   for (int32_t b = 0; b < batch; b++) total += tiles[b] = ceil_div(seq_lens[b], tile);
+  auto small = [&](int32_t b) { return tiles[b] * slots < total; };
   for (int32_t b = 0; b < batch; b++) {
     order[b] = b;
-    if (tiles[b] * slots < total) free_slots--;  // under one block's share: one static worker
+    if (small(b)) free_slots--;
     else shared_total += tiles[b];
   }
   free_slots = std::max<int64_t>(free_slots, 1);
-  int64_t handed = 0;
   for (int32_t b = 0; b < batch; b++) {
-    const bool small = tiles[b] * slots < total;
-    workers[b] = small ? 1 : tiles[b] * free_slots / shared_total;
-    rest[b] = small ? -1 : tiles[b] * free_slots % shared_total;
-    if (!small) handed += workers[b];
+    workers[b] = small(b) ? 1 : tiles[b] * free_slots / shared_total;
+    rest[b] = small(b) ? -1 : tiles[b] * free_slots % shared_total;
+    if (!small(b)) handed += workers[b];
   }
   std::sort(order.begin(), order.end(), [&](int32_t x, int32_t y) { return rest[x] > rest[y]; });
   for (int32_t i = 0; i < batch && handed < free_slots && rest[order[i]] >= 0; i++, handed++) workers[order[i]]++;
   for (int32_t b = 0; b < batch; b++) {
     const int64_t most = std::max<int64_t>(1, ceil_div(seq_lens[b], s.min_split_tokens));
     workers[b] = std::clamp<int64_t>(workers[b], 1, most);
-    // Worker-shares the row is over by (in units of total / slots tiles), if over 2% of its workers.
-    const int64_t over = tiles[b] * slots - workers[b] * total;
-    helpers[b] = over * 50 > workers[b] * total ? std::min(ceil_div(over, total), most - workers[b]) : 0;
+    const int64_t short_of = std::max<int64_t>(0, ceil_div(tiles[b] * slots - workers[b] * total, total));
+    helpers[b] = small(b) ? 0 : std::min(short_of + ceil_div(workers[b], 4), most - workers[b]);
   }
   std::sort(order.begin(), order.end(), [&](int32_t x, int32_t y) { return tiles[x] > tiles[y]; });
   auto task = [&](int32_t b, int64_t h, int64_t split, int64_t first_tile, int64_t shared_tile) {
@@ -152,11 +151,16 @@ PlanTask *emit_claim(const PlanShape &s, int32_t batch, const int32_t *seq_lens,
     for (int64_t h = 0; h < heads; h++)
       for (int64_t k = 0; k < workers[b]; k++) task(b, h, k, std::min(k * kClaimFirstTiles, shared), shared);
   }
-  for (int32_t b : order) {
-    const int64_t shared = std::min<int64_t>(workers[b] * kClaimFirstTiles, tiles[b]);
-    for (int64_t k = 0; k < helpers[b]; k++)
+  // Helpers in rounds, the rows with the most tiles per worker first in each, so early help is spread.
+  std::sort(order.begin(), order.end(), [&](int32_t x, int32_t y) { return tiles[x] * workers[y] > tiles[y] * workers[x]; });
+  int64_t rounds = 0;
+  for (int32_t b = 0; b < batch; b++) rounds = std::max(rounds, helpers[b]);
+  for (int64_t k = 0; k < rounds; k++)
+    for (int32_t b : order) {
+      if (k >= helpers[b]) continue;
+      const int64_t shared = std::min<int64_t>(workers[b] * kClaimFirstTiles, tiles[b]);
       for (int64_t h = 0; h < heads; h++) task(b, h, workers[b] + k, shared, shared);
-  }
+    }
   return t;
 }
 
@@ -216,7 +220,7 @@ int32_t build_workqueue(const PlanShape &s, int32_t kernel, int32_t batch, const
       return tasks * s.num_kv_heads;
     };
     const bool few_rows = (int64_t)batch * s.num_kv_heads <= s.wave;
-    if (few_rows && s.tail_pct > 0 && (s.tail_all || work >= 32 * min_pages * s.wave)) {
+    if (few_rows && s.tail_pct > 0 && !s.claim_large && (s.tail_all || work >= 32 * min_pages * s.wave)) {
       t = emit_tail(s, batch, seq_lens, total_pages, min_pages, tile_pages, set_row, t);
       goto done;
     }

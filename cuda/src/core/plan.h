@@ -73,6 +73,7 @@ struct PlanShape {
   // Claiming (v8; the engine sets 8): persistent, few rows, at least this many tiles per block: the splits
   // of each (row, head) claim its tiles (PlanTask). 0: off.
   int32_t claim_min_tiles;
+  int32_t claim_large;  // 1: claiming on the tail's steps too (a measurement setting)
 };
 
 // Upper bound of tasks (and partial slots) any plan of `batch` rows can produce: at most four tasks

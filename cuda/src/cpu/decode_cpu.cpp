@@ -25,19 +25,23 @@ void cpu_decode_run(const CpuDecodeArgs &a) {
   std::vector<int32_t> toks;
   // A task's tokens: its range, or for a claiming split (PlanTask) its own first tiles and, standing in
   // for the kernels' claims, every n-th tile of the shared part (each tile to exactly one split).
-  auto task_tokens = [&](const PlanTask &t, const PlanRow &row) {
+  // Returns the tiles (claiming splits) or -1.
+  auto task_tokens = [&](const PlanTask &t, const PlanRow &row) -> int64_t {
     toks.clear();
     const int32_t ct = header->claim_tile, n = row.num_splits;
     if (ct == 0 || n == 1) {
       for (int32_t tok = t.tok_begin; tok < t.tok_end; tok++) toks.push_back(tok);
-      return;
+      return -1;
     }
     const int64_t ntiles = (row.seq_len + ct - 1) / ct, first = t.tok_begin / ct, shared = t.tok_end / ct;
+    int64_t tiles = 0;
     auto add = [&](int64_t tile) {
       for (int64_t tok = tile * ct; tok < std::min<int64_t>((tile + 1) * ct, row.seq_len); tok++) toks.push_back((int32_t)tok);
+      tiles++;
     };
     for (int64_t i = first; i < std::min<int64_t>(first + kClaimFirstTiles, std::min(shared, ntiles)); i++) add(i);
     for (int64_t i = shared + task_split(t); i < ntiles; i += n) add(i);
+    return tiles;
   };
 
   auto write_out = [&](int64_t qo_row, const float *val, float lse) {
@@ -48,10 +52,15 @@ void cpu_decode_run(const CpuDecodeArgs &a) {
   for (int32_t ti = 0; ti < header->num_tasks; ti++) {
     const PlanTask &t = tasks[ti];
     const PlanRow &row = rows[t.row];
-    const int32_t head = task_head(t), split = task_split(t), n = row.num_splits;
+    const int32_t head = task_head(t), n = row.num_splits;
+    int32_t split = task_split(t);
     const int32_t *table_row = a.table + (int64_t)row.table_row * a.table_stride;
     const int64_t slot_base = (int64_t)row.partial_base + (int64_t)head * n;
-    task_tokens(t, row);
+    // A claiming row counts tiles: a split that saw none takes no slot; the others take slots in turn
+    // and the one that completes the row's tiles merges the slots taken (as the kernels do).
+    const int64_t claimed = task_tokens(t, row), pair = (int64_t)t.row * a.num_kv_heads + head;
+    if (claimed == 0) continue;
+    if (claimed > 0) split = a.slot_counters[pair]++;
     scores.resize(toks.size());
     for (int32_t y = 0; y < g; y++) {
       const int64_t qo_row = ((int64_t)t.row * a.num_kv_heads + head) * g + y;
@@ -87,14 +96,18 @@ void cpu_decode_run(const CpuDecodeArgs &a) {
       }
     }
     if (n == 1) continue;
-    int32_t &counter = a.merge_counters[(int64_t)t.row * a.num_kv_heads + head];
-    if (++counter < n) continue;
-    counter = 0;  // the last split merges and leaves the counter clean for the next layer
+    int32_t &counter = a.merge_counters[pair];
+    const int32_t row_tiles = claimed > 0 ? (row.seq_len + header->claim_tile - 1) / header->claim_tile : n;
+    counter += claimed > 0 ? (int32_t)claimed : 1;
+    if (counter < row_tiles) continue;
+    const int32_t merged = claimed > 0 ? a.slot_counters[pair] : n;
+    counter = 0;  // the last split merges and leaves the counters clean for the next layer
+    a.slot_counters[pair] = 0;
     for (int32_t y = 0; y < g; y++) {
       float mx = -INFINITY, sum = 0.f;
-      for (int32_t s = 0; s < n; s++) mx = std::fmax(mx, a.partial_lse[(slot_base + s) * g + y]);
+      for (int32_t s = 0; s < merged; s++) mx = std::fmax(mx, a.partial_lse[(slot_base + s) * g + y]);
       std::fill(o.begin(), o.end(), 0.f);
-      for (int32_t s = 0; s < n; s++) {
+      for (int32_t s = 0; s < merged; s++) {
         float w = std::exp(a.partial_lse[(slot_base + s) * g + y] - mx);
         sum += w;
         const float *src = a.partial_o + ((slot_base + s) * g + y) * d;

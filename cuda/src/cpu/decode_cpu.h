@@ -20,7 +20,8 @@ struct CpuDecodeArgs {
   float *lse;  // may be null
   float *partial_o;
   float *partial_lse;
-  int32_t *merge_counters;
+  int32_t *merge_counters;  // per (row, head): splits done, or a claiming row's tiles done
+  int32_t *slot_counters;   // per (row, head): partial slots a claiming row's splits took
 };
 
 void cpu_decode_run(const CpuDecodeArgs &a);

@@ -20,8 +20,10 @@ struct DecodeParams {
   float *lse;               // may be null
   float *partial_o;         // [slot][group][head_dim] fp32, normalised
   float *partial_lse;       // [slot][group], log2 domain
-  int32_t *merge_counters;  // [max_batch][num_kv_heads], zero between launches
+  int32_t *merge_counters;  // [max_batch][num_kv_heads]: splits (or a claiming row's tiles) done; zero between launches
   int32_t *tile_cursors;    // [max_batch][num_kv_heads]: tiles claimed past tok_end (PlanTask), zero between launches
+  int32_t *slot_counters;   // [max_batch][num_kv_heads]: partial slots a claiming row's splits took, zero between launches
+  int32_t *splits_out;      // [max_batch][num_kv_heads]: a claiming row's splits finished, zero between launches
   int32_t *work_counter;    // persistent ticket counter, zero between launches
   int32_t num_kv_heads;
   int32_t group;       // query heads per KV head, 1..16

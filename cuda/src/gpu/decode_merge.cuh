@@ -1,8 +1,8 @@
 // Task epilogue: merge the block's token partitions (sm_lse[i * g + y], sm_o[(i * g + y) * D] for
 // partition i of `parts`), then either write the output (a row of one split)
 // or write a fp32 partial and let the last split to finish merge all partials of its (row, head) by LSE.
-// The last finisher is found with a per-(row, head) counter that it resets to zero, with the pair's
-// tile cursor, so the next layer (or a CUDA-graph replay) starts from a clean state without a memset.
+// The last finisher is found with a per-(row, head) counter that it resets to zero (with a claiming
+// row's cursor and slot count), so the next layer (or a CUDA-graph replay) starts clean without a memset.
 #pragma once
 #include "../core/plan.h"
 #include "decode_launch.h"
@@ -70,14 +70,24 @@ __device__ void merge_partials(const DecodeParams &p, int64_t qo_base, int64_t s
   }
 }
 
+// The output of a task that saw tokens: the output itself (a row of one split), or a partial slot, and
+// the merge by whichever split completes the row's count (see write_task_output).
 template <typename T, int D, int kThreads>
-__device__ void write_task_output(const DecodeParams &p, int b, int head, int split, const PlanRow &row,
-                                  const float *sm_lse, const float *sm_o, int parts, float *scratch) {
+__device__ void write_and_merge(const DecodeParams &p, int b, int head, int split, const PlanRow &row,
+                                const float *sm_lse, const float *sm_o, int parts, float *scratch, int claimed,
+                                int row_tiles) {
   constexpr int kVecs = D / 8;
   const int g = p.group, units = g * kVecs;
   const int64_t qo_base = ((int64_t)b * p.num_kv_heads + head) * g;
   const int n = row.num_splits;
   const int64_t slot_base = (int64_t)row.partial_base + (int64_t)head * n;  // this head's partial slots
+  const int64_t pair = (int64_t)b * p.num_kv_heads + head;
+  __shared__ int s_slot, s_last;
+  if (claimed > 0) {
+    if (threadIdx.x == 0) s_slot = atomicAdd(p.slot_counters + pair, 1);
+    __syncthreads();
+    split = s_slot;
+  }
 
   for (int u = threadIdx.x; u < units; u += kThreads) {
     const int y = u / kVecs, c = u % kVecs;
@@ -101,21 +111,23 @@ __device__ void write_task_output(const DecodeParams &p, int b, int head, int sp
   }
   if (n == 1) return;
 
-  // Publish the partial, then count this split in; the block that completes the count merges.
-  __shared__ int s_last;
+  // Publish the partial, then count this split (or its tiles) in; the block that completes the count merges.
   __threadfence();
   __syncthreads();
-  int32_t *counter = p.merge_counters + (int64_t)b * p.num_kv_heads + head;
-  if (threadIdx.x == 0) s_last = atomicAdd(counter, 1) == n - 1;
+  int32_t *counter = p.merge_counters + pair;
+  if (threadIdx.x == 0)
+    s_last = claimed > 0 ? atomicAdd(counter, claimed) + claimed == row_tiles : atomicAdd(counter, 1) == n - 1;
   __syncthreads();
   if (!s_last) return;
   __threadfence();
-  // Clean for the next launch: the count, and the tiles the splits claimed (all of them have finished).
+  // Every slot was taken before its tiles were counted, so the number of slots is final here.
+  const int merged = claimed > 0 ? __ldcg(p.slot_counters + pair) : n;
+  // Clean for the next launch (no split of this row takes a slot or counts after this point).
   auto reset = [&] {
-    if (threadIdx.x == 0) *counter = 0, p.tile_cursors[(int64_t)b * p.num_kv_heads + head] = 0;
+    if (threadIdx.x == 0) *counter = 0, p.slot_counters[pair] = 0;
   };
-  if (n * g <= kMergeWeights) {
-    merge_partials<T, D, kThreads>(p, qo_base, slot_base, n, scratch);
+  if (merged * g <= kMergeWeights) {
+    merge_partials<T, D, kThreads>(p, qo_base, slot_base, merged, scratch);
     reset();
     return;
   }
@@ -124,7 +136,7 @@ __device__ void write_task_output(const DecodeParams &p, int b, int head, int sp
     float o[8];
     // __ldcg: the partials were written by other blocks; read them from L2, not a stale L1 line.
     float lse = merge_states(
-        n, [&](int i) { return __ldcg(p.partial_lse + (slot_base + i) * g + y); },
+        merged, [&](int i) { return __ldcg(p.partial_lse + (slot_base + i) * g + y); },
         [&](int i, float(&f)[8]) {
           const float4 *src = reinterpret_cast<const float4 *>(p.partial_o + ((slot_base + i) * g + y) * D + c * 8);
           float4 a = __ldcg(src), b4 = __ldcg(src + 1);
@@ -134,6 +146,21 @@ __device__ void write_task_output(const DecodeParams &p, int b, int head, int sp
     store_output<T, D>(p, qo_base + y, c, lse, o);
   }
   reset();
+}
+
+// claimed: tiles this task computed if its row's splits claim tiles (PlanTask), else -1; row_tiles:
+// the row's tiles then. A claiming row counts tiles, not splits: a split that computed none takes no
+// partial slot and counts nothing (so a helper that came too late costs the row nothing), the others
+// take slots in the order they finish, and the one whose tiles complete the row merges the slots taken.
+// Its cursor is reset only by the last of its splits out: a late helper may claim after the merge.
+template <typename T, int D, int kThreads>
+__device__ void write_task_output(const DecodeParams &p, int b, int head, int split, const PlanRow &row,
+                                  const float *sm_lse, const float *sm_o, int parts, float *scratch, int claimed,
+                                  int row_tiles) {
+  const int64_t pair = (int64_t)b * p.num_kv_heads + head;
+  if (claimed != 0) write_and_merge<T, D, kThreads>(p, b, head, split, row, sm_lse, sm_o, parts, scratch, claimed, row_tiles);
+  if (claimed >= 0 && threadIdx.x == 0 && atomicAdd(p.splits_out + pair, 1) == row.num_splits - 1)
+    p.tile_cursors[pair] = 0, p.splits_out[pair] = 0;
 }
 
 }  // namespace pkv

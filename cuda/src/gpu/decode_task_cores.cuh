@@ -72,7 +72,7 @@ struct CoreBody {
     Loader loader{static_cast<const T *>(p.k), static_cast<const T *>(p.v), p.table + (int64_t)row.table_row * p.table_stride,
                   tiles.tok_begin, tiles.tok_end, head, p.num_kv_heads, p.page_shift};
     SoftmaxState st;
-    stream_tiles<Loader, kStageElems>(loader, tiles.sched, smem, [&](int, const T *ks, const T *vs, int valid) {
+    const int done = stream_tiles<Loader, kStageElems>(loader, tiles.sched, smem, [&](int, const T *ks, const T *vs, int valid) {
       if (!computes) return;
       for (int j = z; j < kChunks; j += bdz) {
         const int t0 = j * kChunk;
@@ -106,7 +106,8 @@ struct CoreBody {
       if (x == 0) sm_lse[z * g + y] = st.lse();
     }
     __syncthreads();
-    write_task_output<T, D, kThreads>(p, task.row, head, split, row, sm_lse, sm_o, bdz, sm_lse);
+    write_task_output<T, D, kThreads>(p, task.row, head, split, row, sm_lse, sm_o, bdz, sm_lse,
+                                      tiles.sched.cursor ? done : -1, tiles.sched.ntiles);
     __syncthreads();  // the next task's prologue reuses this memory
   }
 };

@@ -137,10 +137,11 @@ struct TensorBody {
         }
       }
     };
+    int done;
     if constexpr (kBulk)
-      stream_tiles_bulk<Loader, kStageElems>(loader, tiles.sched, smem, tile_math);
+      done = stream_tiles_bulk<Loader, kStageElems>(loader, tiles.sched, smem, tile_math);
     else
-      stream_tiles<Loader, kStageElems>(loader, tiles.sched, smem, tile_math);
+      done = stream_tiles<Loader, kStageElems>(loader, tiles.sched, smem, tile_math);
 
     // Each warp's state into the reused pipeline memory, then the shared epilogue merges the warps.
     float *sm_lse = reinterpret_cast<float *>(smem);
@@ -161,7 +162,8 @@ struct TensorBody {
       if (cq == 0) sm_lse[warp * g + y] = l[i] > 0.f ? m[i] + __log2f(l[i]) : -INFINITY;
     }
     __syncthreads();
-    write_task_output<T, D, kThreads>(p, task.row, head, split, row, sm_lse, sm_o, kWarps, sm_lse);
+    write_task_output<T, D, kThreads>(p, task.row, head, split, row, sm_lse, sm_o, kWarps, sm_lse,
+                                      tiles.sched.cursor ? done : -1, tiles.sched.ntiles);
     __syncthreads();  // the next task's prologue reuses this memory
   }
 };
