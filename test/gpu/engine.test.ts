@@ -33,6 +33,70 @@ describeGpu("decode kernels on the GPU", () => {
     check({ group: 1, numKvHeads: 4, headDim: 128, pageSize: 64, dtype: "bf16", lengths: [64, 65, 7000], numLayers: 2 });
   }, 120_000);
 
+  test("claiming rows (a medium few-row step): every layer and every graph replay starts from clean cursors", () => {
+    // 1106 tiles of 64 tokens x 2 KV heads: over 8 tiles per block of the H100's 264-block wave and under the
+    // dynamic tail's size, so the persistent plan claims. Each layer's launch, and each replay, must find
+    // the cursors, slot and merge counts the previous one left at zero.
+    const rt = runtime();
+    const g = 4, hkv = 2, d = 128, layers = 4, hq = g * hkv;
+    const pool = new TestPool(rt, {
+      numLayers: layers, numPages: 4500, pageSize: 16, numKvHeads: hkv, headDim: d, dtype: "f16", maxSequences: 4,
+      maxPagesPerSequence: 2500,
+    });
+    const engine = new DecodeEngine(rt, { numQoHeads: hq, numKvHeads: hkv, headDim: d, pageSize: 16, dtype: "f16", policy: "persistent", maxBatch: 4 });
+    const seqs = [pool.addSequence(40000), pool.addSequence(30000), pool.addSequence(700), pool.addSequence(1)];
+    const random = rng(5);
+    const n = seqs.length * hq * d;
+    const qs = Array.from({ length: layers }, () => randomHalves("f16", n, random, 2));
+    const qb = qs.map((q) => {
+      const b = rt.allocDevice(n * 2);
+      b.write(q);
+      return b;
+    });
+    const ob = qs.map(() => rt.allocDevice(n * 2));
+    const verify = () => {
+      for (let layer = 0; layer < layers; layer++) {
+        const out = new Uint16Array(n);
+        ob[layer]!.read(out);
+        const ref = pool.reference(layer, seqs, hq, qs[layer]!);
+        const got = decode("f16", out), want = decode("f16", ref.out);
+        let diff = 0, norm = 0;
+        for (let i = 0; i < n; i++) {
+          diff += (got[i]! - want[i]!) ** 2;
+          norm += want[i]! ** 2;
+        }
+        expect(Math.sqrt(diff / norm)).toBeLessThan(tolerance("f16"));
+      }
+    };
+    const plan = engine.plan(pool, seqs);
+    expect(plan.maxSplits).toBeGreaterThan(1);
+    const runAll = () => {
+      for (let layer = 0; layer < layers; layer++) engine.run(plan, layer, qb[layer]!, ob[layer]!);
+    };
+    for (let round = 0; round < 2; round++) {
+      ob.forEach((b) => b.write(new Uint16Array(n).fill(POISON)));
+      runAll();
+      rt.synchronize();
+      verify();
+    }
+    const stream = rt.createStream();
+    rt.synchronize();
+    const graph = rt.capture(() => {
+      for (let layer = 0; layer < layers; layer++) engine.run(plan, layer, qb[layer]!, ob[layer]!, undefined, { stream });
+    }, stream);
+    for (let replay = 0; replay < 2; replay++) {
+      ob.forEach((b) => b.write(new Uint16Array(n).fill(POISON)));
+      graph.launch(stream);
+      stream.synchronize();
+      verify();
+    }
+    graph.dispose();
+    for (const b of [...qb, ...ob]) b.dispose();
+    stream.dispose();
+    engine.dispose();
+    pool.dispose();
+  }, 120_000);
+
   test("a run on another stream waits for its plan; a captured 32-layer step replays, also for a new plan", () => {
     const rt = runtime();
     const g = 4, hkv = 2, d = 128, layers = 32, hq = g * hkv;

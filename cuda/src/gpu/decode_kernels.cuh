@@ -19,27 +19,27 @@ __global__ void __launch_bounds__(Body::kThreads) decode_baseline_kernel(const D
   Body::run(p, device_tasks(p.plan)[blockIdx.x], reinterpret_cast<T *>(smem_raw));
 }
 
-// Persistent: a fixed grid takes tasks from the queue (longest first) by ticket. Every block draws
-// exactly one ticket past the end, so the draw numbered tasks + grid - 1 is the launch's last: that
-// block resets the counter for the next launch. The task count is read from device memory, so a
-// captured graph stays valid for any plan uploaded into the same buffer.
+// Persistent: a fixed grid takes tasks from the queue (longest first): block i's first task is task i
+// (no round trip before its first copy), later ones come by ticket: task grid + ticket. Every block draws
+// exactly one ticket past the end, so the draw numbered tasks - 1 is the launch's last (the grid is at
+// most the task count): that block resets the counter for the next launch. The task count is read from
+// device memory, so a captured graph stays valid for any plan uploaded into the same buffer.
 template <class Body, typename T>
 __global__ void __launch_bounds__(Body::kThreads) decode_persistent_kernel(const DecodeParams p) {
   extern __shared__ uint4 smem_raw[];
   __shared__ int s_ticket;
   const int num_tasks = static_cast<const PlanHeader *>(p.plan)->num_tasks;
   const PlanTask *tasks = device_tasks(p.plan);
-  for (;;) {
+  for (int t = blockIdx.x; t < num_tasks;) {
+    Body::run(p, tasks[t], reinterpret_cast<T *>(smem_raw));
     if (threadIdx.x == 0) {
-      int t = atomicAdd(p.work_counter, 1);
-      if (t == num_tasks + (int)gridDim.x - 1) atomicExch(p.work_counter, 0);
-      s_ticket = t;
+      const int ticket = atomicAdd(p.work_counter, 1);
+      if (ticket == num_tasks - 1) atomicExch(p.work_counter, 0);
+      s_ticket = ticket;
     }
     __syncthreads();
-    const int t = s_ticket;
+    t = (int)gridDim.x + s_ticket;
     __syncthreads();
-    if (t >= num_tasks) break;
-    Body::run(p, tasks[t], reinterpret_cast<T *>(smem_raw));
   }
 }
 
