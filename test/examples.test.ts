@@ -60,7 +60,7 @@ describe("examples", () => {
       proc.kill();
       await proc.exited;
     }
-  });
+  }, 30_000); // on a GPU machine the server's start includes CUDA's (5 s was once too short there)
 });
 
 describe("bench/serve.ts", () => {
