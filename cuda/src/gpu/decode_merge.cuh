@@ -55,7 +55,16 @@ __device__ void merge_partials(const DecodeParams &p, int64_t qo_base, int64_t s
     auto add = [&](float w, float4 v) {
       acc.x = fmaf(w, v.x, acc.x), acc.y = fmaf(w, v.y, acc.y), acc.z = fmaf(w, v.z, acc.z), acc.w = fmaf(w, v.w, acc.w);
     };
+    // Eight loads in flight, then four, then one at a time: each round is an L2 round trip, and the
+    // merge is the step's last few microseconds (results/v8-trace-5b07ee9.txt).
     int i = 0;
+    for (; i + 8 <= n; i += 8) {
+      float4 v[8];
+#pragma unroll
+      for (int j = 0; j < 8; j++) v[j] = __ldcg(src + (i + j) * split_stride);
+#pragma unroll
+      for (int j = 0; j < 8; j++) add(weights[(i + j) * g + y], v[j]);
+    }
     for (; i + 4 <= n; i += 4) {
       float4 v0 = __ldcg(src + i * split_stride), v1 = __ldcg(src + (i + 1) * split_stride);
       float4 v2 = __ldcg(src + (i + 2) * split_stride), v3 = __ldcg(src + (i + 3) * split_stride);
