@@ -22,6 +22,42 @@ describeGpu("decode kernels on the GPU", () => {
     }
   };
 
+  // One step's q and out device buffers for every layer (q random, out poisoned by poison()), and
+  // verify(seqs): every layer's output against the reference for those sequences.
+  const layerIo = (pool: TestPool, layers: number, rows: number, hq: number, d: number, seed: number) => {
+    const rt = runtime();
+    const n = rows * hq * d;
+    const random = rng(seed);
+    const qs = Array.from({ length: layers }, () => randomHalves("f16", n, random, 2));
+    const qb = qs.map((q) => {
+      const b = rt.allocDevice(n * 2);
+      b.write(q);
+      return b;
+    });
+    const ob = qs.map(() => rt.allocDevice(n * 2));
+    return {
+      qb,
+      ob,
+      poison: () => ob.forEach((b) => b.write(new Uint16Array(n).fill(POISON))),
+      verify: (seqs: ReturnType<typeof pool.addSequence>[]) => {
+        const used = seqs.length * hq * d;
+        for (let layer = 0; layer < layers; layer++) {
+          const out = new Uint16Array(n);
+          ob[layer]!.read(out);
+          const ref = pool.reference(layer, seqs, hq, qs[layer]!.subarray(0, used));
+          const got = decode("f16", out.subarray(0, used)), want = decode("f16", ref.out);
+          let diff = 0, norm = 0;
+          for (let i = 0; i < used; i++) {
+            diff += (got[i]! - want[i]!) ** 2;
+            norm += want[i]! ** 2;
+          }
+          expect(Math.sqrt(diff / norm)).toBeLessThan(tolerance("f16"));
+        }
+      },
+      dispose: () => [...qb, ...ob].forEach((b) => b.dispose()),
+    };
+  };
+
   test("Llama shape (g4, d128, page 16, f16), host arrays and device buffers", () => {
     const c: DecodeCase = { group: 4, numKvHeads: 8, headDim: 128, pageSize: 16, dtype: "f16", lengths: [1, 15, 16, 17, 4000, 30000] };
     check(c);
@@ -45,39 +81,17 @@ describeGpu("decode kernels on the GPU", () => {
     });
     const engine = new DecodeEngine(rt, { numQoHeads: hq, numKvHeads: hkv, headDim: d, pageSize: 16, dtype: "f16", policy: "persistent", maxBatch: 4 });
     const seqs = [pool.addSequence(40000), pool.addSequence(30000), pool.addSequence(700), pool.addSequence(1)];
-    const random = rng(5);
-    const n = seqs.length * hq * d;
-    const qs = Array.from({ length: layers }, () => randomHalves("f16", n, random, 2));
-    const qb = qs.map((q) => {
-      const b = rt.allocDevice(n * 2);
-      b.write(q);
-      return b;
-    });
-    const ob = qs.map(() => rt.allocDevice(n * 2));
-    const verify = () => {
-      for (let layer = 0; layer < layers; layer++) {
-        const out = new Uint16Array(n);
-        ob[layer]!.read(out);
-        const ref = pool.reference(layer, seqs, hq, qs[layer]!);
-        const got = decode("f16", out), want = decode("f16", ref.out);
-        let diff = 0, norm = 0;
-        for (let i = 0; i < n; i++) {
-          diff += (got[i]! - want[i]!) ** 2;
-          norm += want[i]! ** 2;
-        }
-        expect(Math.sqrt(diff / norm)).toBeLessThan(tolerance("f16"));
-      }
-    };
+    const { qb, ob, poison, verify, dispose } = layerIo(pool, layers, seqs.length, hq, d, 5);
     const plan = engine.plan(pool, seqs);
     expect(plan.maxSplits).toBeGreaterThan(1);
     const runAll = () => {
       for (let layer = 0; layer < layers; layer++) engine.run(plan, layer, qb[layer]!, ob[layer]!);
     };
     for (let round = 0; round < 2; round++) {
-      ob.forEach((b) => b.write(new Uint16Array(n).fill(POISON)));
+      poison();
       runAll();
       rt.synchronize();
-      verify();
+      verify(seqs);
     }
     const stream = rt.createStream();
     rt.synchronize();
@@ -85,13 +99,13 @@ describeGpu("decode kernels on the GPU", () => {
       for (let layer = 0; layer < layers; layer++) engine.run(plan, layer, qb[layer]!, ob[layer]!, undefined, { stream });
     }, stream);
     for (let replay = 0; replay < 2; replay++) {
-      ob.forEach((b) => b.write(new Uint16Array(n).fill(POISON)));
+      poison();
       graph.launch(stream);
       stream.synchronize();
-      verify();
+      verify(seqs);
     }
     graph.dispose();
-    for (const b of [...qb, ...ob]) b.dispose();
+    dispose();
     stream.dispose();
     engine.dispose();
     pool.dispose();
@@ -105,32 +119,8 @@ describeGpu("decode kernels on the GPU", () => {
       maxPagesPerSequence: 300,
     });
     const engine = new DecodeEngine(rt, { numQoHeads: hq, numKvHeads: hkv, headDim: d, pageSize: 16, dtype: "f16", policy: "persistent", maxBatch: 4 });
-    const random = rng(3);
     const stream = rt.createStream();
-    const n = 4 * hq * d;
-    const qs = Array.from({ length: layers }, () => randomHalves("f16", n, random, 2));
-    const qb = qs.map((q) => {
-      const b = rt.allocDevice(n * 2);
-      b.write(q);
-      return b;
-    });
-    const ob = qs.map(() => rt.allocDevice(n * 2));
-    const poisonAll = () => ob.forEach((b) => b.write(new Uint16Array(n).fill(POISON)));
-    const verify = (seqs: ReturnType<typeof pool.addSequence>[]) => {
-      const used = seqs.length * hq * d;
-      for (let layer = 0; layer < layers; layer++) {
-        const out = new Uint16Array(n);
-        ob[layer]!.read(out);
-        const ref = pool.reference(layer, seqs, hq, qs[layer]!.subarray(0, used));
-        const got = decode("f16", out.subarray(0, used)), want = decode("f16", ref.out);
-        let diff = 0, norm = 0;
-        for (let i = 0; i < used; i++) {
-          diff += (got[i]! - want[i]!) ** 2;
-          norm += want[i]! ** 2;
-        }
-        expect(Math.sqrt(diff / norm)).toBeLessThan(tolerance("f16"));
-      }
-    };
+    const { qb, ob, poison: poisonAll, verify, dispose } = layerIo(pool, layers, 4, hq, d, 3);
 
     const stepA = [pool.addSequence(3000), pool.addSequence(40), pool.addSequence(900), pool.addSequence(1)];
     let plan = engine.plan(pool, stepA);
@@ -160,7 +150,7 @@ describeGpu("decode kernels on the GPU", () => {
     expect(() => engine.run({ ...plan, id: plan.id - 1 } as typeof plan, 0, qb[0]!, ob[0]!)).toThrow(StalePlanError);
 
     graph.dispose();
-    for (const b of [...qb, ...ob]) b.dispose();
+    dispose();
     stream.dispose();
     engine.dispose();
     pool.dispose();

@@ -56,7 +56,12 @@ struct pkv_decode_engine {
   int64_t deltas_device_capacity;
   float *partial_o;
   float *partial_lse;
+  // Per (row, head), zero between launches, in one allocation (merge_counters owns it): splits (or a
+  // claiming row's tiles) done, and a claiming row's tile cursor, partial slots taken and splits finished.
   int32_t *merge_counters;
+  int32_t *tile_cursors;
+  int32_t *slot_counters;
+  int32_t *splits_out;
   int32_t *work_counter;
   void *io_device;  // q, out and lse staging for runs with host arrays (allocated on first use)
   cudaEvent_t plan_ready;  // on the runtime's stream after the current plan's upload (recorded lazily)
@@ -275,7 +280,7 @@ void cpu_run(pkv_decode_engine *e, int32_t layer, const void *q, void *out, floa
   a.partial_o = e->partial_o;
   a.partial_lse = e->partial_lse;
   a.merge_counters = e->merge_counters;
-  a.slot_counters = e->merge_counters + 2 * (int64_t)e->cfg.max_batch * e->cfg.num_kv_heads;  // as the kernels' (cuda_run)
+  a.slot_counters = e->slot_counters;
   pkv::cpu_decode_run(a);
 }
 
@@ -292,9 +297,9 @@ pkv_status cuda_run(pkv_decode_engine *e, int32_t layer, const void *q, void *ou
   p.partial_o = e->partial_o;
   p.partial_lse = e->partial_lse;
   p.merge_counters = e->merge_counters;
-  p.tile_cursors = e->merge_counters + (int64_t)e->cfg.max_batch * e->cfg.num_kv_heads;
-  p.slot_counters = p.tile_cursors + (int64_t)e->cfg.max_batch * e->cfg.num_kv_heads;
-  p.splits_out = p.slot_counters + (int64_t)e->cfg.max_batch * e->cfg.num_kv_heads;
+  p.tile_cursors = e->tile_cursors;
+  p.slot_counters = e->slot_counters;
+  p.splits_out = e->splits_out;
   p.work_counter = e->work_counter;
   p.num_kv_heads = e->cfg.num_kv_heads;
   p.group = e->group;
@@ -401,10 +406,13 @@ pkv_status pkv_decode_engine_create(pkv_runtime *rt, const pkv_decode_config *co
   e->staging[0].capacity = e->staging[1].capacity = image;
   alloc(PKV_MEM_DEVICE, e->max_tasks * g * d * 4, (void **)&e->partial_o);
   alloc(PKV_MEM_DEVICE, e->max_tasks * g * 4, (void **)&e->partial_lse);
-  // Merge counters, then a claiming row's tile cursor, partial slots taken and splits finished: all per
-  // (row, head), zero between launches.
   const int64_t pairs = (int64_t)config->max_batch * config->num_kv_heads;
   alloc(PKV_MEM_DEVICE, 4 * pairs * 4, (void **)&e->merge_counters);
+  if (s == PKV_OK) {
+    e->tile_cursors = e->merge_counters + pairs;
+    e->slot_counters = e->tile_cursors + pairs;
+    e->splits_out = e->slot_counters + pairs;
+  }
   alloc(PKV_MEM_DEVICE, 16, (void **)&e->work_counter);
   if (pkv::on_cuda(rt)) {
     alloc(PKV_MEM_DEVICE, image, &e->plan_device);

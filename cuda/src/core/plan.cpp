@@ -140,16 +140,17 @@ PlanTask *emit_claim(const PlanShape &s, int32_t batch, const int32_t *seq_lens,
   auto task = [&](int32_t b, int64_t h, int64_t split, int64_t first_tile, int64_t shared_tile) {
     *t++ = PlanTask{b, (int32_t)(h << 16 | split), (int32_t)(first_tile * tile), (int32_t)(shared_tile * tile)};
   };
+  // The first tile past the workers' own ones.
+  auto shared_of = [&](int32_t b) { return std::min<int64_t>(workers[b] * kClaimFirstTiles, tiles[b]); };
   for (int32_t b : order) {
     const int64_t n = workers[b] + helpers[b];
     set_row(b, (int32_t)n);
     if (n == 1) {
-      for (int64_t h = 0; h < heads; h++) *t++ = PlanTask{b, (int32_t)(h << 16), 0, seq_lens[b]};
+      t = emit_row(t, b, (int32_t)heads, seq_lens[b], s.page_size, 0, 1, 0);
       continue;
     }
-    const int64_t shared = std::min<int64_t>(workers[b] * kClaimFirstTiles, tiles[b]);
     for (int64_t h = 0; h < heads; h++)
-      for (int64_t k = 0; k < workers[b]; k++) task(b, h, k, std::min(k * kClaimFirstTiles, shared), shared);
+      for (int64_t k = 0; k < workers[b]; k++) task(b, h, k, std::min(k * kClaimFirstTiles, shared_of(b)), shared_of(b));
   }
   // Helpers in rounds, the rows with the most tiles per worker first in each, so early help is spread.
   std::sort(order.begin(), order.end(), [&](int32_t x, int32_t y) { return tiles[x] * workers[y] > tiles[y] * workers[x]; });
@@ -158,8 +159,7 @@ PlanTask *emit_claim(const PlanShape &s, int32_t batch, const int32_t *seq_lens,
   for (int64_t k = 0; k < rounds; k++)
     for (int32_t b : order) {
       if (k >= helpers[b]) continue;
-      const int64_t shared = std::min<int64_t>(workers[b] * kClaimFirstTiles, tiles[b]);
-      for (int64_t h = 0; h < heads; h++) task(b, h, workers[b] + k, shared, shared);
+      for (int64_t h = 0; h < heads; h++) task(b, h, workers[b] + k, shared_of(b), shared_of(b));
     }
   return t;
 }
