@@ -10,7 +10,7 @@ import {
   BadStateError,
 } from "../lib/errors";
 import { openRuntime } from "../lib/runtime";
-import { type DecodeCase, runCase, tolerance } from "./support/decode-check";
+import { type CaseResult, type DecodeCase, runCase, tolerance } from "./support/decode-check";
 import { TestPool } from "./support/pool";
 
 const rt = openRuntime({ backend: "cpu" });
@@ -61,6 +61,24 @@ describe("planner", () => {
     const [pers] = runCase(rt, c, ["persistent"]);
     expect(pers!.maxSplits).toBeGreaterThan(1);
     expectClose(c);
+  });
+  test("the dynamic tail (forced on a small step): even and shrinking pieces both cover every tile once", () => {
+    const c: DecodeCase = { group: 4, numKvHeads: 2, headDim: 64, pageSize: 16, dtype: "f16", lengths: [1, 17, 700, 20000, 32000] };
+    const run = (end: string): CaseResult => {
+      const child = Bun.spawnSync(["bun", "test/support/plan-case.ts", JSON.stringify(c)], {
+        env: { ...process.env, PKV_PLAN_TAIL_ALL: "1", PKV_PLAN_TAIL_END: end },
+      });
+      expect(child.stderr.toString()).toBe("");
+      return JSON.parse(child.stdout.toString()) as CaseResult;
+    };
+    const even = run("0"), shrinking = run("1");
+    // Shrinking pieces down to one tile: more tasks than the even pieces of the same tail.
+    expect(shrinking.numTasks).toBeGreaterThan(even.numTasks);
+    for (const r of [even, shrinking]) {
+      expect(r.unwritten).toBe(0);
+      expect(r.relError).toBeLessThan(tolerance("f16"));
+      expect(r.lseError).toBeLessThan(1e-3);
+    }
   });
   test("a large batch is not split by the baseline (one task per row and head)", () => {
     const lengths = Array.from({ length: 120 }, (_, i) => 1 + ((i * 37) % 90));

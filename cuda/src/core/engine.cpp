@@ -56,9 +56,10 @@ struct pkv_decode_engine {
   int64_t deltas_device_capacity;
   float *partial_o;
   float *partial_lse;
-  // Per (row, head), zero between launches, in one allocation (merge_counters owns it): splits (or a
-  // claiming row's tiles) done, and a claiming row's tile cursor, partial slots taken and splits finished.
-  int32_t *merge_counters;
+  // Per (row, head), zero between launches, in one allocation (merge_counters owns it): splits counted
+  // and splits (or a claiming row's tiles) done, packed in one word (DecodeParams), and a claiming row's
+  // tile cursor, partial slots taken and splits finished.
+  unsigned long long *merge_counters;
   int32_t *tile_cursors;
   int32_t *slot_counters;
   int32_t *splits_out;
@@ -387,6 +388,8 @@ pkv_status pkv_decode_engine_create(pkv_runtime *rt, const pkv_decode_config *co
   e->shape.tail_pct = env_int("PKV_PLAN_TAIL", 0, 90, 10);
   e->shape.tail_pieces = env_int("PKV_PLAN_TAIL_PIECES", 0, 3, 2);
   e->shape.tail_all = env_int("PKV_PLAN_TAIL_ALL", 0, 1, 0);
+  // v9: the tail's pieces shrink to PKV_PLAN_TAIL_END tiles (0: even pieces, as in v7).
+  e->shape.tail_end = env_int("PKV_PLAN_TAIL_END", 0, 1 << 20, 2);
   e->shape.per_block = env_int("PKV_PLAN_PER_BLOCK", 0, 4, 0);
   // Claiming (v8): on few-row steps under the tail's size with at least 8 tiles per block, the splits of
   // a (row, head) share its tiles. PKV_PLAN_CLAIM=0 turns it off (the plans of v7), another value sets
@@ -407,9 +410,10 @@ pkv_status pkv_decode_engine_create(pkv_runtime *rt, const pkv_decode_config *co
   alloc(PKV_MEM_DEVICE, e->max_tasks * g * d * 4, (void **)&e->partial_o);
   alloc(PKV_MEM_DEVICE, e->max_tasks * g * 4, (void **)&e->partial_lse);
   const int64_t pairs = (int64_t)config->max_batch * config->num_kv_heads;
-  alloc(PKV_MEM_DEVICE, 4 * pairs * 4, (void **)&e->merge_counters);
+  const size_t counter_bytes = (size_t)pairs * (8 + 3 * 4);
+  alloc(PKV_MEM_DEVICE, (int64_t)counter_bytes, (void **)&e->merge_counters);
   if (s == PKV_OK) {
-    e->tile_cursors = e->merge_counters + pairs;
+    e->tile_cursors = reinterpret_cast<int32_t *>(e->merge_counters + pairs);
     e->slot_counters = e->tile_cursors + pairs;
     e->splits_out = e->slot_counters + pairs;
   }
@@ -425,10 +429,10 @@ pkv_status pkv_decode_engine_create(pkv_runtime *rt, const pkv_decode_config *co
     cuda(cudaEventCreateWithFlags(&e->plan_ready, cudaEventDisableTiming), "cudaEventCreate");
     cuda(cudaEventCreateWithFlags(&e->foreign_runs_done, cudaEventDisableTiming), "cudaEventCreate");
     if (s == PKV_OK)
-      cuda(cudaMemsetAsync(e->merge_counters, 0, (size_t)(4 * pairs * 4), rt->stream), "cudaMemsetAsync");
+      cuda(cudaMemsetAsync(e->merge_counters, 0, counter_bytes, rt->stream), "cudaMemsetAsync");
     if (s == PKV_OK) cuda(cudaMemsetAsync(e->work_counter, 0, 16, rt->stream), "cudaMemsetAsync");
   } else if (s == PKV_OK) {
-    memset(e->merge_counters, 0, (size_t)(4 * pairs * 4));
+    memset(e->merge_counters, 0, counter_bytes);
   }
   if (s != PKV_OK) {
     free_engine(e);

@@ -49,6 +49,49 @@ int32_t baseline_chunk_pages(const PlanShape &s, int32_t batch, const int32_t *s
   return (int32_t)lo;
 }
 
+// The tail pieces of emit_tail with tail_end > 0: null (nothing emitted, no row set) if the plan would
+// exceed max_plan_tasks.
+template <class SetRow>
+PlanTask *emit_shrinking_tail(const PlanShape &s, int32_t batch, const int32_t *seq_lens, const std::vector<int64_t> &pages,
+                              const std::vector<int64_t> &nbig, int64_t tb, int64_t ts, int64_t tile_pages, SetRow &set_row,
+                              PlanTask *t) {
+  struct Piece {
+    int64_t p0, p1;
+    int32_t row, split;
+  };
+  thread_local std::vector<Piece> pieces;
+  thread_local std::vector<int32_t> splits;
+  pieces.clear(), splits.resize(batch);
+  const int64_t floor_pages = std::min<int64_t>(s.tail_end * tile_pages, ts), heads = s.num_kv_heads;
+  int64_t tasks = 0;
+  for (int32_t b = 0; b < batch; b++) {
+    int64_t p0 = nbig[b] * tb;
+    int32_t split = (int32_t)nbig[b];
+    while (p0 < pages[b]) {
+      const int64_t rem = pages[b] - p0;
+      int64_t len = std::clamp(ceil_div(ceil_div(rem, 4), tile_pages) * tile_pages, floor_pages, ts);
+      if (rem - len < floor_pages) len = rem;  // no remnant under the floor
+      pieces.push_back({p0, p0 + len, b, split++});
+      p0 += len;
+    }
+    splits[b] = split;
+    tasks += (int64_t)split * heads;
+  }
+  if (tasks > max_plan_tasks(s, batch)) return nullptr;
+  for (int32_t b = 0; b < batch; b++) set_row(b, splits[b]);
+  std::stable_sort(pieces.begin(), pieces.end(), [](const Piece &x, const Piece &y) { return x.p1 - x.p0 > y.p1 - y.p0; });
+  auto task = [&](int32_t b, int64_t h, int64_t split, int64_t p0, int64_t p1) {
+    *t++ = PlanTask{b, (int32_t)(h << 16 | split), (int32_t)(p0 * s.page_size),
+                    (int32_t)std::min<int64_t>(p1 * s.page_size, seq_lens[b])};
+  };
+  for (int32_t b = 0; b < batch; b++)
+    for (int64_t h = 0; h < heads; h++)
+      for (int64_t i = 0; i < nbig[b]; i++) task(b, h, i, i * tb, (i + 1) * tb);
+  for (const Piece &pc : pieces)
+    for (int64_t h = 0; h < heads; h++) task(pc.row, h, pc.split, pc.p0, pc.p1);
+  return t;
+}
+
 // v7 (bench/NOTES-kernels.md), used when PlanShape::tail_pct > 0 (the engine's default 10): a static first part and a
 // dynamic tail. Each row's first (100 - tail_pct)% is cut into equal "big" tasks of tb pages, sized so the
 // big tasks of all rows fill at most one wave; the rest of each row is cut into "small" tasks of ts pages
@@ -56,6 +99,10 @@ int32_t baseline_chunk_pages(const PlanShape &s, int32_t batch, const int32_t *s
 // then each row's last (shorter) small task, longest first: the blocks whose big task ends early (or that
 // got none) take the small ones, so the finish spread is at most one small task. Tasks: big <= wave,
 // small <= tail_pieces * wave + rows * heads, so within max_plan_tasks for tail_pieces <= 3.
+// With tail_end > 0 (v9) each row's tail ends in shrinking pieces instead: every piece is a quarter of
+// what remains of the row's tail (at most ts, at least tail_end tiles), and the queue holds the pieces
+// longest first, so the last ones handed out are a few tiles each and the finish spread shrinks with
+// them. A plan that would exceed max_plan_tasks keeps the even pieces.
 template <class SetRow>
 PlanTask *emit_tail(const PlanShape &s, int32_t batch, const int32_t *seq_lens, int64_t total_pages, int64_t min_pages,
                     int64_t tile_pages, SetRow &set_row, PlanTask *t) {
@@ -74,6 +121,10 @@ PlanTask *emit_tail(const PlanShape &s, int32_t batch, const int32_t *seq_lens, 
   }
   int64_t ts = std::max(2 * min_pages, ceil_div(tail_pages * heads, k * s.wave));
   ts = ceil_div(ts, tile_pages) * tile_pages;
+  if (s.tail_end > 0) {
+    PlanTask *end = emit_shrinking_tail(s, batch, seq_lens, pages, nbig, tb, ts, tile_pages, set_row, t);
+    if (end) return end;
+  }
   for (int32_t b = 0; b < batch; b++) {
     nsmall[b] = ceil_div(pages[b] - nbig[b] * tb, ts);
     set_row(b, (int32_t)(nbig[b] + nsmall[b]));

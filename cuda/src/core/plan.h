@@ -69,6 +69,7 @@ struct PlanShape {
   int32_t tail_pct;           // persistent, few rows, large step: this % of the work as a dynamic tail pool
   int32_t tail_pieces;        // tail pool tasks per block (1..3; 0 = 3)
   int32_t tail_all;           // 1: the tail split on small steps too (to exercise it in the sweep/sanitizer)
+  int32_t tail_end;           // > 0 (v9): the tail's pieces shrink to this many tiles; 0: tail_pieces even pieces
   int32_t per_block;          // 1..4: force that many tasks per block (no single-wave choice) when rows are few
   // Claiming (v8; the engine sets 8): persistent, few rows, at least this many tiles per block: the splits
   // of each (row, head) claim its tiles (PlanTask). 0: off.

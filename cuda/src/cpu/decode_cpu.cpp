@@ -96,11 +96,13 @@ void cpu_decode_run(const CpuDecodeArgs &a) {
       }
     }
     if (n == 1) continue;
-    int32_t &counter = a.merge_counters[pair];
-    const int32_t row_tiles = claimed > 0 ? (row.seq_len + header->claim_tile - 1) / header->claim_tile : n;
-    counter += claimed > 0 ? (int32_t)claimed : 1;
-    if (counter < row_tiles) continue;
-    const int32_t merged = claimed > 0 ? a.slot_counters[pair] : n;
+    // Splits counted and tiles (or splits) done in one word, as the kernels count them: every split that
+    // took a slot counts before the row's tiles are complete, so the completing one knows the slots.
+    unsigned long long &counter = a.merge_counters[pair];
+    const int64_t row_tiles = claimed > 0 ? (row.seq_len + header->claim_tile - 1) / header->claim_tile : n;
+    counter += (1ull << 32) + (unsigned long long)(claimed > 0 ? claimed : 1);
+    if ((int64_t)(counter & 0xffffffffu) < row_tiles) continue;
+    const int32_t merged = (int32_t)(counter >> 32);
     counter = 0;  // the last split merges and leaves the counters clean for the next layer
     a.slot_counters[pair] = 0;
     for (int32_t y = 0; y < g; y++) {

@@ -20,7 +20,7 @@ struct CpuDecodeArgs {
   float *lse;  // may be null
   float *partial_o;
   float *partial_lse;
-  int32_t *merge_counters;  // per (row, head): splits done, or a claiming row's tiles done
+  unsigned long long *merge_counters;  // per (row, head): splits counted << 32 | splits (or a claiming row's tiles) done
   int32_t *slot_counters;   // per (row, head): partial slots a claiming row's splits took
 };
 

@@ -20,7 +20,9 @@ struct DecodeParams {
   float *lse;               // may be null
   float *partial_o;         // [slot][group][head_dim] fp32, normalised
   float *partial_lse;       // [slot][group], log2 domain
-  int32_t *merge_counters;  // [max_batch][num_kv_heads]: splits (or a claiming row's tiles) done; zero between launches
+  // [max_batch][num_kv_heads], zero between launches: splits counted << 32 | splits (or a claiming row's
+  // tiles) done, so the split that completes the count learns from its one atomic how many slots to merge.
+  unsigned long long *merge_counters;
   int32_t *tile_cursors;    // [max_batch][num_kv_heads]: tiles claimed past tok_end (PlanTask), zero between launches
   int32_t *slot_counters;   // [max_batch][num_kv_heads]: partial slots a claiming row's splits took, zero between launches
   int32_t *splits_out;      // [max_batch][num_kv_heads]: a claiming row's splits finished, zero between launches

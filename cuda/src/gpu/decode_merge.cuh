@@ -13,6 +13,12 @@ namespace pkv {
 
 constexpr float kLn2 = 0.69314718055994530942f;
 
+__device__ __forceinline__ unsigned long long atomic_add_acq_rel(unsigned long long *p, unsigned long long v) {
+  unsigned long long old;
+  asm volatile("atom.acq_rel.gpu.global.add.u64 %0, [%1], %2;\n" : "=l"(old) : "l"(p), "l"(v) : "memory");
+  return old;
+}
+
 template <typename T, int D>
 __device__ __forceinline__ void store_output(const DecodeParams &p, int64_t qo_row, int c, float merged_lse,
                                              const float (&o)[8]) {
@@ -20,17 +26,30 @@ __device__ __forceinline__ void store_output(const DecodeParams &p, int64_t qo_r
   if (p.lse && c == 0) p.lse[qo_row] = merged_lse * kLn2;  // natural log, as the header specifies
 }
 
-// Most split weights the parallel merge stages in shared memory (32 KiB): n splits x g heads.
-constexpr int kMergeWeights = 8192;
-
-// The last finisher's merge of n partials with the whole block: the n x g log-sum-exps are loaded at
-// once into shared memory and turned into weights (one warp per head), then each thread sums a float4
-// column over the splits four loads at a time. A loop of dependent L2 reads per split would cost a
-// round trip each (the tail of every split row). `scratch` holds kMergeWeights + 16 floats.
-template <typename T, int D, int kThreads>
-__device__ void merge_partials(const DecodeParams &p, int64_t qo_base, int64_t slot_base, int n, float *scratch) {
-  const int g = p.group, count = n * g, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  float *weights = scratch, *lses = scratch + kMergeWeights;
+// The last finisher's merge of n partials with the whole block, staged in the task's shared memory
+// (`scratch`, kScratchBytes): the partials are copied in with cp.async, all of a chunk in flight at once
+// (one L2 round trip per chunk, where loads into registers took one per eight splits), while the n x g
+// log-sum-exps are loaded and turned into weights (one warp per head); then each thread sums its float4
+// columns over the chunk's splits from shared memory. The merge is the last few microseconds of every
+// split step (results/v8-trace-merge-e344004.txt). Returns false, having done nothing, if not even the
+// weights and one split fit.
+template <typename T, int D, int kThreads, size_t kScratchBytes>
+__device__ bool merge_partials(const DecodeParams &p, int64_t qo_base, int64_t slot_base, int n, float *scratch) {
+  constexpr int kQuads = D / 4, kMaxUnits = (16 * kQuads + kThreads - 1) / kThreads;  // group <= 16
+  const int g = p.group, count = n * g, units = g * kQuads, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int weight_floats = (count + 3) & ~3;  // keeps the partials 16-byte aligned
+  float *weights = scratch, *lses = scratch + weight_floats;
+  float4 *parts = reinterpret_cast<float4 *>(lses + 16);
+  const int64_t room = (int64_t)kScratchBytes - (int64_t)(weight_floats + 16) * sizeof(float);
+  const int chunk = (int)min((int64_t)n, room / (units * (int64_t)sizeof(float4)));
+  if (chunk < 1) return false;
+  const float4 *src = reinterpret_cast<const float4 *>(p.partial_o + slot_base * g * D);
+  auto stage = [&](int first) {  // splits [first, first + chunk) into parts
+    const int total = min(chunk, n - first) * units;
+    for (int i = threadIdx.x; i < total; i += kThreads) cp_async16(parts + i, src + (int64_t)first * units + i, 16);
+    cp_async_commit();
+  };
+  stage(0);
   for (int i = threadIdx.x; i < count; i += kThreads) weights[i] = __ldcg(p.partial_lse + slot_base * g + i);
   __syncthreads();
   for (int y = warp; y < g; y += kThreads / 32) {
@@ -45,43 +64,46 @@ __device__ void merge_partials(const DecodeParams &p, int64_t qo_base, int64_t s
     for (int i = lane; i < n; i += 32) weights[i * g + y] = exp2f(weights[i * g + y] - mx) * inv;
     if (lane == 0) lses[y] = mx + __log2f(sum);
   }
-  __syncthreads();
-  constexpr int kQuads = D / 4;
-  const int64_t split_stride = (int64_t)g * D / 4;  // float4s between one split's partial and the next
-  for (int u = threadIdx.x; u < g * kQuads; u += kThreads) {
+  float4 acc[kMaxUnits];
+#pragma unroll
+  for (int k = 0; k < kMaxUnits; k++) acc[k] = make_float4(0.f, 0.f, 0.f, 0.f);
+  for (int first = 0; first < n; first += chunk) {
+    if (first > 0) {
+      __syncthreads();  // every thread is done with the previous chunk
+      stage(first);
+    }
+    cp_async_wait<0>();
+    __syncthreads();  // the chunk (and, the first time, the weights) visible to every thread
+    const int last = min(n, first + chunk);
+#pragma unroll
+    for (int k = 0; k < kMaxUnits; k++) {
+      const int u = threadIdx.x + k * kThreads;
+      if (u >= units) break;
+      const int y = u / kQuads;
+      for (int i = first; i < last; i++) {
+        const float w = weights[i * g + y];
+        const float4 v = parts[(i - first) * units + u];
+        acc[k].x = fmaf(w, v.x, acc[k].x), acc[k].y = fmaf(w, v.y, acc[k].y);
+        acc[k].z = fmaf(w, v.z, acc[k].z), acc[k].w = fmaf(w, v.w, acc[k].w);
+      }
+    }
+  }
+#pragma unroll
+  for (int k = 0; k < kMaxUnits; k++) {
+    const int u = threadIdx.x + k * kThreads;
+    if (u >= units) break;
     const int y = u / kQuads, c = u % kQuads;
-    const float4 *src = reinterpret_cast<const float4 *>(p.partial_o + (slot_base * g + y) * D) + c;
-    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-    auto add = [&](float w, float4 v) {
-      acc.x = fmaf(w, v.x, acc.x), acc.y = fmaf(w, v.y, acc.y), acc.z = fmaf(w, v.z, acc.z), acc.w = fmaf(w, v.w, acc.w);
-    };
-    // Eight loads in flight, then four, then one at a time: each round is an L2 round trip, and the
-    // merge is the step's last few microseconds (results/v8-trace-5b07ee9.txt).
-    int i = 0;
-    for (; i + 8 <= n; i += 8) {
-      float4 v[8];
-#pragma unroll
-      for (int j = 0; j < 8; j++) v[j] = __ldcg(src + (i + j) * split_stride);
-#pragma unroll
-      for (int j = 0; j < 8; j++) add(weights[(i + j) * g + y], v[j]);
-    }
-    for (; i + 4 <= n; i += 4) {
-      float4 v0 = __ldcg(src + i * split_stride), v1 = __ldcg(src + (i + 1) * split_stride);
-      float4 v2 = __ldcg(src + (i + 2) * split_stride), v3 = __ldcg(src + (i + 3) * split_stride);
-      add(weights[i * g + y], v0), add(weights[(i + 1) * g + y], v1);
-      add(weights[(i + 2) * g + y], v2), add(weights[(i + 3) * g + y], v3);
-    }
-    for (; i < n; i++) add(weights[i * g + y], __ldcg(src + i * split_stride));
     auto *dst = reinterpret_cast<typename Pair<T>::type *>(static_cast<T *>(p.out) + (qo_base + y) * D + c * 4);
-    dst[0] = Pair<T>::from_float2(acc.x, acc.y);
-    dst[1] = Pair<T>::from_float2(acc.z, acc.w);
+    dst[0] = Pair<T>::from_float2(acc[k].x, acc[k].y);
+    dst[1] = Pair<T>::from_float2(acc[k].z, acc[k].w);
     if (p.lse && c == 0) p.lse[qo_base + y] = lses[y] * kLn2;
   }
+  return true;
 }
 
 // The output of a task that saw tokens: the output itself (a row of one split), or a partial slot, and
 // the merge by whichever split completes the row's count (see write_task_output).
-template <typename T, int D, int kThreads>
+template <typename T, int D, int kThreads, size_t kScratchBytes>
 __device__ void write_and_merge(const DecodeParams &p, int b, int head, int split, const PlanRow &row,
                                 const float *sm_lse, const float *sm_o, int parts, float *scratch, int claimed,
                                 int row_tiles) {
@@ -91,7 +113,7 @@ __device__ void write_and_merge(const DecodeParams &p, int b, int head, int spli
   const int n = row.num_splits;
   const int64_t slot_base = (int64_t)row.partial_base + (int64_t)head * n;  // this head's partial slots
   const int64_t pair = (int64_t)b * p.num_kv_heads + head;
-  __shared__ int s_slot, s_last;
+  __shared__ int s_slot, s_merged;
   if (claimed > 0) {
     if (threadIdx.x == 0) s_slot = atomicAdd(p.slot_counters + pair, 1);
     __syncthreads();
@@ -120,23 +142,26 @@ __device__ void write_and_merge(const DecodeParams &p, int b, int head, int spli
   }
   if (n == 1) return;
 
-  // Publish the partial, then count this split (or its tiles) in; the block that completes the count merges.
-  __threadfence();
+  // Publish the partial and count this split (or its tiles) in; the block that completes the count merges.
+  // The barrier orders every thread's partial stores before thread 0's release; its acquire orders the
+  // other splits' partials before this block's reads (after the next barrier). One atomic both counts
+  // and returns how many splits counted: every split that took a slot counts before the row's tiles are
+  // complete, so that is the number of slots to merge, with no further read.
   __syncthreads();
-  int32_t *counter = p.merge_counters + pair;
-  if (threadIdx.x == 0)
-    s_last = claimed > 0 ? atomicAdd(counter, claimed) + claimed == row_tiles : atomicAdd(counter, 1) == n - 1;
+  unsigned long long *counter = p.merge_counters + pair;
+  if (threadIdx.x == 0) {
+    const unsigned long long add = (1ull << 32) + (unsigned)(claimed > 0 ? claimed : 1);
+    const unsigned long long now = atomic_add_acq_rel(counter, add) + add;
+    s_merged = (int)(now & 0xffffffffu) == (claimed > 0 ? row_tiles : n) ? (int)(now >> 32) : 0;
+  }
   __syncthreads();
-  if (!s_last) return;
-  __threadfence();
-  // Every slot was taken before its tiles were counted, so the number of slots is final here.
-  const int merged = claimed > 0 ? __ldcg(p.slot_counters + pair) : n;
+  const int merged = s_merged;
+  if (merged == 0) return;
   // Clean for the next launch (no split of this row takes a slot or counts after this point).
   auto reset = [&] {
     if (threadIdx.x == 0) *counter = 0, p.slot_counters[pair] = 0;
   };
-  if (merged * g <= kMergeWeights) {
-    merge_partials<T, D, kThreads>(p, qo_base, slot_base, merged, scratch);
+  if (merge_partials<T, D, kThreads, kScratchBytes>(p, qo_base, slot_base, merged, scratch)) {
     reset();
     return;
   }
@@ -162,12 +187,13 @@ __device__ void write_and_merge(const DecodeParams &p, int b, int head, int spli
 // partial slot and counts nothing (so a helper that came too late costs the row nothing), the others
 // take slots in the order they finish, and the one whose tiles complete the row merges the slots taken.
 // Its cursor is reset only by the last of its splits out: a late helper may claim after the merge.
-template <typename T, int D, int kThreads>
+// `scratch`: the task's shared memory (kScratchBytes), free once sm_lse and sm_o are consumed.
+template <typename T, int D, int kThreads, size_t kScratchBytes>
 __device__ void write_task_output(const DecodeParams &p, int b, int head, int split, const PlanRow &row,
                                   const float *sm_lse, const float *sm_o, int parts, float *scratch, int claimed,
                                   int row_tiles) {
   const int64_t pair = (int64_t)b * p.num_kv_heads + head;
-  if (claimed != 0) write_and_merge<T, D, kThreads>(p, b, head, split, row, sm_lse, sm_o, parts, scratch, claimed, row_tiles);
+  if (claimed != 0) write_and_merge<T, D, kThreads, kScratchBytes>(p, b, head, split, row, sm_lse, sm_o, parts, scratch, claimed, row_tiles);
   if (claimed >= 0 && threadIdx.x == 0 && atomicAdd(p.splits_out + pair, 1) == row.num_splits - 1)
     p.tile_cursors[pair] = 0, p.splits_out[pair] = 0;
 }

@@ -42,7 +42,6 @@ struct CoreBody {
   static constexpr size_t kSmemBytes = kDecodeStages * (size_t)kStageElems * sizeof(T);
   // The z-merge scratch (lse + output per (z, y)) reuses the pipeline's shared memory.
   static_assert((kThreads / kBdx) * (D + 1) * sizeof(float) <= kSmemBytes, "merge scratch fits");
-  static_assert((kMergeWeights + 16) * sizeof(float) <= kSmemBytes, "split-merge weights fit");
   using Loader = TileLoader<T, D, kThreads, kTile, false>;
 
   // Token partitions: a power of two that divides kChunks, so every z group runs the same trip count.
@@ -106,7 +105,7 @@ struct CoreBody {
       if (x == 0) sm_lse[z * g + y] = st.lse();
     }
     __syncthreads();
-    write_task_output<T, D, kThreads>(p, task.row, head, split, row, sm_lse, sm_o, bdz, sm_lse,
+    write_task_output<T, D, kThreads, kSmemBytes>(p, task.row, head, split, row, sm_lse, sm_o, bdz, sm_lse,
                                       tiles.sched.cursor ? done : -1, tiles.sched.ntiles);
     __syncthreads();  // the next task's prologue reuses this memory
   }

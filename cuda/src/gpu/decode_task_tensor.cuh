@@ -33,7 +33,6 @@ struct TensorBody {
   static constexpr size_t kSmemBytes = kDecodeStages * (size_t)kStageElems * sizeof(T);
   static_assert(D <= 128 && kKSteps % 2 == 0, "tensor-core body: head dim 64 or 128");
   static_assert(kWarps * 16 * (D + 1) * sizeof(float) <= kSmemBytes, "merge scratch fits");
-  static_assert((kMergeWeights + 16) * sizeof(float) <= kSmemBytes, "split-merge weights fit");
   static_assert(!kBulk || kTile % 64 == 0, "grouped rows: chunks of 16 tokens from 64-token blocks");
 
   // Element (row, 16-byte chunk) of a stage: swizzled (cp.async), or grouped rows (bulk copies).
@@ -162,7 +161,7 @@ struct TensorBody {
       if (cq == 0) sm_lse[warp * g + y] = l[i] > 0.f ? m[i] + __log2f(l[i]) : -INFINITY;
     }
     __syncthreads();
-    write_task_output<T, D, kThreads>(p, task.row, head, split, row, sm_lse, sm_o, kWarps, sm_lse,
+    write_task_output<T, D, kThreads, kSmemBytes>(p, task.row, head, split, row, sm_lse, sm_o, kWarps, sm_lse,
                                       tiles.sched.cursor ? done : -1, tiles.sched.ntiles);
     __syncthreads();  // the next task's prologue reuses this memory
   }
