@@ -1,17 +1,9 @@
 #!/bin/bash
 # v7 confirmation (bench/NOTES-kernels.md): the default plan (dynamic tail) against PKV_PLAN_TAIL=0 (the plan
 # before v7), interleaved twice in one session; sweep and sanitizer with the tail on every shape.
-OUT=${OUT:-gpu-out}
-mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,clocks.mem,temperature.gpu,power.draw --format=csv,noheader
 W=${W:-b8-bimodal,b8-uniform,b8-zipf,b4-long,b32-mixed,b1-bucketed,b128-serving,b256-short}
 SETTINGS="old1 new1 old2 new2"
-run() {
-  local name=$1; shift
-  local t=$SECONDS
-  env "$@" timeout 90 bun bench/decode.ts --out "$OUT/$name" --only "$W" >"$OUT/$name.log" 2>&1
-  echo "$name rc=$? $((SECONDS - t))s $(head -1 "$OUT/$name.log")"
-}
+source bench/ab-lib.sh
 run old1 PKV_PLAN_TAIL=0
 run new1
 run old2 PKV_PLAN_TAIL=0

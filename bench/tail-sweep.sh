@@ -1,17 +1,9 @@
 #!/bin/bash
 # Experiment v7 (bench/NOTES-kernels.md): planner tail/grain settings, same run, persistent kernel times.
 # Run from the repository root on the GPU machine with bun on PATH; logs go to $OUT (or ./gpu-out).
-OUT=${OUT:-gpu-out}
-mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,clocks.mem,temperature.gpu,power.draw --format=csv,noheader
 W=${W:-b8-bimodal,b8-uniform,b8-zipf,b4-long,b32-mixed,b1-bucketed,b128-serving}
 SETTINGS="default tail20 tail10 tail30 pb2 default2"
-run() {
-  local name=$1; shift
-  local t=$SECONDS
-  env "$@" timeout 90 bun bench/decode.ts --out "$OUT/$name" --only "$W" >"$OUT/$name.log" 2>&1
-  echo "$name rc=$? $((SECONDS - t))s $(head -1 "$OUT/$name.log")"
-}
+source bench/ab-lib.sh
 run default
 run tail20 PKV_PLAN_TAIL=20 PKV_PLAN_TAIL_PIECES=3
 run tail10 PKV_PLAN_TAIL=10 PKV_PLAN_TAIL_PIECES=2

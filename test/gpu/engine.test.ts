@@ -4,7 +4,9 @@ import { afterAll, expect, test } from "bun:test";
 import { decode } from "../../lib/dtype";
 import { DecodeEngine } from "../../lib/engine";
 import { StalePlanError } from "../../lib/errors";
+import type { Graph } from "../../lib/graphs";
 import { openRuntime, type Runtime } from "../../lib/runtime";
+import type { Stream } from "../../lib/streams";
 import { POISON, type DecodeCase, runCase, tolerance } from "../support/decode-check";
 import { describeGpu } from "../support/gpu";
 import { randomHalves, rng, TestPool } from "../support/pool";
@@ -69,90 +71,80 @@ describeGpu("decode kernels on the GPU", () => {
     check({ group: 1, numKvHeads: 4, headDim: 128, pageSize: 64, dtype: "bf16", lengths: [64, 65, 7000], numLayers: 2 });
   }, 120_000);
 
+  // A persistent-policy step of the Llama shape (g 4, 2 KV heads, d 128, page 16, f16) for up to 4 rows:
+  // the pool, the engine, per-layer q/out buffers (layerIo), running every layer of a plan, and two
+  // replays of a captured step checked against the reference.
+  const persistentStep = (layers: number, numPages: number, maxSequences: number, maxPagesPerSequence: number, seed: number) => {
+    const rt = runtime();
+    const g = 4, hkv = 2, d = 128, hq = g * hkv;
+    const pool = new TestPool(rt, {
+      numLayers: layers, numPages, pageSize: 16, numKvHeads: hkv, headDim: d, dtype: "f16", maxSequences, maxPagesPerSequence,
+    });
+    const engine = new DecodeEngine(rt, { numQoHeads: hq, numKvHeads: hkv, headDim: d, pageSize: 16, dtype: "f16", policy: "persistent", maxBatch: 4 });
+    const io = layerIo(pool, layers, 4, hq, d, seed);
+    const runLayers = (plan: ReturnType<typeof engine.plan>, stream?: Stream) => {
+      for (let layer = 0; layer < layers; layer++) engine.run(plan, layer, io.qb[layer]!, io.ob[layer]!, undefined, stream && { stream });
+    };
+    const replayTwice = (graph: Graph, stream: Stream, seqs: ReturnType<typeof pool.addSequence>[]) => {
+      for (let replay = 0; replay < 2; replay++) {
+        io.poison();
+        graph.launch(stream);
+        stream.synchronize();
+        io.verify(seqs);
+      }
+    };
+    return { rt, pool, engine, io, runLayers, replayTwice, dispose: () => (io.dispose(), engine.dispose(), pool.dispose()) };
+  };
+
   test("claiming rows (a medium few-row step): every layer and every graph replay starts from clean cursors", () => {
     // 1106 tiles of 64 tokens x 2 KV heads: over 8 tiles per block of the H100's 264-block wave and under the
     // dynamic tail's size, so the persistent plan claims. Each layer's launch, and each replay, must find
     // the cursors, slot and merge counts the previous one left at zero.
-    const rt = runtime();
-    const g = 4, hkv = 2, d = 128, layers = 4, hq = g * hkv;
-    const pool = new TestPool(rt, {
-      numLayers: layers, numPages: 4500, pageSize: 16, numKvHeads: hkv, headDim: d, dtype: "f16", maxSequences: 4,
-      maxPagesPerSequence: 2500,
-    });
-    const engine = new DecodeEngine(rt, { numQoHeads: hq, numKvHeads: hkv, headDim: d, pageSize: 16, dtype: "f16", policy: "persistent", maxBatch: 4 });
+    const { rt, pool, engine, io, runLayers, replayTwice, dispose } = persistentStep(4, 4500, 4, 2500, 5);
     const seqs = [pool.addSequence(40000), pool.addSequence(30000), pool.addSequence(700), pool.addSequence(1)];
-    const { qb, ob, poison, verify, dispose } = layerIo(pool, layers, seqs.length, hq, d, 5);
     const plan = engine.plan(pool, seqs);
     expect(plan.maxSplits).toBeGreaterThan(1);
-    const runAll = () => {
-      for (let layer = 0; layer < layers; layer++) engine.run(plan, layer, qb[layer]!, ob[layer]!);
-    };
     for (let round = 0; round < 2; round++) {
-      poison();
-      runAll();
+      io.poison();
+      runLayers(plan);
       rt.synchronize();
-      verify(seqs);
+      io.verify(seqs);
     }
     const stream = rt.createStream();
     rt.synchronize();
-    const graph = rt.capture(() => {
-      for (let layer = 0; layer < layers; layer++) engine.run(plan, layer, qb[layer]!, ob[layer]!, undefined, { stream });
-    }, stream);
-    for (let replay = 0; replay < 2; replay++) {
-      poison();
-      graph.launch(stream);
-      stream.synchronize();
-      verify(seqs);
-    }
+    const graph = rt.capture(() => runLayers(plan, stream), stream);
+    replayTwice(graph, stream, seqs);
     graph.dispose();
-    dispose();
     stream.dispose();
-    engine.dispose();
-    pool.dispose();
+    dispose();
   }, 120_000);
 
   test("a run on another stream waits for its plan; a captured 32-layer step replays, also for a new plan", () => {
-    const rt = runtime();
-    const g = 4, hkv = 2, d = 128, layers = 32, hq = g * hkv;
-    const pool = new TestPool(rt, {
-      numLayers: layers, numPages: 700, pageSize: 16, numKvHeads: hkv, headDim: d, dtype: "f16", maxSequences: 8,
-      maxPagesPerSequence: 300,
-    });
-    const engine = new DecodeEngine(rt, { numQoHeads: hq, numKvHeads: hkv, headDim: d, pageSize: 16, dtype: "f16", policy: "persistent", maxBatch: 4 });
+    const { rt, pool, engine, io, runLayers, replayTwice, dispose } = persistentStep(32, 700, 8, 300, 3);
     const stream = rt.createStream();
-    const { qb, ob, poison: poisonAll, verify, dispose } = layerIo(pool, layers, 4, hq, d, 3);
 
     const stepA = [pool.addSequence(3000), pool.addSequence(40), pool.addSequence(900), pool.addSequence(1)];
     let plan = engine.plan(pool, stepA);
-    poisonAll();
-    for (let layer = 0; layer < layers; layer++) engine.run(plan, layer, qb[layer]!, ob[layer]!, undefined, { stream });
+    io.poison();
+    runLayers(plan, stream);
     stream.synchronize();
-    verify(stepA);
+    io.verify(stepA);
 
-    const graph = rt.capture(() => {
-      for (let layer = 0; layer < layers; layer++) engine.run(plan, layer, qb[layer]!, ob[layer]!, undefined, { stream });
-    }, stream);
-    for (let replay = 0; replay < 2; replay++) {
-      poisonAll();
-      graph.launch(stream);
-      stream.synchronize();
-      verify(stepA);
-    }
+    const graph = rt.capture(() => runLayers(plan, stream), stream);
+    replayTwice(graph, stream, stepA);
     // The persistent kernel reads its task count and tasks from the engine's one device plan image, so the
     // same graph serves the next step's plan (same or smaller batch).
     const stepB = [pool.addSequence(4100), pool.addSequence(17), pool.addSequence(2500)];
     plan = engine.plan(pool, stepB);
     rt.synchronize(); // the upload is on the runtime's stream; the graph replays on another
-    poisonAll();
+    io.poison();
     graph.launch(stream);
     stream.synchronize();
-    verify(stepB);
-    expect(() => engine.run({ ...plan, id: plan.id - 1 } as typeof plan, 0, qb[0]!, ob[0]!)).toThrow(StalePlanError);
+    io.verify(stepB);
+    expect(() => engine.run({ ...plan, id: plan.id - 1 } as typeof plan, 0, io.qb[0]!, io.ob[0]!)).toThrow(StalePlanError);
 
     graph.dispose();
-    dispose();
     stream.dispose();
-    engine.dispose();
-    pool.dispose();
+    dispose();
   }, 120_000);
 });

@@ -49,8 +49,15 @@ int32_t baseline_chunk_pages(const PlanShape &s, int32_t batch, const int32_t *s
   return (int32_t)lo;
 }
 
-// The tail pieces of emit_tail with tail_end > 0: null (nothing emitted, no row set) if the plan would
-// exceed max_plan_tasks.
+// A task of row b's KV head h over its pages [p0, p1) (the row's last page may be partial).
+inline PlanTask page_task(const PlanShape &s, const int32_t *seq_lens, int32_t b, int64_t h, int64_t split, int64_t p0,
+                          int64_t p1) {
+  return PlanTask{b, (int32_t)(h << 16 | split), (int32_t)(p0 * s.page_size),
+                  (int32_t)std::min<int64_t>(p1 * s.page_size, seq_lens[b])};
+}
+
+// The tail of emit_tail with tail_end > 0, after the big tasks: null (nothing emitted, no row set) if
+// the plan would exceed max_plan_tasks.
 template <class SetRow>
 PlanTask *emit_shrinking_tail(const PlanShape &s, int32_t batch, const int32_t *seq_lens, const std::vector<int64_t> &pages,
                               const std::vector<int64_t> &nbig, int64_t tb, int64_t ts, int64_t tile_pages, SetRow &set_row,
@@ -80,15 +87,8 @@ PlanTask *emit_shrinking_tail(const PlanShape &s, int32_t batch, const int32_t *
   if (tasks > max_plan_tasks(s, batch)) return nullptr;
   for (int32_t b = 0; b < batch; b++) set_row(b, splits[b]);
   std::stable_sort(pieces.begin(), pieces.end(), [](const Piece &x, const Piece &y) { return x.p1 - x.p0 > y.p1 - y.p0; });
-  auto task = [&](int32_t b, int64_t h, int64_t split, int64_t p0, int64_t p1) {
-    *t++ = PlanTask{b, (int32_t)(h << 16 | split), (int32_t)(p0 * s.page_size),
-                    (int32_t)std::min<int64_t>(p1 * s.page_size, seq_lens[b])};
-  };
-  for (int32_t b = 0; b < batch; b++)
-    for (int64_t h = 0; h < heads; h++)
-      for (int64_t i = 0; i < nbig[b]; i++) task(b, h, i, i * tb, (i + 1) * tb);
   for (const Piece &pc : pieces)
-    for (int64_t h = 0; h < heads; h++) task(pc.row, h, pc.split, pc.p0, pc.p1);
+    for (int64_t h = 0; h < heads; h++) *t++ = page_task(s, seq_lens, pc.row, h, pc.split, pc.p0, pc.p1);
   return t;
 }
 
@@ -121,6 +121,9 @@ PlanTask *emit_tail(const PlanShape &s, int32_t batch, const int32_t *seq_lens, 
   }
   int64_t ts = std::max(2 * min_pages, ceil_div(tail_pages * heads, k * s.wave));
   ts = ceil_div(ts, tile_pages) * tile_pages;
+  for (int32_t b = 0; b < batch; b++)
+    for (int64_t h = 0; h < heads; h++)
+      for (int64_t i = 0; i < nbig[b]; i++) *t++ = page_task(s, seq_lens, b, h, i, i * tb, (i + 1) * tb);
   if (s.tail_end > 0) {
     PlanTask *end = emit_shrinking_tail(s, batch, seq_lens, pages, nbig, tb, ts, tile_pages, set_row, t);
     if (end) return end;
@@ -129,23 +132,17 @@ PlanTask *emit_tail(const PlanShape &s, int32_t batch, const int32_t *seq_lens, 
     nsmall[b] = ceil_div(pages[b] - nbig[b] * tb, ts);
     set_row(b, (int32_t)(nbig[b] + nsmall[b]));
   }
-  auto task = [&](int32_t b, int64_t h, int64_t split, int64_t p0, int64_t p1) {
-    *t++ = PlanTask{b, (int32_t)(h << 16 | split), (int32_t)(p0 * s.page_size),
-                    (int32_t)std::min<int64_t>(p1 * s.page_size, seq_lens[b])};
-  };
-  for (int32_t b = 0; b < batch; b++)
-    for (int64_t h = 0; h < heads; h++)
-      for (int64_t i = 0; i < nbig[b]; i++) task(b, h, i, i * tb, (i + 1) * tb);
   for (int32_t b = 0; b < batch; b++) {
     const int64_t base = nbig[b] * tb;
     for (int64_t h = 0; h < heads; h++)
-      for (int64_t j = 0; j + 1 < nsmall[b]; j++) task(b, h, nbig[b] + j, base + j * ts, base + (j + 1) * ts);
+      for (int64_t j = 0; j + 1 < nsmall[b]; j++)
+        *t++ = page_task(s, seq_lens, b, h, nbig[b] + j, base + j * ts, base + (j + 1) * ts);
     last.push_back({pages[b] - base - (nsmall[b] - 1) * ts, b});
   }
   std::sort(last.begin(), last.end(), [](const auto &x, const auto &y) { return x.first > y.first; });
   for (const auto &[len, b] : last) {
     const int64_t split = nbig[b] + nsmall[b] - 1, p0 = nbig[b] * tb + (nsmall[b] - 1) * ts;
-    for (int64_t h = 0; h < heads; h++) task(b, h, split, p0, pages[b]);
+    for (int64_t h = 0; h < heads; h++) *t++ = page_task(s, seq_lens, b, h, split, p0, pages[b]);
   }
   return t;
 }

@@ -60,17 +60,71 @@ __device__ __forceinline__ TaskTiles task_tiles(const DecodeParams &p, const Pla
   return {0, row.seq_len, {first, own, ntiles, shared, p.tile_cursors + (int64_t)task.row * p.num_kv_heads + head, ring}};
 }
 
-// Both return the number of tiles computed.
-template <class Loader, int kStageElems, typename T, class Compute>
-__device__ __forceinline__ int stream_tiles(const Loader &loader, const TileSchedule &sched, T *smem, Compute compute) {
-  constexpr int S = kDecodeStages, kTileElems = kStageElems / 2;
-  auto k_stage = [&](int s) { return smem + s * kStageElems; };
-  auto v_stage = [&](int s) { return smem + s * kStageElems + kTileElems; };
-  int pending = -1;  // thread 0: the claim of slot i + S + 1, published at the end of iteration i
-  if (sched.cursor) {
-    if (threadIdx.x == 0) sched.claim_now(0, S + 1), pending = sched.claim(S + 1);
+// How a pipeline's stages are filled and awaited (stream_tiles): 16-byte cp.async into commit groups
+// (TileLoader, every architecture), or Hopper bulk copies completing on a barrier per stage
+// (BulkTileLoader, kMathTensorBulk, sm_90+), which thread 0 arms with the stage's byte count and every
+// thread waits on, so the compute needs no block barrier before it, only the one after it.
+template <class Loader, int kStageElems, typename T>
+struct CpAsyncStages {
+  const Loader &loader;
+  T *smem;
+  // Claims were made by thread 0: publish them.
+  __device__ __forceinline__ void begin(bool claiming) const {
+    if (claiming) __syncthreads();
+  }
+  // Every slot commits a group, with or without a tile, so that wait() counts groups per slot.
+  __device__ __forceinline__ void issue(int slot, int tile, const int32_t (&pages)[Loader::kPasses]) const {
+    T *stage = smem + (slot % kDecodeStages) * kStageElems;
+    if (tile >= 0) loader.issue(tile, pages, stage, stage + kStageElems / 2);
+    cp_async_commit();
+  }
+  __device__ __forceinline__ void wait(int) const {
+    cp_async_wait<kDecodeStages - 1>();
     __syncthreads();
   }
+  __device__ __forceinline__ void end() const { cp_async_wait<0>(); }
+};
+
+template <class Loader, int kStageElems, typename T>
+struct BulkStages {
+  const Loader &loader;
+  T *smem;
+  uint64_t *bars;  // [kDecodeStages] in shared memory
+  __device__ __forceinline__ void begin(bool) const {
+    if (threadIdx.x == 0)
+#pragma unroll
+      for (int s = 0; s < kDecodeStages; s++) mbar_init(&bars[s], 1);
+    // Thread 0's inits, and every thread's ordinary writes into this memory (the previous task's
+    // epilogue), ordered before the copy engine's writes; the claims published.
+    fence_async_shared();
+    __syncthreads();
+  }
+  __device__ __forceinline__ void issue(int slot, int tile, const int32_t (&pages)[Loader::kPasses]) const {
+    if (tile < 0) return;
+    const int s = slot % kDecodeStages;
+    T *stage = smem + s * kStageElems;
+    if (threadIdx.x == 0) mbar_arrive_expect_tx(&bars[s], Loader::kStageBytes);
+    loader.issue(tile, pages, stage, stage + kStageElems / 2, &bars[s]);
+  }
+  __device__ __forceinline__ void wait(int i) const {
+    mbar_wait_parity(&bars[i % kDecodeStages], (unsigned)(i / kDecodeStages) & 1u);
+  }
+  // Every phase has completed and every thread has passed its wait (the last iteration's barrier).
+  __device__ __forceinline__ void end() const {
+    if (threadIdx.x == 0)
+#pragma unroll
+      for (int s = 0; s < kDecodeStages; s++) mbar_inval(&bars[s]);
+  }
+};
+
+// The pipeline a task runs over its Stages; returns the number of tiles computed.
+template <class Stages, class Loader, int kStageElems, typename T, class Compute>
+__device__ __forceinline__ int stream_stages(const Stages &stages, const Loader &loader, const TileSchedule &sched, T *smem,
+                                             Compute compute) {
+  constexpr int S = kDecodeStages;
+  int pending = -1;  // thread 0: the claim of slot i + S + 1, published at the end of iteration i
+  if (threadIdx.x == 0) sched.claim_now(0, S + 1), pending = sched.claim(S + 1);
+  stages.begin(sched.cursor != nullptr);
 
   // Prologue: all page ids first (independent loads in flight together), then the copies.
   int32_t pages[S - 1][Loader::kPasses];
@@ -78,10 +132,7 @@ __device__ __forceinline__ int stream_tiles(const Loader &loader, const TileSche
   for (int s = 0; s < S - 1; s++)
     if (sched.tile(s) >= 0) loader.fetch_pages(sched.tile(s), pages[s]);
 #pragma unroll
-  for (int s = 0; s < S - 1; s++) {
-    if (sched.tile(s) >= 0) loader.issue(sched.tile(s), pages[s], k_stage(s), v_stage(s));
-    cp_async_commit();
-  }
+  for (int s = 0; s < S - 1; s++) stages.issue(s, sched.tile(s), pages[s]);
   int32_t next_pages[Loader::kPasses];
   if (sched.tile(S - 1) >= 0) loader.fetch_pages(sched.tile(S - 1), next_pages);
 
@@ -91,75 +142,30 @@ __device__ __forceinline__ int stream_tiles(const Loader &loader, const TileSche
     if (tile < 0) break;
     const int next = i + S - 1;
     const int claimed = threadIdx.x == 0 ? sched.claim(i + S + 2) : -1;
-    if (sched.tile(next) >= 0) loader.issue(sched.tile(next), next_pages, k_stage(next % S), v_stage(next % S));
-    cp_async_commit();
+    stages.issue(next, sched.tile(next), next_pages);
     if (sched.tile(next + 1) >= 0) loader.fetch_pages(sched.tile(next + 1), next_pages);  // in flight while this tile computes
-    cp_async_wait<S - 1>();
-    __syncthreads();
+    stages.wait(i);
     const int valid = min(Loader::kTileTokens, loader.tok_end - (loader.tok_begin + tile * Loader::kTileTokens));
-    compute(tile, (const T *)k_stage(i % S), (const T *)v_stage(i % S), valid);
+    const T *stage = smem + (i % S) * kStageElems;
+    compute(tile, stage, stage + kStageElems / 2, valid);
     if (threadIdx.x == 0) sched.publish(i + S + 1, pending), pending = claimed;
     __syncthreads();  // the stage is overwritten by the next iteration's issue
   }
-  cp_async_wait<0>();
+  stages.end();
   return i;
 }
 
-// The same schedule over BulkTileLoader (kMathTensorBulk, sm_90+). Each stage has a barrier that
-// thread 0 arms with the stage's byte count and every row copy completes on; all threads wait on it, so
-// no block barrier is needed before the compute, only the one after it (the stage is rewritten next).
+template <class Loader, int kStageElems, typename T, class Compute>
+__device__ __forceinline__ int stream_tiles(const Loader &loader, const TileSchedule &sched, T *smem, Compute compute) {
+  return stream_stages<CpAsyncStages<Loader, kStageElems, T>, Loader, kStageElems>(
+      CpAsyncStages<Loader, kStageElems, T>{loader, smem}, loader, sched, smem, compute);
+}
+
 template <class Loader, int kStageElems, typename T, class Compute>
 __device__ __forceinline__ int stream_tiles_bulk(const Loader &loader, const TileSchedule &sched, T *smem, Compute compute) {
-  constexpr int S = kDecodeStages, kTileElems = kStageElems / 2;
-  __shared__ uint64_t bars[S];
-  int pending = -1;  // thread 0: the claim of slot i + S + 1, published at the end of iteration i
-  auto k_stage = [&](int s) { return smem + s * kStageElems; };
-  auto v_stage = [&](int s) { return smem + s * kStageElems + kTileElems; };
-  if (threadIdx.x == 0) {
-#pragma unroll
-    for (int s = 0; s < S; s++) mbar_init(&bars[s], 1);
-    sched.claim_now(0, S + 1);
-    pending = sched.claim(S + 1);
-  }
-  // Thread 0's inits, and every thread's ordinary writes into this memory (the previous task's
-  // epilogue), ordered before the copy engine's writes.
-  fence_async_shared();
-  __syncthreads();
-  auto issue = [&](int slot, const int32_t(&pg)[Loader::kPasses]) {
-    const int s = slot % S;
-    if (threadIdx.x == 0) mbar_arrive_expect_tx(&bars[s], Loader::kStageBytes);
-    loader.issue(sched.tile(slot), pg, k_stage(s), v_stage(s), &bars[s]);
-  };
-
-  int32_t pages[S - 1][Loader::kPasses];
-#pragma unroll
-  for (int s = 0; s < S - 1; s++)
-    if (sched.tile(s) >= 0) loader.fetch_pages(sched.tile(s), pages[s]);
-#pragma unroll
-  for (int s = 0; s < S - 1; s++)
-    if (sched.tile(s) >= 0) issue(s, pages[s]);
-  int32_t next_pages[Loader::kPasses];
-  if (sched.tile(S - 1) >= 0) loader.fetch_pages(sched.tile(S - 1), next_pages);
-
-  int i = 0;
-  for (;; i++) {
-    const int tile = sched.tile(i);
-    if (tile < 0) break;
-    const int next = i + S - 1;
-    const int claimed = threadIdx.x == 0 ? sched.claim(i + S + 2) : -1;
-    if (sched.tile(next) >= 0) issue(next, next_pages);
-    if (sched.tile(next + 1) >= 0) loader.fetch_pages(sched.tile(next + 1), next_pages);
-    mbar_wait_parity(&bars[i % S], (unsigned)(i / S) & 1u);
-    const int valid = min(Loader::kTileTokens, loader.tok_end - (loader.tok_begin + tile * Loader::kTileTokens));
-    compute(tile, (const T *)k_stage(i % S), (const T *)v_stage(i % S), valid);
-    if (threadIdx.x == 0) sched.publish(i + S + 1, pending), pending = claimed;
-    __syncthreads();  // the stage is overwritten by the next iteration's issue
-  }
-  // Every phase has completed and every thread has passed its wait (the barrier above).
-  if (threadIdx.x == 0)
-#pragma unroll
-    for (int s = 0; s < S; s++) mbar_inval(&bars[s]);
-  return i;
+  __shared__ uint64_t bars[kDecodeStages];
+  return stream_stages<BulkStages<Loader, kStageElems, T>, Loader, kStageElems>(
+      BulkStages<Loader, kStageElems, T>{loader, smem, bars}, loader, sched, smem, compute);
 }
 
 }  // namespace pkv
