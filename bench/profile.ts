@@ -2,7 +2,7 @@
 import { readFileSync } from "node:fs";
 import { DecodeEngine, type DecodePolicy } from "../lib/engine";
 import { openRuntime } from "../lib/runtime";
-import { randomHalves, rng, TestPool } from "../test/support/pool";
+import { randomHalves, rng, TestPool } from "../lib/testing/pool";
 
 const [name = "b4-long", stepArg = "0", policy = "persistent"] = process.argv.slice(2);
 const w = JSON.parse(readFileSync("bench/workloads/decode.json", "utf8")).workloads.find((x: { name: string }) => x.name === name);

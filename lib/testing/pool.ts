@@ -2,13 +2,13 @@
 // random pages (shuffled page ids), block-table rows written through the pinned table's views, and the
 // host copy of every page for the reference (pkv_reference_decode).
 import { type Pointer, toArrayBuffer } from "bun:ffi";
-import { check, outPointer } from "../../lib/ffi/call";
-import { native } from "../../lib/ffi/loader";
-import { DTYPE_CODE, encode, type DType } from "../../lib/dtype";
-import { seeded } from "../../lib/random";
-import { referenceDecode } from "../../lib/reference";
-import type { Runtime } from "../../lib/runtime";
-import type { KVCacheConfig } from "../../lib/cache/config";
+import { check, outPointer } from "../ffi/call";
+import { native } from "../ffi/loader";
+import { DTYPE_CODE, encode, type DType } from "../dtype";
+import { seeded } from "../random";
+import { referenceDecode } from "../reference";
+import type { Runtime } from "../runtime";
+import type { KVCacheConfig } from "../cache/config";
 
 /** The cache configuration without swap: the test pool has none. */
 export type PoolShape = Omit<KVCacheConfig, "swapPages">;

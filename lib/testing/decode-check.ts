@@ -1,9 +1,9 @@
 // One decode correctness case: random pool and q, plan + run on the engine (host arrays or device
 // buffers, outputs poisoned first), compared with pkv_reference_decode. Shared by the CPU tests, the
 // GPU tests and the GPU sweep.
-import { decode, type DType } from "../../lib/dtype";
-import { DecodeEngine, type DecodePolicy } from "../../lib/engine";
-import type { Runtime } from "../../lib/runtime";
+import { decode, type DType } from "../dtype";
+import { DecodeEngine, type DecodePolicy } from "../engine";
+import type { Runtime } from "../runtime";
 import { randomHalves, rng, TestPool } from "./pool";
 
 export interface DecodeCase {
