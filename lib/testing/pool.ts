@@ -4,11 +4,11 @@
 import { type Pointer, toArrayBuffer } from "bun:ffi";
 import { check, outPointer } from "../ffi/call";
 import { native } from "../ffi/loader";
-import { DTYPE_CODE, encode, type DType } from "../dtype";
+import { encode, type DType } from "../dtype";
 import { seeded } from "../random";
 import { referenceDecode } from "../reference";
 import type { Runtime } from "../runtime";
-import type { KVCacheConfig } from "../cache/config";
+import { encodeConfig, type KVCacheConfig } from "../cache/config";
 
 /** The cache configuration without swap: the test pool has none. */
 export type PoolShape = Omit<KVCacheConfig, "swapPages">;
@@ -49,10 +49,7 @@ export class TestPool {
   constructor(rt: Runtime, shape: PoolShape, seed = 1, hostCopy = true, shuffle = true) {
     this.shape = shape;
     const s = shape;
-    const config = new Int32Array([
-      s.numLayers, s.numPages, s.pageSize, s.numKvHeads, s.headDim, DTYPE_CODE[s.dtype], s.maxSequences,
-      s.maxPagesPerSequence, 0, 0,
-    ]);
+    const config = encodeConfig({ ...s, swapPages: 0 });
     this.poolHandle = outPointer("pkv_kvpool_create", (out) => native().pkv_kvpool_create(rt.handle, config, out));
     const addresses = new BigUint64Array(2);
     check(
