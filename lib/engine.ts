@@ -79,6 +79,7 @@ export class DecodeEngine extends NativeObject {
   readonly #rows: Int32Array;
   readonly #lengths: Int32Array;
   readonly #info = PLAN_INFO.alloc();
+  readonly #readInfo = PLAN_INFO.decoder(this.#info);
   #current = 0;
   #calibrated = false;
 
@@ -137,7 +138,7 @@ export class DecodeEngine extends NativeObject {
     cache.describeBatch(sequences, rows, lengths);
     const info = this.#info;
     check(native().pkv_decode_plan(this.handle, cache.poolHandle, batch, rows, lengths, policy, info), "pkv_decode_plan");
-    const p = PLAN_INFO.decode(info);
+    const p = this.#readInfo();
     this.#current = p.planId;
     return new Plan(this, p.planId, KERNEL_NAME[p.kernel]!, p.batch, p.numTasks, p.maxSplits, p.grid, p.totalTokens, p.kvBytes);
   }

@@ -60,5 +60,15 @@ describe("ABI struct layouts", () => {
     expect(layout.decode(layout.encode(values))).toEqual(values);
     expect(() => layout.encode({ ...values, name: "12345678" })).toThrow("exceeds 7 bytes");
     expect(() => layout.decode(new Uint8Array(layout.size - 1))).toThrow(RangeError);
+    const negative = { ...values, big: -(2 ** 40) - 5 };
+    expect(layout.decode(layout.encode(negative))).toEqual(negative);
+  });
+
+  test("a decoder reads the buffer's current bytes on every call", () => {
+    const bytes = PLAN_INFO.alloc();
+    const read = PLAN_INFO.decoder(bytes);
+    expect(read().planId).toBe(0);
+    bytes.set(PLAN_INFO.encode({ totalTokens: 3 * 2 ** 32 + 7, kvBytes: 1, planId: 9, kernel: 1, batch: 2, numTasks: 3, maxSplits: 4, grid: 5 }));
+    expect(read()).toEqual({ totalTokens: 3 * 2 ** 32 + 7, kvBytes: 1, planId: 9, kernel: 1, batch: 2, numTasks: 3, maxSplits: 4, grid: 5 });
   });
 });
