@@ -81,7 +81,7 @@ export class StructLayout<F extends Fields> {
     return () => read(view, readText) as StructValues<F>;
   }
 
-  // Built from this file's constant field tables only, never from outside input.
+  // The generated source holds only quoted field names and numbers (offsets, lengths).
   #compileRead(): (view: DataView, text: typeof readText) => unknown {
     const fields = this.#entries.map(([field, type, o]) => {
       let read: string;
@@ -89,7 +89,7 @@ export class StructLayout<F extends Fields> {
       else if (type === "f32") read = `v.getFloat32(${o}, true)`;
       // Exact below 2^53 (sizes and counts), without a BigInt per field.
       else if (type === "i64") read = `v.getUint32(${o}, true) + v.getInt32(${o + 4}, true) * 4294967296`;
-      else read = `text(v, ${o}, ${type.chars})`;
+      else read = `text(v, ${o}, ${Number(type.chars)})`;
       return `${JSON.stringify(field)}: ${read}`;
     });
     return new Function("v", "text", `return { ${fields.join(", ")} };`) as (view: DataView, text: typeof readText) => unknown;
