@@ -5,7 +5,7 @@
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import type { DecodePolicy } from "../lib/engine";
 import { openRuntime } from "../lib/runtime";
-import { randomHalves, rng, TestPool } from "../test/support/pool";
+import { randomHalves, rng, TestPool } from "../lib/testing/pool";
 import { chart } from "./chart";
 import { commit } from "./meta";
 import { type DecodeResult, type DecodeRow, flashInferSteps, PEERS_PATH, report } from "./report";

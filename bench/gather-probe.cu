@@ -6,7 +6,7 @@
 // then the shuffled pipeline with each stage held for a while after it lands, as the math holds it.
 // Median of 10 launches between CUDA events. Built and run by hand on the GPU machine:
 //   nvcc -O3 -std=c++17 -arch=sm_90 -o /tmp/gather-probe bench/gather-probe.cu && /tmp/gather-probe
-// Results: bench/results/v10-experiments/.
+// Results: docs/kernels.md, "Where the remaining gap is".
 #include <cuda_runtime.h>
 
 #include <algorithm>

@@ -7,6 +7,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { parseArgs } from "node:util";
 import { Bench } from "tinybench";
+import { PLAN_INFO } from "../lib/ffi/layouts";
 import { native } from "../lib/ffi/loader";
 import { openRuntime } from "../lib/runtime";
 import type { Sequence } from "../lib/kvcache";
@@ -59,7 +60,7 @@ rt.synchronize();
 // no Plan object): which part of a plan is the bindings', which the library's.
 for (const batch of [8, 256]) {
   const step = seqs.slice(0, batch);
-  const rows = new Int32Array(batch), lengths = new Int32Array(batch), info = new Uint8Array(64);
+  const rows = new Int32Array(batch), lengths = new Int32Array(batch), info = PLAN_INFO.alloc();
   cache.describeBatch(step, rows, lengths);
   const idle: number[] = [], call: number[] = [];
   for (let i = 0; i < 1000; i++) {

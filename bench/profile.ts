@@ -1,8 +1,8 @@
 // One workload step run a few times, for ncu: bun bench/profile.ts <workload> <step> <policy>
 import { readFileSync } from "node:fs";
-import { DecodeEngine, type DecodePolicy } from "../lib/engine";
+import type { DecodePolicy } from "../lib/engine";
 import { openRuntime } from "../lib/runtime";
-import { randomHalves, rng, TestPool } from "../test/support/pool";
+import { randomHalves, rng, TestPool } from "../lib/testing/pool";
 
 const [name = "b4-long", stepArg = "0", policy = "persistent"] = process.argv.slice(2);
 const w = JSON.parse(readFileSync("bench/workloads/decode.json", "utf8")).workloads.find((x: { name: string }) => x.name === name);
@@ -13,7 +13,7 @@ const pool = new TestPool(rt, {
   numLayers: 1, numPages: pages, pageSize: m.page_size, numKvHeads: m.num_kv_heads, headDim: m.head_dim, dtype: m.dtype,
   maxSequences: lengths.length, maxPagesPerSequence: Math.ceil(Math.max(...lengths) / m.page_size),
 }, 3, false);
-const engine = new DecodeEngine(rt, { numQoHeads: m.num_qo_heads, numKvHeads: m.num_kv_heads, headDim: m.head_dim, pageSize: m.page_size, dtype: m.dtype, maxBatch: lengths.length });
+const engine = rt.createDecodeEngine({ numQoHeads: m.num_qo_heads, numKvHeads: m.num_kv_heads, headDim: m.head_dim, pageSize: m.page_size, dtype: m.dtype, maxBatch: lengths.length });
 const seqs = lengths.map((l) => pool.addSequence(l));
 const plan = engine.plan(pool, seqs, { policy: policy as DecodePolicy });
 const bytes = lengths.length * m.num_qo_heads * m.head_dim * 2;

@@ -4,7 +4,7 @@
 //   bun bench/sweep.ts [--out sweep.json] [--quick] [--cpu]
 import { writeFileSync } from "node:fs";
 import { openRuntime } from "../lib/runtime";
-import { type DecodeCase, runCase, tolerance } from "../test/support/decode-check";
+import { type DecodeCase, runCase, tolerance } from "../lib/testing/decode-check";
 
 const args = process.argv.slice(2);
 const outPath = args.includes("--out") ? args[args.indexOf("--out") + 1] : undefined;

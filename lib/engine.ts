@@ -2,21 +2,19 @@
 import type { Pointer } from "bun:ffi";
 import { NativeBuffer } from "./buffers";
 import { check, outPointer } from "./ffi/call";
+import { checkNativeSize, DECODE_CONFIG, PLAN_INFO } from "./ffi/layouts";
 import { native } from "./ffi/loader";
 import { dtypeCode, type DType } from "./dtype";
 import { InvalidArgumentError, StalePlanError, Status } from "./errors";
 import { NativeObject } from "./lifetime";
-import type { Runtime } from "./runtime";
 import type { Stream } from "./streams";
 import type { PolicyTable } from "./policy/table";
+import type { DecodeKernel, DecodePolicy, RuntimeContext } from "./types";
 
-export type DecodePolicy = "baseline" | "persistent" | "adaptive";
-export type DecodeKernel = "baseline" | "persistent";
+export type { DecodeKernel, DecodePolicy } from "./types";
 
 const POLICY_CODE: Record<DecodePolicy, number> = { baseline: 0, persistent: 1, adaptive: 2 };
 const KERNEL_NAME: readonly DecodeKernel[] = ["baseline", "persistent"];
-const CONFIG_BYTES = 32;
-const PLAN_INFO_BYTES = 40;
 
 export interface DecodeEngineOptions {
   numQoHeads: number;
@@ -80,11 +78,12 @@ export class DecodeEngine extends NativeObject {
   readonly maxBatch: number;
   readonly #rows: Int32Array;
   readonly #lengths: Int32Array;
-  readonly #info = new Uint8Array(PLAN_INFO_BYTES);
+  readonly #info = PLAN_INFO.alloc();
+  readonly #readInfo = PLAN_INFO.decoder(this.#info);
   #current = 0;
   #calibrated = false;
 
-  constructor(runtime: Runtime, options: DecodeEngineOptions) {
+  constructor(runtime: RuntimeContext, options: DecodeEngineOptions) {
     const { numQoHeads, numKvHeads, headDim, pageSize, dtype } = options;
     const policy = options.policy ?? "adaptive";
     const maxBatch = options.maxBatch ?? 256;
@@ -96,15 +95,12 @@ export class DecodeEngine extends NativeObject {
       throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `policy "${policy}" is not "baseline", "persistent" or "adaptive"`);
     if (!Number.isFinite(smScale) || smScale < 0)
       throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `smScale ${smScale} is not a finite value >= 0`);
-    if (native().pkv_plan_info_size() !== PLAN_INFO_BYTES)
-      throw new Error(`pkv_plan_info is ${native().pkv_plan_info_size()} bytes natively, ${PLAN_INFO_BYTES} here`);
-    const config = new DataView(new ArrayBuffer(CONFIG_BYTES));
-    [numQoHeads, numKvHeads, headDim, pageSize, dtypeCode(dtype), POLICY_CODE[policy], maxBatch].forEach((v, i) =>
-      config.setInt32(4 * i, v, true),
-    );
-    config.setFloat32(28, smScale, true);
+    checkNativeSize(PLAN_INFO, native().pkv_plan_info_size());
+    const config = DECODE_CONFIG.encode({
+      numQoHeads, numKvHeads, headDim, pageSize, dtype: dtypeCode(dtype), policy: POLICY_CODE[policy], maxBatch, smScale,
+    });
     const handle = outPointer("pkv_decode_engine_create", (out) =>
-      native().pkv_decode_engine_create(runtime.handle, new Uint8Array(config.buffer), out),
+      native().pkv_decode_engine_create(runtime.handle, config, out),
     );
     super(handle, (h) => native().pkv_decode_engine_destroy(h), "decode engine", runtime);
     this.numQoHeads = numQoHeads;
@@ -142,21 +138,9 @@ export class DecodeEngine extends NativeObject {
     cache.describeBatch(sequences, rows, lengths);
     const info = this.#info;
     check(native().pkv_decode_plan(this.handle, cache.poolHandle, batch, rows, lengths, policy, info), "pkv_decode_plan");
-    const view = new DataView(info.buffer);
-    const i32 = (offset: number) => view.getInt32(offset, true);
-    const id = i32(16);
-    this.#current = id;
-    return new Plan(
-      this,
-      id,
-      KERNEL_NAME[i32(20)]!,
-      i32(24),
-      i32(28),
-      i32(32),
-      i32(36),
-      Number(view.getBigInt64(0, true)),
-      Number(view.getBigInt64(8, true)),
-    );
+    const p = this.#readInfo();
+    this.#current = p.planId;
+    return new Plan(this, p.planId, KERNEL_NAME[p.kernel]!, p.batch, p.numTasks, p.maxSplits, p.grid, p.totalTokens, p.kvBytes);
   }
 
   /**

@@ -24,7 +24,7 @@ import {
   SwapFullError,
 } from "./errors";
 import { NativeObject } from "./lifetime";
-import type { Runtime } from "./runtime";
+import type { RuntimeContext } from "./types";
 
 export type { KVCacheOptions } from "./cache/config";
 
@@ -77,7 +77,7 @@ export class KVCache extends NativeObject {
   readonly #from = new Int32Array(1);
   readonly #to = new Int32Array(1);
 
-  constructor(runtime: Runtime, options: KVCacheOptions) {
+  constructor(runtime: RuntimeContext, options: KVCacheOptions) {
     const config = resolveConfig(options);
     const create = native().pkv_kvpool_create;
     const handle = outPointer("pkv_kvpool_create", (out) => create(runtime.handle, encodeConfig(config), out));

@@ -1,6 +1,7 @@
 // The CPU reference decode attention (pkv_reference_decode) on host typed arrays: the answer every kernel
 // is checked against. Native code trusts the arrays' lengths, so every length is checked here first.
 import { check } from "./ffi/call";
+import { ATTENTION_SHAPE } from "./ffi/layouts";
 import { native } from "./ffi/loader";
 import { dtypeCode, type DType } from "./dtype";
 import { InvalidArgumentError, Status } from "./errors";
@@ -78,14 +79,11 @@ export function referenceDecode(args: ReferenceDecodeArgs): void {
   expectArray("out", out, Uint16Array, batch * numQoHeads * headDim);
   if (lse !== undefined) expectArray("lse", lse, Float32Array, batch * numQoHeads);
 
-  // pkv_attention_shape: five int32 fields, then the float sm_scale (24 bytes).
-  const struct = new ArrayBuffer(24);
-  new Int32Array(struct, 0, 5).set([numQoHeads, numKvHeads, headDim, pageSize, dtypeCode(shape.dtype)]);
-  new Float32Array(struct, 20, 1)[0] = smScale;
+  const struct = ATTENTION_SHAPE.encode({ numQoHeads, numKvHeads, headDim, pageSize, dtype: dtypeCode(shape.dtype), smScale });
   // Typed arrays are passed themselves (not ptr()), which is safe for synchronous calls (DESIGN.md).
   check(
     native().pkv_reference_decode(
-      new Uint8Array(struct),
+      struct,
       batch,
       pageIndptr,
       pageIndices,

@@ -1,19 +1,22 @@
 // The runtime: one backend (CUDA device or CPU reference), and the owner of everything made from it.
 import type { Pointer } from "bun:ffi";
 import { check, outPointer } from "./ffi/call";
+import { checkNativeSize, DEVICE_INFO } from "./ffi/layouts";
 import { native } from "./ffi/loader";
 import { DeviceBuffer, MEMORY_KIND, type MemoryKind, PinnedBuffer } from "./buffers";
 import { InvalidArgumentError, Status } from "./errors";
-import { NativeObject, type Owner, type Token } from "./lifetime";
+import { NativeObject, type Token } from "./lifetime";
 import { Event, Stream } from "./streams";
 import { capture, type Graph } from "./graphs";
 import { KVCache, type KVCacheOptions } from "./kvcache";
-import { DecodeEngine, type DecodeEngineOptions } from "./engine";
+import { DecodeEngine } from "./engine";
+import { type CreateDecodeEngineOptions, resolveEngineOptions } from "./engine-options";
 import { calibrate, type CalibrateOptions, type ModelShape } from "./policy/calibrate";
+import type { Backend, DeviceInfo, RuntimeContext } from "./types";
 import { loadPolicy, policyKey, savePolicy } from "./policy/store";
 import type { PolicyTable } from "./policy/table";
 
-export type Backend = "cuda" | "cpu";
+export type { Backend, DeviceInfo } from "./types";
 export interface RuntimeOptions {
   /** "auto" (default) picks CUDA when a device is visible, else the CPU reference backend. */
   backend?: Backend | "auto";
@@ -21,21 +24,7 @@ export interface RuntimeOptions {
   device?: number;
 }
 
-export interface DeviceInfo {
-  name: string;
-  backend: Backend;
-  device: number;
-  totalMemory: number;
-  l2Bytes: number;
-  multiprocessors: number;
-  computeCapability: [number, number];
-  maxSharedPerBlock: number;
-  maxSharedPerSM: number;
-  maxThreadsPerSM: number;
-}
-
 const BACKEND_CODE = { cpu: 0, cuda: 1 } as const;
-const DEVICE_INFO_BYTES = 304;
 
 /** Number of visible CUDA devices (0 without a GPU or driver). */
 export function cudaDeviceCount(): number {
@@ -54,7 +43,7 @@ export function openRuntime(options: RuntimeOptions = {}): Runtime {
   return new Runtime(handle, backend);
 }
 
-export class Runtime extends NativeObject implements Owner {
+export class Runtime extends NativeObject implements RuntimeContext {
   readonly backend: Backend;
   readonly info: DeviceInfo;
   readonly #children: Set<Token>;
@@ -107,9 +96,12 @@ export class Runtime extends NativeObject implements Owner {
     return new KVCache(this, options);
   }
 
-  /** A decode engine: plans each step's workqueue once and runs it for every layer. */
-  createDecodeEngine(options: DecodeEngineOptions): DecodeEngine {
-    const engine = new DecodeEngine(this, options);
+  /**
+   * A decode engine: plans each step's workqueue once and runs it for every layer. Given `cache`, it takes
+   * the KV head count, head dim, page size and dtype from it (any of them also given must agree).
+   */
+  createDecodeEngine(options: CreateDecodeEngineOptions): DecodeEngine {
+    const engine = new DecodeEngine(this, resolveEngineOptions(options));
     // An adaptive engine on a calibrated GPU uses the stored table (see calibrate below).
     if (engine.policy === "adaptive" && this.backend === "cuda")
       engine.setPolicyTable(loadPolicy(policyKey(this.info.name, engine)));
@@ -150,24 +142,21 @@ export class Runtime extends NativeObject implements Owner {
 }
 
 function readDeviceInfo(handle: Pointer): DeviceInfo {
-  const size = native().pkv_device_info_size();
-  if (size !== DEVICE_INFO_BYTES) throw new Error(`pkv_device_info is ${size} bytes natively, ${DEVICE_INFO_BYTES} here`);
-  const raw = new Uint8Array(DEVICE_INFO_BYTES);
+  checkNativeSize(DEVICE_INFO, native().pkv_device_info_size());
+  const raw = DEVICE_INFO.alloc();
   check(native().pkv_device_info_get(handle, raw), "pkv_device_info_get");
-  const data = new DataView(raw.buffer);
-  const i32 = (offset: number) => data.getInt32(offset, true);
-  const nameEnd = raw.indexOf(0);
+  const info = DEVICE_INFO.decode(raw);
   return {
-    name: new TextDecoder().decode(raw.subarray(0, nameEnd < 0 ? 256 : Math.min(nameEnd, 256))),
-    totalMemory: Number(data.getBigInt64(256, true)),
-    l2Bytes: Number(data.getBigInt64(264, true)),
-    backend: i32(272) === 1 ? "cuda" : "cpu",
-    device: i32(276),
-    multiprocessors: i32(280),
-    computeCapability: [i32(284), i32(288)],
-    maxSharedPerBlock: i32(292),
-    maxSharedPerSM: i32(296),
-    maxThreadsPerSM: i32(300),
+    name: info.name,
+    totalMemory: info.totalMemory,
+    l2Bytes: info.l2Bytes,
+    backend: info.backend === BACKEND_CODE.cuda ? "cuda" : "cpu",
+    device: info.device,
+    multiprocessors: info.multiprocessors,
+    computeCapability: [info.ccMajor, info.ccMinor],
+    maxSharedPerBlock: info.maxSharedPerBlock,
+    maxSharedPerSM: info.maxSharedPerSm,
+    maxThreadsPerSM: info.maxThreadsPerSm,
   };
 }
 

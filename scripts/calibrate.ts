@@ -13,7 +13,12 @@ const { values } = parseArgs({
     "max-tokens": { type: "string" },
   },
 });
-const [numQoHeads, numKvHeads] = values.heads.split("/").map(Number) as [number, number];
+const heads = values.heads.match(/^(\d+)\/(\d+)$/);
+if (!heads) {
+  console.error(`--heads ${values.heads}: expected query heads / KV heads, e.g. 32/8`);
+  process.exit(2);
+}
+const [numQoHeads, numKvHeads] = [Number(heads[1]), Number(heads[2])];
 const shape = {
   numQoHeads, numKvHeads, headDim: Number(values["head-dim"]), pageSize: Number(values["page-size"]),
   dtype: values.dtype as DType,

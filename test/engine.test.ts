@@ -10,8 +10,8 @@ import {
   BadStateError,
 } from "../lib/errors";
 import { openRuntime } from "../lib/runtime";
-import { type CaseResult, type DecodeCase, runCase, tolerance } from "./support/decode-check";
-import { TestPool } from "./support/pool";
+import { type CaseResult, type DecodeCase, runCase, tolerance } from "../lib/testing/decode-check";
+import { TestPool } from "../lib/testing/pool";
 
 const rt = openRuntime({ backend: "cpu" });
 afterAll(() => rt.dispose());

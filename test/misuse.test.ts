@@ -3,6 +3,7 @@
 import type { Pointer } from "bun:ffi";
 import { afterAll, describe, expect, test } from "bun:test";
 import * as pkv from "../lib/index.ts";
+import { DEVICE_INFO } from "../lib/ffi/layouts.ts";
 import { native } from "../lib/ffi/loader.ts";
 
 const rt = pkv.openRuntime({ backend: "cpu" });
@@ -41,7 +42,7 @@ describe("raw ABI: handles are checked, never dereferenced blindly", () => {
       ["pkv_buffer_alloc(NULL runtime)", () => native().pkv_buffer_alloc(null, 0, 16, out())],
       ["pkv_buffer_copy(.., src = runtime)", () => native().pkv_buffer_copy(sentinel.handle, 0, rt.handle, 0, 1, null)],
       ["pkv_buffer_fill(.., stream = buffer)", () => native().pkv_buffer_fill(sentinel.handle, 0, 0, 1, sentinel.handle)],
-      ["pkv_device_info_get(NULL)", () => native().pkv_device_info_get(null, new Uint8Array(304))],
+      ["pkv_device_info_get(NULL)", () => native().pkv_device_info_get(null, DEVICE_INFO.alloc())],
     ];
     for (const [what, call] of cases) {
       const r = raw(call);

@@ -1,6 +1,7 @@
 // KV cache options: validation, defaults, and the native pkv_kv_config struct.
 import { type DType, dtypeCode } from "../dtype";
 import { InvalidArgumentError, Status } from "../errors";
+import { KV_CONFIG } from "../ffi/layouts";
 
 export interface KVCacheOptions {
   numLayers: number;
@@ -57,18 +58,7 @@ export function resolveConfig(options: KVCacheOptions): KVCacheConfig {
   };
 }
 
-/** pkv_kv_config, field for field (cuda/include/persistentkv.h). */
-export function encodeConfig(c: KVCacheConfig): Int32Array {
-  return Int32Array.of(
-    c.numLayers,
-    c.numPages,
-    c.pageSize,
-    c.numKvHeads,
-    c.headDim,
-    dtypeCode(c.dtype),
-    c.maxSequences,
-    c.maxPagesPerSequence,
-    c.swapPages,
-    0,
-  );
+/** The native pkv_kv_config of a resolved configuration. */
+export function encodeConfig(c: KVCacheConfig): Uint8Array {
+  return KV_CONFIG.encode({ ...c, dtype: dtypeCode(c.dtype), reserved: 0 });
 }

@@ -1,11 +1,13 @@
 // Calibration: times both kernels on a synthetic step for every cell of the policy table, on this GPU,
 // and keeps a choice only where one kernel wins clearly and consistently (never picks from noise).
+import type { DeviceBuffer } from "../buffers";
 import type { DType } from "../dtype";
-import type { DecodeEngine, DecodeKernel, DecodePolicy } from "../engine";
+import type { DecodeEngine, DecodeEngineOptions } from "../engine";
 import { UnsupportedError, Status } from "../errors";
-import type { KVCache, Sequence } from "../kvcache";
+import type { KVCache, KVCacheOptions, Sequence } from "../kvcache";
 import { seeded } from "../random";
-import type { Runtime } from "../runtime";
+import type { Event } from "../streams";
+import type { DecodeKernel, DecodePolicy, RuntimeContext } from "../types";
 import {
   BATCH_BUCKETS,
   type CellMeasurement,
@@ -24,6 +26,16 @@ export interface ModelShape {
   dtype: DType;
 }
 
+/** What calibration uses of a runtime (the Runtime class provides it; declared here so the two do not import each other). */
+export interface CalibrationRuntime extends RuntimeContext {
+  createKVCache(options: KVCacheOptions): KVCache;
+  createDecodeEngine(options: DecodeEngineOptions): DecodeEngine;
+  allocDevice(bytes: number): DeviceBuffer;
+  createEvent(): Event;
+  flushL2(): void;
+  synchronize(): void;
+}
+
 export interface CalibrateOptions {
   /** Largest step measured, in tokens (default 2^21, capped at a quarter of device memory). */
   maxTokens?: number;
@@ -36,7 +48,7 @@ export interface CalibrateOptions {
   onProgress?: (done: number, total: number, cell: CellMeasurement) => void;
 }
 
-export function calibrate(rt: Runtime, shape: ModelShape, options: CalibrateOptions = {}): PolicyTable {
+export function calibrate(rt: CalibrationRuntime, shape: ModelShape, options: CalibrateOptions = {}): PolicyTable {
   if (rt.backend !== "cuda")
     throw new UnsupportedError(Status.UNSUPPORTED, "calibration times GPU kernels: it needs the CUDA backend");
   const { rounds = 15, margin = 0.03, agreement = 0.8 } = options;
@@ -111,7 +123,7 @@ export function judge(
 }
 
 /** Writes random K and V into every page once, from one device chunk (timing must not run on zeros). */
-function fillPool(rt: Runtime, cache: KVCache, shape: ModelShape, tokenBytes: number): void {
+function fillPool(rt: CalibrationRuntime, cache: KVCache, shape: ModelShape, tokenBytes: number): void {
   const chunk = 4096;
   using k = rt.allocDevice(chunk * tokenBytes / 2);
   using v = rt.allocDevice(chunk * tokenBytes / 2);

@@ -2,7 +2,7 @@
 // powers of two (1, 2-3, 4-7, ..., 1024+), steps by powers of two of total context tokens (below 2^10,
 // 2^10-2^11, ..., 2^22+). A cell holds the kernel that won clearly on this GPU, or NO_PREFERENCE,
 // where the native built-in rule decides. The grid constants mirror PKV_POLICY_* in the header.
-import type { DecodeKernel } from "../engine";
+import type { DecodeKernel } from "../types";
 
 export const BATCH_BUCKETS = 11;
 export const TOKEN_BUCKETS = 14;

@@ -7,9 +7,9 @@ import { StalePlanError } from "../../lib/errors";
 import type { Graph } from "../../lib/graphs";
 import { openRuntime, type Runtime } from "../../lib/runtime";
 import type { Stream } from "../../lib/streams";
-import { POISON, type DecodeCase, runCase, tolerance } from "../support/decode-check";
+import { POISON, type DecodeCase, runCase, tolerance } from "../../lib/testing/decode-check";
 import { describeGpu } from "../support/gpu";
-import { randomHalves, rng, TestPool } from "../support/pool";
+import { randomHalves, rng, TestPool } from "../../lib/testing/pool";
 
 describeGpu("decode kernels on the GPU", () => {
   let rt: Runtime;

@@ -2,7 +2,7 @@
 // kernel, idle threads (g 7), every head dim, host-array and device-buffer runs.
 //   compute-sanitizer --tool memcheck --error-exitcode 1 bun test/gpu/sanitize.ts
 import { openRuntime } from "../../lib/runtime";
-import { type DecodeCase, runCase, tolerance } from "../support/decode-check";
+import { type DecodeCase, runCase, tolerance } from "../../lib/testing/decode-check";
 
 const cases: DecodeCase[] = [
   { group: 4, numKvHeads: 2, headDim: 128, pageSize: 16, dtype: "f16", lengths: [1, 17, 700, 3000] },
