@@ -72,12 +72,13 @@ fn listSources(b: *std.Build, gpu: bool, headers: *std.ArrayList([]const u8), so
 
 fn nvccLibrary(b: *std.Build, optimize: std.builtin.Mode, cuda_arch: ?[]const u8, headers: []const []const u8, sources: []const []const u8, cores: usize) !std.Build.LazyPath {
     const nvcc = findNvcc(b) orelse {
+        // One line and no stack trace: this is a set-up problem, not a build bug.
         std.debug.print(
-            "error: nvcc not found ($NVCC, then $CUDA_HOME/bin/nvcc, then PATH): the CUDA backend needs nvcc from CUDA {s}; " ++
-                "set NVCC or CUDA_HOME, or build the CPU backend only with `npm run build:cpu` (zig build -Dgpu=false)\n",
-            .{cuda_version},
+            "error: nvcc not found ({s}): the CUDA backend needs nvcc from CUDA {s}; set NVCC or CUDA_HOME, " ++
+                "or build the CPU backend only with `npm run build:cpu` (zig build -Dgpu=false)\n",
+            .{ nvccTried(b), cuda_version },
         );
-        return error.NvccNotFound;
+        std.process.exit(1);
     };
     var gencode = std.ArrayList([]const u8).init(b.allocator);
     if (cuda_arch) |arch| {
@@ -129,13 +130,25 @@ fn cpuOnlyLibrary(b: *std.Build, optimize: std.builtin.Mode, target: std.zig.Cro
     return lib.getEmittedBin();
 }
 
+// $NVCC, else $CUDA_HOME/bin/nvcc, else nvcc on PATH.
 fn findNvcc(b: *std.Build) ?[]const u8 {
-    const named = b.env_map.get("NVCC") orelse if (b.env_map.get("CUDA_HOME")) |home| b.pathJoin(&.{ home, "bin", "nvcc" }) else null;
-    if (named) |path| {
+    if (namedNvcc(b)) |path| {
         std.fs.cwd().access(path, .{}) catch return null;
         return path;
     }
     return b.findProgram(&.{"nvcc"}, &.{}) catch null;
+}
+
+fn namedNvcc(b: *std.Build) ?[]const u8 {
+    if (b.env_map.get("NVCC")) |nvcc| return nvcc;
+    if (b.env_map.get("CUDA_HOME")) |home| return b.pathJoin(&.{ home, "bin", "nvcc" });
+    return null;
+}
+
+fn nvccTried(b: *std.Build) []const u8 {
+    if (b.env_map.get("NVCC")) |nvcc| return b.fmt("NVCC={s} does not exist", .{nvcc});
+    if (b.env_map.get("CUDA_HOME")) |home| return b.fmt("CUDA_HOME={s} has no bin/nvcc", .{home});
+    return "NVCC and CUDA_HOME are not set and PATH has none";
 }
 
 fn lessThan(_: void, a: []const u8, b: []const u8) bool {
