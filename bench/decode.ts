@@ -3,8 +3,7 @@
 //   bun bench/decode.ts [--workloads bench/workloads/decode.json] [--out bench/results] [--reps 30] [--only b1-bucketed,b4-long]
 //                       [--sequential-pages]
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import type { DecodePolicy } from "../lib/engine";
-import { openRuntime } from "../lib/runtime";
+import { type DecodePolicy, openRuntime } from "persistentkv";
 import { randomHalves, rng, TestPool } from "../test/support/pool";
 import { chart } from "./chart";
 import { commit } from "./meta";

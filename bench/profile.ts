@@ -1,7 +1,6 @@
 // One workload step run a few times, for ncu: bun bench/profile.ts <workload> <step> <policy>
 import { readFileSync } from "node:fs";
-import { DecodeEngine, type DecodePolicy } from "../lib/engine";
-import { openRuntime } from "../lib/runtime";
+import { DecodeEngine, type DecodePolicy, openRuntime } from "persistentkv";
 import { randomHalves, rng, TestPool } from "../test/support/pool";
 
 const [name = "b4-long", stepArg = "0", policy = "persistent"] = process.argv.slice(2);

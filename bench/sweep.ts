@@ -3,7 +3,7 @@
 // page and split edges, 128K and 256K contexts, batches of 1..1024 mixing short and long rows.
 //   bun bench/sweep.ts [--out sweep.json] [--quick] [--cpu]
 import { writeFileSync } from "node:fs";
-import { openRuntime } from "../lib/runtime";
+import { openRuntime } from "persistentkv";
 import { type DecodeCase, runCase, tolerance } from "../test/support/decode-check";
 
 const args = process.argv.slice(2);

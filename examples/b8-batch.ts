@@ -5,14 +5,13 @@
 //   bun examples/b8-batch.ts                  # full lengths on a GPU; 1/64 of them on the CPU backend
 //   PKV_SCALE=16 PKV_REPS=3 bun examples/b8-batch.ts
 import workloads from "../bench/workloads/decode.json";
-import { encode } from "../lib/dtype";
-import { openRuntime } from "../lib/runtime";
+import { encode, openRuntime, readEnv } from "persistentkv";
 
 // CUDA if a device is visible, else the CPU reference backend; PKV_BACKEND=cpu forces the CPU.
-using rt = openRuntime({ backend: (process.env.PKV_BACKEND ?? "auto") as "auto" });
+using rt = openRuntime({ backend: (readEnv("PKV_BACKEND") ?? "auto") as "auto" });
 const gpu = rt.backend === "cuda";
-const scale = Number(process.env.PKV_SCALE ?? (gpu ? 1 : 64));
-const reps = Number(process.env.PKV_REPS ?? (gpu ? 20 : 3));
+const scale = Number(readEnv("PKV_SCALE") ?? (gpu ? 1 : 64));
+const reps = Number(readEnv("PKV_REPS") ?? (gpu ? 20 : 3));
 if (gpu) console.log(`${rt.info.name}: full-size workloads, median of ${reps} runs per step`);
 else console.log(`no CUDA device visible: running on the CPU reference backend with contexts scaled 1/${scale}`);
 // The streaming-read bandwidth of this GPU is the ceiling of decode attention.

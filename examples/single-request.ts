@@ -4,17 +4,16 @@
 //
 //   bun examples/single-request.ts                 # 32K context on a GPU, 2K on the CPU backend
 //   PKV_CONTEXT=8192 PKV_STEPS=8 bun examples/single-request.ts
-import { encode } from "../lib/dtype";
-import { openRuntime } from "../lib/runtime";
+import { encode, openRuntime, readEnv } from "persistentkv";
 
 // CUDA if a device is visible, else the CPU reference backend; PKV_BACKEND=cpu forces the CPU.
-using rt = openRuntime({ backend: (process.env.PKV_BACKEND ?? "auto") as "auto" });
+using rt = openRuntime({ backend: (readEnv("PKV_BACKEND") ?? "auto") as "auto" });
 const gpu = rt.backend === "cuda";
 // Llama-3-8B-like attention on a GPU; a smaller model on the CPU so that it runs in a second.
 const numLayers = gpu ? 32 : 2;
 const [numQoHeads, numKvHeads, headDim, pageSize] = gpu ? [32, 8, 128, 16] : [8, 2, 64, 16];
-const context = Number(process.env.PKV_CONTEXT ?? (gpu ? 32768 : 2048));
-const steps = Number(process.env.PKV_STEPS ?? 16);
+const context = Number(readEnv("PKV_CONTEXT") ?? (gpu ? 32768 : 2048));
+const steps = Number(readEnv("PKV_STEPS") ?? 16);
 console.log(`${rt.info.name} (${rt.backend}): ${numLayers} layers, ${numQoHeads}/${numKvHeads} heads of ${headDim}, context ${context}`);
 
 using cache = rt.createKVCache({
