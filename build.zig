@@ -24,7 +24,7 @@ const cpu_only_dir = "cuda/src/cpu_only/";
 // Rough CPU-seconds of a build from nothing, measured on an x64 build machine: nvcc for one GPU target,
 // and Zig's C++ for the CPU-only build. Divided by the cores, they give the estimate the build prints.
 const nvcc_seconds_per_target = 70;
-const cpu_only_seconds = 40;
+const cpu_only_seconds = 80;
 
 pub fn build(b: *std.Build) !void {
     const optimize = b.standardOptimizeOption(.{});
@@ -91,8 +91,8 @@ fn nvccLibrary(b: *std.Build, optimize: std.builtin.Mode, cuda_arch: ?[]const u8
         try gencode.appendSlice(&default_gencode);
     }
     const seconds = nvcc_seconds_per_target * gencode.items.len / cores;
-    std.debug.print("building zig-out/lib/libpersistentkv.so (CUDA + CPU backends) with {s} for {s}: " ++
-        "about {d} s on {d} cores from nothing, less for what changed\n", .{ nvcc, cuda_arch orelse "sm_80, sm_86, sm_89, sm_90", seconds, cores });
+    std.debug.print("building {s} (CUDA + CPU backends) with {s} for {s}: about {d} s on {d} cores from nothing, " ++
+        "less for what changed\n", .{ installedLibrary(b), nvcc, cuda_arch orelse "sm_80, sm_86, sm_89, sm_90", seconds, cores });
 
     var flags = std.ArrayList([]const u8).init(b.allocator);
     try flags.appendSlice(&.{ "-std=c++17", "-Xcompiler=-fPIC", "-Xcompiler=-Wall", "-lineinfo", "--expt-relaxed-constexpr" });
@@ -119,15 +119,20 @@ fn nvccLibrary(b: *std.Build, optimize: std.builtin.Mode, cuda_arch: ?[]const u8
 // The same C ABI with the CPU backend only: the host sources through Zig's clang and libc++ (linked
 // statically, so the library needs only glibc at run time).
 fn cpuOnlyLibrary(b: *std.Build, optimize: std.builtin.Mode, target: std.zig.CrossTarget, sources: []const []const u8, cores: usize) std.Build.LazyPath {
-    std.debug.print("building zig-out/lib/libpersistentkv.so (CPU backend only, no CUDA) with zig c++: " ++
-        "about {d} s on {d} cores from nothing, less for what changed\n", .{ cpu_only_seconds / cores, cores });
+    std.debug.print("building {s} (CPU backend only, no CUDA) with zig c++: about {d} s on {d} cores from nothing, " ++
+        "less for what changed\n", .{ installedLibrary(b), cpu_only_seconds / cores, cores });
     const lib = b.addSharedLibrary(.{ .name = "persistentkv", .target = target, .optimize = optimize });
+    if (optimize != .Debug) lib.strip = true;
     // cpu_only/ first, so its cuda_runtime.h stands in for CUDA's.
     lib.addIncludePath(.{ .path = cpu_only_dir });
     lib.addIncludePath(.{ .path = "cuda/include" });
     lib.addCSourceFiles(sources, &.{ "-std=c++17", "-Wall" });
     lib.linkLibCpp();
     return lib.getEmittedBin();
+}
+
+fn installedLibrary(b: *std.Build) []const u8 {
+    return b.getInstallPath(.lib, "libpersistentkv.so");
 }
 
 // $NVCC, else $CUDA_HOME/bin/nvcc, else nvcc on PATH.
