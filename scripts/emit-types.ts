@@ -1,6 +1,7 @@
 // Emits dist/types/ (the .d.ts files the published package points its "types" at) and makes every
 // relative import in them name its file ("./runtime" -> "./runtime.js"), as nodenext module resolution
-// requires; bundler resolution accepts both. Run by `npm pack` (prepack) and test/package.test.ts.
+// requires; bundler resolution accepts both. npm runs it as the prepare script: before packing, after a
+// plain `npm install`, and when a dependent installs the package from git.
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 
