@@ -3,9 +3,8 @@
 //   bun bench/decode.ts [--workloads bench/workloads/decode.json] [--out bench/results] [--reps 30] [--only b1-bucketed,b4-long]
 //                       [--sequential-pages]
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import type { DecodePolicy } from "../lib/engine";
-import { openRuntime } from "../lib/runtime";
-import { randomHalves, rng, TestPool } from "../lib/testing/pool";
+import { type DecodePolicy, openRuntime } from "persistentkv";
+import { randomHalves, rng, TestPool } from "persistentkv/testing";
 import { chart } from "./chart";
 import { commit } from "./meta";
 import { type DecodeResult, type DecodeRow, flashInferSteps, PEERS_PATH, report } from "./report";

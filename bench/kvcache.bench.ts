@@ -6,7 +6,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { parseArgs } from "node:util";
 import { Bench } from "tinybench";
-import { type Sequence, openRuntime } from "../lib/index.ts";
+import { type Sequence, openRuntime } from "persistentkv";
 import { DEFAULT_WORKLOADS, workloadSteps } from "./waste.ts";
 
 const { values } = parseArgs({

@@ -7,10 +7,8 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { parseArgs } from "node:util";
 import { Bench } from "tinybench";
-import { PLAN_INFO } from "../lib/ffi/layouts";
-import { native } from "../lib/ffi/loader";
-import { openRuntime } from "../lib/runtime";
-import type { Sequence } from "../lib/kvcache";
+import { openRuntime, type Sequence } from "persistentkv";
+import { native, PLAN_INFO } from "persistentkv/ffi";
 
 const { values } = parseArgs({ options: { backend: { type: "string", default: "auto" }, out: { type: "string" } } });
 using rt = openRuntime({ backend: values.backend as "auto" });

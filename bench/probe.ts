@@ -4,7 +4,7 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { parseArgs } from "node:util";
-import { openRuntime } from "../lib/index.ts";
+import { openRuntime } from "persistentkv";
 import { commit } from "./meta.ts";
 
 const { values } = parseArgs({

@@ -1,8 +1,7 @@
 // One workload step run a few times, for ncu: bun bench/profile.ts <workload> <step> <policy>
 import { readFileSync } from "node:fs";
-import type { DecodePolicy } from "../lib/engine";
-import { openRuntime } from "../lib/runtime";
-import { randomHalves, rng, TestPool } from "../lib/testing/pool";
+import { type DecodePolicy, openRuntime } from "persistentkv";
+import { randomHalves, rng, TestPool } from "persistentkv/testing";
 
 const [name = "b4-long", stepArg = "0", policy = "persistent"] = process.argv.slice(2);
 const w = JSON.parse(readFileSync("bench/workloads/decode.json", "utf8")).workloads.find((x: { name: string }) => x.name === name);

@@ -19,9 +19,7 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { parseArgs } from "node:util";
 import { commit } from "./meta.ts";
-import { openRuntime } from "../lib/runtime";
-import { quantile, type StepReport } from "../lib/scheduler";
-import { createDemoStack, sizesFor } from "../lib/scheduler/demo";
+import { createDemoStack, openRuntime, quantile, sizesFor, type StepReport } from "persistentkv";
 
 const { values: flags } = parseArgs({
   options: {

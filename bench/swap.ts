@@ -6,7 +6,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { parseArgs } from "node:util";
 import { commit } from "./meta.ts";
-import { type Sequence, openRuntime } from "../lib/index.ts";
+import { type Sequence, openRuntime } from "persistentkv";
 
 const { values } = parseArgs({
   options: {

@@ -3,8 +3,8 @@
 // page and split edges, 128K and 256K contexts, batches of 1..1024 mixing short and long rows.
 //   bun bench/sweep.ts [--out sweep.json] [--quick] [--cpu]
 import { writeFileSync } from "node:fs";
-import { openRuntime } from "../lib/runtime";
-import { type DecodeCase, runCase, tolerance } from "../lib/testing/decode-check";
+import { openRuntime } from "persistentkv";
+import { type DecodeCase, runCase, tolerance } from "persistentkv/testing";
 
 const args = process.argv.slice(2);
 const outPath = args.includes("--out") ? args[args.indexOf("--out") + 1] : undefined;

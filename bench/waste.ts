@@ -4,7 +4,7 @@
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { openRuntime } from "../lib/index.ts";
+import { openRuntime } from "persistentkv";
 
 export interface WasteResult {
   workload: string;

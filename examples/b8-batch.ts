@@ -5,14 +5,13 @@
 //   bun examples/b8-batch.ts                  # full lengths on a GPU; 1/64 of them on the CPU backend
 //   PKV_SCALE=16 PKV_REPS=3 bun examples/b8-batch.ts
 import workloads from "../bench/workloads/decode.json";
-import { encode } from "../lib/dtype";
-import { openRuntime } from "../lib/runtime";
+import { encode, openRuntime, readEnv } from "persistentkv";
 
 // CUDA if a device is visible, else the CPU reference backend; PKV_BACKEND=cpu forces the CPU.
-using rt = openRuntime({ backend: (process.env.PKV_BACKEND ?? "auto") as "auto" });
+using rt = openRuntime({ backend: (readEnv("PKV_BACKEND") ?? "auto") as "auto" });
 const gpu = rt.backend === "cuda";
-const scale = Number(process.env.PKV_SCALE ?? (gpu ? 1 : 64));
-const reps = Number(process.env.PKV_REPS ?? (gpu ? 20 : 3));
+const scale = Number(readEnv("PKV_SCALE") ?? (gpu ? 1 : 64));
+const reps = Number(readEnv("PKV_REPS") ?? (gpu ? 20 : 3));
 if (gpu) console.log(`${rt.info.name}: full-size workloads, median of ${reps} runs per step`);
 else console.log(`no CUDA device visible: running on the CPU reference backend with contexts scaled 1/${scale}`);
 // The streaming-read bandwidth of this GPU is the ceiling of decode attention.
@@ -26,15 +25,35 @@ const pagesNeeded = (lengths: number[]) => lengths.reduce((sum, n) => sum + Math
 const numPages = Math.max(...b8.flatMap((w) => scaled(w.steps).map(pagesNeeded)));
 
 // One layer: a step's time and bytes are per layer, and every layer of a model repeats them.
-using cache = rt.createKVCache({ numLayers: 1, numPages, pageSize, numKvHeads, headDim, dtype: "f16", maxSequences: 8 });
-using engine = rt.createDecodeEngine({ numQoHeads, numKvHeads, headDim, pageSize, dtype: "f16", policy: "adaptive", maxBatch: 8 });
+using cache = rt.createKVCache({
+  numLayers: 1,
+  numPages,
+  pageSize,
+  numKvHeads,
+  headDim,
+  dtype: "f16",
+  maxSequences: 8,
+});
+using engine = rt.createDecodeEngine({
+  numQoHeads,
+  numKvHeads,
+  headDim,
+  pageSize,
+  dtype: "f16",
+  policy: "adaptive",
+  maxBatch: 8,
+});
 
 // K and V values do not change the time: fill every context from one random chunk kept on the device.
 const chunk = 4096;
 const chunkBytes = chunk * numKvHeads * headDim * 2;
 using kChunk = rt.allocDevice(chunkBytes);
 using vChunk = rt.allocDevice(chunkBytes);
-const random = () => encode("f16", Float32Array.from({ length: chunkBytes / 2 }, () => Math.random() * 2 - 1));
+const random = () =>
+  encode(
+    "f16",
+    Float32Array.from({ length: chunkBytes / 2 }, () => Math.random() * 2 - 1),
+  );
 kChunk.write(random());
 vChunk.write(random());
 
@@ -46,7 +65,10 @@ for (const workload of b8) {
         cache.writeKV(0, cache.append(seq, Math.min(chunk, length - done)), kChunk, vChunk);
       return seq;
     });
-    const q = encode("f16", Float32Array.from({ length: 8 * numQoHeads * headDim }, () => Math.random() * 2 - 1));
+    const q = encode(
+      "f16",
+      Float32Array.from({ length: 8 * numQoHeads * headDim }, () => Math.random() * 2 - 1),
+    );
     const out = new Uint16Array(q.length);
     const times: number[] = [];
     let plan = engine.plan(cache, sequences);

@@ -8,10 +8,18 @@
 // scheduler's totals and the cache's page counts. A client that disconnects has its request cancelled
 // and its pages freed. The model is synthetic (deterministic activations, no weights): the point is
 // the serving loop, not the text.
-import { openRuntime, type Runtime } from "../lib/runtime";
-import { createDemoStack, type DemoSizes, type DemoStack, sizesFor } from "../lib/scheduler/demo";
-import type { RequestHandle, RequestSpec } from "../lib/scheduler";
-import { InvalidArgumentError, Status } from "../lib/errors";
+import {
+  createDemoStack,
+  type DemoSizes,
+  type DemoStack,
+  InvalidArgumentError,
+  openRuntime,
+  type RequestHandle,
+  type RequestSpec,
+  type Runtime,
+  Status,
+  sizesFor,
+} from "persistentkv";
 
 export interface ServeOptions {
   port?: number; // 0 picks a free port

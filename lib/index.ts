@@ -1,11 +1,56 @@
-// persistentkv: decode attention over a paged KV cache, for Bun.
+// persistentkv: decode attention over a paged KV cache, for Bun. Everything a user, an example or a
+// benchmark needs is exported here; the raw symbol table and struct layouts are the subpath
+// "persistentkv/ffi", and the test pool and decode checks "persistentkv/testing".
+export { VERSION, ABI_VERSION } from "./version";
+export { ENV, readEnv, type EnvName, type EnvVariable } from "./env";
 export { openRuntime, cudaDeviceCount, Runtime, type Backend, type DeviceInfo, type RuntimeOptions } from "./runtime";
-export { DeviceBuffer, PinnedBuffer, NativeBuffer, type MemoryKind } from "./buffers";
+export { DeviceBuffer, PinnedBuffer, NativeBuffer, type HostArray, type MemoryKind } from "./buffers";
+export { type DType, DTYPE_BYTES, encode, decode } from "./dtype";
 export { Stream, Event } from "./streams";
 export { Graph } from "./graphs";
 export * from "./errors";
-export { ABI_VERSION, libraryCandidates, libraryPath } from "./ffi/loader";
+export { libraryCandidates, libraryPath, LIBRARY_FILE, PLATFORM_PACKAGES } from "./ffi/loader";
 export { referenceDecode, type AttentionShape, type ReferenceDecodeArgs } from "./reference";
-export { KVCache, Sequence, type KVCacheOptions, type KVCacheStats, type KVCacheSnapshot, type SequenceState } from "./kvcache";
-export { DecodeEngine, Plan, type DecodeEngineOptions, type DecodePolicy, type DecodeKernel, type BatchSource, type RunOptions } from "./engine";
-export { Scheduler, SyntheticModel, RequestTooLargeError, StepFailedError, type SchedulerOptions, type RequestSpec, type RequestHandle, type RequestResult, type TokenEvent, type ActiveRequest, type StepModel, type StepReport, type SchedulerTotals } from "./scheduler";
+export {
+  KVCache,
+  Sequence,
+  type KVCacheOptions,
+  type KVCacheStats,
+  type KVCacheSnapshot,
+  type SequenceState,
+} from "./kvcache";
+export type { KVData } from "./cache/kv-arguments";
+export {
+  DecodeEngine,
+  Plan,
+  type DecodeEngineOptions,
+  type DecodePolicy,
+  type DecodeKernel,
+  type BatchSource,
+  type RunOptions,
+} from "./engine";
+export type { PolicyTable, CellMeasurement } from "./policy/table";
+export type { CalibrateOptions, ModelShape as CalibrationShape } from "./policy/calibrate";
+export {
+  Scheduler,
+  SyntheticModel,
+  RequestTooLargeError,
+  StepFailedError,
+  quantile,
+  type SchedulerOptions,
+  type RequestSpec,
+  type RequestHandle,
+  type RequestResult,
+  type TokenEvent,
+  type ActiveRequest,
+  type StepModel,
+  type StepReport,
+  type SchedulerTotals,
+  type SchedulerCache,
+  type SchedulerEngine,
+  type CacheStats,
+  type ModelShape,
+  type SyntheticShape,
+} from "./scheduler";
+export type { SchedulerPlan } from "./scheduler/ports";
+export { createDemoStack, sizesFor, CPU_SIZES, GPU_SIZES, type DemoSizes, type DemoStack } from "./scheduler/demo";

@@ -1,8 +1,7 @@
 // Calibrates the adaptive policy on this machine's GPU and stores the table where engines load it.
 //   bun run calibrate [--heads 32/8] [--head-dim 128] [--page-size 16] [--dtype f16] [--max-tokens N]
 import { parseArgs } from "node:util";
-import { openRuntime } from "../lib/runtime";
-import type { DType } from "../lib/dtype";
+import { type DType, openRuntime } from "persistentkv";
 
 const { values } = parseArgs({
   options: {

@@ -1,8 +1,9 @@
-// The loader: $PKV_LIBRARY first, then the package's build output; a library that cannot be used is
-// skipped with the reason recorded, and a failure lists every path tried. Each case that depends on the
-// environment runs in a child bun process, since the library is loaded once per process.
+// The loader: $PKV_LIBRARY alone when set (its failure is an error, not a fallback), else the platform
+// package, then the repository's build output; a failure lists every place tried and what to install or
+// set. Each case that depends on the environment runs in a child bun process, since the library is loaded
+// once per process.
 import { describe, expect, test } from "bun:test";
-import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import * as pkv from "../lib/index.ts";
@@ -52,8 +53,25 @@ function scratch(): string {
   return mkdtempSync(join(tmpdir(), "pkv-loader-"));
 }
 
+// A package layout outside the checkout: node_modules/persistentkv/lib (a copy of lib/), and the platform
+// package beside it when `platformLibrary` is given (a file to copy in as its libpersistentkv.so).
+function installedLayout(dir: string, platformLibrary?: string): string {
+  const lib = join(dir, "node_modules/persistentkv/lib");
+  cpSync(join(ROOT, "lib"), lib, { recursive: true });
+  if (platformLibrary) {
+    const platform = join(dir, "node_modules/@persistentkv/linux-x64");
+    mkdirSync(platform, { recursive: true });
+    writeFileSync(
+      join(platform, "package.json"),
+      JSON.stringify({ name: "@persistentkv/linux-x64", version: pkv.VERSION }),
+    );
+    cpSync(platformLibrary, join(platform, "libpersistentkv.so"));
+  }
+  return lib;
+}
+
 describe("loader", () => {
-  test("finds the build output when PKV_LIBRARY is not set", () => {
+  test("finds the build output when PKV_LIBRARY is not set and no platform package is installed", () => {
     expect(existsSync(BUILD_OUTPUT)).toBe(true);
     const r = loadInChild({});
     expect(r.ok).toBe(true);
@@ -61,7 +79,7 @@ describe("loader", () => {
     expect(r.candidates).toEqual([BUILD_OUTPUT]);
   });
 
-  test("PKV_LIBRARY comes first and is used when it loads", () => {
+  test("PKV_LIBRARY comes first and is the only candidate while it is set", () => {
     const dir = scratch();
     try {
       const copy = join(dir, "libcopy.so");
@@ -69,51 +87,80 @@ describe("loader", () => {
       const r = loadInChild({ PKV_LIBRARY: copy });
       expect(r.ok).toBe(true);
       expect(r.path).toBe(copy);
-      expect(r.candidates).toEqual([copy, BUILD_OUTPUT]);
+      expect(r.candidates).toEqual([copy]);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
   });
 
-  test("PKV_LIBRARY at a missing path falls back to the build output", () => {
+  test("PKV_LIBRARY at a missing path is an error naming it, with no fallback to the build output", () => {
     const r = loadInChild({ PKV_LIBRARY: "/nonexistent/libpersistentkv.so" });
-    expect(r.ok).toBe(true);
-    expect(r.path).toBe(BUILD_OUTPUT);
-    expect(r.candidates).toEqual(["/nonexistent/libpersistentkv.so", BUILD_OUTPUT]);
+    expect(r.ok).toBe(false);
+    expect(r.error!.name).toBe("LibraryNotFoundError");
+    expect(r.error!.message).toContain("PKV_LIBRARY=/nonexistent/libpersistentkv.so cannot be loaded (not found)");
+    expect(r.error!.message).toContain("nothing else is tried");
+    expect(r.error!.message).not.toContain(BUILD_OUTPUT);
   });
 
-  test("PKV_LIBRARY at a file that is not a library falls back to the build output", () => {
+  test("PKV_LIBRARY at a file that is not a library is an error with dlopen's reason", () => {
     const dir = scratch();
     try {
       const junk = join(dir, "libjunk.so");
       writeFileSync(junk, "not an ELF file");
       const r = loadInChild({ PKV_LIBRARY: junk });
-      expect(r.ok).toBe(true);
-      expect(r.path).toBe(BUILD_OUTPUT);
+      expect(r.ok).toBe(false);
+      expect(r.error!.name).toBe("LibraryNotFoundError");
+      expect(r.error!.message).toContain(`PKV_LIBRARY=${junk} cannot be loaded (`);
+      expect(r.error!.message).not.toContain("(not found)");
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
   });
 
-  test("with nothing loadable, LibraryNotFoundError lists every path tried and how to build", () => {
-    // A copy of lib/ outside the checkout has no build output beside it.
+  test("an installed platform package is found from the main package, ahead of any build output", () => {
     const dir = scratch();
     try {
-      cpSync(join(ROOT, "lib"), join(dir, "pkg/lib"), { recursive: true });
-      const junk = join(dir, "libjunk.so");
+      const lib = installedLayout(dir, BUILD_OUTPUT);
+      const library = join(dir, "node_modules/@persistentkv/linux-x64/libpersistentkv.so");
+      const r = loadInChild({}, lib);
+      expect(r.ok).toBe(true);
+      expect(r.path).toBe(library);
+      expect(r.candidates).toEqual([library, join(dir, "node_modules/persistentkv/zig-out/lib/libpersistentkv.so")]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("with nothing loadable, LibraryNotFoundError lists every place tried and what to install or set", () => {
+    const dir = scratch();
+    try {
+      const lib = installedLayout(dir);
+      const r = loadInChild({}, lib);
+      expect(r.ok).toBe(false);
+      expect(r.error!.name).toBe("LibraryNotFoundError");
+      const ownOutput = join(dir, "node_modules/persistentkv/zig-out/lib/libpersistentkv.so");
+      expect(r.candidates).toEqual([ownOutput]);
+      const message = r.error!.message;
+      expect(message).toContain("@persistentkv/linux-x64: not installed");
+      expect(message).toContain(`${ownOutput} (build output): not found`);
+      expect(message).toContain(`npm install @persistentkv/linux-x64@${pkv.VERSION}`);
+      expect(message).toContain("npm run build:cpu");
+      expect(message).toContain("PKV_LIBRARY");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("a platform package that is not a library is reported, then the build output is tried", () => {
+    const dir = scratch();
+    try {
+      const junk = join(dir, "junk.so");
       writeFileSync(junk, "not an ELF file");
-      for (const override of ["/nonexistent/libpersistentkv.so", junk]) {
-        const r = loadInChild({ PKV_LIBRARY: override }, join(dir, "pkg/lib"));
-        expect(r.ok).toBe(false);
-        expect(r.error!.name).toBe("LibraryNotFoundError");
-        const ownOutput = join(dir, "pkg/zig-out/lib/libpersistentkv.so");
-        expect(r.candidates).toEqual([override, ownOutput]);
-        const message = r.error!.message;
-        expect(message).toContain(`${override}:`);
-        expect(message).toContain(`${ownOutput}: not found`);
-        expect(message).toContain("npm run build");
-        expect(message).toContain("PKV_LIBRARY");
-      }
+      const r = loadInChild({}, installedLayout(dir, junk));
+      expect(r.ok).toBe(false);
+      const library = join(dir, "node_modules/@persistentkv/linux-x64/libpersistentkv.so");
+      expect(r.error!.message).toContain(`${library} (@persistentkv/linux-x64): `);
+      expect(r.error!.message).toContain("(build output): not found");
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -138,30 +185,44 @@ describe("version check", () => {
     expect(headerDefines().get("PKV_ABI_VERSION")).toBe(pkv.ABI_VERSION);
   });
 
-  test("pkv_version is the package version", () => {
+  test("pkv_version is the package version, and VERSION says the same at run time", () => {
     const { version } = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8"));
     expect(String(native().pkv_version())).toBe(version);
+    expect(pkv.VERSION).toBe(version);
   });
 
   if (!CC) console.warn(`skipping the ABI mismatch test: no C compiler (cc or ${ZIG})`);
-  test.skipIf(!CC)("a library of another ABI is refused with VersionMismatchError", () => {
-    // A stand-in library exporting every symbol (dlopen binds them all), reporting ABI_VERSION + 1.
+  // A stand-in library exporting every symbol (dlopen binds them all), reporting `abi` and `version`.
+  function fakeLibrary(dir: string, abi: number, version: string): string {
+    const stubs = Object.keys(symbols).map((name) =>
+      name === "pkv_version"
+        ? `const char *pkv_version(void) { return ${JSON.stringify(version)}; }`
+        : `int ${name}(void) { return ${name === "pkv_abi_version" ? abi : 0}; }`,
+    );
+    writeFileSync(join(dir, "fake.c"), `${stubs.join("\n")}\n`);
+    const fake = join(dir, "libfake.so");
+    const cc = Bun.spawnSync({ cmd: [...CC!, "-shared", "-fPIC", "-nostdlib", "-o", fake, join(dir, "fake.c")] });
+    expect(cc.exitCode, `${CC!.join(" ")}: signal ${cc.signalCode}, ${cc.stderr.toString()}`).toBe(0);
+    return fake;
+  }
+
+  test.skipIf(!CC)("a library of another ABI or another version is refused with VersionMismatchError", () => {
     const dir = scratch();
     try {
-      const stubs = Object.keys(symbols).map(
-        (name) => `int ${name}(void) { return ${name === "pkv_abi_version" ? pkv.ABI_VERSION + 1 : 0}; }`,
-      );
-      writeFileSync(join(dir, "fake.c"), stubs.join("\n") + "\n");
-      const fake = join(dir, "libfake.so");
-      const cc = Bun.spawnSync({ cmd: [...CC!, "-shared", "-fPIC", "-nostdlib", "-o", fake, join(dir, "fake.c")] });
-      expect(cc.exitCode, `${CC!.join(" ")}: signal ${cc.signalCode}, ${cc.stderr.toString()}`).toBe(0);
-      const r = loadInChild({ PKV_LIBRARY: fake });
-      expect(r.ok).toBe(false);
-      expect(r.error!.name).toBe("VersionMismatchError");
-      expect(r.error!.code).toBe(pkv.Status.VERSION_MISMATCH);
-      expect(r.error!.message).toContain(fake);
-      expect(r.error!.message).toContain(`ABI ${pkv.ABI_VERSION + 1}`);
-      expect(r.error!.message).toContain("npm run build");
+      const cases = [
+        { abi: pkv.ABI_VERSION + 1, version: pkv.VERSION, says: `ABI ${pkv.ABI_VERSION + 1}` },
+        { abi: pkv.ABI_VERSION, version: "9.9.9", says: `version 9.9.9, but this package is ${pkv.VERSION}` },
+      ];
+      for (const { abi, version, says } of cases) {
+        const fake = fakeLibrary(dir, abi, version);
+        const r = loadInChild({ PKV_LIBRARY: fake });
+        expect(r.ok).toBe(false);
+        expect(r.error!.name).toBe("VersionMismatchError");
+        expect(r.error!.code).toBe(pkv.Status.VERSION_MISMATCH);
+        expect(r.error!.message).toContain(fake);
+        expect(r.error!.message).toContain(says);
+        expect(r.error!.message).toContain(`@persistentkv/linux-x64@${pkv.VERSION}`);
+      }
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -4,6 +4,7 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
+import { readEnv } from "../env";
 import { native, ABI_VERSION } from "../ffi/loader";
 import type { ModelShape } from "./calibrate";
 import { BATCH_BUCKETS, type CellMeasurement, type PolicyTable, TOKEN_BUCKETS } from "./table";
@@ -16,7 +17,8 @@ interface StoredPolicy {
 }
 
 export function calibrationDir(): string {
-  if (process.env.PKV_CACHE_DIR) return process.env.PKV_CACHE_DIR;
+  const dir = readEnv("PKV_CACHE_DIR");
+  if (dir) return dir;
   return join(process.env.XDG_CACHE_HOME ?? join(homedir(), ".cache"), "persistentkv");
 }
 

@@ -1,10 +1,7 @@
-// Streaming-read bandwidth probe (the ceiling every decode benchmark quotes) and the L2 flush.
-#include <algorithm>
-#include <chrono>
-#include <cstring>
-#include <vector>
-
+// The streaming-read kernel behind the bandwidth probe (the ceiling every decode benchmark quotes) and the
+// L2 flush; their entry points are in core/probe.cpp.
 #include "../core/internal.h"
+#include "probe_launch.h"
 
 namespace {
 
@@ -21,90 +18,15 @@ __global__ void read_stream_kernel(const int4 *__restrict__ data, uint64_t n, in
   if (acc.x == 0x7fffffff && acc.y == 0x13579bdf) *sink = acc;
 }
 
-pkv_status launch_read(pkv_runtime *rt, const void *data, uint64_t bytes, int4 *sink, cudaStream_t stream) {
-  int blocks = rt->info.multiprocessors * 4;
-  read_stream_kernel<<<blocks, 512, 0, stream>>>(static_cast<const int4 *>(data), bytes / 16, sink);
+}  // namespace
+
+namespace pkv {
+
+pkv_status launch_read_stream(const void *data, uint64_t bytes, void *sink16, int32_t blocks, cudaStream_t stream) {
+  read_stream_kernel<<<blocks, 512, 0, stream>>>(static_cast<const int4 *>(data), bytes / 16,
+                                                 static_cast<int4 *>(sink16));
   PKV_CUDA_TRY(cudaGetLastError());
   return PKV_OK;
 }
 
-double cpu_read_gbps(uint64_t bytes, int32_t iterations) {
-  std::vector<uint64_t> data(bytes / 8, 0x9e3779b97f4a7c15ull);
-  std::vector<double> gbps;
-  volatile uint64_t sink = 0;
-  for (int32_t it = 0; it < iterations; it++) {
-    auto t0 = std::chrono::steady_clock::now();
-    uint64_t acc = 0;
-    for (uint64_t w : data) acc ^= w;
-    auto t1 = std::chrono::steady_clock::now();
-    sink = sink ^ acc;
-    gbps.push_back(bytes / std::chrono::duration<double>(t1 - t0).count() / 1e9);
-  }
-  std::sort(gbps.begin(), gbps.end());
-  return gbps[gbps.size() / 2];
-}
-
-}  // namespace
-
-extern "C" {
-
-pkv_status pkv_probe_read_bandwidth(pkv_runtime *rt, uint64_t bytes, int32_t iterations, double *gbps) {
-  PKV_API_BEGIN
-  PKV_CHECK(rt, Runtime);
-  PKV_NOT_NULL(gbps);
-  if (bytes < (1u << 20) || bytes % 16 != 0)
-    return pkv::fail(PKV_ERR_INVALID_ARGUMENT, "pkv_probe_read_bandwidth: size must be a multiple of 16, 1 MiB or more");
-  if (iterations < 1 || iterations > 10000)
-    return pkv::fail(PKV_ERR_INVALID_ARGUMENT, "pkv_probe_read_bandwidth: iterations %d not in 1..10000", iterations);
-  if (!pkv::on_cuda(rt)) {
-    *gbps = cpu_read_gbps(bytes, iterations);
-    return PKV_OK;
-  }
-  void *data = nullptr, *sink = nullptr;
-  cudaEvent_t start = nullptr, stop = nullptr;
-  std::vector<float> ms(iterations);
-  pkv_status status = pkv::raw_alloc(rt, PKV_MEM_DEVICE, bytes, &data);
-  if (status == PKV_OK) status = pkv::raw_alloc(rt, PKV_MEM_DEVICE, 16, &sink);
-  auto cuda = [&](cudaError_t e, const char *what) {
-    if (status == PKV_OK && e != cudaSuccess) status = pkv::fail_cuda(e, what, "pkv_probe_read_bandwidth");
-  };
-  cuda(cudaEventCreate(&start), "cudaEventCreate");
-  cuda(cudaEventCreate(&stop), "cudaEventCreate");
-  if (status == PKV_OK) cuda(cudaMemsetAsync(data, 0x5a, bytes, rt->stream), "cudaMemsetAsync");
-  if (status == PKV_OK) status = launch_read(rt, data, bytes, (int4 *)sink, rt->stream);  // warm-up
-  for (int32_t it = 0; it < iterations && status == PKV_OK; it++) {
-    cuda(cudaEventRecord(start, rt->stream), "cudaEventRecord");
-    if (status == PKV_OK) status = launch_read(rt, data, bytes, (int4 *)sink, rt->stream);
-    cuda(cudaEventRecord(stop, rt->stream), "cudaEventRecord");
-    cuda(cudaEventSynchronize(stop), "cudaEventSynchronize");
-    cuda(cudaEventElapsedTime(&ms[it], start, stop), "cudaEventElapsedTime");
-  }
-  if (start) cudaEventDestroy(start);
-  if (stop) cudaEventDestroy(stop);
-  pkv::raw_free(rt, PKV_MEM_DEVICE, data);
-  pkv::raw_free(rt, PKV_MEM_DEVICE, sink);
-  if (status != PKV_OK) return status;
-  std::sort(ms.begin(), ms.end());
-  *gbps = bytes / (ms[iterations / 2] * 1e-3) / 1e9;
-  return PKV_OK;
-  PKV_API_END
-}
-
-pkv_status pkv_flush_l2(pkv_runtime *rt, pkv_stream *stream) {
-  PKV_API_BEGIN
-  PKV_CHECK(rt, Runtime);
-  PKV_TRY(pkv::check_stream(rt, stream, __func__));
-  if (!pkv::on_cuda(rt)) return PKV_OK;  // nothing to flush that a benchmark could see
-  if (!rt->flush_buffer) {
-    // 256 MiB, as in the peer measurements: several times any L2 so far.
-    uint64_t bytes = std::max<uint64_t>(256ull << 20, 4ull * (uint64_t)rt->info.l2_bytes);
-    PKV_TRY(pkv::raw_alloc(rt, PKV_MEM_DEVICE, bytes + 16, &rt->flush_buffer));
-    PKV_CUDA_TRY(cudaMemsetAsync(rt->flush_buffer, 0x33, bytes + 16, rt->stream));
-    rt->flush_bytes = bytes;
-  }
-  char *base = static_cast<char *>(rt->flush_buffer);
-  return launch_read(rt, base, rt->flush_bytes, (int4 *)(base + rt->flush_bytes), pkv::stream_of(rt, stream));
-  PKV_API_END
-}
-
-}  // extern "C"
+}  // namespace pkv

@@ -1,0 +1,15 @@
+// Host-side entry point of the streaming-read kernel (gpu/probe.cu), shared by the bandwidth probe and the
+// L2 flush (core/probe.cpp).
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "persistentkv.h"
+
+namespace pkv {
+
+// Reads `bytes` (a multiple of 16) from device memory with 16-byte streaming loads on `blocks` blocks.
+pkv_status launch_read_stream(const void *data, uint64_t bytes, void *sink16, int32_t blocks, cudaStream_t stream);
+
+}  // namespace pkv

