@@ -2,7 +2,7 @@
 import type { Pointer } from "bun:ffi";
 import { check, outPointer } from "./ffi/call";
 import { native } from "./ffi/loader";
-import { DeviceBuffer, MEMORY_KIND, type MemoryKind, PinnedBuffer } from "./buffers";
+import { DeviceBuffer, MEMORY_KIND, type MemoryKind, PinnedBuffer, streamHandle } from "./buffers";
 import { InvalidArgumentError, Status } from "./errors";
 import { NativeObject, type Owner, type Token } from "./lifetime";
 import { Event, Stream } from "./streams";
@@ -10,6 +10,7 @@ import { capture, type Graph } from "./graphs";
 import { KVCache, type KVCacheOptions } from "./kvcache";
 import { DecodeEngine, type DecodeEngineOptions } from "./engine";
 import { calibrate, type CalibrateOptions, type ModelShape } from "./policy/calibrate";
+import { checkCount, INT32_MAX } from "./validate";
 import { loadPolicy, policyKey, savePolicy } from "./policy/store";
 import type { PolicyTable } from "./policy/table";
 
@@ -47,9 +48,7 @@ export function openRuntime(options: RuntimeOptions = {}): Runtime {
   if (!["auto", "cuda", "cpu"].includes(requested))
     throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `backend "${requested}" is not "auto", "cuda" or "cpu"`);
   const backend: Backend = requested === "auto" ? (cudaDeviceCount() > 0 ? "cuda" : "cpu") : requested;
-  const device = options.device ?? 0;
-  if (!Number.isInteger(device) || device < 0)
-    throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `device ${device} is not a non-negative integer`);
+  const device = checkCount("openRuntime", "device", options.device ?? 0, 0, INT32_MAX);
   const handle = outPointer("pkv_runtime_create", (out) => native().pkv_runtime_create(BACKEND_CODE[backend], device, out));
   return new Runtime(handle, backend);
 }
@@ -89,9 +88,8 @@ export class Runtime extends NativeObject implements Owner {
   }
 
   #alloc(kind: MemoryKind, bytes: number): Pointer {
-    if (!Number.isSafeInteger(bytes) || bytes <= 0)
-      throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `buffer size ${bytes} is not a positive integer`);
-    return outPointer("pkv_buffer_alloc", (out) => native().pkv_buffer_alloc(this.handle, MEMORY_KIND[kind], bytes, out));
+    checkCount(kind === "device" ? "allocDevice" : "allocPinned", "bytes", bytes, 1);
+    return outPointer("pkv_buffer_alloc", (out) => native().pkv_buffer_alloc(this.handle, MEMORY_KIND.get(kind)!, bytes, out));
   }
 
   createStream(): Stream {
@@ -127,6 +125,8 @@ export class Runtime extends NativeObject implements Owner {
 
   /** Records the asynchronous work `body` queues (e.g. a plan's upload and every layer's run) as a graph. */
   capture(body: () => void, stream?: Stream): Graph {
+    if (typeof body !== "function") throw new InvalidArgumentError(Status.INVALID_ARGUMENT, "capture: body is not a function");
+    streamHandle("capture", stream);
     return capture(this.handle, this, body, stream);
   }
 
@@ -137,7 +137,8 @@ export class Runtime extends NativeObject implements Owner {
 
   /** Streaming-read bandwidth in GB/s (16-byte loads, median of `iterations`): the decode ceiling. */
   probeReadBandwidth(options: { bytes?: number; iterations?: number } = {}): number {
-    const { bytes = 2 ** 31, iterations = 20 } = options;
+    const bytes = checkCount("probeReadBandwidth", "bytes", options.bytes ?? 2 ** 31);
+    const iterations = checkCount("probeReadBandwidth", "iterations", options.iterations ?? 20, 0, INT32_MAX);
     const gbps = new Float64Array(1);
     check(native().pkv_probe_read_bandwidth(this.handle, bytes, iterations, gbps), "pkv_probe_read_bandwidth");
     return gbps[0]!;
@@ -145,7 +146,7 @@ export class Runtime extends NativeObject implements Owner {
 
   /** Evicts L2 before the next launch on the stream, as a serving loop's other layers would. */
   flushL2(stream?: Stream): void {
-    check(native().pkv_flush_l2(this.handle, stream?.handle ?? null), "pkv_flush_l2");
+    check(native().pkv_flush_l2(this.handle, streamHandle("flushL2", stream)), "pkv_flush_l2");
   }
 }
 
