@@ -392,18 +392,12 @@ export class KVCache extends NativeObject {
     const n = sequences.length;
     if (!(rows instanceof Int32Array) || !(lengths instanceof Int32Array) || rows.length < n || lengths.length < n)
       throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `describeBatch: rows and lengths must be Int32Arrays of at least ${n}`);
-    // All checked before rows and lengths are written: a refused batch leaves them as they were.
-    const records = new Array<SequenceRecord>(n);
-    const ids = new Array<number>(n);
     for (let i = 0; i < n; i++) {
-      records[i] = this.#live(sequences[i]!, "describeBatch");
-      ids[i] = sequences[i]!.id;
+      const s = this.#live(sequences[i]!, "describeBatch");
+      rows[i] = s.row;
+      lengths[i] = s.length;
     }
-    for (let i = 0; i < n; i++) {
-      rows[i] = records[i]!.row;
-      lengths[i] = records[i]!.length;
-    }
-    return new PlanGuard(this.#clock, records, ids);
+    return new PlanGuard(this.#clock, sequences.slice());
   }
 
   stats(): KVCacheStats {

@@ -2,11 +2,13 @@
 // was made (the CUDA path has even uploaded them); once a planned sequence's pages or length change, or
 // its cache is gone, running the plan would read pages that now belong to someone else, or memory that
 // was freed. So the cache keeps one clock: every change to a sequence's pages, row, length or state
-// stamps the sequence with the next tick, and a plan remembers each sequence's stamp.
+// stamps the sequence with the next tick, and a sequence changed after a plan iff its stamp is later
+// than the plan's tick.
 //
 // Checking costs O(1) per run while nothing in the cache changed (one comparison with the clock), and
-// O(batch) once after any change, which the guard then remembers: per-layer runs stay cheap at any batch.
-import type { SequenceRecord } from "./sequence";
+// O(batch) once after any change, which the guard then remembers: per-layer runs stay cheap at any batch,
+// and making a guard costs one copy of the batch's array.
+import { record } from "./sequence";
 
 export class ChangeClock {
   ticks = 0;
@@ -18,18 +20,23 @@ export class ChangeClock {
   }
 }
 
+/** What the guard reads of a sequence: its id (for messages) and its record's stamp. */
+interface Stamped {
+  readonly id: number;
+  readonly [record]: { readonly version: number; readonly change: string };
+}
+
 export class PlanGuard {
   readonly #clock: ChangeClock;
-  readonly #records: SequenceRecord[];
-  readonly #ids: number[];
-  readonly #versions: Float64Array;
+  readonly #sequences: readonly Stamped[];
+  readonly #plannedAt: number;
   #checkedAt: number;
 
-  constructor(clock: ChangeClock, records: SequenceRecord[], ids: number[]) {
+  /** `sequences`: the batch as planned (the guard keeps this array: pass a copy). */
+  constructor(clock: ChangeClock, sequences: readonly Stamped[]) {
     this.#clock = clock;
-    this.#records = records;
-    this.#ids = ids;
-    this.#versions = Float64Array.from(records, (r) => r.version);
+    this.#sequences = sequences;
+    this.#plannedAt = clock.ticks;
     this.#checkedAt = clock.ticks;
   }
 
@@ -38,10 +45,10 @@ export class PlanGuard {
     const clock = this.#clock;
     if (clock.disposed) return "its KV cache was disposed";
     if (clock.ticks === this.#checkedAt) return null;
-    const records = this.#records;
-    for (let i = 0; i < records.length; i++) {
-      const r = records[i]!;
-      if (r.version !== this.#versions[i]) return `sequence ${this.#ids[i]} was ${r.change} after the plan was made`;
+    const sequences = this.#sequences;
+    for (let i = 0; i < sequences.length; i++) {
+      const r = sequences[i]![record];
+      if (r.version > this.#plannedAt) return `sequence ${sequences[i]!.id} was ${r.change} after the plan was made`;
     }
     this.#checkedAt = clock.ticks;
     return null;
