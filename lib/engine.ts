@@ -241,7 +241,7 @@ export class DecodeEngine extends NativeObject {
     }
     throw new InvalidArgumentError(
       Status.INVALID_ARGUMENT,
-      "q and out must both be Uint16Arrays (lse a Float32Array) or both device buffers (lse a buffer)",
+      "run: q and out must both be Uint16Arrays (lse a Float32Array) or both device buffers (lse a buffer)",
     );
   }
 }
