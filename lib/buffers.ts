@@ -124,6 +124,7 @@ export class PinnedBuffer extends NativeBuffer {
         `view of ${count} x ${size} bytes at ${byteOffset} exceeds the buffer's ${this.bytes} bytes`,
       );
     this.handle; // throws if disposed
+    if (count === 0) return new Type(new ArrayBuffer(0), 0, 0); // toArrayBuffer refuses an empty range
     const memory = toArrayBuffer(this.address, byteOffset, count * size);
     this.#views.push(memory);
     return new Type(memory, 0, count);
