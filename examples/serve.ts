@@ -28,7 +28,13 @@ export interface RunningServer {
 
 export function startServer(options: ServeOptions = {}): RunningServer {
   const rt = options.rt ?? openRuntime({ backend: (process.env.PKV_BACKEND ?? "auto") as "auto" });
-  const stack = createDemoStack(rt, sizesFor(rt, options.sizes));
+  let stack: DemoStack;
+  try {
+    stack = createDemoStack(rt, sizesFor(rt, options.sizes));
+  } catch (error) {
+    if (!options.rt) rt.dispose();
+    throw error;
+  }
   const { scheduler, cache } = stack;
   const loop = scheduler.run(); // steps while there is work, yielding to the event loop between steps
   // The longest body a request that fits the pool can need: its prompt as ids of up to 10 digits and a

@@ -3,6 +3,9 @@
 // freed, and bad bodies get a 400 with a message.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { type RunningServer, startServer } from "../examples/serve";
+import { InvalidArgumentError } from "../lib/errors";
+import { openRuntime } from "../lib/runtime";
+import { createDemoStack, sizesFor } from "../lib/scheduler/demo";
 
 let server: RunningServer;
 beforeAll(() => {
@@ -129,6 +132,14 @@ describe("examples/serve.ts over HTTP", () => {
     const impossible = await generate({ promptLength: 2 ** 40, maxTokens: 1 });
     expect(impossible.status).toBe(400);
     expect((await stats()).cache.pagesUsed).toBe(0);
+  });
+
+  test("demo sizes that are not counts are refused with a typed error", () => {
+    for (const sizes of [{ maxBatch: 0 }, { numPages: 1.5 }, { numLayers: Number.NaN }, { swapPages: -1 }, { dtype: "toString" as "f16" }])
+      expect(() => startServer({ port: 0, sizes })).toThrow(InvalidArgumentError);
+    const rt = openRuntime({ backend: "cpu" });
+    expect(() => createDemoStack(rt, sizesFor(rt, { maxBatch: 2 ** 40 }))).toThrow(InvalidArgumentError);
+    rt.dispose();
   });
 
   test("a body longer than any prompt the pool can hold is refused before it is read", async () => {
