@@ -1,6 +1,6 @@
 // The decode engine: `plan` once per step (page-table upload + workqueue), `run` once per layer.
 import type { Pointer } from "bun:ffi";
-import { NativeBuffer } from "./buffers";
+import { NativeBuffer, streamHandle } from "./buffers";
 import { check, outPointer } from "./ffi/call";
 import { native } from "./ffi/loader";
 import { dtypeCode, type DType } from "./dtype";
@@ -10,7 +10,6 @@ import type { Runtime } from "./runtime";
 import type { Stream } from "./streams";
 import { BATCH_BUCKETS, NO_PREFERENCE, type PolicyTable, TOKEN_BUCKETS } from "./policy/table";
 import { INT32_MAX, checkCount, checkFinite, checkName, checkOptions, show } from "./validate";
-import { streamHandle } from "./buffers";
 
 export type DecodePolicy = "baseline" | "persistent" | "adaptive";
 export type DecodeKernel = "baseline" | "persistent";
@@ -55,7 +54,11 @@ export interface BatchGuard {
   staleness(): string | null;
 }
 
-/** One step's workqueue; valid until the engine's next plan. */
+/**
+ * One step's workqueue. Valid until the engine's next plan, and only while its batch stays as planned:
+ * appending to, releasing or swapping one of its sequences (anything that changes their pages or
+ * lengths), or disposing the cache, makes run() throw StalePlanError. K/V writes do not.
+ */
 export class Plan {
   constructor(
     readonly engine: DecodeEngine,
@@ -183,8 +186,9 @@ export class DecodeEngine extends NativeObject {
   /** Throws unless `plan` is this engine's latest plan and its batch is as it was planned. */
   #checkPlan(plan: Plan): void {
     if (plan !== this.#latest) {
-      if (typeof plan !== "object" || plan === null || plan.engine !== this)
-        throw new InvalidArgumentError(Status.INVALID_ARGUMENT, "run: the plan belongs to another engine");
+      if (typeof plan !== "object" || plan === null)
+        throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `run: ${show(plan)} is not a Plan`);
+      if (plan.engine !== this) throw new InvalidArgumentError(Status.INVALID_ARGUMENT, "run: the plan belongs to another engine");
       if (plan.id !== this.#current)
         throw new StalePlanError(Status.STALE_PLAN, `run: plan ${plan.id} was replaced by plan ${this.#current}; plan the step again`);
       throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `run: ${show(plan)} is not a Plan that plan() returned`);

@@ -8,6 +8,7 @@
 // it stopped. Nothing is dropped: each request ends finished, cancelled, or failed with a typed error.
 import { InvalidArgumentError, OutOfPagesError, OutOfRangeError, PkvError, Status, SwapFullError } from "./errors";
 import { ModelOutputError, RequestTooLargeError, StepFailedError } from "./scheduler/errors";
+import { type SchedulerOptions, resolveOptions } from "./scheduler/options";
 import type { ModelShape, SchedulerCache, SchedulerEngine, SchedulerPlan, SeqOf, StepModel } from "./scheduler/ports";
 import { ArrivalQueue } from "./scheduler/queue";
 import { type ActiveRequest, Entry, RequestHandle, type RequestSpec, checkPromptIds, checkSpec } from "./scheduler/request";
@@ -17,26 +18,11 @@ import { INT32_MAX, checkCount, show } from "./validate";
 export type { ActiveRequest, RequestHandle, RequestResult, RequestSpec, TokenEvent } from "./scheduler/request";
 export type { CacheStats, ModelShape, SchedulerCache, SchedulerEngine, StepModel } from "./scheduler/ports";
 export type { SchedulerTotals, StepReport } from "./scheduler/stats";
+export type { SchedulerOptions } from "./scheduler/options";
 export { quantile } from "./scheduler/stats";
 export { ModelOutputError, RequestTooLargeError, StepFailedError } from "./scheduler/errors";
 export { SyntheticModel, type SyntheticShape } from "./scheduler/synthetic";
 
-export interface SchedulerOptions<C extends SchedulerCache<any>, P extends SchedulerPlan> {
-  cache: C;
-  engine: SchedulerEngine<NoInfer<C>, SeqOf<NoInfer<C>>, P>; // C comes from the cache alone
-  model: StepModel;
-  /** Default: read from the cache's config and the engine's numQoHeads (KVCache and DecodeEngine have both). */
-  shape?: ModelShape;
-  /** Most requests decoded in one step (default 64; the engine's plan capacity bounds it). */
-  maxBatch?: number;
-  /** Preempt by swapping while swap space lasts (default true); false always recomputes. */
-  swap?: boolean;
-  /**
-   * Pages kept free when admitting while others run (default 1% of the pool, at least 1), so that
-   * an admission does not force a preemption on the very next step.
-   */
-  watermarkPages?: number;
-}
 
 const KERNELS = ["baseline", "persistent"];
 const now = () => performance.now();
@@ -67,34 +53,14 @@ export class Scheduler<C extends SchedulerCache<any> = SchedulerCache<unknown>, 
   #wake: (() => void) | null = null;
 
   constructor(options: SchedulerOptions<C, P>) {
-    const bad = (message: string) => new InvalidArgumentError(Status.INVALID_ARGUMENT, `Scheduler: ${message}`);
-    if (typeof options !== "object" || options === null) throw bad("options must be an object");
-    const { cache, engine, model } = options;
-    for (const [name, value, methods] of [
-      ["cache", cache, ["createSequence", "append", "writeKV", "release", "swapOut", "swapIn", "stats"]],
-      ["engine", engine, ["plan", "run"]],
-      ["model", model, ["prefill", "forward", "sample"]],
-    ] as const)
-      for (const method of methods)
-        if (typeof (value as Record<string, unknown> | null)?.[method] !== "function")
-          throw bad(`${name} ${show(value)} has no ${method}() method`);
-    this.#cache = cache;
-    this.#engine = engine;
-    this.#model = model;
-    const shape = options.shape ?? shapeOf(cache, engine);
-    for (const name of ["numLayers", "numQoHeads", "numKvHeads", "headDim", "pageSize", "numPages"] as const)
-      checkCount("Scheduler", `shape.${name}`, shape[name], 1, INT32_MAX);
-    const maxPagesPerSequence = checkCount("Scheduler", "shape.maxPagesPerSequence", shape.maxPagesPerSequence ?? shape.numPages, 1, INT32_MAX);
-    this.#shape = { ...shape, maxPagesPerSequence };
-    // The engine's plan capacity bounds the batch: a larger one would fail every step's plan.
-    const engineMax = (engine as { maxBatch?: number }).maxBatch;
-    const maxBatchLimit = typeof engineMax === "number" ? engineMax : INT32_MAX;
-    this.#maxBatch = checkCount("Scheduler", "maxBatch", options.maxBatch ?? (typeof engineMax === "number" ? engineMax : 64), 1, maxBatchLimit);
-    if (options.swap !== undefined && typeof options.swap !== "boolean") throw bad(`swap ${show(options.swap)} is not a boolean`);
-    this.#swap = options.swap ?? true;
-    this.#watermark = checkCount("Scheduler", "watermarkPages", options.watermarkPages ?? Math.max(1, Math.ceil(shape.numPages / 100)), 0, shape.numPages);
-    if (model.maxContext !== undefined) checkCount("Scheduler", "model.maxContext", model.maxContext, 1);
-    if (model.vocab !== undefined) checkCount("Scheduler", "model.vocab", model.vocab, 1, INT32_MAX + 1);
+    const o = resolveOptions(options);
+    this.#cache = o.cache;
+    this.#engine = o.engine;
+    this.#model = o.model;
+    this.#shape = o.shape;
+    this.#maxBatch = o.maxBatch;
+    this.#swap = o.swap;
+    this.#watermark = o.watermark;
   }
 
   get waiting(): number {
@@ -518,16 +484,6 @@ export class Scheduler<C extends SchedulerCache<any> = SchedulerCache<unknown>, 
     const s = this.#cache.stats();
     return s.pagesFree + s.pagesCached - need >= this.#watermark; // cached prefix pages are evictable
   }
-}
-
-/** The sizes a KVCache (config) and a DecodeEngine (numQoHeads) carry. */
-function shapeOf(cache: unknown, engine: unknown): ModelShape {
-  const config = (cache as { config?: Omit<ModelShape, "numQoHeads"> }).config;
-  const numQoHeads = (engine as { numQoHeads?: number }).numQoHeads;
-  if (!config || numQoHeads === undefined)
-    throw new InvalidArgumentError(Status.INVALID_ARGUMENT, "Scheduler: pass `shape` (the cache has no config or the engine no numQoHeads)");
-  const { numLayers, numKvHeads, headDim, pageSize, numPages, maxPagesPerSequence } = config;
-  return { numLayers, numQoHeads, numKvHeads, headDim, pageSize, numPages, maxPagesPerSequence };
 }
 
 /** A listener's bug is logged, never turned into a failure of the requests or the loop. */
