@@ -164,7 +164,7 @@ export class KVCacheModel {
 
   /** Runs one random operation and checks everything; `fullCheck` also reads every sequence's K/V. */
   step(fullCheck: boolean): void {
-    if (this.#rng.chance(0.03)) this.#plan();
+    if (this.#rng.chance(0.02)) this.#plan();
     const r = this.#rng.next();
     const live = this.#seqs.filter((s) => s.state === "live");
     const swapped = this.#seqs.filter((s) => s.state === "swapped");
@@ -467,7 +467,7 @@ export class KVCacheModel {
       this.#planned = null;
       return;
     }
-    if (!this.#rng.chance(0.3)) return; // a run and the reference cost more than the rest of a step
+    if (!this.#rng.chance(0.25)) return; // a run and the reference cost more than the rest of a step
     const q = encode("f16", Array.from({ length: planned.batch.length * GROUP * this.#elems }, () => this.#rng.next() * 2 - 1));
     const out = this.#runPlan(planned, layer, q);
     const want = this.#attention(planned.batch, layer, q);
