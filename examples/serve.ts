@@ -16,6 +16,7 @@ import {
   openRuntime,
   type RequestHandle,
   type RequestSpec,
+  RequestTooLargeError,
   type Runtime,
   Status,
   sizesFor,
@@ -36,19 +37,32 @@ export interface RunningServer {
 
 export function startServer(options: ServeOptions = {}): RunningServer {
   const rt = options.rt ?? openRuntime({ backend: (process.env.PKV_BACKEND ?? "auto") as "auto" });
-  const stack = createDemoStack(rt, sizesFor(rt, options.sizes));
+  let stack: DemoStack;
+  try {
+    stack = createDemoStack(rt, sizesFor(rt, options.sizes));
+  } catch (error) {
+    if (!options.rt) rt.dispose();
+    throw error;
+  }
   const { scheduler, cache } = stack;
   const loop = scheduler.run(); // steps while there is work, yielding to the event loop between steps
+  // The longest body a request that fits the pool can need: its prompt as ids of up to 10 digits and a
+  // comma each, plus the other fields. Anything longer is refused before it is read.
+  const maxBodyBytes = 4096 + 11 * stack.sizes.numPages * stack.sizes.pageSize;
 
   const server = Bun.serve({
     port: options.port ?? 3000,
     hostname: options.hostname ?? "127.0.0.1",
     idleTimeout: 0, // streams may be quiet while a request waits for pages
+    maxRequestBodySize: 2 * maxBodyBytes, // a backstop (Bun answers 413) for bodies that do not say their length
     async fetch(req) {
       const { pathname } = new URL(req.url);
       if (pathname === "/stats" && req.method === "GET") return Response.json({ totals: scheduler.totals, cache: cache.stats() });
       if (pathname !== "/generate") return Response.json({ error: "not found" }, { status: 404 });
       if (req.method !== "POST") return Response.json({ error: "use POST" }, { status: 405 });
+      const declared = Number(req.headers.get("content-length") ?? 0);
+      if (declared > maxBodyBytes)
+        return Response.json({ error: `a body of ${declared} bytes is longer than any prompt the pool can hold` }, { status: 400 });
       let handle: RequestHandle;
       try {
         handle = scheduler.submit(toSpec(await req.json()));
@@ -57,8 +71,12 @@ export function startServer(options: ServeOptions = {}): RunningServer {
         const client = error instanceof SyntaxError || error instanceof InvalidArgumentError;
         return Response.json({ error: (error as Error).message }, { status: client ? 400 : 500 });
       }
-      // A request larger than the whole pool fails at once: say so with a status, not an empty stream.
-      if (handle.error) return Response.json({ error: handle.error.message }, { status: 413 });
+      // A request too long for the pool or the model fails at once, before anything was allocated for it:
+      // say so with a status, not an empty stream.
+      if (handle.error) {
+        const client = handle.error instanceof RequestTooLargeError;
+        return Response.json({ error: handle.error.message }, { status: client ? 400 : 500 });
+      }
       req.signal.addEventListener("abort", () => handle.cancel());
       return new Response(eventStream(handle), {
         headers: { "content-type": "text/event-stream", "cache-control": "no-cache" },
@@ -84,6 +102,9 @@ function toSpec(body: unknown): RequestSpec {
   if (typeof body !== "object" || body === null || Array.isArray(body)) throw bad("body must be a JSON object");
   const { prompt, promptLength, maxTokens } = body as Record<string, unknown>;
   if (prompt !== undefined && !Array.isArray(prompt)) throw bad("prompt must be an array of token ids");
+  // The numbers themselves (integers, in range, within the pool) are the scheduler's to check.
+  for (const [name, value] of [["promptLength", promptLength], ["maxTokens", maxTokens]] as const)
+    if (value !== undefined && typeof value !== "number") throw bad(`${name} must be a number`);
   return { prompt: prompt as number[] | undefined, promptLength: promptLength as number | undefined, maxTokens: maxTokens as number };
 }
 

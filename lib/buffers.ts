@@ -5,24 +5,32 @@ import { check, outPointer } from "./ffi/call";
 import { native } from "./ffi/loader";
 import { InvalidArgumentError, OutOfRangeError, Status } from "./errors";
 import { NativeObject, type Owner } from "./lifetime";
-import type { Stream } from "./streams";
+import { Stream } from "./streams";
+import { checkCount, checkOptions, show } from "./validate";
 
 /** Host memory the native side reads or writes during a call. */
 export type HostArray = NodeJS.TypedArray;
 export type MemoryKind = "device" | "pinned";
-export const MEMORY_KIND = { device: 0, pinned: 1 } as const;
-
-// Offsets and sizes cross the ABI as u64: a negative, fractional or NaN number would arrive truncated or
-// wrapped around (1.5 -> 1, NaN -> 0, -1 -> 2^64 - 1), so they are refused here with a clear message.
-function byteCount(what: string, value: number): number {
-  if (!Number.isSafeInteger(value) || value < 0)
-    throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `${what} ${value} is not a non-negative integer`);
-  return value;
-}
+// A Map, not an object: a kind named "toString" must not find Object.prototype's.
+export const MEMORY_KIND: ReadonlyMap<string, number> = new Map([["device", 0], ["pinned", 1]]);
 
 function hostArray(what: string, value: unknown): ArrayBufferView {
   if (!ArrayBuffer.isView(value))
     throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `${what} is not a typed array or DataView`);
+  return value;
+}
+
+/** The native handle of an optional stream argument (null: the runtime's own stream). */
+export function streamHandle(method: string, stream: unknown): Pointer | null {
+  if (stream === undefined || stream === null) return null;
+  if (!(stream instanceof Stream))
+    throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `${method}: stream ${show(stream)} is not a Stream`);
+  return stream.handle;
+}
+
+function nativeBuffer(method: string, name: string, value: unknown): NativeBuffer {
+  if (!(value instanceof NativeBuffer))
+    throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `${method}: ${name} ${show(value)} is not a buffer of a runtime`);
   return value;
 }
 
@@ -43,38 +51,37 @@ export abstract class NativeBuffer extends NativeObject {
   /** Copies host data into the buffer at `offset` (bytes); complete on return. */
   write(src: HostArray, offset = 0): void {
     hostArray("write: source", src);
-    byteCount("write: offset", offset);
+    checkCount("write", "offset", offset);
     check(native().pkv_buffer_write(this.handle, offset, src, src.byteLength), "pkv_buffer_write");
   }
 
   /** Copies `dst.byteLength` bytes from `offset` into host memory; waits for pending work first. */
   read(dst: HostArray, offset = 0): void {
     hostArray("read: destination", dst);
-    byteCount("read: offset", offset);
+    checkCount("read", "offset", offset);
     check(native().pkv_buffer_read(this.handle, offset, dst, dst.byteLength), "pkv_buffer_read");
   }
 
   /** Asynchronous copy from another buffer of the same runtime. */
-  copyFrom(src: NativeBuffer, options: { bytes?: number; srcOffset?: number; dstOffset?: number; stream?: Stream } = {}) {
-    const { srcOffset = 0, dstOffset = 0, stream } = options;
-    byteCount("copyFrom: srcOffset", srcOffset);
-    byteCount("copyFrom: dstOffset", dstOffset);
+  copyFrom(src: NativeBuffer, options?: { bytes?: number; srcOffset?: number; dstOffset?: number; stream?: Stream }) {
+    nativeBuffer("copyFrom", "source", src);
+    const o = checkOptions("copyFrom", options);
+    const srcOffset = checkCount("copyFrom", "srcOffset", o.srcOffset ?? 0);
+    const dstOffset = checkCount("copyFrom", "dstOffset", o.dstOffset ?? 0);
     const fits = Math.max(0, Math.min(src.bytes - srcOffset, this.bytes - dstOffset));
-    const bytes = byteCount("copyFrom: bytes", options.bytes ?? fits);
-    check(
-      native().pkv_buffer_copy(this.handle, dstOffset, src.handle, srcOffset, bytes, stream?.handle ?? null),
-      "pkv_buffer_copy",
-    );
+    const bytes = checkCount("copyFrom", "bytes", o.bytes ?? fits);
+    const stream = streamHandle("copyFrom", o.stream);
+    check(native().pkv_buffer_copy(this.handle, dstOffset, src.handle, srcOffset, bytes, stream), "pkv_buffer_copy");
   }
 
   /** Sets `bytes` bytes from `offset` to `value` (0-255), asynchronously on the stream. */
-  fill(value: number, options: { offset?: number; bytes?: number; stream?: Stream } = {}): void {
-    const { offset = 0, stream } = options;
-    byteCount("fill: offset", offset);
-    const bytes = byteCount("fill: bytes", options.bytes ?? Math.max(0, this.bytes - offset));
-    if (!Number.isInteger(value) || value < 0 || value > 255)
-      throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `fill: byte value ${value} is not an integer in 0..255`);
-    check(native().pkv_buffer_fill(this.handle, offset, value, bytes, stream?.handle ?? null), "pkv_buffer_fill");
+  fill(value: number, options?: { offset?: number; bytes?: number; stream?: Stream }): void {
+    checkCount("fill", "byte value", value, 0, 255);
+    const o = checkOptions("fill", options);
+    const offset = checkCount("fill", "offset", o.offset ?? 0);
+    const bytes = checkCount("fill", "bytes", o.bytes ?? Math.max(0, this.bytes - offset));
+    const stream = streamHandle("fill", o.stream);
+    check(native().pkv_buffer_fill(this.handle, offset, value, bytes, stream), "pkv_buffer_fill");
   }
 }
 
@@ -103,18 +110,28 @@ export class PinnedBuffer extends NativeBuffer {
 
   /** A typed array over the buffer's memory (no copy). `length` in elements; default: to the end. */
   view<T>(Type: TypedArrayClass<T>, byteOffset = 0, length?: number): T {
-    const size = Type.BYTES_PER_ELEMENT;
+    const size = (Type as { BYTES_PER_ELEMENT?: unknown } | null)?.BYTES_PER_ELEMENT;
+    if (typeof Type !== "function" || typeof size !== "number" || !VIEW_TYPES.has(Type))
+      throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `view: ${show(Type)} is not a typed array class`);
+    checkCount("view", "byteOffset", byteOffset);
+    if (length !== undefined) checkCount("view", "length", length);
     if (byteOffset % size !== 0)
-      throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `view offset ${byteOffset} is not a multiple of ${size}`);
+      throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `view: byteOffset ${byteOffset} is not a multiple of ${size}`);
     const count = length ?? Math.floor((this.bytes - byteOffset) / size);
-    if (byteOffset < 0 || count < 0 || byteOffset + count * size > this.bytes)
+    if (count < 0 || byteOffset + count * size > this.bytes)
       throw new OutOfRangeError(
         Status.OUT_OF_RANGE,
         `view of ${count} x ${size} bytes at ${byteOffset} exceeds the buffer's ${this.bytes} bytes`,
       );
     this.handle; // throws if disposed
+    if (count === 0) return new Type(new ArrayBuffer(0), 0, 0); // toArrayBuffer refuses an empty range
     const memory = toArrayBuffer(this.address, byteOffset, count * size);
     this.#views.push(memory);
     return new Type(memory, 0, count);
   }
 }
+
+const VIEW_TYPES = new Set<unknown>([
+  Int8Array, Uint8Array, Uint8ClampedArray, Int16Array, Uint16Array, Int32Array, Uint32Array, Float16Array,
+  Float32Array, Float64Array, BigInt64Array, BigUint64Array,
+]);

@@ -1,19 +1,20 @@
 // The decode engine: `plan` once per step (page-table upload + workqueue), `run` once per layer.
 import type { Pointer } from "bun:ffi";
-import { NativeBuffer } from "./buffers";
+import { NativeBuffer, streamHandle } from "./buffers";
 import { check, outPointer } from "./ffi/call";
 import { checkNativeSize, DECODE_CONFIG, PLAN_INFO } from "./ffi/layouts";
 import { native } from "./ffi/loader";
 import { dtypeCode, type DType } from "./dtype";
-import { InvalidArgumentError, StalePlanError, Status } from "./errors";
+import { InvalidArgumentError, OutOfRangeError, StalePlanError, Status } from "./errors";
 import { NativeObject } from "./lifetime";
 import type { Stream } from "./streams";
-import type { PolicyTable } from "./policy/table";
+import { BATCH_BUCKETS, NO_PREFERENCE, type PolicyTable, TOKEN_BUCKETS } from "./policy/table";
 import type { DecodeKernel, DecodePolicy, RuntimeContext } from "./types";
+import { INT32_MAX, checkCount, checkFinite, checkName, checkOptions, show } from "./validate";
 
 export type { DecodeKernel, DecodePolicy } from "./types";
 
-const POLICY_CODE: Record<DecodePolicy, number> = { baseline: 0, persistent: 1, adaptive: 2 };
+const POLICY_CODE: ReadonlyMap<string, number> = new Map([["baseline", 0], ["persistent", 1], ["adaptive", 2]]);
 const KERNEL_NAME: readonly DecodeKernel[] = ["baseline", "persistent"];
 
 export interface DecodeEngineOptions {
@@ -38,11 +39,24 @@ export interface DecodeEngineOptions {
 /** What a plan needs from the KV cache: its native pool and each sequence's block-table row and length. */
 export interface BatchSource<S> {
   readonly poolHandle: Pointer;
-  /** Fills rows[i] and lengths[i] for sequences[i]; throws a typed error for a sequence it cannot run. */
-  describeBatch(sequences: readonly S[], rows: Int32Array, lengths: Int32Array): void;
+  /**
+   * Fills rows[i] and lengths[i] for sequences[i]; throws a typed error for a sequence it cannot run.
+   * May return a guard that says, at each run, whether the batch changed since (KVCache does).
+   */
+  describeBatch(sequences: readonly S[], rows: Int32Array, lengths: Int32Array): BatchGuard | void;
 }
 
-/** One step's workqueue; valid until the engine's next plan. */
+/** Tracks whether a planned batch still holds (KVCache's PlanGuard). */
+export interface BatchGuard {
+  /** Why the plan no longer describes its batch, or null while it does. Called once per run: keep it O(1). */
+  staleness(): string | null;
+}
+
+/**
+ * One step's workqueue. Valid until the engine's next plan, and only while its batch stays as planned:
+ * appending to, releasing or swapping one of its sequences (anything that changes their pages or
+ * lengths), or disposing the cache, makes run() throw StalePlanError. K/V writes do not.
+ */
 export class Plan {
   constructor(
     readonly engine: DecodeEngine,
@@ -81,23 +95,26 @@ export class DecodeEngine extends NativeObject {
   readonly #info = PLAN_INFO.alloc();
   readonly #readInfo = PLAN_INFO.decoder(this.#info);
   #current = 0;
+  // The one plan run() accepts, and its guard: a newer plan, or any change to its batch, makes it stale.
+  #latest: Plan | null = null;
+  #guard: BatchGuard | null = null;
   #calibrated = false;
 
   constructor(runtime: RuntimeContext, options: DecodeEngineOptions) {
-    const { numQoHeads, numKvHeads, headDim, pageSize, dtype } = options;
+    const method = "createDecodeEngine";
+    if (typeof options !== "object" || options === null)
+      throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `${method}: options ${show(options)} is not an object`);
+    const { dtype } = options;
+    const [numQoHeads, numKvHeads, headDim, pageSize, maxBatch] = (
+      [["numQoHeads", options.numQoHeads], ["numKvHeads", options.numKvHeads], ["headDim", options.headDim],
+        ["pageSize", options.pageSize], ["maxBatch", options.maxBatch ?? 256]] as const
+    ).map(([name, value]) => checkCount(method, name, value, 1, INT32_MAX)) as [number, number, number, number, number];
     const policy = options.policy ?? "adaptive";
-    const maxBatch = options.maxBatch ?? 256;
-    const smScale = options.smScale ?? 0;
-    for (const [name, value] of Object.entries({ numQoHeads, numKvHeads, headDim, pageSize, maxBatch }))
-      if (!Number.isInteger(value) || value < 1)
-        throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `${name} ${value} is not a positive integer`);
-    if (!(policy in POLICY_CODE))
-      throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `policy "${policy}" is not "baseline", "persistent" or "adaptive"`);
-    if (!Number.isFinite(smScale) || smScale < 0)
-      throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `smScale ${smScale} is not a finite value >= 0`);
+    const policyCode = checkName(method, "policy", policy, POLICY_CODE);
+    const smScale = checkFinite(method, "smScale", options.smScale ?? 0, 0);
     checkNativeSize(PLAN_INFO, native().pkv_plan_info_size());
     const config = DECODE_CONFIG.encode({
-      numQoHeads, numKvHeads, headDim, pageSize, dtype: dtypeCode(dtype), policy: POLICY_CODE[policy], maxBatch, smScale,
+      numQoHeads, numKvHeads, headDim, pageSize, dtype: dtypeCode(dtype), policy: policyCode, maxBatch, smScale,
     });
     const handle = outPointer("pkv_decode_engine_create", (out) =>
       native().pkv_decode_engine_create(runtime.handle, config, out),
@@ -121,37 +138,62 @@ export class DecodeEngine extends NativeObject {
 
   /** Loads a calibrated table into the adaptive policy; undefined clears it. */
   setPolicyTable(table: PolicyTable | undefined): void {
-    const choices = table?.choices ?? new Int8Array(0);
+    const choices = table === undefined ? new Int8Array(0) : checkChoices(table);
     check(native().pkv_decode_set_policy_table(this.handle, choices, choices.length), "pkv_decode_set_policy_table");
     this.#calibrated = table !== undefined;
   }
 
   /** Builds the step's plan: uploads changed block-table entries and the workqueue. Never waits for the GPU. */
-  plan<S>(cache: BatchSource<S>, sequences: readonly S[], options: { policy?: DecodePolicy } = {}): Plan {
+  plan<S>(cache: BatchSource<S>, sequences: readonly S[], options?: { policy?: DecodePolicy }): Plan {
+    const engine = this.handle;
+    if (!Array.isArray(sequences))
+      throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `plan: sequences ${show(sequences)} is not an array`);
     const batch = sequences.length;
     if (batch < 1 || batch > this.maxBatch)
-      throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `batch of ${batch} sequences is not in 1..${this.maxBatch}`);
-    const policy = options.policy === undefined ? -1 : POLICY_CODE[options.policy];
-    if (policy === undefined)
-      throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `policy "${options.policy}" is not "baseline", "persistent" or "adaptive"`);
+      throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `plan: batch of ${batch} sequences is not in 1..${this.maxBatch}`);
+    const { policy: name } = checkOptions("plan", options);
+    const policy = name === undefined ? -1 : checkName("plan", "policy", name, POLICY_CODE);
+    if (typeof cache !== "object" || cache === null || typeof cache.describeBatch !== "function")
+      throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `plan: cache ${show(cache)} is not a KVCache`);
     const rows = this.#rows.subarray(0, batch), lengths = this.#lengths.subarray(0, batch);
-    cache.describeBatch(sequences, rows, lengths);
+    const guard = cache.describeBatch(sequences, rows, lengths) ?? null;
     const info = this.#info;
-    check(native().pkv_decode_plan(this.handle, cache.poolHandle, batch, rows, lengths, policy, info), "pkv_decode_plan");
+    check(native().pkv_decode_plan(engine, cache.poolHandle, batch, rows, lengths, policy, info), "pkv_decode_plan");
     const p = this.#readInfo();
     this.#current = p.planId;
-    return new Plan(this, p.planId, KERNEL_NAME[p.kernel]!, p.batch, p.numTasks, p.maxSplits, p.grid, p.totalTokens, p.kvBytes);
+    const plan = new Plan(this, p.planId, KERNEL_NAME[p.kernel]!, p.batch, p.numTasks, p.maxSplits, p.grid, p.totalTokens, p.kvBytes);
+    this.#latest = plan;
+    this.#guard = guard;
+    return plan;
+  }
+
+  /** Throws unless `plan` is this engine's latest plan and its batch is as it was planned. */
+  #checkPlan(plan: Plan): void {
+    if (plan !== this.#latest) {
+      if (typeof plan !== "object" || plan === null)
+        throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `run: ${show(plan)} is not a Plan`);
+      if (plan.engine !== this) throw new InvalidArgumentError(Status.INVALID_ARGUMENT, "run: the plan belongs to another engine");
+      if (plan.id !== this.#current)
+        throw new StalePlanError(Status.STALE_PLAN, `run: plan ${plan.id} was replaced by plan ${this.#current}; plan the step again`);
+      throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `run: ${show(plan)} is not a Plan that plan() returned`);
+    }
+    const why = this.#guard?.staleness();
+    if (why) throw new StalePlanError(Status.STALE_PLAN, `run: plan ${plan.id} is stale: ${why}; plan the step again`);
   }
 
   /**
    * Decode attention of one layer. q, out: [batch][numQoHeads][headDim] as Uint16Array bits (complete on
    * return) or device buffers (queued on the stream); lse (optional): float [batch][numQoHeads], natural log.
    */
-  run(plan: Plan, layer: number, q: Io, out: Io, lse?: Float32Array | NativeBuffer, options: RunOptions = {}): void {
-    if (plan.engine !== this) throw new InvalidArgumentError(Status.INVALID_ARGUMENT, "the plan belongs to another engine");
-    if (plan.id !== this.#current)
-      throw new StalePlanError(Status.STALE_PLAN, `plan ${plan.id} was replaced by plan ${this.#current}; plan the step again`);
-    if (!Number.isInteger(layer)) throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `layer ${layer} is not an integer`);
+  run(plan: Plan, layer: number, q: Io, out: Io, lse?: Float32Array | NativeBuffer, options?: RunOptions): void {
+    const engine = this.handle;
+    this.#checkPlan(plan);
+    // The native side checks the layer against the pool; here only that it is an int32 (it would wrap).
+    if (typeof layer !== "number" || !Number.isSafeInteger(layer))
+      throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `run: layer ${show(layer)} is not an integer`);
+    if (layer < 0 || layer > INT32_MAX)
+      throw new OutOfRangeError(Status.OUT_OF_RANGE, `run: layer ${layer} is outside the pool's layers`);
+    const { stream, qOffset = 0, outOffset = 0, lseOffset = 0 } = checkOptions("run", options);
     const elements = plan.batch * this.numQoHeads * this.headDim;
     if (q instanceof Uint16Array && out instanceof Uint16Array) {
       for (const [name, array] of [["q", q], ["out", out]] as const)
@@ -162,24 +204,24 @@ export class DecodeEngine extends NativeObject {
           );
       if (lse !== undefined && !(lse instanceof Float32Array && lse.length === plan.batch * this.numQoHeads))
         throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `lse must be a Float32Array of ${plan.batch * this.numQoHeads}`);
-      if (options.stream) throw new InvalidArgumentError(Status.INVALID_ARGUMENT, "a stream applies to device buffers only");
-      check(native().pkv_decode_run(this.handle, plan.id, layer, q, out, (lse as Float32Array | undefined) ?? null), "pkv_decode_run");
+      if (stream !== undefined || qOffset !== 0 || outOffset !== 0 || lseOffset !== 0)
+        throw new InvalidArgumentError(Status.INVALID_ARGUMENT, "run: a stream and byte offsets apply to device buffers only");
+      check(native().pkv_decode_run(engine, plan.id, layer, q, out, (lse as Float32Array | undefined) ?? null), "pkv_decode_run");
       return;
     }
     if (q instanceof NativeBuffer && out instanceof NativeBuffer && (lse === undefined || lse instanceof NativeBuffer)) {
-      const { stream, qOffset = 0, outOffset = 0, lseOffset = 0 } = options;
       check(
         native().pkv_decode_run_device(
-          this.handle,
+          engine,
           plan.id,
           layer,
           q.handle,
-          qOffset,
+          checkCount("run", "qOffset", qOffset),
           out.handle,
-          outOffset,
+          checkCount("run", "outOffset", outOffset),
           lse?.handle ?? null,
-          lseOffset,
-          stream?.handle ?? null,
+          checkCount("run", "lseOffset", lseOffset),
+          streamHandle("run", stream),
         ),
         "pkv_decode_run_device",
       );
@@ -187,7 +229,19 @@ export class DecodeEngine extends NativeObject {
     }
     throw new InvalidArgumentError(
       Status.INVALID_ARGUMENT,
-      "q and out must both be Uint16Arrays (lse a Float32Array) or both device buffers (lse a buffer)",
+      "run: q and out must both be Uint16Arrays (lse a Float32Array) or both device buffers (lse a buffer)",
     );
   }
+}
+
+/** The table's choices, if they are what the native policy takes: BATCH_BUCKETS x TOKEN_BUCKETS cells of -1, 0 or 1. */
+function checkChoices(table: PolicyTable): Int8Array {
+  const choices = (table as { choices?: unknown } | null)?.choices;
+  const cells = BATCH_BUCKETS * TOKEN_BUCKETS;
+  if (!(choices instanceof Int8Array) || choices.length !== cells)
+    throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `setPolicyTable: choices must be an Int8Array of ${cells} cells`);
+  const bad = choices.findIndex((c) => c < NO_PREFERENCE || c > 1);
+  if (bad >= 0)
+    throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `setPolicyTable: cell ${bad} holds ${choices[bad]}, not -1, 0 or 1`);
+  return choices;
 }

@@ -11,6 +11,7 @@ import { IdStack } from "./cache/id-stack";
 import { type KVCacheConfig, type KVCacheOptions, encodeConfig, resolveConfig } from "./cache/config";
 import { type KVData, checkKVData, checkTokens } from "./cache/kv-arguments";
 import { PageAllocator } from "./cache/page-allocator";
+import { ChangeClock, PlanGuard } from "./cache/plan-guard";
 import { PrefixCache } from "./cache/prefix-cache";
 import { Sequence, type SequenceRecord, record } from "./cache/sequence";
 import { check, outPointer } from "./ffi/call";
@@ -25,6 +26,7 @@ import {
 } from "./errors";
 import { NativeObject } from "./lifetime";
 import type { RuntimeContext } from "./types";
+import { checkCount, checkIndex, checkOptions } from "./validate";
 
 export type { KVCacheOptions } from "./cache/config";
 
@@ -68,6 +70,7 @@ export class KVCache extends NativeObject {
   readonly #pages: PageAllocator;
   readonly #prefix: PrefixCache;
   readonly #swap: IdStack; // free slots of the pool's pinned swap space, one page (all layers, K and V) each
+  readonly #clock: ChangeClock; // stamps sequence changes, so plans can tell they are stale
   #prefixHitTokens = 0;
   // writeKV's duplicate-slot check: slots seen in the current call carry the call's stamp. 4 bytes per
   // slot, against at least 256 bytes of K and V per slot (64-dim heads, fp16): under 2% of the pool.
@@ -92,7 +95,12 @@ export class KVCache extends NativeObject {
       native().pkv_kvpool_destroy(handle);
       throw error;
     }
-    super(handle, (h) => native().pkv_kvpool_destroy(h), "KV cache", runtime, () => table.detach());
+    const clock = new ChangeClock();
+    super(handle, (h) => native().pkv_kvpool_destroy(h), "KV cache", runtime, () => {
+      table.detach();
+      clock.disposed = true; // every plan of this cache is stale from now on
+    });
+    this.#clock = clock;
     this.config = config;
     this.#pageSize = config.pageSize;
     this.#tokenElems = config.numKvHeads * config.headDim;
@@ -112,9 +120,10 @@ export class KVCache extends NativeObject {
    * found in the prefix cache is attached: `seq.length` and `seq.prefixHitTokens` say how many tokens
    * already hold K and V. Append the remaining tokens (`tokens.subarray(seq.prefixHitTokens)`) as usual.
    */
-  createSequence(options: { tokens?: Int32Array | number[] } = {}): Sequence {
+  createSequence(options?: { tokens?: Int32Array | number[] }): Sequence {
     this.handle;
-    const tokens = options?.tokens === undefined ? null : checkTokens("createSequence", options.tokens);
+    const { tokens: given } = checkOptions("createSequence", options);
+    const tokens = given === undefined ? null : checkTokens("createSequence", given);
     if (this.#table.freeRowCount === 0) throw this.#noRow("createSequence");
     const P = this.#pageSize;
     const row = this.#table.acquireRow();
@@ -142,6 +151,8 @@ export class KVCache extends NativeObject {
       link,
       tail: new Int32Array(P),
       swapMap: null,
+      version: this.#clock.tick(),
+      change: "created",
     });
   }
 
@@ -158,9 +169,7 @@ export class KVCache extends NativeObject {
     let n: number;
     let ids: ArrayLike<number> | null = null;
     if (typeof tokens === "number") {
-      if (!Number.isSafeInteger(tokens) || tokens < 0)
-        throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `append: token count ${tokens} is not a non-negative integer`);
-      n = tokens;
+      n = checkCount("append", "token count", tokens);
     } else {
       ids = checkTokens("append", tokens);
       n = ids.length;
@@ -189,6 +198,7 @@ export class KVCache extends NativeObject {
       if (n > 0) s.hashing = false; // the chain needs every token's id
     } else if (s.hashing) this.#keepTail(s, ids);
     s.length = length + n;
+    if (n > 0) this.#changed(s, "appended to");
     return slots;
   }
 
@@ -239,6 +249,8 @@ export class KVCache extends NativeObject {
       link: s.link,
       tail: s.tail.slice(),
       swapMap: null,
+      version: this.#clock.tick(),
+      change: "created",
     });
   }
 
@@ -278,6 +290,7 @@ export class KVCache extends NativeObject {
     s.row = -1;
     s.swapMap = null;
     s.tail = new Int32Array(0);
+    this.#changed(s, op === "release" ? "released" : "discarded");
   }
 
   /**
@@ -325,6 +338,7 @@ export class KVCache extends NativeObject {
     s.row = -1;
     s.swapMap = map;
     s.state = "swapped";
+    this.#changed(s, "swapped out");
   }
 
   /** Brings a swapped-out sequence back into fresh pages and a row; its K and V read back identical. */
@@ -363,14 +377,18 @@ export class KVCache extends NativeObject {
     s.row = row;
     s.swapMap = null;
     s.state = "live";
+    this.#changed(s, "swapped in");
   }
 
   /**
    * For the decode plan: the block-table row and token count of each sequence, into rows[i] and lengths[i].
-   * Every sequence must be a live sequence of this cache.
+   * Every sequence must be a live sequence of this cache. Returns the guard that tells the engine, at each
+   * run, whether any of them changed since (which makes the plan stale).
    */
-  describeBatch(sequences: readonly Sequence[], rows: Int32Array, lengths: Int32Array): void {
+  describeBatch(sequences: readonly Sequence[], rows: Int32Array, lengths: Int32Array): PlanGuard {
     this.handle;
+    if (!Array.isArray(sequences))
+      throw new InvalidArgumentError(Status.INVALID_ARGUMENT, "describeBatch: sequences must be an array of Sequences");
     const n = sequences.length;
     if (!(rows instanceof Int32Array) || !(lengths instanceof Int32Array) || rows.length < n || lengths.length < n)
       throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `describeBatch: rows and lengths must be Int32Arrays of at least ${n}`);
@@ -379,6 +397,7 @@ export class KVCache extends NativeObject {
       rows[i] = s.row;
       lengths[i] = s.length;
     }
+    return new PlanGuard(this.#clock, sequences.slice());
   }
 
   stats(): KVCacheStats {
@@ -440,10 +459,13 @@ export class KVCache extends NativeObject {
   }
 
   #checkLayer(op: string, layer: number): void {
-    if (!Number.isInteger(layer))
-      throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `${op}: layer ${layer} is not an integer`);
-    if (layer < 0 || layer >= this.config.numLayers)
-      throw new OutOfRangeError(Status.OUT_OF_RANGE, `${op}: layer ${layer} outside 0..${this.config.numLayers - 1}`);
+    checkIndex(op, "layer", layer, this.config.numLayers);
+  }
+
+  /** Stamps a change to a sequence's pages, row, length or state: plans that hold it become stale. */
+  #changed(s: SequenceRecord, change: string): void {
+    s.version = this.#clock.tick();
+    s.change = change;
   }
 
   /**
@@ -583,6 +605,7 @@ export class KVCache extends NativeObject {
       this.#table.set(s.row, c, cached);
       this.#drop(page);
       link = this.#prefix.linkOf(cached);
+      this.#changed(s, "moved onto a prefix-cache page");
     }
     const done = (full - s.registered) * P;
     s.tail.copyWithin(0, done, s.length - s.registered * P);

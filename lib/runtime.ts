@@ -3,7 +3,7 @@ import type { Pointer } from "bun:ffi";
 import { check, outPointer } from "./ffi/call";
 import { checkNativeSize, DEVICE_INFO } from "./ffi/layouts";
 import { native } from "./ffi/loader";
-import { DeviceBuffer, MEMORY_KIND, type MemoryKind, PinnedBuffer } from "./buffers";
+import { DeviceBuffer, MEMORY_KIND, type MemoryKind, PinnedBuffer, streamHandle } from "./buffers";
 import { InvalidArgumentError, Status } from "./errors";
 import { NativeObject, type Token } from "./lifetime";
 import { Event, Stream } from "./streams";
@@ -13,6 +13,7 @@ import { DecodeEngine } from "./engine";
 import { type CreateDecodeEngineOptions, resolveEngineOptions } from "./engine-options";
 import { calibrate, type CalibrateOptions, type ModelShape } from "./policy/calibrate";
 import type { Backend, DeviceInfo, RuntimeContext } from "./types";
+import { checkCount, INT32_MAX } from "./validate";
 import { loadPolicy, policyKey, savePolicy } from "./policy/store";
 import type { PolicyTable } from "./policy/table";
 
@@ -36,9 +37,7 @@ export function openRuntime(options: RuntimeOptions = {}): Runtime {
   if (!["auto", "cuda", "cpu"].includes(requested))
     throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `backend "${requested}" is not "auto", "cuda" or "cpu"`);
   const backend: Backend = requested === "auto" ? (cudaDeviceCount() > 0 ? "cuda" : "cpu") : requested;
-  const device = options.device ?? 0;
-  if (!Number.isInteger(device) || device < 0)
-    throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `device ${device} is not a non-negative integer`);
+  const device = checkCount("openRuntime", "device", options.device ?? 0, 0, INT32_MAX);
   const handle = outPointer("pkv_runtime_create", (out) => native().pkv_runtime_create(BACKEND_CODE[backend], device, out));
   return new Runtime(handle, backend);
 }
@@ -78,9 +77,8 @@ export class Runtime extends NativeObject implements RuntimeContext {
   }
 
   #alloc(kind: MemoryKind, bytes: number): Pointer {
-    if (!Number.isSafeInteger(bytes) || bytes <= 0)
-      throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `buffer size ${bytes} is not a positive integer`);
-    return outPointer("pkv_buffer_alloc", (out) => native().pkv_buffer_alloc(this.handle, MEMORY_KIND[kind], bytes, out));
+    checkCount(kind === "device" ? "allocDevice" : "allocPinned", "bytes", bytes, 1);
+    return outPointer("pkv_buffer_alloc", (out) => native().pkv_buffer_alloc(this.handle, MEMORY_KIND.get(kind)!, bytes, out));
   }
 
   createStream(): Stream {
@@ -119,6 +117,8 @@ export class Runtime extends NativeObject implements RuntimeContext {
 
   /** Records the asynchronous work `body` queues (e.g. a plan's upload and every layer's run) as a graph. */
   capture(body: () => void, stream?: Stream): Graph {
+    if (typeof body !== "function") throw new InvalidArgumentError(Status.INVALID_ARGUMENT, "capture: body is not a function");
+    streamHandle("capture", stream);
     return capture(this.handle, this, body, stream);
   }
 
@@ -129,7 +129,8 @@ export class Runtime extends NativeObject implements RuntimeContext {
 
   /** Streaming-read bandwidth in GB/s (16-byte loads, median of `iterations`): the decode ceiling. */
   probeReadBandwidth(options: { bytes?: number; iterations?: number } = {}): number {
-    const { bytes = 2 ** 31, iterations = 20 } = options;
+    const bytes = checkCount("probeReadBandwidth", "bytes", options.bytes ?? 2 ** 31);
+    const iterations = checkCount("probeReadBandwidth", "iterations", options.iterations ?? 20, 0, INT32_MAX);
     const gbps = new Float64Array(1);
     check(native().pkv_probe_read_bandwidth(this.handle, bytes, iterations, gbps), "pkv_probe_read_bandwidth");
     return gbps[0]!;
@@ -137,7 +138,7 @@ export class Runtime extends NativeObject implements RuntimeContext {
 
   /** Evicts L2 before the next launch on the stream, as a serving loop's other layers would. */
   flushL2(stream?: Stream): void {
-    check(native().pkv_flush_l2(this.handle, stream?.handle ?? null), "pkv_flush_l2");
+    check(native().pkv_flush_l2(this.handle, streamHandle("flushL2", stream)), "pkv_flush_l2");
   }
 }
 

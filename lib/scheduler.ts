@@ -7,35 +7,22 @@
 // tokens it already generated are written again (recompute). Either way it resumes exactly where
 // it stopped. Nothing is dropped: each request ends finished, cancelled, or failed with a typed error.
 import { InvalidArgumentError, OutOfPagesError, OutOfRangeError, PkvError, Status, SwapFullError } from "./errors";
-import { RequestTooLargeError, StepFailedError } from "./scheduler/errors";
+import { ModelOutputError, RequestTooLargeError, StepFailedError } from "./scheduler/errors";
+import { type SchedulerOptions, resolveOptions } from "./scheduler/options";
 import type { ModelShape, SchedulerCache, SchedulerEngine, SchedulerPlan, SeqOf, StepModel } from "./scheduler/ports";
 import { ArrivalQueue } from "./scheduler/queue";
-import { type ActiveRequest, Entry, type RequestHandle, type RequestSpec, validateSpec } from "./scheduler/request";
+import { type ActiveRequest, Entry, RequestHandle, type RequestSpec, checkPromptIds, checkSpec } from "./scheduler/request";
 import { addStep, emptyReport, emptyTotals, type SchedulerTotals, type StepReport } from "./scheduler/stats";
+import { INT32_MAX, checkCount, show } from "./validate";
 
 export type { ActiveRequest, RequestHandle, RequestResult, RequestSpec, TokenEvent } from "./scheduler/request";
 export type { CacheStats, ModelShape, SchedulerCache, SchedulerEngine, StepModel } from "./scheduler/ports";
 export type { SchedulerTotals, StepReport } from "./scheduler/stats";
+export type { SchedulerOptions } from "./scheduler/options";
 export { quantile } from "./scheduler/stats";
-export { RequestTooLargeError, StepFailedError } from "./scheduler/errors";
+export { ModelOutputError, RequestTooLargeError, StepFailedError } from "./scheduler/errors";
 export { SyntheticModel, type SyntheticShape } from "./scheduler/synthetic";
 
-export interface SchedulerOptions<C extends SchedulerCache<any>, P extends SchedulerPlan> {
-  cache: C;
-  engine: SchedulerEngine<NoInfer<C>, SeqOf<NoInfer<C>>, P>; // C comes from the cache alone
-  model: StepModel;
-  /** Default: read from the cache's config and the engine's numQoHeads (KVCache and DecodeEngine have both). */
-  shape?: ModelShape;
-  /** Most requests decoded in one step (default 64; the engine's plan capacity bounds it). */
-  maxBatch?: number;
-  /** Preempt by swapping while swap space lasts (default true); false always recomputes. */
-  swap?: boolean;
-  /**
-   * Pages kept free when admitting while others run (default 1% of the pool, at least 1), so that
-   * an admission does not force a preemption on the very next step.
-   */
-  watermarkPages?: number;
-}
 
 const KERNELS = ["baseline", "persistent"];
 const now = () => performance.now();
@@ -66,14 +53,14 @@ export class Scheduler<C extends SchedulerCache<any> = SchedulerCache<unknown>, 
   #wake: (() => void) | null = null;
 
   constructor(options: SchedulerOptions<C, P>) {
-    this.#cache = options.cache;
-    this.#engine = options.engine;
-    this.#model = options.model;
-    const shape = options.shape ?? shapeOf(options.cache, options.engine);
-    this.#shape = { ...shape, maxPagesPerSequence: shape.maxPagesPerSequence ?? shape.numPages };
-    this.#maxBatch = options.maxBatch ?? (options.engine as { maxBatch?: number }).maxBatch ?? 64;
-    this.#swap = options.swap ?? true;
-    this.#watermark = options.watermarkPages ?? Math.max(1, Math.ceil(shape.numPages / 100));
+    const o = resolveOptions(options);
+    this.#cache = o.cache;
+    this.#engine = o.engine;
+    this.#model = o.model;
+    this.#shape = o.shape;
+    this.#maxBatch = o.maxBatch;
+    this.#swap = o.swap;
+    this.#watermark = o.watermark;
   }
 
   get waiting(): number {
@@ -95,31 +82,45 @@ export class Scheduler<C extends SchedulerCache<any> = SchedulerCache<unknown>, 
    * the pool is still returned, with its handle already failed with RequestTooLargeError.
    */
   submit(spec: RequestSpec): RequestHandle {
-    validateSpec(spec);
+    const { promptLength, maxTokens } = checkSpec(spec);
     const id = spec.id ?? this.#nextId;
-    if (this.#byId.has(id)) throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `request id ${id} is already live`);
+    if (this.#byId.has(id)) throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `submit: request id ${id} is already live`);
+    // Sizes against the pool and the model before anything is allocated for the request (its token list
+    // is O(prompt)): a request that can never run costs O(1), however long it claims to be.
+    const tooLarge = this.#tooLarge(id, promptLength + maxTokens - 1);
+    if (tooLarge) {
+      this.#nextId = Math.max(this.#nextId, id + 1);
+      this.totals.failed++;
+      const handle = new RequestHandle(id, () => {});
+      handle.fail(tooLarge);
+      return handle;
+    }
+    if (spec.prompt !== undefined) checkPromptIds(spec.prompt, this.#model.vocab);
     this.#nextId = Math.max(this.#nextId, id + 1);
     const entry = new Entry<SeqOf<C>>(id, this.#arrivals++, spec, (i) => this.cancel(i));
-    const pages = Math.ceil(entry.finalContext / this.#shape.pageSize);
-    const limit = Math.min(this.#shape.numPages, this.#shape.maxPagesPerSequence);
-    if (pages > limit) {
-      entry.state = "failed";
-      this.totals.failed++;
-      entry.handle.fail(
-        new RequestTooLargeError(
-          `request ${id} needs ${pages} pages (${entry.finalContext} tokens of context) but a sequence can hold at most ${limit}`,
-        ),
-      );
-      return entry.handle;
-    }
     this.#byId.set(id, entry);
     this.#queue.insert(entry);
     this.#wake?.();
     return entry.handle;
   }
 
+  /** The error for a request of `context` tokens (at its end) that could never run, or null. */
+  #tooLarge(id: number, context: number): RequestTooLargeError | null {
+    const pages = Math.ceil(context / this.#shape.pageSize);
+    const limit = Math.min(this.#shape.numPages, this.#shape.maxPagesPerSequence);
+    if (pages > limit)
+      return new RequestTooLargeError(
+        `request ${id} needs ${pages} pages (${context} tokens of context) but a sequence can hold at most ${limit}: too long for the pool`,
+      );
+    const maxContext = this.#model.maxContext;
+    if (maxContext !== undefined && context > maxContext)
+      return new RequestTooLargeError(`request ${id} reaches ${context} tokens of context; the model takes at most ${maxContext}`);
+    return null;
+  }
+
   /** Stops a request wherever it is and frees its pages. Unknown or ended ids are ignored. */
   cancel(id: number): void {
+    checkCount("cancel", "id", id);
     const entry = this.#byId.get(id);
     if (!entry?.live) return;
     if (entry.state === "running") this.#running.splice(this.#running.indexOf(entry), 1);
@@ -133,12 +134,14 @@ export class Scheduler<C extends SchedulerCache<any> = SchedulerCache<unknown>, 
 
   /** Listens to every step's report; returns the unsubscribe function. */
   onStep(listener: (report: StepReport) => void): () => void {
+    checkListener("onStep", listener);
     this.#stepListeners.add(listener);
     return () => this.#stepListeners.delete(listener);
   }
 
   /** Called for each finished request just before its pages are released (tests read its K/V here). */
   onRetire(listener: (request: ActiveRequest, seq: SeqOf<C>) => void): () => void {
+    checkListener("onRetire", listener);
     this.#retireListeners.add(listener);
     return () => this.#retireListeners.delete(listener);
   }
@@ -362,7 +365,8 @@ export class Scheduler<C extends SchedulerCache<any> = SchedulerCache<unknown>, 
         this.#engine.run(plan, layer, q, out);
         [previous, out] = [out, previous ?? new Uint16Array(q.length)];
       }
-      const tokens = this.#model.sample(batch, previous!);
+      // Checked whole before any request takes a token: a bad sample fails the step, never one request half-way.
+      const tokens = checkSampled(this.#model.sample(batch, previous!), n, this.#model.vocab);
       r.batch = n;
       for (let i = 0; i < n; i++) {
         const entry = batch[i]!;
@@ -374,10 +378,13 @@ export class Scheduler<C extends SchedulerCache<any> = SchedulerCache<unknown>, 
         if (entry.generated === entry.maxTokens) this.#finish(entry, r);
       }
     } catch (error) {
-      // The step's K/V may be half written: every request in it fails rather than continue on bad data.
+      // The step's K/V may be half written: every request in it fails rather than continue on bad data,
+      // and all of them, and the step's report, get the same typed error.
+      const failure = error instanceof PkvError ? error : new StepFailedError(`step ${r.step} failed: ${String(error)}`, { cause: error });
+      r.error = failure;
       for (const entry of batch) {
         this.#running.splice(this.#running.indexOf(entry), 1);
-        this.#fail(entry, error, r);
+        this.#fail(entry, failure, r);
       }
     }
   }
@@ -479,16 +486,6 @@ export class Scheduler<C extends SchedulerCache<any> = SchedulerCache<unknown>, 
   }
 }
 
-/** The sizes a KVCache (config) and a DecodeEngine (numQoHeads) carry. */
-function shapeOf(cache: unknown, engine: unknown): ModelShape {
-  const config = (cache as { config?: Omit<ModelShape, "numQoHeads"> }).config;
-  const numQoHeads = (engine as { numQoHeads?: number }).numQoHeads;
-  if (!config || numQoHeads === undefined)
-    throw new InvalidArgumentError(Status.INVALID_ARGUMENT, "Scheduler: pass `shape` (the cache has no config or the engine no numQoHeads)");
-  const { numLayers, numKvHeads, headDim, pageSize, numPages, maxPagesPerSequence } = config;
-  return { numLayers, numQoHeads, numKvHeads, headDim, pageSize, numPages, maxPagesPerSequence };
-}
-
 /** A listener's bug is logged, never turned into a failure of the requests or the loop. */
 function notify<T>(listener: (value: T) => void, value: T): void {
   try {
@@ -505,4 +502,24 @@ function pagesFor(tokens: number, pageSize: number): number {
 function prefixHit(seq: unknown): number {
   const hit = (seq as { prefixHitTokens?: number }).prefixHitTokens;
   return typeof hit === "number" ? hit : 0;
+}
+
+function checkListener(method: string, listener: unknown): void {
+  if (typeof listener !== "function")
+    throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `${method}: listener ${show(listener)} is not a function`);
+}
+
+/** sample()'s result, if it is one token id per row; else the ModelOutputError that fails the step. */
+function checkSampled(tokens: ArrayLike<number>, rows: number, vocab = INT32_MAX + 1): ArrayLike<number> {
+  const length = (tokens as { length?: unknown } | null | undefined)?.length;
+  if (typeof tokens !== "object" || tokens === null || typeof length !== "number")
+    throw new ModelOutputError(`model.sample returned ${show(tokens)}, not an array of ${rows} token ids`);
+  if (length !== rows) throw new ModelOutputError(`model.sample returned ${length} tokens for a batch of ${rows}`);
+  const limit = Math.min(vocab, INT32_MAX + 1);
+  for (let i = 0; i < rows; i++) {
+    const t = tokens[i];
+    if (typeof t !== "number" || !Number.isInteger(t) || t < 0 || t >= limit)
+      throw new ModelOutputError(`model.sample returned ${show(t)} for row ${i}, not a token id (integer 0..${limit - 1})`);
+  }
+  return tokens;
 }

@@ -170,6 +170,21 @@ for (const backend of BACKENDS) {
       expect([...back]).toEqual([9, 10, 11, 12]);
     });
 
+    test("view lengths and offsets must be whole, finite, non-negative numbers; nothing is viewed otherwise", () => {
+      using rt = pkv.openRuntime({ backend });
+      using p = rt.allocPinned(256);
+      // A fractional length made a view of 2 elements from 2.5; a fractional offset was rounded down.
+      for (const length of [2.5, -1, Number.NaN, Number.POSITIVE_INFINITY, 2 ** 53])
+        expect(() => p.view(Float32Array, 0, length)).toThrow(pkv.InvalidArgumentError);
+      for (const offset of [4.5, -4, Number.NaN, Number.POSITIVE_INFINITY])
+        expect(() => p.view(Uint8Array, offset)).toThrow(/view: byteOffset/);
+      expect(() => p.view(Uint8Array, 0, 257)).toThrow(pkv.OutOfRangeError);
+      expect(() => p.view(Object as never)).toThrow(pkv.InvalidArgumentError);
+      expect(p.view(Float32Array, 8, 0).length).toBe(0);
+      expect(p.view(Float32Array, 8).length).toBe(62);
+      expect(p.view(Uint8Array, 256).length).toBe(0);
+    });
+
     test("views detach (length 0) when the buffer is disposed", () => {
       using rt = pkv.openRuntime({ backend });
       const p = rt.allocPinned(256);

@@ -5,6 +5,7 @@ import { type Pointer, toArrayBuffer } from "bun:ffi";
 import { native } from "../lib/ffi/loader.ts";
 import {
   BadStateError,
+  DecodeEngine,
   InvalidArgumentError,
   KVCache,
   type KVCacheOptions,
@@ -12,8 +13,10 @@ import {
   OutOfRangeError,
   type Runtime,
   type Sequence,
+  StalePlanError,
   SwapFullError,
   UnsupportedError,
+  cudaDeviceCount,
   openRuntime,
 } from "../lib/index.ts";
 import { REFUSED_WHILE_SWAPPED, fingerprint, sequenceOps, tokenData } from "./support/kvcache.ts";
@@ -584,3 +587,102 @@ describe("errors leave the cache unchanged", () => {
     expect(() => make({ pageSize: 3 })).toThrow(UnsupportedError);
   });
 });
+
+// On every backend present: the CUDA path runs from the block-table entries the plan uploaded.
+const BACKENDS = cudaDeviceCount() > 0 ? (["cpu", "cuda"] as const) : (["cpu"] as const);
+for (const backend of BACKENDS) {
+  describe(`a plan goes stale when its batch changes (${backend})`, () => {
+    const Hq = 4;
+    let brt: Runtime;
+    beforeEach(() => {
+      brt = backend === "cpu" ? rt : openRuntime({ backend });
+    });
+    afterEach(() => {
+      if (backend !== "cpu") brt.dispose();
+    });
+    const cacheOn = () => new KVCache(brt, { ...base, numPages: 16, swapPages: 8, maxPagesPerSequence: 8 });
+    function setup() {
+      const cache = cacheOn();
+      const engine = new DecodeEngine(brt, { numQoHeads: Hq, numKvHeads: H, headDim: D, pageSize: 4, dtype: "f16", maxBatch: 4 });
+      const a = cache.createSequence();
+      const b = cache.createSequence();
+      grow(cache, a, 6); // a partial last page: appends of 1 or 2 stay in it
+      grow(cache, b, 9);
+      const q = new Uint16Array(2 * Hq * D).map((_, i) => 0x3000 + (i % 512));
+      const run = (plan: ReturnType<DecodeEngine["plan"]>) => {
+        const out = new Uint16Array(q.length);
+        engine.run(plan, 1, q, out);
+        return out;
+      };
+      return { cache, engine, a, b, q, run };
+    }
+
+    // Each change to a planned sequence's pages, length, row or state: the next run must refuse the plan.
+    const changes: [string, (c: ReturnType<typeof setup>) => void, RegExp][] = [
+      ["an append within the last page", ({ cache, a }) => void cache.append(a, 1), /sequence \d+ was appended to/],
+      ["an append that adds a page", ({ cache, b }) => void cache.append(b, 4), /appended to/],
+      ["release", ({ cache, a }) => cache.release(a), /was released/],
+      ["discard", ({ cache, b }) => cache.discard(b), /was discarded/],
+      ["swapOut", ({ cache, a }) => cache.swapOut(a), /was swapped out/],
+      ["copy-on-write of a shared last page", ({ cache, a }) => {
+        cache.fork(a);
+        cache.append(a, 1);
+      }, /appended to/],
+      ["dispose of the cache", ({ cache }) => cache.dispose(), /its KV cache was disposed/],
+      ["dispose of the cache, and a new one made in its place", ({ cache }) => {
+        cache.dispose();
+        cacheOn().createSequence();
+      }, /its KV cache was disposed/],
+    ];
+    for (const [what, change, message] of changes)
+      test(`after ${what}`, () => {
+        const c = setup();
+        const plan = c.engine.plan(c.cache, [c.a, c.b]);
+        c.run(plan);
+        change(c);
+        expect(() => c.run(plan)).toThrow(StalePlanError);
+        expect(() => c.run(plan)).toThrow(message);
+        c.engine.dispose();
+      });
+
+    test("after a swap out and back in (new pages, new row)", () => {
+      const c = setup();
+      c.cache.swapOut(c.a);
+      c.cache.swapIn(c.a);
+      const plan = c.engine.plan(c.cache, [c.a, c.b]);
+      c.run(plan);
+      c.cache.swapOut(c.b);
+      c.cache.swapIn(c.b);
+      expect(() => c.run(plan)).toThrow(/was swapped out|was swapped in/);
+    });
+
+    test("not after K/V writes, appends of 0 or changes to other sequences; the result equals a fresh plan's", () => {
+      const { cache, engine, a, b, run } = setup();
+      const slots = cache.append(a, 1); // before the plan: its K/V is this step's to write
+      const plan = engine.plan(cache, [a, b]);
+      const first = run(plan);
+      const { k, v } = tokenData([stamp++], 1, E);
+      cache.writeKV(1, slots, k, v); // a step writes each layer's new K/V between runs
+      cache.append(a, 0);
+      const other = cache.createSequence({ tokens: [1, 2, 3, 4, 5] });
+      grow(cache, other, 3);
+      const child = cache.fork(b);
+      grow(cache, child, 2); // copies b's shared partial page for the child: b keeps its own
+      cache.swapOut(child);
+      cache.release(other);
+      const again = run(plan); // still valid: nothing the plan holds changed
+      expect(again).not.toEqual(first); // the rewritten token's K/V is read
+      expect(run(engine.plan(cache, [a, b]))).toEqual(again);
+    });
+
+    test("a refused plan leaves the previous plan runnable", () => {
+      const { cache, engine, a, b, run } = setup();
+      const plan = engine.plan(cache, [a, b]);
+      const gone = cache.createSequence();
+      cache.release(gone);
+      expect(() => engine.plan(cache, [a, gone])).toThrow(BadStateError);
+      expect(() => engine.plan(cache, [a, b], { policy: "toString" as "adaptive" })).toThrow(InvalidArgumentError);
+      expect(run(plan).length).toBe(2 * Hq * D);
+    });
+  });
+}

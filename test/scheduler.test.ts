@@ -7,7 +7,7 @@ import { DecodeEngine } from "../lib/engine";
 import { InvalidArgumentError, OutOfPagesError } from "../lib/errors";
 import { KVCache, type Sequence } from "../lib/kvcache";
 import { openRuntime } from "../lib/runtime";
-import { RequestTooLargeError, type RequestSpec, Scheduler, StepFailedError } from "../lib/scheduler";
+import { ModelOutputError, RequestTooLargeError, type RequestSpec, Scheduler, type StepReport, StepFailedError } from "../lib/scheduler";
 import { SyntheticModel } from "../lib/scheduler/synthetic";
 
 const rt = openRuntime({ backend: "cpu" });
@@ -229,6 +229,145 @@ describe("Scheduler with pages held outside it", () => {
     expect((await next.done).tokens.length).toBe(4);
     cache.release(outside);
     expectNoLeak(cache);
+    engine.dispose();
+    cache.dispose();
+  });
+});
+
+describe("Scheduler checks the model's outputs", () => {
+  function withSample(sample: (rows: number, good: number[]) => unknown) {
+    const cache = new KVCache(rt, { ...SHAPE, numPages: 64, dtype: "f16" });
+    const engine = new DecodeEngine(rt, { ...SHAPE, dtype: "f16", maxBatch: 8 });
+    const model = new SyntheticModel({ ...SHAPE, dtype: "f16" });
+    let bad = false;
+    const faulty = {
+      prefill: model.prefill.bind(model),
+      forward: model.forward.bind(model),
+      sample(batch: Parameters<SyntheticModel["sample"]>[0], out: Uint16Array) {
+        const good = model.sample(batch, out);
+        return (bad ? sample(batch.length, good) : good) as number[];
+      },
+    };
+    const scheduler = new Scheduler({ cache, engine, model: faulty, maxBatch: 8 });
+    return { cache, engine, scheduler, breakNext: () => (bad = true), heal: () => (bad = false) };
+  }
+
+  const outputs: [string, (rows: number, good: number[]) => unknown, RegExp][] = [
+    ["too few tokens", (_, good) => good.slice(1), /returned 2 tokens for a batch of 3/],
+    ["too many tokens", (_, good) => [...good, 5], /returned 4 tokens for a batch of 3/],
+    ["an empty result", () => [], /returned 0 tokens/],
+    ["a fractional token", (_, good) => [good[0], 2.5, good[2]], /returned 2.5 for row 1/],
+    ["a negative token", (_, good) => [good[0], good[1], -1], /returned -1 for row 2/],
+    ["NaN", (_, good) => [Number.NaN, good[1], good[2]], /returned NaN for row 0/],
+    ["undefined in a row", (_, good) => [good[0], undefined, good[2]], /returned undefined for row 1/],
+    ["a token past int32", (_, good) => [2 ** 31, good[1], good[2]], /for row 0/],
+    ["a string token", (_, good) => ["7", good[1], good[2]], /returned "7" for row 0/],
+    ["null", () => null, /returned null/],
+    ["a number", () => 3, /returned 3/],
+  ];
+  for (const [what, sample, message] of outputs)
+    test(`sample() returning ${what} fails the step with ModelOutputError; no request takes a token`, async () => {
+      const { cache, engine, scheduler, breakNext, heal } = withSample(sample);
+      const handles = [0, 1, 2].map((i) => scheduler.submit({ promptLength: 3 + i, maxTokens: 4 }));
+      const seen: number[][] = [[], [], []];
+      handles.forEach((h, i) => void (async () => { for await (const e of h) seen[i]!.push(e.token); })().catch(() => {}));
+      const first = scheduler.step();
+      expect(first.error).toBeNull();
+      breakNext();
+      const report: StepReport = scheduler.step();
+      expect(report.error).toBeInstanceOf(ModelOutputError);
+      expect(report.error).toBeInstanceOf(StepFailedError);
+      expect(report.error!.message).toMatch(message);
+      expect(report.failed).toBe(3);
+      for (const h of handles) {
+        const error = await h.done.catch((e) => e);
+        expect(error).toBe(report.error); // the same typed error, to every request of the step
+      }
+      await Bun.sleep(0);
+      for (const tokens of seen) {
+        expect(tokens.length).toBe(1); // the first step's token only
+        expect(tokens.every((t) => Number.isInteger(t) && t >= 0)).toBe(true);
+      }
+      heal();
+      const after = scheduler.submit({ promptLength: 5, maxTokens: 3 });
+      await scheduler.run({ untilIdle: true });
+      expect((await after.done).tokens.length).toBe(3);
+      expectNoLeak(cache);
+      engine.dispose();
+      cache.dispose();
+    });
+
+  test("a model's vocab and maxContext bound prompts, sampled tokens and request sizes", async () => {
+    const cache = new KVCache(rt, { ...SHAPE, numPages: 64, dtype: "f16" });
+    const engine = new DecodeEngine(rt, { ...SHAPE, dtype: "f16", maxBatch: 8 });
+    const synthetic = new SyntheticModel({ ...SHAPE, dtype: "f16", vocab: 1000 });
+    const model = {
+      prefill: synthetic.prefill.bind(synthetic),
+      forward: synthetic.forward.bind(synthetic),
+      sample: (batch: Parameters<SyntheticModel["sample"]>[0]) => batch.map(() => 999 + batch.length), // 1000 for one row: past vocab
+      vocab: 1000,
+      maxContext: 40,
+    };
+    const scheduler = new Scheduler({ cache, engine, model });
+    expect(() => scheduler.submit({ prompt: [1, 1000], maxTokens: 2 })).toThrow(/prompt\[1\] = 1000/);
+    const long = scheduler.submit({ promptLength: 30, maxTokens: 12 }); // 41 tokens at its end
+    expect(long.error).toBeInstanceOf(RequestTooLargeError);
+    expect(long.error!.message).toContain("the model takes at most 40");
+    const one = scheduler.submit({ prompt: [1, 2, 999], maxTokens: 2 });
+    const report = scheduler.step();
+    expect(report.error).toBeInstanceOf(ModelOutputError);
+    expect(await one.done.catch((e) => e)).toBe(report.error);
+    expectNoLeak(cache);
+    expect(() => new Scheduler({ cache, engine, model: { ...model, vocab: 0 } })).toThrow(InvalidArgumentError);
+    expect(() => new Scheduler({ cache, engine, model: { ...model, maxContext: 1.5 } })).toThrow(InvalidArgumentError);
+    engine.dispose();
+    cache.dispose();
+  });
+});
+
+describe("Scheduler sizes a request before allocating for it", () => {
+  test("a prompt of 3e7 (or 2^50) placeholder tokens fails at once with RequestTooLargeError, in O(1)", async () => {
+    const { scheduler, cache, dispose } = makeScheduler(16, 0);
+    const started = performance.now();
+    const handle = scheduler.submit({ promptLength: 3e7, maxTokens: 1 });
+    expect(performance.now() - started).toBeLessThan(50); // building its token list took ~200 ms
+    expect(handle.error).toBeInstanceOf(RequestTooLargeError);
+    expect(handle.error!.message).toContain("too long for the pool");
+    // 2^50 tokens could never be allocated: only a check that comes first can answer.
+    const impossible = scheduler.submit({ promptLength: 2 ** 50, maxTokens: 1 });
+    expect(impossible.error).toBeInstanceOf(RequestTooLargeError);
+    expect(await handle.done.catch((e) => e)).toBe(handle.error);
+    expect(scheduler.busy).toBe(false);
+    expect(scheduler.totals.failed).toBe(2);
+    // A prompt of ids too long for the pool is refused before its ids are read.
+    let read = 0;
+    const prompt = new Proxy([] as number[], {
+      get: (target, key) => (key === "length" ? 1e6 : typeof key === "string" && /^\d+$/.test(key) ? (read++, 1) : Reflect.get(target, key)),
+    });
+    expect(scheduler.submit({ prompt, maxTokens: 1 }).error).toBeInstanceOf(RequestTooLargeError);
+    expect(read).toBe(0);
+    expectNoLeak(cache);
+    dispose();
+  });
+
+  test("lengths that are not integers are InvalidArgumentError, 1e308 included (it was a RangeError)", () => {
+    const { scheduler, dispose } = makeScheduler(16, 0);
+    for (const promptLength of [1e308, 2.5, -3, Number.NaN, Number.POSITIVE_INFINITY, 2 ** 53])
+      expect(() => scheduler.submit({ promptLength, maxTokens: 2 })).toThrow(InvalidArgumentError);
+    for (const maxTokens of [1e308, 0.5, -1, Number.NaN])
+      expect(() => scheduler.submit({ promptLength: 4, maxTokens })).toThrow(InvalidArgumentError);
+    expect(scheduler.busy).toBe(false);
+    dispose();
+  });
+
+  test("options are checked: maxBatch within the engine's, a watermark within the pool", () => {
+    const cache = new KVCache(rt, { ...SHAPE, numPages: 16, dtype: "f16" });
+    const engine = new DecodeEngine(rt, { ...SHAPE, dtype: "f16", maxBatch: 4 });
+    const model = new SyntheticModel({ ...SHAPE, dtype: "f16" });
+    expect(() => new Scheduler({ cache, engine, model, maxBatch: 5 })).toThrow(/maxBatch 5 is not an integer in 1\.\.4/);
+    expect(() => new Scheduler({ cache, engine, model, watermarkPages: 1.5 })).toThrow(InvalidArgumentError);
+    expect(() => new Scheduler({ cache, engine, model: {} as SyntheticModel })).toThrow(/no prefill\(\) method/);
+    expect(new Scheduler({ cache, engine, model }).running).toBe(0);
     engine.dispose();
     cache.dispose();
   });

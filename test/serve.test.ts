@@ -3,6 +3,9 @@
 // freed, and bad bodies get a 400 with a message.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { type RunningServer, startServer } from "../examples/serve";
+import { InvalidArgumentError } from "../lib/errors";
+import { openRuntime } from "../lib/runtime";
+import { createDemoStack, sizesFor } from "../lib/scheduler/demo";
 
 let server: RunningServer;
 beforeAll(() => {
@@ -81,7 +84,7 @@ describe("examples/serve.ts over HTTP", () => {
     expect(server.stack.scheduler.totals.finished).toBe(finishedBefore); // it did not run to the end
   });
 
-  test("bad bodies get a 400 with a message; a request larger than the pool gets a 413", async () => {
+  test("bad bodies and requests too long for the pool get a 400 with a message", async () => {
     const bad = [
       "not json",
       JSON.stringify([1, 2]),
@@ -91,18 +94,58 @@ describe("examples/serve.ts over HTTP", () => {
       JSON.stringify({ prompt: "hello", maxTokens: 2 }),
       JSON.stringify({ prompt: [1, -2], maxTokens: 2 }),
       JSON.stringify({ prompt: [1], promptLength: 1, maxTokens: 2 }),
+      // Numbers that are not lengths: each was truncated, wrapped or a 500 before.
+      '{"promptLength": 1e308, "maxTokens": 2}',
+      '{"promptLength": 4, "maxTokens": 1e308}',
+      JSON.stringify({ promptLength: 2.5, maxTokens: 2 }),
+      JSON.stringify({ promptLength: -3, maxTokens: 2 }),
+      JSON.stringify({ promptLength: "NaN", maxTokens: 2 }),
+      JSON.stringify({ promptLength: 4, maxTokens: 1.5 }),
+      JSON.stringify({ promptLength: 4, maxTokens: -1 }),
+      JSON.stringify({ promptLength: 4, maxTokens: "3" }),
+      JSON.stringify({ prompt: [1, 2.5], maxTokens: 2 }),
     ];
     for (const body of bad) {
       const r = await fetch(new URL("/generate", server.url), { method: "POST", body });
-      expect(r.status).toBe(400);
+      expect(r.status, body).toBe(400);
       const json = (await r.json()) as { error: unknown };
       expect(typeof json.error).toBe("string");
       expect((json.error as string).length).toBeGreaterThan(0);
     }
     const huge = await generate({ promptLength: 48 * 16, maxTokens: 2 });
-    expect(huge.status).toBe(413);
-    expect(((await huge.json()) as { error: string }).error).toContain("pages");
+    expect(huge.status).toBe(400);
+    expect(((await huge.json()) as { error: string }).error).toContain("too long for the pool");
     expect((await fetch(new URL("/generate", server.url))).status).toBe(405);
     expect((await fetch(new URL("/nowhere", server.url))).status).toBe(404);
+    expect((await stats()).cache.pagesUsed).toBe(0);
+  });
+
+  test("a prompt of 3e7 placeholder tokens is refused at once, before anything is allocated for it", async () => {
+    const started = performance.now();
+    const r = await generate({ promptLength: 3e7, maxTokens: 1 });
+    const ms = performance.now() - started;
+    expect(r.status).toBe(400);
+    expect(((await r.json()) as { error: string }).error).toContain("too long for the pool");
+    // Filling its 3e7-entry token list took about 200 ms here (and 10 s for 1e8); a size check is O(1).
+    expect(ms).toBeLessThan(150);
+    // 2^40 tokens could never be allocated at all: a 400 (not a 500) shows nothing was tried.
+    const impossible = await generate({ promptLength: 2 ** 40, maxTokens: 1 });
+    expect(impossible.status).toBe(400);
+    expect((await stats()).cache.pagesUsed).toBe(0);
+  });
+
+  test("demo sizes that are not counts are refused with a typed error", () => {
+    for (const sizes of [{ maxBatch: 0 }, { numPages: 1.5 }, { numLayers: Number.NaN }, { swapPages: -1 }, { dtype: "toString" as "f16" }])
+      expect(() => startServer({ port: 0, sizes })).toThrow(InvalidArgumentError);
+    const rt = openRuntime({ backend: "cpu" });
+    expect(() => createDemoStack(rt, sizesFor(rt, { maxBatch: 2 ** 40 }))).toThrow(InvalidArgumentError);
+    rt.dispose();
+  });
+
+  test("a body longer than any prompt the pool can hold is refused before it is read", async () => {
+    const prompt = Array.from({ length: 48 * 16 * 2 }, () => 1234567890);
+    const r = await generate({ prompt, maxTokens: 1 });
+    expect(r.status).toBe(400);
+    expect(((await r.json()) as { error: string }).error).toContain("longer than any prompt");
   });
 });

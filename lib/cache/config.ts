@@ -2,6 +2,7 @@
 import { type DType, dtypeCode } from "../dtype";
 import { InvalidArgumentError, Status } from "../errors";
 import { KV_CONFIG } from "../ffi/layouts";
+import { INT32_MAX, checkCount } from "../validate";
 
 export interface KVCacheOptions {
   numLayers: number;
@@ -27,12 +28,8 @@ export const DEFAULT_MAX_SEQUENCES = 256;
 // 256K tokens covers today's longest contexts; a wider row only costs pinned table memory.
 const DEFAULT_MAX_TOKENS = 262144;
 
-const INT32_MAX = 0x7fffffff;
-
 function integer(name: string, value: unknown, min: number): number {
-  if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > INT32_MAX)
-    throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `createKVCache: ${name} = ${value} is not an integer in ${min}..${INT32_MAX}`);
-  return value;
+  return checkCount("createKVCache", name, value, min, INT32_MAX);
 }
 
 export function resolveConfig(options: KVCacheOptions): KVCacheConfig {

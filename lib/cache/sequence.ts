@@ -23,6 +23,10 @@ export interface SequenceRecord {
   tail: Int32Array;
   /** While swapped out: per page, a resident page id (shared pages stay) or -(swap slot + 1). */
   swapMap: Int32Array | null;
+  /** The cache's clock tick of the last change to pages, row, length or state (plans compare it). */
+  version: number;
+  /** What that change was ("appended to", "released", ...), for the stale plan's message. */
+  change: string;
 }
 
 let nextId = 1;

@@ -1,10 +1,11 @@
 // Calibration: times both kernels on a synthetic step for every cell of the policy table, on this GPU,
 // and keeps a choice only where one kernel wins clearly and consistently (never picks from noise).
 import type { DeviceBuffer } from "../buffers";
-import type { DType } from "../dtype";
+import { type DType, dtypeCode } from "../dtype";
 import type { DecodeEngine, DecodeEngineOptions } from "../engine";
-import { UnsupportedError, Status } from "../errors";
+import { InvalidArgumentError, UnsupportedError, Status } from "../errors";
 import type { KVCache, KVCacheOptions, Sequence } from "../kvcache";
+import { INT32_MAX, checkCount, checkFinite, checkOptions } from "../validate";
 import { seeded } from "../random";
 import type { Event } from "../streams";
 import type { DecodeKernel, DecodePolicy, RuntimeContext } from "../types";
@@ -49,11 +50,21 @@ export interface CalibrateOptions {
 }
 
 export function calibrate(rt: CalibrationRuntime, shape: ModelShape, options: CalibrateOptions = {}): PolicyTable {
+  const method = "calibrate";
+  checkOptions(method, shape);
+  for (const name of ["numQoHeads", "numKvHeads", "headDim", "pageSize"] as const) checkCount(method, name, shape[name], 1, INT32_MAX);
+  dtypeCode(shape.dtype);
+  const o = checkOptions(method, options);
+  const rounds = checkCount(method, "rounds", o.rounds ?? 15, 1, 10_000);
+  const margin = checkFinite(method, "margin", o.margin ?? 0.03, 0);
+  const agreement = checkFinite(method, "agreement", o.agreement ?? 0.8, 0, 1);
+  const requestedTokens = checkCount(method, "maxTokens", o.maxTokens ?? 2 ** 21, 1);
+  if (o.onProgress !== undefined && typeof o.onProgress !== "function")
+    throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `${method}: onProgress is not a function`);
   if (rt.backend !== "cuda")
     throw new UnsupportedError(Status.UNSUPPORTED, "calibration times GPU kernels: it needs the CUDA backend");
-  const { rounds = 15, margin = 0.03, agreement = 0.8 } = options;
   const tokenBytes = 2 * shape.numKvHeads * shape.headDim * 2;
-  const maxTokens = Math.min(options.maxTokens ?? 2 ** 21, Math.floor((rt.info.totalMemory / 4) / tokenBytes));
+  const maxTokens = Math.min(requestedTokens, Math.floor((rt.info.totalMemory / 4) / tokenBytes));
   const maxBatch = 2 ** (BATCH_BUCKETS - 1);
   const width = Math.ceil(maxTokens / shape.pageSize) + 1;
   using cache = rt.createKVCache({
@@ -104,7 +115,7 @@ export function calibrate(rt: CalibrationRuntime, shape: ModelShape, options: Ca
     const cell = judge(batch, tokens, base, pers, margin, agreement);
     if (cell.choice !== "none") table.choices[b * TOKEN_BUCKETS + t] = KERNEL_CODE[cell.choice];
     table.measurements.push(cell);
-    options.onProgress?.(i + 1, cells.length, cell);
+    o.onProgress?.(i + 1, cells.length, cell);
   });
   return table;
 }

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { readEnv } from "../env";
 import { native, ABI_VERSION } from "../ffi/loader";
 import type { ModelShape } from "./calibrate";
-import { BATCH_BUCKETS, type CellMeasurement, type PolicyTable, TOKEN_BUCKETS } from "./table";
+import { BATCH_BUCKETS, type CellMeasurement, isChoice, type PolicyTable, TOKEN_BUCKETS } from "./table";
 
 interface StoredPolicy {
   key: string;
@@ -48,7 +48,10 @@ export function loadPolicy(key: string): PolicyTable | undefined {
   if (!existsSync(path)) return undefined;
   try {
     const stored = JSON.parse(readFileSync(path, "utf8")) as StoredPolicy;
-    if (stored.key !== key || stored.choices.length !== BATCH_BUCKETS * TOKEN_BUCKETS) return undefined;
+    const cells = BATCH_BUCKETS * TOKEN_BUCKETS;
+    // Int8Array.from would wrap 300 to 44 and turn "x" into 0: a cell that is not a choice voids the file.
+    if (stored.key !== key || !Array.isArray(stored.choices) || stored.choices.length !== cells) return undefined;
+    if (!stored.choices.every(isChoice)) return undefined;
     return { choices: Int8Array.from(stored.choices), measurements: stored.measurements };
   } catch {
     return undefined; // unreadable: the built-in rule serves until the next calibration rewrites it

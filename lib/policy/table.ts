@@ -8,7 +8,15 @@ export const BATCH_BUCKETS = 11;
 export const TOKEN_BUCKETS = 14;
 export const MIN_LOG2_TOKENS = 9;
 export const NO_PREFERENCE = -1;
-export const KERNEL_CODE: Record<DecodeKernel, number> = { baseline: 0, persistent: 1 };
+// Null prototype: a lookup of "toString" finds nothing rather than Object.prototype's function.
+export const KERNEL_CODE: Readonly<Record<DecodeKernel, number>> = Object.freeze(
+  Object.assign(Object.create(null), { baseline: 0, persistent: 1 }),
+);
+
+/** Whether a stored cell holds a choice the native policy takes: NO_PREFERENCE or a kernel code. */
+export function isChoice(value: unknown): boolean {
+  return value === NO_PREFERENCE || value === 0 || value === 1;
+}
 
 export function batchBucket(batch: number): number {
   return Math.min(BATCH_BUCKETS - 1, Math.floor(Math.log2(Math.max(1, batch))));

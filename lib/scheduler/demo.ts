@@ -73,24 +73,33 @@ export function createDemoStack(
     maxPagesPerSequence,
     swapPages,
   });
-  const engine = rt.createDecodeEngine({
-    numQoHeads,
-    numKvHeads,
-    headDim,
-    pageSize,
-    dtype,
-    policy: options.policy ?? "adaptive",
-    maxBatch,
-  });
+  let engine: DecodeEngine | undefined;
+  let scheduler: Scheduler<KVCache, Plan>;
   const model = new SyntheticModel({ numLayers, numQoHeads, numKvHeads, headDim, dtype });
-  const scheduler = new Scheduler({
-    cache,
-    engine,
-    model,
-    maxBatch,
-    swap: options.swap ?? swapPages > 0,
-    watermarkPages: options.watermarkPages,
-  });
+  try {
+    engine = rt.createDecodeEngine({
+      numQoHeads,
+      numKvHeads,
+      headDim,
+      pageSize,
+      dtype,
+      policy: options.policy ?? "adaptive",
+      maxBatch,
+    });
+    scheduler = new Scheduler({
+      cache,
+      engine,
+      model,
+      maxBatch,
+      swap: options.swap ?? swapPages > 0,
+      watermarkPages: options.watermarkPages,
+    });
+  } catch (error) {
+    // Refused sizes or options leave nothing behind.
+    engine?.dispose();
+    cache.dispose();
+    throw error;
+  }
   return {
     scheduler,
     cache,
@@ -99,7 +108,7 @@ export function createDemoStack(
     sizes,
     async close() {
       await scheduler.close();
-      engine.dispose();
+      engine!.dispose();
       cache.dispose();
     },
   };

@@ -1,7 +1,7 @@
 // Errors the scheduler delivers to one request (through its handle), never thrown out of the loop.
 import { OutOfPagesError, PkvError, Status } from "../errors";
 
-/** The request needs more pages than the pool (or one block-table row) holds: it could never run. */
+/** The request needs more pages than the pool (or one block-table row) holds, or more context than the model takes: it could never run. */
 export class RequestTooLargeError extends OutOfPagesError {
   constructor(message: string) {
     super(Status.OUT_OF_PAGES, message);
@@ -15,3 +15,6 @@ export class StepFailedError extends PkvError {
     if (options?.cause !== undefined) this.cause = options.cause;
   }
 }
+
+/** The model returned something the step cannot use (sample() gave too few, too many or invalid tokens). */
+export class ModelOutputError extends StepFailedError {}

@@ -50,8 +50,15 @@ export interface StepModel {
     k: Uint16Array,
     v: Uint16Array,
   ): void;
-  /** The token each row generates, from the last layer's attention output ([batch][Hq][d]). */
+  /**
+   * The token each row generates, from the last layer's attention output ([batch][Hq][d]): exactly one
+   * integer id in 0..2^31-1 (below `vocab` if given) per row, or the step fails with ModelOutputError.
+   */
   sample(batch: readonly ActiveRequest[], out: Uint16Array): ArrayLike<number>;
+  /** Optional: the most context tokens a request may reach; longer requests fail with RequestTooLargeError at submit. */
+  readonly maxContext?: number;
+  /** Optional: token ids are below this; prompts and sampled tokens outside it are refused. */
+  readonly vocab?: number;
 }
 
 /** Sizes the scheduler needs for its buffers and its never-fits check. */

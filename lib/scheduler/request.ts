@@ -1,6 +1,7 @@
 // A request's life in the scheduler, and the handle its submitter holds: an async iterator of the
 // tokens it generates, a promise of its outcome, and cancel().
 import { BadStateError, InvalidArgumentError, Status } from "../errors";
+import { INT32_MAX, checkCount, show } from "../validate";
 
 export interface RequestSpec {
   /** Prompt token ids. Ids let the prefix cache share pages between requests with the same prefix. */
@@ -89,27 +90,37 @@ export class Entry<Seq> implements ActiveRequest {
   }
 }
 
-/** Checks a spec before it enters the queue; the error goes to the submitter, not the loop. */
-export function validateSpec(spec: RequestSpec): void {
+/**
+ * Checks a spec's shape and sizes before anything is allocated for it (the error goes to the submitter,
+ * not the loop), and returns its sizes so the caller can check them against the pool and the model. The
+ * prompt's ids are checked afterwards by checkPromptIds: that is O(prompt).
+ */
+export function checkSpec(spec: RequestSpec): { promptLength: number; maxTokens: number } {
   const bad = (message: string) => new InvalidArgumentError(Status.INVALID_ARGUMENT, message);
-  if (typeof spec !== "object" || spec === null) throw bad("request must be an object");
+  if (typeof spec !== "object" || spec === null) throw bad("submit: request must be an object");
   if ((spec.prompt === undefined) === (spec.promptLength === undefined))
-    throw bad("request needs exactly one of prompt (token ids) or promptLength");
+    throw bad("submit: request needs exactly one of prompt (token ids) or promptLength");
+  let promptLength: number;
   if (spec.prompt !== undefined) {
-    if (typeof spec.prompt !== "object" || typeof spec.prompt.length !== "number")
-      throw bad("prompt must be an array of token ids");
-    if (spec.prompt.length < 1) throw bad("prompt must hold at least one token");
-    for (let i = 0; i < spec.prompt.length; i++) {
-      const t = spec.prompt[i];
-      if (!Number.isInteger(t) || t! < 0 || t! > 0x7fffffff) throw bad(`prompt[${i}] = ${t} is not a token id (integer 0..2^31-1)`);
-    }
-  } else if (!Number.isInteger(spec.promptLength) || spec.promptLength! < 1) {
-    throw bad(`promptLength ${spec.promptLength} is not a positive integer`);
+    if (typeof spec.prompt !== "object" || spec.prompt === null || typeof spec.prompt.length !== "number")
+      throw bad("submit: prompt must be an array of token ids");
+    promptLength = checkCount("submit", "prompt length", spec.prompt.length, 1);
+  } else promptLength = checkCount("submit", "promptLength", spec.promptLength, 1);
+  const maxTokens = checkCount("submit", "maxTokens", spec.maxTokens, 1);
+  if (spec.id !== undefined) checkCount("submit", "id", spec.id);
+  return { promptLength, maxTokens };
+}
+
+/** Every prompt id an integer in 0..min(vocab, 2^31)-1. */
+export function checkPromptIds(prompt: ArrayLike<number>, vocab = INT32_MAX + 1): void {
+  for (let i = 0; i < prompt.length; i++) {
+    const t = prompt[i];
+    if (!Number.isInteger(t) || t! < 0 || t! >= vocab || t! > INT32_MAX)
+      throw new InvalidArgumentError(
+        Status.INVALID_ARGUMENT,
+        `submit: prompt[${i}] = ${show(t)} is not a token id (integer 0..${Math.min(vocab, INT32_MAX + 1) - 1})`,
+      );
   }
-  if (!Number.isInteger(spec.maxTokens) || spec.maxTokens < 1)
-    throw bad(`maxTokens ${spec.maxTokens} is not a positive integer`);
-  if (spec.id !== undefined && (!Number.isSafeInteger(spec.id) || spec.id < 0))
-    throw bad(`id ${spec.id} is not a non-negative integer`);
 }
 
 /**

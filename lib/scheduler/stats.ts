@@ -1,4 +1,5 @@
 // What one scheduler step did, and the running totals: the numbers a server logs and a benchmark plots.
+import type { PkvError } from "../errors";
 
 /** What both a step and the running totals count. */
 export interface Counters {
@@ -48,6 +49,8 @@ export interface StepReport extends Counters {
   pagesSwapped: number;
   /** Reserved-but-empty slots over reserved slots: the partial last pages. */
   wasteFraction: number;
+  /** The typed error that failed the step's decode (each of its requests got it too); null if none did. */
+  error: PkvError | null;
 }
 
 export interface SchedulerTotals extends Counters {
@@ -84,6 +87,7 @@ export function emptyReport(step: number): StepReport {
     pagesCached: 0,
     pagesSwapped: 0,
     wasteFraction: 0,
+    error: null,
   };
 }
 

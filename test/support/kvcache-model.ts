@@ -8,19 +8,30 @@
 // - stats (used, shared, swapped, free + cached, waste, prefix hits) equal the shadow's;
 // - K and V read back equal to the shadow: one random sequence each step, all of them every few steps.
 // A failed operation must leave stats, bookkeeping and the target's K/V exactly as before.
+//
+// Plans ride along: now and then the model plans a random batch of live sequences, and after every
+// operation that plan must be stale (StalePlanError) if any of its sequences was appended to, released,
+// swapped, or had its pages or row changed, and otherwise run and match attention computed here from the
+// shadow's K/V.
 import { expect } from "bun:test";
 import { type Pointer, toArrayBuffer } from "bun:ffi";
 import { native } from "../../lib/ffi/loader.ts";
 import {
   BadStateError,
+  DecodeEngine,
   InvalidArgumentError,
   KVCache,
   OutOfPagesError,
   OutOfRangeError,
+  type Plan,
   type Runtime,
   type Sequence,
+  StalePlanError,
   SwapFullError,
 } from "../../lib/index.ts";
+import { decode, encode } from "../../lib/dtype.ts";
+import { decodeAttention } from "./attention.ts";
+import { tolerance } from "../../lib/testing/decode-check.ts";
 import { REFUSED_WHILE_SWAPPED, Rng, fillToken, sequenceOps, tokenData } from "./kvcache.ts";
 
 export interface ModelConfig {
@@ -48,7 +59,8 @@ export const MODEL_OUTCOMES = [
   "append (too long)", "append (out of pages)", "write", "write (shared page)", "fork", "fork (no row)", "release",
   "release (swapped)", "swapOut", "swapOut (swap full)", "swapIn", "swapIn (no row)", "swapIn (out of pages)",
   "describeBatch", "describeBatch (swapped)", "misuse (released)", "misuse (swapped)", "misuse (other cache)",
-  "registration found a cached twin",
+  "registration found a cached twin", "plan", "plan replaced (stale)", "plan run (matches the reference)",
+  "plan stale (appended to)", "plan stale (released)", "plan stale (swapped)", "plan stale (pages changed)",
 ];
 
 type ErrorClass = new (...args: never[]) => Error;
@@ -73,6 +85,25 @@ interface Shadow {
 }
 
 const VOCAB = 3; // few token ids, so random prompts often share pages
+const GROUP = 2; // query heads per KV head in the model's plans
+// The shadow's K/V values reach 65504 (fp16's largest), so a small softmax scale keeps logits near 1
+// and every context token visible in the output: a wrong page or length cannot hide.
+const SM_SCALE = 1 / (8 * 30000);
+
+interface Look {
+  state: string;
+  row: number;
+  length: number;
+  pages: Int32Array | null;
+}
+
+/** A plan the model made, the batch it holds, and what each sequence looked like then. */
+interface Planned {
+  plan: Plan;
+  batch: Shadow[];
+  looks: Look[];
+  changed: string | null; // the first operation since that changed a planned sequence, by the model's account
+}
 
 /** Stamp of a token whose K and V are a function of the prefix (as a model's are), for prefix caching. */
 function chainStamp(previous: number, token: number): number {
@@ -96,6 +127,8 @@ export class KVCacheModel {
   readonly #dirty: Int32Array;
   readonly #mirror: Int32Array;
   readonly counts: Record<string, number> = {};
+  readonly #engine: DecodeEngine;
+  #planned: Planned | null = null;
 
   constructor(runtime: Runtime, cfg: ModelConfig, seed: number) {
     this.#cfg = cfg;
@@ -113,15 +146,25 @@ export class KVCacheModel {
     this.#mirror = new Int32Array(cfg.maxSequences * width).fill(-1);
     // A few "system prompts" of 1-3 pages plus a bit, from the tiny vocabulary.
     this.#prompts = Array.from({ length: 4 }, () => this.#randomTokens(this.#P * (1 + this.#rng.int(3)) + this.#rng.int(this.#P)));
+    this.#engine = new DecodeEngine(runtime, {
+      numQoHeads: GROUP * cfg.numKvHeads, numKvHeads: cfg.numKvHeads, headDim: cfg.headDim, pageSize: cfg.pageSize,
+      dtype: "f16", maxBatch: cfg.maxSequences, smScale: SM_SCALE,
+    });
   }
 
   dispose(): void {
+    // A plan that still holds goes stale with its cache.
+    const planned = this.#planned;
+    const holds = planned !== null && planned.changed === null && this.#looksAsPlanned(planned);
     this.cache.dispose();
+    if (holds) expect(() => this.#runPlan(planned!, 0)).toThrow(/its KV cache was disposed/);
+    this.#engine.dispose();
     this.#other.dispose();
   }
 
   /** Runs one random operation and checks everything; `fullCheck` also reads every sequence's K/V. */
   step(fullCheck: boolean): void {
+    if (this.#rng.chance(0.02)) this.#plan();
     const r = this.#rng.next();
     const live = this.#seqs.filter((s) => s.state === "live");
     const swapped = this.#seqs.filter((s) => s.state === "swapped");
@@ -135,6 +178,7 @@ export class KVCacheModel {
     else if (r < 0.93) this.#describe();
     else this.#misuse();
     this.#audit();
+    this.#checkPlan();
     if (fullCheck) for (const s of this.#seqs) this.#checkKV(s, -1);
     else if (this.#seqs.length > 0) {
       const s = this.#rng.pick(this.#seqs);
@@ -224,6 +268,7 @@ export class KVCacheModel {
       }
     }
     s.stamps.push(...stamps);
+    if (n > 0) this.#changedSince("appended to", s);
     this.#reconcile(s, flushFrom);
     for (let i = 0; i < n; i++) expect(slots[i]).toBe(this.#slotOf(s, length + i));
     for (let layer = 0; layer < cfg.numLayers; layer++) {
@@ -277,6 +322,7 @@ export class KVCacheModel {
 
   #release(s: Shadow): void {
     this.cache.release(s.seq);
+    this.#changedSince("released", s);
     for (const p of s.pages) p.holders--;
     this.#seqs.splice(this.#seqs.indexOf(s), 1);
     this.#released.push(s.seq);
@@ -289,6 +335,7 @@ export class KVCacheModel {
     const swapFree = this.#cfg.swapPages - this.#swappedPages();
     if (moving > swapFree) return this.#expectUnchanged("swapOut (swap full)", SwapFullError, () => this.cache.swapOut(s.seq), s);
     this.cache.swapOut(s.seq);
+    this.#changedSince("swapped", s);
     const flushFrom = s.registered;
     this.#flushed(s);
     s.state = "swapped";
@@ -312,6 +359,7 @@ export class KVCacheModel {
     if (moving > this.#cfg.numPages - this.#usedPages().size)
       return this.#expectUnchanged("swapIn (out of pages)", OutOfPagesError, run);
     run();
+    this.#changedSince("swapped", s);
     s.state = "live";
     const real = this.cache.pagesOf(s.seq);
     const firstMoved = s.pages.findIndex((p) => !p.resident);
@@ -364,6 +412,107 @@ export class KVCacheModel {
     const op = ops[this.#rng.pick(Object.keys(ops))]!;
     this.#expectUnchanged("misuse (other cache)", InvalidArgumentError, () => op(foreign), target);
     this.#other.release(foreign);
+  }
+
+  // ---- plans ---------------------------------------------------------------------------------------
+
+  /** Plans a random batch of live, non-empty sequences; the plan it replaces must be stale from now on. */
+  #plan(): void {
+    const candidates = this.#seqs.filter((s) => s.state === "live" && s.stamps.length > 0);
+    if (candidates.length === 0) return;
+    const batch = candidates.filter(() => this.#rng.chance(0.6));
+    if (batch.length === 0) batch.push(this.#rng.pick(candidates));
+    const old = this.#planned;
+    const plan = this.#engine.plan(this.cache, batch.map((s) => s.seq));
+    this.#planned = { plan, batch, looks: batch.map((s) => this.#look(s)), changed: null };
+    this.#count("plan");
+    if (old) {
+      expect(() => this.#runPlan(old, 0)).toThrow(/was replaced by plan/);
+      this.#count("plan replaced (stale)");
+    }
+  }
+
+  /** An operation changed a sequence: a plan holding it must be stale. */
+  #changedSince(what: string, s: Shadow): void {
+    const planned = this.#planned;
+    if (planned && planned.changed === null && planned.batch.includes(s)) planned.changed = what;
+  }
+
+  /** What a plan depends on: state, row, length and page ids. */
+  #look(s: Shadow): Look {
+    const seq = s.seq;
+    return { state: seq.state, row: seq.row, length: seq.length, pages: seq.state === "released" ? null : this.cache.pagesOf(seq) };
+  }
+
+  #looksAsPlanned(planned: Planned): boolean {
+    return planned.batch.every((s, i) => {
+      const then = planned.looks[i]!;
+      const seq = s.seq;
+      if (seq.state !== then.state || seq.row !== then.row || seq.length !== then.length) return false;
+      if (then.pages === null) return true;
+      const now = this.cache.pagesOf(seq);
+      return now.length === then.pages.length && now.every((page, c) => page === then.pages![c]);
+    });
+  }
+
+  /** After every operation: a changed batch makes the plan stale; otherwise it runs (often) and matches the shadow. */
+  #checkPlan(): void {
+    const planned = this.#planned;
+    if (!planned) return;
+    const changed = planned.changed ?? (this.#looksAsPlanned(planned) ? null : "pages changed");
+    const layer = this.#rng.int(this.#cfg.numLayers);
+    if (changed !== null) {
+      expect(() => this.#runPlan(planned, layer)).toThrow(StalePlanError);
+      this.#count(`plan stale (${changed})`);
+      this.#planned = null;
+      return;
+    }
+    if (!this.#rng.chance(0.25)) return; // a run and the reference cost more than the rest of a step
+    const q = encode("f16", Array.from({ length: planned.batch.length * GROUP * this.#elems }, () => this.#rng.next() * 2 - 1));
+    const out = this.#runPlan(planned, layer, q);
+    const want = this.#attention(planned.batch, layer, q);
+    const got = decode("f16", out);
+    let diff = 0;
+    let norm = 0;
+    for (let i = 0; i < got.length; i++) {
+      diff += (got[i]! - want[i]!) ** 2;
+      norm += want[i]! ** 2;
+    }
+    const relError = Math.sqrt(diff / Math.max(norm, 1e-30));
+    if (!(relError < tolerance("f16")))
+      throw new Error(`plan ${planned.plan.id} (${planned.batch.length} rows), layer ${layer}: relative error ${relError} against the shadow`);
+    this.#count("plan run (matches the reference)");
+  }
+
+  #runPlan(planned: Planned, layer: number, q: Uint16Array = new Uint16Array(planned.batch.length * GROUP * this.#elems)): Uint16Array {
+    const out = new Uint16Array(q.length);
+    this.#engine.run(planned.plan, layer, q, out);
+    return out;
+  }
+
+  /** Decode attention of one layer over the shadow's K/V (stored as pages of one token each). */
+  #attention(batch: Shadow[], layer: number, q: Uint16Array): Float64Array {
+    const E = this.#elems;
+    const lengths = batch.map((s) => s.stamps.length);
+    const tokens = lengths.reduce((a, n) => a + n, 0);
+    const kPages = new Uint16Array(tokens * E);
+    const vPages = new Uint16Array(tokens * E);
+    let at = 0;
+    for (const s of batch)
+      for (const stamp of s.stamps) {
+        fillToken(kPages, at * E, E, this.#stampIn(stamp, layer), layer, 0);
+        fillToken(vPages, at * E, E, this.#stampIn(stamp, layer), layer, 1);
+        at++;
+      }
+    const pageIndptr = Int32Array.from([0, ...lengths.map((_, i) => lengths.slice(0, i + 1).reduce((a, n) => a + n, 0))]);
+    return decodeAttention(
+      {
+        numQoHeads: GROUP * this.#cfg.numKvHeads, numKvHeads: this.#cfg.numKvHeads, headDim: this.#cfg.headDim, pageSize: 1,
+        dtype: "f16", numPages: tokens, pageIndptr, pageIndices: Int32Array.from({ length: tokens }, (_, i) => i),
+        seqLens: Int32Array.from(lengths), kPages, vPages, q,
+      },
+      SM_SCALE,
+    ).out;
   }
 
   // ---- shadow bookkeeping --------------------------------------------------------------------------
