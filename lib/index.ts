@@ -29,6 +29,7 @@ export {
   type BatchSource,
   type RunOptions,
 } from "./engine";
+export type { CreateDecodeEngineOptions, EngineFromCacheOptions } from "./engine-options";
 export type { PolicyTable, CellMeasurement } from "./policy/table";
 export type { CalibrateOptions, ModelShape as CalibrationShape } from "./policy/calibrate";
 export {
@@ -36,6 +37,7 @@ export {
   SyntheticModel,
   RequestTooLargeError,
   StepFailedError,
+  ModelOutputError,
   quantile,
   type SchedulerOptions,
   type RequestSpec,
