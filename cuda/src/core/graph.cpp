@@ -63,9 +63,14 @@ pkv_status pkv_capture_end(pkv_runtime *rt, pkv_stream *stream, pkv_graph **out)
   cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
   cudaGraphDestroy(graph);
   if (e != cudaSuccess) return pkv::fail_cuda(e, "cudaGraphInstantiate", __func__);
-  auto *g = new pkv_graph{rt, exec};
-  pkv::adopt(rt, g, pkv::Kind::Graph, destroy_graph);
-  *out = g;
+  pkv_graph *g = nullptr;
+  try {
+    g = new pkv_graph{rt, exec};
+  } catch (...) {
+    cudaGraphExecDestroy(exec);
+    throw;
+  }
+  *out = pkv::handle_of<pkv_graph>(pkv::adopt(rt, g, pkv::Kind::Graph, destroy_graph));
   return PKV_OK;
   PKV_API_END
 }

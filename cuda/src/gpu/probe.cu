@@ -4,6 +4,8 @@
 #include <cstring>
 #include <vector>
 
+#include <unistd.h>
+
 #include "../core/internal.h"
 
 namespace {
@@ -26,6 +28,13 @@ pkv_status launch_read(pkv_runtime *rt, const void *data, uint64_t bytes, int4 *
   read_stream_kernel<<<blocks, 512, 0, stream>>>(static_cast<const int4 *>(data), bytes / 16, sink);
   PKV_CUDA_TRY(cudaGetLastError());
   return PKV_OK;
+}
+
+// Host memory a CPU probe may stream over: half the machine's memory, so that a probe can never push
+// the process into the out-of-memory killer (the probe touches every byte it allocates).
+uint64_t cpu_probe_limit() {
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+  return pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page / 2 : (1ull << 30);
 }
 
 double cpu_read_gbps(uint64_t bytes, int32_t iterations) {
@@ -56,6 +65,10 @@ pkv_status pkv_probe_read_bandwidth(pkv_runtime *rt, uint64_t bytes, int32_t ite
     return pkv::fail(PKV_ERR_INVALID_ARGUMENT, "pkv_probe_read_bandwidth: size must be a multiple of 16, 1 MiB or more");
   if (iterations < 1 || iterations > 10000)
     return pkv::fail(PKV_ERR_INVALID_ARGUMENT, "pkv_probe_read_bandwidth: iterations %d not in 1..10000", iterations);
+  const uint64_t limit = pkv::on_cuda(rt) ? (uint64_t)rt->info.total_memory : cpu_probe_limit();
+  if (bytes > limit)
+    return pkv::fail(PKV_ERR_OUT_OF_MEMORY, "pkv_probe_read_bandwidth: %llu bytes exceed the %llu this %s can probe",
+                     (unsigned long long)bytes, (unsigned long long)limit, pkv::on_cuda(rt) ? "GPU" : "host");
   if (!pkv::on_cuda(rt)) {
     *gbps = cpu_read_gbps(bytes, iterations);
     return PKV_OK;
