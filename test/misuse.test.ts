@@ -453,6 +453,40 @@ describe("raw ABI: native hardening regressions", () => {
     expect(native().pkv_kvpool_destroy(pool)).toBe(S.OK);
   });
 
+  test("overlapping ranges of one buffer are refused: a copy onto itself, a run's q, out and lse", () => {
+    using buf = rt.allocDevice(4096);
+    buf.write(new Uint8Array(4096).fill(5));
+    for (const [dst, src, bytes] of [[16, 0, 32], [0, 16, 32], [100, 100, 1]]) {
+      const r = raw(() => native().pkv_buffer_copy(buf.handle, dst!, buf.handle, src!, bytes!, null));
+      expect(r.status).toBe(S.INVALID_ARGUMENT);
+      expect(r.message).toMatch(/^pkv_buffer_copy: .* of one buffer overlap$/);
+    }
+    expect(native().pkv_buffer_copy(buf.handle, 32, buf.handle, 0, 32, null)).toBe(S.OK); // adjacent is fine
+    const out = o();
+    expect(native().pkv_decode_engine_create(rt.handle, engineConfig(1), out)).toBe(S.OK);
+    const engine = handle(out);
+    const pool = createPool();
+    fillPool(pool);
+    const { table, dirty } = tables(pool);
+    table.set([0, 1], 0);
+    dirty[0] = 0;
+    const planId = plan(engine, pool, [0], [20]);
+    const io = 4 * 64 * 2; // one row: 4 query heads x 64 x 2 bytes
+    const runDevice = (qAt: number, outAt: number, lseAt: number | null) =>
+      raw(() =>
+        native().pkv_decode_run_device(engine, planId, 0, buf.handle, qAt, buf.handle, outAt,
+          lseAt === null ? null : buf.handle, lseAt ?? 0, null),
+      );
+    for (const [qAt, outAt, lseAt] of [[0, 0, null], [0, io - 16, null], [0, io, io + 256], [0, io, 0]]) {
+      const r = runDevice(qAt!, outAt!, lseAt!);
+      expect(r.status, `${qAt} ${outAt} ${lseAt}`).toBe(S.INVALID_ARGUMENT);
+      expect(r.message).toBe("pkv_decode_run_device: the q, out and lse ranges overlap");
+    }
+    expect(runDevice(0, io, 2 * io).status).toBe(S.OK);
+    expect(native().pkv_kvpool_destroy(pool)).toBe(S.OK);
+    expect(native().pkv_decode_engine_destroy(engine)).toBe(S.OK);
+  });
+
   test("every failure names its entry point first, also from helpers deep in the call", () => {
     const pool = createPool();
     const cases: [string, () => number][] = [

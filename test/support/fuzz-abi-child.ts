@@ -373,15 +373,19 @@ op(6, () => {
 });
 op(4, () => {
   const dst = pick(live.buffer), src = pick(live.buffer), d = buffers.get(dst)!, s = buffers.get(src)!;
-  const bytes = int(0, Math.min(d.bytes, s.bytes));
-  const r = int(0, 6);
+  // one buffer: at most half of it, so that the ranges [size - bytes, size) and [0, bytes) stay apart
+  const bytes = int(0, dst === src ? Math.floor(d.bytes / 2) : Math.min(d.bytes, s.bytes));
+  const r = int(0, 7);
   if (r === 0) call("bad", "pkv_buffer_copy", badHandle("buffer"), 0, asPtr(src), 0, 1, null);
   else if (r === 1) call("bad", "pkv_buffer_copy", asPtr(dst), 0, badHandle("buffer"), 0, 1, null);
   else if (r === 2) call("bad", "pkv_buffer_copy", asPtr(dst), pick([d.bytes + 1, ...HUGE_U64]), asPtr(src), 0, 1, null);
   else if (r === 3) call("bad", "pkv_buffer_copy", asPtr(dst), 0, asPtr(src), 0, pick([s.bytes + d.bytes + 1, ...HUGE_U64]), null);
   else if (r === 4) call("bad", "pkv_buffer_copy", asPtr(dst), 0, asPtr(src), 0, 1, pick([badHandle("stream", false), asPtr(foreignStream)]));
   else if (r === 5) call("bad", "pkv_buffer_copy", asPtr(foreignBuffer), 0, asPtr(src), 0, 1, null);
-  else if (!d.sentinel) call("valid", "pkv_buffer_copy", asPtr(dst), d.bytes - bytes, asPtr(src), 0, bytes, asPtr(liveOr("stream")));
+  else if (r === 6 && d.bytes > 1) {
+    const n = int(2, d.bytes), at = int(0, d.bytes - n); // a copy within one buffer onto itself, shifted
+    call("bad", "pkv_buffer_copy", asPtr(dst), at + int(0, n - 2), asPtr(dst), at, n - 1, null);
+  } else if (!d.sentinel) call("valid", "pkv_buffer_copy", asPtr(dst), d.bytes - bytes, asPtr(src), 0, bytes, asPtr(liveOr("stream")));
 });
 op(3, () => {
   const h = pick(live.buffer), b = buffers.get(h)!;
@@ -460,6 +464,11 @@ op(2, () => {
   call("valid", "pkv_capture_begin", asPtr(rt), stream);
   call("bad", "pkv_capture_begin", asPtr(rt), stream); // already capturing
   if (stream) call("bad", "pkv_stream_destroy", stream); // a capturing stream
+  // Calls that would wait for the GPU or free memory are refused, and the capture survives them.
+  call("bad", "pkv_runtime_synchronize", asPtr(rt));
+  call("bad", "pkv_buffer_free", asPtr(scratchBuffer()));
+  const pool = pick(live.pool), p = pools.get(pool)!;
+  call("bad", "pkv_kvpool_read", asPtr(pool), 0, 1, Int32Array.of(0), new Uint16Array(p.heads * p.dim), new Uint16Array(p.heads * p.dim));
   const o = out64();
   call("valid", "pkv_capture_end", asPtr(rt), stream, o);
   live.graph.push(handleOut(o));
@@ -753,7 +762,7 @@ op(5, () => {
   const buf = big.length ? pick(big) : createBuffer(false, need + 64);
   // q at 0, out after it (io is a multiple of 128 bytes), lse after both
   const args: unknown[] = [asPtr(eh), plan.id, 0, asPtr(buf), 0, asPtr(buf), io, null, 0, null];
-  const r = int(0, 7);
+  const r = int(0, 8);
   if (r === 0) args[pick([3, 5])] = pick([badHandle("buffer"), asPtr(foreignBuffer)]);
   else if (r === 1) args[pick([4, 6])] = pick([8, 4, 1]); // unaligned
   else if (r === 2) args[pick([4, 6])] = pick([(Math.floor((buffers.get(buf)!.bytes - io) / 16) + 1) * 16, ...HUGE_U64]);
@@ -761,6 +770,7 @@ op(5, () => {
   else if (r === 4) args[9] = pick([badHandle("stream", false), asPtr(foreignStream)]);
   else if (r === 5) args[1] = plan.id + 1;
   else if (r === 6) [args[7], args[8]] = [badHandle("buffer", false), 0];
+  else if (r === 7) [args[6], args[7], args[8]] = pick([[io - 16, null, 0], [io, asPtr(buf), io + 16 * int(0, 1)], [io, asPtr(buf), 0]]); // overlaps
   else {
     if (chance(0.5)) [args[7], args[8]] = [asPtr(buf), 2 * io];
     return void call("valid", "pkv_decode_run_device", ...args.slice(0, 9), asPtr(liveOr("stream")));

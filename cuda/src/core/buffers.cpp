@@ -94,6 +94,7 @@ pkv_status pkv_buffer_alloc(pkv_runtime *rt, int32_t kind, uint64_t bytes, pkv_b
   if (kind != PKV_MEM_DEVICE && kind != PKV_MEM_PINNED)
     return pkv::fail(PKV_ERR_INVALID_ARGUMENT, "pkv_buffer_alloc: kind %d is neither DEVICE (0) nor PINNED (1)", kind);
   if (bytes == 0) return pkv::fail(PKV_ERR_INVALID_ARGUMENT, "pkv_buffer_alloc: size is 0 bytes");
+  PKV_TRY(pkv::check_not_capturing(rt));
   void *ptr = nullptr;
   PKV_TRY(pkv::raw_alloc(rt, kind, bytes, &ptr));
   pkv_buffer *buf = nullptr;
@@ -111,6 +112,7 @@ pkv_status pkv_buffer_alloc(pkv_runtime *rt, int32_t kind, uint64_t bytes, pkv_b
 pkv_status pkv_buffer_free(pkv_buffer *buf) {
   PKV_API_BEGIN
   PKV_CHECK(buf, Buffer);
+  PKV_TRY(pkv::check_not_capturing(buf->rt));
   if (pkv::on_cuda(buf->rt)) PKV_CUDA_TRY(cudaStreamSynchronize(buf->rt->stream));  // no free under a kernel
   destroy_buffer(buf);
   return PKV_OK;
@@ -150,6 +152,7 @@ pkv_status pkv_buffer_write(pkv_buffer *dst, uint64_t offset, const void *src, u
   if (bytes == 0) return PKV_OK;
   PKV_NOT_NULL(src);
   PKV_TRY(check_range(dst, offset, bytes, __func__));
+  PKV_TRY(pkv::check_not_capturing(dst->rt));
   char *to = static_cast<char *>(dst->ptr) + offset;
   if (!pkv::on_cuda(dst->rt)) {
     memcpy(to, src, bytes);
@@ -167,6 +170,7 @@ pkv_status pkv_buffer_read(pkv_buffer *src, uint64_t offset, void *dst, uint64_t
   if (bytes == 0) return PKV_OK;
   PKV_NOT_NULL(dst);
   PKV_TRY(check_range(src, offset, bytes, __func__));
+  PKV_TRY(pkv::check_not_capturing(src->rt));
   const char *from = static_cast<const char *>(src->ptr) + offset;
   if (!pkv::on_cuda(src->rt)) {
     memcpy(dst, from, bytes);
@@ -187,6 +191,11 @@ pkv_status pkv_buffer_copy(pkv_buffer *dst, uint64_t dst_offset, pkv_buffer *src
   if (dst->rt != src->rt) return pkv::fail(PKV_ERR_INVALID_ARGUMENT, "pkv_buffer_copy: buffers of two runtimes");
   PKV_TRY(check_range(dst, dst_offset, bytes, __func__));
   PKV_TRY(check_range(src, src_offset, bytes, __func__));
+  // An overlapping copy within one buffer is undefined on the GPU (cudaMemcpyAsync): refused on both backends.
+  if (dst == src && bytes > 0 && dst_offset < src_offset + bytes && src_offset < dst_offset + bytes)
+    return pkv::fail(PKV_ERR_INVALID_ARGUMENT, "pkv_buffer_copy: [%llu, +%llu) and [%llu, +%llu) of one buffer overlap",
+                     (unsigned long long)dst_offset, (unsigned long long)bytes, (unsigned long long)src_offset,
+                     (unsigned long long)bytes);
   if (bytes == 0) return PKV_OK;
   char *to = static_cast<char *>(dst->ptr) + dst_offset;
   const char *from = static_cast<const char *>(src->ptr) + src_offset;
@@ -207,6 +216,7 @@ pkv_status pkv_buffer_fill(pkv_buffer *dst, uint64_t offset, uint32_t byte_value
   if (byte_value > 255) return pkv::fail(PKV_ERR_INVALID_ARGUMENT, "pkv_buffer_fill: byte value %u > 255", byte_value);
   PKV_TRY(check_range(dst, offset, bytes, __func__));
   if (bytes == 0) return PKV_OK;
+  if (dst->kind == PKV_MEM_PINNED) PKV_TRY(pkv::check_not_capturing(dst->rt));  // a host fill waits for the stream
   char *to = static_cast<char *>(dst->ptr) + offset;
   if (!pkv::on_cuda(dst->rt) || dst->kind == PKV_MEM_PINNED) {
     if (pkv::on_cuda(dst->rt)) PKV_CUDA_TRY(cudaStreamSynchronize(pkv::stream_of(dst->rt, stream)));
@@ -244,6 +254,8 @@ pkv_status pkv_stream_destroy(pkv_stream *stream) {
 pkv_status pkv_stream_synchronize(pkv_stream *stream) {
   PKV_API_BEGIN
   PKV_CHECK(stream, Stream);
+  if (pkv::is_capturing(stream->rt, stream->stream))
+    return pkv::fail(PKV_ERR_BAD_STATE, "pkv_stream_synchronize: the stream is capturing; end the capture first");
   if (pkv::on_cuda(stream->rt)) PKV_CUDA_TRY(cudaStreamSynchronize(stream->stream));
   return PKV_OK;
   PKV_API_END

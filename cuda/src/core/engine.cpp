@@ -358,6 +358,7 @@ pkv_status pkv_decode_engine_create(pkv_runtime *rt, const pkv_decode_config *co
   PKV_NOT_NULL(out);
   *out = nullptr;
   PKV_TRY(check_config(config));
+  PKV_TRY(pkv::check_not_capturing(rt));
   auto *e = new pkv_decode_engine();
   e->rt = rt;
   e->cfg = *config;
@@ -457,6 +458,7 @@ pkv_status pkv_decode_engine_create(pkv_runtime *rt, const pkv_decode_config *co
 pkv_status pkv_decode_engine_destroy(pkv_decode_engine *engine) {
   PKV_API_BEGIN
   PKV_CHECK(engine, DecodeEngine);
+  PKV_TRY(pkv::check_not_capturing(engine->rt));
   destroy_engine(engine);
   return PKV_OK;
   PKV_API_END
@@ -581,6 +583,7 @@ pkv_status pkv_decode_run(pkv_decode_engine *engine, int32_t plan_id, int32_t la
   PKV_NOT_NULL(out);
   pkv_decode_engine *e = engine;
   PKV_TRY(check_run(e, plan_id, layer, __func__));
+  PKV_TRY(pkv::check_not_capturing(e->rt));  // host arrays: the run waits for its result
   if (!pkv::on_cuda(e->rt)) {
     cpu_run(e, layer, q, out, lse);
     return PKV_OK;
@@ -610,7 +613,16 @@ pkv_status pkv_decode_run_device(pkv_decode_engine *engine, int32_t plan_id, int
   const uint64_t io = io_bytes(e, e->batch);
   PKV_TRY(check_device_buffer(e, q, q_offset, io, 16, __func__, "q"));
   PKV_TRY(check_device_buffer(e, out, out_offset, io, 16, __func__, "out"));
-  if (lse) PKV_TRY(check_device_buffer(e, lse, lse_offset, (uint64_t)e->batch * e->cfg.num_qo_heads * 4, 4, __func__, "lse"));
+  const uint64_t lse_bytes = (uint64_t)e->batch * e->cfg.num_qo_heads * 4;
+  if (lse) PKV_TRY(check_device_buffer(e, lse, lse_offset, lse_bytes, 4, __func__, "lse"));
+  // The kernels read q while they write out and lse: overlapping ranges would corrupt the result.
+  // (Each range lies within its buffer, so the sums cannot wrap.)
+  auto overlap = [](pkv_buffer *a, uint64_t at, uint64_t an, pkv_buffer *b, uint64_t bt, uint64_t bn) {
+    return a == b && at < bt + bn && bt < at + an;
+  };
+  if (overlap(q, q_offset, io, out, out_offset, io) ||
+      (lse && (overlap(q, q_offset, io, lse, lse_offset, lse_bytes) || overlap(out, out_offset, io, lse, lse_offset, lse_bytes))))
+    return fail(PKV_ERR_INVALID_ARGUMENT, "%s: the q, out and lse ranges overlap", __func__);
   PKV_TRY(pkv::check_stream(e->rt, stream, __func__));
   const void *qp = static_cast<char *>(q->ptr) + q_offset;
   void *op = static_cast<char *>(out->ptr) + out_offset;

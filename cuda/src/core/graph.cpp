@@ -87,6 +87,7 @@ pkv_status pkv_graph_launch(pkv_graph *graph, pkv_stream *stream) {
 pkv_status pkv_graph_destroy(pkv_graph *graph) {
   PKV_API_BEGIN
   PKV_CHECK(graph, Graph);
+  PKV_TRY(pkv::check_not_capturing(graph->rt));
   cudaStreamSynchronize(graph->rt->stream);
   destroy_graph(graph);
   return PKV_OK;

@@ -132,6 +132,13 @@ inline bool is_capturing(const pkv_runtime *rt, cudaStream_t stream) {
     if (s == stream) return true;
   return false;
 }
+// Entry points that wait for the GPU, allocate or free refuse while a capture is open on the runtime:
+// inside a capture such a call fails and invalidates the capture, so the failed call would change
+// something. (Copies, fills of device memory and device-buffer runs are what a capture records.)
+inline pkv_status check_not_capturing(const pkv_runtime *rt) {
+  if (rt->capturing.empty()) return PKV_OK;
+  return fail(PKV_ERR_BAD_STATE, "a graph capture is open on this runtime; end it with pkv_capture_end first");
+}
 // An optional stream argument: NULL, or a live stream of `rt` (a stream of another runtime may be on
 // another device). Resolves `stream` in place like PKV_CHECK.
 pkv_status check_stream(pkv_runtime *rt, pkv_stream *&stream, const char *func);

@@ -200,6 +200,7 @@ pkv_status pkv_kvpool_create(pkv_runtime *rt, const pkv_kv_config *config, pkv_k
   PKV_NOT_NULL(out);
   *out = nullptr;
   PKV_TRY(check_config(config));
+  PKV_TRY(pkv::check_not_capturing(rt));
   PoolSizes z;
   PKV_TRY(pool_sizes(config, &z));
   auto *pool = new pkv_kvpool();
@@ -259,6 +260,7 @@ pkv_status pkv_kvpool_create(pkv_runtime *rt, const pkv_kv_config *config, pkv_k
 pkv_status pkv_kvpool_destroy(pkv_kvpool *pool) {
   PKV_API_BEGIN
   PKV_CHECK(pool, KvPool);
+  PKV_TRY(pkv::check_not_capturing(pool->rt));
   destroy_pool(pool);
   return PKV_OK;
   PKV_API_END
@@ -291,6 +293,7 @@ pkv_status pkv_kvpool_write(pkv_kvpool *pool, int32_t layer, int32_t n, const in
                             const void *v) {
   PKV_API_BEGIN
   PKV_CHECK(pool, KvPool);
+  PKV_TRY(pkv::check_not_capturing(pool->rt));
   PKV_TRY(check_token_io(pool, layer, n, slots, k, v, __func__));
   if (n == 0) return PKV_OK;
   if (!pkv::on_cuda(pool->rt)) {
@@ -312,6 +315,7 @@ pkv_status pkv_kvpool_write_device(pkv_kvpool *pool, int32_t layer, int32_t n, c
                                    uint64_t k_offset, pkv_buffer *v, uint64_t v_offset) {
   PKV_API_BEGIN
   PKV_CHECK(pool, KvPool);
+  PKV_TRY(pkv::check_not_capturing(pool->rt));
   PKV_CHECK(k, Buffer);
   PKV_CHECK(v, Buffer);
   PKV_TRY(check_layer(pool, layer, __func__));
@@ -340,6 +344,7 @@ pkv_status pkv_kvpool_write_device(pkv_kvpool *pool, int32_t layer, int32_t n, c
 pkv_status pkv_kvpool_read(pkv_kvpool *pool, int32_t layer, int32_t n, const int32_t *slots, void *k, void *v) {
   PKV_API_BEGIN
   PKV_CHECK(pool, KvPool);
+  PKV_TRY(pkv::check_not_capturing(pool->rt));
   PKV_TRY(check_token_io(pool, layer, n, slots, k, v, __func__));
   if (n == 0) return PKV_OK;
   if (!pkv::on_cuda(pool->rt)) {
@@ -361,6 +366,7 @@ pkv_status pkv_kvpool_read(pkv_kvpool *pool, int32_t layer, int32_t n, const int
 pkv_status pkv_kvpool_copy_pages(pkv_kvpool *pool, int32_t n, const int32_t *src_pages, const int32_t *dst_pages) {
   PKV_API_BEGIN
   PKV_CHECK(pool, KvPool);
+  PKV_TRY(pkv::check_not_capturing(pool->rt));
   if (n < 0) return pkv::fail(PKV_ERR_INVALID_ARGUMENT, "%s: n = %d < 0", __func__, n);
   PKV_TRY(check_ids(n, src_pages, pool->config.num_pages, "src_pages", __func__));
   PKV_TRY(check_ids(n, dst_pages, pool->config.num_pages, "dst_pages", __func__));
@@ -377,6 +383,7 @@ pkv_status pkv_kvpool_copy_pages(pkv_kvpool *pool, int32_t n, const int32_t *src
 pkv_status pkv_kvpool_swap_out(pkv_kvpool *pool, int32_t n, const int32_t *pages, const int32_t *swap_slots) {
   PKV_API_BEGIN
   PKV_CHECK(pool, KvPool);
+  PKV_TRY(pkv::check_not_capturing(pool->rt));
   PKV_TRY(check_swap(pool, n, pages, swap_slots, __func__));
   return move_pages(pool, pkv::pool_pages(pool), pkv::swap_pages(pool), n, pages, swap_slots);
   PKV_API_END
@@ -385,6 +392,7 @@ pkv_status pkv_kvpool_swap_out(pkv_kvpool *pool, int32_t n, const int32_t *pages
 pkv_status pkv_kvpool_swap_in(pkv_kvpool *pool, int32_t n, const int32_t *swap_slots, const int32_t *pages) {
   PKV_API_BEGIN
   PKV_CHECK(pool, KvPool);
+  PKV_TRY(pkv::check_not_capturing(pool->rt));
   PKV_TRY(check_swap(pool, n, pages, swap_slots, __func__));
   return move_pages(pool, pkv::swap_pages(pool), pkv::pool_pages(pool), n, swap_slots, pages);
   PKV_API_END

@@ -120,6 +120,7 @@ pkv_status pkv_runtime_destroy(pkv_runtime *rt) {
 pkv_status pkv_runtime_synchronize(pkv_runtime *rt) {
   PKV_API_BEGIN
   PKV_CHECK(rt, Runtime);
+  PKV_TRY(pkv::check_not_capturing(rt));
   if (pkv::on_cuda(rt)) PKV_CUDA_TRY(cudaStreamSynchronize(rt->stream));
   return PKV_OK;
   PKV_API_END

@@ -65,6 +65,7 @@ pkv_status pkv_probe_read_bandwidth(pkv_runtime *rt, uint64_t bytes, int32_t ite
     return pkv::fail(PKV_ERR_INVALID_ARGUMENT, "pkv_probe_read_bandwidth: size must be a multiple of 16, 1 MiB or more");
   if (iterations < 1 || iterations > 10000)
     return pkv::fail(PKV_ERR_INVALID_ARGUMENT, "pkv_probe_read_bandwidth: iterations %d not in 1..10000", iterations);
+  PKV_TRY(pkv::check_not_capturing(rt));
   const uint64_t limit = pkv::on_cuda(rt) ? (uint64_t)rt->info.total_memory : cpu_probe_limit();
   if (bytes > limit)
     return pkv::fail(PKV_ERR_OUT_OF_MEMORY, "pkv_probe_read_bandwidth: %llu bytes exceed the %llu this %s can probe",
@@ -109,6 +110,7 @@ pkv_status pkv_flush_l2(pkv_runtime *rt, pkv_stream *stream) {
   PKV_TRY(pkv::check_stream(rt, stream, __func__));
   if (!pkv::on_cuda(rt)) return PKV_OK;  // nothing to flush that a benchmark could see
   if (!rt->flush_buffer) {
+    PKV_TRY(pkv::check_not_capturing(rt));
     // 256 MiB, as in the peer measurements: several times any L2 so far.
     uint64_t bytes = std::max<uint64_t>(256ull << 20, 4ull * (uint64_t)rt->info.l2_bytes);
     PKV_TRY(pkv::raw_alloc(rt, PKV_MEM_DEVICE, bytes + 16, &rt->flush_buffer));
