@@ -533,6 +533,17 @@ pkv_status pkv_decode_plan(pkv_decode_engine *engine, pkv_kvpool *pool, int32_t 
   e->plan_host = st.host;
   e->pool = pool;
   e->pool_token = 0;  // set below once the plan is complete
+  // If the upload fails, the gathered deltas are marked dirty again, so the next plan uploads them.
+  struct RestoreDirty {
+    pkv_kvpool *pool;
+    const pkv::PlanDelta *deltas;
+    int32_t n;
+    bool armed;
+    ~RestoreDirty() {
+      for (int32_t i = 0; armed && i < n; i++)
+        pool->dirty_from[deltas[i].table_row] = std::min(pool->dirty_from[deltas[i].table_row], deltas[i].column);
+    }
+  } restore{pool, pkv::plan_deltas(st.host), header->num_deltas, true};
   e->kernel = kernel;
   e->batch = batch;
   e->num_tasks = header->num_tasks;
@@ -562,6 +573,7 @@ pkv_status pkv_decode_plan(pkv_decode_engine *engine, pkv_kvpool *pool, int32_t 
   if (!cuda) pkv::cpu_apply_deltas(pkv::plan_deltas(st.host), header->num_deltas, pool->table_device,
                                    pool->config.max_pages_per_sequence);
   e->pool_token = pkv::token_of(pool);
+  restore.armed = false;
 
   info->total_tokens = total_tokens;
   info->kv_bytes = kv_bytes;
