@@ -94,8 +94,11 @@ function call(expect: Outcome, fn: string, ...a: unknown[]): number {
   if (expect === "bad" && status === 0) violation(`${text}: a bad call returned PKV_OK`);
   if (status !== 0 && !message.includes(fn)) violation(`${text}: status ${status} left "${message}", not naming ${fn}`);
   if (status === 0 && message !== "") violation(`${text}: PKV_OK left the last error "${message}"`);
+  if (status === 0 && CHANGES_PAGES.has(fn) && pools.has(a[0] as number)) pools.get(a[0] as number)!.version++;
   return status;
 }
+
+const CHANGES_PAGES = new Set(["pkv_kvpool_write", "pkv_kvpool_write_device", "pkv_kvpool_copy_pages", "pkv_kvpool_swap_in"]);
 
 // ---- handles -----------------------------------------------------------------------------------------
 
@@ -104,8 +107,13 @@ interface PoolState {
   cfg: Int32Array; // pkv_kv_config
   layers: number; pages: number; pageSize: number; heads: number; dim: number; rows: number; width: number; swap: number;
   table: Int32Array; dirty: Int32Array; sentinel: boolean; runtime: number;
+  version: number; // bumped by every successful call that changes the pages' contents
 }
-interface PlanState { id: number; pool: number; batch: number; q: Uint16Array; expected: Map<number, Uint16Array> }
+interface PlanState {
+  id: number; pool: number; batch: number; q: Uint16Array;
+  expected: Map<number, Uint16Array>; // each layer's first output since the pool's contents last changed
+  version: number; // the pool's version that `expected` holds outputs of
+}
 interface EngineState { hq: number; heads: number; dim: number; pageSize: number; maxBatch: number; plan?: PlanState }
 
 const live: Record<Kind, number[]> = { runtime: [], buffer: [], stream: [], event: [], pool: [], engine: [], graph: [] };
@@ -189,7 +197,7 @@ function createPool(runtime: number, cfg: Int32Array, sentinel = false): number 
   }
   const state: PoolState = {
     cfg, layers: layers!, pages: pages!, pageSize: pageSize!, heads: heads!, dim: dim!, rows: rows!, width: width!,
-    swap: swap!, table, dirty, sentinel, runtime,
+    swap: swap!, table, dirty, sentinel, runtime, version: 0,
   };
   if (runtime === rt) {
     live.pool.push(h);
@@ -239,7 +247,7 @@ function validPlan(eh: number, ph: number): void {
   const info = new Int32Array(10);
   call("valid", "pkv_decode_plan", asPtr(eh), asPtr(ph), batch, rows, lens, pick([-1, 0, 1, 2]), info);
   const q = new Uint16Array(batch * e.hq * e.dim).map((_, i) => 0x3000 + ((i * 37) & 0x7ff));
-  e.plan = { id: info[4]!, pool: ph, batch, q, expected: new Map() };
+  e.plan = { id: info[4]!, pool: ph, batch, q, expected: new Map(), version: p.version };
 }
 
 /** A valid run of the engine's plan; its output must equal the first run's of that plan and layer. */
@@ -248,6 +256,7 @@ function validRun(eh: number): void {
   const layer = int(0, p.layers - 1);
   const outBits = new Uint16Array(plan.batch * e.hq * e.dim);
   call("valid", "pkv_decode_run", asPtr(eh), plan.id, layer, plan.q, outBits, chance(0.5) ? new Float32Array(plan.batch * e.hq) : null);
+  if (plan.version !== p.version) [plan.expected, plan.version] = [new Map(), p.version];
   const first = plan.expected.get(layer);
   if (!first) return void plan.expected.set(layer, outBits);
   // The CPU backend repeats itself exactly; GPU merges may add splits in another order (a few ulps).
