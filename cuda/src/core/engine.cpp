@@ -443,14 +443,7 @@ pkv_status pkv_decode_engine_create(pkv_runtime *rt, const pkv_decode_config *co
     free_engine(e);
     return s;
   }
-  uint64_t token = 0;
-  try {
-    token = pkv::adopt(rt, e, pkv::Kind::DecodeEngine, destroy_engine);
-  } catch (...) {
-    free_engine(e);
-    throw;
-  }
-  *out = pkv::handle_of<pkv_decode_engine>(token);
+  *out = pkv::handle_of<pkv_decode_engine>(pkv::adopt(rt, e, pkv::Kind::DecodeEngine, destroy_engine));
   return PKV_OK;
   PKV_API_END
 }

@@ -57,7 +57,12 @@ uint64_t register_handle(void *object, Kind kind) {
   if (r.last_id == kIdMask) throw std::length_error("handle ids exhausted");
   const uint64_t token = kTokenTag | (uint64_t)kind << kKindShift | ++r.last_id;
   r.by_token[token] = Entry{object, kind};
-  r.by_object[object] = token;
+  try {
+    r.by_object[object] = token;
+  } catch (...) {
+    r.by_token.erase(token);
+    throw;
+  }
   return token;
 }
 
@@ -108,9 +113,17 @@ pkv_status check_stream(pkv_runtime *rt, pkv_stream *&stream, const char *func) 
   return PKV_OK;
 }
 
+// All or nothing: if either step throws (out of memory), the child is destroyed (`destroy` disowns
+// nothing it does not hold) and the exception goes on to PKV_API_END.
 uint64_t adopt(pkv_runtime *rt, void *child, Kind kind, void (*destroy)(void *)) {
-  rt->children.push_back({child, kind, destroy});  // first: a failed push leaves nothing registered
-  return register_handle(child, kind);
+  try {
+    const uint64_t token = register_handle(child, kind);
+    rt->children.push_back({child, kind, destroy});
+    return token;
+  } catch (...) {
+    destroy(child);
+    throw;
+  }
 }
 
 void disown(pkv_runtime *rt, void *child) {

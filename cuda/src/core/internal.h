@@ -143,6 +143,7 @@ inline pkv_status check_not_capturing(const pkv_runtime *rt) {
 // another device). Resolves `stream` in place like PKV_CHECK.
 pkv_status check_stream(pkv_runtime *rt, pkv_stream *&stream, const char *func);
 // Registers a new child object, remembers its destructor for runtime_destroy, and returns its token.
+// If that throws, the child is destroyed first.
 uint64_t adopt(pkv_runtime *rt, void *child, Kind kind, void (*destroy)(void *));
 void disown(pkv_runtime *rt, void *child);  // unregisters and forgets it (its destroy call frees it)
 // Host or device allocation by PKV_MEM_* kind and backend; 256-byte aligned. A failure is

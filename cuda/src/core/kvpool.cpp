@@ -245,14 +245,7 @@ pkv_status pkv_kvpool_create(pkv_runtime *rt, const pkv_kv_config *config, pkv_k
     free_pool(pool);
     return s;
   }
-  uint64_t token = 0;
-  try {
-    token = pkv::adopt(rt, pool, pkv::Kind::KvPool, destroy_pool);
-  } catch (...) {
-    free_pool(pool);
-    throw;
-  }
-  *out = pkv::handle_of<pkv_kvpool>(token);
+  *out = pkv::handle_of<pkv_kvpool>(pkv::adopt(rt, pool, pkv::Kind::KvPool, destroy_pool));
   return PKV_OK;
   PKV_API_END
 }
