@@ -282,7 +282,10 @@ const op = (weight: number, fn: Op) => {
 };
 
 const liveOr = (kind: Kind) => (live[kind].length ? pick(live[kind]) : 0);
-const scratchBuffer = () => pick(live.buffer.filter((h) => !buffers.get(h)!.sentinel));
+const scratchBuffer = () => {
+  const list = live.buffer.filter((h) => !buffers.get(h)!.sentinel);
+  return list.length ? pick(list) : createBuffer();
+};
 const scratchPool = () => {
   const list = live.pool.filter((h) => !pools.get(h)!.sentinel);
   return list.length ? pick(list) : 0;
@@ -474,13 +477,14 @@ op(2, () => {
     else call("bad", "pkv_capture_end", asPtr(rt), stream, out64());
     return;
   }
+  const victim = scratchBuffer(); // (made before the capture: allocating is refused inside it)
   call("bad", "pkv_capture_end", asPtr(rt), stream, out64()); // not capturing
   call("valid", "pkv_capture_begin", asPtr(rt), stream);
   call("bad", "pkv_capture_begin", asPtr(rt), stream); // already capturing
   if (stream) call("bad", "pkv_stream_destroy", stream); // a capturing stream
   // Calls that would wait for the GPU or free memory are refused, and the capture survives them.
   call("bad", "pkv_runtime_synchronize", asPtr(rt));
-  call("bad", "pkv_buffer_free", asPtr(scratchBuffer()));
+  call("bad", "pkv_buffer_free", asPtr(victim));
   const pool = pick(live.pool), p = pools.get(pool)!;
   call("bad", "pkv_kvpool_read", asPtr(pool), 0, 1, Int32Array.of(0), new Uint16Array(p.heads * p.dim), new Uint16Array(p.heads * p.dim));
   const o = out64();
