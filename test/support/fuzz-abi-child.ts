@@ -477,7 +477,8 @@ op(2, () => {
     else call("bad", "pkv_capture_end", asPtr(rt), stream, out64());
     return;
   }
-  const victim = scratchBuffer(); // (made before the capture: allocating is refused inside it)
+  // (buffers made before the capture: allocating is refused inside it)
+  const victim = scratchBuffer(), copyDst = createBuffer(false, 256), copySrc = createBuffer(false, 256);
   call("bad", "pkv_capture_end", asPtr(rt), stream, out64()); // not capturing
   call("valid", "pkv_capture_begin", asPtr(rt), stream);
   call("bad", "pkv_capture_begin", asPtr(rt), stream); // already capturing
@@ -487,9 +488,18 @@ op(2, () => {
   call("bad", "pkv_buffer_free", asPtr(victim));
   const pool = pick(live.pool), p = pools.get(pool)!;
   call("bad", "pkv_kvpool_read", asPtr(pool), 0, 1, Int32Array.of(0), new Uint16Array(p.heads * p.dim), new Uint16Array(p.heads * p.dim));
+  call("valid", "pkv_buffer_copy", asPtr(copyDst), 0, asPtr(copySrc), 0, 256, stream); // recorded
   const o = out64();
   call("valid", "pkv_capture_end", asPtr(rt), stream, o);
-  live.graph.push(handleOut(o));
+  const graph = handleOut(o);
+  if (chance(0.5)) return void live.graph.push(graph);
+  // A buffer the graph copies is freed: its launches are refused from then on.
+  call("valid", "pkv_buffer_free", asPtr(copyDst));
+  buffers.delete(copyDst);
+  forget("buffer", copyDst);
+  call("bad", "pkv_graph_launch", asPtr(graph), stream);
+  call("valid", "pkv_graph_destroy", asPtr(graph));
+  freed.graph.push(graph);
 });
 op(2, () => {
   const r = int(0, 3);

@@ -203,6 +203,8 @@ pkv_status pkv_buffer_copy(pkv_buffer *dst, uint64_t dst_offset, pkv_buffer *src
     memmove(to, from, bytes);
     return PKV_OK;
   }
+  pkv::note_capture_use(dst->rt, pkv::stream_of(dst->rt, stream), dst);
+  pkv::note_capture_use(dst->rt, pkv::stream_of(dst->rt, stream), src);
   PKV_CUDA_TRY(cudaMemcpyAsync(to, from, bytes, cudaMemcpyDefault, pkv::stream_of(dst->rt, stream)));
   return PKV_OK;
   PKV_API_END
@@ -223,6 +225,7 @@ pkv_status pkv_buffer_fill(pkv_buffer *dst, uint64_t offset, uint32_t byte_value
     memset(to, (int)byte_value, bytes);
     return PKV_OK;
   }
+  pkv::note_capture_use(dst->rt, pkv::stream_of(dst->rt, stream), dst);
   PKV_CUDA_TRY(cudaMemsetAsync(to, (int)byte_value, bytes, pkv::stream_of(dst->rt, stream)));
   return PKV_OK;
   PKV_API_END

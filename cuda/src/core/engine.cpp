@@ -636,6 +636,8 @@ pkv_status pkv_decode_run_device(pkv_decode_engine *engine, int32_t plan_id, int
     cpu_run(e, layer, qp, op, lp);
     return PKV_OK;
   }
+  for (const void *used : {(const void *)e, (const void *)e->pool, (const void *)q, (const void *)out, (const void *)lse})
+    pkv::note_capture_use(e->rt, pkv::stream_of(e->rt, stream), used);
   return cuda_run(e, layer, qp, op, lp, pkv::stream_of(e->rt, stream));
   PKV_API_END
 }

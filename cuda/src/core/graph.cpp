@@ -7,6 +7,7 @@
 struct pkv_graph {
   pkv_runtime *rt;
   cudaGraphExec_t exec;
+  std::vector<uint64_t> uses;  // tokens of the buffers, pools and engines its work touches
 };
 
 namespace {
@@ -57,7 +58,14 @@ pkv_status pkv_capture_end(pkv_runtime *rt, pkv_stream *stream, pkv_graph **out)
   cudaGraph_t graph = nullptr;
   cudaError_t ended = cudaStreamEndCapture(pkv::stream_of(rt, stream), &graph);
   auto &capturing = rt->capturing;  // the capture is over even if it was invalidated
-  capturing.erase(std::remove(capturing.begin(), capturing.end(), pkv::stream_of(rt, stream)), capturing.end());
+  const cudaStream_t ended_stream = pkv::stream_of(rt, stream);
+  capturing.erase(std::remove(capturing.begin(), capturing.end(), ended_stream), capturing.end());
+  std::vector<uint64_t> uses;
+  auto &noted = rt->capture_uses;
+  for (const auto &[s, token] : noted)
+    if (s == ended_stream) uses.push_back(token);
+  noted.erase(std::remove_if(noted.begin(), noted.end(), [&](const auto &u) { return u.first == ended_stream; }),
+              noted.end());
   PKV_CUDA_TRY(ended);
   cudaGraphExec_t exec = nullptr;
   cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
@@ -65,7 +73,7 @@ pkv_status pkv_capture_end(pkv_runtime *rt, pkv_stream *stream, pkv_graph **out)
   if (e != cudaSuccess) return pkv::fail_cuda(e, "cudaGraphInstantiate", __func__);
   pkv_graph *g = nullptr;
   try {
-    g = new pkv_graph{rt, exec};
+    g = new pkv_graph{rt, exec, std::move(uses)};
   } catch (...) {
     cudaGraphExecDestroy(exec);
     throw;
@@ -79,6 +87,10 @@ pkv_status pkv_graph_launch(pkv_graph *graph, pkv_stream *stream) {
   PKV_API_BEGIN
   PKV_CHECK(graph, Graph);
   PKV_TRY(pkv::check_stream(graph->rt, stream, __func__));
+  for (uint64_t token : graph->uses)
+    if (!pkv::token_is_live(token))
+      return pkv::fail(PKV_ERR_BAD_STATE, "%s: the graph's work uses a %s freed or destroyed after the capture", __func__,
+                       pkv::kind_name(pkv::token_kind(token)));
   PKV_CUDA_TRY(cudaGraphLaunch(graph->exec, pkv::stream_of(graph->rt, stream)));
   return PKV_OK;
   PKV_API_END

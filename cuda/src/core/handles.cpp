@@ -30,7 +30,6 @@ Registry &registry() {
   return *r;
 }
 
-uint64_t token_kind(uint64_t token) { return (token >> kKindShift) & 0xff; }
 bool looks_like_token(uint64_t token) { return (token & ~((1ull << 53) - 1)) == 0 && (token & kTokenTag) != 0; }
 
 }  // namespace
@@ -82,6 +81,18 @@ uint64_t token_of(const void *object) {
   return it == r.by_object.end() ? 0 : it->second;
 }
 
+bool token_is_live(uint64_t token) {
+  Registry &r = registry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  return r.by_token.count(token) != 0;
+}
+
+Kind token_kind(uint64_t token) { return (Kind)((token >> kKindShift) & 0xff); }
+
+void note_capture_use(pkv_runtime *rt, cudaStream_t stream, const void *object) {
+  if (object && is_capturing(rt, stream)) rt->capture_uses.push_back({stream, token_of(object)});
+}
+
 void *lookup_handle(uint64_t token, Kind kind) {
   Registry &r = registry();
   std::lock_guard<std::mutex> lock(r.mutex);
@@ -99,9 +110,9 @@ pkv_status resolve_handle(const void *handle, Kind kind, const char *func, const
   if (!looks_like_token(token))
     return fail(PKV_ERR_INVALID_HANDLE, "%s: %s (0x%llx) is not a live %s: this library never handed it out", func,
                 arg, (unsigned long long)token, want);
-  if (token_kind(token) != (uint64_t)kind)
+  if (token_kind(token) != kind)
     return fail(PKV_ERR_INVALID_HANDLE, "%s: %s is not a live %s: it is a %s handle", func, arg, want,
-                kind_name((Kind)token_kind(token)));
+                kind_name(token_kind(token)));
   return fail(PKV_ERR_INVALID_HANDLE, "%s: %s is not a live %s: it was freed or destroyed (or its runtime was)",
               func, arg, want);
 }

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <new>
+#include <utility>
 #include <vector>
 
 #include "persistentkv.h"
@@ -32,6 +33,8 @@ const char *kind_name(Kind kind);
 uint64_t register_handle(void *object, Kind kind);  // the object's token
 void unregister_handle(void *object);
 uint64_t token_of(const void *object);            // 0 if the object is not registered
+bool token_is_live(uint64_t token);               // the token's object (of its kind) still exists
+Kind token_kind(uint64_t token);
 void *lookup_handle(uint64_t token, Kind kind);   // the live object, or nullptr
 // Resolves handle `arg` of entry point `func` to its object, or fails with PKV_ERR_INVALID_HANDLE
 // saying whether it was NULL, freed, of another kind or never handed out.
@@ -101,6 +104,9 @@ struct pkv_runtime {
   // Streams of this runtime being captured into a graph. Captures begin only through pkv_capture_begin,
   // so plans and runs read this instead of asking CUDA on every call.
   std::vector<cudaStream_t> capturing;
+  // Tokens of the objects that work queued on a capturing stream uses (note_capture_use); pkv_capture_end
+  // hands them to the graph, whose launches then check that every one still exists.
+  std::vector<std::pair<cudaStream_t, uint64_t>> capture_uses;
   void *flush_buffer;  // lazily allocated, larger than L2 (pkv_flush_l2)
   uint64_t flush_bytes;
 };
@@ -132,6 +138,10 @@ inline bool is_capturing(const pkv_runtime *rt, cudaStream_t stream) {
     if (s == stream) return true;
   return false;
 }
+// Work queued on a capturing stream runs later, at each launch of the graph: the objects it touches
+// are remembered by token, so a launch after one of them was freed is refused instead of touching
+// freed memory. A no-op when `stream` is not capturing.
+void note_capture_use(pkv_runtime *rt, cudaStream_t stream, const void *object);
 // Entry points that wait for the GPU, allocate or free refuse while a capture is open on the runtime:
 // inside a capture such a call fails and invalidates the capture, so the failed call would change
 // something. (Copies, fills of device memory and device-buffer runs are what a capture records.)

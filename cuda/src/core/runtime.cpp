@@ -103,6 +103,7 @@ pkv_status pkv_runtime_destroy(pkv_runtime *rt) {
     cudaGetLastError();
   }
   rt->capturing.clear();
+  rt->capture_uses.clear();
   if (pkv::on_cuda(rt)) cudaStreamSynchronize(rt->stream);
   // Children are freed newest first: engines and pools may own buffers made earlier.
   while (!rt->children.empty()) {
