@@ -126,7 +126,9 @@ pkv_status pkv_event_elapsed_ms(pkv_event *start, pkv_event *end, float *ms);
 
 /* ---- CUDA graphs: capture a whole step once, replay it with one launch --------------------------
  * Between begin and end, work queued on the stream (copies, plans' uploads, decode runs) is recorded,
- * not executed; nothing in between may wait for the GPU. CUDA backend only (PKV_ERR_UNSUPPORTED on CPU). */
+ * not executed; nothing in between may wait for the GPU. CUDA backend only (PKV_ERR_UNSUPPORTED on CPU).
+ * A graph remembers the buffers, pools and engines its work uses: once one of them is freed or
+ * destroyed, pkv_graph_launch is PKV_ERR_BAD_STATE. */
 typedef struct pkv_graph pkv_graph;
 pkv_status pkv_capture_begin(pkv_runtime *rt, pkv_stream *stream);
 pkv_status pkv_capture_end(pkv_runtime *rt, pkv_stream *stream, pkv_graph **out);
