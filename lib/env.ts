@@ -102,6 +102,13 @@ export const ENV = {
     meaning: "1: GPU tests fail, rather than skip, when no CUDA device is visible",
     default: "GPU tests skip without a device",
   },
+  PKV_FUZZ_CALLS: { scope: "tests", meaning: "calls the C ABI fuzz test makes on the CPU backend", default: "24000" },
+  PKV_FUZZ_GPU_CALLS: {
+    scope: "tests",
+    meaning: "calls of the fuzz test's CUDA subset (when a device is visible)",
+    default: "6000",
+  },
+  PKV_FUZZ_SEED: { scope: "tests", meaning: "first seed of the fuzz test's batches", default: "1" },
   PKV_SEED: { scope: "tests", meaning: "seed of the randomised KV-cache tests", default: "a fixed seed per test" },
   PKV_MODEL_OPS: {
     scope: "tests",

@@ -1,9 +1,17 @@
 /* PersistentKV C ABI: the single source of truth for status codes, enums and entry points.
  *
  * Conventions
- * - Every entry point returns a pkv_status; on failure pkv_last_error() holds this thread's message.
+ * - Every entry point returns a pkv_status; on failure pkv_last_error() holds this thread's message,
+ *   which starts with the entry point's name ("pkv_buffer_write: ...").
+ * - Every argument is checked before any is used, and a failed call changes nothing.
  * - Handles are opaque and checked on every call: a freed, unknown or wrong-kind handle is
- *   PKV_ERR_INVALID_HANDLE, never a crash.
+ *   PKV_ERR_INVALID_HANDLE, never a crash. A handle is not an address but a token that is never
+ *   reused (below 2^53, so bindings may carry it as a double); a freed object's handle stays invalid
+ *   even when its memory is reused.
+ * - Sizes and offsets are checked without wrapping: a size whose arithmetic would exceed 63 bits is an
+ *   error, never a short allocation.
+ * - While a graph capture is open on a runtime (pkv_capture_begin), its calls that would wait for the
+ *   GPU, allocate or free are PKV_ERR_BAD_STATE, so the capture survives them.
  * - Host arrays passed in are read before the call returns; native code keeps no pointer to them.
  * - "stream" arguments may be NULL: the runtime's own stream is used.
  * - Layouts: K and V pages are HND, [page][kv_head][slot][head_dim]; q and out are [batch][qo_head][head_dim];
@@ -99,7 +107,7 @@ pkv_status pkv_buffer_kind(pkv_buffer *buf, int32_t *out);
 /* Host memory in or out; complete on return (read waits for the runtime's stream first). */
 pkv_status pkv_buffer_write(pkv_buffer *dst, uint64_t offset, const void *src, uint64_t bytes);
 pkv_status pkv_buffer_read(pkv_buffer *src, uint64_t offset, void *dst, uint64_t bytes);
-/* Asynchronous on the stream. */
+/* Asynchronous on the stream. Overlapping ranges of one buffer are PKV_ERR_INVALID_ARGUMENT. */
 pkv_status pkv_buffer_copy(pkv_buffer *dst, uint64_t dst_offset, pkv_buffer *src, uint64_t src_offset,
                            uint64_t bytes, pkv_stream *stream);
 pkv_status pkv_buffer_fill(pkv_buffer *dst, uint64_t offset, uint32_t byte_value, uint64_t bytes,
@@ -118,7 +126,9 @@ pkv_status pkv_event_elapsed_ms(pkv_event *start, pkv_event *end, float *ms);
 
 /* ---- CUDA graphs: capture a whole step once, replay it with one launch --------------------------
  * Between begin and end, work queued on the stream (copies, plans' uploads, decode runs) is recorded,
- * not executed; nothing in between may wait for the GPU. CUDA backend only (PKV_ERR_UNSUPPORTED on CPU). */
+ * not executed; nothing in between may wait for the GPU. CUDA backend only (PKV_ERR_UNSUPPORTED on CPU).
+ * A graph remembers the buffers, pools and engines its work uses: once one of them is freed or
+ * destroyed, pkv_graph_launch is PKV_ERR_BAD_STATE. */
 typedef struct pkv_graph pkv_graph;
 pkv_status pkv_capture_begin(pkv_runtime *rt, pkv_stream *stream);
 pkv_status pkv_capture_end(pkv_runtime *rt, pkv_stream *stream, pkv_graph **out);
@@ -178,7 +188,8 @@ pkv_status pkv_kvpool_write_device(pkv_kvpool *pool, int32_t layer, int32_t n, c
 pkv_status pkv_kvpool_read(pkv_kvpool *pool, int32_t layer, int32_t n, const int32_t *slots, void *k, void *v);
 /* Copies whole pages (every layer, K and V): copy-on-write of shared partial pages. */
 pkv_status pkv_kvpool_copy_pages(pkv_kvpool *pool, int32_t n, const int32_t *src_pages, const int32_t *dst_pages);
-/* Whole pages to and from swap slots of the pool's pinned swap space. */
+/* Whole pages to and from swap slots of the pool's pinned swap space. A page or slot named twice in one
+ * call (two pages into one slot, one slot into two pages) is PKV_ERR_INVALID_ARGUMENT. */
 pkv_status pkv_kvpool_swap_out(pkv_kvpool *pool, int32_t n, const int32_t *pages, const int32_t *swap_slots);
 pkv_status pkv_kvpool_swap_in(pkv_kvpool *pool, int32_t n, const int32_t *swap_slots, const int32_t *pages);
 pkv_status pkv_kvpool_layer_addresses(pkv_kvpool *pool, int32_t layer, uint64_t *k, uint64_t *v);
@@ -219,13 +230,16 @@ pkv_status pkv_decode_engine_destroy(pkv_decode_engine *engine);
 #define PKV_POLICY_TOKEN_BUCKETS 14
 #define PKV_POLICY_MIN_LOG2_TOKENS 9
 pkv_status pkv_decode_set_policy_table(pkv_decode_engine *engine, const int8_t *choices, int32_t count);
-/* rows: block-table rows of the batch's sequences; seq_lens: their context lengths. Never waits for the GPU. */
+/* rows: block-table rows of the batch's sequences; seq_lens: their context lengths. Never waits for the GPU.
+ * The plan checks the dirty entries of its rows and copies them to the pool's own table (on both
+ * backends); its runs read that copy, so later writes to the pinned table change no run of this plan.
+ * A plan whose pool was destroyed cannot run (PKV_ERR_BAD_STATE). */
 pkv_status pkv_decode_plan(pkv_decode_engine *engine, pkv_kvpool *pool, int32_t batch, const int32_t *rows,
                            const int32_t *seq_lens, int32_t policy, pkv_plan_info *info);
 /* Host arrays q [batch][Hq][d] in, out [batch][Hq][d] out, lse optional; complete on return. */
 pkv_status pkv_decode_run(pkv_decode_engine *engine, int32_t plan_id, int32_t layer, const void *q, void *out,
                           float *lse);
-/* Device buffers; asynchronous on the stream. lse may be NULL. */
+/* Device buffers; asynchronous on the stream. lse may be NULL. q, out and lse may not overlap. */
 pkv_status pkv_decode_run_device(pkv_decode_engine *engine, int32_t plan_id, int32_t layer, pkv_buffer *q,
                                  uint64_t q_offset, pkv_buffer *out, uint64_t out_offset, pkv_buffer *lse,
                                  uint64_t lse_offset, pkv_stream *stream);

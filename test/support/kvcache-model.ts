@@ -697,14 +697,15 @@ export class KVCacheModel {
       wasteFraction: byPid.size === 0 ? 0 : wasted / (byPid.size * P),
       prefixHitTokens: this.#hitTokens,
     });
-    // The plan's view: upload dirty columns only, then the mirror must hold every live row's pages.
+    // The plan's view: copying only the dirty columns keeps a mirror of every live row's pages. The marks
+    // are left for the real plans (the CPU backend runs from the table they upload), so the mirror is
+    // refreshed from dirty_from on each audit: a column below it must not have changed since last seen.
     const width = cfg.maxPagesPerSequence;
     for (const s of this.#seqs) {
       if (s.state !== "live") continue;
       const row = s.seq.row;
       const pages = s.pages.length;
       for (let c = this.#dirty[row]!; c < pages; c++) this.#mirror[row * width + c] = this.#table[row * width + c]!;
-      this.#dirty[row] = 0x7fffffff;
       for (let c = 0; c < pages; c++) expect(this.#mirror[row * width + c]).toBe(s.pages[c]!.pid);
     }
   }

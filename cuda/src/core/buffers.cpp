@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "checked.h"
 #include "internal.h"
 
 namespace {
@@ -16,11 +17,8 @@ double now_ms() {
 }
 
 pkv_status check_range(const pkv_buffer *buf, uint64_t offset, uint64_t bytes, const char *func) {
-  if (offset > buf->bytes || bytes > buf->bytes - offset)
-    return pkv::fail(PKV_ERR_OUT_OF_RANGE, "%s: range [%llu, %llu + %llu) exceeds the buffer's %llu bytes", func,
-                     (unsigned long long)offset, (unsigned long long)offset, (unsigned long long)bytes,
-                     (unsigned long long)buf->bytes);
-  return PKV_OK;
+  (void)func;  // fail names the entry point
+  return pkv::check_range("buffer", offset, bytes, buf->bytes);
 }
 
 void destroy_buffer(void *object) {
@@ -53,16 +51,27 @@ namespace pkv {
 
 pkv_status raw_alloc(pkv_runtime *rt, int32_t kind, uint64_t bytes, void **out) {
   *out = nullptr;
+  const char *what = !on_cuda(rt) ? "host" : kind == PKV_MEM_DEVICE ? "device" : "pinned host";
+  // Rounded up to whole alignment units; a size whose rounding would wrap cannot be allocated anywhere.
+  if (bytes > kMaxSize - kAlign)
+    return fail(PKV_ERR_OUT_OF_MEMORY, "%s allocation of %llu bytes is larger than any memory", what,
+                (unsigned long long)bytes);
   uint64_t rounded = (bytes + kAlign - 1) / kAlign * kAlign;
   if (rounded == 0) rounded = kAlign;
-  if (!on_cuda(rt)) {
-    void *p = aligned_alloc(kAlign, rounded);
-    if (!p) return fail(PKV_ERR_OUT_OF_MEMORY, "host allocation of %llu bytes failed", (unsigned long long)bytes);
-    *out = p;
-    return PKV_OK;
+  cudaError_t e = cudaSuccess;
+  if (!on_cuda(rt)) *out = aligned_alloc(kAlign, rounded);
+  else if (kind == PKV_MEM_DEVICE) e = cudaMalloc(out, rounded);
+  else e = cudaHostAlloc(out, rounded, cudaHostAllocPortable);
+  if (e != cudaSuccess) {
+    *out = nullptr;
+    cudaGetLastError();  // an allocation failure is not sticky; clear it for the next call
+    return fail(e == cudaErrorMemoryAllocation ? PKV_ERR_OUT_OF_MEMORY : PKV_ERR_CUDA,
+                "%s allocation of %llu bytes failed: %s (%s)", what, (unsigned long long)bytes, cudaGetErrorName(e),
+                cudaGetErrorString(e));
   }
-  if (kind == PKV_MEM_DEVICE) PKV_CUDA_TRY(cudaMalloc(out, rounded));
-  else PKV_CUDA_TRY(cudaHostAlloc(out, rounded, cudaHostAllocPortable));
+  if (!*out)
+    return fail(PKV_ERR_OUT_OF_MEMORY, "%s allocation of %llu bytes failed (out of memory)", what,
+                (unsigned long long)bytes);
   return PKV_OK;
 }
 
@@ -85,11 +94,17 @@ pkv_status pkv_buffer_alloc(pkv_runtime *rt, int32_t kind, uint64_t bytes, pkv_b
   if (kind != PKV_MEM_DEVICE && kind != PKV_MEM_PINNED)
     return pkv::fail(PKV_ERR_INVALID_ARGUMENT, "pkv_buffer_alloc: kind %d is neither DEVICE (0) nor PINNED (1)", kind);
   if (bytes == 0) return pkv::fail(PKV_ERR_INVALID_ARGUMENT, "pkv_buffer_alloc: size is 0 bytes");
+  PKV_TRY(pkv::check_not_capturing(rt));
   void *ptr = nullptr;
   PKV_TRY(pkv::raw_alloc(rt, kind, bytes, &ptr));
-  auto *buf = new pkv_buffer{rt, kind, ptr, bytes};
-  pkv::adopt(rt, buf, pkv::Kind::Buffer, destroy_buffer);
-  *out = buf;
+  pkv_buffer *buf = nullptr;
+  try {
+    buf = new pkv_buffer{rt, kind, ptr, bytes};
+  } catch (...) {
+    pkv::raw_free(rt, kind, ptr);
+    throw;
+  }
+  *out = pkv::handle_of<pkv_buffer>(pkv::adopt(rt, buf, pkv::Kind::Buffer, destroy_buffer));
   return PKV_OK;
   PKV_API_END
 }
@@ -97,6 +112,7 @@ pkv_status pkv_buffer_alloc(pkv_runtime *rt, int32_t kind, uint64_t bytes, pkv_b
 pkv_status pkv_buffer_free(pkv_buffer *buf) {
   PKV_API_BEGIN
   PKV_CHECK(buf, Buffer);
+  PKV_TRY(pkv::check_not_capturing(buf->rt));
   if (pkv::on_cuda(buf->rt)) PKV_CUDA_TRY(cudaStreamSynchronize(buf->rt->stream));  // no free under a kernel
   destroy_buffer(buf);
   return PKV_OK;
@@ -136,6 +152,7 @@ pkv_status pkv_buffer_write(pkv_buffer *dst, uint64_t offset, const void *src, u
   if (bytes == 0) return PKV_OK;
   PKV_NOT_NULL(src);
   PKV_TRY(check_range(dst, offset, bytes, __func__));
+  PKV_TRY(pkv::check_not_capturing(dst->rt));
   char *to = static_cast<char *>(dst->ptr) + offset;
   if (!pkv::on_cuda(dst->rt)) {
     memcpy(to, src, bytes);
@@ -153,6 +170,7 @@ pkv_status pkv_buffer_read(pkv_buffer *src, uint64_t offset, void *dst, uint64_t
   if (bytes == 0) return PKV_OK;
   PKV_NOT_NULL(dst);
   PKV_TRY(check_range(src, offset, bytes, __func__));
+  PKV_TRY(pkv::check_not_capturing(src->rt));
   const char *from = static_cast<const char *>(src->ptr) + offset;
   if (!pkv::on_cuda(src->rt)) {
     memcpy(dst, from, bytes);
@@ -173,6 +191,11 @@ pkv_status pkv_buffer_copy(pkv_buffer *dst, uint64_t dst_offset, pkv_buffer *src
   if (dst->rt != src->rt) return pkv::fail(PKV_ERR_INVALID_ARGUMENT, "pkv_buffer_copy: buffers of two runtimes");
   PKV_TRY(check_range(dst, dst_offset, bytes, __func__));
   PKV_TRY(check_range(src, src_offset, bytes, __func__));
+  // An overlapping copy within one buffer is undefined on the GPU (cudaMemcpyAsync): refused on both backends.
+  if (dst == src && bytes > 0 && dst_offset < src_offset + bytes && src_offset < dst_offset + bytes)
+    return pkv::fail(PKV_ERR_INVALID_ARGUMENT, "pkv_buffer_copy: [%llu, +%llu) and [%llu, +%llu) of one buffer overlap",
+                     (unsigned long long)dst_offset, (unsigned long long)bytes, (unsigned long long)src_offset,
+                     (unsigned long long)bytes);
   if (bytes == 0) return PKV_OK;
   char *to = static_cast<char *>(dst->ptr) + dst_offset;
   const char *from = static_cast<const char *>(src->ptr) + src_offset;
@@ -180,6 +203,8 @@ pkv_status pkv_buffer_copy(pkv_buffer *dst, uint64_t dst_offset, pkv_buffer *src
     memmove(to, from, bytes);
     return PKV_OK;
   }
+  pkv::note_capture_use(dst->rt, pkv::stream_of(dst->rt, stream), dst);
+  pkv::note_capture_use(dst->rt, pkv::stream_of(dst->rt, stream), src);
   PKV_CUDA_TRY(cudaMemcpyAsync(to, from, bytes, cudaMemcpyDefault, pkv::stream_of(dst->rt, stream)));
   return PKV_OK;
   PKV_API_END
@@ -193,12 +218,14 @@ pkv_status pkv_buffer_fill(pkv_buffer *dst, uint64_t offset, uint32_t byte_value
   if (byte_value > 255) return pkv::fail(PKV_ERR_INVALID_ARGUMENT, "pkv_buffer_fill: byte value %u > 255", byte_value);
   PKV_TRY(check_range(dst, offset, bytes, __func__));
   if (bytes == 0) return PKV_OK;
+  if (dst->kind == PKV_MEM_PINNED) PKV_TRY(pkv::check_not_capturing(dst->rt));  // a host fill waits for the stream
   char *to = static_cast<char *>(dst->ptr) + offset;
   if (!pkv::on_cuda(dst->rt) || dst->kind == PKV_MEM_PINNED) {
     if (pkv::on_cuda(dst->rt)) PKV_CUDA_TRY(cudaStreamSynchronize(pkv::stream_of(dst->rt, stream)));
     memset(to, (int)byte_value, bytes);
     return PKV_OK;
   }
+  pkv::note_capture_use(dst->rt, pkv::stream_of(dst->rt, stream), dst);
   PKV_CUDA_TRY(cudaMemsetAsync(to, (int)byte_value, bytes, pkv::stream_of(dst->rt, stream)));
   return PKV_OK;
   PKV_API_END
@@ -212,8 +239,7 @@ pkv_status pkv_stream_create(pkv_runtime *rt, pkv_stream **out) {
   cudaStream_t cs = nullptr;
   if (pkv::on_cuda(rt)) PKV_CUDA_TRY(cudaStreamCreateWithFlags(&cs, cudaStreamNonBlocking));
   auto *s = new pkv_stream{rt, cs};
-  pkv::adopt(rt, s, pkv::Kind::Stream, destroy_stream);
-  *out = s;
+  *out = pkv::handle_of<pkv_stream>(pkv::adopt(rt, s, pkv::Kind::Stream, destroy_stream));
   return PKV_OK;
   PKV_API_END
 }
@@ -221,6 +247,8 @@ pkv_status pkv_stream_create(pkv_runtime *rt, pkv_stream **out) {
 pkv_status pkv_stream_destroy(pkv_stream *stream) {
   PKV_API_BEGIN
   PKV_CHECK(stream, Stream);
+  if (pkv::is_capturing(stream->rt, stream->stream))
+    return pkv::fail(PKV_ERR_BAD_STATE, "pkv_stream_destroy: the stream is capturing; end the capture first");
   destroy_stream(stream);
   return PKV_OK;
   PKV_API_END
@@ -229,6 +257,8 @@ pkv_status pkv_stream_destroy(pkv_stream *stream) {
 pkv_status pkv_stream_synchronize(pkv_stream *stream) {
   PKV_API_BEGIN
   PKV_CHECK(stream, Stream);
+  if (pkv::is_capturing(stream->rt, stream->stream))
+    return pkv::fail(PKV_ERR_BAD_STATE, "pkv_stream_synchronize: the stream is capturing; end the capture first");
   if (pkv::on_cuda(stream->rt)) PKV_CUDA_TRY(cudaStreamSynchronize(stream->stream));
   return PKV_OK;
   PKV_API_END
@@ -242,8 +272,7 @@ pkv_status pkv_event_create(pkv_runtime *rt, pkv_event **out) {
   cudaEvent_t ce = nullptr;
   if (pkv::on_cuda(rt)) PKV_CUDA_TRY(cudaEventCreate(&ce));
   auto *e = new pkv_event{rt, ce, -1.0};
-  pkv::adopt(rt, e, pkv::Kind::Event, destroy_event);
-  *out = e;
+  *out = pkv::handle_of<pkv_event>(pkv::adopt(rt, e, pkv::Kind::Event, destroy_event));
   return PKV_OK;
   PKV_API_END
 }
@@ -283,6 +312,8 @@ pkv_status pkv_event_elapsed_ms(pkv_event *start, pkv_event *end, float *ms) {
   PKV_CHECK(start, Event);
   PKV_CHECK(end, Event);
   PKV_NOT_NULL(ms);
+  if (start->rt != end->rt)
+    return pkv::fail(PKV_ERR_INVALID_ARGUMENT, "pkv_event_elapsed_ms: the events belong to two runtimes");
   if (start->host_ms < 0 || end->host_ms < 0)
     return pkv::fail(PKV_ERR_BAD_STATE, "pkv_event_elapsed_ms: an event was never recorded");
   if (!pkv::on_cuda(start->rt)) {

@@ -8,6 +8,7 @@
 
 #include "../cpu/decode_cpu.h"
 #include "../gpu/decode_launch.h"
+#include "checked.h"
 #include "internal.h"
 #include "kvpool.h"
 #include "plan.h"
@@ -74,6 +75,9 @@ struct pkv_decode_engine {
   int32_t plan_id;
   void *plan_host;  // its image (CPU backend executes from it)
   pkv_kvpool *pool;
+  // The pool's token, resolved again by every run: a destroyed pool (even one whose address a new pool
+  // took) makes the plan unrunnable. 0 while no plan is complete (none made, or the last one failed).
+  uint64_t pool_token;
   int32_t kernel;
   int32_t batch;
   int32_t num_tasks;
@@ -251,8 +255,10 @@ int32_t gather_deltas(pkv_kvpool *pool, int32_t batch, const int32_t *rows, cons
 pkv_status check_run(pkv_decode_engine *e, int32_t plan_id, int32_t layer, const char *func) {
   if (e->plan_id == 0 || plan_id != e->plan_id)
     return fail(PKV_ERR_STALE_PLAN, "%s: plan %d is not the engine's current plan (%d)", func, plan_id, e->plan_id);
-  if (!pkv::is_live(e->pool, pkv::Kind::KvPool))
-    return fail(PKV_ERR_BAD_STATE, "%s: the plan's KV pool was destroyed", func);
+  if (e->pool_token == 0)
+    return fail(PKV_ERR_BAD_STATE, "%s: plan %d did not complete (its upload failed); make a new plan", func, plan_id);
+  if (pkv::lookup<pkv_kvpool>(e->pool_token, pkv::Kind::KvPool) != e->pool)
+    return fail(PKV_ERR_BAD_STATE, "%s: plan %d's KV pool was destroyed", func, plan_id);
   if (layer < 0 || layer >= e->pool->config.num_layers)
     return fail(PKV_ERR_OUT_OF_RANGE, "%s: layer %d is outside 0..%d", func, layer, e->pool->config.num_layers - 1);
   return PKV_OK;
@@ -328,17 +334,15 @@ int64_t io_bytes(const pkv_decode_engine *e, int32_t batch) {
   return (int64_t)batch * e->cfg.num_qo_heads * e->cfg.head_dim * 2;
 }
 
-pkv_status check_device_buffer(pkv_decode_engine *e, pkv_buffer *buf, uint64_t offset, uint64_t bytes,
+// Resolves `buf` in place (PKV_CHECK) and checks its runtime, alignment and range.
+pkv_status check_device_buffer(pkv_decode_engine *e, pkv_buffer *&buf, uint64_t offset, uint64_t bytes,
                                uint64_t align, const char *func, const char *what) {
-  PKV_TRY(pkv::check_handle(buf, pkv::Kind::Buffer, func, what));
+  PKV_TRY(pkv::resolve(buf, pkv::Kind::Buffer, func, what));
   if (buf->rt != e->rt) return fail(PKV_ERR_INVALID_ARGUMENT, "%s: %s belongs to another runtime", func, what);
   if (offset % align != 0)
     return fail(PKV_ERR_INVALID_ARGUMENT, "%s: %s offset %llu is not a multiple of %llu bytes", func, what,
                 (unsigned long long)offset, (unsigned long long)align);
-  if (offset > buf->bytes || bytes > buf->bytes - offset)
-    return fail(PKV_ERR_OUT_OF_RANGE, "%s: %s needs %llu bytes at offset %llu; the buffer has %llu", func, what,
-                (unsigned long long)bytes, (unsigned long long)offset, (unsigned long long)buf->bytes);
-  return PKV_OK;
+  return pkv::check_range(what, offset, bytes, buf->bytes);
 }
 
 }  // namespace
@@ -354,6 +358,7 @@ pkv_status pkv_decode_engine_create(pkv_runtime *rt, const pkv_decode_config *co
   PKV_NOT_NULL(out);
   *out = nullptr;
   PKV_TRY(check_config(config));
+  PKV_TRY(pkv::check_not_capturing(rt));
   auto *e = new pkv_decode_engine();
   e->rt = rt;
   e->cfg = *config;
@@ -438,8 +443,7 @@ pkv_status pkv_decode_engine_create(pkv_runtime *rt, const pkv_decode_config *co
     free_engine(e);
     return s;
   }
-  pkv::adopt(rt, e, pkv::Kind::DecodeEngine, destroy_engine);
-  *out = e;
+  *out = pkv::handle_of<pkv_decode_engine>(pkv::adopt(rt, e, pkv::Kind::DecodeEngine, destroy_engine));
   return PKV_OK;
   PKV_API_END
 }
@@ -447,6 +451,7 @@ pkv_status pkv_decode_engine_create(pkv_runtime *rt, const pkv_decode_config *co
 pkv_status pkv_decode_engine_destroy(pkv_decode_engine *engine) {
   PKV_API_BEGIN
   PKV_CHECK(engine, DecodeEngine);
+  PKV_TRY(pkv::check_not_capturing(engine->rt));
   destroy_engine(engine);
   return PKV_OK;
   PKV_API_END
@@ -490,8 +495,11 @@ pkv_status pkv_decode_plan(pkv_decode_engine *engine, pkv_kvpool *pool, int32_t 
     return fail(PKV_ERR_INVALID_ARGUMENT, "pkv_decode_plan: policy %d is not DEFAULT (-1), BASELINE (0), PERSISTENT (1) or ADAPTIVE (2)",
                 policy);
   PKV_TRY(check_pool(e, pool, "pkv_decode_plan"));
-  int64_t num_deltas = 0;
+  int64_t num_deltas = 0, total_tokens = 0, kv_bytes = 0;
   PKV_TRY(check_batch(e, pool, batch, rows, seq_lens, &num_deltas));
+  for (int32_t b = 0; b < batch; b++) total_tokens += seq_lens[b];  // < 2^20 rows x 2^31 tokens
+  PKV_TRY(pkv::checked_mul("the step's K and V bytes (tokens x kv heads x head dim x 2 x 2 bytes)", &kv_bytes,
+                           {(uint64_t)total_tokens, (uint64_t)e->cfg.num_kv_heads, (uint64_t)e->cfg.head_dim, 4}));
   if (num_deltas > INT32_MAX) return fail(PKV_ERR_UNSUPPORTED, "pkv_decode_plan: %lld table entries in one step", (long long)num_deltas);
 
   const bool cuda = pkv::on_cuda(e->rt);
@@ -517,6 +525,18 @@ pkv_status pkv_decode_plan(pkv_decode_engine *engine, pkv_kvpool *pool, int32_t 
   e->plan_id = e->plan_id == INT32_MAX ? 1 : e->plan_id + 1;
   e->plan_host = st.host;
   e->pool = pool;
+  e->pool_token = 0;  // set below once the plan is complete
+  // If the upload fails, the gathered deltas are marked dirty again, so the next plan uploads them.
+  struct RestoreDirty {
+    pkv_kvpool *pool;
+    const pkv::PlanDelta *deltas;
+    int32_t n;
+    bool armed;
+    ~RestoreDirty() {
+      for (int32_t i = 0; armed && i < n; i++)
+        pool->dirty_from[deltas[i].table_row] = std::min(pool->dirty_from[deltas[i].table_row], deltas[i].column);
+    }
+  } restore{pool, pkv::plan_deltas(st.host), header->num_deltas, true};
   e->kernel = kernel;
   e->batch = batch;
   e->num_tasks = header->num_tasks;
@@ -543,12 +563,13 @@ pkv_status pkv_decode_plan(pkv_decode_engine *engine, pkv_kvpool *pool, int32_t 
     PKV_TRY(pkv::launch_apply_deltas(deltas, header->num_deltas, pool->table_device, pool->config.max_pages_per_sequence, s));
     e->plan_ready_recorded = false;
   }
-  // (CPU backend: the device table is the host table, already current.)
+  if (!cuda) pkv::cpu_apply_deltas(pkv::plan_deltas(st.host), header->num_deltas, pool->table_device,
+                                   pool->config.max_pages_per_sequence);
+  e->pool_token = pkv::token_of(pool);
+  restore.armed = false;
 
-  int64_t total = 0;
-  for (int32_t b = 0; b < batch; b++) total += seq_lens[b];
-  info->total_tokens = total;
-  info->kv_bytes = total * e->cfg.num_kv_heads * e->cfg.head_dim * 2 * 2;
+  info->total_tokens = total_tokens;
+  info->kv_bytes = kv_bytes;
   info->plan_id = e->plan_id;
   info->kernel = kernel;
   info->batch = batch;
@@ -567,6 +588,7 @@ pkv_status pkv_decode_run(pkv_decode_engine *engine, int32_t plan_id, int32_t la
   PKV_NOT_NULL(out);
   pkv_decode_engine *e = engine;
   PKV_TRY(check_run(e, plan_id, layer, __func__));
+  PKV_TRY(pkv::check_not_capturing(e->rt));  // host arrays: the run waits for its result
   if (!pkv::on_cuda(e->rt)) {
     cpu_run(e, layer, q, out, lse);
     return PKV_OK;
@@ -596,7 +618,16 @@ pkv_status pkv_decode_run_device(pkv_decode_engine *engine, int32_t plan_id, int
   const uint64_t io = io_bytes(e, e->batch);
   PKV_TRY(check_device_buffer(e, q, q_offset, io, 16, __func__, "q"));
   PKV_TRY(check_device_buffer(e, out, out_offset, io, 16, __func__, "out"));
-  if (lse) PKV_TRY(check_device_buffer(e, lse, lse_offset, (uint64_t)e->batch * e->cfg.num_qo_heads * 4, 4, __func__, "lse"));
+  const uint64_t lse_bytes = (uint64_t)e->batch * e->cfg.num_qo_heads * 4;
+  if (lse) PKV_TRY(check_device_buffer(e, lse, lse_offset, lse_bytes, 4, __func__, "lse"));
+  // The kernels read q while they write out and lse: overlapping ranges would corrupt the result.
+  // (Each range lies within its buffer, so the sums cannot wrap.)
+  auto overlap = [](pkv_buffer *a, uint64_t at, uint64_t an, pkv_buffer *b, uint64_t bt, uint64_t bn) {
+    return a == b && at < bt + bn && bt < at + an;
+  };
+  if (overlap(q, q_offset, io, out, out_offset, io) ||
+      (lse && (overlap(q, q_offset, io, lse, lse_offset, lse_bytes) || overlap(out, out_offset, io, lse, lse_offset, lse_bytes))))
+    return fail(PKV_ERR_INVALID_ARGUMENT, "%s: the q, out and lse ranges overlap", __func__);
   PKV_TRY(pkv::check_stream(e->rt, stream, __func__));
   const void *qp = static_cast<char *>(q->ptr) + q_offset;
   void *op = static_cast<char *>(out->ptr) + out_offset;
@@ -605,6 +636,8 @@ pkv_status pkv_decode_run_device(pkv_decode_engine *engine, int32_t plan_id, int
     cpu_run(e, layer, qp, op, lp);
     return PKV_OK;
   }
+  for (const void *used : {(const void *)e, (const void *)e->pool, (const void *)q, (const void *)out, (const void *)lse})
+    pkv::note_capture_use(e->rt, pkv::stream_of(e->rt, stream), used);
   return cuda_run(e, layer, qp, op, lp, pkv::stream_of(e->rt, stream));
   PKV_API_END
 }

@@ -1,20 +1,37 @@
 // Thread-local last error and status names.
 #include <cstdarg>
 #include <cstdio>
+#include <cstring>
+#include <stdexcept>
 
 #include "internal.h"
 
 namespace {
 thread_local char last_error[1024] = "";
-}
+thread_local const char *serving = "";  // the entry point this thread is in (begin_call)
+}  // namespace
 
 namespace pkv {
 
+void begin_call(const char *func) {
+  serving = func;
+  last_error[0] = '\0';
+}
+
+const char *current_call() { return serving; }
+
 pkv_status fail(pkv_status code, const char *fmt, ...) {
+  // "<entry point>: " first unless the message already starts with it.
+  size_t at = 0;
+  const size_t name = strlen(serving);
+  char text[sizeof last_error];
   va_list args;
   va_start(args, fmt);
-  vsnprintf(last_error, sizeof last_error, fmt, args);
+  vsnprintf(text, sizeof text, fmt, args);
   va_end(args);
+  if (name > 0 && strncmp(text, serving, name) != 0) at = (size_t)snprintf(last_error, sizeof last_error, "%s: ", serving);
+  if (at >= sizeof last_error) at = sizeof last_error - 1;
+  snprintf(last_error + at, sizeof last_error - at, "%s", text);
   return code;
 }
 
@@ -24,7 +41,25 @@ pkv_status fail_cuda(cudaError_t err, const char *call, const char *where) {
   return fail(code, "%s failed: %s (%s) at %s", call, cudaGetErrorName(err), cudaGetErrorString(err), where);
 }
 
-void clear_error() { last_error[0] = '\0'; }
+// Library code throws only by accident of the standard library (an allocation, a container size);
+// each kind maps to the status that says what went wrong, and the message names the call.
+pkv_status exception_status(const char *func) {
+  try {
+    throw;
+  } catch (const std::bad_alloc &) {
+    return fail(PKV_ERR_OUT_OF_MEMORY, "%s: host allocation failed (out of memory)", func);
+  } catch (const std::length_error &e) {
+    return fail(PKV_ERR_OUT_OF_MEMORY, "%s: a host array is too large to allocate (%s)", func, e.what());
+  } catch (const std::out_of_range &e) {
+    return fail(PKV_ERR_OUT_OF_RANGE, "%s: an index is out of range (%s)", func, e.what());
+  } catch (const std::invalid_argument &e) {
+    return fail(PKV_ERR_INVALID_ARGUMENT, "%s: invalid argument (%s)", func, e.what());
+  } catch (const std::exception &e) {
+    return fail(PKV_ERR_INTERNAL, "%s: internal error: %s", func, e.what());
+  } catch (...) {
+    return fail(PKV_ERR_INTERNAL, "%s: internal error: an unknown exception", func);
+  }
+}
 
 }  // namespace pkv
 

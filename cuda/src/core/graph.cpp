@@ -7,6 +7,7 @@
 struct pkv_graph {
   pkv_runtime *rt;
   cudaGraphExec_t exec;
+  std::vector<uint64_t> uses;  // tokens of the buffers, pools and engines its work touches
 };
 
 namespace {
@@ -57,15 +58,27 @@ pkv_status pkv_capture_end(pkv_runtime *rt, pkv_stream *stream, pkv_graph **out)
   cudaGraph_t graph = nullptr;
   cudaError_t ended = cudaStreamEndCapture(pkv::stream_of(rt, stream), &graph);
   auto &capturing = rt->capturing;  // the capture is over even if it was invalidated
-  capturing.erase(std::remove(capturing.begin(), capturing.end(), pkv::stream_of(rt, stream)), capturing.end());
+  const cudaStream_t ended_stream = pkv::stream_of(rt, stream);
+  capturing.erase(std::remove(capturing.begin(), capturing.end(), ended_stream), capturing.end());
+  std::vector<uint64_t> uses;
+  auto &noted = rt->capture_uses;
+  for (const auto &[s, token] : noted)
+    if (s == ended_stream) uses.push_back(token);
+  noted.erase(std::remove_if(noted.begin(), noted.end(), [&](const auto &u) { return u.first == ended_stream; }),
+              noted.end());
   PKV_CUDA_TRY(ended);
   cudaGraphExec_t exec = nullptr;
   cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
   cudaGraphDestroy(graph);
   if (e != cudaSuccess) return pkv::fail_cuda(e, "cudaGraphInstantiate", __func__);
-  auto *g = new pkv_graph{rt, exec};
-  pkv::adopt(rt, g, pkv::Kind::Graph, destroy_graph);
-  *out = g;
+  pkv_graph *g = nullptr;
+  try {
+    g = new pkv_graph{rt, exec, std::move(uses)};
+  } catch (...) {
+    cudaGraphExecDestroy(exec);
+    throw;
+  }
+  *out = pkv::handle_of<pkv_graph>(pkv::adopt(rt, g, pkv::Kind::Graph, destroy_graph));
   return PKV_OK;
   PKV_API_END
 }
@@ -74,6 +87,10 @@ pkv_status pkv_graph_launch(pkv_graph *graph, pkv_stream *stream) {
   PKV_API_BEGIN
   PKV_CHECK(graph, Graph);
   PKV_TRY(pkv::check_stream(graph->rt, stream, __func__));
+  for (uint64_t token : graph->uses)
+    if (!pkv::token_is_live(token))
+      return pkv::fail(PKV_ERR_BAD_STATE, "%s: the graph's work uses a %s freed or destroyed after the capture", __func__,
+                       pkv::kind_name(pkv::token_kind(token)));
   PKV_CUDA_TRY(cudaGraphLaunch(graph->exec, pkv::stream_of(graph->rt, stream)));
   return PKV_OK;
   PKV_API_END
@@ -82,6 +99,7 @@ pkv_status pkv_graph_launch(pkv_graph *graph, pkv_stream *stream) {
 pkv_status pkv_graph_destroy(pkv_graph *graph) {
   PKV_API_BEGIN
   PKV_CHECK(graph, Graph);
+  PKV_TRY(pkv::check_not_capturing(graph->rt));
   cudaStreamSynchronize(graph->rt->stream);
   destroy_graph(graph);
   return PKV_OK;

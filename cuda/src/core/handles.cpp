@@ -1,15 +1,37 @@
-// The registry of live handles: every pointer crossing the ABI is looked up before use.
+// The registry of live handles: every handle crossing the ABI is a token looked up here before use.
 #include <mutex>
+#include <stdexcept>
 #include <unordered_map>
 
 #include "internal.h"
 
 namespace {
-std::mutex registry_mutex;
-std::unordered_map<const void *, pkv::Kind> &registry() {
-  static auto *live = new std::unordered_map<const void *, pkv::Kind>();  // never destroyed: safe at exit
-  return *live;
+
+// Token layout: bit 52 marks a token, bits 44..51 the kind, bits 0..43 the id (2^44 handles per process,
+// never reused). The kind in the token lets a freed or wrong-kind handle be named precisely.
+constexpr uint64_t kTokenTag = 1ull << 52;
+constexpr int kKindShift = 44;
+constexpr uint64_t kIdMask = (1ull << kKindShift) - 1;
+
+struct Entry {
+  void *object;
+  pkv::Kind kind;
+};
+
+struct Registry {
+  std::mutex mutex;
+  std::unordered_map<uint64_t, Entry> by_token;
+  std::unordered_map<const void *, uint64_t> by_object;
+  uint64_t last_id = 0;
+};
+
+Registry &registry() {
+  static auto *r = new Registry();  // never destroyed: safe for calls made during exit
+  return *r;
 }
+
+bool looks_like_token(uint64_t token) { return (token & ~((1ull << 53) - 1)) == 0 && (token & kTokenTag) != 0; }
+
 }  // namespace
 
 namespace pkv {
@@ -27,40 +49,92 @@ const char *kind_name(Kind kind) {
   return "object";
 }
 
-void register_handle(void *handle, Kind kind) {
-  std::lock_guard<std::mutex> lock(registry_mutex);
-  registry()[handle] = kind;
+uint64_t register_handle(void *object, Kind kind) {
+  Registry &r = registry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  // 2^44 ids outlast any process (one per nanosecond for hours); running out is a hard stop, not reuse.
+  if (r.last_id == kIdMask) throw std::length_error("handle ids exhausted");
+  const uint64_t token = kTokenTag | (uint64_t)kind << kKindShift | ++r.last_id;
+  r.by_token[token] = Entry{object, kind};
+  try {
+    r.by_object[object] = token;
+  } catch (...) {
+    r.by_token.erase(token);
+    throw;
+  }
+  return token;
 }
 
-void unregister_handle(void *handle) {
-  std::lock_guard<std::mutex> lock(registry_mutex);
-  registry().erase(handle);
+void unregister_handle(void *object) {
+  Registry &r = registry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  auto it = r.by_object.find(object);
+  if (it == r.by_object.end()) return;
+  r.by_token.erase(it->second);
+  r.by_object.erase(it);
 }
 
-bool is_live(const void *handle, Kind kind) {
-  std::lock_guard<std::mutex> lock(registry_mutex);
-  auto it = registry().find(handle);
-  return it != registry().end() && it->second == kind;
+uint64_t token_of(const void *object) {
+  Registry &r = registry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  auto it = r.by_object.find(object);
+  return it == r.by_object.end() ? 0 : it->second;
 }
 
-pkv_status check_handle(const void *handle, Kind kind, const char *func, const char *arg) {
+bool token_is_live(uint64_t token) {
+  Registry &r = registry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  return r.by_token.count(token) != 0;
+}
+
+Kind token_kind(uint64_t token) { return (Kind)((token >> kKindShift) & 0xff); }
+
+void note_capture_use(pkv_runtime *rt, cudaStream_t stream, const void *object) {
+  if (object && is_capturing(rt, stream)) rt->capture_uses.push_back({stream, token_of(object)});
+}
+
+void *lookup_handle(uint64_t token, Kind kind) {
+  Registry &r = registry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  auto it = r.by_token.find(token);
+  return it != r.by_token.end() && it->second.kind == kind ? it->second.object : nullptr;
+}
+
+pkv_status resolve_handle(const void *handle, Kind kind, const char *func, const char *arg, void **object) {
+  *object = nullptr;
   if (handle == nullptr) return fail(PKV_ERR_INVALID_HANDLE, "%s: %s is NULL", func, arg);
-  if (!is_live(handle, kind))
-    return fail(PKV_ERR_INVALID_HANDLE, "%s: %s is not a live %s (freed, destroyed or never created)", func, arg,
-                kind_name(kind));
-  return PKV_OK;
+  const uint64_t token = (uint64_t)(uintptr_t)handle;
+  *object = lookup_handle(token, kind);
+  if (*object) return PKV_OK;
+  const char *want = kind_name(kind);
+  if (!looks_like_token(token))
+    return fail(PKV_ERR_INVALID_HANDLE, "%s: %s (0x%llx) is not a live %s: this library never handed it out", func,
+                arg, (unsigned long long)token, want);
+  if (token_kind(token) != kind)
+    return fail(PKV_ERR_INVALID_HANDLE, "%s: %s is not a live %s: it is a %s handle", func, arg, want,
+                kind_name(token_kind(token)));
+  return fail(PKV_ERR_INVALID_HANDLE, "%s: %s is not a live %s: it was freed or destroyed (or its runtime was)",
+              func, arg, want);
 }
 
-pkv_status check_stream(pkv_runtime *rt, pkv_stream *stream, const char *func) {
+pkv_status check_stream(pkv_runtime *rt, pkv_stream *&stream, const char *func) {
   if (!stream) return PKV_OK;
-  PKV_TRY(check_handle(stream, Kind::Stream, func, "stream"));
+  PKV_TRY(resolve(stream, Kind::Stream, func, "stream"));
   if (stream->rt != rt) return fail(PKV_ERR_INVALID_ARGUMENT, "%s: the stream belongs to another runtime", func);
   return PKV_OK;
 }
 
-void adopt(pkv_runtime *rt, void *child, Kind kind, void (*destroy)(void *)) {
-  register_handle(child, kind);
-  rt->children.push_back({child, kind, destroy});
+// All or nothing: if either step throws (out of memory), the child is destroyed (`destroy` disowns
+// nothing it does not hold) and the exception goes on to PKV_API_END.
+uint64_t adopt(pkv_runtime *rt, void *child, Kind kind, void (*destroy)(void *)) {
+  try {
+    const uint64_t token = register_handle(child, kind);
+    rt->children.push_back({child, kind, destroy});
+    return token;
+  } catch (...) {
+    destroy(child);
+    throw;
+  }
 }
 
 void disown(pkv_runtime *rt, void *child) {

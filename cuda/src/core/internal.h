@@ -4,39 +4,71 @@
 
 #include <cstdint>
 #include <new>
+#include <utility>
 #include <vector>
 
 #include "persistentkv.h"
 
 namespace pkv {
 
-// Records this thread's last error and returns `code`, so call sites read `return fail(...)`.
+// Records this thread's last error and returns `code`, so call sites read `return fail(...)`. The message
+// always starts with the entry point being served (current_call), added here when the text lacks it, so
+// helpers deep in a call need not know which entry point they serve.
 pkv_status fail(pkv_status code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 pkv_status fail_cuda(cudaError_t err, const char *call, const char *where);
-void clear_error();
+// Starts serving entry point `func` on this thread: clears the last error and names the call.
+void begin_call(const char *func);
+const char *current_call();
+// The status and message of the exception being handled (called from a catch block in PKV_API_END).
+pkv_status exception_status(const char *func);
 
 enum class Kind : uint32_t { Runtime = 1, Buffer, Stream, Event, KvPool, DecodeEngine, Graph };
 const char *kind_name(Kind kind);
 
-// Every handle handed out is registered, so a stale or foreign pointer is an error, not a crash.
-void register_handle(void *handle, Kind kind);
-void unregister_handle(void *handle);
-bool is_live(const void *handle, Kind kind);
-pkv_status check_handle(const void *handle, Kind kind, const char *func, const char *arg);
+// Handles. What crosses the ABI is never an object's address but a token: a 64-bit id from a counter
+// that is never reused (with the kind in its upper bits), looked up in a registry of live objects. A
+// freed object's token stays unknown forever, so an address the allocator hands out again cannot bring
+// a stale handle back to life, and a plan keeps its pool's token to notice that pool's destruction.
+// Tokens stay below 2^53 so that the bindings carry them as exact JavaScript numbers.
+uint64_t register_handle(void *object, Kind kind);  // the object's token
+void unregister_handle(void *object);
+uint64_t token_of(const void *object);            // 0 if the object is not registered
+bool token_is_live(uint64_t token);               // the token's object (of its kind) still exists
+Kind token_kind(uint64_t token);
+void *lookup_handle(uint64_t token, Kind kind);   // the live object, or nullptr
+// Resolves handle `arg` of entry point `func` to its object, or fails with PKV_ERR_INVALID_HANDLE
+// saying whether it was NULL, freed, of another kind or never handed out.
+pkv_status resolve_handle(const void *handle, Kind kind, const char *func, const char *arg, void **object);
+template <class T>
+pkv_status resolve(T *&handle, Kind kind, const char *func, const char *arg) {
+  void *object = nullptr;
+  pkv_status s = resolve_handle(handle, kind, func, arg, &object);
+  if (s == PKV_OK) handle = static_cast<T *>(object);
+  return s;
+}
+template <class T>
+T *lookup(uint64_t token, Kind kind) {
+  return static_cast<T *>(lookup_handle(token, kind));
+}
+// The value handed to the caller for a registered object.
+template <class T>
+T *handle_of(uint64_t token) {
+  return reinterpret_cast<T *>(static_cast<uintptr_t>(token));
+}
 
 }  // namespace pkv
 
 #define PKV_STR2(x) #x
 #define PKV_STR(x) PKV_STR2(x)
 
-// Entry and exit of every C entry point: clear the last error, turn C++ exceptions into statuses.
+// Entry and exit of every C entry point: name the call, clear the last error, turn C++ exceptions into
+// statuses whose message names the call.
 #define PKV_API_BEGIN \
-  ::pkv::clear_error(); \
+  ::pkv::begin_call(__func__); \
   try {
 #define PKV_API_END \
   } \
-  catch (const std::bad_alloc &) { return ::pkv::fail(PKV_ERR_OUT_OF_MEMORY, "%s: host allocation failed", __func__); } \
-  catch (...) { return ::pkv::fail(PKV_ERR_INTERNAL, "%s: unexpected exception", __func__); }
+  catch (...) { return ::pkv::exception_status(__func__); }
 
 #define PKV_TRY(expr) \
   do { \
@@ -48,7 +80,8 @@ pkv_status check_handle(const void *handle, Kind kind, const char *func, const c
     cudaError_t e_ = (call); \
     if (e_ != cudaSuccess) return ::pkv::fail_cuda(e_, #call, __FILE__ ":" PKV_STR(__LINE__)); \
   } while (0)
-#define PKV_CHECK(h, kind) PKV_TRY(::pkv::check_handle((h), ::pkv::Kind::kind, __func__, #h))
+// Resolves handle parameter `h` in place: from here on `h` is the object, or the call has failed.
+#define PKV_CHECK(h, kind) PKV_TRY(::pkv::resolve((h), ::pkv::Kind::kind, __func__, #h))
 #define PKV_NOT_NULL(p) \
   do { \
     if ((p) == nullptr) return ::pkv::fail(PKV_ERR_NULL_POINTER, "%s: %s is NULL", __func__, #p); \
@@ -71,6 +104,9 @@ struct pkv_runtime {
   // Streams of this runtime being captured into a graph. Captures begin only through pkv_capture_begin,
   // so plans and runs read this instead of asking CUDA on every call.
   std::vector<cudaStream_t> capturing;
+  // Tokens of the objects that work queued on a capturing stream uses (note_capture_use); pkv_capture_end
+  // hands them to the graph, whose launches then check that every one still exists.
+  std::vector<std::pair<cudaStream_t, uint64_t>> capture_uses;
   void *flush_buffer;  // lazily allocated, larger than L2 (pkv_flush_l2)
   uint64_t flush_bytes;
 };
@@ -102,13 +138,26 @@ inline bool is_capturing(const pkv_runtime *rt, cudaStream_t stream) {
     if (s == stream) return true;
   return false;
 }
+// Work queued on a capturing stream runs later, at each launch of the graph: the objects it touches
+// are remembered by token, so a launch after one of them was freed is refused instead of touching
+// freed memory. A no-op when `stream` is not capturing.
+void note_capture_use(pkv_runtime *rt, cudaStream_t stream, const void *object);
+// Entry points that wait for the GPU, allocate or free refuse while a capture is open on the runtime:
+// inside a capture such a call fails and invalidates the capture, so the failed call would change
+// something. (Copies, fills of device memory and device-buffer runs are what a capture records.)
+inline pkv_status check_not_capturing(const pkv_runtime *rt) {
+  if (rt->capturing.empty()) return PKV_OK;
+  return fail(PKV_ERR_BAD_STATE, "a graph capture is open on this runtime; end it with pkv_capture_end first");
+}
 // An optional stream argument: NULL, or a live stream of `rt` (a stream of another runtime may be on
-// another device).
-pkv_status check_stream(pkv_runtime *rt, pkv_stream *stream, const char *func);
-// Registers a new child object and remembers its destructor for runtime_destroy.
-void adopt(pkv_runtime *rt, void *child, Kind kind, void (*destroy)(void *));
+// another device). Resolves `stream` in place like PKV_CHECK.
+pkv_status check_stream(pkv_runtime *rt, pkv_stream *&stream, const char *func);
+// Registers a new child object, remembers its destructor for runtime_destroy, and returns its token.
+// If that throws, the child is destroyed first.
+uint64_t adopt(pkv_runtime *rt, void *child, Kind kind, void (*destroy)(void *));
 void disown(pkv_runtime *rt, void *child);  // unregisters and forgets it (its destroy call frees it)
-// Host or device allocation by PKV_MEM_* kind and backend; 256-byte aligned.
+// Host or device allocation by PKV_MEM_* kind and backend; 256-byte aligned. A failure is
+// PKV_ERR_OUT_OF_MEMORY naming the current entry point, the memory kind and the size.
 pkv_status raw_alloc(pkv_runtime *rt, int32_t kind, uint64_t bytes, void **out);
 void raw_free(pkv_runtime *rt, int32_t kind, void *ptr);
 }  // namespace pkv

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <unordered_set>
 
+#include "checked.h"
 #include "kv_ops.h"
 #include "shape.h"
 
@@ -17,7 +18,7 @@ void free_pool(pkv_kvpool *pool) {
   pkv::raw_free(rt, PKV_MEM_DEVICE, pool->v);
   pkv::raw_free(rt, PKV_MEM_PINNED, pool->table_host);
   pkv::raw_free(rt, PKV_MEM_PINNED, pool->dirty_from);
-  if (pkv::on_cuda(rt)) pkv::raw_free(rt, PKV_MEM_DEVICE, pool->table_device);
+  pkv::raw_free(rt, PKV_MEM_DEVICE, pool->table_device);
   pkv::raw_free(rt, PKV_MEM_PINNED, pool->swap);
   pkv::raw_free(rt, PKV_MEM_DEVICE, pool->index_device);
   pkv::raw_free(rt, PKV_MEM_DEVICE, pool->data_device);
@@ -128,8 +129,53 @@ pkv_status move_pages(pkv_kvpool *pool, pkv::PageSpace src, pkv::PageSpace dst, 
   return pkv::gpu_copy_pages(pool, src, dst, n, src_dev, dst_dev, pool->rt->stream);
 }
 
+// Bytes of n tokens' K (or V): at most 2^31 x 256 heads x 256 dims x 2 bytes = 2^48, no overflow.
 int64_t token_bytes(const pkv_kvpool *pool, int32_t n) {
   return (int64_t)n * pool->config.num_kv_heads * pool->config.head_dim * pool->elem_bytes;
+}
+
+// Swaps move pages between two homes: a page or slot named twice in one call would be written twice
+// (two pages into one slot) or leave the cache layer's map of pages ambiguous (one slot into two pages).
+pkv_status check_distinct(int32_t n, const int32_t *ids, const char *what, const char *func) {
+  std::unordered_set<int32_t> seen;
+  for (int32_t i = 0; i < n; i++)
+    if (!seen.insert(ids[i]).second)
+      return pkv::fail(PKV_ERR_INVALID_ARGUMENT, "%s: %s[%d] = %d is repeated", func, what, i, ids[i]);
+  return PKV_OK;
+}
+
+// The checks of a swap of n pages between the pool and its swap space, all before anything moves.
+pkv_status check_swap(const pkv_kvpool *pool, int32_t n, const int32_t *pages, const int32_t *swap_slots,
+                      const char *func) {
+  if (n < 0) return pkv::fail(PKV_ERR_INVALID_ARGUMENT, "%s: n = %d < 0", func, n);
+  if (n > 0 && pool->config.swap_pages == 0)
+    return pkv::fail(PKV_ERR_SWAP_FULL, "%s: the pool was created without swap space", func);
+  PKV_TRY(check_ids(n, pages, pool->config.num_pages, "pages", func));
+  PKV_TRY(check_ids(n, swap_slots, pool->config.swap_pages, "swap_slots", func));
+  PKV_TRY(check_distinct(n, pages, "pages", func));
+  return check_distinct(n, swap_slots, "swap_slots", func);
+}
+
+// Byte sizes of a pool's allocations, each product checked: a configuration whose pool would not fit
+// 63 bits is an error, not a short allocation.
+struct PoolSizes {
+  int64_t page_elems, layer_elems, pool_bytes, swap_slot_bytes, swap_bytes, table_entries;
+};
+
+pkv_status pool_sizes(const pkv_kv_config *c, PoolSizes *z) {
+  PKV_TRY(pkv::checked_mul("page elements (kv heads x page size x head dim)", &z->page_elems,
+                           {(uint64_t)c->num_kv_heads, (uint64_t)c->page_size, (uint64_t)c->head_dim}));
+  PKV_TRY(pkv::checked_mul("layer elements (pages x page elements)", &z->layer_elems,
+                           {(uint64_t)c->num_pages, (uint64_t)z->page_elems}));
+  PKV_TRY(pkv::checked_mul("pool bytes (layers x layer elements x 2 bytes)", &z->pool_bytes,
+                           {(uint64_t)c->num_layers, (uint64_t)z->layer_elems, 2}));
+  PKV_TRY(pkv::checked_mul("swap slot bytes (layers x K and V x page elements x 2 bytes)", &z->swap_slot_bytes,
+                           {(uint64_t)c->num_layers, 2, (uint64_t)z->page_elems, 2}));
+  PKV_TRY(pkv::checked_mul("swap bytes (swap pages x slot bytes)", &z->swap_bytes,
+                           {(uint64_t)c->swap_pages, (uint64_t)z->swap_slot_bytes}));
+  PKV_TRY(pkv::checked_mul("block table entries (rows x width)", &z->table_entries,
+                           {(uint64_t)c->max_sequences, (uint64_t)c->max_pages_per_sequence}));
+  return PKV_OK;
 }
 
 // Device staging for a host-array write or read of n tokens: the slot list, and room for their K and V.
@@ -154,40 +200,41 @@ pkv_status pkv_kvpool_create(pkv_runtime *rt, const pkv_kv_config *config, pkv_k
   PKV_NOT_NULL(out);
   *out = nullptr;
   PKV_TRY(check_config(config));
+  PKV_TRY(pkv::check_not_capturing(rt));
+  PoolSizes z;
+  PKV_TRY(pool_sizes(config, &z));
   auto *pool = new pkv_kvpool();
   pool->rt = rt;
   pool->config = *config;
   pool->elem_bytes = 2;
-  pool->page_elems = (int64_t)config->num_kv_heads * config->page_size * config->head_dim;
-  pool->layer_elems = (int64_t)config->num_pages * pool->page_elems;
-  pool->swap_slot_bytes = (int64_t)config->num_layers * 2 * pool->page_elems * pool->elem_bytes;
-  const int64_t pool_bytes = (int64_t)config->num_layers * pool->layer_elems * pool->elem_bytes;
-  const int64_t table_entries = (int64_t)config->max_sequences * config->max_pages_per_sequence;
+  pool->page_elems = z.page_elems;
+  pool->layer_elems = z.layer_elems;
+  pool->swap_slot_bytes = z.swap_slot_bytes;
+  const int64_t pool_bytes = z.pool_bytes, table_entries = z.table_entries;
   pkv_status s = pkv::raw_alloc(rt, PKV_MEM_DEVICE, pool_bytes, &pool->k);
   if (s == PKV_OK) s = pkv::raw_alloc(rt, PKV_MEM_DEVICE, pool_bytes, &pool->v);
-  void *table = nullptr, *dirty = nullptr;
+  void *table = nullptr, *dirty = nullptr, *device_table = nullptr;
   if (s == PKV_OK) s = pkv::raw_alloc(rt, PKV_MEM_PINNED, table_entries * 4, &table);
   if (s == PKV_OK) s = pkv::raw_alloc(rt, PKV_MEM_PINNED, (int64_t)config->max_sequences * 4, &dirty);
+  if (s == PKV_OK) s = pkv::raw_alloc(rt, PKV_MEM_DEVICE, table_entries * 4, &device_table);
   pool->table_host = static_cast<int32_t *>(table);
   pool->dirty_from = static_cast<int32_t *>(dirty);
+  pool->table_device = static_cast<int32_t *>(device_table);
   if (s == PKV_OK) {
     memset(pool->table_host, 0, table_entries * 4);
     for (int32_t r = 0; r < config->max_sequences; r++) pool->dirty_from[r] = INT32_MAX;
+    // Every device-table entry is a valid page id from the start (0), and later only validated deltas
+    // change it: a run can never read a page outside the pool.
     if (pkv::on_cuda(rt)) {
-      void *device_table = nullptr;
-      s = pkv::raw_alloc(rt, PKV_MEM_DEVICE, table_entries * 4, &device_table);
-      pool->table_device = static_cast<int32_t *>(device_table);
-      if (s == PKV_OK) {
-        cudaError_t e = cudaMemsetAsync(pool->table_device, 0, table_entries * 4, rt->stream);
-        if (e != cudaSuccess) s = pkv::fail_cuda(e, "cudaMemsetAsync", "pkv_kvpool_create");
-      }
+      cudaError_t e = cudaMemsetAsync(pool->table_device, 0, table_entries * 4, rt->stream);
+      if (e != cudaSuccess) s = pkv::fail_cuda(e, "cudaMemsetAsync", "pkv_kvpool_create");
     } else {
-      pool->table_device = pool->table_host;
+      memset(pool->table_device, 0, table_entries * 4);
     }
   }
   if (s == PKV_OK && config->swap_pages > 0) {
     // Pinned like any host buffer; the GPU reads and writes it in place over the bus (UVA mapping).
-    s = pkv::raw_alloc(rt, PKV_MEM_PINNED, (int64_t)config->swap_pages * pool->swap_slot_bytes, &pool->swap);
+    s = pkv::raw_alloc(rt, PKV_MEM_PINNED, z.swap_bytes, &pool->swap);
     pool->swap_device = pool->swap;
     if (s == PKV_OK && pkv::on_cuda(rt)) {
       cudaError_t e = cudaHostGetDevicePointer(&pool->swap_device, pool->swap, 0);
@@ -198,8 +245,7 @@ pkv_status pkv_kvpool_create(pkv_runtime *rt, const pkv_kv_config *config, pkv_k
     free_pool(pool);
     return s;
   }
-  pkv::adopt(rt, pool, pkv::Kind::KvPool, destroy_pool);
-  *out = pool;
+  *out = pkv::handle_of<pkv_kvpool>(pkv::adopt(rt, pool, pkv::Kind::KvPool, destroy_pool));
   return PKV_OK;
   PKV_API_END
 }
@@ -207,6 +253,7 @@ pkv_status pkv_kvpool_create(pkv_runtime *rt, const pkv_kv_config *config, pkv_k
 pkv_status pkv_kvpool_destroy(pkv_kvpool *pool) {
   PKV_API_BEGIN
   PKV_CHECK(pool, KvPool);
+  PKV_TRY(pkv::check_not_capturing(pool->rt));
   destroy_pool(pool);
   return PKV_OK;
   PKV_API_END
@@ -239,6 +286,7 @@ pkv_status pkv_kvpool_write(pkv_kvpool *pool, int32_t layer, int32_t n, const in
                             const void *v) {
   PKV_API_BEGIN
   PKV_CHECK(pool, KvPool);
+  PKV_TRY(pkv::check_not_capturing(pool->rt));
   PKV_TRY(check_token_io(pool, layer, n, slots, k, v, __func__));
   if (n == 0) return PKV_OK;
   if (!pkv::on_cuda(pool->rt)) {
@@ -260,6 +308,7 @@ pkv_status pkv_kvpool_write_device(pkv_kvpool *pool, int32_t layer, int32_t n, c
                                    uint64_t k_offset, pkv_buffer *v, uint64_t v_offset) {
   PKV_API_BEGIN
   PKV_CHECK(pool, KvPool);
+  PKV_TRY(pkv::check_not_capturing(pool->rt));
   PKV_CHECK(k, Buffer);
   PKV_CHECK(v, Buffer);
   PKV_TRY(check_layer(pool, layer, __func__));
@@ -268,9 +317,7 @@ pkv_status pkv_kvpool_write_device(pkv_kvpool *pool, int32_t layer, int32_t n, c
     return pkv::fail(PKV_ERR_INVALID_ARGUMENT, "%s: buffers belong to another runtime", __func__);
   const uint64_t bytes = (uint64_t)token_bytes(pool, n);
   for (auto [buf, offset, name] : {std::tuple{k, k_offset, "k"}, std::tuple{v, v_offset, "v"}}) {
-    if (offset > buf->bytes || bytes > buf->bytes - offset)
-      return pkv::fail(PKV_ERR_OUT_OF_RANGE, "%s: %s needs %llu bytes at offset %llu of a %llu-byte buffer", __func__,
-                       name, (unsigned long long)bytes, (unsigned long long)offset, (unsigned long long)buf->bytes);
+    PKV_TRY(pkv::check_range(name, offset, bytes, buf->bytes));
     if (offset % 16 != 0)
       return pkv::fail(PKV_ERR_INVALID_ARGUMENT, "%s: %s offset %llu is not 16-byte aligned", __func__, name,
                        (unsigned long long)offset);
@@ -290,6 +337,7 @@ pkv_status pkv_kvpool_write_device(pkv_kvpool *pool, int32_t layer, int32_t n, c
 pkv_status pkv_kvpool_read(pkv_kvpool *pool, int32_t layer, int32_t n, const int32_t *slots, void *k, void *v) {
   PKV_API_BEGIN
   PKV_CHECK(pool, KvPool);
+  PKV_TRY(pkv::check_not_capturing(pool->rt));
   PKV_TRY(check_token_io(pool, layer, n, slots, k, v, __func__));
   if (n == 0) return PKV_OK;
   if (!pkv::on_cuda(pool->rt)) {
@@ -311,6 +359,7 @@ pkv_status pkv_kvpool_read(pkv_kvpool *pool, int32_t layer, int32_t n, const int
 pkv_status pkv_kvpool_copy_pages(pkv_kvpool *pool, int32_t n, const int32_t *src_pages, const int32_t *dst_pages) {
   PKV_API_BEGIN
   PKV_CHECK(pool, KvPool);
+  PKV_TRY(pkv::check_not_capturing(pool->rt));
   if (n < 0) return pkv::fail(PKV_ERR_INVALID_ARGUMENT, "%s: n = %d < 0", __func__, n);
   PKV_TRY(check_ids(n, src_pages, pool->config.num_pages, "src_pages", __func__));
   PKV_TRY(check_ids(n, dst_pages, pool->config.num_pages, "dst_pages", __func__));
@@ -327,11 +376,8 @@ pkv_status pkv_kvpool_copy_pages(pkv_kvpool *pool, int32_t n, const int32_t *src
 pkv_status pkv_kvpool_swap_out(pkv_kvpool *pool, int32_t n, const int32_t *pages, const int32_t *swap_slots) {
   PKV_API_BEGIN
   PKV_CHECK(pool, KvPool);
-  if (n < 0) return pkv::fail(PKV_ERR_INVALID_ARGUMENT, "%s: n = %d < 0", __func__, n);
-  if (n > 0 && pool->config.swap_pages == 0)
-    return pkv::fail(PKV_ERR_SWAP_FULL, "%s: the pool was created without swap space", __func__);
-  PKV_TRY(check_ids(n, pages, pool->config.num_pages, "pages", __func__));
-  PKV_TRY(check_ids(n, swap_slots, pool->config.swap_pages, "swap_slots", __func__));
+  PKV_TRY(pkv::check_not_capturing(pool->rt));
+  PKV_TRY(check_swap(pool, n, pages, swap_slots, __func__));
   return move_pages(pool, pkv::pool_pages(pool), pkv::swap_pages(pool), n, pages, swap_slots);
   PKV_API_END
 }
@@ -339,11 +385,8 @@ pkv_status pkv_kvpool_swap_out(pkv_kvpool *pool, int32_t n, const int32_t *pages
 pkv_status pkv_kvpool_swap_in(pkv_kvpool *pool, int32_t n, const int32_t *swap_slots, const int32_t *pages) {
   PKV_API_BEGIN
   PKV_CHECK(pool, KvPool);
-  if (n < 0) return pkv::fail(PKV_ERR_INVALID_ARGUMENT, "%s: n = %d < 0", __func__, n);
-  if (n > 0 && pool->config.swap_pages == 0)
-    return pkv::fail(PKV_ERR_SWAP_FULL, "%s: the pool was created without swap space", __func__);
-  PKV_TRY(check_ids(n, swap_slots, pool->config.swap_pages, "swap_slots", __func__));
-  PKV_TRY(check_ids(n, pages, pool->config.num_pages, "pages", __func__));
+  PKV_TRY(pkv::check_not_capturing(pool->rt));
+  PKV_TRY(check_swap(pool, n, pages, swap_slots, __func__));
   return move_pages(pool, pkv::swap_pages(pool), pkv::pool_pages(pool), n, swap_slots, pages);
   PKV_API_END
 }

@@ -4,8 +4,10 @@
 // (page, kv head) slice is page_size * head_dim contiguous elements and a task streams aligned runs.
 //
 // Block table: the cache layer (TypeScript) writes page ids into the pinned host table and lowers
-// dirty_from[row] to the first column it changed. Only the plan reads dirty entries and moves them
-// to the device table (on the CPU backend the device table is the host table).
+// dirty_from[row] to the first column it changed. Only the plan reads dirty entries, checks them and
+// moves them to the device table, on both backends (on the CPU backend the "device" table is a second
+// host array), so a run reads exactly the entries its plan validated, whatever is written to the
+// pinned table afterwards.
 #pragma once
 #include <climits>
 
@@ -21,7 +23,7 @@ struct pkv_kvpool {
   void *v;
   int32_t *table_host;     // pinned [max_sequences][max_pages_per_sequence]
   int32_t *dirty_from;     // pinned [max_sequences], INT32_MAX when clean
-  int32_t *table_device;   // device mirror (== table_host on the CPU backend)
+  int32_t *table_device;   // the entries plans validated (device memory; host memory on the CPU backend)
   void *swap;              // pinned swap space: swap_pages slots of swap_slot_bytes each
   void *swap_device;       // the same memory as the GPU addresses it (mapped; == swap on the CPU backend)
   int64_t swap_slot_bytes; // num_layers * 2 * page_elems * elem_bytes

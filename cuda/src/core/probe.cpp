@@ -4,13 +4,22 @@
 #include <chrono>
 #include <vector>
 
+#include <unistd.h>
+
 #include "../gpu/probe_launch.h"
 #include "internal.h"
 
 namespace {
 
 pkv_status launch_read(pkv_runtime *rt, const void *data, uint64_t bytes, void *sink16, cudaStream_t stream) {
-  return pkv::launch_read_stream(data, bytes, sink16, rt->info.multiprocessors * 4, stream);
+  return pkv::launch_read_stream(data, bytes, sink16, rt->info.multiprocessors, stream);
+}
+
+// Host memory a CPU probe may stream over: half the machine's memory, so that a probe can never push
+// the process into the out-of-memory killer (the probe touches every byte it allocates).
+uint64_t cpu_probe_limit() {
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+  return pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page / 2 : (1ull << 30);
 }
 
 double cpu_read_gbps(uint64_t bytes, int32_t iterations) {
@@ -41,6 +50,11 @@ pkv_status pkv_probe_read_bandwidth(pkv_runtime *rt, uint64_t bytes, int32_t ite
     return pkv::fail(PKV_ERR_INVALID_ARGUMENT, "pkv_probe_read_bandwidth: size must be a multiple of 16, 1 MiB or more");
   if (iterations < 1 || iterations > 10000)
     return pkv::fail(PKV_ERR_INVALID_ARGUMENT, "pkv_probe_read_bandwidth: iterations %d not in 1..10000", iterations);
+  PKV_TRY(pkv::check_not_capturing(rt));
+  const uint64_t limit = pkv::on_cuda(rt) ? (uint64_t)rt->info.total_memory : cpu_probe_limit();
+  if (bytes > limit)
+    return pkv::fail(PKV_ERR_OUT_OF_MEMORY, "pkv_probe_read_bandwidth: %llu bytes exceed the %llu this %s can probe",
+                     (unsigned long long)bytes, (unsigned long long)limit, pkv::on_cuda(rt) ? "GPU" : "host");
   if (!pkv::on_cuda(rt)) {
     *gbps = cpu_read_gbps(bytes, iterations);
     return PKV_OK;
@@ -81,6 +95,7 @@ pkv_status pkv_flush_l2(pkv_runtime *rt, pkv_stream *stream) {
   PKV_TRY(pkv::check_stream(rt, stream, __func__));
   if (!pkv::on_cuda(rt)) return PKV_OK;  // nothing to flush that a benchmark could see
   if (!rt->flush_buffer) {
+    PKV_TRY(pkv::check_not_capturing(rt));
     // 256 MiB, as in the peer measurements: several times any L2 so far.
     uint64_t bytes = std::max<uint64_t>(256ull << 20, 4ull * (uint64_t)rt->info.l2_bytes);
     PKV_TRY(pkv::raw_alloc(rt, PKV_MEM_DEVICE, bytes + 16, &rt->flush_buffer));

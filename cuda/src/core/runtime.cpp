@@ -82,8 +82,13 @@ pkv_status pkv_runtime_create(int32_t backend, int32_t device, pkv_runtime **out
       return s;
     }
   }
-  pkv::register_handle(rt, pkv::Kind::Runtime);
-  *out = rt;
+  try {
+    *out = pkv::handle_of<pkv_runtime>(pkv::register_handle(rt, pkv::Kind::Runtime));
+  } catch (...) {
+    if (rt->stream) cudaStreamDestroy(rt->stream);
+    delete rt;
+    throw;
+  }
   return PKV_OK;
   PKV_API_END
 }
@@ -91,6 +96,14 @@ pkv_status pkv_runtime_create(int32_t backend, int32_t device, pkv_runtime **out
 pkv_status pkv_runtime_destroy(pkv_runtime *rt) {
   PKV_API_BEGIN
   PKV_CHECK(rt, Runtime);
+  // A capture still open is abandoned: its graph is discarded, so the streams can be synchronised.
+  for (cudaStream_t s : rt->capturing) {
+    cudaGraph_t graph = nullptr;
+    if (cudaStreamEndCapture(s, &graph) == cudaSuccess && graph) cudaGraphDestroy(graph);
+    cudaGetLastError();
+  }
+  rt->capturing.clear();
+  rt->capture_uses.clear();
   if (pkv::on_cuda(rt)) cudaStreamSynchronize(rt->stream);
   // Children are freed newest first: engines and pools may own buffers made earlier.
   while (!rt->children.empty()) {
@@ -108,6 +121,7 @@ pkv_status pkv_runtime_destroy(pkv_runtime *rt) {
 pkv_status pkv_runtime_synchronize(pkv_runtime *rt) {
   PKV_API_BEGIN
   PKV_CHECK(rt, Runtime);
+  PKV_TRY(pkv::check_not_capturing(rt));
   if (pkv::on_cuda(rt)) PKV_CUDA_TRY(cudaStreamSynchronize(rt->stream));
   return PKV_OK;
   PKV_API_END

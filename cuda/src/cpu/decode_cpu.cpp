@@ -12,6 +12,11 @@
 #include "half.h"
 
 namespace pkv {
+
+void cpu_apply_deltas(const PlanDelta *deltas, int32_t n, int32_t *table, int64_t table_stride) {
+  for (int32_t i = 0; i < n; i++) table[deltas[i].table_row * table_stride + deltas[i].column] = deltas[i].page;
+}
+
 void cpu_decode_run(const CpuDecodeArgs &a) {
   const auto *header = static_cast<const PlanHeader *>(a.plan);
   const auto *rows = reinterpret_cast<const PlanRow *>(static_cast<const char *>(a.plan) + sizeof(PlanHeader));

@@ -26,4 +26,9 @@ struct CpuDecodeArgs {
 
 void cpu_decode_run(const CpuDecodeArgs &a);
 
+struct PlanDelta;
+// The CPU backend's counterpart of the GPU's apply-deltas kernel: the plan's validated block-table
+// entries into the pool's own table, the only table a CPU run reads.
+void cpu_apply_deltas(const PlanDelta *deltas, int32_t n, int32_t *table, int64_t table_stride);
+
 }  // namespace pkv

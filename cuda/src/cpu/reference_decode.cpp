@@ -20,27 +20,32 @@ extern "C" pkv_status pkv_reference_decode(const pkv_attention_shape *shape, int
   if (!(shape->sm_scale >= 0.0f) || std::isinf(shape->sm_scale))
     return pkv::fail(PKV_ERR_INVALID_ARGUMENT, "%s: sm_scale %g is not finite and >= 0", __func__, shape->sm_scale);
   if (batch == 0) return PKV_OK;
+  // Every pointer is checked before any is read: first the arrays every sequence needs, then the
+  // page list's bounds (non-decreasing from 0), and only then its entries.
   PKV_NOT_NULL(page_indptr);
   PKV_NOT_NULL(seq_lens);
   PKV_NOT_NULL(q);
   PKV_NOT_NULL(out);
   if (page_indptr[0] != 0) return pkv::fail(PKV_ERR_INVALID_ARGUMENT, "%s: page_indptr[0] is %d, not 0", __func__, page_indptr[0]);
   for (int32_t b = 0; b < batch; b++) {
-    int64_t pages = (int64_t)page_indptr[b + 1] - page_indptr[b];
+    if (page_indptr[b + 1] < page_indptr[b])
+      return pkv::fail(PKV_ERR_INVALID_ARGUMENT, "%s: page_indptr[%d] = %d is below page_indptr[%d] = %d", __func__,
+                       b + 1, page_indptr[b + 1], b, page_indptr[b]);
+    const int64_t pages = (int64_t)page_indptr[b + 1] - page_indptr[b];
     if (seq_lens[b] < 0) return pkv::fail(PKV_ERR_INVALID_ARGUMENT, "%s: seq_lens[%d] = %d < 0", __func__, b, seq_lens[b]);
     if (pages * ps < seq_lens[b])
       return pkv::fail(PKV_ERR_INVALID_ARGUMENT, "%s: sequence %d has %d tokens but %lld pages of %d", __func__, b,
                        seq_lens[b], (long long)pages, ps);
-    for (int32_t i = page_indptr[b]; i < page_indptr[b + 1]; i++)
-      if (page_indices[i] < 0 || page_indices[i] >= num_pages)
-        return pkv::fail(PKV_ERR_OUT_OF_RANGE, "%s: page_indices[%d] = %d outside 0..%d", __func__, i, page_indices[i],
-                         num_pages - 1);
   }
   if (page_indptr[batch] > 0) {
     PKV_NOT_NULL(page_indices);
     PKV_NOT_NULL(k_pages);
     PKV_NOT_NULL(v_pages);
   }
+  for (int32_t i = 0; i < page_indptr[batch]; i++)
+    if (page_indices[i] < 0 || page_indices[i] >= num_pages)
+      return pkv::fail(PKV_ERR_OUT_OF_RANGE, "%s: page_indices[%d] = %d outside 0..%d", __func__, i, page_indices[i],
+                       num_pages - 1);
 
   const float scale = shape->sm_scale > 0 ? shape->sm_scale : 1.0f / std::sqrt((float)d);
   const int32_t group = hq / hkv;

@@ -9,7 +9,8 @@
 
 namespace pkv {
 
-// Reads `bytes` (a multiple of 16) from device memory with 16-byte streaming loads on `blocks` blocks.
-pkv_status launch_read_stream(const void *data, uint64_t bytes, void *sink16, int32_t blocks, cudaStream_t stream);
+// Reads `bytes` (a multiple of 16) from device memory with 16-byte loads, sized to fill `multiprocessors`.
+pkv_status launch_read_stream(const void *data, uint64_t bytes, void *sink16, int32_t multiprocessors,
+                              cudaStream_t stream);
 
 }  // namespace pkv
