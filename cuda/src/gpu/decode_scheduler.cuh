@@ -1,0 +1,48 @@
+// Task schedulers: which task of the plan a block runs first and next. One interface (initial_work,
+// next_work, as FlashAttention 3's tile schedulers have), so the kernel is one loop over any of them.
+// Within a task, which K/V tiles it streams is the tile schedule's (decode_pipeline.cuh: a static
+// range, or tiles claimed from the (row, head)'s cursor).
+#pragma once
+#include "../core/plan_image.h"
+#include "decode_launch.h"
+
+namespace pkv {
+
+struct Work {
+  int task;
+  bool valid;
+};
+
+// Baseline ("FlashInfer-style"): one block per task, grid = tasks.
+struct SingleTaskScheduler {
+  __device__ __forceinline__ explicit SingleTaskScheduler(const DecodeParams &) {}
+  __device__ __forceinline__ Work initial_work() const { return {(int)blockIdx.x, true}; }
+  __device__ __forceinline__ Work next_work(Work) const { return {0, false}; }
+};
+
+// Persistent: a fixed grid takes tasks from the queue (longest first): block i's first task is task i
+// (no round trip before its first copy), later ones come by ticket: task grid + ticket. Every block draws
+// exactly one ticket past the end, so the draw numbered tasks - 1 is the launch's last (the grid is at
+// most the task count): that block resets the counter for the next launch. The task count is read from
+// device memory, so a captured graph stays valid for any plan uploaded into the same buffer.
+struct TicketScheduler {
+  int *work_counter;
+  int num_tasks;
+  __device__ __forceinline__ explicit TicketScheduler(const DecodeParams &p)
+      : work_counter(p.work_counter), num_tasks(plan_header(p.plan).num_tasks) {}
+  __device__ __forceinline__ Work initial_work() const { return {(int)blockIdx.x, (int)blockIdx.x < num_tasks}; }
+  __device__ __forceinline__ Work next_work(Work) const {
+    __shared__ int s_ticket;
+    if (threadIdx.x == 0) {
+      const int ticket = atomicAdd(work_counter, 1);
+      if (ticket == num_tasks - 1) atomicExch(work_counter, 0);
+      s_ticket = ticket;
+    }
+    __syncthreads();
+    const int t = (int)gridDim.x + s_ticket;
+    __syncthreads();
+    return {t, t < num_tasks};
+  }
+};
+
+}  // namespace pkv
