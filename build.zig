@@ -3,6 +3,7 @@
 //   zig build -Doptimize=ReleaseFast            all default GPU targets
 //   zig build -Dcuda-arch=sm_90                 one target, for quick rounds
 //   zig build test                              the bun test suite (builds first)
+//   zig build plan-test                         the planner's native test (test/cuda/plan_test.cpp)
 //
 // Each source compiles in its own cached step (parallel, skipped when unchanged); every header is a
 // dependency of every source, so editing one rebuilds. nvcc is $NVCC, else $CUDA_HOME/bin/nvcc, else PATH.
@@ -40,6 +41,7 @@ pub fn build(b: *std.Build) !void {
 
     var headers = std.ArrayList([]const u8).init(b.allocator);
     var sources = std.ArrayList([]const u8).init(b.allocator);
+    var planner = std.ArrayList([]const u8).init(b.allocator);
     var dir = try b.build_root.handle.openIterableDir("cuda", .{});
     defer dir.close();
     var walker = try dir.walk(b.allocator);
@@ -50,6 +52,7 @@ pub fn build(b: *std.Build) !void {
         const ext = std.fs.path.extension(path);
         if (std.mem.eql(u8, ext, ".h") or std.mem.eql(u8, ext, ".cuh")) try headers.append(path);
         if (std.mem.eql(u8, ext, ".cu") or std.mem.eql(u8, ext, ".cpp")) try sources.append(path);
+        if (std.mem.startsWith(u8, path, "cuda/src/core/plan") and std.mem.eql(u8, ext, ".cpp")) try planner.append(path);
     }
     std.mem.sort([]const u8, sources.items, {}, lessThan);
 
@@ -68,6 +71,22 @@ pub fn build(b: *std.Build) !void {
     }
     const install = b.addInstallLibFile(library, "libpersistentkv.so");
     b.getInstallStep().dependOn(&install.step);
+
+    // The planner's native test: its sources compiled for the host with the test (no GPU code), installed
+    // as zig-out/bin/plan-test, which test/plan.test.ts runs.
+    const plan_test = b.addSystemCommand(&.{ nvcc, "-std=c++17", "-O2", "-Xcompiler=-Wall" });
+    plan_test.addArg(b.fmt("-I{s}", .{b.pathFromRoot("cuda/include")}));
+    plan_test.addArgs(&.{ "-x", "c++" });
+    plan_test.addFileArg(.{ .path = "test/cuda/plan_test.cpp" });
+    for (planner.items) |source| plan_test.addFileArg(.{ .path = source });
+    plan_test.addArg("-o");
+    const plan_test_exe = plan_test.addOutputFileArg("plan-test");
+    plan_test.extra_file_dependencies = headers.items;
+    b.getInstallStep().dependOn(&b.addInstallBinFile(plan_test_exe, "plan-test").step);
+    const run_plan_test = std.Build.Step.Run.create(b, "run plan-test");
+    run_plan_test.addFileArg(plan_test_exe);
+    run_plan_test.has_side_effects = true;
+    b.step("plan-test", "Run the planner's native test").dependOn(&run_plan_test.step);
 
     // bun from npm (node_modules/.bin), which is on PATH only inside npm scripts; else bun from PATH.
     const npm_bun = b.pathFromRoot("node_modules/.bin/bun");

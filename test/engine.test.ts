@@ -116,7 +116,7 @@ describe("engine settings", () => {
     const pool = new TestPool(rt, {
       numLayers: 1, numPages: 3400, pageSize: 16, numKvHeads: 4, headDim: 128, dtype: "f16", maxSequences: 5,
       maxPagesPerSequence: 2000,
-    });
+    }, 1, false); // plans only: no host copy of the pages
     const sequences = lengths.map((len) => pool.addSequence(len));
     const plan = (settings: EngineSettings) => {
       using engine = new DecodeEngine(rt, { numQoHeads: 8, numKvHeads: 4, headDim: 128, pageSize: 16, dtype: "f16", settings });

@@ -37,7 +37,7 @@ struct PlanRow {
 };
 
 // A task's tokens. Static (claim_tile 0, or a row of one split): [tok_begin, tok_end), page-aligned.
-// Claiming (claim_tile > 0 and a row of several splits; docs in bench/NOTES-kernels.md, v8): the splits of
+// Claiming (claim_tile > 0 and a row of several splits; bench/NOTES-kernels.md, claiming): the splits of
 // one (row, head) share its tiles of claim_tile tokens. A split first takes its own tiles from tok_begin
 // up to kClaimFirstTiles of them or tok_end (the start of the shared part, the same for every split of
 // the row; a split with tok_begin == tok_end has none), then claims tiles of [tok_end, seq_len) one at a
@@ -122,10 +122,10 @@ PKV_HOST_DEVICE int64_t partial_slot(const PlanRow &row, int32_t head) {
 PKV_HOST_DEVICE unsigned long long merge_count_add(int32_t claimed) {
   return (1ull << 32) + (unsigned)(claimed > 0 ? claimed : 1);
 }
-// The slots to merge if `now` (the counter after this split's add) completes the row's work, else 0.
-// row_tiles: the row's tiles when it claims.
-PKV_HOST_DEVICE int32_t merge_slots_ready(unsigned long long now, int32_t claimed, int32_t row_tiles, int32_t num_splits) {
-  return (int32_t)(now & 0xffffffffu) == (claimed > 0 ? row_tiles : num_splits) ? (int32_t)(now >> 32) : 0;
+// The slots to merge if `now` (the counter after this split's add) completes the row's work (`work`:
+// its tiles when it claims, else its splits), else 0.
+PKV_HOST_DEVICE int32_t merge_slots_ready(unsigned long long now, int32_t work) {
+  return (int32_t)(now & 0xffffffffu) == work ? (int32_t)(now >> 32) : 0;
 }
 
 }  // namespace pkv

@@ -99,9 +99,8 @@ void cpu_decode_run(const CpuDecodeArgs &a) {
     // Splits counted and tiles (or splits) done in one word, as the kernels count them: every split that
     // took a slot counts before the row's tiles are complete, so the completing one knows the slots.
     unsigned long long &counter = a.merge_counters[pair];
-    const int32_t row_tiles = claimed > 0 ? claim_tiles(t, row, header.claim_tile).ntiles : 0;
     counter += merge_count_add(claimed);
-    const int32_t merged = merge_slots_ready(counter, claimed, row_tiles, n);
+    const int32_t merged = merge_slots_ready(counter, claimed > 0 ? claim_tiles(t, row, header.claim_tile).ntiles : n);
     if (merged == 0) continue;
     counter = 0;  // the last split merges and leaves the counters clean for the next layer
     a.slot_counters[pair] = 0;

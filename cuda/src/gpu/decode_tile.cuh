@@ -1,6 +1,8 @@
-// Tile load: one pipeline stage of K and V (TILE tokens of one KV head) gathered from paged memory into
-// shared memory with 16-byte cp.async. Page ids of the next tile are fetched a tile ahead into registers,
-// so the block-table read never stalls the copy issue.
+// Tile loaders: one pipeline stage of K and V (kTile tokens of one KV head) gathered from paged memory
+// into shared memory, with 16-byte cp.async (TileLoader, every GPU) or Hopper bulk copies
+// (BulkTileLoader, sm_90+). Page ids of the next tile are fetched a tile ahead into registers, so the
+// block-table read never stalls the copy issue. CpAsyncLoad and BulkLoad (at the end) are the loader
+// axis that the task bodies take as a template parameter.
 #pragma once
 #include "decode_launch.h"
 #include "decode_vec.cuh"
