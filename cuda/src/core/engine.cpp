@@ -261,36 +261,16 @@ float sm_scale_of(const pkv_decode_engine *e) {
   return e->cfg.sm_scale > 0.f ? e->cfg.sm_scale : 1.f / std::sqrt((float)e->cfg.head_dim);
 }
 
-void cpu_run(pkv_decode_engine *e, int32_t layer, const void *q, void *out, float *lse) {
-  pkv::CpuDecodeArgs a;
-  a.plan = e->plan_host;
-  a.k = pkv::layer_k(e->pool, layer);
-  a.v = pkv::layer_v(e->pool, layer);
-  a.table = e->pool->table_device;
-  a.table_stride = e->pool->config.max_pages_per_sequence;
-  a.num_kv_heads = e->cfg.num_kv_heads;
-  a.group = e->group;
-  a.head_dim = e->cfg.head_dim;
-  a.page_size = e->cfg.page_size;
-  a.dtype = e->cfg.dtype;
-  a.sm_scale = sm_scale_of(e);
-  a.q = q;
-  a.out = out;
-  a.lse = lse;
-  a.partial_o = e->partial_o;
-  a.partial_lse = e->partial_lse;
-  a.merge_counters = e->merge_counters;
-  a.slot_counters = e->slot_counters;
-  pkv::cpu_decode_run(a);
-}
-
-pkv_status cuda_run(pkv_decode_engine *e, int32_t layer, const void *q, void *out, float *lse, cudaStream_t stream) {
+// What one layer's run reads, for either executor: the CUDA kernels (plan: the device image) or the CPU
+// backend (plan: the host image).
+pkv::DecodeParams decode_params(const pkv_decode_engine *e, int32_t layer, const void *plan, const void *q, void *out,
+                                float *lse) {
   pkv::DecodeParams p;
   p.k = pkv::layer_k(e->pool, layer);
   p.v = pkv::layer_v(e->pool, layer);
   p.table = e->pool->table_device;
   p.table_stride = e->pool->config.max_pages_per_sequence;
-  p.plan = e->plan_device;
+  p.plan = plan;
   p.q = q;
   p.out = out;
   p.lse = lse;
@@ -305,6 +285,15 @@ pkv_status cuda_run(pkv_decode_engine *e, int32_t layer, const void *q, void *ou
   p.group = e->group;
   p.page_shift = e->page_shift;
   p.scale_log2 = sm_scale_of(e) * 1.4426950408889634f;
+  return p;
+}
+
+void cpu_run(pkv_decode_engine *e, int32_t layer, const void *q, void *out, float *lse) {
+  pkv::cpu_decode_run(decode_params(e, layer, e->plan_host, q, out, lse), e->cfg.head_dim, e->cfg.dtype, sm_scale_of(e));
+}
+
+pkv_status cuda_run(pkv_decode_engine *e, int32_t layer, const void *q, void *out, float *lse, cudaStream_t stream) {
+  const pkv::DecodeParams p = decode_params(e, layer, e->plan_device, q, out, lse);
   // Inside a capture the ordering is the caller's: the graph replays after the plan it was captured
   // with was uploaded, and no event of ours may join the graph.
   const bool foreign = stream != e->rt->stream && !pkv::is_capturing(e->rt, stream);

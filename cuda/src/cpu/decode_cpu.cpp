@@ -12,11 +12,12 @@
 #include "half.h"
 
 namespace pkv {
-void cpu_decode_run(const CpuDecodeArgs &a) {
+void cpu_decode_run(const DecodeParams &a, int32_t head_dim, int32_t dtype, float sm_scale) {
+  const int32_t page_size = 1 << a.page_shift;
   const PlanHeader &header = plan_header(a.plan);
   const PlanRow *rows = plan_rows(a.plan);
   const PlanTask *tasks = plan_tasks(a.plan);
-  const int32_t d = a.head_dim, g = a.group, shift = __builtin_ctz((unsigned)a.page_size);
+  const int32_t d = head_dim, g = a.group, shift = a.page_shift;
   const auto *kp = static_cast<const uint16_t *>(a.k), *vp = static_cast<const uint16_t *>(a.v);
   const auto *qp = static_cast<const uint16_t *>(a.q);
   auto *op = static_cast<uint16_t *>(a.out);
@@ -44,7 +45,7 @@ void cpu_decode_run(const CpuDecodeArgs &a) {
   };
 
   auto write_out = [&](int64_t qo_row, const float *val, float lse) {
-    for (int32_t e = 0; e < d; e++) op[qo_row * d + e] = store_half(a.dtype, val[e]);
+    for (int32_t e = 0; e < d; e++) op[qo_row * d + e] = store_half(dtype, val[e]);
     if (a.lse) a.lse[qo_row] = lse;
   };
 
@@ -64,14 +65,14 @@ void cpu_decode_run(const CpuDecodeArgs &a) {
     scores.resize(toks.size());
     for (int32_t y = 0; y < g; y++) {
       const int64_t qo_row = ((int64_t)t.row * a.num_kv_heads + head) * g + y;
-      for (int32_t e = 0; e < d; e++) q[e] = load_half(a.dtype, qp[qo_row * d + e]) * a.sm_scale;
+      for (int32_t e = 0; e < d; e++) q[e] = load_half(dtype, qp[qo_row * d + e]) * sm_scale;
       float mx = -INFINITY;
       for (size_t i = 0; i < toks.size(); i++) {
         const int32_t tok = toks[i];
         int64_t page = table_row[tok >> shift];
-        int64_t base = ((page * a.num_kv_heads + head) * a.page_size + (tok & (a.page_size - 1))) * d;
+        int64_t base = ((page * a.num_kv_heads + head) * page_size + (tok & (page_size - 1))) * d;
         float s = 0.f;
-        for (int32_t e = 0; e < d; e++) s += q[e] * load_half(a.dtype, kp[base + e]);
+        for (int32_t e = 0; e < d; e++) s += q[e] * load_half(dtype, kp[base + e]);
         scores[i] = s;
         mx = std::fmax(mx, s);
       }
@@ -80,10 +81,10 @@ void cpu_decode_run(const CpuDecodeArgs &a) {
       for (size_t i = 0; i < toks.size(); i++) {
         const int32_t tok = toks[i];
         int64_t page = table_row[tok >> shift];
-        int64_t base = ((page * a.num_kv_heads + head) * a.page_size + (tok & (a.page_size - 1))) * d;
+        int64_t base = ((page * a.num_kv_heads + head) * page_size + (tok & (page_size - 1))) * d;
         float p = std::exp(scores[i] - mx);
         l += p;
-        for (int32_t e = 0; e < d; e++) o[e] += p * load_half(a.dtype, vp[base + e]);
+        for (int32_t e = 0; e < d; e++) o[e] += p * load_half(dtype, vp[base + e]);
       }
       // A claiming split may get no tile: its partial weighs nothing in the merge (lse -inf, o 0).
       for (int32_t e = 0; e < d; e++) o[e] = l > 0.f ? o[e] / l : 0.f;
