@@ -122,10 +122,9 @@ PKV_HOST_DEVICE int64_t partial_slot(const PlanRow &row, int32_t head) {
 PKV_HOST_DEVICE unsigned long long merge_count_add(int32_t claimed) {
   return (1ull << 32) + (unsigned)(claimed > 0 ? claimed : 1);
 }
-// The slots to merge if `now` (the counter after this split's add) completes the row's work (`work`:
-// its tiles when it claims, else its splits), else 0.
-PKV_HOST_DEVICE int32_t merge_slots_ready(unsigned long long now, int32_t work) {
-  return (int32_t)(now & 0xffffffffu) == work ? (int32_t)(now >> 32) : 0;
-}
+// The counter's two words: work done (compare with the row's: its tiles when it claims, else its
+// splits) and splits counted (the slots to merge once the work is complete).
+PKV_HOST_DEVICE int32_t merge_work_done(unsigned long long counter) { return (int32_t)(counter & 0xffffffffu); }
+PKV_HOST_DEVICE int32_t merge_splits_counted(unsigned long long counter) { return (int32_t)(counter >> 32); }
 
 }  // namespace pkv

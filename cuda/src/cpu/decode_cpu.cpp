@@ -101,8 +101,8 @@ void cpu_decode_run(const DecodeParams &a, int32_t head_dim, int32_t dtype, floa
     // took a slot counts before the row's tiles are complete, so the completing one knows the slots.
     unsigned long long &counter = a.merge_counters[pair];
     counter += merge_count_add(claimed);
-    const int32_t merged = merge_slots_ready(counter, claimed > 0 ? claim_tiles(t, row, header.claim_tile).ntiles : n);
-    if (merged == 0) continue;
+    if (merge_work_done(counter) != (claimed > 0 ? claim_tiles(t, row, header.claim_tile).ntiles : n)) continue;
+    const int32_t merged = merge_splits_counted(counter);
     counter = 0;  // the last split merges and leaves the counters clean for the next layer
     a.slot_counters[pair] = 0;
     for (int32_t y = 0; y < g; y++) {

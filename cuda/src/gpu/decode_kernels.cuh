@@ -13,7 +13,7 @@ __global__ void __launch_bounds__(Body::kThreads) decode_kernel(const DecodePara
   extern __shared__ uint4 smem_raw[];
   const Scheduler scheduler(p);
   const PlanTask *tasks = plan_tasks(p.plan);
-  for (Work w = scheduler.initial_work(); w.valid; w = scheduler.next_work(w))
+  for (auto w = scheduler.initial_work(); w.valid; w = scheduler.next_work(w))
     Body::run(p, tasks[w.task], reinterpret_cast<T *>(smem_raw));
 }
 

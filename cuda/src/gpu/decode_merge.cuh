@@ -151,8 +151,8 @@ __device__ void write_and_merge(const DecodeParams &p, int b, int head, int spli
   unsigned long long *counter = p.merge_counters + pair;
   if (threadIdx.x == 0) {
     const unsigned long long add = merge_count_add(claimed);
-    // The row's work as a ternary here, not inside the helper: nvcc then keeps this body's registers.
-    s_merged = merge_slots_ready(atomic_add_acq_rel(counter, add) + add, claimed > 0 ? row_tiles : n);
+    const unsigned long long now = atomic_add_acq_rel(counter, add) + add;
+    s_merged = merge_work_done(now) == (claimed > 0 ? row_tiles : n) ? merge_splits_counted(now) : 0;
   }
   __syncthreads();
   const int merged = s_merged;

@@ -8,16 +8,19 @@
 
 namespace pkv {
 
+// A task to run (if valid). The index type is each scheduler's own: the block index as is, or the
+// ticket arithmetic's int, so the kernel's task addressing compiles as it did in two separate kernels.
+template <typename Index>
 struct Work {
-  int task;
+  Index task;
   bool valid;
 };
 
 // Baseline ("FlashInfer-style"): one block per task, grid = tasks.
 struct SingleTaskScheduler {
   __device__ __forceinline__ explicit SingleTaskScheduler(const DecodeParams &) {}
-  __device__ __forceinline__ Work initial_work() const { return {(int)blockIdx.x, true}; }
-  __device__ __forceinline__ Work next_work(Work) const { return {0, false}; }
+  __device__ __forceinline__ Work<unsigned> initial_work() const { return {blockIdx.x, true}; }
+  __device__ __forceinline__ Work<unsigned> next_work(Work<unsigned>) const { return {0, false}; }
 };
 
 // Persistent: a fixed grid takes tasks from the queue (longest first): block i's first task is task i
@@ -26,16 +29,19 @@ struct SingleTaskScheduler {
 // most the task count): that block resets the counter for the next launch. The task count is read from
 // device memory, so a captured graph stays valid for any plan uploaded into the same buffer.
 struct TicketScheduler {
-  int *work_counter;
+  const DecodeParams &p;
   int num_tasks;
-  __device__ __forceinline__ explicit TicketScheduler(const DecodeParams &p)
-      : work_counter(p.work_counter), num_tasks(plan_header(p.plan).num_tasks) {}
-  __device__ __forceinline__ Work initial_work() const { return {(int)blockIdx.x, (int)blockIdx.x < num_tasks}; }
-  __device__ __forceinline__ Work next_work(Work) const {
+  __device__ __forceinline__ explicit TicketScheduler(const DecodeParams &params)
+      : p(params), num_tasks(plan_header(params.plan).num_tasks) {}
+  __device__ __forceinline__ Work<int> initial_work() const {
+    const int t = blockIdx.x;
+    return {t, t < num_tasks};
+  }
+  __device__ __forceinline__ Work<int> next_work(Work<int>) const {
     __shared__ int s_ticket;
     if (threadIdx.x == 0) {
-      const int ticket = atomicAdd(work_counter, 1);
-      if (ticket == num_tasks - 1) atomicExch(work_counter, 0);
+      const int ticket = atomicAdd(p.work_counter, 1);
+      if (ticket == num_tasks - 1) atomicExch(p.work_counter, 0);
       s_ticket = ticket;
     }
     __syncthreads();
