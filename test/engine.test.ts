@@ -9,6 +9,8 @@ import {
   UnsupportedError,
   BadStateError,
 } from "../lib/errors";
+import { check, outPointer } from "../lib/ffi/call";
+import { native } from "../lib/ffi/loader";
 import { openRuntime } from "../lib/runtime";
 import { type CaseResult, type DecodeCase, runCase, tolerance } from "./support/decode-check";
 import { TestPool } from "./support/pool";
@@ -143,6 +145,35 @@ describe("engine settings", () => {
     expect(make({ tailAll: 1 } as EngineSettings)).toThrow(/settings.tailAll is not an engine setting/);
     expect(make({ math: "tensor-cores" }, 256)).toThrow(UnsupportedError);
     expect(make({ math: "cuda-cores", loader: "bulk" })).toThrow(/bulk copies serve the tensor-core body only/);
+  });
+});
+
+describe("an engine made for a pool (pkv_decode_engine_create_with)", () => {
+  test("takes the pool's KV heads, head dim, page size and dtype, ignoring config's", () => {
+    const pool = new TestPool(rt, {
+      numLayers: 1, numPages: 16, pageSize: 8, numKvHeads: 2, headDim: 64, dtype: "bf16", maxSequences: 2, maxPagesPerSequence: 8,
+    });
+    const s = pool.addSequence(30);
+    // num_qo_heads 8, then a shape no engine supports (it is the pool's that counts), policy, max_batch 2, sm_scale 0.
+    const config = new Int32Array([8, 3, 96, 24, 7, 2, 2, 0]);
+    const create = (qoHeads: number) => {
+      config[0] = qoHeads;
+      return outPointer("pkv_decode_engine_create_with", (out) =>
+        native().pkv_decode_engine_create_with(rt.handle, config, pool.poolHandle, null, out),
+      );
+    };
+    const engine = create(8);
+    const settings = new Uint8Array(32);
+    check(native().pkv_decode_engine_settings(engine, settings), "pkv_decode_engine_settings");
+    expect(new Int32Array(settings.buffer)[2]).toBe(1); // loader: cp.async (CPU backend), from the default settings
+    const info = new Uint8Array(40);
+    check(native().pkv_decode_plan(engine, pool.poolHandle, 1, new Int32Array([s.row]), new Int32Array([30]), -1, info), "pkv_decode_plan");
+    const q = new Uint16Array(8 * 64), out = new Uint16Array(8 * 64).fill(0x7fff);
+    check(native().pkv_decode_run(engine, new DataView(info.buffer).getInt32(16, true), 0, q, out, null), "pkv_decode_run");
+    expect(out.every((x) => x !== 0x7fff)).toBe(true);
+    check(native().pkv_decode_engine_destroy(engine), "pkv_decode_engine_destroy");
+    expect(() => create(5)).toThrow(/num_qo_heads 5 is not a multiple of num_kv_heads 2/); // checked against the pool's
+    pool.dispose();
   });
 });
 
