@@ -8,7 +8,8 @@
 
 namespace pkv {
 
-// Everything a decode launch reads. Device pointers; `plan` is the device copy of the plan image.
+// Everything a decode launch reads. Device pointers; `plan` is the device copy of the plan image. The
+// CPU executor (decode_cpu.h) reads the same block, with host memory and the host image.
 struct DecodeParams {
   const void *k;  // this layer's K pages, HND
   const void *v;
