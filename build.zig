@@ -4,6 +4,7 @@
 //   zig build -Dcuda-arch=sm_90                 one GPU target, for quick rounds
 //   zig build -Dgpu=false                       the CPU backend only, with Zig's own C++ compiler (no CUDA)
 //   zig build test                              the bun test suite (builds first)
+//   zig build plan-test                         the planner's native test (test/cuda/plan_test.cpp)
 //
 // Each source compiles in its own cached step (parallel, skipped when unchanged); every header is a
 // dependency of every source, so editing one rebuilds. nvcc is $NVCC, else $CUDA_HOME/bin/nvcc, else PATH.
@@ -43,6 +44,22 @@ pub fn build(b: *std.Build) !void {
         cpuOnlyLibrary(b, optimize, target, sources.items, cores);
     const install = b.addInstallLibFile(library, "libpersistentkv.so");
     b.getInstallStep().dependOn(&install.step);
+
+    // The planner's native test: the planner's sources and the test, host code only, through Zig's C++
+    // (so it builds with or without CUDA); installed as zig-out/bin/plan-test, which test/plan.test.ts runs.
+    const plan_test = b.addExecutable(.{ .name = "plan-test", .target = target, .optimize = .ReleaseSafe });
+    plan_test.addIncludePath(.{ .path = cpu_only_dir });
+    plan_test.addIncludePath(.{ .path = "cuda/include" });
+    var planner = std.ArrayList([]const u8).init(b.allocator);
+    try planner.append("test/cuda/plan_test.cpp");
+    for (sources.items) |source|
+        if (std.mem.startsWith(u8, source, "cuda/src/core/plan")) try planner.append(source);
+    plan_test.addCSourceFiles(planner.items, &.{ "-std=c++17", "-Wall" });
+    plan_test.linkLibCpp();
+    b.getInstallStep().dependOn(&b.addInstallArtifact(plan_test, .{}).step);
+    const run_plan_test = b.addRunArtifact(plan_test);
+    run_plan_test.has_side_effects = true;
+    b.step("plan-test", "Run the planner's native test").dependOn(&run_plan_test.step);
 
     // bun from npm (node_modules/.bin), which is on PATH only inside npm scripts; else bun from PATH.
     const npm_bun = b.pathFromRoot("node_modules/.bin/bun");
@@ -123,6 +140,8 @@ fn cpuOnlyLibrary(b: *std.Build, optimize: std.builtin.Mode, target: std.zig.Cro
         "less for what changed\n", .{ installedLibrary(b), cpu_only_seconds / cores, cores });
     const lib = b.addSharedLibrary(.{ .name = "persistentkv", .target = target, .optimize = optimize });
     if (optimize != .Debug) lib.strip = true;
+    // A GPU entry point without its stand-in is a link error here, not a failure to load later.
+    lib.linker_allow_shlib_undefined = false;
     // cpu_only/ first, so its cuda_runtime.h stands in for CUDA's.
     lib.addIncludePath(.{ .path = cpu_only_dir });
     lib.addIncludePath(.{ .path = "cuda/include" });

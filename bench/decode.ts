@@ -16,6 +16,8 @@ const outDir = arg("--out", "bench/results");
 const reps = Number(arg("--reps", "30"));
 const only = arg("--only", "");
 const sequential = args.includes("--sequential-pages"); // diagnostic: page ids in order instead of shuffled
+// Engine settings for comparisons (lib/engine.ts EngineSettings), e.g. '{"math":"cuda-cores"}' or '{"tailPercent":0}'.
+const settings = args.includes("--settings") ? JSON.parse(arg("--settings", "{}")) : undefined;
 const layersInPool = 4; // wall_us_32_layers cycles these: big steps leave L2 cold anyway
 
 interface Workload {
@@ -54,8 +56,9 @@ console.log(`pool: ${maxPages} pages x ${layersInPool} layers filled in ${((perf
 // Through the runtime, so the adaptive policy uses this GPU's stored calibration (bun run calibrate).
 const engine = rt.createDecodeEngine({
   numQoHeads: m.num_qo_heads, numKvHeads: m.num_kv_heads, headDim: m.head_dim, pageSize: m.page_size, dtype: m.dtype,
-  maxBatch,
+  maxBatch, settings,
 });
+console.log(`engine settings: ${JSON.stringify(engine.settings)}`);
 console.log(`adaptive policy: ${engine.calibrated ? "calibrated table" : "built-in rule (no calibration stored)"}`);
 const ioBytes = maxBatch * m.num_qo_heads * m.head_dim * 2;
 const q = rt.allocDevice(ioBytes), out = rt.allocDevice(ioBytes);

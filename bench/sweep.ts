@@ -1,7 +1,9 @@
 // GPU correctness sweep: both decode kernels against pkv_reference_decode on fresh random data.
 // Covers every group size 1..16, head dims 64/128/256, page sizes 1/16/64/256, f16 and bf16, lengths at
 // page and split edges, 128K and 256K contexts, batches of 1..1024 mixing short and long rows.
-//   bun bench/sweep.ts [--out sweep.json] [--quick] [--cpu]
+//   bun bench/sweep.ts [--out sweep.json] [--quick] [--cpu] [--settings '{"claimMinTiles":1}']
+// --settings: engine settings (lib/engine.ts EngineSettings) for every case, e.g. to force claiming
+// ({"claimMinTiles":1}) or the dynamic tail ({"tailMinSplits":0}) onto the sweep's mostly small steps.
 import { writeFileSync } from "node:fs";
 import { openRuntime } from "persistentkv";
 import { type DecodeCase, runCase, tolerance } from "persistentkv/testing";
@@ -10,6 +12,7 @@ const args = process.argv.slice(2);
 const outPath = args.includes("--out") ? args[args.indexOf("--out") + 1] : undefined;
 const quick = args.includes("--quick");
 const backend = args.includes("--cpu") ? "cpu" : "cuda"; // --cpu: a dry run of the sweep itself
+const settings = args.includes("--settings") ? JSON.parse(args[args.indexOf("--settings") + 1]!) : undefined;
 
 const dims = [64, 128, 256], pageSizes = [1, 16, 64, 256], dtypes = ["f16", "bf16"] as const;
 const cases: (DecodeCase & { name: string; device?: boolean })[] = [];
@@ -35,11 +38,11 @@ cases.push({
 using rt = openRuntime({ backend });
 const rows = [];
 let failures = 0;
-console.log(`device: ${rt.info.name}`);
+console.log(`device: ${rt.info.name}${settings ? `, settings ${JSON.stringify(settings)}` : ""}`);
 console.log("case | kernel | tasks | splits | rel err | lse err | unwritten | ok");
 for (const c of cases) {
   const t0 = performance.now();
-  for (const r of runCase(rt, c, ["baseline", "persistent"], c.device ?? false)) {
+  for (const r of runCase(rt, { ...c, settings }, ["baseline", "persistent"], c.device ?? false)) {
     const ok = r.unwritten === 0 && r.relError < tolerance(c.dtype) && r.lseError < 2e-3;
     if (!ok) failures++;
     rows.push({ case: c.name, batch: c.lengths.length, device: !!c.device, ...r, ok });

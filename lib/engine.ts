@@ -16,6 +16,71 @@ export type { DecodeKernel, DecodePolicy } from "./types";
 
 const POLICY_CODE: ReadonlyMap<string, number> = new Map([["baseline", 0], ["persistent", 1], ["adaptive", 2]]);
 const KERNEL_NAME: readonly DecodeKernel[] = ["baseline", "persistent"];
+const SETTINGS_BYTES = 32;
+
+const MATH_NAMES = ["auto", "cuda-cores", "tensor-cores"] as const;
+const LOADER_NAMES = ["auto", "cp-async", "bulk"] as const;
+// pkv_engine_settings after its size, math and loader fields: the planner's counts, in header order.
+const SETTINGS_COUNTS = ["tailPercent", "tailMinSplits", "tailEndTiles", "claimMinTiles"] as const;
+
+/**
+ * How the kernels compute and how the persistent planner cuts steps of few rows (pkv_engine_settings in
+ * the C header). Every field is optional and defaults to the native library's measured best; the other
+ * values serve comparisons (math, loader) and force a strategy onto small steps so that tests and
+ * sanitizer runs exercise it (tailMinSplits 0, claimMinTiles 1).
+ */
+export interface EngineSettings {
+  /** "auto" (default): tensor cores where headDim <= 128, CUDA cores otherwise. */
+  math?: (typeof MATH_NAMES)[number];
+  /** "auto" (default): bulk copies with tensor cores on sm_90+, 16-byte cp.async otherwise. */
+  loader?: (typeof LOADER_NAMES)[number];
+  /** Dynamic tail: percent (0-90) of a large few-row step's work pooled as small tasks; 0 turns it off (default 10). */
+  tailPercent?: number;
+  /** The tail applies at this many minimum splits (128 tokens) per block or more; 0: on every few-row step (default 32). */
+  tailMinSplits?: number;
+  /** Pipeline tiles the tail's last pieces shrink to; 0: even pieces (default 2). */
+  tailEndTiles?: number;
+  /** Claiming (splits of a row sharing its tiles) on few-row steps of at least this many tiles per block; 0: off (default 8). */
+  claimMinTiles?: number;
+}
+
+function encodeSettings(settings: EngineSettings): Uint8Array {
+  const bytes = new Uint8Array(SETTINGS_BYTES);
+  check(native().pkv_engine_settings_defaults(bytes), "pkv_engine_settings_defaults");
+  const view = new DataView(bytes.buffer);
+  if (view.getInt32(0, true) !== SETTINGS_BYTES)
+    throw new Error(`pkv_engine_settings is ${view.getInt32(0, true)} bytes natively, ${SETTINGS_BYTES} here`);
+  const known = new Set<string>(["math", "loader", ...SETTINGS_COUNTS]);
+  for (const key of Object.keys(settings))
+    if (!known.has(key)) throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `settings.${key} is not an engine setting`);
+  const pick = (names: readonly string[], value: string | undefined, field: string, offset: number) => {
+    if (value === undefined) return;
+    const code = names.indexOf(value);
+    if (code < 0)
+      throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `settings.${field} "${value}" is not ${names.map((n) => `"${n}"`).join(", ")}`);
+    view.setInt32(offset, code, true);
+  };
+  pick(MATH_NAMES, settings.math, "math", 4);
+  pick(LOADER_NAMES, settings.loader, "loader", 8);
+  SETTINGS_COUNTS.forEach((name, i) => {
+    const value = settings[name];
+    if (value === undefined) return;
+    if (!Number.isInteger(value))
+      throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `settings.${name} ${value} is not an integer`);
+    view.setInt32(12 + 4 * i, value, true);
+  });
+  return bytes;
+}
+
+function decodeSettings(bytes: Uint8Array): Required<EngineSettings> {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const counts = Object.fromEntries(SETTINGS_COUNTS.map((name, i) => [name, view.getInt32(12 + 4 * i, true)]));
+  return {
+    math: MATH_NAMES[view.getInt32(4, true)]!,
+    loader: LOADER_NAMES[view.getInt32(8, true)]!,
+    ...(counts as Record<(typeof SETTINGS_COUNTS)[number], number>),
+  };
+}
 
 export interface DecodeEngineOptions {
   numQoHeads: number;
@@ -34,6 +99,8 @@ export interface DecodeEngineOptions {
   maxBatch?: number;
   /** Softmax scale (default 1/sqrt(headDim)). */
   smScale?: number;
+  /** Kernel and planner settings (see EngineSettings); the defaults suit every shape. */
+  settings?: EngineSettings;
 }
 
 /** What a plan needs from the KV cache: its native pool and each sequence's block-table row and length. */
@@ -116,8 +183,9 @@ export class DecodeEngine extends NativeObject {
     const config = DECODE_CONFIG.encode({
       numQoHeads, numKvHeads, headDim, pageSize, dtype: dtypeCode(dtype), policy: policyCode, maxBatch, smScale,
     });
-    const handle = outPointer("pkv_decode_engine_create", (out) =>
-      native().pkv_decode_engine_create(runtime.handle, config, out),
+    const settings = encodeSettings(options.settings ?? {});
+    const handle = outPointer("pkv_decode_engine_create_with", (out) =>
+      native().pkv_decode_engine_create_with(runtime.handle, config, null, settings, out),
     );
     super(handle, (h) => native().pkv_decode_engine_destroy(h), "decode engine", runtime);
     this.numQoHeads = numQoHeads;
@@ -129,6 +197,13 @@ export class DecodeEngine extends NativeObject {
     this.maxBatch = maxBatch;
     this.#rows = new Int32Array(maxBatch);
     this.#lengths = new Int32Array(maxBatch);
+  }
+
+  /** The settings this engine runs with: every field, "auto" resolved to the math and loader chosen. */
+  get settings(): Required<EngineSettings> {
+    const bytes = new Uint8Array(SETTINGS_BYTES);
+    check(native().pkv_decode_engine_settings(this.handle, bytes), "pkv_decode_engine_settings");
+    return decodeSettings(bytes);
   }
 
   /** Whether the adaptive policy has a calibrated table (else the built-in rule decides everywhere). */

@@ -28,44 +28,6 @@ export const ENV = {
     meaning: "where calibrations of the adaptive policy are stored",
     default: "$XDG_CACHE_HOME/persistentkv, else ~/.cache/persistentkv",
   },
-  // Measurement switches of the native planner and kernels, read at engine creation.
-  PKV_DECODE_MATH: {
-    scope: "native",
-    meaning: "cuda-cores: the CUDA-core task body instead of tensor cores (for comparisons)",
-    default: "tensor cores up to head dim 128",
-  },
-  PKV_DECODE_COPY: {
-    scope: "native",
-    meaning: "cp-async: the 16-byte cp.async loader instead of bulk copies on sm_90 (for comparisons)",
-    default: "bulk copies on sm_90",
-  },
-  PKV_PLAN_TAIL: {
-    scope: "native",
-    meaning: "percent of a large few-row step's work the persistent planner's dynamic tail takes (0: off)",
-    default: "10",
-  },
-  PKV_PLAN_TAIL_END: {
-    scope: "native",
-    meaning: "tiles the dynamic tail's pieces shrink to (0: even pieces)",
-    default: "2",
-  },
-  PKV_PLAN_TAIL_PIECES: { scope: "native", meaning: "dynamic tail pieces per block (measurements)", default: "2" },
-  PKV_PLAN_TAIL_ALL: { scope: "native", meaning: "1: use the dynamic tail on every step (measurements)", default: "0" },
-  PKV_PLAN_PER_BLOCK: {
-    scope: "native",
-    meaning: "tasks per block of the persistent plan (measurements)",
-    default: "0: the planner's choice",
-  },
-  PKV_PLAN_CLAIM: {
-    scope: "native",
-    meaning: "tiles per block from which the splits of a few-row step claim tiles from a shared cursor (0: off)",
-    default: "8",
-  },
-  PKV_PLAN_CLAIM_LARGE: {
-    scope: "native",
-    meaning: "1: claim on the dynamic tail's steps too (measurements)",
-    default: "0",
-  },
   PKV_BACKEND: {
     scope: "examples",
     meaning: "cpu forces the CPU backend in the examples and benchmarks",

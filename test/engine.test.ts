@@ -1,7 +1,7 @@
 // Decode engine on the CPU backend: the planner's splits, the merge and the ABI's errors, against the
 // reference. The CPU backend executes the very task list the GPU kernels would.
 import { afterAll, describe, expect, test } from "bun:test";
-import { DecodeEngine } from "../lib/engine";
+import { DecodeEngine, type EngineSettings } from "../lib/engine";
 import {
   InvalidArgumentError,
   OutOfRangeError,
@@ -9,6 +9,8 @@ import {
   UnsupportedError,
   BadStateError,
 } from "../lib/errors";
+import { check, outPointer } from "../lib/ffi/call";
+import { native } from "../lib/ffi/loader";
 import { openRuntime } from "../lib/runtime";
 import { type CaseResult, type DecodeCase, runCase, tolerance } from "../lib/testing/decode-check";
 import { TestPool } from "../lib/testing/pool";
@@ -64,14 +66,9 @@ describe("planner", () => {
   });
   test("the dynamic tail (forced on a small step): even and shrinking pieces both cover every tile once", () => {
     const c: DecodeCase = { group: 4, numKvHeads: 2, headDim: 64, pageSize: 16, dtype: "f16", lengths: [1, 17, 700, 20000, 32000] };
-    const run = (end: string): CaseResult => {
-      const child = Bun.spawnSync(["bun", "test/support/plan-case.ts", JSON.stringify(c)], {
-        env: { ...process.env, PKV_PLAN_TAIL_ALL: "1", PKV_PLAN_TAIL_END: end },
-      });
-      expect(child.stderr.toString()).toBe("");
-      return JSON.parse(child.stdout.toString()) as CaseResult;
-    };
-    const even = run("0"), shrinking = run("1");
+    const run = (tailEndTiles: number): CaseResult =>
+      runCase(rt, { ...c, settings: { tailMinSplits: 0, tailEndTiles } }, ["persistent"])[0]!;
+    const even = run(0), shrinking = run(1);
     // Shrinking pieces down to one tile: more tasks than the even pieces of the same tail.
     expect(shrinking.numTasks).toBeGreaterThan(even.numTasks);
     for (const r of [even, shrinking]) {
@@ -101,6 +98,81 @@ describe("planner", () => {
     const many = Array.from({ length: 200 }, () => pool.addSequence(10)); // 200 rows >= half of the 396 wave
     expect(engine.plan(pool, many).kernel).toBe("persistent");
     engine.dispose();
+    pool.dispose();
+  });
+});
+
+describe("engine settings", () => {
+  const shape = { numQoHeads: 4, numKvHeads: 2, pageSize: 16, dtype: "f16" as const };
+  test("defaults, with auto resolved to what runs on this backend", () => {
+    using engine = new DecodeEngine(rt, { ...shape, headDim: 128 });
+    expect(engine.settings).toEqual({
+      math: "tensor-cores", loader: "cp-async", tailPercent: 10, tailMinSplits: 32, tailEndTiles: 2, claimMinTiles: 8,
+    });
+    using wide = new DecodeEngine(rt, { ...shape, headDim: 256 });
+    expect(wide.settings.math).toBe("cuda-cores");
+  });
+  test("given settings are kept, and change the plan as they say", () => {
+    // The claiming test's step: 826 tiles of 64 tokens x 4 heads, over 8 tiles per block of the 396 wave.
+    const lengths = [1, 17, 700, 20000, 32000];
+    const pool = new TestPool(rt, {
+      numLayers: 1, numPages: 3400, pageSize: 16, numKvHeads: 4, headDim: 128, dtype: "f16", maxSequences: 5,
+      maxPagesPerSequence: 2000,
+    }, 1, false); // plans only: no host copy of the pages
+    const sequences = lengths.map((len) => pool.addSequence(len));
+    const plan = (settings: EngineSettings) => {
+      using engine = new DecodeEngine(rt, { numQoHeads: 8, numKvHeads: 4, headDim: 128, pageSize: 16, dtype: "f16", settings });
+      const p = engine.plan(pool, sequences, { policy: "persistent" });
+      return { tasks: p.numTasks, splits: p.maxSplits };
+    };
+    const claiming = plan({}), even = plan({ claimMinTiles: 0 }), tail = plan({ tailMinSplits: 0 });
+    // Claiming adds helpers to the long rows past their workers; the single even wave has none.
+    expect(claiming.tasks).toBeGreaterThan(even.tasks);
+    // The tail forced onto this step: big tasks plus shrinking pieces, another plan than either.
+    expect(tail.tasks).toBeGreaterThan(even.tasks);
+    expect(tail).not.toEqual(claiming);
+    expect(plan({ claimMinTiles: 0, tailPercent: 0 })).toEqual(even);
+    pool.dispose();
+    using engine = new DecodeEngine(rt, { ...shape, headDim: 64, settings: { math: "cuda-cores", claimMinTiles: 1, tailEndTiles: 0 } });
+    expect(engine.settings).toMatchObject({ math: "cuda-cores", loader: "cp-async", claimMinTiles: 1, tailEndTiles: 0, tailPercent: 10 });
+  });
+  test("bad settings are typed errors", () => {
+    const make = (settings: EngineSettings, headDim = 64) => () => new DecodeEngine(rt, { ...shape, headDim, settings });
+    expect(make({ tailPercent: 91 })).toThrow(/tail_percent 91 is not in 0\.\.90/);
+    expect(make({ claimMinTiles: -1 })).toThrow(InvalidArgumentError);
+    expect(make({ tailEndTiles: 1.5 })).toThrow(InvalidArgumentError);
+    expect(make({ math: "fast" as "auto" })).toThrow(/settings.math "fast"/);
+    expect(make({ tailAll: 1 } as EngineSettings)).toThrow(/settings.tailAll is not an engine setting/);
+    expect(make({ math: "tensor-cores" }, 256)).toThrow(UnsupportedError);
+    expect(make({ math: "cuda-cores", loader: "bulk" })).toThrow(/bulk copies serve the tensor-core body only/);
+  });
+});
+
+describe("an engine made for a pool (pkv_decode_engine_create_with)", () => {
+  test("takes the pool's KV heads, head dim, page size and dtype, ignoring config's", () => {
+    const pool = new TestPool(rt, {
+      numLayers: 1, numPages: 16, pageSize: 8, numKvHeads: 2, headDim: 64, dtype: "bf16", maxSequences: 2, maxPagesPerSequence: 8,
+    });
+    const s = pool.addSequence(30);
+    // num_qo_heads 8, then a shape no engine supports (it is the pool's that counts), policy, max_batch 2, sm_scale 0.
+    const config = new Int32Array([8, 3, 96, 24, 7, 2, 2, 0]);
+    const create = (qoHeads: number) => {
+      config[0] = qoHeads;
+      return outPointer("pkv_decode_engine_create_with", (out) =>
+        native().pkv_decode_engine_create_with(rt.handle, config, pool.poolHandle, null, out),
+      );
+    };
+    const engine = create(8);
+    const settings = new Uint8Array(32);
+    check(native().pkv_decode_engine_settings(engine, settings), "pkv_decode_engine_settings");
+    expect(new Int32Array(settings.buffer)[2]).toBe(1); // loader: cp.async (CPU backend), from the default settings
+    const info = new Uint8Array(40);
+    check(native().pkv_decode_plan(engine, pool.poolHandle, 1, new Int32Array([s.row]), new Int32Array([30]), -1, info), "pkv_decode_plan");
+    const q = new Uint16Array(8 * 64), out = new Uint16Array(8 * 64).fill(0x7fff);
+    check(native().pkv_decode_run(engine, new DataView(info.buffer).getInt32(16, true), 0, q, out, null), "pkv_decode_run");
+    expect(out.every((x) => x !== 0x7fff)).toBe(true);
+    check(native().pkv_decode_engine_destroy(engine), "pkv_decode_engine_destroy");
+    expect(() => create(5)).toThrow(/num_qo_heads 5 is not a multiple of num_kv_heads 2/); // checked against the pool's
     pool.dispose();
   });
 });

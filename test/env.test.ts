@@ -32,7 +32,7 @@ describe("environment variables", () => {
   test("the native variables registered are exactly those the native sources name", () => {
     // The name as the argument of getenv or of a helper around it (env_int, read_env, ...).
     const named = namesIn(sources("cuda/src", /\.(cpp|cu|h|cuh)$/), /\w*env\w*\(\s*"(PKV_[A-Z0-9_]+)"/gi);
-    const registered = Object.entries(ENV).flatMap(([name, v]) => (v.scope === "native" ? [name] : []));
+    const registered = Object.entries(ENV).flatMap(([name, v]) => ((v.scope as string) === "native" ? [name] : []));
     expect(registered.sort()).toEqual([...named].sort());
   });
 

@@ -221,6 +221,34 @@ int32_t pkv_plan_info_size(void);
 
 pkv_status pkv_decode_engine_create(pkv_runtime *rt, const pkv_decode_config *config, pkv_decode_engine **out);
 pkv_status pkv_decode_engine_destroy(pkv_decode_engine *engine);
+
+/* Engine settings: how the kernels compute and how the persistent planner cuts few-row steps. The
+ * defaults (pkv_engine_settings_defaults) are what every engine should run; the other values exist for
+ * comparisons, and to force a strategy onto small steps so that tests and sanitizers exercise it. */
+#define PKV_MATH_AUTO 0         /* tensor cores where head dim <= 128, CUDA cores otherwise */
+#define PKV_MATH_CUDA_CORES 1   /* warp-shuffle dot products, every head dim */
+#define PKV_MATH_TENSOR_CORES 2 /* mma.m16n8k16 over the group's query heads; head dim <= 128 */
+#define PKV_LOADER_AUTO 0       /* bulk copies with tensor cores on sm_90+, cp.async otherwise */
+#define PKV_LOADER_CP_ASYNC 1   /* 16-byte cp.async, every GPU */
+#define PKV_LOADER_BULK 2       /* Hopper bulk copies completing on mbarriers; sm_90+, tensor cores only */
+typedef struct pkv_engine_settings {
+  int32_t size;            /* sizeof(pkv_engine_settings), set by pkv_engine_settings_defaults */
+  int32_t math;            /* PKV_MATH_* */
+  int32_t loader;          /* PKV_LOADER_* */
+  int32_t tail_percent;    /* dynamic tail: share of a large few-row step pooled as small tasks, 0..90; 0: off (default 10) */
+  int32_t tail_min_splits; /* the tail applies at this many minimum splits (128 tokens) per block or more; 0: every few-row step (default 32) */
+  int32_t tail_end_tiles;  /* the tail's pieces shrink to this many pipeline tiles; 0: even pieces (default 2) */
+  int32_t claim_min_tiles; /* claiming on few-row steps of at least this many tiles per block; 0: off (default 8) */
+  int32_t reserved;        /* must be 0 */
+} pkv_engine_settings;
+pkv_status pkv_engine_settings_defaults(pkv_engine_settings *out);
+/* As pkv_decode_engine_create, with settings (NULL: the defaults) and optionally the KV pool the engine
+ * will read (NULL: none): then the engine's num_kv_heads, head_dim, page_size and dtype are the pool's,
+ * and config's are ignored (only num_qo_heads, policy, max_batch and sm_scale are read). */
+pkv_status pkv_decode_engine_create_with(pkv_runtime *rt, const pkv_decode_config *config, pkv_kvpool *pool,
+                                         const pkv_engine_settings *settings, pkv_decode_engine **out);
+/* The settings an engine runs with, AUTO resolved to the math and loader chosen. */
+pkv_status pkv_decode_engine_settings(pkv_decode_engine *engine, pkv_engine_settings *out);
 /* The adaptive policy's table, measured on this GPU by calibration: a kernel per (batch, total tokens)
  * cell. Batch bucket b = floor(log2 batch), at most PKV_POLICY_BATCH_BUCKETS - 1; token bucket
  * t = floor(log2 total tokens) - PKV_POLICY_MIN_LOG2_TOKENS, clamped to 0..PKV_POLICY_TOKEN_BUCKETS - 1.

@@ -2,7 +2,7 @@
 // buffers, outputs poisoned first), compared with pkv_reference_decode. Shared by the CPU tests, the
 // GPU tests and the GPU sweep.
 import { decode, type DType } from "../dtype";
-import { DecodeEngine, type DecodePolicy } from "../engine";
+import { DecodeEngine, type DecodePolicy, type EngineSettings } from "../engine";
 import type { Runtime } from "../runtime";
 import { randomHalves, rng, TestPool } from "./pool";
 
@@ -15,6 +15,8 @@ export interface DecodeCase {
   lengths: number[];
   numLayers?: number;
   seed?: number;
+  /** Engine settings, e.g. to force the dynamic tail or claiming onto a small step. */
+  settings?: EngineSettings;
 }
 
 export interface CaseResult {
@@ -58,7 +60,7 @@ export function runCase(
   const hq = c.group * c.numKvHeads;
   const engine = new DecodeEngine(rt, {
     numQoHeads: hq, numKvHeads: c.numKvHeads, headDim: c.headDim, pageSize: c.pageSize, dtype: c.dtype,
-    maxBatch: c.lengths.length,
+    maxBatch: c.lengths.length, settings: c.settings,
   });
   try {
     const sequences = c.lengths.map((len) => pool.addSequence(len));

@@ -1,6 +1,8 @@
 // A small decode workload for compute-sanitizer (memcheck, racecheck): both kernels, splits merged in
 // kernel, idle threads (g 7), every head dim, host-array and device-buffer runs.
-//   compute-sanitizer --tool memcheck --error-exitcode 1 bun test/gpu/sanitize.ts
+//   compute-sanitizer --tool memcheck --error-exitcode 1 bun test/gpu/sanitize.ts ['<engine settings JSON>']
+// The optional argument (lib/engine.ts EngineSettings) forces a strategy onto these small steps, e.g.
+// '{"claimMinTiles":1}' (claiming) or '{"tailMinSplits":0}' (the dynamic tail), or picks a body.
 import { openRuntime } from "../../lib/runtime";
 import { type DecodeCase, runCase, tolerance } from "../../lib/testing/decode-check";
 
@@ -9,10 +11,11 @@ const cases: DecodeCase[] = [
   { group: 7, numKvHeads: 1, headDim: 64, pageSize: 1, dtype: "bf16", lengths: [5, 300] },
   { group: 16, numKvHeads: 1, headDim: 256, pageSize: 256, dtype: "f16", lengths: [600] },
 ];
+const settings = process.argv[2] ? JSON.parse(process.argv[2]) : undefined;
 using rt = openRuntime({ backend: "cuda" });
 let bad = 0;
 cases.forEach((c, i) => {
-  for (const r of runCase(rt, c, ["baseline", "persistent"], i % 2 === 1)) {
+  for (const r of runCase(rt, { ...c, settings }, ["baseline", "persistent"], i % 2 === 1)) {
     const ok = r.unwritten === 0 && r.relError < tolerance(c.dtype);
     if (!ok) bad++;
     console.log(`g${c.group} d${c.headDim} p${c.pageSize} ${r.kernel}: rel ${r.relError.toExponential(2)} ${ok ? "ok" : "FAIL"}`);

@@ -224,11 +224,24 @@ function createEngine(s: (typeof SHAPES)[number], maxBatch: number, policy = int
   new Int32Array(config, 0, 7).set([s.heads * s.group, s.heads, s.dim, s.pageSize, 0, policy, maxBatch]);
   new Float32Array(config, 28, 1)[0] = 0;
   const o = out64();
-  call("valid", "pkv_decode_engine_create", asPtr(rt), new Uint8Array(config), o);
+  if (chance(0.5)) call("valid", "pkv_decode_engine_create", asPtr(rt), new Uint8Array(config), o);
+  else {
+    // With settings: the defaults or a strategy forced onto small steps (pkv_engine_settings).
+    const settings = defaultSettings();
+    if (chance(0.3)) settings[4] = 0; // the dynamic tail on every few-row step
+    else if (chance(0.3)) settings[6] = 1; // claiming on every few-row step
+    call("valid", "pkv_decode_engine_create_with", asPtr(rt), new Uint8Array(config), null, settings, o);
+  }
   const h = handleOut(o);
   live.engine.push(h);
   engines.set(h, { hq: s.heads * s.group, heads: s.heads, dim: s.dim, pageSize: s.pageSize, maxBatch });
   return h;
+}
+
+function defaultSettings(): Int32Array {
+  const settings = new Int32Array(8);
+  call("valid", "pkv_engine_settings_defaults", settings);
+  return settings;
 }
 
 function poolFits(e: EngineState, p: PoolState) {
@@ -730,6 +743,22 @@ op(3, () => {
   else if (r === 7) scale[0] = pick([Number.NaN, -1, Number.POSITIVE_INFINITY]);
   else ints[4] = pick([2, -1, 9]);
   call("bad", "pkv_decode_engine_create", asPtr(rt), new Uint8Array(config), out64());
+});
+op(2, () => {
+  // engine settings: read back, and bad settings, pools or outputs at creation
+  const r = int(0, 6);
+  if (r === 0) return void call("valid", "pkv_decode_engine_settings", asPtr(pick(live.engine)), new Int32Array(8));
+  if (r === 1) return void call("bad", "pkv_decode_engine_settings", ...(chance(0.5) ? [badHandle("engine"), new Int32Array(8)] : [asPtr(pick(live.engine)), null]));
+  if (r === 2) return void call("bad", "pkv_engine_settings_defaults", null);
+  const config = new ArrayBuffer(32);
+  new Int32Array(config, 0, 7).set([4, 2, 64, 16, 0, 2, 4]);
+  const settings = defaultSettings();
+  if (r === 3) return void call("bad", "pkv_decode_engine_create_with", asPtr(rt), new Uint8Array(config), badHandle("pool", false), settings, out64());
+  if (r === 4) return void call("bad", "pkv_decode_engine_create_with", asPtr(rt), new Uint8Array(config), null, settings, null);
+  // one field out of its range: size, math, loader, tail percent, tail splits, tail end, claim tiles, reserved
+  const field = int(0, 7);
+  settings[field] = pick([[-1, 0, 31, 33], [-1, 3, 99], [-1, 3, 99], [-1, 91, 2 ** 31 - 1], [-1], [-1], [-1], [1, -1]][field]!);
+  call("bad", "pkv_decode_engine_create_with", asPtr(rt), new Uint8Array(config), null, settings, out64());
 });
 op(2, () => {
   const h = pick(live.engine), cells = 11 * 14;

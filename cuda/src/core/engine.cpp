@@ -3,12 +3,13 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 
 #include "../cpu/decode_cpu.h"
 #include "../gpu/decode_launch.h"
 #include "checked.h"
+#include "../gpu/table_deltas.h"
+#include "engine_settings.h"
 #include "internal.h"
 #include "kvpool.h"
 #include "plan.h"
@@ -43,7 +44,9 @@ struct pkv_decode_engine {
   pkv::PlanShape shape;
   int32_t persistent_grid;
   int64_t max_tasks;
-  int32_t math;  // pkv::DecodeMath of this engine's kernels
+  pkv_engine_settings settings;  // as given, with AUTO resolved
+  pkv::DecodeBody body;           // the task body of this engine's kernels
+  pkv::PlanSettings plan_settings;
   pkv::PolicyTable policy;  // calibrated choices for the adaptive policy
 
   Staging staging[2];
@@ -130,6 +133,16 @@ pkv_status check_config(const pkv_decode_config *c) {
   return PKV_OK;
 }
 
+// An engine made for a pool states the shape once: the pool's KV heads, head dim, page size and dtype.
+// `pool` is a handle; it is resolved in place here.
+pkv_status shape_from_pool(pkv_runtime *rt, pkv_kvpool *&pool, pkv_decode_config *c, const char *func) {
+  PKV_TRY(pkv::resolve(pool, pkv::Kind::KvPool, func, "pool"));
+  if (pool->rt != rt) return fail(PKV_ERR_INVALID_ARGUMENT, "%s: the pool belongs to another runtime", func);
+  const pkv_kv_config &p = pool->config;
+  c->num_kv_heads = p.num_kv_heads, c->head_dim = p.head_dim, c->page_size = p.page_size, c->dtype = p.dtype;
+  return PKV_OK;
+}
+
 // Grows a staging image (pinned). Freeing pinned memory synchronises the device, so this happens only
 // when a step needs more room than any step before it.
 pkv_status ensure_staging(pkv_decode_engine *e, Staging &s, int64_t bytes) {
@@ -157,19 +170,6 @@ pkv_status ensure_deltas_device(pkv_decode_engine *e, int64_t bytes) {
   e->deltas_device = p;
   e->deltas_device_capacity = want;
   return PKV_OK;
-}
-
-// Tensor cores wherever they apply (head dim <= 128); PKV_DECODE_MATH=cuda-cores selects the CUDA-core
-// body instead, for measurements that compare the two. On sm_90+ the tensor-core body loads K and V with
-// bulk copies; PKV_DECODE_COPY=cp-async keeps the 16-byte cp.async loader (the path of older GPUs).
-int32_t choose_math(int32_t head_dim, int32_t cc_major) {
-  const char *env = getenv("PKV_DECODE_MATH");
-  if (env && strcmp(env, "cuda-cores") == 0) return pkv::kMathCudaCores;
-  if (env && strcmp(env, "tensor-cores-small") == 0 && pkv::tensor_cores_support(head_dim)) return pkv::kMathTensorSmall;
-  if (!pkv::tensor_cores_support(head_dim)) return pkv::kMathCudaCores;
-  const char *copy = getenv("PKV_DECODE_COPY");
-  if (cc_major >= 9 && !(copy && strcmp(copy, "cp-async") == 0)) return pkv::kMathTensorBulk;
-  return pkv::kMathTensorCores;
 }
 
 // The adaptive rule: the calibrated table's choice where calibration found a clear winner; elsewhere this
@@ -268,36 +268,16 @@ float sm_scale_of(const pkv_decode_engine *e) {
   return e->cfg.sm_scale > 0.f ? e->cfg.sm_scale : 1.f / std::sqrt((float)e->cfg.head_dim);
 }
 
-void cpu_run(pkv_decode_engine *e, int32_t layer, const void *q, void *out, float *lse) {
-  pkv::CpuDecodeArgs a;
-  a.plan = e->plan_host;
-  a.k = pkv::layer_k(e->pool, layer);
-  a.v = pkv::layer_v(e->pool, layer);
-  a.table = e->pool->table_device;
-  a.table_stride = e->pool->config.max_pages_per_sequence;
-  a.num_kv_heads = e->cfg.num_kv_heads;
-  a.group = e->group;
-  a.head_dim = e->cfg.head_dim;
-  a.page_size = e->cfg.page_size;
-  a.dtype = e->cfg.dtype;
-  a.sm_scale = sm_scale_of(e);
-  a.q = q;
-  a.out = out;
-  a.lse = lse;
-  a.partial_o = e->partial_o;
-  a.partial_lse = e->partial_lse;
-  a.merge_counters = e->merge_counters;
-  a.slot_counters = e->slot_counters;
-  pkv::cpu_decode_run(a);
-}
-
-pkv_status cuda_run(pkv_decode_engine *e, int32_t layer, const void *q, void *out, float *lse, cudaStream_t stream) {
+// What one layer's run reads, for either executor: the CUDA kernels (plan: the device image) or the CPU
+// backend (plan: the host image).
+pkv::DecodeParams decode_params(const pkv_decode_engine *e, int32_t layer, const void *plan, const void *q, void *out,
+                                float *lse) {
   pkv::DecodeParams p;
   p.k = pkv::layer_k(e->pool, layer);
   p.v = pkv::layer_v(e->pool, layer);
   p.table = e->pool->table_device;
   p.table_stride = e->pool->config.max_pages_per_sequence;
-  p.plan = e->plan_device;
+  p.plan = plan;
   p.q = q;
   p.out = out;
   p.lse = lse;
@@ -312,6 +292,15 @@ pkv_status cuda_run(pkv_decode_engine *e, int32_t layer, const void *q, void *ou
   p.group = e->group;
   p.page_shift = e->page_shift;
   p.scale_log2 = sm_scale_of(e) * 1.4426950408889634f;
+  return p;
+}
+
+void cpu_run(pkv_decode_engine *e, int32_t layer, const void *q, void *out, float *lse) {
+  pkv::cpu_decode_run(decode_params(e, layer, e->plan_host, q, out, lse), e->cfg.head_dim, e->cfg.dtype, sm_scale_of(e));
+}
+
+pkv_status cuda_run(pkv_decode_engine *e, int32_t layer, const void *q, void *out, float *lse, cudaStream_t stream) {
+  const pkv::DecodeParams p = decode_params(e, layer, e->plan_device, q, out, lse);
   // Inside a capture the ordering is the caller's: the graph replays after the plan it was captured
   // with was uploaded, and no event of ours may join the graph.
   const bool foreign = stream != e->rt->stream && !pkv::is_capturing(e->rt, stream);
@@ -321,7 +310,7 @@ pkv_status cuda_run(pkv_decode_engine *e, int32_t layer, const void *q, void *ou
     e->plan_ready_recorded = true;
   }
   if (foreign) PKV_CUDA_TRY(cudaStreamWaitEvent(stream, e->plan_ready, 0));
-  PKV_TRY(pkv::launch_decode(e->kernel, e->math, e->cfg.dtype, e->cfg.head_dim, p, e->grid, stream));
+  PKV_TRY(pkv::launch_decode(e->kernel, e->body, e->cfg.dtype, e->cfg.head_dim, p, e->grid, stream));
   if (foreign) {
     // The next plan's upload overwrites the device image: it waits for this run first (on the GPU).
     PKV_CUDA_TRY(cudaEventRecord(e->foreign_runs_done, stream));
@@ -352,13 +341,26 @@ extern "C" {
 int32_t pkv_plan_info_size(void) { return (int32_t)sizeof(pkv_plan_info); }
 
 pkv_status pkv_decode_engine_create(pkv_runtime *rt, const pkv_decode_config *config, pkv_decode_engine **out) {
+  return pkv_decode_engine_create_with(rt, config, nullptr, nullptr, out);
+}
+
+pkv_status pkv_decode_engine_create_with(pkv_runtime *rt, const pkv_decode_config *config_in, pkv_kvpool *pool,
+                                         const pkv_engine_settings *settings, pkv_decode_engine **out) {
   PKV_API_BEGIN
+  const char *func = __func__;
   PKV_CHECK(rt, Runtime);
-  PKV_NOT_NULL(config);
+  PKV_NOT_NULL(config_in);
   PKV_NOT_NULL(out);
   *out = nullptr;
+  pkv_decode_config cfg = *config_in;
+  if (pool) PKV_TRY(shape_from_pool(rt, pool, &cfg, func));
+  const pkv_decode_config *config = &cfg;
   PKV_TRY(check_config(config));
   PKV_TRY(pkv::check_not_capturing(rt));
+  pkv_engine_settings chosen = settings ? *settings : pkv::default_engine_settings();
+  PKV_TRY(pkv::check_engine_settings(chosen, func));
+  pkv::DecodeBody body{};
+  PKV_TRY(pkv::resolve_decode_body(chosen, config->head_dim, pkv::on_cuda(rt) ? rt->info.cc_major : 0, &body, func));
   auto *e = new pkv_decode_engine();
   e->rt = rt;
   e->cfg = *config;
@@ -366,43 +368,26 @@ pkv_status pkv_decode_engine_create(pkv_runtime *rt, const pkv_decode_config *co
   e->page_shift = __builtin_ctz((unsigned)config->page_size);
   e->next_staging = 0;
   e->plan_id = 0;
+  e->settings = chosen;
+  e->body = body;
+  e->plan_settings = pkv::plan_settings_of(chosen);
 
-  e->math = choose_math(config->head_dim, pkv::on_cuda(rt) ? rt->info.cc_major : 0);
   pkv_status s = PKV_OK;
   int32_t wave = kCpuWave;
   e->persistent_grid = kCpuWave;
   if (pkv::on_cuda(rt)) {
     int32_t base_bps = 0, pers_bps = 0;
-    s = pkv::decode_blocks_per_sm(PKV_KERNEL_BASELINE, e->math, config->dtype, config->head_dim, &base_bps);
+    s = pkv::decode_blocks_per_sm(PKV_KERNEL_BASELINE, e->body, config->dtype, config->head_dim, &base_bps);
     if (s == PKV_OK)
-      s = pkv::decode_blocks_per_sm(PKV_KERNEL_PERSISTENT, e->math, config->dtype, config->head_dim, &pers_bps);
+      s = pkv::decode_blocks_per_sm(PKV_KERNEL_PERSISTENT, e->body, config->dtype, config->head_dim, &pers_bps);
     if (s == PKV_OK && (base_bps < 1 || pers_bps < 1))
       s = fail(PKV_ERR_UNSUPPORTED, "pkv_decode_engine_create: the decode kernels cannot be resident on this device");
     wave = std::max(1, base_bps) * rt->info.multiprocessors;
     e->persistent_grid = std::max(1, pers_bps) * rt->info.multiprocessors;
   }
-  e->shape = pkv::PlanShape{config->num_kv_heads, config->page_size, wave, 0, kMinSplitTokens,
-                            pkv::decode_tile_tokens(config->head_dim, e->math)};
-  // The persistent planner's dynamic tail (v7 in bench/NOTES-kernels.md): 10% of a large few-row step's
-  // work as small tasks, about 2 per block. PKV_PLAN_TAIL=0 selects the plan before v7; PKV_PLAN_TAIL,
-  // PKV_PLAN_TAIL_PIECES, PKV_PLAN_TAIL_ALL and PKV_PLAN_PER_BLOCK are for measurements.
-  auto env_int = [](const char *name, int32_t lo, int32_t hi, int32_t fallback) {
-    const char *v = getenv(name);
-    return v && *v ? std::min(hi, std::max(lo, (int32_t)atoi(v))) : fallback;
-  };
-  e->shape.tail_pct = env_int("PKV_PLAN_TAIL", 0, 90, 10);
-  e->shape.tail_pieces = env_int("PKV_PLAN_TAIL_PIECES", 0, 3, 2);
-  e->shape.tail_all = env_int("PKV_PLAN_TAIL_ALL", 0, 1, 0);
-  // v9: the tail's pieces shrink to PKV_PLAN_TAIL_END tiles (0: even pieces, as in v7).
-  e->shape.tail_end = env_int("PKV_PLAN_TAIL_END", 0, 1 << 20, 2);
-  e->shape.per_block = env_int("PKV_PLAN_PER_BLOCK", 0, 4, 0);
-  // Claiming (v8): on few-row steps under the tail's size with at least 8 tiles per block, the splits of
-  // a (row, head) share its tiles. PKV_PLAN_CLAIM=0 turns it off (the plans of v7), another value sets
-  // the threshold.
-  e->shape.claim_min_tiles = env_int("PKV_PLAN_CLAIM", 0, 1 << 20, 8);
-  e->shape.claim_large = env_int("PKV_PLAN_CLAIM_LARGE", 0, 1, 0);
+  e->shape = pkv::PlanShape{config->num_kv_heads, config->page_size, wave, kMinSplitTokens,
+                            pkv::decode_tile_tokens(config->head_dim, e->body.math)};
   e->max_tasks = pkv::max_plan_tasks(e->shape, config->max_batch);
-  e->shape.max_partials = (int32_t)std::min<int64_t>(e->max_tasks, INT32_MAX);
 
   const int64_t g = e->group, d = config->head_dim;
   const int64_t image = pkv::plan_image_bytes(config->max_batch, e->max_tasks, kDeltaReserve);
@@ -444,6 +429,15 @@ pkv_status pkv_decode_engine_create(pkv_runtime *rt, const pkv_decode_config *co
     return s;
   }
   *out = pkv::handle_of<pkv_decode_engine>(pkv::adopt(rt, e, pkv::Kind::DecodeEngine, destroy_engine));
+  return PKV_OK;
+  PKV_API_END
+}
+
+pkv_status pkv_decode_engine_settings(pkv_decode_engine *engine, pkv_engine_settings *out) {
+  PKV_API_BEGIN
+  PKV_CHECK(engine, DecodeEngine);
+  PKV_NOT_NULL(out);
+  *out = engine->settings;
   return PKV_OK;
   PKV_API_END
 }
@@ -517,8 +511,8 @@ pkv_status pkv_decode_plan(pkv_decode_engine *engine, pkv_kvpool *pool, int32_t 
   st.in_flight = false;
   PKV_TRY(ensure_staging(e, st, bytes_needed));
 
-  auto *header = static_cast<pkv::PlanHeader *>(st.host);
-  const int32_t max_splits = pkv::build_workqueue(e->shape, kernel, batch, rows, seq_lens, st.host);
+  pkv::PlanHeader *header = &pkv::plan_header(st.host);
+  const int32_t max_splits = pkv::build_workqueue(e->shape, e->plan_settings, kernel, batch, rows, seq_lens, st.host);
   header->num_deltas = gather_deltas(pool, batch, rows, seq_lens, pkv::plan_deltas(st.host));
   const int64_t used = 16 * ((int64_t)header->deltas_offset + header->num_deltas);
 

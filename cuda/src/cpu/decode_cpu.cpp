@@ -8,7 +8,7 @@
 #include <cstring>
 #include <vector>
 
-#include "../core/plan.h"
+#include "../core/plan_image.h"
 #include "half.h"
 
 namespace pkv {
@@ -17,12 +17,12 @@ void cpu_apply_deltas(const PlanDelta *deltas, int32_t n, int32_t *table, int64_
   for (int32_t i = 0; i < n; i++) table[deltas[i].table_row * table_stride + deltas[i].column] = deltas[i].page;
 }
 
-void cpu_decode_run(const CpuDecodeArgs &a) {
-  const auto *header = static_cast<const PlanHeader *>(a.plan);
-  const auto *rows = reinterpret_cast<const PlanRow *>(static_cast<const char *>(a.plan) + sizeof(PlanHeader));
-  const auto *tasks =
-      reinterpret_cast<const PlanTask *>(static_cast<const char *>(a.plan) + 16 * (int64_t)header->tasks_offset);
-  const int32_t d = a.head_dim, g = a.group, shift = __builtin_ctz((unsigned)a.page_size);
+void cpu_decode_run(const DecodeParams &a, int32_t head_dim, int32_t dtype, float sm_scale) {
+  const int32_t page_size = 1 << a.page_shift;
+  const PlanHeader &header = plan_header(a.plan);
+  const PlanRow *rows = plan_rows(a.plan);
+  const PlanTask *tasks = plan_tasks(a.plan);
+  const int32_t d = head_dim, g = a.group, shift = a.page_shift;
   const auto *kp = static_cast<const uint16_t *>(a.k), *vp = static_cast<const uint16_t *>(a.v);
   const auto *qp = static_cast<const uint16_t *>(a.q);
   auto *op = static_cast<uint16_t *>(a.out);
@@ -31,52 +31,53 @@ void cpu_decode_run(const CpuDecodeArgs &a) {
   // A task's tokens: its range, or for a claiming split (PlanTask) its own first tiles and, standing in
   // for the kernels' claims, every n-th tile of the shared part (each tile to exactly one split).
   // Returns the tiles (claiming splits) or -1.
-  auto task_tokens = [&](const PlanTask &t, const PlanRow &row) -> int64_t {
+  auto task_tokens = [&](const PlanTask &t, const PlanRow &row) -> int32_t {
     toks.clear();
-    const int32_t ct = header->claim_tile, n = row.num_splits;
-    if (ct == 0 || n == 1) {
+    const int32_t ct = header.claim_tile;
+    if (!task_claims(ct, row)) {
       for (int32_t tok = t.tok_begin; tok < t.tok_end; tok++) toks.push_back(tok);
       return -1;
     }
-    const int64_t ntiles = (row.seq_len + ct - 1) / ct, first = t.tok_begin / ct, shared = t.tok_end / ct;
-    int64_t tiles = 0;
+    const ClaimTiles c = claim_tiles(t, row, ct);
+    int32_t tiles = 0;
     auto add = [&](int64_t tile) {
       for (int64_t tok = tile * ct; tok < std::min<int64_t>((tile + 1) * ct, row.seq_len); tok++) toks.push_back((int32_t)tok);
       tiles++;
     };
-    for (int64_t i = first; i < std::min<int64_t>(first + kClaimFirstTiles, std::min(shared, ntiles)); i++) add(i);
-    for (int64_t i = shared + task_split(t); i < ntiles; i += n) add(i);
+    for (int32_t i = 0; i < c.own_count; i++) add(c.own_first + i);
+    for (int64_t i = c.shared_first + task_split(t); i < c.ntiles; i += row.num_splits) add(i);
     return tiles;
   };
 
   auto write_out = [&](int64_t qo_row, const float *val, float lse) {
-    for (int32_t e = 0; e < d; e++) op[qo_row * d + e] = store_half(a.dtype, val[e]);
+    for (int32_t e = 0; e < d; e++) op[qo_row * d + e] = store_half(dtype, val[e]);
     if (a.lse) a.lse[qo_row] = lse;
   };
 
-  for (int32_t ti = 0; ti < header->num_tasks; ti++) {
+  for (int32_t ti = 0; ti < header.num_tasks; ti++) {
     const PlanTask &t = tasks[ti];
     const PlanRow &row = rows[t.row];
     const int32_t head = task_head(t), n = row.num_splits;
     int32_t split = task_split(t);
     const int32_t *table_row = a.table + (int64_t)row.table_row * a.table_stride;
-    const int64_t slot_base = (int64_t)row.partial_base + (int64_t)head * n;
+    const int64_t slot_base = partial_slot(row, head);
     // A claiming row counts tiles: a split that saw none takes no slot; the others take slots in turn
-    // and the one that completes the row's tiles merges the slots taken (as the kernels do).
-    const int64_t claimed = task_tokens(t, row), pair = (int64_t)t.row * a.num_kv_heads + head;
+    // and the one that completes the row's tiles merges the slots taken (plan_image.h, as the kernels do).
+    const int32_t claimed = task_tokens(t, row);
+    const int64_t pair = (int64_t)t.row * a.num_kv_heads + head;
     if (claimed == 0) continue;
     if (claimed > 0) split = a.slot_counters[pair]++;
     scores.resize(toks.size());
     for (int32_t y = 0; y < g; y++) {
       const int64_t qo_row = ((int64_t)t.row * a.num_kv_heads + head) * g + y;
-      for (int32_t e = 0; e < d; e++) q[e] = load_half(a.dtype, qp[qo_row * d + e]) * a.sm_scale;
+      for (int32_t e = 0; e < d; e++) q[e] = load_half(dtype, qp[qo_row * d + e]) * sm_scale;
       float mx = -INFINITY;
       for (size_t i = 0; i < toks.size(); i++) {
         const int32_t tok = toks[i];
         int64_t page = table_row[tok >> shift];
-        int64_t base = ((page * a.num_kv_heads + head) * a.page_size + (tok & (a.page_size - 1))) * d;
+        int64_t base = ((page * a.num_kv_heads + head) * page_size + (tok & (page_size - 1))) * d;
         float s = 0.f;
-        for (int32_t e = 0; e < d; e++) s += q[e] * load_half(a.dtype, kp[base + e]);
+        for (int32_t e = 0; e < d; e++) s += q[e] * load_half(dtype, kp[base + e]);
         scores[i] = s;
         mx = std::fmax(mx, s);
       }
@@ -85,10 +86,10 @@ void cpu_decode_run(const CpuDecodeArgs &a) {
       for (size_t i = 0; i < toks.size(); i++) {
         const int32_t tok = toks[i];
         int64_t page = table_row[tok >> shift];
-        int64_t base = ((page * a.num_kv_heads + head) * a.page_size + (tok & (a.page_size - 1))) * d;
+        int64_t base = ((page * a.num_kv_heads + head) * page_size + (tok & (page_size - 1))) * d;
         float p = std::exp(scores[i] - mx);
         l += p;
-        for (int32_t e = 0; e < d; e++) o[e] += p * load_half(a.dtype, vp[base + e]);
+        for (int32_t e = 0; e < d; e++) o[e] += p * load_half(dtype, vp[base + e]);
       }
       // A claiming split may get no tile: its partial weighs nothing in the merge (lse -inf, o 0).
       for (int32_t e = 0; e < d; e++) o[e] = l > 0.f ? o[e] / l : 0.f;
@@ -104,10 +105,9 @@ void cpu_decode_run(const CpuDecodeArgs &a) {
     // Splits counted and tiles (or splits) done in one word, as the kernels count them: every split that
     // took a slot counts before the row's tiles are complete, so the completing one knows the slots.
     unsigned long long &counter = a.merge_counters[pair];
-    const int64_t row_tiles = claimed > 0 ? (row.seq_len + header->claim_tile - 1) / header->claim_tile : n;
-    counter += (1ull << 32) + (unsigned long long)(claimed > 0 ? claimed : 1);
-    if ((int64_t)(counter & 0xffffffffu) < row_tiles) continue;
-    const int32_t merged = (int32_t)(counter >> 32);
+    counter += merge_count_add(claimed);
+    if (merge_work_done(counter) != (claimed > 0 ? claim_tiles(t, row, header.claim_tile).ntiles : n)) continue;
+    const int32_t merged = merge_splits_counted(counter);
     counter = 0;  // the last split merges and leaves the counters clean for the next layer
     a.slot_counters[pair] = 0;
     for (int32_t y = 0; y < g; y++) {

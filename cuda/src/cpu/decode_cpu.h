@@ -1,30 +1,17 @@
 // CPU backend of the decode engine: executes a plan's task list on the host, split by split, with the
-// same partial/merge bookkeeping as the kernels, so CPU-only CI checks the planner, splits and merge.
+// same partial/merge bookkeeping as the kernels (plan_image.h), so CPU-only CI checks the planner,
+// splits and merge.
 #pragma once
 #include <cstdint>
 
+#include "../gpu/decode_launch.h"
 #include "persistentkv.h"
 
 namespace pkv {
 
-struct CpuDecodeArgs {
-  const void *plan;  // the plan image (host)
-  const void *k;     // this layer's pages
-  const void *v;
-  const int32_t *table;
-  int64_t table_stride;
-  int32_t num_kv_heads, group, head_dim, page_size, dtype;
-  float sm_scale;
-  const void *q;
-  void *out;
-  float *lse;  // may be null
-  float *partial_o;
-  float *partial_lse;
-  unsigned long long *merge_counters;  // per (row, head): splits counted << 32 | splits (or a claiming row's tiles) done
-  int32_t *slot_counters;   // per (row, head): partial slots a claiming row's splits took
-};
-
-void cpu_decode_run(const CpuDecodeArgs &a);
+// p: what a kernel launch reads, with host pointers (on the CPU backend "device" memory is host
+// memory) and p.plan the host image; the math runs in the natural-log domain with sm_scale.
+void cpu_decode_run(const DecodeParams &p, int32_t head_dim, int32_t dtype, float sm_scale);
 
 struct PlanDelta;
 // The CPU backend's counterpart of the GPU's apply-deltas kernel: the plan's validated block-table

@@ -5,6 +5,7 @@
 #include "../core/kv_ops.h"
 #include "../gpu/decode_launch.h"
 #include "../gpu/probe_launch.h"
+#include "../gpu/table_deltas.h"
 
 namespace {
 
@@ -16,10 +17,10 @@ pkv_status no_gpu(const char *func) {
 
 namespace pkv {
 
-pkv_status launch_decode(int32_t, int32_t, int32_t, int32_t, const DecodeParams &, int32_t, cudaStream_t) {
+pkv_status launch_decode(int32_t, DecodeBody, int32_t, int32_t, const DecodeParams &, int32_t, cudaStream_t) {
   return no_gpu(__func__);
 }
-pkv_status decode_blocks_per_sm(int32_t, int32_t, int32_t, int32_t, int32_t *) { return no_gpu(__func__); }
+pkv_status decode_blocks_per_sm(int32_t, DecodeBody, int32_t, int32_t, int32_t *) { return no_gpu(__func__); }
 pkv_status launch_apply_deltas(const void *, int32_t, int32_t *, int64_t, cudaStream_t) { return no_gpu(__func__); }
 
 pkv_status gpu_scatter_tokens(const pkv_kvpool *, int32_t, int32_t, const int32_t *, const void *, const void *,

@@ -1,3 +1,3 @@
 // Decode kernels for bf16 pages with head dim 64.
-#include "decode_kernels.cuh"
+#include "decode_launchers.cuh"
 PKV_INSTANTIATE_DECODE(__nv_bfloat16, 64)

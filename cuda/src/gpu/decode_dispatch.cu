@@ -1,18 +1,17 @@
-// The single dispatch point from run-time (dtype, head dim) to the compiled instantiations, and the
-// block-table delta kernel that runs once per plan.
+// The single dispatch point from run-time (dtype, head dim) to the compiled instantiations
+// (decode_<dtype>_d<head dim>.cu).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include "../core/internal.h"
-#include "../core/plan.h"
 #include "decode_launch.h"
 
 namespace pkv {
 
 template <typename T, int D>
-pkv_status launch_decode_typed(int32_t kernel, int32_t math, const DecodeParams &p, int32_t grid, cudaStream_t stream);
+pkv_status launch_decode_typed(int32_t kernel, DecodeBody body, const DecodeParams &p, int32_t grid, cudaStream_t stream);
 template <typename T, int D>
-pkv_status decode_blocks_per_sm_typed(int32_t kernel, int32_t math, int32_t *out);
+pkv_status decode_blocks_per_sm_typed(int32_t kernel, DecodeBody body, int32_t *out);
 
 #define PKV_DECODE_DISPATCH(dtype, head_dim, CALL)                                                            \
   do {                                                                                                        \
@@ -29,38 +28,18 @@ pkv_status decode_blocks_per_sm_typed(int32_t kernel, int32_t math, int32_t *out
                 dtype, head_dim);                                                                             \
   } while (0)
 
-pkv_status launch_decode(int32_t kernel, int32_t math, int32_t dtype, int32_t head_dim, const DecodeParams &p,
+pkv_status launch_decode(int32_t kernel, DecodeBody body, int32_t dtype, int32_t head_dim, const DecodeParams &p,
                          int32_t grid, cudaStream_t stream) {
   if (grid <= 0) return PKV_OK;
-#define PKV_CALL_LAUNCH(T, D) launch_decode_typed<T, D>(kernel, math, p, grid, stream)
+#define PKV_CALL_LAUNCH(T, D) launch_decode_typed<T, D>(kernel, body, p, grid, stream)
   PKV_DECODE_DISPATCH(dtype, head_dim, PKV_CALL_LAUNCH);
 #undef PKV_CALL_LAUNCH
 }
 
-pkv_status decode_blocks_per_sm(int32_t kernel, int32_t math, int32_t dtype, int32_t head_dim, int32_t *out) {
-#define PKV_CALL_OCCUPANCY(T, D) decode_blocks_per_sm_typed<T, D>(kernel, math, out)
+pkv_status decode_blocks_per_sm(int32_t kernel, DecodeBody body, int32_t dtype, int32_t head_dim, int32_t *out) {
+#define PKV_CALL_OCCUPANCY(T, D) decode_blocks_per_sm_typed<T, D>(kernel, body, out)
   PKV_DECODE_DISPATCH(dtype, head_dim, PKV_CALL_OCCUPANCY);
 #undef PKV_CALL_OCCUPANCY
-}
-
-namespace {
-__global__ void apply_deltas_kernel(const PlanDelta *deltas, int32_t n, int32_t *table, int64_t stride) {
-  for (int32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
-    PlanDelta d = deltas[i];
-    table[(int64_t)d.table_row * stride + d.column] = d.page;
-  }
-}
-}  // namespace
-
-pkv_status launch_apply_deltas(const void *deltas, int32_t num_deltas, int32_t *table, int64_t table_stride,
-                               cudaStream_t stream) {
-  if (num_deltas <= 0) return PKV_OK;
-  int blocks = (num_deltas + 255) / 256;
-  if (blocks > 1024) blocks = 1024;
-  apply_deltas_kernel<<<blocks, 256, 0, stream>>>(static_cast<const PlanDelta *>(deltas), num_deltas, table,
-                                                  table_stride);
-  PKV_CUDA_TRY(cudaGetLastError());
-  return PKV_OK;
 }
 
 }  // namespace pkv

@@ -1,3 +1,3 @@
 // Decode kernels for f16 pages with head dim 256.
-#include "decode_kernels.cuh"
+#include "decode_launchers.cuh"
 PKV_INSTANTIATE_DECODE(__half, 256)

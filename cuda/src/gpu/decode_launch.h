@@ -8,7 +8,8 @@
 
 namespace pkv {
 
-// Everything a decode launch reads. Device pointers; `plan` is the device copy of the plan image.
+// Everything a decode launch reads. Device pointers; `plan` is the device copy of the plan image. The
+// CPU executor (decode_cpu.h) reads the same block, with host memory and the host image.
 struct DecodeParams {
   const void *k;  // this layer's K pages, HND
   const void *v;
@@ -35,29 +36,21 @@ struct DecodeParams {
 
 constexpr int kDecodeStages = 3;
 
-// How a task does its math (and, for the tensor-core body, how K and V reach shared memory).
-enum DecodeMath : int32_t {
-  kMathCudaCores = 0,    // one thread per (query head, 16 elements of head_dim), warp-shuffle dot products
-  kMathTensorCores = 1,  // mma.m16n8k16: the group's query heads are the 16 rows of one tile (head dim <= 128)
-  kMathTensorSmall = 2,  // the same with half the tile and half the block (twice the blocks per SM)
-  // kMathTensorCores with K and V moved by Hopper bulk copies (cp.async.bulk, one per 8 tokens, completing
-  // on a per-stage mbarrier) instead of 16-byte cp.async: the default on sm_90+ (PKV_DECODE_COPY=cp-async
-  // selects kMathTensorCores there).
-  kMathTensorBulk = 3,
+// A task body's two axes, chosen once at engine creation (engine_settings.h resolves AUTO): its math
+// (PKV_MATH_CUDA_CORES or PKV_MATH_TENSOR_CORES) and how K and V reach shared memory (PKV_LOADER_CP_ASYNC
+// or PKV_LOADER_BULK, the latter with tensor cores on sm_90+ only).
+struct DecodeBody {
+  int32_t math;
+  int32_t loader;
 };
-inline bool tensor_cores_support(int32_t head_dim) { return head_dim <= 128; }
+constexpr bool tensor_cores_support(int32_t head_dim) { return head_dim <= 128; }
 // Tokens per pipeline stage: 8 KiB of K (and of V) per stage on CUDA cores, 16 KiB on tensor cores.
-constexpr int decode_tile_tokens(int head_dim, int32_t math) {
-  return (math == kMathTensorCores || math == kMathTensorBulk ? 8192 : 4096) / head_dim;  // kMathTensorSmall: 4096 too
-}
+constexpr int decode_tile_tokens(int head_dim, int32_t math) { return (math == PKV_MATH_TENSOR_CORES ? 8192 : 4096) / head_dim; }
 
 // Launches the kernel (PKV_KERNEL_*) over `grid` blocks. Unsupported dtype/head_dim: PKV_ERR_UNSUPPORTED.
-pkv_status launch_decode(int32_t kernel, int32_t math, int32_t dtype, int32_t head_dim, const DecodeParams &p,
+pkv_status launch_decode(int32_t kernel, DecodeBody body, int32_t dtype, int32_t head_dim, const DecodeParams &p,
                          int32_t grid, cudaStream_t stream);
 // Resident blocks per multiprocessor of that kernel (the persistent grid is this times the SM count).
-pkv_status decode_blocks_per_sm(int32_t kernel, int32_t math, int32_t dtype, int32_t head_dim, int32_t *out);
-// Writes block-table deltas (device address of the plan's PlanDelta array) into the device table.
-pkv_status launch_apply_deltas(const void *deltas, int32_t num_deltas, int32_t *table, int64_t table_stride,
-                               cudaStream_t stream);
+pkv_status decode_blocks_per_sm(int32_t kernel, DecodeBody body, int32_t dtype, int32_t head_dim, int32_t *out);
 
 }  // namespace pkv

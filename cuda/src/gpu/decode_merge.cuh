@@ -4,7 +4,7 @@
 // The last finisher is found with a per-(row, head) counter that it resets to zero (with a claiming
 // row's cursor and slot count), so the next layer (or a CUDA-graph replay) starts clean without a memset.
 #pragma once
-#include "../core/plan.h"
+#include "../core/plan_image.h"
 #include "decode_launch.h"
 #include "decode_softmax.cuh"
 #include "decode_vec.cuh"
@@ -111,7 +111,7 @@ __device__ void write_and_merge(const DecodeParams &p, int b, int head, int spli
   const int g = p.group, units = g * kVecs;
   const int64_t qo_base = ((int64_t)b * p.num_kv_heads + head) * g;
   const int n = row.num_splits;
-  const int64_t slot_base = (int64_t)row.partial_base + (int64_t)head * n;  // this head's partial slots
+  const int64_t slot_base = partial_slot(row, head);
   const int64_t pair = (int64_t)b * p.num_kv_heads + head;
   __shared__ int s_slot, s_merged;
   if (claimed > 0) {
@@ -150,9 +150,9 @@ __device__ void write_and_merge(const DecodeParams &p, int b, int head, int spli
   __syncthreads();
   unsigned long long *counter = p.merge_counters + pair;
   if (threadIdx.x == 0) {
-    const unsigned long long add = (1ull << 32) + (unsigned)(claimed > 0 ? claimed : 1);
+    const unsigned long long add = merge_count_add(claimed);
     const unsigned long long now = atomic_add_acq_rel(counter, add) + add;
-    s_merged = (int)(now & 0xffffffffu) == (claimed > 0 ? row_tiles : n) ? (int)(now >> 32) : 0;
+    s_merged = merge_work_done(now) == (claimed > 0 ? row_tiles : n) ? merge_splits_counted(now) : 0;
   }
   __syncthreads();
   const int merged = s_merged;

@@ -3,7 +3,7 @@
 // barriers. Which tile a pipeline slot loads is the TileSchedule's: in order for a static task, claimed
 // from the (row, head)'s cursor for a claiming split (PlanTask).
 #pragma once
-#include "../core/plan.h"
+#include "../core/plan_image.h"
 #include "decode_launch.h"
 #include "decode_vec.cuh"
 
@@ -44,8 +44,8 @@ struct TileSchedule {
 };
 
 // A task's token range for its loader, and its schedule: a static task's own range, or for a claiming
-// split (PlanTask) the whole row, its own first tiles and the (row, head)'s cursor. kTile is the
-// body's tile, which the planner used as the plan's claim_tile.
+// split (PlanTask, claim_tiles in plan_image.h) the whole row, its own first tiles and the (row, head)'s
+// cursor. kTile is the body's tile, which the planner used as the plan's claim_tile.
 struct TaskTiles {
   int tok_begin, tok_end;
   TileSchedule sched;
@@ -53,16 +53,16 @@ struct TaskTiles {
 template <int kTile>
 __device__ __forceinline__ TaskTiles task_tiles(const DecodeParams &p, const PlanTask &task, const PlanRow &row, int head,
                                                 int *ring) {
-  if (static_cast<const PlanHeader *>(p.plan)->claim_tile == 0 || row.num_splits == 1)
+  if (!task_claims(plan_header(p.plan).claim_tile, row))
     return {task.tok_begin, task.tok_end, TileSchedule::of_range((task.tok_end - task.tok_begin + kTile - 1) / kTile)};
-  const int ntiles = (row.seq_len + kTile - 1) / kTile, first = task.tok_begin / kTile, shared = task.tok_end / kTile;
-  const int own = min(kClaimFirstTiles, max(0, min(shared, ntiles) - first));
-  return {0, row.seq_len, {first, own, ntiles, shared, p.tile_cursors + (int64_t)task.row * p.num_kv_heads + head, ring}};
+  const ClaimTiles c = claim_tiles(task, row, kTile);
+  return {0, row.seq_len,
+          {c.own_first, c.own_count, c.ntiles, c.shared_first, p.tile_cursors + (int64_t)task.row * p.num_kv_heads + head, ring}};
 }
 
 // How a pipeline's stages are filled and awaited (stream_tiles): 16-byte cp.async into commit groups
 // (TileLoader, every architecture), or Hopper bulk copies completing on a barrier per stage
-// (BulkTileLoader, kMathTensorBulk, sm_90+), which thread 0 arms with the stage's byte count and every
+// (BulkTileLoader, sm_90+), which thread 0 arms with the stage's byte count and every
 // thread waits on, so the compute needs no block barrier before it, only the one after it.
 template <class Loader, int kStageElems, typename T>
 struct CpAsyncStages {
@@ -166,6 +166,13 @@ __device__ __forceinline__ int stream_tiles_bulk(const Loader &loader, const Til
   __shared__ uint64_t bars[kDecodeStages];
   return stream_stages<BulkStages<Loader, kStageElems, T>, Loader, kStageElems>(
       BulkStages<Loader, kStageElems, T>{loader, smem, bars}, loader, sched, smem, compute);
+}
+
+// The pipeline of a task with its loader's stage policy; returns the number of tiles computed.
+template <class Loader, typename T, class Compute>
+__device__ __forceinline__ int stream_task_tiles(const Loader &loader, const TileSchedule &sched, T *smem, Compute compute) {
+  if constexpr (Loader::kBulk) return stream_tiles_bulk<Loader, Loader::kStageElems>(loader, sched, smem, compute);
+  else return stream_tiles<Loader, Loader::kStageElems>(loader, sched, smem, compute);
 }
 
 }  // namespace pkv

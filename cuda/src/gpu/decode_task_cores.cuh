@@ -5,7 +5,7 @@
 // row's lanes read one contiguous 128-byte line), y = query head of the group, z = token partition.
 // Each z walks its own 4-token chunks of the tile; the z partial states are merged at the end.
 #pragma once
-#include "../core/plan.h"
+#include "../core/plan_image.h"
 #include "decode_launch.h"
 #include "decode_merge.cuh"
 #include "decode_pipeline.cuh"
@@ -27,22 +27,21 @@ __device__ __forceinline__ void load_slice(const T *row, int x, float (&f)[16]) 
   }
 }
 
-__device__ __forceinline__ const PlanRow &plan_row(const DecodeParams &p, int b) {
-  return reinterpret_cast<const PlanRow *>(static_cast<const char *>(p.plan) + sizeof(PlanHeader))[b];
-}
-
-template <typename T, int D>
+// Load: the loader axis (decode_tile.cuh). This body reads K and V as plain rows, which only the
+// cp.async loader writes.
+template <typename T, int D, class Load = CpAsyncLoad>
 struct CoreBody {
   static constexpr int kThreads = 256;
   static constexpr int kBdx = D / 16;
-  static constexpr int kTile = decode_tile_tokens(D, kMathCudaCores);
+  static constexpr int kTile = decode_tile_tokens(D, PKV_MATH_CUDA_CORES);
   static constexpr int kChunk = 4;  // tokens per online-softmax update: one rescale per 4 tokens
   static constexpr int kChunks = kTile / kChunk;
-  static constexpr int kStageElems = 2 * kTile * D;  // K then V
+  using Loader = typename Load::template Loader<T, D, kThreads, kTile, false>;
+  static_assert(!Loader::kBulk, "the CUDA-core body reads plain rows: cp.async only");
+  static constexpr int kStageElems = Loader::kStageElems;
   static constexpr size_t kSmemBytes = kDecodeStages * (size_t)kStageElems * sizeof(T);
   // The z-merge scratch (lse + output per (z, y)) reuses the pipeline's shared memory.
   static_assert((kThreads / kBdx) * (D + 1) * sizeof(float) <= kSmemBytes, "merge scratch fits");
-  using Loader = TileLoader<T, D, kThreads, kTile, false>;
 
   // Token partitions: a power of two that divides kChunks, so every z group runs the same trip count.
   static __device__ __forceinline__ int z_groups(int group) {
@@ -52,8 +51,8 @@ struct CoreBody {
   }
 
   static __device__ void run(const DecodeParams &p, const PlanTask task, T *smem) {
-    const PlanRow row = plan_row(p, task.row);
-    const int head = task.head_split >> 16, split = task.head_split & 0xffff;
+    const PlanRow row = plan_rows(p.plan)[task.row];
+    const int head = task_head(task), split = task_split(task);
     const int g = p.group, bdz = z_groups(g);
     const int tid = threadIdx.x, x = tid % kBdx, y = (tid / kBdx) % g, z = tid / (kBdx * g);
     const bool computes = z < bdz;

@@ -4,9 +4,7 @@
 // then O += P V with P reused from the S fragments. Four warps take the tile's 16-token chunks in turn;
 // their states are merged at the end like the CUDA-core body's token partitions.
 #pragma once
-#include <type_traits>
-
-#include "../core/plan.h"
+#include "../core/plan_image.h"
 #include "decode_launch.h"
 #include "decode_merge.cuh"
 #include "decode_mma.cuh"
@@ -16,20 +14,19 @@
 
 namespace pkv {
 
-template <typename T, int D, int32_t kMath>
+// Load: the loader axis (decode_tile.cuh): K and V moved by bulk copies into grouped rows
+// (BulkTileLoader), or by cp.async into swizzled rows.
+template <typename T, int D, class Load>
 struct TensorBody {
-  // The half-tile variant also halves the block (2 warps, one 16-token chunk each): twice the blocks per
-  // SM for the same bytes in flight.
-  static constexpr int kThreads = kMath == kMathTensorSmall ? 64 : 128;
+  static constexpr int kThreads = 128;
   static constexpr int kWarps = kThreads / 32;
-  static constexpr int kTile = decode_tile_tokens(D, kMath);
+  static constexpr int kTile = decode_tile_tokens(D, PKV_MATH_TENSOR_CORES);
   static constexpr int kChunks = kTile / 16;
   static constexpr int kKSteps = D / 16;  // k-steps of Q K^T
   static constexpr int kNTiles = D / 8;   // n-tiles of O
-  // K and V moved by bulk copies into grouped rows (BulkTileLoader), or by cp.async into swizzled rows.
-  static constexpr bool kBulk = kMath == kMathTensorBulk;
-  using Loader = std::conditional_t<kBulk, BulkTileLoader<T, D, kThreads, kTile>, TileLoader<T, D, kThreads, kTile, true>>;
-  static constexpr int kStageElems = kBulk ? 2 * BulkTileLoader<T, D, kThreads, kTile>::kTileElems : 2 * kTile * D;
+  using Loader = typename Load::template Loader<T, D, kThreads, kTile, true>;
+  static constexpr bool kBulk = Loader::kBulk;
+  static constexpr int kStageElems = Loader::kStageElems;
   static constexpr size_t kSmemBytes = kDecodeStages * (size_t)kStageElems * sizeof(T);
   static_assert(D <= 128 && kKSteps % 2 == 0, "tensor-core body: head dim 64 or 128");
   static_assert(kWarps * 16 * (D + 1) * sizeof(float) <= kSmemBytes, "merge scratch fits");
@@ -50,8 +47,8 @@ struct TensorBody {
   }
 
   static __device__ void run(const DecodeParams &p, const PlanTask task, T *smem) {
-    const PlanRow row = plan_row(p, task.row);
-    const int head = task.head_split >> 16, split = task.head_split & 0xffff;
+    const PlanRow row = plan_rows(p.plan)[task.row];
+    const int head = task_head(task), split = task_split(task);
     const int g = p.group;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, r0 = lane >> 2, cq = lane & 3;
 
@@ -136,11 +133,7 @@ struct TensorBody {
         }
       }
     };
-    int done;
-    if constexpr (kBulk)
-      done = stream_tiles_bulk<Loader, kStageElems>(loader, tiles.sched, smem, tile_math);
-    else
-      done = stream_tiles<Loader, kStageElems>(loader, tiles.sched, smem, tile_math);
+    const int done = stream_task_tiles(loader, tiles.sched, smem, tile_math);
 
     // Each warp's state into the reused pipeline memory, then the shared epilogue merges the warps.
     float *sm_lse = reinterpret_cast<float *>(smem);

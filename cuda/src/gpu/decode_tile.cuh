@@ -1,6 +1,8 @@
-// Tile load: one pipeline stage of K and V (TILE tokens of one KV head) gathered from paged memory into
-// shared memory with 16-byte cp.async. Page ids of the next tile are fetched a tile ahead into registers,
-// so the block-table read never stalls the copy issue.
+// Tile loaders: one pipeline stage of K and V (kTile tokens of one KV head) gathered from paged memory
+// into shared memory, with 16-byte cp.async (TileLoader, every GPU) or Hopper bulk copies
+// (BulkTileLoader, sm_90+). Page ids of the next tile are fetched a tile ahead into registers, so the
+// block-table read never stalls the copy issue. CpAsyncLoad and BulkLoad (at the end) are the loader
+// axis that the task bodies take as a template parameter.
 #pragma once
 #include "decode_launch.h"
 #include "decode_vec.cuh"
@@ -11,7 +13,9 @@ namespace pkv {
 // of one column land in eight different banks (tensor-core path).
 template <typename T, int D, int kThreads, int kTile, bool kSwizzle>
 struct TileLoader {
+  static constexpr bool kBulk = false;
   static constexpr int kTileTokens = kTile;
+  static constexpr int kStageElems = 2 * kTile * D;  // K then V
   static constexpr int kVecsPerRow = D / 8;
   static constexpr int kRowsPerPass = kThreads / kVecsPerRow;  // rows one pass of the block covers
   static constexpr int kPasses = kTile / kRowsPerPass;                 // 16-byte copies per thread per tile
@@ -57,7 +61,7 @@ struct TileLoader {
 
 namespace pkv {
 
-// Hopper bulk copies (kMathTensorBulk, sm_90+): rows are stored in groups of 8 consecutive tokens
+// Hopper bulk copies (PKV_LOADER_BULK, sm_90+): rows are stored in groups of 8 consecutive tokens
 // (contiguous, as in the page) with 16 bytes of padding after each group, and a group that lies whole in
 // one page and inside the task is one copy of 8 rows (2 KiB at head dim 128) that completes on the
 // stage's mbarrier; other groups (page size under 8, the task's last group) copy row by row. The math
@@ -69,9 +73,11 @@ namespace pkv {
 // latency-bound steps; one per 8 rows is 2-4% faster on big steps and 7-14% on short ones.
 template <typename T, int D, int kThreads, int kTile>
 struct BulkTileLoader {
+  static constexpr bool kBulk = true;
   static constexpr int kTileTokens = kTile;
   static constexpr int kGroupStride = 8 * D + 8;  // elements
   static constexpr int kTileElems = (kTile / 8) * kGroupStride;
+  static constexpr int kStageElems = 2 * kTileElems;  // K then V
   static constexpr int kCopies = 2 * kTile / kThreads;          // rows per thread per tile (K and V)
   static constexpr int kPasses = kCopies;                       // page ids per thread per tile
   static constexpr unsigned kRowBytes = D * sizeof(T);
@@ -118,6 +124,21 @@ struct BulkTileLoader {
       bulk_copy_g2s(dst, src, bytes, bar);
     }
   }
+};
+
+}  // namespace pkv
+
+namespace pkv {
+
+// The loader axis of a task body (a template parameter): which loader a body of kThreads threads and
+// kTile-token stages uses. kSwizzle: the body's ldmatrix reads want swizzled rows (cp.async only).
+struct CpAsyncLoad {
+  template <typename T, int D, int kThreads, int kTile, bool kSwizzle>
+  using Loader = TileLoader<T, D, kThreads, kTile, kSwizzle>;
+};
+struct BulkLoad {
+  template <typename T, int D, int kThreads, int kTile, bool kSwizzle>
+  using Loader = BulkTileLoader<T, D, kThreads, kTile>;
 };
 
 }  // namespace pkv

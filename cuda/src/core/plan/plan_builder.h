@@ -1,0 +1,73 @@
+// What the planner's strategies share: the image being filled (rows, tasks, partial slots) and the
+// helpers that cut a row into tasks. One strategy per file (baseline_chunks, balanced_waves,
+// dynamic_tail, claiming); plan.cpp chooses among them. O(batch + tasks) per step, no allocation.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+
+#include "../plan.h"
+
+namespace pkv {
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+// 32-bit division is several times cheaper than 64-bit on x86; page and split counts fit easily.
+inline uint32_t ceil_div32(uint32_t a, uint32_t b) { return (a + b - 1) / b; }
+
+struct PlanBuilder {
+  const PlanShape &shape;
+  const PlanSettings &settings;
+  int32_t batch;
+  const int32_t *table_rows;
+  const int32_t *seq_lens;
+  PlanRow *rows;
+  PlanTask *out;  // the next task to write
+  int32_t num_partials = 0, max_splits = 1;
+  int32_t claim_tile = 0;  // set by a strategy whose splits claim tiles
+
+  // Row b gets n splits; a split row takes n partial slots per KV head.
+  void set_row(int32_t b, int32_t n) {
+    rows[b] = PlanRow{table_rows[b], seq_lens[b], n, n > 1 ? num_partials : 0};
+    if (n > 1) num_partials += n * shape.num_kv_heads;
+    max_splits = std::max(max_splits, n);
+  }
+  int64_t pages_of(int32_t b) const { return ceil_div(seq_lens[b], shape.page_size); }
+  // A task of row b's KV head h over its pages [p0, p1) (the row's last page may be partial).
+  PlanTask page_task(int32_t b, int64_t h, int64_t split, int64_t p0, int64_t p1) const {
+    return PlanTask{b, (int32_t)(h << 16 | split), (int32_t)(p0 * shape.page_size),
+                    (int32_t)std::min<int64_t>(p1 * shape.page_size, seq_lens[b])};
+  }
+  // The tasks of one row: every KV head, `n` splits (uniform chunks of chunk_pages when that is > 0,
+  // as the baseline cuts them; otherwise an even division of the row's `pages`). The first head's
+  // splits are computed once and copied for the others: at B256 this loop is most of the plan's host time.
+  void emit_row(int32_t row, int64_t pages, int32_t n, int32_t chunk_pages) {
+    const int32_t heads = shape.num_kv_heads, seq_len = seq_lens[row], page_size = shape.page_size;
+    PlanTask *t = out;
+    if (n == 1) {
+      for (int32_t h = 0; h < heads; h++) *t++ = PlanTask{row, h << 16, 0, seq_len};
+      out = t;
+      return;
+    }
+    PlanTask *first = t;
+    for (int32_t s = 0; s < n; s++) {
+      int64_t p0 = chunk_pages > 0 ? (int64_t)s * chunk_pages : s * pages / n;
+      int64_t p1 = chunk_pages > 0 ? std::min<int64_t>(pages, (int64_t)(s + 1) * chunk_pages) : (s + 1) * pages / n;
+      first[s] = PlanTask{row, s, (int32_t)(p0 * page_size), (int32_t)std::min<int64_t>(p1 * page_size, seq_len)};
+    }
+    t += n;
+    for (int32_t h = 1; h < heads; h++)
+      for (int32_t s = 0; s < n; s++, t++) *t = PlanTask{row, h << 16 | s, first[s].tok_begin, first[s].tok_end};
+    out = t;
+  }
+};
+
+// The strategies. Each sets every row (set_row) and writes its tasks in queue order.
+// Baseline kernel: FlashInfer's uniform chunks, split only when (row, head) pairs fill under a wave.
+void plan_baseline_chunks(PlanBuilder &b, int64_t max_pages);
+// Persistent kernel, the general case: balanced splits, one even wave or several tasks per block, longest first.
+void plan_balanced_waves(PlanBuilder &b, int64_t total_pages, int64_t max_pages);
+// Persistent kernel, few rows, large step: a static first part and a dynamic tail of small tasks.
+void plan_dynamic_tail(PlanBuilder &b, int64_t total_pages);
+// Persistent kernel, few rows, medium step: the splits of each (row, head) claim its tiles.
+void plan_claiming(PlanBuilder &b);
+
+}  // namespace pkv

@@ -1,0 +1,79 @@
+// Host launchers of the decode kernel for one (dtype, head dim): the task body chosen from the engine's
+// DecodeBody (math x loader), the scheduler from the kernel kind. Included once per instantiation file
+// (decode_<dtype>_d<head dim>.cu), which PKV_INSTANTIATE_DECODE fills.
+#pragma once
+#include "../core/internal.h"
+#include "decode_kernels.cuh"
+#include "decode_task_cores.cuh"
+#include "decode_task_tensor.cuh"
+
+namespace pkv {
+
+// The pipeline's shared memory plus the static words (ticket, last-finisher flag) exceed the default
+// 48 KiB limit, so both kernels opt in once per instantiation.
+template <class Body, typename T>
+pkv_status allow_smem() {
+  static const cudaError_t once = [] {
+    const int smem = (int)Body::kSmemBytes;
+    cudaError_t e = cudaFuncSetAttribute(decode_kernel<Body, T, SingleTaskScheduler>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    if (e == cudaSuccess)
+      e = cudaFuncSetAttribute(decode_kernel<Body, T, TicketScheduler>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    return e;
+  }();
+  PKV_CUDA_TRY(once);
+  return PKV_OK;
+}
+
+template <class Body, typename T>
+pkv_status launch_body(int32_t kernel, const DecodeParams &p, int32_t grid, cudaStream_t stream) {
+  PKV_TRY((allow_smem<Body, T>()));
+  if (kernel == PKV_KERNEL_BASELINE)
+    decode_kernel<Body, T, SingleTaskScheduler><<<grid, Body::kThreads, Body::kSmemBytes, stream>>>(p);
+  else
+    decode_kernel<Body, T, TicketScheduler><<<grid, Body::kThreads, Body::kSmemBytes, stream>>>(p);
+  PKV_CUDA_TRY(cudaGetLastError());
+  return PKV_OK;
+}
+
+template <class Body, typename T>
+pkv_status body_blocks_per_sm(int32_t kernel, int32_t *out) {
+  PKV_TRY((allow_smem<Body, T>()));
+  int n = 0;
+  if (kernel == PKV_KERNEL_BASELINE)
+    PKV_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, decode_kernel<Body, T, SingleTaskScheduler>,
+                                                               Body::kThreads, Body::kSmemBytes));
+  else
+    PKV_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, decode_kernel<Body, T, TicketScheduler>,
+                                                               Body::kThreads, Body::kSmemBytes));
+  *out = n;
+  return PKV_OK;
+}
+
+// Calls f with the task body (an empty object; its type is what counts) that `body` selects.
+template <typename T, int D, class F>
+pkv_status with_body(DecodeBody body, F &&f) {
+  if constexpr (tensor_cores_support(D)) {
+    if (body.math == PKV_MATH_TENSOR_CORES && body.loader == PKV_LOADER_BULK) return f(TensorBody<T, D, BulkLoad>{});
+    if (body.math == PKV_MATH_TENSOR_CORES) return f(TensorBody<T, D, CpAsyncLoad>{});
+  }
+  return f(CoreBody<T, D>{});
+}
+
+template <typename T, int D>
+pkv_status launch_decode_typed(int32_t kernel, DecodeBody body, const DecodeParams &p, int32_t grid, cudaStream_t stream) {
+  return with_body<T, D>(body, [&](auto b) { return launch_body<decltype(b), T>(kernel, p, grid, stream); });
+}
+
+template <typename T, int D>
+pkv_status decode_blocks_per_sm_typed(int32_t kernel, DecodeBody body, int32_t *out) {
+  return with_body<T, D>(body, [&](auto b) { return body_blocks_per_sm<decltype(b), T>(kernel, out); });
+}
+
+}  // namespace pkv
+
+// One (dtype, head dim) instantiation per file, so the build compiles them in parallel.
+#define PKV_INSTANTIATE_DECODE(T, D)                                                                                 \
+  template pkv_status pkv::launch_decode_typed<T, D>(int32_t, pkv::DecodeBody, const pkv::DecodeParams &, int32_t, \
+                                                     cudaStream_t);                                                 \
+  template pkv_status pkv::decode_blocks_per_sm_typed<T, D>(int32_t, pkv::DecodeBody, int32_t *);
