@@ -1,8 +1,8 @@
 // Draws a decode benchmark's achieved bandwidth per step and policy as an SVG bar chart, with the
-// streaming-read ceiling as a line and FlashInfer's figure (bench/workloads/peers-h100.md) as ticks.
+// streaming-read ceiling as a line and FlashInfer best path (bench/workloads/peers-<gpu>.md) as ticks.
 //   bun bench/chart.ts bench/results/decode-<date>-h100.json [--out chart.svg]
 import { readFileSync, writeFileSync } from "node:fs";
-import { type DecodeResult, flashInferSteps, PEERS_PATH } from "./report";
+import { type DecodeResult, flashInferSteps, peersPath } from "./report";
 
 const COLORS: Record<string, string> = { baseline: "#9aa5b1", persistent: "#3b7dd8", adaptive: "#e07b39" };
 
@@ -34,7 +34,7 @@ export function chart(result: DecodeResult, peers: Map<string, { us: number; pct
     const [workload, step] = key.split("/");
     if (step === "0") parts.push(`<text x="${x0}" y="${top + height + 14}" font-size="10">${workload}</text>`);
   });
-  const legend = [...policies.map((p) => [COLORS[p] ?? "#555", p]), ["#000", "FlashInfer (peers-h100.md)"], ["#c33", "90% bar"]];
+  const legend = [...policies.map((p) => [COLORS[p] ?? "#555", p]), ["#000", "FlashInfer, best path"], ["#c33", "90% bar"]];
   legend.forEach(([color, name], i) => {
     const x = left + i * 185;
     parts.push(`<rect x="${x}" y="${top + height + 26}" width="10" height="10" fill="${color}"/><text x="${x + 14}" y="${top + height + 35}" font-size="11">${name}</text>`);
@@ -48,7 +48,7 @@ if (import.meta.main) {
   if (!input) throw new Error("usage: bun bench/chart.ts <decode results .json> [--out file.svg]");
   const out = rest[0] === "--out" && rest[1] ? rest[1] : input.replace(/\.json$/, ".svg");
   const result = JSON.parse(readFileSync(input, "utf8")) as DecodeResult;
-  const peers = flashInferSteps(readFileSync(PEERS_PATH, "utf8"));
+  const peers = flashInferSteps(readFileSync(peersPath(result.device), "utf8"));
   writeFileSync(out, chart(result, peers));
   console.log(`wrote ${out}`);
 }

@@ -1,5 +1,5 @@
 // Decode kernel benchmark over the shared workloads: every step with each policy, timed as in
-// bench/workloads/peers-h100.md (CUDA events, median of N launches, L2 flushed before each launch).
+// bench/workloads/peers-h200.md (CUDA events, median of N launches, L2 flushed before each launch).
 //   bun bench/decode.ts [--workloads bench/workloads/decode.json] [--out bench/results] [--reps 30] [--only b1-bucketed,b4-long]
 //                       [--sequential-pages]
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -7,7 +7,7 @@ import { type DecodePolicy, openRuntime } from "persistentkv";
 import { randomHalves, rng, TestPool } from "persistentkv/testing";
 import { chart } from "./chart";
 import { commit } from "./meta";
-import { type DecodeResult, type DecodeRow, flashInferSteps, PEERS_PATH, report } from "./report";
+import { type DecodeResult, type DecodeRow, flashInferSteps, peersPath, report } from "./report";
 
 const args = process.argv.slice(2);
 const arg = (name: string, fallback: string) => (args.includes(name) ? args[args.indexOf(name) + 1]! : fallback);
@@ -143,7 +143,7 @@ const gpu = rt.info.name.includes("H100") ? "h100" : rt.info.name.includes("H200
 const base = `${outDir}/decode-${date.slice(0, 10)}-${gpu}`;
 writeFileSync(`${base}.json`, JSON.stringify(result, null, 1));
 
-const flashinfer = flashInferSteps(readFileSync(PEERS_PATH, "utf8"));
+const flashinfer = flashInferSteps(readFileSync(peersPath(result.device), "utf8"));
 writeFileSync(`${base}.md`, report(result satisfies DecodeResult, flashinfer));
 writeFileSync(`${base}.svg`, chart(result, flashinfer));
 console.log(`wrote ${base}.json, .md and .svg`);
