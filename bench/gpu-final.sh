@@ -1,10 +1,15 @@
 #!/bin/bash
-# One full device round for the committed results: the test suite with PKV_REQUIRE_GPU=1, calibration,
-# the decode benchmark, host micro benchmarks, swap bandwidth, the serving replay, the B8 example, the
-# probe, the correctness sweep and memcheck of the KV cache's GPU paths. Run from the repository root on
-# the GPU machine after `source .gpu/setup.sh`; everything lands in $OUT/final.tgz (one file comes back).
+# A whole device round for the committed results, in two calls that each fit the device's 10-minute limit:
+#   bash bench/gpu-final.sh check   the suite with PKV_REQUIRE_GPU=1, the C ABI fuzz under memcheck, the
+#                                   correctness sweep and memcheck/racecheck of every kernel variant
+#   bash bench/gpu-final.sh perf    the ceiling search, calibration, the decode benchmark (with an A/B against
+#                                   the tree in $AB_OLD when it is set), host micro benchmarks, swap,
+#                                   serving replay, the package smoke test
+# Run from the repository root on the GPU machine after `source .gpu/setup.sh`; everything lands in
+# $OUT/<phase>.tgz (one file comes back), with a summary printed last.
+phase=${1:?usage: bash bench/gpu-final.sh check|perf}
 OUT=${OUT:-gpu-out}
-R="$OUT/final"
+R="$OUT/$phase"
 mkdir -p "$R"
 export PKV_CACHE_DIR="$R/calibration"
 step() { # name, timeout, command...
@@ -14,30 +19,48 @@ step() { # name, timeout, command...
   echo "$name rc=$? $(($(date +%s) - t0))s" | tee -a "$R/summary.txt"
 }
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,clocks.mem,temperature.gpu,power.draw --format=csv,noheader | tee "$R/summary.txt"
-step tests 240 bun test
-grep -E "^\(fail\)| pass$| fail$| skip$" "$R/tests.log" | tail -6 | tee -a "$R/summary.txt"
-step calibrate 150 bun scripts/calibrate.ts
-tail -1 "$R/calibrate.log" | tee -a "$R/summary.txt"
-step decode 300 bun bench/decode.ts --out "$R"
-grep -A4 "^## Bars" "$R"/decode-*.md | tee -a "$R/summary.txt"
-step micro 90 bun bench/micro.ts --out "$R/micro.json"
-step swap 90 bun bench/swap.ts --gib 1 --repeats 5 --out "$R/swap.json"
-step probe 60 bun bench/probe.ts --out "$R/probe.json"
-step example 120 bun examples/b8-batch.ts
-step serve 150 bun bench/serve.ts --backend cuda --requests 192 --rate 16 --out "$R/serve.json"
-step sweep 200 bun bench/sweep.ts
-grep -E "FAIL|passed" "$R/sweep.log" | tail -3 | tee -a "$R/summary.txt"
-# Claiming on every step it can take (the sweep's and sanitizer's steps are mostly under its threshold).
-step sweep-claim 200 env PKV_PLAN_CLAIM=1 bun bench/sweep.ts
-grep -E "FAIL|passed" "$R/sweep-claim.log" | tail -3 | tee -a "$R/summary.txt"
-step cuda-calls 120 bash -c "nvcc -O2 -arch=sm_90 -o /tmp/cuda-calls bench/cuda-calls.cu && /tmp/cuda-calls"
-step memcheck-kvcache 150 compute-sanitizer --tool memcheck --error-exitcode 1 bun test test/gpu/kvcache.test.ts
-tail -2 "$R/memcheck-kvcache.log" | tee -a "$R/summary.txt"
-for tool in memcheck racecheck; do
-  step "$tool-decode" 150 compute-sanitizer --tool "$tool" --error-exitcode 1 bun test/gpu/sanitize.ts
-  tail -1 "$R/$tool-decode.log" | tee -a "$R/summary.txt"
-  step "$tool-decode-claim" 150 env PKV_PLAN_CLAIM=1 compute-sanitizer --tool "$tool" --error-exitcode 1 bun test/gpu/sanitize.ts
-  tail -1 "$R/$tool-decode-claim.log" | tee -a "$R/summary.txt"
-done
-tar czf "$OUT/final.tgz" -C "$OUT" final && rm -rf "$R"
+# Every kernel variant the settings can select: the defaults, each strategy forced onto small steps, the
+# other math body and the other loader.
+VARIANTS=('{}' '{"claimMinTiles":1}' '{"tailMinSplits":0}' '{"tailMinSplits":0,"tailEndTiles":0}' '{"math":"cuda-cores"}' '{"loader":"cp-async"}')
+
+if [ "$phase" = check ]; then
+  step tests 300 bun test
+  grep -E "^\(fail\)|^ *[0-9]+ (pass|fail|skip)$" "$R/tests.log" | tail -8 | tee -a "$R/summary.txt"
+  step fuzz-memcheck 200 compute-sanitizer --tool memcheck --error-exitcode 1 \
+    bun test/support/fuzz-abi-child.ts --backend cuda --calls 6000 --seed 7 --last-call "$R/fuzz-last-call.txt"
+  tail -2 "$R/fuzz-memcheck.log" | tee -a "$R/summary.txt"
+  for i in "${!VARIANTS[@]}"; do
+    step "sweep-$i" 120 bun bench/sweep.ts --settings "${VARIANTS[$i]}"
+    echo "  ${VARIANTS[$i]}: $(grep -E "FAIL|passed" "$R/sweep-$i.log" | tail -1)" | tee -a "$R/summary.txt"
+  done
+  for tool in memcheck racecheck; do
+    for i in "${!VARIANTS[@]}"; do
+      step "$tool-$i" 120 compute-sanitizer --tool "$tool" --error-exitcode 1 bun test/gpu/sanitize.ts "${VARIANTS[$i]}"
+      echo "  ${VARIANTS[$i]}: $(tail -1 "$R/$tool-$i.log")" | tee -a "$R/summary.txt"
+    done
+  done
+fi
+
+if [ "$phase" = perf ]; then
+  step read-ceiling 120 bash -c "nvcc -O3 -std=c++17 -arch=sm_90 -o /tmp/read-ceiling bench/read-ceiling.cu && /tmp/read-ceiling"
+  tail -1 "$R/read-ceiling.log" | tee -a "$R/summary.txt"
+  step probe 60 bun bench/probe.ts --out "$R/probe.json"
+  step calibrate 120 bun scripts/calibrate.ts
+  tail -1 "$R/calibrate.log" | tee -a "$R/summary.txt"
+  # Same-session A/B of kernel times: the old tree and this one, twice, interleaved.
+  if [ -n "$AB_OLD" ]; then
+    for pass in 1 2; do
+      step "ab-old-$pass" 150 bash -c "cd '$AB_OLD' && PKV_CACHE_DIR='$PWD/$R/calibration-old' bun bench/decode.ts --out '$PWD/$R/ab-old-$pass'"
+      step "ab-new-$pass" 150 bun bench/decode.ts --out "$R/ab-new-$pass"
+    done
+  fi
+  step decode 150 bun bench/decode.ts --out "$R"
+  grep -A6 "^## Bars" "$R"/decode-*.md | tee -a "$R/summary.txt"
+  step micro 90 bun bench/micro.ts --out "$R/micro.json"
+  step swap 90 bun bench/swap.ts --gib 1 --repeats 5 --out "$R/swap.json"
+  step serve 150 bun bench/serve.ts --backend cuda --requests 192 --rate 16 --out "$R/serve.json"
+  step package-smoke 120 env OUT="$R" bash scripts/package-smoke.sh .gpu/packages cuda cpu
+  tail -2 "$R/package-smoke.log" | tee -a "$R/summary.txt"
+fi
+tar czf "$OUT/$phase.tgz" -C "$OUT" "$phase" && rm -rf "$R"
 echo done
