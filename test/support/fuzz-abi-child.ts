@@ -482,7 +482,8 @@ op(1, () => {
   else call("bad", "pkv_event_create", asPtr(rt), null);
 });
 
-// graphs (CUDA only; on the CPU backend capture is PKV_ERR_UNSUPPORTED)
+// graphs (CUDA only; on the CPU backend capture is PKV_ERR_UNSUPPORTED), with the buffers each one's work uses
+const graphBuffers = new Map<number, number[]>();
 op(2, () => {
   const stream = asPtr(liveOr("stream"));
   if (BACKEND === 0) {
@@ -505,6 +506,7 @@ op(2, () => {
   const o = out64();
   call("valid", "pkv_capture_end", asPtr(rt), stream, o);
   const graph = handleOut(o);
+  graphBuffers.set(graph, [copyDst, copySrc]);
   if (chance(0.5)) return void live.graph.push(graph);
   // A buffer the graph copies is freed: its launches are refused from then on.
   call("valid", "pkv_buffer_free", asPtr(copyDst));
@@ -524,7 +526,9 @@ op(2, () => {
   else if (r === 2) call("bad", "pkv_capture_end", asPtr(rt), pick([badHandle("stream", false), asPtr(foreignStream)]), out64());
   else if (live.graph.length) {
     const g = pick(live.graph);
-    call("valid", "pkv_graph_launch", asPtr(g), asPtr(liveOr("stream")));
+    // Other operations may have freed a buffer the graph copies: then its launch is refused.
+    const intact = graphBuffers.get(g)!.every((b) => buffers.has(b));
+    call(intact ? "valid" : "bad", "pkv_graph_launch", asPtr(g), asPtr(liveOr("stream")));
     if (chance(0.5)) {
       call("valid", "pkv_graph_destroy", asPtr(g));
       forget("graph", g);

@@ -4,6 +4,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include <unistd.h>
+
 #include "checked.h"
 #include "internal.h"
 
@@ -49,6 +51,11 @@ void destroy_event(void *object) {
 
 namespace pkv {
 
+uint64_t host_memory_bytes() {
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+  return pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : (1ull << 32);
+}
+
 pkv_status raw_alloc(pkv_runtime *rt, int32_t kind, uint64_t bytes, void **out) {
   *out = nullptr;
   const char *what = !on_cuda(rt) ? "host" : kind == PKV_MEM_DEVICE ? "device" : "pinned host";
@@ -58,6 +65,11 @@ pkv_status raw_alloc(pkv_runtime *rt, int32_t kind, uint64_t bytes, void **out) 
                 (unsigned long long)bytes);
   uint64_t rounded = (bytes + kAlign - 1) / kAlign * kAlign;
   if (rounded == 0) rounded = kAlign;
+  // Host memory beyond the machine's is refused here: with overcommit, malloc might grant it and the
+  // process would be killed later, when the memory is touched.
+  if ((!on_cuda(rt) || kind == PKV_MEM_PINNED) && rounded > host_memory_bytes())
+    return fail(PKV_ERR_OUT_OF_MEMORY, "%s allocation of %llu bytes is larger than this machine's %llu bytes of memory",
+                what, (unsigned long long)bytes, (unsigned long long)host_memory_bytes());
   cudaError_t e = cudaSuccess;
   if (!on_cuda(rt)) *out = aligned_alloc(kAlign, rounded);
   else if (kind == PKV_MEM_DEVICE) e = cudaMalloc(out, rounded);

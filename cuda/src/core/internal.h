@@ -158,6 +158,7 @@ uint64_t adopt(pkv_runtime *rt, void *child, Kind kind, void (*destroy)(void *))
 void disown(pkv_runtime *rt, void *child);  // unregisters and forgets it (its destroy call frees it)
 // Host or device allocation by PKV_MEM_* kind and backend; 256-byte aligned. A failure is
 // PKV_ERR_OUT_OF_MEMORY naming the current entry point, the memory kind and the size.
+uint64_t host_memory_bytes();  // physical memory of this machine
 pkv_status raw_alloc(pkv_runtime *rt, int32_t kind, uint64_t bytes, void **out);
 void raw_free(pkv_runtime *rt, int32_t kind, void *ptr);
 }  // namespace pkv

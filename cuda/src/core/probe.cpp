@@ -4,8 +4,6 @@
 #include <chrono>
 #include <vector>
 
-#include <unistd.h>
-
 #include "../gpu/probe_launch.h"
 #include "internal.h"
 
@@ -17,10 +15,7 @@ pkv_status launch_read(pkv_runtime *rt, const void *data, uint64_t bytes, void *
 
 // Host memory a CPU probe may stream over: half the machine's memory, so that a probe can never push
 // the process into the out-of-memory killer (the probe touches every byte it allocates).
-uint64_t cpu_probe_limit() {
-  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-  return pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page / 2 : (1ull << 30);
-}
+uint64_t cpu_probe_limit() { return pkv::host_memory_bytes() / 2; }
 
 double cpu_read_gbps(uint64_t bytes, int32_t iterations) {
   std::vector<uint64_t> data(bytes / 8, 0x9e3779b97f4a7c15ull);
