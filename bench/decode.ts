@@ -40,30 +40,47 @@ for (const w of workloads)
   if (JSON.stringify(w.model) !== JSON.stringify(m)) throw new Error(`workload ${w.name} has another model shape`);
 const maxBatch = Math.max(...workloads.flatMap((w) => w.steps.map((s) => s.length)));
 const maxLen = Math.max(...workloads.flatMap((w) => w.steps.flat()));
-const maxPages = Math.max(...workloads.flatMap((w) => w.steps.map((s) => s.reduce((n, l) => n + Math.ceil(l / m.page_size), 0))));
+const maxPages = Math.max(
+  ...workloads.flatMap((w) => w.steps.map((s) => s.reduce((n, l) => n + Math.ceil(l / m.page_size), 0))),
+);
 const t0 = performance.now();
 const pool = new TestPool(
   rt,
   {
-    numLayers: layersInPool, numPages: maxPages, pageSize: m.page_size, numKvHeads: m.num_kv_heads, headDim: m.head_dim,
-    dtype: m.dtype, maxSequences: maxBatch, maxPagesPerSequence: Math.ceil(maxLen / m.page_size),
+    numLayers: layersInPool,
+    numPages: maxPages,
+    pageSize: m.page_size,
+    numKvHeads: m.num_kv_heads,
+    headDim: m.head_dim,
+    dtype: m.dtype,
+    maxSequences: maxBatch,
+    maxPagesPerSequence: Math.ceil(maxLen / m.page_size),
   },
   11,
   false,
   !sequential,
 );
-console.log(`pool: ${maxPages} pages x ${layersInPool} layers filled in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+console.log(
+  `pool: ${maxPages} pages x ${layersInPool} layers filled in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+);
 // Through the runtime, so the adaptive policy uses this GPU's stored calibration (bun run calibrate).
 const engine = rt.createDecodeEngine({
-  numQoHeads: m.num_qo_heads, numKvHeads: m.num_kv_heads, headDim: m.head_dim, pageSize: m.page_size, dtype: m.dtype,
-  maxBatch, settings,
+  numQoHeads: m.num_qo_heads,
+  numKvHeads: m.num_kv_heads,
+  headDim: m.head_dim,
+  pageSize: m.page_size,
+  dtype: m.dtype,
+  maxBatch,
+  settings,
 });
 console.log(`engine settings: ${JSON.stringify(engine.settings)}`);
 console.log(`adaptive policy: ${engine.calibrated ? "calibrated table" : "built-in rule (no calibration stored)"}`);
 const ioBytes = maxBatch * m.num_qo_heads * m.head_dim * 2;
-const q = rt.allocDevice(ioBytes), out = rt.allocDevice(ioBytes);
+const q = rt.allocDevice(ioBytes),
+  out = rt.allocDevice(ioBytes);
 q.write(randomHalves(m.dtype, ioBytes / 2, rng(5), 2));
-const start = rt.createEvent(), stop = rt.createEvent();
+const start = rt.createEvent(),
+  stop = rt.createEvent();
 
 const rows: DecodeRow[] = [];
 const policies: DecodePolicy[] = ["baseline", "persistent", "adaptive"];
@@ -112,15 +129,29 @@ for (const w of workloads) {
         rt.synchronize();
         graphTimes.push(performance.now() - t);
       }
-      const wallUs = wall(1, reps), wall32 = wall(32, 10), wall32Graph = median(graphTimes) * 1000;
+      const wallUs = wall(1, reps),
+        wall32 = wall(32, 10),
+        wall32Graph = median(graphTimes) * 1000;
       const kernelUs = median(kernelMs) * 1000;
       const bytes = plan.kvBytes + 2 * lengths.length * m.num_qo_heads * m.head_dim * 2; // K, V, q, out
       const gbps = bytes / kernelUs / 1e3;
       rows.push({
-        workload: w.name, step, policy, kernel: plan.kernel, batch: lengths.length, tokens: plan.totalTokens,
-        kv_bytes: plan.kvBytes, kernel_us: +kernelUs.toFixed(2), wall_us: +wallUs.toFixed(2),
-        wall_us_32_layers: +wall32.toFixed(1), wall_us_32_layers_graph: +wall32Graph.toFixed(1), gbps: +gbps.toFixed(1), pct_ceiling: +((100 * gbps) / ceiling).toFixed(1),
-        tasks: plan.numTasks, grid: plan.grid, max_splits: plan.maxSplits,
+        workload: w.name,
+        step,
+        policy,
+        kernel: plan.kernel,
+        batch: lengths.length,
+        tokens: plan.totalTokens,
+        kv_bytes: plan.kvBytes,
+        kernel_us: +kernelUs.toFixed(2),
+        wall_us: +wallUs.toFixed(2),
+        wall_us_32_layers: +wall32.toFixed(1),
+        wall_us_32_layers_graph: +wall32Graph.toFixed(1),
+        gbps: +gbps.toFixed(1),
+        pct_ceiling: +((100 * gbps) / ceiling).toFixed(1),
+        tasks: plan.numTasks,
+        grid: plan.grid,
+        max_splits: plan.maxSplits,
       });
       console.log(
         `${w.name} ${step} ${policy.padEnd(10)} ${plan.kernel.padEnd(10)} ${kernelUs.toFixed(1).padStart(8)} us ` +
@@ -133,7 +164,10 @@ for (const w of workloads) {
 
 const date = new Date().toISOString();
 const result = {
-  device: rt.info.name, commit: commit(), date, ceiling_gbps: +ceiling.toFixed(1),
+  device: rt.info.name,
+  commit: commit(),
+  date,
+  ceiling_gbps: +ceiling.toFixed(1),
   timing: `CUDA events around one run, median of ${reps} launches, L2 flushed (256 MiB read) before each; wall: plan + runs + sync on the host clock, L2 flushed first, median of ${reps} (1 layer) / 10 (32 layers cycling ${layersInPool} pool layers); bytes = K + V + q + out`,
   policy: engine.calibrated ? "calibrated" : "built-in",
   rows,

@@ -28,7 +28,10 @@ const batches = {
 };
 const pagesFor = (n: number) => Math.ceil(n / P);
 const maxTokens = Math.max(...Object.values(batches).flat()) + GROWTH + 4096;
-const numPages = Object.values(batches).flat().reduce((s, n) => s + pagesFor(n + GROWTH + 1), 0) + 4096;
+const numPages =
+  Object.values(batches)
+    .flat()
+    .reduce((s, n) => s + pagesFor(n + GROWTH + 1), 0) + 4096;
 using cache = rt.createKVCache({
   numLayers: 1,
   numKvHeads: 1,
@@ -128,7 +131,11 @@ for (const [name, lengths] of Object.entries(batches)) {
     indptr[lists.length] = at;
   });
   // Upload per step: CSR sends every page id; the block table sends the new columns (1 in 16 rows) + lengths.
-  csrNotes[name] = { pages, csrUploadBytes: (pages + seqs.length + 1) * 4, blockTableUploadBytes: Math.ceil(seqs.length / P) * 4 + seqs.length * 8 };
+  csrNotes[name] = {
+    pages,
+    csrUploadBytes: (pages + seqs.length + 1) * 4,
+    blockTableUploadBytes: Math.ceil(seqs.length / P) * 4 + seqs.length * 8,
+  };
 }
 
 bench.runSync();
@@ -136,11 +143,23 @@ console.table(bench.table());
 const results = bench.tasks.map((task) => {
   const r = task.result;
   if (r.state !== "completed") throw new Error(`${task.name}: ${r.state}`);
-  return { task: task.name, mean_us: r.latency.mean * 1000, p50_us: r.latency.p50 * 1000, p99_us: r.latency.p99 * 1000, samples: r.latency.samples?.length };
+  return {
+    task: task.name,
+    mean_us: r.latency.mean * 1000,
+    p50_us: r.latency.p50 * 1000,
+    p99_us: r.latency.p99 * 1000,
+    samples: r.latency.samples?.length,
+  };
 });
-for (const r of results) console.log(`${r.task.padEnd(80)} ${r.mean_us.toFixed(3).padStart(10)} us mean  ${r.p50_us.toFixed(3).padStart(10)} us p50`);
+for (const r of results)
+  console.log(
+    `${r.task.padEnd(80)} ${r.mean_us.toFixed(3).padStart(10)} us mean  ${r.p50_us.toFixed(3).padStart(10)} us p50`,
+  );
 console.log("page-table upload per step:", csrNotes);
 if (values.out) {
   mkdirSync(dirname(values.out), { recursive: true });
-  writeFileSync(values.out, JSON.stringify({ date: new Date().toISOString(), results, upload: csrNotes }, null, 2) + "\n");
+  writeFileSync(
+    values.out,
+    `${JSON.stringify({ date: new Date().toISOString(), results, upload: csrNotes }, null, 2)}\n`,
+  );
 }

@@ -5,7 +5,9 @@ import { execSync } from "node:child_process";
 export function commit(): string {
   if (process.env.PKV_COMMIT) return process.env.PKV_COMMIT;
   try {
-    return execSync("git rev-parse HEAD", { stdio: ["ignore", "pipe", "ignore"] }).toString().trim();
+    return execSync("git rev-parse HEAD", { stdio: ["ignore", "pipe", "ignore"] })
+      .toString()
+      .trim();
   } catch {
     return "unknown";
   }

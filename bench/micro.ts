@@ -17,7 +17,13 @@ const BATCHES = [1, 8, 64, 256, 1024];
 const STEPS = 1000; // page-table steps: each of 256 rows grows by STEPS tokens
 const length = (i: number) => 64 + ((i * 7919) % 1984); // 64..2047 tokens, spread over page offsets
 const pages = BATCHES.at(-1)! * 128 + 256 * Math.ceil(STEPS / 16 + 1) + 64;
-using cache = rt.createKVCache({ ...shape, numLayers: 1, numPages: pages, maxSequences: 1024, maxPagesPerSequence: 256 });
+using cache = rt.createKVCache({
+  ...shape,
+  numLayers: 1,
+  numPages: pages,
+  maxSequences: 1024,
+  maxPagesPerSequence: 256,
+});
 using engine = rt.createDecodeEngine({ ...shape, numQoHeads: 32, policy: "adaptive", maxBatch: 1024 });
 const seqs: Sequence[] = Array.from({ length: 1024 }, (_, i) => {
   const seq = cache.createSequence();
@@ -58,9 +64,12 @@ rt.synchronize();
 // no Plan object): which part of a plan is the bindings', which the library's.
 for (const batch of [8, 256]) {
   const step = seqs.slice(0, batch);
-  const rows = new Int32Array(batch), lengths = new Int32Array(batch), info = PLAN_INFO.alloc();
+  const rows = new Int32Array(batch),
+    lengths = new Int32Array(batch),
+    info = PLAN_INFO.alloc();
   cache.describeBatch(step, rows, lengths);
-  const idle: number[] = [], call: number[] = [];
+  const idle: number[] = [],
+    call: number[] = [];
   for (let i = 0; i < 1000; i++) {
     rt.synchronize();
     let t = performance.now();

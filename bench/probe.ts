@@ -24,5 +24,5 @@ const result = { device: rt.info.name, commit: commit(), date: new Date().toISOS
 console.log(`${result.device}: ${gbps.toFixed(1)} GB/s streaming read (${bytes} bytes, median of ${iterations})`);
 if (values.out) {
   mkdirSync(dirname(values.out), { recursive: true });
-  writeFileSync(values.out, JSON.stringify(result, null, 2) + "\n");
+  writeFileSync(values.out, `${JSON.stringify(result, null, 2)}\n`);
 }

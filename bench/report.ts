@@ -38,13 +38,18 @@ export interface DecodeResult {
  */
 export function flashInferSteps(markdown: string): Map<string, { us: number; pct: number }> {
   const peers = new Map<string, { us: number; pct: number }>();
-  let us = -1, pct = -1;
+  let us = -1,
+    pct = -1;
   for (const line of markdown.split("\n")) {
     const cells = line.split("|").map((c) => c.trim());
     if (cells[1] === "workload") {
       const best = cells.indexOf("best us");
-      [us, pct] = best > 0 ? [best, cells.indexOf("best % of ceiling")] : [cells.indexOf("FlashInfer us"), cells.indexOf("FlashInfer % of ceiling")];
-    } else if (us > 0 && /^\d+$/.test(cells[2] ?? "")) peers.set(`${cells[1]}/${cells[2]}`, { us: Number(cells[us]), pct: Number(cells[pct]) });
+      [us, pct] =
+        best > 0
+          ? [best, cells.indexOf("best % of ceiling")]
+          : [cells.indexOf("FlashInfer us"), cells.indexOf("FlashInfer % of ceiling")];
+    } else if (us > 0 && /^\d+$/.test(cells[2] ?? ""))
+      peers.set(`${cells[1]}/${cells[2]}`, { us: Number(cells[us]), pct: Number(cells[pct]) });
   }
   return peers;
 }
@@ -62,7 +67,11 @@ export function limitUs(kvBytes: number, ceilingGbps: number): number {
 const geomean = (xs: number[]) => Math.exp(xs.reduce((a, x) => a + Math.log(x), 0) / xs.length);
 const f = (x: number, digits = 2) => x.toFixed(digits);
 
-export function report(result: DecodeResult, flashinfer: Map<string, { us: number; pct: number }>, peers = peersPath(result.device)): string {
+export function report(
+  result: DecodeResult,
+  flashinfer: Map<string, { us: number; pct: number }>,
+  peers = peersPath(result.device),
+): string {
   const byStep = new Map<string, Record<string, DecodeRow>>();
   for (const row of result.rows) {
     const key = `${row.workload}/${row.step}`;
@@ -90,14 +99,17 @@ export function report(result: DecodeResult, flashinfer: Map<string, { us: numbe
     }
     const limit = limitUs(a!.kv_bytes, result.ceiling_gbps);
     if (a!.kernel_us > limit) overLimit.push(`${key} (${f(a!.kernel_us, 1)} vs ${f(limit, 1)} us)`);
-    if (a!.kv_bytes >= 128 * 2 ** 20 && Math.max(b!.pct_ceiling, p!.pct_ceiling) < 90) under90.push(`${key} (${Math.max(b!.pct_ceiling, p!.pct_ceiling)}%)`);
+    if (a!.kv_bytes >= 128 * 2 ** 20 && Math.max(b!.pct_ceiling, p!.pct_ceiling) < 90)
+      under90.push(`${key} (${Math.max(b!.pct_ceiling, p!.pct_ceiling)}%)`);
     md.push(
       `| ${a!.workload} | ${a!.step} | ${a!.batch} | ${f(a!.kv_bytes / 2 ** 20, 1)} | ${b!.kernel_us} (${b!.pct_ceiling}) | ${p!.kernel_us} (${p!.pct_ceiling}) | ` +
         `${a!.kernel}, ${a!.kernel_us} (${a!.pct_ceiling}) | ${fi ?? "-"} | ${fi ? `${f(fi / a!.kernel_us)}x` : "-"} | ${f(limit, 1)} | ` +
         `${f(b!.kernel_us / a!.kernel_us)} | ${f(p!.kernel_us / a!.kernel_us)} | ${a!.wall_us} | ${a!.wall_us_32_layers} | ${a!.wall_us_32_layers_graph ?? "-"} |`,
     );
   }
-  const vsBetter = steps.map(([, s]) => Math.min(s.baseline!.kernel_us, s.persistent!.kernel_us) / s.adaptive!.kernel_us);
+  const vsBetter = steps.map(
+    ([, s]) => Math.min(s.baseline!.kernel_us, s.persistent!.kernel_us) / s.adaptive!.kernel_us,
+  );
   md.push(
     "",
     "## Bars",
@@ -117,9 +129,15 @@ export function report(result: DecodeResult, flashinfer: Map<string, { us: numbe
     const mine = steps.filter(([key]) => key.startsWith(`${workload}/`)).map(([, s]) => s);
     const sum = (policy: string, field: "wall_us_32_layers" | "wall_us_32_layers_graph") =>
       mine.reduce((t, s) => t + (s[policy]![field] ?? Number.NaN), 0);
-    const [wb, wp, wa] = ["baseline", "persistent", "adaptive"].map((p) => sum(p, "wall_us_32_layers")) as [number, number, number];
+    const [wb, wp, wa] = ["baseline", "persistent", "adaptive"].map((p) => sum(p, "wall_us_32_layers")) as [
+      number,
+      number,
+      number,
+    ];
     const graph = sum("adaptive", "wall_us_32_layers_graph");
-    md.push(`| ${workload} | ${f(wb / wa)} | ${f(wp / wa)} | ${f(Math.max(wb, wp) / wa)} | ${Number.isNaN(graph) ? "-" : `${f(wa / graph)}x`} |`);
+    md.push(
+      `| ${workload} | ${f(wb / wa)} | ${f(wp / wa)} | ${f(Math.max(wb, wp) / wa)} | ${Number.isNaN(graph) ? "-" : `${f(wa / graph)}x`} |`,
+    );
   }
   return `${md.join("\n")}\n`;
 }

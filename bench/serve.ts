@@ -51,7 +51,15 @@ using rt = openRuntime({ backend: flags.backend as "auto" | "cpu" | "cuda" });
 const gpu = rt.backend === "cuda";
 // Defaults: a pool small enough that the load forces preemption (swap, then recompute) on either backend.
 const defaults = gpu
-  ? { requests: 256, rate: 16, prompt: "lognormal:1024:0.8", output: "uniform:64:512", shared: 512, pages: 4096, swap: 1024 }
+  ? {
+      requests: 256,
+      rate: 16,
+      prompt: "lognormal:1024:0.8",
+      output: "uniform:64:512",
+      shared: 512,
+      pages: 4096,
+      swap: 1024,
+    }
   : { requests: 64, rate: 200, prompt: "uniform:16:192", output: "uniform:8:48", shared: 32, pages: 96, swap: 8 };
 const num = (value: string | undefined, fallback: number) => (value === undefined ? fallback : Number(value));
 const sizes = sizesFor(rt, {
@@ -69,7 +77,10 @@ interface Arrival {
 }
 
 let seed = Number(flags.seed) >>> 0 || 1;
-const random = () => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 2 ** 32); // LCG: reproducible
+const random = () => {
+  seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0; // LCG: reproducible
+  return seed / 2 ** 32;
+};
 
 function sampler(spec: string): () => number {
   const [kind, a = "0", b = "0"] = spec.split(":");
@@ -77,8 +88,13 @@ function sampler(spec: string): () => number {
   const y = Number(b);
   if (kind === "fixed") return () => x;
   if (kind === "uniform") return () => x + Math.floor(random() * (y - x + 1));
-  if (kind === "lognormal") // Box-Muller; median x, shape y
-    return () => Math.max(1, Math.round(x * Math.exp(y * Math.sqrt(-2 * Math.log(1 - random())) * Math.cos(2 * Math.PI * random()))));
+  if (kind === "lognormal")
+    // Box-Muller; median x, shape y
+    return () =>
+      Math.max(
+        1,
+        Math.round(x * Math.exp(y * Math.sqrt(-2 * Math.log(1 - random())) * Math.cos(2 * Math.PI * random()))),
+      );
   throw new Error(`distribution "${spec}" is not uniform:a:b, lognormal:median:sigma or fixed:n`);
 }
 
@@ -168,25 +184,41 @@ const report = {
   step_ms: { p50: round(quantile(steps, 0.5)), p99: round(quantile(steps, 0.99)), mean: round(mean(steps)) },
   ttft_s: { p50: round(quantile(ttft, 0.5)), p99: round(quantile(ttft, 0.99)) },
   latency_s: { p50: round(quantile(latency, 0.5)), p99: round(quantile(latency, 0.99)) },
-  kv_utilisation: { mean: round(mean(busy.map((r) => r.kvUtilisation))), max: round(Math.max(0, ...busy.map((r) => r.kvUtilisation))) },
-  waste_fraction: { mean: round(mean(busy.map((r) => r.wasteFraction)), 4), max: round(Math.max(0, ...busy.map((r) => r.wasteFraction)), 4) },
+  kv_utilisation: {
+    mean: round(mean(busy.map((r) => r.kvUtilisation))),
+    max: round(Math.max(0, ...busy.map((r) => r.kvUtilisation))),
+  },
+  waste_fraction: {
+    mean: round(mean(busy.map((r) => r.wasteFraction)), 4),
+    max: round(Math.max(0, ...busy.map((r) => r.wasteFraction)), 4),
+  },
   kernels: countBy(busy.map((r) => r.kernel)),
   totals: { ...t, busyMs: round(t.busyMs, 1) },
   failed_requests: failed,
   cache_after: cacheAfter,
   timeline: timeline.map((r) => ({
-    t: round(r.t), step_ms: round(r.timeMs), batch: r.batch, waiting: r.waiting, swapped: r.swapped,
-    kv: round(r.kvUtilisation), waste: round(r.wasteFraction, 4), preempted: r.preemptedBySwap + r.preemptedByRecompute,
-    prefix_hits: r.prefixHitTokens, kernel: r.kernel,
+    t: round(r.t),
+    step_ms: round(r.timeMs),
+    batch: r.batch,
+    waiting: r.waiting,
+    swapped: r.swapped,
+    kv: round(r.kvUtilisation),
+    waste: round(r.wasteFraction, 4),
+    preempted: r.preemptedBySwap + r.preemptedByRecompute,
+    prefix_hits: r.prefixHitTokens,
+    kernel: r.kernel,
   })),
 };
 
 const stamp = report.date.slice(0, 19).replace(/[:T]/g, "-");
 const out = flags.out ?? `bench/results/serve-${stamp}-${rt.backend === "cuda" ? slug(rt.info.name) : "cpu"}.json`;
-const svgPath = flags.svg ?? out.replace(/\.json$/, "") + ".svg";
+const svgPath = flags.svg ?? `${out.replace(/\.json$/, "")}.svg`;
 mkdirSync(dirname(out), { recursive: true });
 writeFileSync(out, JSON.stringify(report, null, 1));
-writeFileSync(svgPath, plot(report.timeline, `${report.device} (${rt.backend}): ${arrivals.length} requests, ${report.tokens_per_s} tok/s`));
+writeFileSync(
+  svgPath,
+  plot(report.timeline, `${report.device} (${rt.backend}): ${arrivals.length} requests, ${report.tokens_per_s} tok/s`),
+);
 
 const { timeline: _omit, config: _c, cache_after: _a, ...summary } = report;
 console.log(JSON.stringify(summary, null, 1));
@@ -200,29 +232,45 @@ function countBy(xs: string[]): Record<string, number> {
 }
 
 function slug(name: string): string {
-  return name.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "");
+  return name
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, "-")
+    .replace(/^-|-$/g, "");
 }
 
 /** Three panels over time: KV utilisation and waste; batch, waiting and swapped; step time. */
 function plot(rows: typeof report.timeline, title: string): string {
-  const W = 900, H = 170, L = 60, PAD = 30;
+  const W = 900,
+    H = 170,
+    L = 60,
+    PAD = 30;
   const tMax = Math.max(1e-3, ...rows.map((r) => r.t));
   const x = (t: number) => L + (t / tMax) * (W - L - 20);
-  const panel = (index: number, label: string, yMax: number, series: [string, string, (r: (typeof rows)[number]) => number][]) => {
+  const panel = (
+    index: number,
+    label: string,
+    yMax: number,
+    series: [string, string, (r: (typeof rows)[number]) => number][],
+  ) => {
     const top = PAD + index * (H + PAD);
     const y = (v: number) => top + H - (v / yMax) * H;
     const lines = series.map(([name, color, f], i) => {
       const points = rows.map((r) => `${x(r.t).toFixed(1)},${y(f(r)).toFixed(1)}`).join(" ");
-      return `<polyline fill="none" stroke="${color}" stroke-width="1.2" points="${points}"/>` +
-        `<text x="${W - 150}" y="${top + 14 + 14 * i}" fill="${color}" font-size="12">${name}</text>`;
+      return (
+        `<polyline fill="none" stroke="${color}" stroke-width="1.2" points="${points}"/>` +
+        `<text x="${W - 150}" y="${top + 14 + 14 * i}" fill="${color}" font-size="12">${name}</text>`
+      );
     });
-    const preempt = rows.filter((r) => r.preempted > 0).map((r) => `<line x1="${x(r.t)}" x2="${x(r.t)}" y1="${top + H}" y2="${top + H - 6}" stroke="#c00"/>`);
+    const preempt = rows
+      .filter((r) => r.preempted > 0)
+      .map((r) => `<line x1="${x(r.t)}" x2="${x(r.t)}" y1="${top + H}" y2="${top + H - 6}" stroke="#c00"/>`);
     return [
       `<rect x="${L}" y="${top}" width="${W - L - 20}" height="${H}" fill="none" stroke="#999"/>`,
       `<text x="4" y="${top + 12}" font-size="12">${label}</text>`,
       `<text x="${L - 4}" y="${top + 10}" font-size="10" text-anchor="end">${round(yMax, 2)}</text>`,
       `<text x="${L - 4}" y="${top + H}" font-size="10" text-anchor="end">0</text>`,
-      ...lines, ...preempt,
+      ...lines,
+      ...preempt,
     ].join("\n");
   };
   const batchMax = Math.max(1, ...rows.map((r) => Math.max(r.batch, r.waiting, r.swapped)));
@@ -231,8 +279,15 @@ function plot(rows: typeof report.timeline, title: string): string {
   return [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${height}" font-family="sans-serif">`,
     `<text x="${L}" y="18" font-size="14">${title.replace(/&/g, "&amp;").replace(/</g, "&lt;")}</text>`,
-    panel(0, "KV pages", 1, [["utilisation", "#1f77b4", (r) => r.kv], ["waste", "#ff7f0e", (r) => r.waste]]),
-    panel(1, "requests", batchMax, [["batch", "#2ca02c", (r) => r.batch], ["waiting", "#9467bd", (r) => r.waiting], ["swapped", "#d62728", (r) => r.swapped]]),
+    panel(0, "KV pages", 1, [
+      ["utilisation", "#1f77b4", (r) => r.kv],
+      ["waste", "#ff7f0e", (r) => r.waste],
+    ]),
+    panel(1, "requests", batchMax, [
+      ["batch", "#2ca02c", (r) => r.batch],
+      ["waiting", "#9467bd", (r) => r.waiting],
+      ["swapped", "#d62728", (r) => r.swapped],
+    ]),
     panel(2, "step ms", stepMax, [["step time", "#333", (r) => r.step_ms]]),
     `<text x="${W / 2}" y="${height - 4}" font-size="11" text-anchor="middle">seconds (red ticks: preemptions)</text>`,
     "</svg>",

@@ -59,7 +59,10 @@ for (let r = 0; r < repeats; r++) {
 seqs.forEach((seq, s) => {
   for (const layer of [0, shape.numLayers - 1]) {
     const { k, v } = cache.readKV(layer, seq);
-    if (!Buffer.from(k.buffer).equals(Buffer.from(patterns[s]!.buffer)) || !Buffer.from(v.buffer).equals(Buffer.from(patterns[s]!.buffer)))
+    if (
+      !Buffer.from(k.buffer).equals(Buffer.from(patterns[s]!.buffer)) ||
+      !Buffer.from(v.buffer).equals(Buffer.from(patterns[s]!.buffer))
+    )
       throw new Error(`sequence ${s}, layer ${layer}: K/V changed across ${repeats} swap round trips`);
   }
 });
@@ -85,5 +88,5 @@ console.log(
 );
 if (values.out) {
   mkdirSync(dirname(values.out), { recursive: true });
-  writeFileSync(values.out, JSON.stringify(result, null, 2) + "\n");
+  writeFileSync(values.out, `${JSON.stringify(result, null, 2)}\n`);
 }

@@ -20,7 +20,8 @@ export const DEFAULT_WORKLOADS = resolve(import.meta.dir, "workloads/decode.json
 export function workloadSteps(path: string, name: string): number[][] {
   const data = JSON.parse(readFileSync(path, "utf8")) as { workloads: { name: string; steps: number[][] }[] };
   const workload = data.workloads.find((w) => w.name === name);
-  if (!workload) throw new Error(`${path} has no workload "${name}" (it has ${data.workloads.map((w) => w.name).join(", ")})`);
+  if (!workload)
+    throw new Error(`${path} has no workload "${name}" (it has ${data.workloads.map((w) => w.name).join(", ")})`);
   return workload.steps;
 }
 
@@ -71,12 +72,20 @@ if (import.meta.main) {
       out: { type: "string" },
     },
   });
-  const result = measureWaste(values.workload!, workloadSteps(values.workloads!, values.workload!), Number(values["page-size"]));
+  const result = measureWaste(
+    values.workload!,
+    workloadSteps(values.workloads!, values.workload!),
+    Number(values["page-size"]),
+  );
   for (const [i, s] of result.steps.entries())
-    console.log(`step ${i}: ${s.sequences} sequences, ${s.tokens} tokens, ${s.wastedSlots} of ${s.allocatedSlots} slots wasted (${(100 * s.wasteFraction).toFixed(3)}%)`);
-  console.log(`${result.workload}, page size ${result.pageSize}: ${(100 * result.wasteFraction).toFixed(3)}% of allocated slots wasted`);
+    console.log(
+      `step ${i}: ${s.sequences} sequences, ${s.tokens} tokens, ${s.wastedSlots} of ${s.allocatedSlots} slots wasted (${(100 * s.wasteFraction).toFixed(3)}%)`,
+    );
+  console.log(
+    `${result.workload}, page size ${result.pageSize}: ${(100 * result.wasteFraction).toFixed(3)}% of allocated slots wasted`,
+  );
   if (values.out) {
     mkdirSync(dirname(values.out), { recursive: true });
-    writeFileSync(values.out, JSON.stringify(result, null, 2) + "\n");
+    writeFileSync(values.out, `${JSON.stringify(result, null, 2)}\n`);
   }
 }

@@ -57,12 +57,16 @@ export function startServer(options: ServeOptions = {}): RunningServer {
     maxRequestBodySize: 2 * maxBodyBytes, // a backstop (Bun answers 413) for bodies that do not say their length
     async fetch(req) {
       const { pathname } = new URL(req.url);
-      if (pathname === "/stats" && req.method === "GET") return Response.json({ totals: scheduler.totals, cache: cache.stats() });
+      if (pathname === "/stats" && req.method === "GET")
+        return Response.json({ totals: scheduler.totals, cache: cache.stats() });
       if (pathname !== "/generate") return Response.json({ error: "not found" }, { status: 404 });
       if (req.method !== "POST") return Response.json({ error: "use POST" }, { status: 405 });
       const declared = Number(req.headers.get("content-length") ?? 0);
       if (declared > maxBodyBytes)
-        return Response.json({ error: `a body of ${declared} bytes is longer than any prompt the pool can hold` }, { status: 400 });
+        return Response.json(
+          { error: `a body of ${declared} bytes is longer than any prompt the pool can hold` },
+          { status: 400 },
+        );
       let handle: RequestHandle;
       try {
         handle = scheduler.submit(toSpec(await req.json()));
@@ -103,9 +107,16 @@ function toSpec(body: unknown): RequestSpec {
   const { prompt, promptLength, maxTokens } = body as Record<string, unknown>;
   if (prompt !== undefined && !Array.isArray(prompt)) throw bad("prompt must be an array of token ids");
   // The numbers themselves (integers, in range, within the pool) are the scheduler's to check.
-  for (const [name, value] of [["promptLength", promptLength], ["maxTokens", maxTokens]] as const)
+  for (const [name, value] of [
+    ["promptLength", promptLength],
+    ["maxTokens", maxTokens],
+  ] as const)
     if (value !== undefined && typeof value !== "number") throw bad(`${name} must be a number`);
-  return { prompt: prompt as number[] | undefined, promptLength: promptLength as number | undefined, maxTokens: maxTokens as number };
+  return {
+    prompt: prompt as number[] | undefined,
+    promptLength: promptLength as number | undefined,
+    maxTokens: maxTokens as number,
+  };
 }
 
 /** Server-sent events: "token" per step, then "done" with the result or "error" with the typed error. */

@@ -12,7 +12,10 @@ import { checkCount, checkOptions, show } from "./validate";
 export type HostArray = NodeJS.TypedArray;
 export type MemoryKind = "device" | "pinned";
 // A Map, not an object: a kind named "toString" must not find Object.prototype's.
-export const MEMORY_KIND: ReadonlyMap<string, number> = new Map([["device", 0], ["pinned", 1]]);
+export const MEMORY_KIND: ReadonlyMap<string, number> = new Map([
+  ["device", 0],
+  ["pinned", 1],
+]);
 
 function hostArray(what: string, value: unknown): ArrayBufferView {
   if (!ArrayBuffer.isView(value))
@@ -30,11 +33,17 @@ export function streamHandle(method: string, stream: unknown): Pointer | null {
 
 function nativeBuffer(method: string, name: string, value: unknown): NativeBuffer {
   if (!(value instanceof NativeBuffer))
-    throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `${method}: ${name} ${show(value)} is not a buffer of a runtime`);
+    throw new InvalidArgumentError(
+      Status.INVALID_ARGUMENT,
+      `${method}: ${name} ${show(value)} is not a buffer of a runtime`,
+    );
   return value;
 }
 
-type TypedArrayClass<T> = { new (buffer: ArrayBuffer, byteOffset: number, length: number): T; BYTES_PER_ELEMENT: number };
+type TypedArrayClass<T> = {
+  new (buffer: ArrayBuffer, byteOffset: number, length: number): T;
+  BYTES_PER_ELEMENT: number;
+};
 
 export abstract class NativeBuffer extends NativeObject {
   abstract readonly kind: MemoryKind;
@@ -116,7 +125,10 @@ export class PinnedBuffer extends NativeBuffer {
     checkCount("view", "byteOffset", byteOffset);
     if (length !== undefined) checkCount("view", "length", length);
     if (byteOffset % size !== 0)
-      throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `view: byteOffset ${byteOffset} is not a multiple of ${size}`);
+      throw new InvalidArgumentError(
+        Status.INVALID_ARGUMENT,
+        `view: byteOffset ${byteOffset} is not a multiple of ${size}`,
+      );
     const count = length ?? Math.floor((this.bytes - byteOffset) / size);
     if (count < 0 || byteOffset + count * size > this.bytes)
       throw new OutOfRangeError(
@@ -132,6 +144,16 @@ export class PinnedBuffer extends NativeBuffer {
 }
 
 const VIEW_TYPES = new Set<unknown>([
-  Int8Array, Uint8Array, Uint8ClampedArray, Int16Array, Uint16Array, Int32Array, Uint32Array, Float16Array,
-  Float32Array, Float64Array, BigInt64Array, BigUint64Array,
+  Int8Array,
+  Uint8Array,
+  Uint8ClampedArray,
+  Int16Array,
+  Uint16Array,
+  Int32Array,
+  Uint32Array,
+  Float16Array,
+  Float32Array,
+  Float64Array,
+  BigInt64Array,
+  BigUint64Array,
 ]);

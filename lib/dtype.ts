@@ -3,12 +3,15 @@ import { InvalidArgumentError, Status } from "./errors";
 
 export type DType = "f16" | "bf16";
 // Null prototype: "toString" or "constructor" must not find Object.prototype's members.
-export const DTYPE_CODE: Readonly<Record<DType, number>> = Object.freeze(Object.assign(Object.create(null), { f16: 0, bf16: 1 }));
+export const DTYPE_CODE: Readonly<Record<DType, number>> = Object.freeze(
+  Object.assign(Object.create(null), { f16: 0, bf16: 1 }),
+);
 export const DTYPE_BYTES = 2;
 
 export function dtypeCode(dtype: string): number {
   const code = typeof dtype === "string" ? DTYPE_CODE[dtype as DType] : undefined;
-  if (code === undefined) throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `dtype "${dtype}" is not "f16" or "bf16"`);
+  if (code === undefined)
+    throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `dtype "${dtype}" is not "f16" or "bf16"`);
   return code;
 }
 

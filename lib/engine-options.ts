@@ -32,7 +32,10 @@ export function resolveEngineOptions(options: CreateDecodeEngineOptions): Decode
     (key) => `${key} ${JSON.stringify(rest[key])} (the cache has ${JSON.stringify(shape[key])})`,
   );
   if (disagree.length > 0)
-    throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `createDecodeEngine: ${disagree.join(", ")} disagree with the cache`);
+    throw new InvalidArgumentError(
+      Status.INVALID_ARGUMENT,
+      `createDecodeEngine: ${disagree.join(", ")} disagree with the cache`,
+    );
   return {
     ...rest,
     numKvHeads: shape.numKvHeads,

@@ -14,7 +14,11 @@ import { INT32_MAX, checkCount, checkFinite, checkName, checkOptions, show } fro
 
 export type { DecodeKernel, DecodePolicy } from "./types";
 
-const POLICY_CODE: ReadonlyMap<string, number> = new Map([["baseline", 0], ["persistent", 1], ["adaptive", 2]]);
+const POLICY_CODE: ReadonlyMap<string, number> = new Map([
+  ["baseline", 0],
+  ["persistent", 1],
+  ["adaptive", 2],
+]);
 const KERNEL_NAME: readonly DecodeKernel[] = ["baseline", "persistent"];
 const SETTINGS_BYTES = 32;
 
@@ -52,12 +56,16 @@ function encodeSettings(settings: EngineSettings): Uint8Array {
     throw new Error(`pkv_engine_settings is ${view.getInt32(0, true)} bytes natively, ${SETTINGS_BYTES} here`);
   const known = new Set<string>(["math", "loader", ...SETTINGS_COUNTS]);
   for (const key of Object.keys(settings))
-    if (!known.has(key)) throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `settings.${key} is not an engine setting`);
+    if (!known.has(key))
+      throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `settings.${key} is not an engine setting`);
   const pick = (names: readonly string[], value: string | undefined, field: string, offset: number) => {
     if (value === undefined) return;
     const code = names.indexOf(value);
     if (code < 0)
-      throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `settings.${field} "${value}" is not ${names.map((n) => `"${n}"`).join(", ")}`);
+      throw new InvalidArgumentError(
+        Status.INVALID_ARGUMENT,
+        `settings.${field} "${value}" is not ${names.map((n) => `"${n}"`).join(", ")}`,
+      );
     view.setInt32(offset, code, true);
   };
   pick(MATH_NAMES, settings.math, "math", 4);
@@ -110,6 +118,7 @@ export interface BatchSource<S> {
    * Fills rows[i] and lengths[i] for sequences[i]; throws a typed error for a sequence it cannot run.
    * May return a guard that says, at each run, whether the batch changed since (KVCache does).
    */
+  // biome-ignore lint/suspicious/noConfusingVoidType: a source without staleness returns nothing at all
   describeBatch(sequences: readonly S[], rows: Int32Array, lengths: Int32Array): BatchGuard | void;
 }
 
@@ -173,15 +182,27 @@ export class DecodeEngine extends NativeObject {
       throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `${method}: options ${show(options)} is not an object`);
     const { dtype } = options;
     const [numQoHeads, numKvHeads, headDim, pageSize, maxBatch] = (
-      [["numQoHeads", options.numQoHeads], ["numKvHeads", options.numKvHeads], ["headDim", options.headDim],
-        ["pageSize", options.pageSize], ["maxBatch", options.maxBatch ?? 256]] as const
+      [
+        ["numQoHeads", options.numQoHeads],
+        ["numKvHeads", options.numKvHeads],
+        ["headDim", options.headDim],
+        ["pageSize", options.pageSize],
+        ["maxBatch", options.maxBatch ?? 256],
+      ] as const
     ).map(([name, value]) => checkCount(method, name, value, 1, INT32_MAX)) as [number, number, number, number, number];
     const policy = options.policy ?? "adaptive";
     const policyCode = checkName(method, "policy", policy, POLICY_CODE);
     const smScale = checkFinite(method, "smScale", options.smScale ?? 0, 0);
     checkNativeSize(PLAN_INFO, native().pkv_plan_info_size());
     const config = DECODE_CONFIG.encode({
-      numQoHeads, numKvHeads, headDim, pageSize, dtype: dtypeCode(dtype), policy: policyCode, maxBatch, smScale,
+      numQoHeads,
+      numKvHeads,
+      headDim,
+      pageSize,
+      dtype: dtypeCode(dtype),
+      policy: policyCode,
+      maxBatch,
+      smScale,
     });
     const settings = encodeSettings(options.settings ?? {});
     const handle = outPointer("pkv_decode_engine_create_with", (out) =>
@@ -225,18 +246,32 @@ export class DecodeEngine extends NativeObject {
       throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `plan: sequences ${show(sequences)} is not an array`);
     const batch = sequences.length;
     if (batch < 1 || batch > this.maxBatch)
-      throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `plan: batch of ${batch} sequences is not in 1..${this.maxBatch}`);
+      throw new InvalidArgumentError(
+        Status.INVALID_ARGUMENT,
+        `plan: batch of ${batch} sequences is not in 1..${this.maxBatch}`,
+      );
     const { policy: name } = checkOptions("plan", options);
     const policy = name === undefined ? -1 : checkName("plan", "policy", name, POLICY_CODE);
     if (typeof cache !== "object" || cache === null || typeof cache.describeBatch !== "function")
       throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `plan: cache ${show(cache)} is not a KVCache`);
-    const rows = this.#rows.subarray(0, batch), lengths = this.#lengths.subarray(0, batch);
+    const rows = this.#rows.subarray(0, batch),
+      lengths = this.#lengths.subarray(0, batch);
     const guard = cache.describeBatch(sequences, rows, lengths) ?? null;
     const info = this.#info;
     check(native().pkv_decode_plan(engine, cache.poolHandle, batch, rows, lengths, policy, info), "pkv_decode_plan");
     const p = this.#readInfo();
     this.#current = p.planId;
-    const plan = new Plan(this, p.planId, KERNEL_NAME[p.kernel]!, p.batch, p.numTasks, p.maxSplits, p.grid, p.totalTokens, p.kvBytes);
+    const plan = new Plan(
+      this,
+      p.planId,
+      KERNEL_NAME[p.kernel]!,
+      p.batch,
+      p.numTasks,
+      p.maxSplits,
+      p.grid,
+      p.totalTokens,
+      p.kvBytes,
+    );
     this.#latest = plan;
     this.#guard = guard;
     return plan;
@@ -247,9 +282,13 @@ export class DecodeEngine extends NativeObject {
     if (plan !== this.#latest) {
       if (typeof plan !== "object" || plan === null)
         throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `run: ${show(plan)} is not a Plan`);
-      if (plan.engine !== this) throw new InvalidArgumentError(Status.INVALID_ARGUMENT, "run: the plan belongs to another engine");
+      if (plan.engine !== this)
+        throw new InvalidArgumentError(Status.INVALID_ARGUMENT, "run: the plan belongs to another engine");
       if (plan.id !== this.#current)
-        throw new StalePlanError(Status.STALE_PLAN, `run: plan ${plan.id} was replaced by plan ${this.#current}; plan the step again`);
+        throw new StalePlanError(
+          Status.STALE_PLAN,
+          `run: plan ${plan.id} was replaced by plan ${this.#current}; plan the step again`,
+        );
       throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `run: ${show(plan)} is not a Plan that plan() returned`);
     }
     const why = this.#guard?.staleness();
@@ -271,20 +310,36 @@ export class DecodeEngine extends NativeObject {
     const { stream, qOffset = 0, outOffset = 0, lseOffset = 0 } = checkOptions("run", options);
     const elements = plan.batch * this.numQoHeads * this.headDim;
     if (q instanceof Uint16Array && out instanceof Uint16Array) {
-      for (const [name, array] of [["q", q], ["out", out]] as const)
+      for (const [name, array] of [
+        ["q", q],
+        ["out", out],
+      ] as const)
         if (array.length !== elements)
           throw new InvalidArgumentError(
             Status.INVALID_ARGUMENT,
             `${name} holds ${array.length} elements; [${plan.batch}][${this.numQoHeads}][${this.headDim}] needs ${elements}`,
           );
       if (lse !== undefined && !(lse instanceof Float32Array && lse.length === plan.batch * this.numQoHeads))
-        throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `lse must be a Float32Array of ${plan.batch * this.numQoHeads}`);
+        throw new InvalidArgumentError(
+          Status.INVALID_ARGUMENT,
+          `lse must be a Float32Array of ${plan.batch * this.numQoHeads}`,
+        );
       if (stream !== undefined || qOffset !== 0 || outOffset !== 0 || lseOffset !== 0)
-        throw new InvalidArgumentError(Status.INVALID_ARGUMENT, "run: a stream and byte offsets apply to device buffers only");
-      check(native().pkv_decode_run(engine, plan.id, layer, q, out, (lse as Float32Array | undefined) ?? null), "pkv_decode_run");
+        throw new InvalidArgumentError(
+          Status.INVALID_ARGUMENT,
+          "run: a stream and byte offsets apply to device buffers only",
+        );
+      check(
+        native().pkv_decode_run(engine, plan.id, layer, q, out, (lse as Float32Array | undefined) ?? null),
+        "pkv_decode_run",
+      );
       return;
     }
-    if (q instanceof NativeBuffer && out instanceof NativeBuffer && (lse === undefined || lse instanceof NativeBuffer)) {
+    if (
+      q instanceof NativeBuffer &&
+      out instanceof NativeBuffer &&
+      (lse === undefined || lse instanceof NativeBuffer)
+    ) {
       check(
         native().pkv_decode_run_device(
           engine,
@@ -314,9 +369,15 @@ function checkChoices(table: PolicyTable): Int8Array {
   const choices = (table as { choices?: unknown } | null)?.choices;
   const cells = BATCH_BUCKETS * TOKEN_BUCKETS;
   if (!(choices instanceof Int8Array) || choices.length !== cells)
-    throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `setPolicyTable: choices must be an Int8Array of ${cells} cells`);
+    throw new InvalidArgumentError(
+      Status.INVALID_ARGUMENT,
+      `setPolicyTable: choices must be an Int8Array of ${cells} cells`,
+    );
   const bad = choices.findIndex((c) => c < NO_PREFERENCE || c > 1);
   if (bad >= 0)
-    throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `setPolicyTable: cell ${bad} holds ${choices[bad]}, not -1, 0 or 1`);
+    throw new InvalidArgumentError(
+      Status.INVALID_ARGUMENT,
+      `setPolicyTable: cell ${bad} holds ${choices[bad]}, not -1, 0 or 1`,
+    );
   return choices;
 }

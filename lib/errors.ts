@@ -66,7 +66,8 @@ const classes: Record<number, new (code: number, message: string) => PkvError> =
 };
 
 export function statusName(code: number): string {
-  for (const [name, value] of Object.entries(Status)) if (value === code) return `PKV_${name === "OK" ? "OK" : `ERR_${name}`}`;
+  for (const [name, value] of Object.entries(Status))
+    if (value === code) return `PKV_${name === "OK" ? "OK" : `ERR_${name}`}`;
   return "PKV_UNKNOWN_STATUS";
 }
 

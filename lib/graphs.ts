@@ -26,8 +26,12 @@ export function capture(runtimeHandle: Pointer, owner: Owner, body: () => void, 
     body();
   } catch (error) {
     const discard = new BigUint64Array(1);
-    if (native().pkv_capture_end(runtimeHandle, s, discard) === 0) native().pkv_graph_destroy(Number(discard[0]) as Pointer);
+    if (native().pkv_capture_end(runtimeHandle, s, discard) === 0)
+      native().pkv_graph_destroy(Number(discard[0]) as Pointer);
     throw error;
   }
-  return new Graph(outPointer("pkv_capture_end", (out) => native().pkv_capture_end(runtimeHandle, s, out)), owner);
+  return new Graph(
+    outPointer("pkv_capture_end", (out) => native().pkv_capture_end(runtimeHandle, s, out)),
+    owner,
+  );
 }

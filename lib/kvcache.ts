@@ -16,14 +16,7 @@ import { PrefixCache } from "./cache/prefix-cache";
 import { Sequence, type SequenceRecord, record } from "./cache/sequence";
 import { check, outPointer } from "./ffi/call";
 import { native } from "./ffi/loader";
-import {
-  BadStateError,
-  InvalidArgumentError,
-  OutOfPagesError,
-  OutOfRangeError,
-  Status,
-  SwapFullError,
-} from "./errors";
+import { BadStateError, InvalidArgumentError, OutOfPagesError, OutOfRangeError, Status, SwapFullError } from "./errors";
 import { NativeObject } from "./lifetime";
 import type { RuntimeContext } from "./types";
 import { checkCount, checkIndex, checkOptions } from "./validate";
@@ -90,16 +83,27 @@ export class KVCache extends NativeObject {
       const dirtyAddress = new BigUint64Array(1);
       check(native().pkv_kvpool_table_addresses(handle, tableAddress, dirtyAddress), "pkv_kvpool_table_addresses");
       const address = (value: bigint) => Number(value) as Pointer;
-      table = new BlockTable(address(tableAddress[0]!), address(dirtyAddress[0]!), config.maxSequences, config.maxPagesPerSequence);
+      table = new BlockTable(
+        address(tableAddress[0]!),
+        address(dirtyAddress[0]!),
+        config.maxSequences,
+        config.maxPagesPerSequence,
+      );
     } catch (error) {
       native().pkv_kvpool_destroy(handle);
       throw error;
     }
     const clock = new ChangeClock();
-    super(handle, (h) => native().pkv_kvpool_destroy(h), "KV cache", runtime, () => {
-      table.detach();
-      clock.disposed = true; // every plan of this cache is stale from now on
-    });
+    super(
+      handle,
+      (h) => native().pkv_kvpool_destroy(h),
+      "KV cache",
+      runtime,
+      () => {
+        table.detach();
+        clock.disposed = true; // every plan of this cache is stale from now on
+      },
+    );
     this.#clock = clock;
     this.config = config;
     this.#pageSize = config.pageSize;
@@ -175,7 +179,10 @@ export class KVCache extends NativeObject {
       n = ids.length;
     }
     if (out !== undefined && (!(out instanceof Int32Array) || out.length < n))
-      throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `append: out must be an Int32Array of at least ${n} slots`);
+      throw new InvalidArgumentError(
+        Status.INVALID_ARGUMENT,
+        `append: out must be an Int32Array of at least ${n} slots`,
+      );
     const P = this.#pageSize;
     const { row, length } = s;
     const have = Math.ceil(length / P);
@@ -213,8 +220,12 @@ export class KVCache extends NativeObject {
     this.#checkWritable(slots);
     if (device) {
       const [kb, vb] = [k as NativeBuffer, v as NativeBuffer];
-      check(native().pkv_kvpool_write_device(pool, layer, n, slots, kb.handle, 0, vb.handle, 0), "pkv_kvpool_write_device");
-    } else check(native().pkv_kvpool_write(pool, layer, n, slots, k as Uint16Array, v as Uint16Array), "pkv_kvpool_write");
+      check(
+        native().pkv_kvpool_write_device(pool, layer, n, slots, kb.handle, 0, vb.handle, 0),
+        "pkv_kvpool_write_device",
+      );
+    } else
+      check(native().pkv_kvpool_write(pool, layer, n, slots, k as Uint16Array, v as Uint16Array), "pkv_kvpool_write");
   }
 
   /** Copies one layer of a live sequence's K and V to the host, [length][numKvHeads][headDim] each. */
@@ -269,7 +280,8 @@ export class KVCache extends NativeObject {
 
   #end(seq: Sequence, op: string, register: boolean): void {
     const s = this.#owned(seq, op);
-    if (s.state === "released") throw new BadStateError(Status.BAD_STATE, `${op}: sequence ${seq.id} was already released`);
+    if (s.state === "released")
+      throw new BadStateError(Status.BAD_STATE, `${op}: sequence ${seq.id} was already released`);
     const pages = Math.ceil(s.length / this.#pageSize);
     // Last page first, so the prefix cache evicts a prompt's tail before its head.
     if (s.state === "live") {
@@ -344,7 +356,8 @@ export class KVCache extends NativeObject {
   /** Brings a swapped-out sequence back into fresh pages and a row; its K and V read back identical. */
   swapIn(seq: Sequence): void {
     const s = this.#owned(seq, "swapIn");
-    if (s.state !== "swapped") throw new BadStateError(Status.BAD_STATE, `swapIn: sequence ${seq.id} is ${s.state}, not swapped out`);
+    if (s.state !== "swapped")
+      throw new BadStateError(Status.BAD_STATE, `swapIn: sequence ${seq.id} is ${s.state}, not swapped out`);
     const map = s.swapMap!;
     let moving = 0;
     for (let c = 0; c < map.length; c++) if (map[c]! < 0) moving++;
@@ -391,7 +404,10 @@ export class KVCache extends NativeObject {
       throw new InvalidArgumentError(Status.INVALID_ARGUMENT, "describeBatch: sequences must be an array of Sequences");
     const n = sequences.length;
     if (!(rows instanceof Int32Array) || !(lengths instanceof Int32Array) || rows.length < n || lengths.length < n)
-      throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `describeBatch: rows and lengths must be Int32Arrays of at least ${n}`);
+      throw new InvalidArgumentError(
+        Status.INVALID_ARGUMENT,
+        `describeBatch: rows and lengths must be Int32Arrays of at least ${n}`,
+      );
     for (let i = 0; i < n; i++) {
       const s = this.#live(sequences[i]!, "describeBatch");
       rows[i] = s.row;

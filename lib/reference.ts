@@ -70,8 +70,10 @@ export function referenceDecode(args: ReferenceDecodeArgs): void {
   // Native code reads pageIndices[pageIndptr[0] .. pageIndptr[batch]): the ranges must lie inside the array.
   for (let b = 0; b < batch; b++)
     if (pageIndptr[b]! < 0 || pageIndptr[b]! > pageIndptr[b + 1]! || pageIndptr[b + 1]! > pageIndices.length)
-      invalid(`pageIndptr of sequence ${b}, [${pageIndptr[b]}, ${pageIndptr[b + 1]}), is not a range of the ` +
-        `${pageIndices.length} page indices`);
+      invalid(
+        `pageIndptr of sequence ${b}, [${pageIndptr[b]}, ${pageIndptr[b + 1]}), is not a range of the ` +
+          `${pageIndices.length} page indices`,
+      );
   const pageElems = numKvHeads * pageSize * headDim;
   expectArray("kPages", kPages, Uint16Array, numPages * pageElems);
   expectArray("vPages", vPages, Uint16Array, numPages * pageElems);
@@ -79,7 +81,14 @@ export function referenceDecode(args: ReferenceDecodeArgs): void {
   expectArray("out", out, Uint16Array, batch * numQoHeads * headDim);
   if (lse !== undefined) expectArray("lse", lse, Float32Array, batch * numQoHeads);
 
-  const struct = ATTENTION_SHAPE.encode({ numQoHeads, numKvHeads, headDim, pageSize, dtype: dtypeCode(shape.dtype), smScale });
+  const struct = ATTENTION_SHAPE.encode({
+    numQoHeads,
+    numKvHeads,
+    headDim,
+    pageSize,
+    dtype: dtypeCode(shape.dtype),
+    smScale,
+  });
   // Typed arrays are passed themselves (not ptr()), which is safe for synchronous calls (DESIGN.md).
   check(
     native().pkv_reference_decode(

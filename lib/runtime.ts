@@ -38,7 +38,9 @@ export function openRuntime(options: RuntimeOptions = {}): Runtime {
     throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `backend "${requested}" is not "auto", "cuda" or "cpu"`);
   const backend: Backend = requested === "auto" ? (cudaDeviceCount() > 0 ? "cuda" : "cpu") : requested;
   const device = checkCount("openRuntime", "device", options.device ?? 0, 0, INT32_MAX);
-  const handle = outPointer("pkv_runtime_create", (out) => native().pkv_runtime_create(BACKEND_CODE[backend], device, out));
+  const handle = outPointer("pkv_runtime_create", (out) =>
+    native().pkv_runtime_create(BACKEND_CODE[backend], device, out),
+  );
   return new Runtime(handle, backend);
 }
 
@@ -50,10 +52,16 @@ export class Runtime extends NativeObject implements RuntimeContext {
   constructor(handle: Pointer, backend: Backend) {
     const children = new Set<Token>();
     // The native destroy frees every child; their wrappers must refuse use from then on.
-    super(handle, (h) => native().pkv_runtime_destroy(h), "runtime", undefined, () => {
-      for (const child of children) NativeObject.retire(child);
-      children.clear();
-    });
+    super(
+      handle,
+      (h) => native().pkv_runtime_destroy(h),
+      "runtime",
+      undefined,
+      () => {
+        for (const child of children) NativeObject.retire(child);
+        children.clear();
+      },
+    );
     this.#children = children;
     this.backend = backend;
     this.info = readDeviceInfo(handle);
@@ -78,15 +86,23 @@ export class Runtime extends NativeObject implements RuntimeContext {
 
   #alloc(kind: MemoryKind, bytes: number): Pointer {
     checkCount(kind === "device" ? "allocDevice" : "allocPinned", "bytes", bytes, 1);
-    return outPointer("pkv_buffer_alloc", (out) => native().pkv_buffer_alloc(this.handle, MEMORY_KIND.get(kind)!, bytes, out));
+    return outPointer("pkv_buffer_alloc", (out) =>
+      native().pkv_buffer_alloc(this.handle, MEMORY_KIND.get(kind)!, bytes, out),
+    );
   }
 
   createStream(): Stream {
-    return new Stream(outPointer("pkv_stream_create", (out) => native().pkv_stream_create(this.handle, out)), this);
+    return new Stream(
+      outPointer("pkv_stream_create", (out) => native().pkv_stream_create(this.handle, out)),
+      this,
+    );
   }
 
   createEvent(): Event {
-    return new Event(outPointer("pkv_event_create", (out) => native().pkv_event_create(this.handle, out)), this);
+    return new Event(
+      outPointer("pkv_event_create", (out) => native().pkv_event_create(this.handle, out)),
+      this,
+    );
   }
 
   /** A paged KV cache whose pages live on this runtime's device. */
@@ -117,7 +133,8 @@ export class Runtime extends NativeObject implements RuntimeContext {
 
   /** Records the asynchronous work `body` queues (e.g. a plan's upload and every layer's run) as a graph. */
   capture(body: () => void, stream?: Stream): Graph {
-    if (typeof body !== "function") throw new InvalidArgumentError(Status.INVALID_ARGUMENT, "capture: body is not a function");
+    if (typeof body !== "function")
+      throw new InvalidArgumentError(Status.INVALID_ARGUMENT, "capture: body is not a function");
     streamHandle("capture", stream);
     return capture(this.handle, this, body, stream);
   }
@@ -160,4 +177,3 @@ function readDeviceInfo(handle: Pointer): DeviceInfo {
     maxThreadsPerSM: info.maxThreadsPerSm,
   };
 }
-

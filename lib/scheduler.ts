@@ -11,7 +11,14 @@ import { ModelOutputError, RequestTooLargeError, StepFailedError } from "./sched
 import { type SchedulerOptions, resolveOptions } from "./scheduler/options";
 import type { ModelShape, SchedulerCache, SchedulerEngine, SchedulerPlan, SeqOf, StepModel } from "./scheduler/ports";
 import { ArrivalQueue } from "./scheduler/queue";
-import { type ActiveRequest, Entry, RequestHandle, type RequestSpec, checkPromptIds, checkSpec } from "./scheduler/request";
+import {
+  type ActiveRequest,
+  Entry,
+  RequestHandle,
+  type RequestSpec,
+  checkPromptIds,
+  checkSpec,
+} from "./scheduler/request";
 import { addStep, emptyReport, emptyTotals, type SchedulerTotals, type StepReport } from "./scheduler/stats";
 import { INT32_MAX, checkCount, show } from "./validate";
 
@@ -23,13 +30,15 @@ export { quantile } from "./scheduler/stats";
 export { ModelOutputError, RequestTooLargeError, StepFailedError } from "./scheduler/errors";
 export { SyntheticModel, type SyntheticShape } from "./scheduler/synthetic";
 
-
 const KERNELS = ["baseline", "persistent"];
 const now = () => performance.now();
 const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /** Generic over the cache (its sequence type follows) and the engine's plan type. */
-export class Scheduler<C extends SchedulerCache<any> = SchedulerCache<unknown>, P extends SchedulerPlan = SchedulerPlan> {
+export class Scheduler<
+  C extends SchedulerCache<any> = SchedulerCache<unknown>,
+  P extends SchedulerPlan = SchedulerPlan,
+> {
   readonly #cache: C;
   readonly #engine: SchedulerEngine<C, SeqOf<C>, P>;
   readonly #model: StepModel;
@@ -84,7 +93,8 @@ export class Scheduler<C extends SchedulerCache<any> = SchedulerCache<unknown>, 
   submit(spec: RequestSpec): RequestHandle {
     const { promptLength, maxTokens } = checkSpec(spec);
     const id = spec.id ?? this.#nextId;
-    if (this.#byId.has(id)) throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `submit: request id ${id} is already live`);
+    if (this.#byId.has(id))
+      throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `submit: request id ${id} is already live`);
     // Sizes against the pool and the model before anything is allocated for the request (its token list
     // is O(prompt)): a request that can never run costs O(1), however long it claims to be.
     const tooLarge = this.#tooLarge(id, promptLength + maxTokens - 1);
@@ -114,7 +124,9 @@ export class Scheduler<C extends SchedulerCache<any> = SchedulerCache<unknown>, 
       );
     const maxContext = this.#model.maxContext;
     if (maxContext !== undefined && context > maxContext)
-      return new RequestTooLargeError(`request ${id} reaches ${context} tokens of context; the model takes at most ${maxContext}`);
+      return new RequestTooLargeError(
+        `request ${id} reaches ${context} tokens of context; the model takes at most ${maxContext}`,
+      );
     return null;
   }
 
@@ -258,7 +270,14 @@ export class Scheduler<C extends SchedulerCache<any> = SchedulerCache<unknown>, 
         this.#queue.shift();
         const s = this.#cache.stats();
         const why = `${s.pagesFree} pages free, ${s.pagesCached} cached, ${s.pagesUsed} held`;
-        this.#fail(entry, new OutOfPagesError(Status.OUT_OF_PAGES, `request ${entry.id} does not fit even with nothing running (${why})`), r);
+        this.#fail(
+          entry,
+          new OutOfPagesError(
+            Status.OUT_OF_PAGES,
+            `request ${entry.id} does not fit even with nothing running (${why})`,
+          ),
+          r,
+        );
         continue;
       }
       if (!ok) return; // FCFS: nothing overtakes the head
@@ -351,7 +370,10 @@ export class Scheduler<C extends SchedulerCache<any> = SchedulerCache<unknown>, 
     this.#slots.clear();
     try {
       const planStart = now();
-      const plan = this.#engine.plan(this.#cache, batch.map((e) => e.seq!));
+      const plan = this.#engine.plan(
+        this.#cache,
+        batch.map((e) => e.seq!),
+      );
       r.planMs = now() - planStart;
       r.kernel = typeof plan.kernel === "number" ? (KERNELS[plan.kernel] ?? String(plan.kernel)) : plan.kernel;
       const q = new Uint16Array(n * numQoHeads * headDim);
@@ -374,13 +396,21 @@ export class Scheduler<C extends SchedulerCache<any> = SchedulerCache<unknown>, 
         entry.contextLength++;
         entry.tokens.push(tokens[i]!);
         entry.generated++;
-        entry.handle.push({ index: entry.generated - 1, token: tokens[i]!, position: entry.contextLength, step: r.step });
+        entry.handle.push({
+          index: entry.generated - 1,
+          token: tokens[i]!,
+          position: entry.contextLength,
+          step: r.step,
+        });
         if (entry.generated === entry.maxTokens) this.#finish(entry, r);
       }
     } catch (error) {
       // The step's K/V may be half written: every request in it fails rather than continue on bad data,
       // and all of them, and the step's report, get the same typed error.
-      const failure = error instanceof PkvError ? error : new StepFailedError(`step ${r.step} failed: ${String(error)}`, { cause: error });
+      const failure =
+        error instanceof PkvError
+          ? error
+          : new StepFailedError(`step ${r.step} failed: ${String(error)}`, { cause: error });
       r.error = failure;
       for (const entry of batch) {
         this.#running.splice(this.#running.indexOf(entry), 1);
@@ -519,7 +549,9 @@ function checkSampled(tokens: ArrayLike<number>, rows: number, vocab = INT32_MAX
   for (let i = 0; i < rows; i++) {
     const t = tokens[i];
     if (typeof t !== "number" || !Number.isInteger(t) || t < 0 || t >= limit)
-      throw new ModelOutputError(`model.sample returned ${show(t)} for row ${i}, not a token id (integer 0..${limit - 1})`);
+      throw new ModelOutputError(
+        `model.sample returned ${show(t)} for row ${i}, not a token id (integer 0..${limit - 1})`,
+      );
   }
   return tokens;
 }

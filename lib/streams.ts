@@ -31,4 +31,3 @@ export class Event extends NativeObject {
     return ms[0]!;
   }
 }
-

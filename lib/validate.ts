@@ -23,7 +23,13 @@ function invalid(message: string): InvalidArgumentError {
  * A size, count or offset: a safe integer in min..max (default 0..2^53-1). Anything else, negative and
  * too large included, is InvalidArgumentError: it is not a value the argument can take at all.
  */
-export function checkCount(method: string, name: string, value: unknown, min = 0, max = Number.MAX_SAFE_INTEGER): number {
+export function checkCount(
+  method: string,
+  name: string,
+  value: unknown,
+  min = 0,
+  max = Number.MAX_SAFE_INTEGER,
+): number {
   if (typeof value !== "number" || !Number.isSafeInteger(value) || value < min || value > max)
     throw invalid(`${method}: ${name} ${show(value)} is not an integer in ${min}..${max}`);
   return value;
@@ -55,7 +61,9 @@ export function checkFinite(method: string, name: string, value: unknown, min = 
 export function checkName<T>(method: string, name: string, value: unknown, table: ReadonlyMap<string, T>): T {
   const found = typeof value === "string" ? table.get(value) : undefined;
   if (found === undefined)
-    throw invalid(`${method}: ${name} ${show(value)} is not one of ${[...table.keys()].map((k) => `"${k}"`).join(", ")}`);
+    throw invalid(
+      `${method}: ${name} ${show(value)} is not one of ${[...table.keys()].map((k) => `"${k}"`).join(", ")}`,
+    );
   return found;
 }
 

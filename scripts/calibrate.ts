@@ -19,12 +19,17 @@ if (!heads) {
 }
 const [numQoHeads, numKvHeads] = [Number(heads[1]), Number(heads[2])];
 const shape = {
-  numQoHeads, numKvHeads, headDim: Number(values["head-dim"]), pageSize: Number(values["page-size"]),
+  numQoHeads,
+  numKvHeads,
+  headDim: Number(values["head-dim"]),
+  pageSize: Number(values["page-size"]),
   dtype: values.dtype as DType,
 };
 
 using rt = openRuntime({ backend: "cuda" });
-console.log(`calibrating the adaptive policy on ${rt.info.name} for ${numQoHeads}/${numKvHeads} heads of ${shape.headDim}, page ${shape.pageSize}, ${shape.dtype}`);
+console.log(
+  `calibrating the adaptive policy on ${rt.info.name} for ${numQoHeads}/${numKvHeads} heads of ${shape.headDim}, page ${shape.pageSize}, ${shape.dtype}`,
+);
 const started = performance.now();
 const { table, path } = rt.calibrate(shape, {
   maxTokens: values["max-tokens"] ? Number(values["max-tokens"]) : undefined,
@@ -34,4 +39,6 @@ const { table, path } = rt.calibrate(shape, {
     ),
 });
 const chosen = table.measurements.filter((c) => c.choice !== "none").length;
-console.log(`${chosen} of ${table.measurements.length} cells have a clear winner; ${((performance.now() - started) / 1000).toFixed(1)} s; saved ${path}`);
+console.log(
+  `${chosen} of ${table.measurements.length} cells have a clear winner; ${((performance.now() - started) / 1000).toFixed(1)} s; saved ${path}`,
+);

@@ -32,7 +32,10 @@ for (const backend of BACKENDS) {
       using p = rt.allocPinned(1000);
       expect(d.kind).toBe("device");
       expect(p.kind).toBe("pinned");
-      for (const [buf, kind] of [[d, 0], [p, 1]] as const) {
+      for (const [buf, kind] of [
+        [d, 0],
+        [p, 1],
+      ] as const) {
         expect(buf.bytes).toBe(1000);
         expect(buf.address).toBeGreaterThan(0);
         expect(buf.address % 256).toBe(0); // 256-byte alignment (16-byte vectors, page slices)

@@ -14,7 +14,10 @@ const headerStatus = new Map(
 
 // OUT_OF_MEMORY -> OutOfMemoryError: the naming rule lib/errors.ts follows.
 const className = (name: string) =>
-  name.split("_").map((w) => w[0] + w.slice(1).toLowerCase()).join("") + "Error";
+  `${name
+    .split("_")
+    .map((w) => w[0] + w.slice(1).toLowerCase())
+    .join("")}Error`;
 
 describe("status codes", () => {
   test("the header defines the codes (parser sanity)", () => {

@@ -28,7 +28,13 @@ describe("examples", () => {
   test("b8-batch.ts prints kernel and bandwidth for every B8 step", () => {
     const { code, stdout } = run(["examples/b8-batch.ts"], { PKV_SCALE: "512", PKV_REPS: "1" });
     expect(code).toBe(0);
-    const steps = stdout.split("\n").filter((l) => /^b8-\w+ step \d+: \d+ tokens, kernel (baseline|persistent), step \d+ us \(plan \+ run \+ sync\), [\d.]+ GB\/s/.test(l));
+    const steps = stdout
+      .split("\n")
+      .filter((l) =>
+        /^b8-\w+ step \d+: \d+ tokens, kernel (baseline|persistent), step \d+ us \(plan \+ run \+ sync\), [\d.]+ GB\/s/.test(
+          l,
+        ),
+      );
     expect(steps.length).toBe(12); // 3 workloads x 4 steps
     for (const name of ["b8-bimodal", "b8-uniform", "b8-zipf"]) expect(stdout).toContain(`${name} step 3:`);
   });
@@ -66,7 +72,17 @@ describe("examples", () => {
 describe("bench/serve.ts", () => {
   test("replays a small Poisson load and writes the JSON report and the SVG plot", () => {
     const dir = `${require("node:os").tmpdir()}/pkv-serve-${process.pid}`;
-    const { code, stdout } = run(["bench/serve.ts", "--backend", "cpu", "--requests", "12", "--rate", "500", "--out", `${dir}/r.json`]);
+    const { code, stdout } = run([
+      "bench/serve.ts",
+      "--backend",
+      "cpu",
+      "--requests",
+      "12",
+      "--rate",
+      "500",
+      "--out",
+      `${dir}/r.json`,
+    ]);
     expect(code).toBe(0);
     const report = JSON.parse(require("node:fs").readFileSync(`${dir}/r.json`, "utf8"));
     expect(report.totals.finished).toBe(12);

@@ -36,7 +36,19 @@ async function runChild(backend: string, calls: number, seed: number, extra: str
   const lastCall = join(dir, "last-call");
   try {
     const child = Bun.spawn(
-      [process.execPath, CHILD, "--backend", backend, "--calls", String(calls), "--seed", String(seed), "--last-call", lastCall, ...extra],
+      [
+        process.execPath,
+        CHILD,
+        "--backend",
+        backend,
+        "--calls",
+        String(calls),
+        "--seed",
+        String(seed),
+        "--last-call",
+        lastCall,
+        ...extra,
+      ],
       { stdout: "pipe", stderr: "pipe", env: process.env },
     );
     const [stdout, stderr] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text()]);
@@ -48,7 +60,7 @@ async function runChild(backend: string, calls: number, seed: number, extra: str
     } catch {}
     const how = child.signalCode ? `killed by ${child.signalCode}` : `exit code ${child.exitCode}`;
     return {
-      failure: `fuzz child (backend ${backend}, seed ${seed}, ${calls} calls) ${how}; last call: ${last}\n` + stderr.slice(-2000),
+      failure: `fuzz child (backend ${backend}, seed ${seed}, ${calls} calls) ${how}; last call: ${last}\n${stderr.slice(-2000)}`,
     };
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -56,10 +68,15 @@ async function runChild(backend: string, calls: number, seed: number, extra: str
 }
 
 /** Runs `total` calls in children of `perChild`, `PARALLEL` at a time; every failure is reported. */
-async function fuzz(backend: string, total: number, perChild: number): Promise<{ summaries: Summary[]; failures: string[] }> {
+async function fuzz(
+  backend: string,
+  total: number,
+  perChild: number,
+): Promise<{ summaries: Summary[]; failures: string[] }> {
   const seeds: number[] = [];
   for (let i = 0; i * perChild < total; i++) seeds.push(FIRST_SEED + i);
-  const summaries: Summary[] = [], failures: string[] = [];
+  const summaries: Summary[] = [],
+    failures: string[] = [];
   let next = 0;
   const worker = async () => {
     while (next < seeds.length) {
@@ -83,13 +100,16 @@ const statusEntryPoints = headerFunctions()
 function expectCoverage(summaries: Summary[], total: number): void {
   const calls = summaries.reduce((n, s) => n + s.calls, 0);
   expect(calls).toBeGreaterThanOrEqual(total);
-  const bad = summaries.reduce((n, s) => n + s.bad, 0), valid = summaries.reduce((n, s) => n + s.valid, 0);
+  const bad = summaries.reduce((n, s) => n + s.bad, 0),
+    valid = summaries.reduce((n, s) => n + s.valid, 0);
   expect(bad).toBeGreaterThan(calls / 3); // mostly bad calls, with enough valid ones to build state
   expect(valid).toBeGreaterThan(calls / 10);
   const seen = new Set(summaries.flatMap((s) => s.entryPoints));
   expect(statusEntryPoints.filter((name) => !seen.has(name))).toEqual([]);
   const ms = Math.max(...summaries.map((s) => s.ms));
-  console.log(`fuzz-abi: ${calls} calls (${bad} bad, ${valid} valid) in ${summaries.length} children, slowest ${ms} ms`);
+  console.log(
+    `fuzz-abi: ${calls} calls (${bad} bad, ${valid} valid) in ${summaries.length} children, slowest ${ms} ms`,
+  );
 }
 
 describe("C ABI fuzz", () => {

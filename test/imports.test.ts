@@ -18,7 +18,14 @@ describe("the import graph of lib/", () => {
       ["d.ts", ["a.ts"]],
     ]);
     expect(importCycles(graph)).toEqual([["a.ts", "b.ts", "c.ts", "a.ts"]]);
-    expect(importCycles(new Map([["a.ts", ["b.ts"]], ["b.ts", []]]))).toEqual([]);
+    expect(
+      importCycles(
+        new Map([
+          ["a.ts", ["b.ts"]],
+          ["b.ts", []],
+        ]),
+      ),
+    ).toEqual([]);
   });
 
   test("reads type-only and multi-line imports from the source", () => {

@@ -15,6 +15,5 @@ test(`${OPS_PER_CONFIG * MODEL_CONFIGS.length} random operations match the shado
   const counts = runModel(rt, MODEL_CONFIGS, OPS_PER_CONFIG, seed, 50);
   console.log(`${((performance.now() - started) / 1000).toFixed(1)} s`, counts);
   // Every kind of operation and outcome must have happened, or the test is not testing it.
-  for (const what of MODEL_OUTCOMES)
-    expect(counts[what] ?? 0, what).toBeGreaterThan(10);
+  for (const what of MODEL_OUTCOMES) expect(counts[what] ?? 0, what).toBeGreaterThan(10);
 }, 300_000);

@@ -50,11 +50,17 @@ function grow(cache: KVCache, seq: Sequence, n: number | number[]): number[] {
 
 /** Checks that a sequence's K/V in every layer are those of `stamps`. */
 function expectKV(cache: KVCache, seq: Sequence, stamps: number[]): void {
-  for (let layer = 0; layer < cache.config.numLayers; layer++) expect(cache.readKV(layer, seq)).toEqual(tokenData(stamps, layer, E));
+  for (let layer = 0; layer < cache.config.numLayers; layer++)
+    expect(cache.readKV(layer, seq)).toEqual(tokenData(stamps, layer, E));
 }
 
 /** Runs `run`, which must throw `Class`, and checks nothing observable changed. */
-function expectUnchanged(cache: KVCache, seqs: Sequence[], Class: new (...a: never[]) => Error, run: () => unknown): void {
+function expectUnchanged(
+  cache: KVCache,
+  seqs: Sequence[],
+  Class: new (...a: never[]) => Error,
+  run: () => unknown,
+): void {
   const before = fingerprint(cache, seqs);
   expect(run).toThrow(Class);
   expect(fingerprint(cache, seqs)).toEqual(before);
@@ -210,7 +216,9 @@ describe("block table contract", () => {
     dirty.fill(CLEAN);
     const child = cache.fork(parent);
     expect(dirty[child.row]).toBe(0);
-    expect(Array.from(table.subarray(child.row * width, child.row * width + 2))).toEqual(Array.from(cache.pagesOf(parent)));
+    expect(Array.from(table.subarray(child.row * width, child.row * width + 2))).toEqual(
+      Array.from(cache.pagesOf(parent)),
+    );
     dirty.fill(CLEAN);
     cache.append(child, 1); // shared partial page 1 is copied
     expect(dirty[child.row]).toBe(1);
@@ -412,7 +420,9 @@ describe("swapping", () => {
     // The shared page is not writable while the swapped-out child holds it, even after the parent is gone.
     cache.release(parent);
     const page0 = cache.pagesOf(child)[0]!;
-    expect(() => cache.writeKV(0, Int32Array.of(page0 * 4), new Uint16Array(E), new Uint16Array(E))).toThrow(BadStateError);
+    expect(() => cache.writeKV(0, Int32Array.of(page0 * 4), new Uint16Array(E), new Uint16Array(E))).toThrow(
+      BadStateError,
+    );
     cache.swapIn(child);
     expectKV(cache, child, [...stamps, ...childMore]);
   });
@@ -491,7 +501,9 @@ describe("errors leave the cache unchanged", () => {
     const ops = sequenceOps(cache);
     for (const op of Object.values(ops)) expectUnchanged(cache, seqs, BadStateError, () => op(gone));
     for (const name of REFUSED_WHILE_SWAPPED) expectUnchanged(cache, seqs, BadStateError, () => ops[name]!(out));
-    expectUnchanged(cache, seqs, BadStateError, () => cache.describeBatch([a, out], new Int32Array(2), new Int32Array(2)));
+    expectUnchanged(cache, seqs, BadStateError, () =>
+      cache.describeBatch([a, out], new Int32Array(2), new Int32Array(2)),
+    );
     expectUnchanged(cache, seqs, BadStateError, () => cache.swapIn(a)); // live, not swapped out
   });
 
@@ -533,13 +545,21 @@ describe("errors leave the cache unchanged", () => {
       [small, device],
       [null, good],
     ] as const)
-      expectUnchanged(cache, seqs, InvalidArgumentError, () => cache.writeKV(0, slots, k as Uint16Array, v as Uint16Array));
-    expectUnchanged(cache, seqs, InvalidArgumentError, () => cache.writeKV(0, Int32Array.of(slots[0]!, slots[0]!), good, good));
-    expectUnchanged(cache, seqs, InvalidArgumentError, () => cache.writeKV(0, [slots[0]!] as unknown as Int32Array, good, good));
+      expectUnchanged(cache, seqs, InvalidArgumentError, () =>
+        cache.writeKV(0, slots, k as Uint16Array, v as Uint16Array),
+      );
+    expectUnchanged(cache, seqs, InvalidArgumentError, () =>
+      cache.writeKV(0, Int32Array.of(slots[0]!, slots[0]!), good, good),
+    );
+    expectUnchanged(cache, seqs, InvalidArgumentError, () =>
+      cache.writeKV(0, [slots[0]!] as unknown as Int32Array, good, good),
+    );
     const bf16 = make({ dtype: "bf16" });
     const s = bf16.createSequence();
     const one = bf16.append(s, 1);
-    expectUnchanged(bf16, [s], InvalidArgumentError, () => bf16.writeKV(0, one, new Float16Array(E), new Float16Array(E)));
+    expectUnchanged(bf16, [s], InvalidArgumentError, () =>
+      bf16.writeKV(0, one, new Float16Array(E), new Float16Array(E)),
+    );
   });
 
   test("bad counts and token ids (InvalidArgumentError)", () => {
@@ -548,14 +568,17 @@ describe("errors leave the cache unchanged", () => {
       expectUnchanged(cache, seqs, InvalidArgumentError, () => cache.append(a, bad as number));
     expectUnchanged(cache, seqs, InvalidArgumentError, () => cache.append(a, 3, new Int32Array(2)));
     expectUnchanged(cache, seqs, InvalidArgumentError, () => cache.createSequence({ tokens: [1, -0.5] }));
-    expectUnchanged(cache, seqs, InvalidArgumentError, () => cache.describeBatch(seqs.slice(0, 2), new Int32Array(1), new Int32Array(2)));
+    expectUnchanged(cache, seqs, InvalidArgumentError, () =>
+      cache.describeBatch(seqs.slice(0, 2), new Int32Array(1), new Int32Array(2)),
+    );
   });
 
   test("a sequence of another cache, or not a sequence (InvalidArgumentError)", () => {
     const { cache, seqs } = busy();
     const other = make();
     const foreign = other.createSequence();
-    for (const op of Object.values(sequenceOps(cache))) expectUnchanged(cache, seqs, InvalidArgumentError, () => op(foreign));
+    for (const op of Object.values(sequenceOps(cache)))
+      expectUnchanged(cache, seqs, InvalidArgumentError, () => op(foreign));
     expectUnchanged(cache, seqs, InvalidArgumentError, () => cache.append({} as Sequence, 1));
   });
 
@@ -581,7 +604,14 @@ describe("errors leave the cache unchanged", () => {
   });
 
   test("bad options (InvalidArgumentError, or UnsupportedError for shapes the pool does not support)", () => {
-    for (const bad of [{ numPages: 0 }, { pageSize: 1.5 }, { numLayers: -1 }, { dtype: "f32" }, { swapPages: -1 }, { maxSequences: 0 }])
+    for (const bad of [
+      { numPages: 0 },
+      { pageSize: 1.5 },
+      { numLayers: -1 },
+      { dtype: "f32" },
+      { swapPages: -1 },
+      { maxSequences: 0 },
+    ])
       expect(() => make(bad as Partial<KVCacheOptions>)).toThrow(InvalidArgumentError);
     expect(() => make({ headDim: 96 })).toThrow(UnsupportedError);
     expect(() => make({ pageSize: 3 })).toThrow(UnsupportedError);
@@ -603,7 +633,14 @@ for (const backend of BACKENDS) {
     const cacheOn = () => new KVCache(brt, { ...base, numPages: 16, swapPages: 8, maxPagesPerSequence: 8 });
     function setup() {
       const cache = cacheOn();
-      const engine = new DecodeEngine(brt, { numQoHeads: Hq, numKvHeads: H, headDim: D, pageSize: 4, dtype: "f16", maxBatch: 4 });
+      const engine = new DecodeEngine(brt, {
+        numQoHeads: Hq,
+        numKvHeads: H,
+        headDim: D,
+        pageSize: 4,
+        dtype: "f16",
+        maxBatch: 4,
+      });
       const a = cache.createSequence();
       const b = cache.createSequence();
       grow(cache, a, 6); // a partial last page: appends of 1 or 2 stay in it
@@ -624,15 +661,23 @@ for (const backend of BACKENDS) {
       ["release", ({ cache, a }) => cache.release(a), /was released/],
       ["discard", ({ cache, b }) => cache.discard(b), /was discarded/],
       ["swapOut", ({ cache, a }) => cache.swapOut(a), /was swapped out/],
-      ["copy-on-write of a shared last page", ({ cache, a }) => {
-        cache.fork(a);
-        cache.append(a, 1);
-      }, /appended to/],
+      [
+        "copy-on-write of a shared last page",
+        ({ cache, a }) => {
+          cache.fork(a);
+          cache.append(a, 1);
+        },
+        /appended to/,
+      ],
       ["dispose of the cache", ({ cache }) => cache.dispose(), /its KV cache was disposed/],
-      ["dispose of the cache, and a new one made in its place", ({ cache }) => {
-        cache.dispose();
-        cacheOn().createSequence();
-      }, /its KV cache was disposed/],
+      [
+        "dispose of the cache, and a new one made in its place",
+        ({ cache }) => {
+          cache.dispose();
+          cacheOn().createSequence();
+        },
+        /its KV cache was disposed/,
+      ],
     ];
     for (const [what, change, message] of changes)
       test(`after ${what}`, () => {

@@ -33,7 +33,11 @@ import { fingerprint, tokenData } from "./support/kvcache.ts";
 const rt = openRuntime({ backend: "cpu" });
 afterAll(() => rt.dispose());
 
-const H = 2, D = 64, E = H * D, Hq = 4, P = 4;
+const H = 2,
+  D = 64,
+  E = H * D,
+  Hq = 4,
+  P = 4;
 const SHAPE = { numLayers: 2, numKvHeads: H, headDim: D, pageSize: P, dtype: "f16" as const };
 const BUFFER_BYTES = 4096;
 
@@ -64,7 +68,14 @@ function world() {
   const { k: nextK, v: nextV } = tokenData([stamp++], 0, E);
   cache.writeKV(0, nextSlot, nextK, nextV);
 
-  const engine = new DecodeEngine(rt, { numQoHeads: Hq, numKvHeads: H, headDim: D, pageSize: P, dtype: "f16", maxBatch: 4 });
+  const engine = new DecodeEngine(rt, {
+    numQoHeads: Hq,
+    numKvHeads: H,
+    headDim: D,
+    pageSize: P,
+    dtype: "f16",
+    maxBatch: 4,
+  });
   const plan = engine.plan(cache, [a, b]);
   const q = new Uint16Array(2 * Hq * D).map((_, i) => 0x3000 + (i % 700));
   const out = new Uint16Array(q.length);
@@ -77,7 +88,14 @@ function world() {
   qb.write(q);
   const ob = rt.allocDevice(q.byteLength);
   const model = new SyntheticModel({ ...SHAPE, numQoHeads: Hq });
-  const schedulerEngine = new DecodeEngine(rt, { numQoHeads: Hq, numKvHeads: H, headDim: D, pageSize: P, dtype: "f16", maxBatch: 4 });
+  const schedulerEngine = new DecodeEngine(rt, {
+    numQoHeads: Hq,
+    numKvHeads: H,
+    headDim: D,
+    pageSize: P,
+    dtype: "f16",
+    maxBatch: 4,
+  });
   const scheduler = new Scheduler({ cache, engine: schedulerEngine, model });
   const running = scheduler.submit({ promptLength: 3, maxTokens: 4 });
   scheduler.step(); // one request running, holding pages
@@ -85,7 +103,31 @@ function world() {
   const dispose = () => {
     for (const o of [engine, schedulerEngine, device, pinned, qb, ob, cache]) o.dispose();
   };
-  return { cache, a, b, c, d, released, nextSlot, nextK, nextV, engine, plan, q, out, device, pinned, qb, ob, model, scheduler, schedulerEngine, running, sequences, dispose };
+  return {
+    cache,
+    a,
+    b,
+    c,
+    d,
+    released,
+    nextSlot,
+    nextK,
+    nextV,
+    engine,
+    plan,
+    q,
+    out,
+    device,
+    pinned,
+    qb,
+    ob,
+    model,
+    scheduler,
+    schedulerEngine,
+    running,
+    sequences,
+    dispose,
+  };
 }
 type World = ReturnType<typeof world>;
 
@@ -114,189 +156,686 @@ function planOutput(w: World): Uint16Array {
 type ErrorClass = new (...args: never[]) => PkvError;
 type Case = [what: string, Class: ErrorClass, misuse: (w: World) => unknown, message?: string | RegExp];
 
-const NOT_COUNTS = [1.5, -1, Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY, 2 ** 53, "8", null] as unknown as number[];
+const NOT_COUNTS = [
+  1.5,
+  -1,
+  Number.NaN,
+  Number.POSITIVE_INFINITY,
+  Number.NEGATIVE_INFINITY,
+  2 ** 53,
+  "8",
+  null,
+] as unknown as number[];
 /** For optional arguments, where null means the default as undefined does. */
 const NOT_OPTIONAL_COUNTS = NOT_COUNTS.filter((v) => v !== null);
 const PROTOTYPE_NAMES = ["toString", "constructor", "__proto__", "hasOwnProperty", "valueOf"];
 
 /** One case per bad value: `call(w, value)` must throw Class naming `name`. */
-function each(what: string, values: readonly unknown[], Class: ErrorClass, call: (w: World, value: never) => unknown, message?: string | RegExp): Case[] {
+function each(
+  what: string,
+  values: readonly unknown[],
+  Class: ErrorClass,
+  call: (w: World, value: never) => unknown,
+  message?: string | RegExp,
+): Case[] {
   return values.map((value) => [`${what} = ${String(value)}`, Class, (w: World) => call(w, value as never), message]);
 }
 
 const runtimeCases: Case[] = [
-  ...each("allocDevice bytes", [0, ...NOT_COUNTS], InvalidArgumentError, (_, v) => rt.allocDevice(v), "allocDevice: bytes"),
-  ...each("allocPinned bytes", [0, ...NOT_COUNTS], InvalidArgumentError, (_, v) => rt.allocPinned(v), "allocPinned: bytes"),
-  ...each("openRuntime backend", ["gpu", ...PROTOTYPE_NAMES], InvalidArgumentError, (_, v) => openRuntime({ backend: v }), "backend"),
-  ...each("openRuntime device", [1.5, -1, Number.NaN, 2 ** 32], InvalidArgumentError, (_, v) => openRuntime({ backend: "cpu", device: v }), "openRuntime: device"),
-  ...each("createKVCache numPages", NOT_COUNTS, InvalidArgumentError, (_, v) => rt.createKVCache({ ...SHAPE, numPages: v }), "numPages"),
-  ...each("createKVCache dtype", ["f32", ...PROTOTYPE_NAMES], InvalidArgumentError, (_, v) => rt.createKVCache({ ...SHAPE, numPages: 4, dtype: v }), "dtype"),
-  ...each("createDecodeEngine policy", ["fastest", ...PROTOTYPE_NAMES], InvalidArgumentError,
-    (_, v) => rt.createDecodeEngine({ numQoHeads: Hq, numKvHeads: H, headDim: D, pageSize: P, dtype: "f16", policy: v }), "createDecodeEngine: policy"),
-  ...each("createDecodeEngine dtype", PROTOTYPE_NAMES, InvalidArgumentError,
-    (_, v) => rt.createDecodeEngine({ numQoHeads: Hq, numKvHeads: H, headDim: D, pageSize: P, dtype: v }), "dtype"),
+  ...each(
+    "allocDevice bytes",
+    [0, ...NOT_COUNTS],
+    InvalidArgumentError,
+    (_, v) => rt.allocDevice(v),
+    "allocDevice: bytes",
+  ),
+  ...each(
+    "allocPinned bytes",
+    [0, ...NOT_COUNTS],
+    InvalidArgumentError,
+    (_, v) => rt.allocPinned(v),
+    "allocPinned: bytes",
+  ),
+  ...each(
+    "openRuntime backend",
+    ["gpu", ...PROTOTYPE_NAMES],
+    InvalidArgumentError,
+    (_, v) => openRuntime({ backend: v }),
+    "backend",
+  ),
+  ...each(
+    "openRuntime device",
+    [1.5, -1, Number.NaN, 2 ** 32],
+    InvalidArgumentError,
+    (_, v) => openRuntime({ backend: "cpu", device: v }),
+    "openRuntime: device",
+  ),
+  ...each(
+    "createKVCache numPages",
+    NOT_COUNTS,
+    InvalidArgumentError,
+    (_, v) => rt.createKVCache({ ...SHAPE, numPages: v }),
+    "numPages",
+  ),
+  ...each(
+    "createKVCache dtype",
+    ["f32", ...PROTOTYPE_NAMES],
+    InvalidArgumentError,
+    (_, v) => rt.createKVCache({ ...SHAPE, numPages: 4, dtype: v }),
+    "dtype",
+  ),
+  ...each(
+    "createDecodeEngine policy",
+    ["fastest", ...PROTOTYPE_NAMES],
+    InvalidArgumentError,
+    (_, v) =>
+      rt.createDecodeEngine({ numQoHeads: Hq, numKvHeads: H, headDim: D, pageSize: P, dtype: "f16", policy: v }),
+    "createDecodeEngine: policy",
+  ),
+  ...each(
+    "createDecodeEngine dtype",
+    PROTOTYPE_NAMES,
+    InvalidArgumentError,
+    (_, v) => rt.createDecodeEngine({ numQoHeads: Hq, numKvHeads: H, headDim: D, pageSize: P, dtype: v }),
+    "dtype",
+  ),
   // 2^32 + 4 heads wrapped to 4 in the int32 config before.
-  ...each("createDecodeEngine numQoHeads", [2 ** 32 + 4, ...NOT_COUNTS], InvalidArgumentError,
-    (_, v) => rt.createDecodeEngine({ numQoHeads: v, numKvHeads: H, headDim: D, pageSize: P, dtype: "f16" }), "createDecodeEngine: numQoHeads"),
-  ...each("createDecodeEngine maxBatch", [0, ...NOT_OPTIONAL_COUNTS], InvalidArgumentError,
-    (_, v) => rt.createDecodeEngine({ numQoHeads: Hq, numKvHeads: H, headDim: D, pageSize: P, dtype: "f16", maxBatch: v }), "maxBatch"),
-  ...each("createDecodeEngine smScale", [-1, Number.NaN, Number.POSITIVE_INFINITY, "1"], InvalidArgumentError,
-    (_, v) => rt.createDecodeEngine({ numQoHeads: Hq, numKvHeads: H, headDim: D, pageSize: P, dtype: "f16", smScale: v }), "smScale"),
+  ...each(
+    "createDecodeEngine numQoHeads",
+    [2 ** 32 + 4, ...NOT_COUNTS],
+    InvalidArgumentError,
+    (_, v) => rt.createDecodeEngine({ numQoHeads: v, numKvHeads: H, headDim: D, pageSize: P, dtype: "f16" }),
+    "createDecodeEngine: numQoHeads",
+  ),
+  ...each(
+    "createDecodeEngine maxBatch",
+    [0, ...NOT_OPTIONAL_COUNTS],
+    InvalidArgumentError,
+    (_, v) =>
+      rt.createDecodeEngine({ numQoHeads: Hq, numKvHeads: H, headDim: D, pageSize: P, dtype: "f16", maxBatch: v }),
+    "maxBatch",
+  ),
+  ...each(
+    "createDecodeEngine smScale",
+    [-1, Number.NaN, Number.POSITIVE_INFINITY, "1"],
+    InvalidArgumentError,
+    (_, v) =>
+      rt.createDecodeEngine({ numQoHeads: Hq, numKvHeads: H, headDim: D, pageSize: P, dtype: "f16", smScale: v }),
+    "smScale",
+  ),
   ["createDecodeEngine without options", InvalidArgumentError, () => rt.createDecodeEngine(null as never), "options"],
-  ...each("calibrate rounds", [0, 1.5, Number.NaN], InvalidArgumentError,
-    (_, v) => rt.calibrate({ numQoHeads: Hq, numKvHeads: H, headDim: D, pageSize: P, dtype: "f16" }, { rounds: v }), "calibrate: rounds"),
-  ...each("calibrate agreement", [1.5, -0.1, Number.NaN], InvalidArgumentError,
-    (_, v) => rt.calibrate({ numQoHeads: Hq, numKvHeads: H, headDim: D, pageSize: P, dtype: "f16" }, { agreement: v }), "agreement"),
-  ...each("calibrate dtype", PROTOTYPE_NAMES, InvalidArgumentError,
-    (_, v) => rt.calibrate({ numQoHeads: Hq, numKvHeads: H, headDim: D, pageSize: P, dtype: v }), "dtype"),
-  ["calibrate on the CPU backend", UnsupportedError, () => rt.calibrate({ numQoHeads: Hq, numKvHeads: H, headDim: D, pageSize: P, dtype: "f16" }), "CUDA"],
+  ...each(
+    "calibrate rounds",
+    [0, 1.5, Number.NaN],
+    InvalidArgumentError,
+    (_, v) => rt.calibrate({ numQoHeads: Hq, numKvHeads: H, headDim: D, pageSize: P, dtype: "f16" }, { rounds: v }),
+    "calibrate: rounds",
+  ),
+  ...each(
+    "calibrate agreement",
+    [1.5, -0.1, Number.NaN],
+    InvalidArgumentError,
+    (_, v) => rt.calibrate({ numQoHeads: Hq, numKvHeads: H, headDim: D, pageSize: P, dtype: "f16" }, { agreement: v }),
+    "agreement",
+  ),
+  ...each(
+    "calibrate dtype",
+    PROTOTYPE_NAMES,
+    InvalidArgumentError,
+    (_, v) => rt.calibrate({ numQoHeads: Hq, numKvHeads: H, headDim: D, pageSize: P, dtype: v }),
+    "dtype",
+  ),
+  [
+    "calibrate on the CPU backend",
+    UnsupportedError,
+    () => rt.calibrate({ numQoHeads: Hq, numKvHeads: H, headDim: D, pageSize: P, dtype: "f16" }),
+    "CUDA",
+  ],
   ["capture of a non-function", InvalidArgumentError, () => rt.capture(42 as never), "capture"],
   ["capture on a non-stream", InvalidArgumentError, () => rt.capture(() => {}, {} as Stream), "capture: stream"],
-  ["flushL2 on a non-stream", InvalidArgumentError, () => rt.flushL2({ handle: 0 } as unknown as Stream), "flushL2: stream"],
-  ...each("probeReadBandwidth bytes", NOT_OPTIONAL_COUNTS, InvalidArgumentError, (_, v) => rt.probeReadBandwidth({ bytes: v }), "probeReadBandwidth: bytes"),
-  ...each("probeReadBandwidth iterations", [1.5, -1, Number.NaN, 2 ** 31], InvalidArgumentError, (_, v) => rt.probeReadBandwidth({ bytes: 1 << 20, iterations: v }), "iterations"),
+  [
+    "flushL2 on a non-stream",
+    InvalidArgumentError,
+    () => rt.flushL2({ handle: 0 } as unknown as Stream),
+    "flushL2: stream",
+  ],
+  ...each(
+    "probeReadBandwidth bytes",
+    NOT_OPTIONAL_COUNTS,
+    InvalidArgumentError,
+    (_, v) => rt.probeReadBandwidth({ bytes: v }),
+    "probeReadBandwidth: bytes",
+  ),
+  ...each(
+    "probeReadBandwidth iterations",
+    [1.5, -1, Number.NaN, 2 ** 31],
+    InvalidArgumentError,
+    (_, v) => rt.probeReadBandwidth({ bytes: 1 << 20, iterations: v }),
+    "iterations",
+  ),
   ["probeReadBandwidth below 1 MiB", InvalidArgumentError, () => rt.probeReadBandwidth({ bytes: 1000 })],
-  ["synchronize after dispose", BadStateError, () => { const other = openRuntime({ backend: "cpu" }); other.dispose(); other.synchronize(); }, "disposed"],
-  ["createStream after dispose", BadStateError, () => { const other = openRuntime({ backend: "cpu" }); other.dispose(); other.createStream(); }, "disposed"],
-  ["createEvent after dispose", BadStateError, () => { const other = openRuntime({ backend: "cpu" }); other.dispose(); other.createEvent(); }, "disposed"],
-  ["createKVCache after dispose", BadStateError, () => { const other = openRuntime({ backend: "cpu" }); other.dispose(); other.createKVCache({ ...SHAPE, numPages: 4 }); }, "disposed"],
+  [
+    "synchronize after dispose",
+    BadStateError,
+    () => {
+      const other = openRuntime({ backend: "cpu" });
+      other.dispose();
+      other.synchronize();
+    },
+    "disposed",
+  ],
+  [
+    "createStream after dispose",
+    BadStateError,
+    () => {
+      const other = openRuntime({ backend: "cpu" });
+      other.dispose();
+      other.createStream();
+    },
+    "disposed",
+  ],
+  [
+    "createEvent after dispose",
+    BadStateError,
+    () => {
+      const other = openRuntime({ backend: "cpu" });
+      other.dispose();
+      other.createEvent();
+    },
+    "disposed",
+  ],
+  [
+    "createKVCache after dispose",
+    BadStateError,
+    () => {
+      const other = openRuntime({ backend: "cpu" });
+      other.dispose();
+      other.createKVCache({ ...SHAPE, numPages: 4 });
+    },
+    "disposed",
+  ],
 ];
 
 const bufferCases: Case[] = ["device", "pinned"].flatMap((kind) => {
   const buf = (w: World) => (kind === "device" ? w.device : w.pinned);
   return [
-    ...each(`${kind}.write offset`, NOT_COUNTS, InvalidArgumentError, (w, v) => buf(w).write(new Uint8Array(4), v), "write: offset"),
+    ...each(
+      `${kind}.write offset`,
+      NOT_COUNTS,
+      InvalidArgumentError,
+      (w, v) => buf(w).write(new Uint8Array(4), v),
+      "write: offset",
+    ),
     [`${kind}.write past the end`, OutOfRangeError, (w) => buf(w).write(new Uint8Array(8), BUFFER_BYTES - 4)],
     [`${kind}.write of a non-array`, InvalidArgumentError, (w) => buf(w).write([1, 2] as never), "write"],
-    ...each(`${kind}.read offset`, NOT_COUNTS, InvalidArgumentError, (w, v) => buf(w).read(new Uint8Array(4), v), "read: offset"),
+    ...each(
+      `${kind}.read offset`,
+      NOT_COUNTS,
+      InvalidArgumentError,
+      (w, v) => buf(w).read(new Uint8Array(4), v),
+      "read: offset",
+    ),
     [`${kind}.read past the end`, OutOfRangeError, (w) => buf(w).read(new Uint8Array(8), BUFFER_BYTES - 4)],
-    ...each(`${kind}.copyFrom bytes`, NOT_OPTIONAL_COUNTS, InvalidArgumentError, (w, v) => buf(w).copyFrom(w.qb, { bytes: v }), "copyFrom: bytes"),
-    ...each(`${kind}.copyFrom srcOffset`, NOT_OPTIONAL_COUNTS, InvalidArgumentError, (w, v) => buf(w).copyFrom(w.qb, { srcOffset: v }), "copyFrom: srcOffset"),
-    ...each(`${kind}.copyFrom dstOffset`, NOT_OPTIONAL_COUNTS, InvalidArgumentError, (w, v) => buf(w).copyFrom(w.qb, { dstOffset: v }), "copyFrom: dstOffset"),
-    [`${kind}.copyFrom a non-buffer`, InvalidArgumentError, (w) => buf(w).copyFrom(new Uint8Array(4) as never), "copyFrom: source"],
-    [`${kind}.copyFrom on a non-stream`, InvalidArgumentError, (w) => buf(w).copyFrom(w.qb, { bytes: 4, stream: {} as Stream }), "copyFrom: stream"],
-    [`${kind}.copyFrom past the end`, OutOfRangeError, (w) => buf(w).copyFrom(w.qb, { dstOffset: BUFFER_BYTES - 4, bytes: 8 })],
-    ...each(`${kind}.fill value`, [256, -1, 1.5, Number.NaN, "7"], InvalidArgumentError, (w, v) => buf(w).fill(v), "fill: byte value"),
-    ...each(`${kind}.fill offset`, NOT_OPTIONAL_COUNTS, InvalidArgumentError, (w, v) => buf(w).fill(1, { offset: v }), "fill: offset"),
-    ...each(`${kind}.fill bytes`, NOT_OPTIONAL_COUNTS, InvalidArgumentError, (w, v) => buf(w).fill(1, { bytes: v }), "fill: bytes"),
-    [`${kind}.fill on a non-stream`, InvalidArgumentError, (w) => buf(w).fill(1, { bytes: 4, stream: 3 as unknown as Stream }), "fill: stream"],
+    ...each(
+      `${kind}.copyFrom bytes`,
+      NOT_OPTIONAL_COUNTS,
+      InvalidArgumentError,
+      (w, v) => buf(w).copyFrom(w.qb, { bytes: v }),
+      "copyFrom: bytes",
+    ),
+    ...each(
+      `${kind}.copyFrom srcOffset`,
+      NOT_OPTIONAL_COUNTS,
+      InvalidArgumentError,
+      (w, v) => buf(w).copyFrom(w.qb, { srcOffset: v }),
+      "copyFrom: srcOffset",
+    ),
+    ...each(
+      `${kind}.copyFrom dstOffset`,
+      NOT_OPTIONAL_COUNTS,
+      InvalidArgumentError,
+      (w, v) => buf(w).copyFrom(w.qb, { dstOffset: v }),
+      "copyFrom: dstOffset",
+    ),
+    [
+      `${kind}.copyFrom a non-buffer`,
+      InvalidArgumentError,
+      (w) => buf(w).copyFrom(new Uint8Array(4) as never),
+      "copyFrom: source",
+    ],
+    [
+      `${kind}.copyFrom on a non-stream`,
+      InvalidArgumentError,
+      (w) => buf(w).copyFrom(w.qb, { bytes: 4, stream: {} as Stream }),
+      "copyFrom: stream",
+    ],
+    [
+      `${kind}.copyFrom past the end`,
+      OutOfRangeError,
+      (w) => buf(w).copyFrom(w.qb, { dstOffset: BUFFER_BYTES - 4, bytes: 8 }),
+    ],
+    ...each(
+      `${kind}.fill value`,
+      [256, -1, 1.5, Number.NaN, "7"],
+      InvalidArgumentError,
+      (w, v) => buf(w).fill(v),
+      "fill: byte value",
+    ),
+    ...each(
+      `${kind}.fill offset`,
+      NOT_OPTIONAL_COUNTS,
+      InvalidArgumentError,
+      (w, v) => buf(w).fill(1, { offset: v }),
+      "fill: offset",
+    ),
+    ...each(
+      `${kind}.fill bytes`,
+      NOT_OPTIONAL_COUNTS,
+      InvalidArgumentError,
+      (w, v) => buf(w).fill(1, { bytes: v }),
+      "fill: bytes",
+    ),
+    [
+      `${kind}.fill on a non-stream`,
+      InvalidArgumentError,
+      (w) => buf(w).fill(1, { bytes: 4, stream: 3 as unknown as Stream }),
+      "fill: stream",
+    ],
     [`${kind}.fill past the end`, OutOfRangeError, (w) => buf(w).fill(1, { offset: 8, bytes: BUFFER_BYTES })],
   ] as Case[];
 });
 
 const viewCases: Case[] = [
-  ...each("view byteOffset", [1.5, -4, Number.NaN, Number.POSITIVE_INFINITY, 2 ** 53, "4"], InvalidArgumentError, (w, v) => w.pinned.view(Uint8Array, v), "view: byteOffset"),
+  ...each(
+    "view byteOffset",
+    [1.5, -4, Number.NaN, Number.POSITIVE_INFINITY, 2 ** 53, "4"],
+    InvalidArgumentError,
+    (w, v) => w.pinned.view(Uint8Array, v),
+    "view: byteOffset",
+  ),
   // A fractional length made a view of 2 elements from 2.5 before.
-  ...each("view length", [2.5, -1, Number.NaN, Number.POSITIVE_INFINITY, 2 ** 53, "4"], InvalidArgumentError, (w, v) => w.pinned.view(Uint8Array, 0, v), "view: length"),
-  ["view offset not a multiple of the element size", InvalidArgumentError, (w) => w.pinned.view(Float32Array, 2), "multiple of 4"],
+  ...each(
+    "view length",
+    [2.5, -1, Number.NaN, Number.POSITIVE_INFINITY, 2 ** 53, "4"],
+    InvalidArgumentError,
+    (w, v) => w.pinned.view(Uint8Array, 0, v),
+    "view: length",
+  ),
+  [
+    "view offset not a multiple of the element size",
+    InvalidArgumentError,
+    (w) => w.pinned.view(Float32Array, 2),
+    "multiple of 4",
+  ],
   ["view of a non-typed-array class", InvalidArgumentError, (w) => w.pinned.view(Object as never), "view"],
-  ["view longer than the buffer", OutOfRangeError, (w) => w.pinned.view(Uint32Array, 0, BUFFER_BYTES / 4 + 1), "exceeds"],
+  [
+    "view longer than the buffer",
+    OutOfRangeError,
+    (w) => w.pinned.view(Uint32Array, 0, BUFFER_BYTES / 4 + 1),
+    "exceeds",
+  ],
   ["view from beyond the end", OutOfRangeError, (w) => w.pinned.view(Uint8Array, BUFFER_BYTES + 1), "exceeds"],
 ];
 
 const cacheCases: Case[] = [
-  ["createSequence with options not an object", InvalidArgumentError, (w) => w.cache.createSequence(5 as never), "createSequence: options"],
-  ...each("createSequence tokens", ["abc", [1.5], [2 ** 31], [Number.NaN]], InvalidArgumentError, (w, v) => w.cache.createSequence({ tokens: v }), "createSequence"),
-  ...each("append count", NOT_COUNTS.filter((v) => typeof v === "number"), InvalidArgumentError, (w, v) => w.cache.append(w.a, v), "append: token count"),
-  ...each("append ids", ["12", [1, 2.5], [-(2 ** 31) - 1], {}], InvalidArgumentError, (w, v) => w.cache.append(w.a, v), "append"),
+  [
+    "createSequence with options not an object",
+    InvalidArgumentError,
+    (w) => w.cache.createSequence(5 as never),
+    "createSequence: options",
+  ],
+  ...each(
+    "createSequence tokens",
+    ["abc", [1.5], [2 ** 31], [Number.NaN]],
+    InvalidArgumentError,
+    (w, v) => w.cache.createSequence({ tokens: v }),
+    "createSequence",
+  ),
+  ...each(
+    "append count",
+    NOT_COUNTS.filter((v) => typeof v === "number"),
+    InvalidArgumentError,
+    (w, v) => w.cache.append(w.a, v),
+    "append: token count",
+  ),
+  ...each(
+    "append ids",
+    ["12", [1, 2.5], [-(2 ** 31) - 1], {}],
+    InvalidArgumentError,
+    (w, v) => w.cache.append(w.a, v),
+    "append",
+  ),
   ["append too long for a row", OutOfRangeError, (w) => w.cache.append(w.a, 1e9), "maxPagesPerSequence"],
   ["append with a short out", InvalidArgumentError, (w) => w.cache.append(w.a, 2, new Int32Array(1)), "append: out"],
   ["append to a swapped-out sequence", BadStateError, (w) => w.cache.append(w.d, 1), "swapped out"],
   ["append to a released sequence", BadStateError, (w) => w.cache.append(w.released, 1), "released"],
   ["append to a non-sequence", InvalidArgumentError, (w) => w.cache.append({} as Sequence, 1), "not a Sequence"],
-  ...each("writeKV layer", [0.5, Number.NaN, "0", null], InvalidArgumentError, (w, v) => w.cache.writeKV(v, w.nextSlot, w.nextK, w.nextV), "writeKV: layer"),
-  ...each("writeKV layer", [-1, 2, 2 ** 40], OutOfRangeError, (w, v) => w.cache.writeKV(v, w.nextSlot, w.nextK, w.nextV), "writeKV: layer"),
-  ["writeKV into a shared page", BadStateError, (w) => w.cache.writeKV(0, Int32Array.of(w.cache.pagesOf(w.a)[0]! * P), w.nextK, w.nextV), "writeKV"],
-  ["writeKV with slots not an Int32Array", InvalidArgumentError, (w) => w.cache.writeKV(0, [0] as never, w.nextK, w.nextV), "writeKV: slots"],
-  ["writeKV with a short k", InvalidArgumentError, (w) => w.cache.writeKV(0, w.nextSlot, w.nextK.subarray(1), w.nextV), "writeKV: k"],
-  ["writeKV slot outside the pool", OutOfRangeError, (w) => w.cache.writeKV(0, Int32Array.of(16 * P), w.nextK, w.nextV), "writeKV"],
+  ...each(
+    "writeKV layer",
+    [0.5, Number.NaN, "0", null],
+    InvalidArgumentError,
+    (w, v) => w.cache.writeKV(v, w.nextSlot, w.nextK, w.nextV),
+    "writeKV: layer",
+  ),
+  ...each(
+    "writeKV layer",
+    [-1, 2, 2 ** 40],
+    OutOfRangeError,
+    (w, v) => w.cache.writeKV(v, w.nextSlot, w.nextK, w.nextV),
+    "writeKV: layer",
+  ),
+  [
+    "writeKV into a shared page",
+    BadStateError,
+    (w) => w.cache.writeKV(0, Int32Array.of(w.cache.pagesOf(w.a)[0]! * P), w.nextK, w.nextV),
+    "writeKV",
+  ],
+  [
+    "writeKV with slots not an Int32Array",
+    InvalidArgumentError,
+    (w) => w.cache.writeKV(0, [0] as never, w.nextK, w.nextV),
+    "writeKV: slots",
+  ],
+  [
+    "writeKV with a short k",
+    InvalidArgumentError,
+    (w) => w.cache.writeKV(0, w.nextSlot, w.nextK.subarray(1), w.nextV),
+    "writeKV: k",
+  ],
+  [
+    "writeKV slot outside the pool",
+    OutOfRangeError,
+    (w) => w.cache.writeKV(0, Int32Array.of(16 * P), w.nextK, w.nextV),
+    "writeKV",
+  ],
   ...each("readKV layer", [0.5, Number.NaN], InvalidArgumentError, (w, v) => w.cache.readKV(v, w.a), "readKV: layer"),
   ...each("readKV layer", [-1, 2], OutOfRangeError, (w, v) => w.cache.readKV(v, w.a), "readKV: layer"),
   ["readKV of a swapped-out sequence", BadStateError, (w) => w.cache.readKV(0, w.d), "readKV"],
   ["fork of a swapped-out sequence", BadStateError, (w) => w.cache.fork(w.d), "fork"],
   ["fork of a non-sequence", InvalidArgumentError, (w) => w.cache.fork("a" as never), "fork"],
   ["release twice", BadStateError, (w) => w.cache.release(w.released), "already released"],
-  ["release of another cache's sequence", InvalidArgumentError, (w) => {
-    using other = new KVCache(rt, { ...SHAPE, numPages: 4 });
-    w.cache.release(other.createSequence());
-  }, "another cache"],
+  [
+    "release of another cache's sequence",
+    InvalidArgumentError,
+    (w) => {
+      using other = new KVCache(rt, { ...SHAPE, numPages: 4 });
+      w.cache.release(other.createSequence());
+    },
+    "another cache",
+  ],
   ["discard twice", BadStateError, (w) => w.cache.discard(w.released), "discard"],
   ["swapOut of a swapped-out sequence", BadStateError, (w) => w.cache.swapOut(w.d), "swapOut"],
   ["swapIn of a live sequence", BadStateError, (w) => w.cache.swapIn(w.a), "swapIn"],
-  ["describeBatch of a non-array", InvalidArgumentError, (w) => w.cache.describeBatch("ab" as never, new Int32Array(2), new Int32Array(2)), "describeBatch"],
-  ["describeBatch with a swapped-out sequence", BadStateError, (w) => w.cache.describeBatch([w.a, w.d], new Int32Array(2), new Int32Array(2)), "describeBatch"],
-  ["describeBatch with short rows", InvalidArgumentError, (w) => w.cache.describeBatch([w.a, w.b], new Int32Array(1), new Int32Array(2)), "describeBatch"],
+  [
+    "describeBatch of a non-array",
+    InvalidArgumentError,
+    (w) => w.cache.describeBatch("ab" as never, new Int32Array(2), new Int32Array(2)),
+    "describeBatch",
+  ],
+  [
+    "describeBatch with a swapped-out sequence",
+    BadStateError,
+    (w) => w.cache.describeBatch([w.a, w.d], new Int32Array(2), new Int32Array(2)),
+    "describeBatch",
+  ],
+  [
+    "describeBatch with short rows",
+    InvalidArgumentError,
+    (w) => w.cache.describeBatch([w.a, w.b], new Int32Array(1), new Int32Array(2)),
+    "describeBatch",
+  ],
   ["pagesOf a released sequence", BadStateError, (w) => w.cache.pagesOf(w.released), "pagesOf"],
-  ["stats of a disposed cache", BadStateError, () => { const other = new KVCache(rt, { ...SHAPE, numPages: 4 }); other.dispose(); other.stats(); }, "disposed"],
-  ["snapshot of a disposed cache", BadStateError, () => { const other = new KVCache(rt, { ...SHAPE, numPages: 4 }); other.dispose(); other.snapshot(); }, "disposed"],
+  [
+    "stats of a disposed cache",
+    BadStateError,
+    () => {
+      const other = new KVCache(rt, { ...SHAPE, numPages: 4 });
+      other.dispose();
+      other.stats();
+    },
+    "disposed",
+  ],
+  [
+    "snapshot of a disposed cache",
+    BadStateError,
+    () => {
+      const other = new KVCache(rt, { ...SHAPE, numPages: 4 });
+      other.dispose();
+      other.snapshot();
+    },
+    "disposed",
+  ],
 ];
 
 const engineCases: Case[] = [
   ["plan of a non-array", InvalidArgumentError, (w) => w.engine.plan(w.cache, "ab" as never), "plan: sequences"],
   ["plan of an empty batch", InvalidArgumentError, (w) => w.engine.plan(w.cache, []), "plan: batch"],
   ["plan over maxBatch", InvalidArgumentError, (w) => w.engine.plan(w.cache, [w.a, w.b, w.c, w.a, w.b]), "plan: batch"],
-  ...each("plan policy", ["fastest", ...PROTOTYPE_NAMES], InvalidArgumentError, (w, v) => w.engine.plan(w.cache, [w.a], { policy: v }), "plan: policy"),
-  ["plan with options not an object", InvalidArgumentError, (w) => w.engine.plan(w.cache, [w.a], 3 as never), "plan: options"],
+  ...each(
+    "plan policy",
+    ["fastest", ...PROTOTYPE_NAMES],
+    InvalidArgumentError,
+    (w, v) => w.engine.plan(w.cache, [w.a], { policy: v }),
+    "plan: policy",
+  ),
+  [
+    "plan with options not an object",
+    InvalidArgumentError,
+    (w) => w.engine.plan(w.cache, [w.a], 3 as never),
+    "plan: options",
+  ],
   ["plan of a non-cache", InvalidArgumentError, (w) => w.engine.plan({} as never, [w.a]), "plan: cache"],
   ["plan with a swapped-out sequence", BadStateError, (w) => w.engine.plan(w.cache, [w.a, w.d]), "swapped out"],
   ["plan with a released sequence", BadStateError, (w) => w.engine.plan(w.cache, [w.released]), "released"],
-  ...each("run layer", [0.5, Number.NaN, Number.POSITIVE_INFINITY, "0", null], InvalidArgumentError, (w, v) => w.engine.run(w.plan, v, w.q, w.out), "run: layer"),
+  ...each(
+    "run layer",
+    [0.5, Number.NaN, Number.POSITIVE_INFINITY, "0", null],
+    InvalidArgumentError,
+    (w, v) => w.engine.run(w.plan, v, w.q, w.out),
+    "run: layer",
+  ),
   // 2^32 wrapped to layer 0 in the int32 argument before.
-  ...each("run layer", [-1, 2, 2 ** 32, 2 ** 40], OutOfRangeError, (w, v) => w.engine.run(w.plan, v, w.q, w.out), "layer"),
+  ...each(
+    "run layer",
+    [-1, 2, 2 ** 32, 2 ** 40],
+    OutOfRangeError,
+    (w, v) => w.engine.run(w.plan, v, w.q, w.out),
+    "layer",
+  ),
   ["run with a short q", InvalidArgumentError, (w) => w.engine.run(w.plan, 0, w.q.subarray(1), w.out), "q holds"],
-  ["run with a wrong lse", InvalidArgumentError, (w) => w.engine.run(w.plan, 0, w.q, w.out, new Float32Array(1)), "lse"],
-  ["run of host arrays on a stream", InvalidArgumentError, (w) => w.engine.run(w.plan, 0, w.q, w.out, undefined, { stream: rt.createStream() }), "run"],
-  ["run of host arrays with an offset", InvalidArgumentError, (w) => w.engine.run(w.plan, 0, w.q, w.out, undefined, { qOffset: 16 }), "run"],
+  [
+    "run with a wrong lse",
+    InvalidArgumentError,
+    (w) => w.engine.run(w.plan, 0, w.q, w.out, new Float32Array(1)),
+    "lse",
+  ],
+  [
+    "run of host arrays on a stream",
+    InvalidArgumentError,
+    (w) => w.engine.run(w.plan, 0, w.q, w.out, undefined, { stream: rt.createStream() }),
+    "run",
+  ],
+  [
+    "run of host arrays with an offset",
+    InvalidArgumentError,
+    (w) => w.engine.run(w.plan, 0, w.q, w.out, undefined, { qOffset: 16 }),
+    "run",
+  ],
   ["run of mixed host and device", InvalidArgumentError, (w) => w.engine.run(w.plan, 0, w.qb, w.out), "run"],
   // Fractional, NaN and negative offsets were truncated or wrapped before.
   ...(["qOffset", "outOffset", "lseOffset"] as const).flatMap((name) =>
-    each(`run ${name}`, [1.5, -16, Number.NaN, Number.POSITIVE_INFINITY, 2 ** 53, "16"], InvalidArgumentError,
-      (w, v) => w.engine.run(w.plan, 0, w.qb, w.ob, name === "lseOffset" ? w.device : undefined, { [name]: v }), `run: ${name}`)),
-  ["run with qOffset past the end", OutOfRangeError, (w) => w.engine.run(w.plan, 0, w.qb, w.ob, undefined, { qOffset: 2 ** 40 })],
-  ["run with a misaligned outOffset", InvalidArgumentError, (w) => w.engine.run(w.plan, 0, w.qb, w.device, undefined, { outOffset: 8 })],
-  ["run on a non-stream", InvalidArgumentError, (w) => w.engine.run(w.plan, 0, w.qb, w.ob, undefined, { stream: {} as Stream }), "run: stream"],
+    each(
+      `run ${name}`,
+      [1.5, -16, Number.NaN, Number.POSITIVE_INFINITY, 2 ** 53, "16"],
+      InvalidArgumentError,
+      (w, v) => w.engine.run(w.plan, 0, w.qb, w.ob, name === "lseOffset" ? w.device : undefined, { [name]: v }),
+      `run: ${name}`,
+    ),
+  ),
+  [
+    "run with qOffset past the end",
+    OutOfRangeError,
+    (w) => w.engine.run(w.plan, 0, w.qb, w.ob, undefined, { qOffset: 2 ** 40 }),
+  ],
+  [
+    "run with a misaligned outOffset",
+    InvalidArgumentError,
+    (w) => w.engine.run(w.plan, 0, w.qb, w.device, undefined, { outOffset: 8 }),
+  ],
+  [
+    "run on a non-stream",
+    InvalidArgumentError,
+    (w) => w.engine.run(w.plan, 0, w.qb, w.ob, undefined, { stream: {} as Stream }),
+    "run: stream",
+  ],
   ["run of a non-plan", InvalidArgumentError, (w) => w.engine.run({} as Plan, 0, w.q, w.out), "run"],
   ["run of null", InvalidArgumentError, (w) => w.engine.run(null as never, 0, w.q, w.out), "run"],
-  ["run of another engine's plan", InvalidArgumentError, (w) => w.schedulerEngine.run(w.plan, 0, w.q, w.out), "another engine"],
-  ["run of a forged copy of the plan", InvalidArgumentError, (w) => w.engine.run({ ...w.plan } as Plan, 0, w.q, w.out), "not a Plan"],
-  ["run of a replaced plan", StalePlanError, (w) => {
-    const old = w.plan;
-    w.plan = w.engine.plan(w.cache, [w.a, w.b]);
-    w.engine.run(old, 0, w.q, w.out);
-  }, "replaced"],
-  ["setPolicyTable of a short table", InvalidArgumentError, (w) => w.engine.setPolicyTable({ choices: new Int8Array(3), measurements: [] }), "setPolicyTable"],
-  ["setPolicyTable with a cell of 5", InvalidArgumentError, (w) => {
-    const choices = emptyChoices();
-    choices[7] = 5;
-    w.engine.setPolicyTable({ choices, measurements: [] });
-  }, "cell 7"],
-  ["setPolicyTable of a plain array", InvalidArgumentError, (w) => w.engine.setPolicyTable({ choices: Array(BATCH_BUCKETS * TOKEN_BUCKETS).fill(0) as never, measurements: [] }), "Int8Array"],
+  [
+    "run of another engine's plan",
+    InvalidArgumentError,
+    (w) => w.schedulerEngine.run(w.plan, 0, w.q, w.out),
+    "another engine",
+  ],
+  [
+    "run of a forged copy of the plan",
+    InvalidArgumentError,
+    (w) => w.engine.run({ ...w.plan } as Plan, 0, w.q, w.out),
+    "not a Plan",
+  ],
+  [
+    "run of a replaced plan",
+    StalePlanError,
+    (w) => {
+      const old = w.plan;
+      w.plan = w.engine.plan(w.cache, [w.a, w.b]);
+      w.engine.run(old, 0, w.q, w.out);
+    },
+    "replaced",
+  ],
+  [
+    "setPolicyTable of a short table",
+    InvalidArgumentError,
+    (w) => w.engine.setPolicyTable({ choices: new Int8Array(3), measurements: [] }),
+    "setPolicyTable",
+  ],
+  [
+    "setPolicyTable with a cell of 5",
+    InvalidArgumentError,
+    (w) => {
+      const choices = emptyChoices();
+      choices[7] = 5;
+      w.engine.setPolicyTable({ choices, measurements: [] });
+    },
+    "cell 7",
+  ],
+  [
+    "setPolicyTable of a plain array",
+    InvalidArgumentError,
+    (w) =>
+      w.engine.setPolicyTable({ choices: Array(BATCH_BUCKETS * TOKEN_BUCKETS).fill(0) as never, measurements: [] }),
+    "Int8Array",
+  ],
   ["setPolicyTable of null", InvalidArgumentError, (w) => w.engine.setPolicyTable(null as never), "setPolicyTable"],
-  ["run after the engine's dispose", BadStateError, (w) => {
-    const engine = new DecodeEngine(rt, { numQoHeads: Hq, numKvHeads: H, headDim: D, pageSize: P, dtype: "f16" });
-    const plan = engine.plan(w.cache, [w.a]);
-    engine.dispose();
-    engine.run(plan, 0, new Uint16Array(Hq * D), new Uint16Array(Hq * D));
-  }, "disposed"],
+  [
+    "run after the engine's dispose",
+    BadStateError,
+    (w) => {
+      const engine = new DecodeEngine(rt, { numQoHeads: Hq, numKvHeads: H, headDim: D, pageSize: P, dtype: "f16" });
+      const plan = engine.plan(w.cache, [w.a]);
+      engine.dispose();
+      engine.run(plan, 0, new Uint16Array(Hq * D), new Uint16Array(Hq * D));
+    },
+    "disposed",
+  ],
 ];
 
 const schedulerOptions = (w: World) => ({ cache: w.cache, engine: w.schedulerEngine, model: w.model });
 const schedulerCases: Case[] = [
-  ...each("Scheduler maxBatch", [0, 5, ...NOT_OPTIONAL_COUNTS], InvalidArgumentError, (w, v) => new Scheduler({ ...schedulerOptions(w), maxBatch: v }), "maxBatch"),
-  ...each("Scheduler watermarkPages", [-1, 1.5, Number.NaN, 17], InvalidArgumentError, (w, v) => new Scheduler({ ...schedulerOptions(w), watermarkPages: v }), "watermarkPages"),
-  ["Scheduler swap not a boolean", InvalidArgumentError, (w) => new Scheduler({ ...schedulerOptions(w), swap: "yes" as never }), "swap"],
-  ["Scheduler model without sample", InvalidArgumentError, (w) => new Scheduler({ ...schedulerOptions(w), model: { prefill() {}, forward() {} } as never }), "sample"],
-  ["Scheduler shape with a fractional page size", InvalidArgumentError, (w) => new Scheduler({ ...schedulerOptions(w), shape: { numLayers: 2, numQoHeads: Hq, numKvHeads: H, headDim: D, pageSize: 4.5, numPages: 16 } }), "shape.pageSize"],
-  ...each("submit promptLength", [0, 1.5, -3, Number.NaN, Number.POSITIVE_INFINITY, 1e308, "4"], InvalidArgumentError, (w, v) => w.scheduler.submit({ promptLength: v, maxTokens: 2 }), "submit: promptLength"),
-  ...each("submit maxTokens", [0, 1.5, -1, Number.NaN, 1e308, "2"], InvalidArgumentError, (w, v) => w.scheduler.submit({ promptLength: 4, maxTokens: v }), "submit: maxTokens"),
-  ...each("submit prompt", ["abc", [1, 2.5], [-1], [2 ** 31], [], null], InvalidArgumentError, (w, v) => w.scheduler.submit({ prompt: v, maxTokens: 2 }), "submit"),
-  ...each("submit id", [-1, 1.5, Number.NaN, "3"], InvalidArgumentError, (w, v) => w.scheduler.submit({ promptLength: 4, maxTokens: 2, id: v }), "submit: id"),
-  ["submit of a live id", InvalidArgumentError, (w) => w.scheduler.submit({ promptLength: 4, maxTokens: 2, id: w.running.id }), "already live"],
-  ["submit of both prompt and promptLength", InvalidArgumentError, (w) => w.scheduler.submit({ prompt: [1], promptLength: 1, maxTokens: 2 }), "exactly one"],
-  ["submit of a request too long for the pool", RequestTooLargeError, (w) => {
-    const handle = w.scheduler.submit({ promptLength: 3e7, maxTokens: 2 });
-    throw handle.error;
-  }, "too long for the pool"],
+  ...each(
+    "Scheduler maxBatch",
+    [0, 5, ...NOT_OPTIONAL_COUNTS],
+    InvalidArgumentError,
+    (w, v) => new Scheduler({ ...schedulerOptions(w), maxBatch: v }),
+    "maxBatch",
+  ),
+  ...each(
+    "Scheduler watermarkPages",
+    [-1, 1.5, Number.NaN, 17],
+    InvalidArgumentError,
+    (w, v) => new Scheduler({ ...schedulerOptions(w), watermarkPages: v }),
+    "watermarkPages",
+  ),
+  [
+    "Scheduler swap not a boolean",
+    InvalidArgumentError,
+    (w) => new Scheduler({ ...schedulerOptions(w), swap: "yes" as never }),
+    "swap",
+  ],
+  [
+    "Scheduler model without sample",
+    InvalidArgumentError,
+    (w) => new Scheduler({ ...schedulerOptions(w), model: { prefill() {}, forward() {} } as never }),
+    "sample",
+  ],
+  [
+    "Scheduler shape with a fractional page size",
+    InvalidArgumentError,
+    (w) =>
+      new Scheduler({
+        ...schedulerOptions(w),
+        shape: { numLayers: 2, numQoHeads: Hq, numKvHeads: H, headDim: D, pageSize: 4.5, numPages: 16 },
+      }),
+    "shape.pageSize",
+  ],
+  ...each(
+    "submit promptLength",
+    [0, 1.5, -3, Number.NaN, Number.POSITIVE_INFINITY, 1e308, "4"],
+    InvalidArgumentError,
+    (w, v) => w.scheduler.submit({ promptLength: v, maxTokens: 2 }),
+    "submit: promptLength",
+  ),
+  ...each(
+    "submit maxTokens",
+    [0, 1.5, -1, Number.NaN, 1e308, "2"],
+    InvalidArgumentError,
+    (w, v) => w.scheduler.submit({ promptLength: 4, maxTokens: v }),
+    "submit: maxTokens",
+  ),
+  ...each(
+    "submit prompt",
+    ["abc", [1, 2.5], [-1], [2 ** 31], [], null],
+    InvalidArgumentError,
+    (w, v) => w.scheduler.submit({ prompt: v, maxTokens: 2 }),
+    "submit",
+  ),
+  ...each(
+    "submit id",
+    [-1, 1.5, Number.NaN, "3"],
+    InvalidArgumentError,
+    (w, v) => w.scheduler.submit({ promptLength: 4, maxTokens: 2, id: v }),
+    "submit: id",
+  ),
+  [
+    "submit of a live id",
+    InvalidArgumentError,
+    (w) => w.scheduler.submit({ promptLength: 4, maxTokens: 2, id: w.running.id }),
+    "already live",
+  ],
+  [
+    "submit of both prompt and promptLength",
+    InvalidArgumentError,
+    (w) => w.scheduler.submit({ prompt: [1], promptLength: 1, maxTokens: 2 }),
+    "exactly one",
+  ],
+  [
+    "submit of a request too long for the pool",
+    RequestTooLargeError,
+    (w) => {
+      const handle = w.scheduler.submit({ promptLength: 3e7, maxTokens: 2 });
+      throw handle.error;
+    },
+    "too long for the pool",
+  ],
   ...each("cancel id", [1.5, Number.NaN, -1, "0"], InvalidArgumentError, (w, v) => w.scheduler.cancel(v), "cancel: id"),
   ["onStep of a non-function", InvalidArgumentError, (w) => w.scheduler.onStep(5 as never), "onStep"],
   ["onRetire of a non-function", InvalidArgumentError, (w) => w.scheduler.onRetire(null as never), "onRetire"],

@@ -41,7 +41,10 @@ describe("raw ABI: handles are checked, never dereferenced blindly", () => {
       ["pkv_event_record(stream, NULL)", () => native().pkv_event_record(stream.handle, null)],
       ["pkv_buffer_alloc(NULL runtime)", () => native().pkv_buffer_alloc(null, 0, 16, out())],
       ["pkv_buffer_copy(.., src = runtime)", () => native().pkv_buffer_copy(sentinel.handle, 0, rt.handle, 0, 1, null)],
-      ["pkv_buffer_fill(.., stream = buffer)", () => native().pkv_buffer_fill(sentinel.handle, 0, 0, 1, sentinel.handle)],
+      [
+        "pkv_buffer_fill(.., stream = buffer)",
+        () => native().pkv_buffer_fill(sentinel.handle, 0, 0, 1, sentinel.handle),
+      ],
       ["pkv_device_info_get(NULL)", () => native().pkv_device_info_get(null, DEVICE_INFO.alloc())],
     ];
     for (const [what, call] of cases) {
@@ -270,7 +273,8 @@ describe("raw ABI: native hardening regressions", () => {
     return handle(out);
   }
   function tables(pool: Pointer): { table: Int32Array; dirty: Int32Array } {
-    const t = o(), d = o();
+    const t = o(),
+      d = o();
     expect(native().pkv_kvpool_table_addresses(pool, t, d)).toBe(S.OK);
     return {
       table: new Int32Array(toArrayBuffer(Number(t[0]) as Pointer, 0, 16 * 4)),
@@ -282,12 +286,29 @@ describe("raw ABI: native hardening regressions", () => {
     const slots = Int32Array.from({ length: 128 }, (_, i) => i);
     for (let layer = 0; layer < 2; layer++) {
       const k = new Uint16Array(128 * 2 * 64).map((_, i) => 0x3000 + ((Math.floor(i / 128) * 13 + i + layer) & 0x3ff));
-      expect(native().pkv_kvpool_write(pool, layer, 128, slots, k, k.map((x) => x ^ 0x155))).toBe(S.OK);
+      expect(
+        native().pkv_kvpool_write(
+          pool,
+          layer,
+          128,
+          slots,
+          k,
+          k.map((x) => x ^ 0x155),
+        ),
+      ).toBe(S.OK);
     }
   }
   function plan(engine: Pointer, pool: Pointer, rows: number[], lens: number[]): number {
     const info = new Int32Array(10);
-    const status = native().pkv_decode_plan(engine, pool, rows.length, Int32Array.from(rows), Int32Array.from(lens), -1, info);
+    const status = native().pkv_decode_plan(
+      engine,
+      pool,
+      rows.length,
+      Int32Array.from(rows),
+      Int32Array.from(lens),
+      -1,
+      info,
+    );
     expect(status, String(native().pkv_last_error())).toBe(S.OK);
     return info[4]!;
   }
@@ -396,7 +417,9 @@ describe("raw ABI: native hardening regressions", () => {
     expect(r.status).toBe(S.INVALID_ARGUMENT);
     expect(r.message).toMatch(/^pkv_kvpool_create: swap bytes .* overflows 63 bits/);
     // 2^52 bytes of K/V: a size that fits but no memory holds.
-    const big = raw(() => native().pkv_kvpool_create(rt.handle, new Int32Array([4096, 1 << 20, 256, 8, 128, 0, 1, 1, 0, 0]), o()));
+    const big = raw(() =>
+      native().pkv_kvpool_create(rt.handle, new Int32Array([4096, 1 << 20, 256, 8, 128, 0, 1, 1, 0, 0]), o()),
+    );
     expect(big.status).toBe(S.OUT_OF_MEMORY);
     expect(big.message).toMatch(/^pkv_kvpool_create: host allocation of \d+ bytes/);
     // An oversized probe used to escape as std::length_error ("unexpected exception").
@@ -409,11 +432,24 @@ describe("raw ABI: native hardening regressions", () => {
   test("pkv_reference_decode checks page_indices (and page_indptr) before reading them", () => {
     const shape = new ArrayBuffer(24);
     new Int32Array(shape, 0, 5).set([4, 2, 64, 16, 0]);
-    const k = new Uint16Array(2 * 2 * 16 * 64), qh = new Uint16Array(4 * 64), outh = new Uint16Array(4 * 64);
+    const k = new Uint16Array(2 * 2 * 16 * 64),
+      qh = new Uint16Array(4 * 64),
+      outh = new Uint16Array(4 * 64);
     const call = (indptr: number[], indices: Int32Array | null, lens: number[]) =>
       raw(() =>
-        native().pkv_reference_decode(new Uint8Array(shape), lens.length, Int32Array.from(indptr), indices,
-          Int32Array.from(lens), k, k, 2, qh, outh, null),
+        native().pkv_reference_decode(
+          new Uint8Array(shape),
+          lens.length,
+          Int32Array.from(indptr),
+          indices,
+          Int32Array.from(lens),
+          k,
+          k,
+          2,
+          qh,
+          outh,
+          null,
+        ),
       );
     const nullIndices = call([0, 2], null, [20]);
     expect(nullIndices.status).toBe(S.NULL_POINTER);
@@ -429,17 +465,30 @@ describe("raw ABI: native hardening regressions", () => {
     fillPool(pool);
     const slots = Int32Array.from({ length: 128 }, (_, i) => i);
     const read = () => {
-      const k = new Uint16Array(128 * 128), v = new Uint16Array(128 * 128);
+      const k = new Uint16Array(128 * 128),
+        v = new Uint16Array(128 * 128);
       expect(native().pkv_kvpool_read(pool, 1, 128, slots, k, v)).toBe(S.OK);
       return [k, v];
     };
     const before = read();
     expect(native().pkv_kvpool_swap_out(pool, 2, Int32Array.of(3, 5), Int32Array.of(0, 1))).toBe(S.OK);
     const cases: [string, () => number][] = [
-      ["swap_out: two pages into one slot", () => native().pkv_kvpool_swap_out(pool, 2, Int32Array.of(1, 2), Int32Array.of(1, 1))],
-      ["swap_out: one page twice", () => native().pkv_kvpool_swap_out(pool, 2, Int32Array.of(4, 4), Int32Array.of(0, 1))],
-      ["swap_in: one slot into two pages", () => native().pkv_kvpool_swap_in(pool, 2, Int32Array.of(0, 0), Int32Array.of(6, 7))],
-      ["swap_in: two slots into one page", () => native().pkv_kvpool_swap_in(pool, 2, Int32Array.of(0, 1), Int32Array.of(6, 6))],
+      [
+        "swap_out: two pages into one slot",
+        () => native().pkv_kvpool_swap_out(pool, 2, Int32Array.of(1, 2), Int32Array.of(1, 1)),
+      ],
+      [
+        "swap_out: one page twice",
+        () => native().pkv_kvpool_swap_out(pool, 2, Int32Array.of(4, 4), Int32Array.of(0, 1)),
+      ],
+      [
+        "swap_in: one slot into two pages",
+        () => native().pkv_kvpool_swap_in(pool, 2, Int32Array.of(0, 0), Int32Array.of(6, 7)),
+      ],
+      [
+        "swap_in: two slots into one page",
+        () => native().pkv_kvpool_swap_in(pool, 2, Int32Array.of(0, 1), Int32Array.of(6, 6)),
+      ],
     ];
     for (const [what, call] of cases) {
       const r = raw(call);
@@ -449,7 +498,8 @@ describe("raw ABI: native hardening regressions", () => {
     expect(read()).toEqual(before);
     // The slots still hold pages 3 and 5: a valid swap-in into pages 6 and 7 copies exactly those.
     expect(native().pkv_kvpool_swap_in(pool, 2, Int32Array.of(0, 1), Int32Array.of(6, 7))).toBe(S.OK);
-    const [k] = read(), [k0] = before;
+    const [k] = read(),
+      [k0] = before;
     expect(k!.subarray(6 * 16 * 128, 7 * 16 * 128)).toEqual(k0!.subarray(3 * 16 * 128, 4 * 16 * 128));
     expect(native().pkv_kvpool_destroy(pool)).toBe(S.OK);
   });
@@ -457,7 +507,11 @@ describe("raw ABI: native hardening regressions", () => {
   test("overlapping ranges of one buffer are refused: a copy onto itself, a run's q, out and lse", () => {
     using buf = rt.allocDevice(4096);
     buf.write(new Uint8Array(4096).fill(5));
-    for (const [dst, src, bytes] of [[16, 0, 32], [0, 16, 32], [100, 100, 1]]) {
+    for (const [dst, src, bytes] of [
+      [16, 0, 32],
+      [0, 16, 32],
+      [100, 100, 1],
+    ]) {
       const r = raw(() => native().pkv_buffer_copy(buf.handle, dst!, buf.handle, src!, bytes!, null));
       expect(r.status).toBe(S.INVALID_ARGUMENT);
       expect(r.message).toMatch(/^pkv_buffer_copy: .* of one buffer overlap$/);
@@ -475,10 +529,25 @@ describe("raw ABI: native hardening regressions", () => {
     const io = 4 * 64 * 2; // one row: 4 query heads x 64 x 2 bytes
     const runDevice = (qAt: number, outAt: number, lseAt: number | null) =>
       raw(() =>
-        native().pkv_decode_run_device(engine, planId, 0, buf.handle, qAt, buf.handle, outAt,
-          lseAt === null ? null : buf.handle, lseAt ?? 0, null),
+        native().pkv_decode_run_device(
+          engine,
+          planId,
+          0,
+          buf.handle,
+          qAt,
+          buf.handle,
+          outAt,
+          lseAt === null ? null : buf.handle,
+          lseAt ?? 0,
+          null,
+        ),
       );
-    for (const [qAt, outAt, lseAt] of [[0, 0, null], [0, io - 16, null], [0, io, io + 256], [0, io, 0]]) {
+    for (const [qAt, outAt, lseAt] of [
+      [0, 0, null],
+      [0, io - 16, null],
+      [0, io, io + 256],
+      [0, io, 0],
+    ]) {
       const r = runDevice(qAt!, outAt!, lseAt!);
       expect(r.status, `${qAt} ${outAt} ${lseAt}`).toBe(S.INVALID_ARGUMENT);
       expect(r.message).toBe("pkv_decode_run_device: the q, out and lse ranges overlap");
@@ -494,7 +563,10 @@ describe("raw ABI: native hardening regressions", () => {
       ["pkv_kvpool_write", () => native().pkv_kvpool_write(pool, 5, 1, Int32Array.of(0), q, q)],
       ["pkv_kvpool_copy_pages", () => native().pkv_kvpool_copy_pages(pool, 1, Int32Array.of(0), Int32Array.of(99))],
       ["pkv_buffer_alloc", () => native().pkv_buffer_alloc(rt.handle, 0, 2 ** 52, o())],
-      ["pkv_event_elapsed_ms", () => native().pkv_event_elapsed_ms(sentinel.handle, sentinel.handle, new Float32Array(1))],
+      [
+        "pkv_event_elapsed_ms",
+        () => native().pkv_event_elapsed_ms(sentinel.handle, sentinel.handle, new Float32Array(1)),
+      ],
     ];
     for (const [name, call] of cases) {
       const r = raw(call);

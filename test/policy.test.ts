@@ -46,7 +46,12 @@ describe("judge", () => {
 describe("synthetic steps", () => {
   test("lengths sum to the step's tokens, each at least 1, spread unevenly", () => {
     const random = seeded(1);
-    for (const [tokens, batch] of [[512, 1], [4096, 8], [1 << 20, 128], [1024, 1024]] as const) {
+    for (const [tokens, batch] of [
+      [512, 1],
+      [4096, 8],
+      [1 << 20, 128],
+      [1024, 1024],
+    ] as const) {
       const lengths = spread(tokens, batch, random);
       expect(lengths.length).toBe(batch);
       expect(lengths.reduce((a, n) => a + n, 0)).toBe(tokens);
@@ -108,7 +113,9 @@ describe("the engine follows the table", () => {
     engine.setPolicyTable({ choices, measurements: [] });
     expect(engine.calibrated).toBe(true);
     expect(engine.plan(cache, seqs).kernel).toBe(flipped);
-    expect(engine.plan(cache, seqs.slice(0, 1)).kernel).toBe(engine.plan(cache, seqs.slice(0, 1), { policy: "adaptive" }).kernel);
+    expect(engine.plan(cache, seqs.slice(0, 1)).kernel).toBe(
+      engine.plan(cache, seqs.slice(0, 1), { policy: "adaptive" }).kernel,
+    );
     engine.setPolicyTable(undefined);
     expect(engine.calibrated).toBe(false);
     expect(engine.plan(cache, seqs).kernel).toBe(builtIn);

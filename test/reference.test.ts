@@ -60,7 +60,8 @@ function expectClose(batch: PagedBatch, smScale: number, got: Result, withLse = 
   const bad: string[] = []; // the first few misses, so a failure shows where
   const compare = (what: string, value: number, expected: number, tol: number) => {
     const err = Math.abs(value - expected);
-    if (!(err <= tol) && bad.length < 5) bad.push(`${what} = ${value}, expected ${expected} (tol ${tol.toExponential(2)})`);
+    if (!(err <= tol) && bad.length < 5)
+      bad.push(`${what} = ${value}, expected ${expected} (tol ${tol.toExponential(2)})`);
     worst = Math.max(worst, err / tol);
   };
   for (let i = 0; i < want.out.length; i++)
@@ -194,13 +195,15 @@ describe("reference decode vs float64 TypeScript", () => {
 
 describe("referenceDecode validation", () => {
   const base = () => randomPagedBatch(small({ numKvHeads: 2, seqLens: [20, 5], seed: 21 }));
-  const call = (batch: PagedBatch, over: Record<string, unknown> = {}, shape: Record<string, unknown> = {}) => () =>
-    referenceDecode({
-      shape: { ...batch, ...shape } as never,
-      ...batch,
-      out: new Uint16Array(batch.q.length),
-      ...over,
-    } as never);
+  const call =
+    (batch: PagedBatch, over: Record<string, unknown> = {}, shape: Record<string, unknown> = {}) =>
+    () =>
+      referenceDecode({
+        shape: { ...batch, ...shape } as never,
+        ...batch,
+        out: new Uint16Array(batch.q.length),
+        ...over,
+      } as never);
 
   test("the unmodified call succeeds (so each case below fails for its one change)", () => {
     expect(call(base())).not.toThrow();

@@ -7,7 +7,14 @@ import { DecodeEngine } from "../lib/engine";
 import { InvalidArgumentError, OutOfPagesError } from "../lib/errors";
 import { KVCache, type Sequence } from "../lib/kvcache";
 import { openRuntime } from "../lib/runtime";
-import { ModelOutputError, RequestTooLargeError, type RequestSpec, Scheduler, type StepReport, StepFailedError } from "../lib/scheduler";
+import {
+  ModelOutputError,
+  RequestTooLargeError,
+  type RequestSpec,
+  Scheduler,
+  type StepReport,
+  StepFailedError,
+} from "../lib/scheduler";
 import { SyntheticModel } from "../lib/scheduler/synthetic";
 
 const rt = openRuntime({ backend: "cpu" });
@@ -38,12 +45,16 @@ function makeScheduler(numPages: number, swapPages: number, maxBatch = 16) {
 /** A seeded random load: a third share a 10-token system prompt (prefix hits), some only give a length. */
 function randomLoad(count: number, seed: number): RequestSpec[] {
   let s = seed;
-  const rand = (n: number) => ((s = (Math.imul(s, 1103515245) + 12345) >>> 0) % n);
+  const rand = (n: number) => {
+    s = (Math.imul(s, 1103515245) + 12345) >>> 0;
+    return s % n;
+  };
   const system = Array.from({ length: 10 }, (_, i) => 500 + i);
   return Array.from({ length: count }, (_, id) => {
     const length = 2 + rand(30);
     const maxTokens = 1 + rand(24);
-    if (id % 3 === 0) return { id, prompt: [...system, ...Array.from({ length }, (_, i) => 10_000 * id + i)], maxTokens };
+    if (id % 3 === 0)
+      return { id, prompt: [...system, ...Array.from({ length }, (_, i) => 10_000 * id + i)], maxTokens };
     if (id % 3 === 1) return { id, prompt: Array.from({ length }, (_, i) => 10_000 * id + i), maxTokens };
     return { id, promptLength: length, maxTokens };
   });
@@ -270,7 +281,12 @@ describe("Scheduler checks the model's outputs", () => {
       const { cache, engine, scheduler, breakNext, heal } = withSample(sample);
       const handles = [0, 1, 2].map((i) => scheduler.submit({ promptLength: 3 + i, maxTokens: 4 }));
       const seen: number[][] = [[], [], []];
-      handles.forEach((h, i) => void (async () => { for await (const e of h) seen[i]!.push(e.token); })().catch(() => {}));
+      handles.forEach(
+        (h, i) =>
+          void (async () => {
+            for await (const e of h) seen[i]!.push(e.token);
+          })().catch(() => {}),
+      );
       const first = scheduler.step();
       expect(first.error).toBeNull();
       breakNext();
@@ -342,7 +358,8 @@ describe("Scheduler sizes a request before allocating for it", () => {
     // A prompt of ids too long for the pool is refused before its ids are read.
     let read = 0;
     const prompt = new Proxy([] as number[], {
-      get: (target, key) => (key === "length" ? 1e6 : typeof key === "string" && /^\d+$/.test(key) ? (read++, 1) : Reflect.get(target, key)),
+      get: (target, key) =>
+        key === "length" ? 1e6 : typeof key === "string" && /^\d+$/.test(key) ? (read++, 1) : Reflect.get(target, key),
     });
     expect(scheduler.submit({ prompt, maxTokens: 1 }).error).toBeInstanceOf(RequestTooLargeError);
     expect(read).toBe(0);
@@ -364,7 +381,9 @@ describe("Scheduler sizes a request before allocating for it", () => {
     const cache = new KVCache(rt, { ...SHAPE, numPages: 16, dtype: "f16" });
     const engine = new DecodeEngine(rt, { ...SHAPE, dtype: "f16", maxBatch: 4 });
     const model = new SyntheticModel({ ...SHAPE, dtype: "f16" });
-    expect(() => new Scheduler({ cache, engine, model, maxBatch: 5 })).toThrow(/maxBatch 5 is not an integer in 1\.\.4/);
+    expect(() => new Scheduler({ cache, engine, model, maxBatch: 5 })).toThrow(
+      /maxBatch 5 is not an integer in 1\.\.4/,
+    );
     expect(() => new Scheduler({ cache, engine, model, watermarkPages: 1.5 })).toThrow(InvalidArgumentError);
     expect(() => new Scheduler({ cache, engine, model: {} as SyntheticModel })).toThrow(/no prefill\(\) method/);
     expect(new Scheduler({ cache, engine, model }).running).toBe(0);

@@ -45,7 +45,9 @@ const stats = async (): Promise<any> => (await fetch(new URL("/stats", server.ur
 describe("examples/serve.ts over HTTP", () => {
   test("concurrent clients all complete with one event per token, then done", async () => {
     const bodies = Array.from({ length: 24 }, (_, i) =>
-      i % 2 ? { promptLength: 20 + 7 * i, maxTokens: 5 + (i % 9) } : { prompt: [1, 2, 3, 4, 5, 6, 7, 8, 100 + i], maxTokens: 3 + i },
+      i % 2
+        ? { promptLength: 20 + 7 * i, maxTokens: 5 + (i % 9) }
+        : { prompt: [1, 2, 3, 4, 5, 6, 7, 8, 100 + i], maxTokens: 3 + i },
     );
     const responses = await Promise.all(bodies.map((body) => generate(body)));
     for (const r of responses) {
@@ -135,7 +137,13 @@ describe("examples/serve.ts over HTTP", () => {
   });
 
   test("demo sizes that are not counts are refused with a typed error", () => {
-    for (const sizes of [{ maxBatch: 0 }, { numPages: 1.5 }, { numLayers: Number.NaN }, { swapPages: -1 }, { dtype: "toString" as "f16" }])
+    for (const sizes of [
+      { maxBatch: 0 },
+      { numPages: 1.5 },
+      { numLayers: Number.NaN },
+      { swapPages: -1 },
+      { dtype: "toString" as "f16" },
+    ])
       expect(() => startServer({ port: 0, sizes })).toThrow(InvalidArgumentError);
     const rt = openRuntime({ backend: "cpu" });
     expect(() => createDemoStack(rt, sizesFor(rt, { maxBatch: 2 ** 40 }))).toThrow(InvalidArgumentError);

@@ -13,8 +13,14 @@ export type KVData = Uint16Array | Float16Array | NativeBuffer;
 export function checkKVData(op: string, dtype: DType, k: unknown, v: unknown, elements: number): boolean {
   const kDevice = k instanceof NativeBuffer;
   if (kDevice !== v instanceof NativeBuffer)
-    throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `${op}: k and v must both be host arrays or both be buffers`);
-  for (const [name, data] of [["k", k], ["v", v]] as const) {
+    throw new InvalidArgumentError(
+      Status.INVALID_ARGUMENT,
+      `${op}: k and v must both be host arrays or both be buffers`,
+    );
+  for (const [name, data] of [
+    ["k", k],
+    ["v", v],
+  ] as const) {
     if (data instanceof NativeBuffer) {
       if (data.bytes < elements * 2)
         throw new InvalidArgumentError(
@@ -45,7 +51,10 @@ const INT32_MAX = 0x7fffffff;
 export function checkTokens(op: string, tokens: unknown): ArrayLike<number> {
   if (tokens instanceof Int32Array) return tokens;
   if (!Array.isArray(tokens))
-    throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `${op}: token ids must be an Int32Array or an array of integers`);
+    throw new InvalidArgumentError(
+      Status.INVALID_ARGUMENT,
+      `${op}: token ids must be an Int32Array or an array of integers`,
+    );
   for (let i = 0; i < tokens.length; i++) {
     const t = tokens[i];
     if (typeof t !== "number" || !Number.isInteger(t) || t < INT32_MIN || t > INT32_MAX)

@@ -27,7 +27,8 @@ export class StructLayout<F extends Fields> {
     readonly name: string,
     readonly fields: F,
   ) {
-    let offset = 0, align = 1;
+    let offset = 0,
+      align = 1;
     const offsets: Record<string, number> = {};
     for (const [field, type] of Object.entries(fields)) {
       const [size, fieldAlign] = sizeAndAlign(type);
@@ -57,7 +58,8 @@ export class StructLayout<F extends Fields> {
       else if (type === "i64") view.setBigInt64(offset, BigInt(value as number), true);
       else {
         const text = utf8.encoder.encode(value as string);
-        if (text.length >= type.chars) throw new RangeError(`${this.name}.${field}: "${value}" exceeds ${type.chars - 1} bytes`);
+        if (text.length >= type.chars)
+          throw new RangeError(`${this.name}.${field}: "${value}" exceeds ${type.chars - 1} bytes`);
         bytes.set(text, offset);
       }
     }
@@ -75,9 +77,11 @@ export class StructLayout<F extends Fields> {
    * the fields with BigInt conversions cost about 0.2 us per call; this costs a few tens of ns.
    */
   decoder(bytes: Uint8Array): () => StructValues<F> {
-    if (bytes.byteLength < this.size) throw new RangeError(`${this.name} needs ${this.size} bytes, got ${bytes.byteLength}`);
+    if (bytes.byteLength < this.size)
+      throw new RangeError(`${this.name} needs ${this.size} bytes, got ${bytes.byteLength}`);
     const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    const read = (this.#read ??= this.#compileRead());
+    this.#read ??= this.#compileRead();
+    const read = this.#read;
     return () => read(view, readText) as StructValues<F>;
   }
 
@@ -92,7 +96,10 @@ export class StructLayout<F extends Fields> {
       else read = `text(v, ${o}, ${Number(type.chars)})`;
       return `${JSON.stringify(field)}: ${read}`;
     });
-    return new Function("v", "text", `return { ${fields.join(", ")} };`) as (view: DataView, text: typeof readText) => unknown;
+    return new Function("v", "text", `return { ${fields.join(", ")} };`) as (
+      view: DataView,
+      text: typeof readText,
+    ) => unknown;
   }
 }
 
@@ -169,5 +176,7 @@ export const LAYOUTS = [DEVICE_INFO, ATTENTION_SHAPE, KV_CONFIG, DECODE_CONFIG, 
 /** Throws when the library's sizeof(struct) differs from the layout's (a library built from another header). */
 export function checkNativeSize(layout: StructLayout<Fields>, nativeSize: number): void {
   if (nativeSize !== layout.size)
-    throw new Error(`${layout.name} is ${nativeSize} bytes in the library and ${layout.size} in lib/ffi/layouts.ts: rebuild it`);
+    throw new Error(
+      `${layout.name} is ${nativeSize} bytes in the library and ${layout.size} in lib/ffi/layouts.ts: rebuild it`,
+    );
 }

@@ -52,7 +52,8 @@ export interface CalibrateOptions {
 export function calibrate(rt: CalibrationRuntime, shape: ModelShape, options: CalibrateOptions = {}): PolicyTable {
   const method = "calibrate";
   checkOptions(method, shape);
-  for (const name of ["numQoHeads", "numKvHeads", "headDim", "pageSize"] as const) checkCount(method, name, shape[name], 1, INT32_MAX);
+  for (const name of ["numQoHeads", "numKvHeads", "headDim", "pageSize"] as const)
+    checkCount(method, name, shape[name], 1, INT32_MAX);
   dtypeCode(shape.dtype);
   const o = checkOptions(method, options);
   const rounds = checkCount(method, "rounds", o.rounds ?? 15, 1, 10_000);
@@ -64,11 +65,15 @@ export function calibrate(rt: CalibrationRuntime, shape: ModelShape, options: Ca
   if (rt.backend !== "cuda")
     throw new UnsupportedError(Status.UNSUPPORTED, "calibration times GPU kernels: it needs the CUDA backend");
   const tokenBytes = 2 * shape.numKvHeads * shape.headDim * 2;
-  const maxTokens = Math.min(requestedTokens, Math.floor((rt.info.totalMemory / 4) / tokenBytes));
+  const maxTokens = Math.min(requestedTokens, Math.floor(rt.info.totalMemory / 4 / tokenBytes));
   const maxBatch = 2 ** (BATCH_BUCKETS - 1);
   const width = Math.ceil(maxTokens / shape.pageSize) + 1;
   using cache = rt.createKVCache({
-    ...shape, numLayers: 1, numPages: width + maxBatch, maxSequences: maxBatch, maxPagesPerSequence: width,
+    ...shape,
+    numLayers: 1,
+    numPages: width + maxBatch,
+    maxSequences: maxBatch,
+    maxPagesPerSequence: width,
   });
   fillPool(rt, cache, shape, tokenBytes);
   using engine = rt.createDecodeEngine({ ...shape, policy: "adaptive", maxBatch });
@@ -106,7 +111,8 @@ export function calibrate(rt: CalibrationRuntime, shape: ModelShape, options: Ca
     });
     time(seqs, "baseline"); // warm-up: uploads the rows' block-table entries once
     time(seqs, "persistent");
-    const base: number[] = [], pers: number[] = [];
+    const base: number[] = [],
+      pers: number[] = [];
     for (let r = 0; r < rounds; r++) {
       base.push(time(seqs, "baseline"));
       pers.push(time(seqs, "persistent"));
@@ -122,9 +128,15 @@ export function calibrate(rt: CalibrationRuntime, shape: ModelShape, options: Ca
 
 /** The clear winner of paired timings, or "none". */
 export function judge(
-  batch: number, tokens: number, base: number[], pers: number[], margin: number, agreement: number,
+  batch: number,
+  tokens: number,
+  base: number[],
+  pers: number[],
+  margin: number,
+  agreement: number,
 ): CellMeasurement {
-  const baselineUs = median(base), persistentUs = median(pers);
+  const baselineUs = median(base),
+    persistentUs = median(pers);
   const winner: DecodeKernel = persistentUs < baselineUs ? "persistent" : "baseline";
   const [mine, theirs] = winner === "persistent" ? [pers, base] : [base, pers];
   const wins = mine.filter((x, i) => x < theirs[i]!).length / mine.length;
@@ -136,8 +148,8 @@ export function judge(
 /** Writes random K and V into every page once, from one device chunk (timing must not run on zeros). */
 function fillPool(rt: CalibrationRuntime, cache: KVCache, shape: ModelShape, tokenBytes: number): void {
   const chunk = 4096;
-  using k = rt.allocDevice(chunk * tokenBytes / 2);
-  using v = rt.allocDevice(chunk * tokenBytes / 2);
+  using k = rt.allocDevice((chunk * tokenBytes) / 2);
+  using v = rt.allocDevice((chunk * tokenBytes) / 2);
   const random = seeded(7);
   const bits = (n: number) => Uint16Array.from({ length: n }, () => 0x3000 + ((random() * 0x0fff) | 0)); // small, finite halves
   k.write(bits(k.bytes / 2));

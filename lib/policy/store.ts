@@ -35,7 +35,10 @@ export function savePolicy(key: string, table: PolicyTable): string {
   const path = policyPath(key);
   mkdirSync(calibrationDir(), { recursive: true });
   const stored: StoredPolicy = {
-    key, date: new Date().toISOString(), choices: Array.from(table.choices), measurements: table.measurements,
+    key,
+    date: new Date().toISOString(),
+    choices: Array.from(table.choices),
+    measurements: table.measurements,
   };
   writeFileSync(`${path}.tmp`, `${JSON.stringify(stored, null, 1)}\n`);
   renameSync(`${path}.tmp`, path); // never a half-written file for a concurrent reader

@@ -1,6 +1,6 @@
 // The serving stack the examples, the serving benchmark and the tests share: a KV cache, a decode
 // engine, the synthetic model and a Scheduler over them, sized for the backend at hand.
-import { type DType } from "../dtype";
+import type { DType } from "../dtype";
 import type { DecodeEngine, Plan } from "../engine";
 import type { KVCache } from "../kvcache";
 import type { Runtime } from "../runtime";

@@ -47,15 +47,32 @@ export function resolveOptions<C extends SchedulerCache<any>, P extends Schedule
   const given = options.shape ?? shapeOf(cache, engine);
   for (const name of ["numLayers", "numQoHeads", "numKvHeads", "headDim", "pageSize", "numPages"] as const)
     checkCount("Scheduler", `shape.${name}`, given[name], 1, INT32_MAX);
-  const maxPages = checkCount("Scheduler", "shape.maxPagesPerSequence", given.maxPagesPerSequence ?? given.numPages, 1, INT32_MAX);
+  const maxPages = checkCount(
+    "Scheduler",
+    "shape.maxPagesPerSequence",
+    given.maxPagesPerSequence ?? given.numPages,
+    1,
+    INT32_MAX,
+  );
   const shape = { ...given, maxPagesPerSequence: maxPages };
   // The engine's plan capacity bounds the batch: a larger one would fail every step's plan.
   const engineMax = (engine as { maxBatch?: unknown }).maxBatch;
   const limit = typeof engineMax === "number" ? engineMax : INT32_MAX;
-  const maxBatch = checkCount("Scheduler", "maxBatch", options.maxBatch ?? (typeof engineMax === "number" ? engineMax : 64), 1, limit);
-  if (options.swap !== undefined && typeof options.swap !== "boolean") throw bad(`swap ${show(options.swap)} is not a boolean`);
+  const maxBatch = checkCount(
+    "Scheduler",
+    "maxBatch",
+    options.maxBatch ?? (typeof engineMax === "number" ? engineMax : 64),
+    1,
+    limit,
+  );
+  if (options.swap !== undefined && typeof options.swap !== "boolean")
+    throw bad(`swap ${show(options.swap)} is not a boolean`);
   const watermark = checkCount(
-    "Scheduler", "watermarkPages", options.watermarkPages ?? Math.max(1, Math.ceil(shape.numPages / 100)), 0, shape.numPages,
+    "Scheduler",
+    "watermarkPages",
+    options.watermarkPages ?? Math.max(1, Math.ceil(shape.numPages / 100)),
+    0,
+    shape.numPages,
   );
   if (model.maxContext !== undefined) checkCount("Scheduler", "model.maxContext", model.maxContext, 1);
   if (model.vocab !== undefined) checkCount("Scheduler", "model.vocab", model.vocab, 1, INT32_MAX + 1);
@@ -67,8 +84,10 @@ function shapeOf(cache: unknown, engine: unknown): ModelShape {
   const config = (cache as { config?: Omit<ModelShape, "numQoHeads"> }).config;
   const numQoHeads = (engine as { numQoHeads?: number }).numQoHeads;
   if (!config || numQoHeads === undefined)
-    throw new InvalidArgumentError(Status.INVALID_ARGUMENT, "Scheduler: pass `shape` (the cache has no config or the engine no numQoHeads)");
+    throw new InvalidArgumentError(
+      Status.INVALID_ARGUMENT,
+      "Scheduler: pass `shape` (the cache has no config or the engine no numQoHeads)",
+    );
   const { numLayers, numKvHeads, headDim, pageSize, numPages, maxPagesPerSequence } = config;
   return { numLayers, numQoHeads, numKvHeads, headDim, pageSize, numPages, maxPagesPerSequence };
 }
-

@@ -59,8 +59,13 @@ export function runCase(
   );
   const hq = c.group * c.numKvHeads;
   const engine = new DecodeEngine(rt, {
-    numQoHeads: hq, numKvHeads: c.numKvHeads, headDim: c.headDim, pageSize: c.pageSize, dtype: c.dtype,
-    maxBatch: c.lengths.length, settings: c.settings,
+    numQoHeads: hq,
+    numKvHeads: c.numKvHeads,
+    headDim: c.headDim,
+    pageSize: c.pageSize,
+    dtype: c.dtype,
+    maxBatch: c.lengths.length,
+    settings: c.settings,
   });
   try {
     const sequences = c.lengths.map((len) => pool.addSequence(len));
@@ -70,12 +75,17 @@ export function runCase(
     const refs = qs.map((q, layer) => pool.reference(layer, sequences, hq, q));
     return policies.map((policy) => {
       const plan = engine.plan(pool, sequences, { policy });
-      let diff = 0, norm = 0, lseError = 0, unwritten = 0;
+      let diff = 0,
+        norm = 0,
+        lseError = 0,
+        unwritten = 0;
       for (let layer = 0; layer < layers; layer++) {
         const out = new Uint16Array(n).fill(POISON);
         const lse = new Float32Array(c.lengths.length * hq).fill(Number.NaN);
         if (device) {
-          const qb = rt.allocDevice(n * 2), ob = rt.allocDevice(n * 2), lb = rt.allocDevice(lse.byteLength);
+          const qb = rt.allocDevice(n * 2),
+            ob = rt.allocDevice(n * 2),
+            lb = rt.allocDevice(lse.byteLength);
           qb.write(qs[layer]!);
           ob.write(out);
           lb.write(lse);
@@ -86,7 +96,8 @@ export function runCase(
         } else {
           engine.run(plan, layer, qs[layer]!, out, lse);
         }
-        const got = decode(c.dtype, out), want = decode(c.dtype, refs[layer]!.out);
+        const got = decode(c.dtype, out),
+          want = decode(c.dtype, refs[layer]!.out);
         for (let i = 0; i < n; i++) {
           if (out[i] === POISON || Number.isNaN(got[i]!)) unwritten++;
           else diff += (got[i]! - want[i]!) ** 2;

@@ -24,7 +24,10 @@ export const rng = seeded;
 
 /** `n` random 16-bit values uniform in [-scale, scale], drawn from a 4096-entry table (fast for GiBs). */
 export function randomHalves(dtype: DType, n: number, random: () => number, scale = 1): Uint16Array {
-  const table = encode(dtype, Array.from({ length: 4096 }, () => (random() * 2 - 1) * scale));
+  const table = encode(
+    dtype,
+    Array.from({ length: 4096 }, () => (random() * 2 - 1) * scale),
+  );
   const out = new Uint16Array(n);
   let word = 0;
   for (let i = 0; i < n; i++) {
@@ -83,7 +86,8 @@ export class TestPool {
   #fillRepeating(layer: number, random: () => number): void {
     const { numPages, pageSize, numKvHeads: h, headDim: d } = this.shape;
     const n = Math.min(numPages * pageSize, Math.max(pageSize, Math.floor((4 << 20) / (h * d))));
-    const k = randomHalves(this.shape.dtype, n * h * d, random), v = randomHalves(this.shape.dtype, n * h * d, random);
+    const k = randomHalves(this.shape.dtype, n * h * d, random),
+      v = randomHalves(this.shape.dtype, n * h * d, random);
     const slots = new Int32Array(n);
     for (let first = 0; first < numPages * pageSize; first += n) {
       const count = Math.min(n, numPages * pageSize - first);
@@ -97,15 +101,18 @@ export class TestPool {
     const { numPages, pageSize, numKvHeads: h, headDim: d } = this.shape;
     const pagesPerWrite = Math.max(1, Math.floor(65536 / pageSize));
     for (let p0 = 0; p0 < numPages; p0 += pagesPerWrite) {
-      const pages = Math.min(pagesPerWrite, numPages - p0), n = pages * pageSize;
+      const pages = Math.min(pagesPerWrite, numPages - p0),
+        n = pages * pageSize;
       const slots = new Int32Array(n);
-      const k = new Uint16Array(n * h * d), v = new Uint16Array(n * h * d);
+      const k = new Uint16Array(n * h * d),
+        v = new Uint16Array(n * h * d);
       for (let p = 0; p < pages; p++)
         for (let head = 0; head < h; head++)
           for (let slot = 0; slot < pageSize; slot++) {
             const token = p * pageSize + slot;
             slots[token] = (p0 + p) * pageSize + slot;
-            const src = (((p0 + p) * h + head) * pageSize + slot) * d, dst = (token * h + head) * d;
+            const src = (((p0 + p) * h + head) * pageSize + slot) * d,
+              dst = (token * h + head) * d;
             k.set(this.k[layer]!.subarray(src, src + d), dst);
             v.set(this.v[layer]!.subarray(src, src + d), dst);
           }
@@ -150,10 +157,23 @@ export class TestPool {
     const out = new Uint16Array(sequences.length * numQoHeads * s.headDim);
     const lse = new Float32Array(sequences.length * numQoHeads);
     referenceDecode({
-      shape: { numQoHeads, numKvHeads: s.numKvHeads, headDim: s.headDim, pageSize: s.pageSize, dtype: s.dtype, smScale },
-      pageIndptr: indptr, pageIndices: indices,
+      shape: {
+        numQoHeads,
+        numKvHeads: s.numKvHeads,
+        headDim: s.headDim,
+        pageSize: s.pageSize,
+        dtype: s.dtype,
+        smScale,
+      },
+      pageIndptr: indptr,
+      pageIndices: indices,
       seqLens: Int32Array.from(sequences.map((seq) => seq.length)),
-      kPages: this.k[layer]!, vPages: this.v[layer]!, numPages: s.numPages, q, out, lse,
+      kPages: this.k[layer]!,
+      vPages: this.v[layer]!,
+      numPages: s.numPages,
+      q,
+      out,
+      lse,
     });
     return { out, lse };
   }

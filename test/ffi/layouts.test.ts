@@ -32,7 +32,11 @@ describe("ABI struct layouts", () => {
   for (const layout of LAYOUTS)
     test(`${layout.name} matches the header field for field`, () => {
       const fields = Object.entries(layout.fields as Record<string, FieldType>);
-      const ours = fields.map(([field, type]) => [field, cType(type), typeof type === "string" ? undefined : type.chars]);
+      const ours = fields.map(([field, type]) => [
+        field,
+        cType(type),
+        typeof type === "string" ? undefined : type.chars,
+      ]);
       expect(ours).toEqual(headerStruct(layout.name).map(([field, type, length]) => [camel(field), type, length]));
     });
 
@@ -44,7 +48,9 @@ describe("ABI struct layouts", () => {
     }
     expect(Object.keys(sizes)).toContain("pkv_device_info");
     expect(Object.keys(sizes)).toContain("pkv_plan_info");
-    for (const layout of LAYOUTS) if (sizes[layout.name] !== undefined) expect([layout.name, layout.size]).toEqual([layout.name, sizes[layout.name]!]);
+    for (const layout of LAYOUTS)
+      if (sizes[layout.name] !== undefined)
+        expect([layout.name, layout.size]).toEqual([layout.name, sizes[layout.name]!]);
   });
 
   test("offsets follow C alignment: an int64 after an int32 starts at 8; the size rounds to the widest field", () => {
@@ -68,7 +74,27 @@ describe("ABI struct layouts", () => {
     const bytes = PLAN_INFO.alloc();
     const read = PLAN_INFO.decoder(bytes);
     expect(read().planId).toBe(0);
-    bytes.set(PLAN_INFO.encode({ totalTokens: 3 * 2 ** 32 + 7, kvBytes: 1, planId: 9, kernel: 1, batch: 2, numTasks: 3, maxSplits: 4, grid: 5 }));
-    expect(read()).toEqual({ totalTokens: 3 * 2 ** 32 + 7, kvBytes: 1, planId: 9, kernel: 1, batch: 2, numTasks: 3, maxSplits: 4, grid: 5 });
+    bytes.set(
+      PLAN_INFO.encode({
+        totalTokens: 3 * 2 ** 32 + 7,
+        kvBytes: 1,
+        planId: 9,
+        kernel: 1,
+        batch: 2,
+        numTasks: 3,
+        maxSplits: 4,
+        grid: 5,
+      }),
+    );
+    expect(read()).toEqual({
+      totalTokens: 3 * 2 ** 32 + 7,
+      kvBytes: 1,
+      planId: 9,
+      kernel: 1,
+      batch: 2,
+      numTasks: 3,
+      maxSplits: 4,
+      grid: 5,
+    });
   });
 });

@@ -47,8 +47,10 @@ describeGpu("decode kernels on the GPU", () => {
           const out = new Uint16Array(n);
           ob[layer]!.read(out);
           const ref = pool.reference(layer, seqs, hq, qs[layer]!.subarray(0, used));
-          const got = decode("f16", out.subarray(0, used)), want = decode("f16", ref.out);
-          let diff = 0, norm = 0;
+          const got = decode("f16", out.subarray(0, used)),
+            want = decode("f16", ref.out);
+          let diff = 0,
+            norm = 0;
           for (let i = 0; i < used; i++) {
             diff += (got[i]! - want[i]!) ** 2;
             norm += want[i]! ** 2;
@@ -61,29 +63,69 @@ describeGpu("decode kernels on the GPU", () => {
   };
 
   test("Llama shape (g4, d128, page 16, f16), host arrays and device buffers", () => {
-    const c: DecodeCase = { group: 4, numKvHeads: 8, headDim: 128, pageSize: 16, dtype: "f16", lengths: [1, 15, 16, 17, 4000, 30000] };
+    const c: DecodeCase = {
+      group: 4,
+      numKvHeads: 8,
+      headDim: 128,
+      pageSize: 16,
+      dtype: "f16",
+      lengths: [1, 15, 16, 17, 4000, 30000],
+    };
     check(c);
     check(c, true);
   }, 120_000);
   test("odd group sizes, bf16, head dims 64 and 256, page sizes 1 and 256", () => {
     check({ group: 7, numKvHeads: 2, headDim: 64, pageSize: 1, dtype: "bf16", lengths: [1, 33, 2000] });
     check({ group: 13, numKvHeads: 1, headDim: 256, pageSize: 256, dtype: "f16", lengths: [255, 256, 257, 9000] });
-    check({ group: 1, numKvHeads: 4, headDim: 128, pageSize: 64, dtype: "bf16", lengths: [64, 65, 7000], numLayers: 2 });
+    check({
+      group: 1,
+      numKvHeads: 4,
+      headDim: 128,
+      pageSize: 64,
+      dtype: "bf16",
+      lengths: [64, 65, 7000],
+      numLayers: 2,
+    });
   }, 120_000);
 
   // A persistent-policy step of the Llama shape (g 4, 2 KV heads, d 128, page 16, f16) for up to 4 rows:
   // the pool, the engine, per-layer q/out buffers (layerIo), running every layer of a plan, and two
   // replays of a captured step checked against the reference.
-  const persistentStep = (layers: number, numPages: number, maxSequences: number, maxPagesPerSequence: number, seed: number) => {
+  const persistentStep = (
+    layers: number,
+    numPages: number,
+    maxSequences: number,
+    maxPagesPerSequence: number,
+    seed: number,
+  ) => {
     const rt = runtime();
-    const g = 4, hkv = 2, d = 128, hq = g * hkv;
+    const g = 4,
+      hkv = 2,
+      d = 128,
+      hq = g * hkv;
     const pool = new TestPool(rt, {
-      numLayers: layers, numPages, pageSize: 16, numKvHeads: hkv, headDim: d, dtype: "f16", maxSequences, maxPagesPerSequence,
+      numLayers: layers,
+      numPages,
+      pageSize: 16,
+      numKvHeads: hkv,
+      headDim: d,
+      dtype: "f16",
+      maxSequences,
+      maxPagesPerSequence,
     });
-    const engine = new DecodeEngine(rt, { numQoHeads: hq, numKvHeads: hkv, headDim: d, pageSize: 16, dtype: "f16", policy: "persistent", maxBatch: 4 });
+    const engine = new DecodeEngine(rt, {
+      numQoHeads: hq,
+      numKvHeads: hkv,
+      headDim: d,
+      pageSize: 16,
+      dtype: "f16",
+      policy: "persistent",
+      maxBatch: 4,
+    });
     const io = layerIo(pool, layers, 4, hq, d, seed);
     const runLayers = (plan: ReturnType<typeof engine.plan>, stream?: Stream) => {
-      for (let layer = 0; layer < layers; layer++) engine.run(plan, layer, io.qb[layer]!, io.ob[layer]!, undefined, stream && { stream });
+      for (let layer = 0; layer < layers; layer++)
+        engine.run(plan, layer, io.qb[layer]!, io.ob[layer]!, undefined, stream && { stream });
     };
     const replayTwice = (graph: Graph, stream: Stream, seqs: ReturnType<typeof pool.addSequence>[]) => {
       for (let replay = 0; replay < 2; replay++) {
@@ -93,7 +135,15 @@ describeGpu("decode kernels on the GPU", () => {
         io.verify(seqs);
       }
     };
-    return { rt, pool, engine, io, runLayers, replayTwice, dispose: () => (io.dispose(), engine.dispose(), pool.dispose()) };
+    return {
+      rt,
+      pool,
+      engine,
+      io,
+      runLayers,
+      replayTwice,
+      dispose: () => (io.dispose(), engine.dispose(), pool.dispose()),
+    };
   };
 
   test("claiming rows (a medium few-row step): every layer and every graph replay starts from clean cursors", () => {
@@ -141,7 +191,9 @@ describeGpu("decode kernels on the GPU", () => {
     graph.launch(stream);
     stream.synchronize();
     io.verify(stepB);
-    expect(() => engine.run({ ...plan, id: plan.id - 1 } as typeof plan, 0, io.qb[0]!, io.ob[0]!)).toThrow(StalePlanError);
+    expect(() => engine.run({ ...plan, id: plan.id - 1 } as typeof plan, 0, io.qb[0]!, io.ob[0]!)).toThrow(
+      StalePlanError,
+    );
 
     graph.dispose();
     stream.dispose();

@@ -46,7 +46,14 @@ describeGpu("KV cache on the GPU", () => {
 
   test("copy-on-write copies a shared partial page on the GPU; device-buffer writes land exactly", () => {
     using rt = openRuntime({ backend: "cuda" });
-    using cache = new KVCache(rt, { numLayers: 2, numKvHeads: 2, headDim: 64, pageSize: 16, numPages: 8, dtype: "f16" });
+    using cache = new KVCache(rt, {
+      numLayers: 2,
+      numKvHeads: 2,
+      headDim: 64,
+      pageSize: 16,
+      numPages: 8,
+      dtype: "f16",
+    });
     const E = 2 * 64;
     const data = (n: number, salt: number) => Uint16Array.from({ length: n * E }, (_, i) => (i * 31 + salt) & 0x3fff);
     const parent = cache.createSequence();

@@ -20,8 +20,10 @@ describeGpu("CUDA runtime", () => {
     expect(info.totalMemory).toBeGreaterThan(0);
     expect(info.maxSharedPerBlock).toBeGreaterThan(48 * 1024); // opt-in limit exceeds the 48 KiB default
     expect(info.maxThreadsPerSM).toBeGreaterThanOrEqual(1024);
-    console.log(`device: ${info.name}, ${info.multiprocessors} SMs, cc ${info.computeCapability.join(".")}, ` +
-      `L2 ${(info.l2Bytes / 2 ** 20).toFixed(0)} MiB, ${(info.totalMemory / 2 ** 30).toFixed(1)} GiB`);
+    console.log(
+      `device: ${info.name}, ${info.multiprocessors} SMs, cc ${info.computeCapability.join(".")}, ` +
+        `L2 ${(info.l2Bytes / 2 ** 20).toFixed(0)} MiB, ${(info.totalMemory / 2 ** 30).toFixed(1)} GiB`,
+    );
   });
 
   test("the streaming-read probe on 1 GiB gives a plausible bandwidth", () => {

@@ -18,7 +18,9 @@ cases.forEach((c, i) => {
   for (const r of runCase(rt, { ...c, settings }, ["baseline", "persistent"], i % 2 === 1)) {
     const ok = r.unwritten === 0 && r.relError < tolerance(c.dtype);
     if (!ok) bad++;
-    console.log(`g${c.group} d${c.headDim} p${c.pageSize} ${r.kernel}: rel ${r.relError.toExponential(2)} ${ok ? "ok" : "FAIL"}`);
+    console.log(
+      `g${c.group} d${c.headDim} p${c.pageSize} ${r.kernel}: rel ${r.relError.toExponential(2)} ${ok ? "ok" : "FAIL"}`,
+    );
   }
 });
 process.exit(bad ? 1 : 0);

@@ -21,9 +21,23 @@ describeGpu("engine settings on the GPU", () => {
       expect(r.lseError).toBeLessThan(2e-3);
     }
   };
-  const small: DecodeCase = { group: 4, numKvHeads: 2, headDim: 128, pageSize: 16, dtype: "f16", lengths: [1, 17, 700, 3000] };
+  const small: DecodeCase = {
+    group: 4,
+    numKvHeads: 2,
+    headDim: 128,
+    pageSize: 16,
+    dtype: "f16",
+    lengths: [1, 17, 700, 3000],
+  };
   // Over one tile per block of any H100/H200 wave at 2 KV heads: claiming and the tail can both be forced.
-  const long: DecodeCase = { group: 5, numKvHeads: 2, headDim: 64, pageSize: 16, dtype: "bf16", lengths: [1, 17, 700, 40000] };
+  const long: DecodeCase = {
+    group: 5,
+    numKvHeads: 2,
+    headDim: 64,
+    pageSize: 16,
+    dtype: "bf16",
+    lengths: [1, 17, 700, 40000],
+  };
 
   test("auto resolves to tensor cores (bulk copies on sm_90+) up to head dim 128, CUDA cores at 256", () => {
     const rt = runtime();

@@ -115,7 +115,10 @@ export function randomPagedBatch(spec: BatchSpec): PagedBatch {
   const pageIndptr = new Int32Array(spec.seqLens.length + 1);
   pagesOf.forEach((n, b) => (pageIndptr[b + 1] = pageIndptr[b]! + n));
   const values = (n: number, scale: number) =>
-    encode(dtype, Float32Array.from({ length: n }, () => (random() * 2 - 1) * scale));
+    encode(
+      dtype,
+      Float32Array.from({ length: n }, () => (random() * 2 - 1) * scale),
+    );
   const pageElems = numKvHeads * pageSize * headDim;
   return {
     numQoHeads,

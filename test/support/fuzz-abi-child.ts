@@ -25,7 +25,8 @@ const KIND_CODE: Record<Kind, number> = { runtime: 1, buffer: 2, stream: 3, even
 const KINDS = Object.keys(KIND_CODE) as Kind[];
 
 const args = new Map<string, string>();
-for (let i = 2; i < process.argv.length; i += 2) args.set(process.argv[i]!.replace(/^--/, ""), process.argv[i + 1] ?? "");
+for (let i = 2; i < process.argv.length; i += 2)
+  args.set(process.argv[i]!.replace(/^--/, ""), process.argv[i + 1] ?? "");
 const backendName = args.get("backend") ?? "cpu";
 const BACKEND = backendName === "cuda" ? 1 : 0;
 const CALLS = Number(args.get("calls") ?? 20000);
@@ -56,7 +57,7 @@ const byEntry = new Map<string, number>();
 function describe(a: unknown): string {
   if (a === null) return "NULL";
   if (ArrayBuffer.isView(a)) {
-    const items = Array.from((a as unknown as ArrayLike<number | bigint>) as ArrayLike<number>).slice(0, 6);
+    const items = Array.from(a as unknown as ArrayLike<number | bigint> as ArrayLike<number>).slice(0, 6);
     return `${a.constructor.name}[${(a as unknown as { length: number }).length}](${items.join(",")})`;
   }
   if (typeof a === "number" && Number.isInteger(a) && Math.abs(a) > 0xffff) return `0x${a.toString(16)}`;
@@ -98,40 +99,88 @@ function call(expect: Outcome, fn: string, ...a: unknown[]): number {
   return status;
 }
 
-const CHANGES_PAGES = new Set(["pkv_kvpool_write", "pkv_kvpool_write_device", "pkv_kvpool_copy_pages", "pkv_kvpool_swap_in"]);
+const CHANGES_PAGES = new Set([
+  "pkv_kvpool_write",
+  "pkv_kvpool_write_device",
+  "pkv_kvpool_copy_pages",
+  "pkv_kvpool_swap_in",
+]);
 
 // ---- handles -----------------------------------------------------------------------------------------
 
-interface BufferState { bytes: number; sentinel: boolean }
+interface BufferState {
+  bytes: number;
+  sentinel: boolean;
+}
 interface PoolState {
   cfg: Int32Array; // pkv_kv_config
-  layers: number; pages: number; pageSize: number; heads: number; dim: number; rows: number; width: number; swap: number;
-  table: Int32Array; dirty: Int32Array; sentinel: boolean; runtime: number;
+  layers: number;
+  pages: number;
+  pageSize: number;
+  heads: number;
+  dim: number;
+  rows: number;
+  width: number;
+  swap: number;
+  table: Int32Array;
+  dirty: Int32Array;
+  sentinel: boolean;
+  runtime: number;
   version: number; // bumped by every successful call that changes the pages' contents
 }
 interface PlanState {
-  id: number; pool: number; batch: number; q: Uint16Array;
+  id: number;
+  pool: number;
+  batch: number;
+  q: Uint16Array;
   expected: Map<number, Uint16Array>; // each layer's first output since the pool's contents last changed
   version: number; // the pool's version that `expected` holds outputs of
 }
-interface EngineState { hq: number; heads: number; dim: number; pageSize: number; maxBatch: number; plan?: PlanState }
+interface EngineState {
+  hq: number;
+  heads: number;
+  dim: number;
+  pageSize: number;
+  maxBatch: number;
+  plan?: PlanState;
+}
 
-const live: Record<Kind, number[]> = { runtime: [], buffer: [], stream: [], event: [], pool: [], engine: [], graph: [] };
-const freed: Record<Kind, number[]> = { runtime: [], buffer: [], stream: [], event: [], pool: [], engine: [], graph: [] };
+const live: Record<Kind, number[]> = {
+  runtime: [],
+  buffer: [],
+  stream: [],
+  event: [],
+  pool: [],
+  engine: [],
+  graph: [],
+};
+const freed: Record<Kind, number[]> = {
+  runtime: [],
+  buffer: [],
+  stream: [],
+  event: [],
+  pool: [],
+  engine: [],
+  graph: [],
+};
 const buffers = new Map<number, BufferState>();
 const pools = new Map<number, PoolState>();
 const engines = new Map<number, EngineState>();
 const recorded = new Set<number>();
 let rt = 0; // this round's runtime
 let foreign = 0; // another runtime: the source of foreign handles
-let foreignBuffer = 0, foreignStream = 0, foreignPool = 0, foreignEvent = 0;
+let foreignBuffer = 0,
+  foreignStream = 0,
+  foreignPool = 0,
+  foreignEvent = 0;
 
 const out64 = () => new BigUint64Array(1);
 const handleOut = (o: BigUint64Array) => Number(o[0]);
 const asPtr = (h: number) => (h === 0 ? null : (h as unknown as Pointer));
 
 function forget(kind: Kind, h: number): void {
-  const list = live[kind], i = list.indexOf(h);
+  const list = live[kind],
+    i = list.indexOf(h);
   if (i >= 0) list.splice(i, 1);
   freed[kind].push(h);
   if (freed[kind].length > 64) freed[kind].shift();
@@ -157,7 +206,8 @@ function badHandle(kind: Kind, allowNull = true): Pointer | null {
 }
 
 /** Numbers that bun:ffi converts in ways the caller did not mean: validity is left to the library. */
-const wildNumber = () => pick([Number.NaN, 0.5, 1.5, -0.5, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY, 2 ** 31 + 0.5]);
+const wildNumber = () =>
+  pick([Number.NaN, 0.5, 1.5, -0.5, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY, 2 ** 31 + 0.5]);
 const HUGE_U64 = [2n ** 64n - 1n, 2n ** 63n, 2n ** 63n - 1n, 2n ** 62n, 2n ** 50n, -1];
 
 // ---- valid state builders --------------------------------------------------------------------------
@@ -177,7 +227,14 @@ const SHAPES = [
   { heads: 4, dim: 64, pageSize: 4, group: 1 },
 ];
 
-function kvConfig(s: (typeof SHAPES)[number], layers: number, pages: number, rows: number, width: number, swap: number) {
+function kvConfig(
+  s: (typeof SHAPES)[number],
+  layers: number,
+  pages: number,
+  rows: number,
+  width: number,
+  swap: number,
+) {
   return new Int32Array([layers, pages, s.pageSize, s.heads, s.dim, 0, rows, width, swap, 0]);
 }
 
@@ -196,8 +253,20 @@ function createPool(runtime: number, cfg: Int32Array, sentinel = false): number 
     dirty[r] = 0;
   }
   const state: PoolState = {
-    cfg, layers: layers!, pages: pages!, pageSize: pageSize!, heads: heads!, dim: dim!, rows: rows!, width: width!,
-    swap: swap!, table, dirty, sentinel, runtime, version: 0,
+    cfg,
+    layers: layers!,
+    pages: pages!,
+    pageSize: pageSize!,
+    heads: heads!,
+    dim: dim!,
+    rows: rows!,
+    width: width!,
+    swap: swap!,
+    table,
+    dirty,
+    sentinel,
+    runtime,
+    version: 0,
   };
   if (runtime === rt) {
     live.pool.push(h);
@@ -207,11 +276,14 @@ function createPool(runtime: number, cfg: Int32Array, sentinel = false): number 
 }
 
 // The sentinel pattern: slot s, layer l, element e of K (V: +1) as f16 bits, never NaN or Inf.
-const patternWord = (layer: number, slot: number, e: number, v: number) => 0x3000 + ((layer * 131 + slot * 17 + e * 5 + v) & 0x3ff);
+const patternWord = (layer: number, slot: number, e: number, v: number) =>
+  0x3000 + ((layer * 131 + slot * 17 + e * 5 + v) & 0x3ff);
 
 function tokenData(p: PoolState, layer: number, slots: Int32Array, v: number): Uint16Array {
-  const row = p.heads * p.dim, data = new Uint16Array(slots.length * row);
-  for (let t = 0; t < slots.length; t++) for (let e = 0; e < row; e++) data[t * row + e] = patternWord(layer, slots[t]!, e, v);
+  const row = p.heads * p.dim,
+    data = new Uint16Array(slots.length * row);
+  for (let t = 0; t < slots.length; t++)
+    for (let e = 0; e < row; e++) data[t * row + e] = patternWord(layer, slots[t]!, e, v);
   return data;
 }
 
@@ -228,8 +300,10 @@ function createEngine(s: (typeof SHAPES)[number], maxBatch: number, policy = int
   else {
     // With settings: the defaults or a strategy forced onto small steps (pkv_engine_settings).
     const settings = defaultSettings();
-    if (chance(0.3)) settings[4] = 0; // the dynamic tail on every few-row step
-    else if (chance(0.3)) settings[6] = 1; // claiming on every few-row step
+    const force = int(0, 2);
+    if (force === 0)
+      settings[4] = 0; // the dynamic tail on every few-row step
+    else if (force === 1) settings[6] = 1; // claiming on every few-row step
     call("valid", "pkv_decode_engine_create_with", asPtr(rt), new Uint8Array(config), null, settings, o);
   }
   const h = handleOut(o);
@@ -250,9 +324,11 @@ function poolFits(e: EngineState, p: PoolState) {
 
 /** A valid plan of engine `eh` over live pool `ph`: rows and lengths within the table. */
 function validPlan(eh: number, ph: number): void {
-  const e = engines.get(eh)!, p = pools.get(ph)!;
+  const e = engines.get(eh)!,
+    p = pools.get(ph)!;
   const batch = int(1, Math.min(e.maxBatch, p.rows));
-  const rows = new Int32Array(batch), lens = new Int32Array(batch);
+  const rows = new Int32Array(batch),
+    lens = new Int32Array(batch);
   for (let b = 0; b < batch; b++) {
     rows[b] = int(0, p.rows - 1);
     lens[b] = int(1, Math.min(p.width * p.pageSize, 160));
@@ -265,16 +341,28 @@ function validPlan(eh: number, ph: number): void {
 
 /** A valid run of the engine's plan; its output must equal the first run's of that plan and layer. */
 function validRun(eh: number): void {
-  const e = engines.get(eh)!, plan = e.plan!, p = pools.get(plan.pool)!;
+  const e = engines.get(eh)!,
+    plan = e.plan!,
+    p = pools.get(plan.pool)!;
   const layer = int(0, p.layers - 1);
   const outBits = new Uint16Array(plan.batch * e.hq * e.dim);
-  call("valid", "pkv_decode_run", asPtr(eh), plan.id, layer, plan.q, outBits, chance(0.5) ? new Float32Array(plan.batch * e.hq) : null);
+  call(
+    "valid",
+    "pkv_decode_run",
+    asPtr(eh),
+    plan.id,
+    layer,
+    plan.q,
+    outBits,
+    chance(0.5) ? new Float32Array(plan.batch * e.hq) : null,
+  );
   if (plan.version !== p.version) [plan.expected, plan.version] = [new Map(), p.version];
   const first = plan.expected.get(layer);
   if (!first) return void plan.expected.set(layer, outBits);
   // The CPU backend repeats itself exactly; GPU merges may add splits in another order (a few ulps).
   const close = (x: number, y: number) => (BACKEND === 0 ? false : Math.abs(x - y) <= 2e-3 + 4e-3 * Math.abs(x));
-  const a = new Float16Array(first.buffer), b = new Float16Array(outBits.buffer);
+  const a = new Float16Array(first.buffer),
+    b = new Float16Array(outBits.buffer);
   // (pages never written hold whatever the allocator left, NaN included: bits are compared first)
   for (let i = 0; i < a.length; i++)
     if (first[i] !== outBits[i] && !close(a[i]!, b[i]!) && !(Number.isNaN(a[i]!) && Number.isNaN(b[i]!)))
@@ -346,7 +434,10 @@ op(1, () => {
   for (const [kind, h] of made) freed[kind].push(h);
   const [kind, h] = pick(made);
   const destroyFn: Record<string, string> = {
-    buffer: "pkv_buffer_free", stream: "pkv_stream_destroy", event: "pkv_event_destroy", pool: "pkv_kvpool_destroy",
+    buffer: "pkv_buffer_free",
+    stream: "pkv_stream_destroy",
+    event: "pkv_event_destroy",
+    pool: "pkv_kvpool_destroy",
   };
   call("bad", destroyFn[kind]!, asPtr(h));
   call("bad", "pkv_runtime_destroy", asPtr(side)); // double destroy
@@ -389,7 +480,8 @@ op(3, () => {
 op(6, () => {
   // write / read: one argument certainly out of its range, or a valid scratch call
   const fn = pick(["pkv_buffer_write", "pkv_buffer_read"]);
-  const h = pick(live.buffer), b = buffers.get(h)!;
+  const h = pick(live.buffer),
+    b = buffers.get(h)!;
   const host = new Uint8Array(64);
   const r = int(0, 5);
   if (r === 0) call("bad", fn, badHandle("buffer"), 0, host, 1);
@@ -402,28 +494,47 @@ op(6, () => {
   } else if (!b.sentinel) call("wild", fn, asPtr(h), wildNumber(), host, pick([Number.NaN, 0.5, 1.5]));
 });
 op(4, () => {
-  const dst = pick(live.buffer), src = pick(live.buffer), d = buffers.get(dst)!, s = buffers.get(src)!;
+  const dst = pick(live.buffer),
+    src = pick(live.buffer),
+    d = buffers.get(dst)!,
+    s = buffers.get(src)!;
   // one buffer: at most half of it, so that the ranges [size - bytes, size) and [0, bytes) stay apart
   const bytes = int(0, dst === src ? Math.floor(d.bytes / 2) : Math.min(d.bytes, s.bytes));
   const r = int(0, 7);
   if (r === 0) call("bad", "pkv_buffer_copy", badHandle("buffer"), 0, asPtr(src), 0, 1, null);
   else if (r === 1) call("bad", "pkv_buffer_copy", asPtr(dst), 0, badHandle("buffer"), 0, 1, null);
-  else if (r === 2) call("bad", "pkv_buffer_copy", asPtr(dst), pick([d.bytes + 1, ...HUGE_U64]), asPtr(src), 0, 1, null);
-  else if (r === 3) call("bad", "pkv_buffer_copy", asPtr(dst), 0, asPtr(src), 0, pick([s.bytes + d.bytes + 1, ...HUGE_U64]), null);
-  else if (r === 4) call("bad", "pkv_buffer_copy", asPtr(dst), 0, asPtr(src), 0, 1, pick([badHandle("stream", false), asPtr(foreignStream)]));
+  else if (r === 2)
+    call("bad", "pkv_buffer_copy", asPtr(dst), pick([d.bytes + 1, ...HUGE_U64]), asPtr(src), 0, 1, null);
+  else if (r === 3)
+    call("bad", "pkv_buffer_copy", asPtr(dst), 0, asPtr(src), 0, pick([s.bytes + d.bytes + 1, ...HUGE_U64]), null);
+  else if (r === 4)
+    call(
+      "bad",
+      "pkv_buffer_copy",
+      asPtr(dst),
+      0,
+      asPtr(src),
+      0,
+      1,
+      pick([badHandle("stream", false), asPtr(foreignStream)]),
+    );
   else if (r === 5) call("bad", "pkv_buffer_copy", asPtr(foreignBuffer), 0, asPtr(src), 0, 1, null);
   else if (r === 6 && d.bytes > 1) {
-    const n = int(2, d.bytes), at = int(0, d.bytes - n); // a copy within one buffer onto itself, shifted
+    const n = int(2, d.bytes),
+      at = int(0, d.bytes - n); // a copy within one buffer onto itself, shifted
     call("bad", "pkv_buffer_copy", asPtr(dst), at + int(0, n - 2), asPtr(dst), at, n - 1, null);
-  } else if (!d.sentinel) call("valid", "pkv_buffer_copy", asPtr(dst), d.bytes - bytes, asPtr(src), 0, bytes, asPtr(liveOr("stream")));
+  } else if (!d.sentinel)
+    call("valid", "pkv_buffer_copy", asPtr(dst), d.bytes - bytes, asPtr(src), 0, bytes, asPtr(liveOr("stream")));
 });
 op(3, () => {
-  const h = pick(live.buffer), b = buffers.get(h)!;
+  const h = pick(live.buffer),
+    b = buffers.get(h)!;
   const r = int(0, 4);
   if (r === 0) call("bad", "pkv_buffer_fill", badHandle("buffer"), 0, 0, 1, null);
   else if (r === 1) call("bad", "pkv_buffer_fill", asPtr(h), 0, pick([256, 2 ** 31, 2 ** 32 - 1]), 1, null);
   else if (r === 2) call("bad", "pkv_buffer_fill", asPtr(h), pick([b.bytes + 1, ...HUGE_U64]), 0, 1, null);
-  else if (r === 3) call("bad", "pkv_buffer_fill", asPtr(h), 0, 0, 1, pick([badHandle("stream", false), asPtr(foreignStream)]));
+  else if (r === 3)
+    call("bad", "pkv_buffer_fill", asPtr(h), 0, 0, 1, pick([badHandle("stream", false), asPtr(foreignStream)]));
   else if (!b.sentinel) call("valid", "pkv_buffer_fill", asPtr(h), 0, int(0, 255), b.bytes, null);
 });
 
@@ -440,8 +551,9 @@ op(2, () => {
   }
 });
 op(2, () => {
-  if (chance(0.3)) call("bad", "pkv_stream_create", asPtr(rt), null);
-  else if (chance(0.3)) call("bad", "pkv_stream_create", badHandle("runtime"), out64());
+  const r = int(0, 2);
+  if (r === 0) call("bad", "pkv_stream_create", asPtr(rt), null);
+  else if (r === 1) call("bad", "pkv_stream_create", badHandle("runtime"), out64());
   else call("bad", pick(["pkv_stream_destroy", "pkv_stream_synchronize"]), badHandle("stream"));
 });
 op(1, () => live.stream.length && call("valid", "pkv_stream_synchronize", asPtr(pick(live.stream))));
@@ -464,7 +576,8 @@ op(3, () => {
   if (r === 0) {
     call("valid", "pkv_event_record", asPtr(h), asPtr(liveOr("stream")));
     recorded.add(h);
-  } else if (r === 1) call("bad", "pkv_event_record", asPtr(h), pick([badHandle("stream", false), asPtr(foreignStream)]));
+  } else if (r === 1)
+    call("bad", "pkv_event_record", asPtr(h), pick([badHandle("stream", false), asPtr(foreignStream)]));
   else if (r === 2) {
     if (chance(0.3)) call("bad", "pkv_event_record", badHandle("event"), null);
     else call("bad", pick(["pkv_event_synchronize", "pkv_event_destroy"]), badHandle("event"));
@@ -474,7 +587,8 @@ op(3, () => {
     const both = recorded.has(h) && recorded.has(other);
     if (both) for (const ev of [h, other]) call("valid", "pkv_event_synchronize", asPtr(ev)); // CUDA: both complete
     call(both ? "valid" : "bad", "pkv_event_elapsed_ms", asPtr(h), asPtr(other), new Float32Array(1));
-  } else if (r === 5) call("bad", "pkv_event_elapsed_ms", asPtr(h), pick([badHandle("event"), asPtr(foreignEvent)]), new Float32Array(1));
+  } else if (r === 5)
+    call("bad", "pkv_event_elapsed_ms", asPtr(h), pick([badHandle("event"), asPtr(foreignEvent)]), new Float32Array(1));
   else call("bad", "pkv_event_elapsed_ms", asPtr(h), asPtr(h), null);
 });
 op(1, () => {
@@ -492,7 +606,9 @@ op(2, () => {
     return;
   }
   // (buffers made before the capture: allocating is refused inside it)
-  const victim = scratchBuffer(), copyDst = createBuffer(false, 256), copySrc = createBuffer(false, 256);
+  const victim = scratchBuffer(),
+    copyDst = createBuffer(false, 256),
+    copySrc = createBuffer(false, 256);
   call("bad", "pkv_capture_end", asPtr(rt), stream, out64()); // not capturing
   call("valid", "pkv_capture_begin", asPtr(rt), stream);
   call("bad", "pkv_capture_begin", asPtr(rt), stream); // already capturing
@@ -500,8 +616,18 @@ op(2, () => {
   // Calls that would wait for the GPU or free memory are refused, and the capture survives them.
   call("bad", "pkv_runtime_synchronize", asPtr(rt));
   call("bad", "pkv_buffer_free", asPtr(victim));
-  const pool = pick(live.pool), p = pools.get(pool)!;
-  call("bad", "pkv_kvpool_read", asPtr(pool), 0, 1, Int32Array.of(0), new Uint16Array(p.heads * p.dim), new Uint16Array(p.heads * p.dim));
+  const pool = pick(live.pool),
+    p = pools.get(pool)!;
+  call(
+    "bad",
+    "pkv_kvpool_read",
+    asPtr(pool),
+    0,
+    1,
+    Int32Array.of(0),
+    new Uint16Array(p.heads * p.dim),
+    new Uint16Array(p.heads * p.dim),
+  );
   call("valid", "pkv_buffer_copy", asPtr(copyDst), 0, asPtr(copySrc), 0, 256, stream); // recorded
   const o = out64();
   call("valid", "pkv_capture_end", asPtr(rt), stream, o);
@@ -521,9 +647,9 @@ op(2, () => {
   if (r === 0) {
     if (chance(0.5)) call("bad", "pkv_graph_launch", badHandle("graph"), null);
     else call("bad", "pkv_graph_destroy", badHandle("graph"));
-  }
-  else if (r === 1) call("bad", "pkv_capture_begin", badHandle("runtime"), null);
-  else if (r === 2) call("bad", "pkv_capture_end", asPtr(rt), pick([badHandle("stream", false), asPtr(foreignStream)]), out64());
+  } else if (r === 1) call("bad", "pkv_capture_begin", badHandle("runtime"), null);
+  else if (r === 2)
+    call("bad", "pkv_capture_end", asPtr(rt), pick([badHandle("stream", false), asPtr(foreignStream)]), out64());
   else if (live.graph.length) {
     const g = pick(live.graph);
     // Other operations may have freed a buffer the graph copies: then its launch is refused.
@@ -540,9 +666,26 @@ op(2, () => {
 op(2, () => {
   const r = int(0, 5);
   if (r === 0) call("bad", "pkv_probe_read_bandwidth", badHandle("runtime"), 1 << 20, 1, new Float64Array(1));
-  else if (r === 1) call("bad", "pkv_probe_read_bandwidth", asPtr(rt), pick([0, 16, (1 << 20) + 8, (1 << 20) - 16]), 1, new Float64Array(1));
-  else if (r === 2) call("bad", "pkv_probe_read_bandwidth", asPtr(rt), pick([2n ** 64n - 16n, 2n ** 60n, 2n ** 50n]), 1, new Float64Array(1));
-  else if (r === 3) call("bad", "pkv_probe_read_bandwidth", asPtr(rt), 1 << 20, pick([0, -1, 10001, -(2 ** 31)]), new Float64Array(1));
+  else if (r === 1)
+    call(
+      "bad",
+      "pkv_probe_read_bandwidth",
+      asPtr(rt),
+      pick([0, 16, (1 << 20) + 8, (1 << 20) - 16]),
+      1,
+      new Float64Array(1),
+    );
+  else if (r === 2)
+    call(
+      "bad",
+      "pkv_probe_read_bandwidth",
+      asPtr(rt),
+      pick([2n ** 64n - 16n, 2n ** 60n, 2n ** 50n]),
+      1,
+      new Float64Array(1),
+    );
+  else if (r === 3)
+    call("bad", "pkv_probe_read_bandwidth", asPtr(rt), 1 << 20, pick([0, -1, 10001, -(2 ** 31)]), new Float64Array(1));
   else if (r === 4) call("bad", "pkv_probe_read_bandwidth", asPtr(rt), 1 << 20, 1, null);
   else if (chance(0.5)) call("bad", "pkv_flush_l2", badHandle("runtime"), null);
   else call("bad", "pkv_flush_l2", asPtr(rt), pick([badHandle("stream", false), asPtr(foreignStream)]));
@@ -554,10 +697,15 @@ op(1, () => {
 
 // reference decode
 function referenceArgs() {
-  const s = SHAPES[0]!, hq = s.heads * s.group, numPages = 6, batch = int(1, 3);
+  const s = SHAPES[0]!,
+    hq = s.heads * s.group,
+    numPages = 6,
+    batch = int(1, 3);
   const shape = new ArrayBuffer(24);
   new Int32Array(shape, 0, 5).set([hq, s.heads, s.dim, s.pageSize, 0]);
-  const indptr = new Int32Array(batch + 1), lens = new Int32Array(batch), indices: number[] = [];
+  const indptr = new Int32Array(batch + 1),
+    lens = new Int32Array(batch),
+    indices: number[] = [];
   for (let b = 0; b < batch; b++) {
     const pages = int(0, 2);
     for (let i = 0; i < pages; i++) indices.push(int(0, numPages - 1));
@@ -566,15 +714,24 @@ function referenceArgs() {
   }
   const pageElems = numPages * s.heads * s.pageSize * s.dim;
   return {
-    shape: new Uint8Array(shape), batch, indptr, indices: Int32Array.from(indices.length ? indices : [0]), lens,
-    k: new Uint16Array(pageElems).fill(0x3800), v: new Uint16Array(pageElems).fill(0x3400), numPages,
-    q: new Uint16Array(batch * hq * s.dim).fill(0x3c00), out: new Uint16Array(batch * hq * s.dim), lse: new Float32Array(batch * hq),
+    shape: new Uint8Array(shape),
+    batch,
+    indptr,
+    indices: Int32Array.from(indices.length ? indices : [0]),
+    lens,
+    k: new Uint16Array(pageElems).fill(0x3800),
+    v: new Uint16Array(pageElems).fill(0x3400),
+    numPages,
+    q: new Uint16Array(batch * hq * s.dim).fill(0x3c00),
+    out: new Uint16Array(batch * hq * s.dim),
+    lse: new Float32Array(batch * hq),
     hasPages: indices.length > 0,
   };
 }
 op(4, () => {
   const a = referenceArgs();
-  const list = () => [a.shape, a.batch, a.indptr, a.indices, a.lens, a.k, a.v, a.numPages, a.q, a.out, a.lse] as unknown[];
+  const list = () =>
+    [a.shape, a.batch, a.indptr, a.indices, a.lens, a.k, a.v, a.numPages, a.q, a.out, a.lse] as unknown[];
   const args = list();
   const r = int(0, 9);
   if (r === 0) args[0] = null;
@@ -582,8 +739,10 @@ op(4, () => {
   else if (r === 2) new Float32Array(a.shape.buffer)[5] = pick([Number.NaN, -1, Number.POSITIVE_INFINITY]);
   else if (r === 3) args[1] = pick([-1, -(2 ** 31)]);
   else if (r === 4) args[pick([2, 4, 8, 9])] = null;
-  else if (r === 5 && a.hasPages) args[pick([3, 5, 6])] = null; // page_indices read before its NULL check
-  else if (r === 6) a.indptr[int(1, a.batch)] = pick([-1, -(2 ** 31)]); // decreasing (larger would lie about the array)
+  else if (r === 5 && a.hasPages)
+    args[pick([3, 5, 6])] = null; // page_indices read before its NULL check
+  else if (r === 6)
+    a.indptr[int(1, a.batch)] = pick([-1, -(2 ** 31)]); // decreasing (larger would lie about the array)
   else if (r === 7 && a.hasPages) a.indices[int(0, a.indices.length - 1)] = pick([-1, a.numPages, 2 ** 31 - 1]);
   else if (r === 8) a.lens[int(0, a.batch - 1)] = pick([-1, 10 ** 6, 2 ** 31 - 1]);
   else if (r === 9) args[7] = -1;
@@ -605,26 +764,34 @@ op(2, () => {
   }
 });
 op(3, () => {
-  const s = pick(SHAPES), cfg = kvConfig(s, 2, 8, 2, 4, 2);
+  const s = pick(SHAPES),
+    cfg = kvConfig(s, 2, 8, 2, 4, 2);
   const r = int(0, 9);
   if (r === 0) return void call("bad", "pkv_kvpool_create", badHandle("runtime"), cfg, out64());
-  if (r === 1) return void call("bad", "pkv_kvpool_create", asPtr(rt), ...(chance(0.5) ? [null, out64()] : [cfg, null]));
+  if (r === 1)
+    return void call("bad", "pkv_kvpool_create", asPtr(rt), ...(chance(0.5) ? [null, out64()] : [cfg, null]));
   if (r === 2) cfg[pick([0, 1, 2, 3, 4, 6, 7])] = pick([0, -1, -(2 ** 31)]);
   else if (r === 3) cfg[pick([2, 4, 5])] = pick([3, 100, 1000, 7]);
   else if (r === 4) cfg[3] = pick([0, 257, -1]);
-  else if (r === 5) cfg[pick([5, 9])] = pick([2, -1]); // dtype, reserved
-  else if (r === 6) cfg.set([4096, 2 ** 31 / 256 - 1, 256, 256, 256, 0, 1, 1, 2 ** 31 - 1], 0); // swap bytes overflow 63 bits
-  else if (r === 7) cfg.set([4096, 1 << 20, 256, 8, 128], 0); // 2^52 bytes: more than any memory
-  else if (r === 8) cfg[8] = 2 ** 31 - 1; // swap bytes beyond any memory
+  else if (r === 5)
+    cfg[pick([5, 9])] = pick([2, -1]); // dtype, reserved
+  else if (r === 6)
+    cfg.set([4096, 2 ** 31 / 256 - 1, 256, 256, 256, 0, 1, 1, 2 ** 31 - 1], 0); // swap bytes overflow 63 bits
+  else if (r === 7)
+    cfg.set([4096, 1 << 20, 256, 8, 128], 0); // 2^52 bytes: more than any memory
+  else if (r === 8)
+    cfg[8] = 2 ** 31 - 1; // swap bytes beyond any memory
   else cfg.set([1, 16, 16, 2, 64, 0, 2 ** 16, 2 ** 16], 0); // a block table beyond its limit
   call("bad", "pkv_kvpool_create", asPtr(rt), cfg, out64());
 });
 op(2, () => {
-  const h = pick(live.pool), p = pools.get(h)!;
+  const h = pick(live.pool),
+    p = pools.get(h)!;
   const r = int(0, 3);
   if (r === 0) call("bad", "pkv_kvpool_table_addresses", badHandle("pool"), out64(), out64());
   else if (r === 1) call("bad", "pkv_kvpool_table_addresses", asPtr(h), chance(0.5) ? null : out64(), null);
-  else if (r === 2) call("bad", "pkv_kvpool_layer_addresses", asPtr(h), pick([-1, p.layers, 2 ** 31 - 1]), out64(), out64());
+  else if (r === 2)
+    call("bad", "pkv_kvpool_layer_addresses", asPtr(h), pick([-1, p.layers, 2 ** 31 - 1]), out64(), out64());
   else call("valid", "pkv_kvpool_layer_addresses", asPtr(h), int(0, p.layers - 1), out64(), out64());
 });
 
@@ -642,9 +809,12 @@ function distinctIds(count: number, limit: number): Int32Array {
 op(8, () => {
   // token writes and reads, host arrays
   const fn = pick(["pkv_kvpool_write", "pkv_kvpool_read"]);
-  const h = pick(live.pool), p = pools.get(h)!;
-  const n = int(1, 8), slots = randomSlots(p, n);
-  const k = new Uint16Array(n * p.heads * p.dim), v = new Uint16Array(n * p.heads * p.dim);
+  const h = pick(live.pool),
+    p = pools.get(h)!;
+  const n = int(1, 8),
+    slots = randomSlots(p, n);
+  const k = new Uint16Array(n * p.heads * p.dim),
+    v = new Uint16Array(n * p.heads * p.dim);
   const r = int(0, 6);
   if (r === 0) call("bad", fn, badHandle("pool"), 0, n, slots, k, v);
   else if (r === 1) call("bad", fn, asPtr(h), pick([-1, p.layers, 2 ** 31 - 1, -(2 ** 31)]), n, slots, k, v);
@@ -663,16 +833,21 @@ op(8, () => {
 });
 op(4, () => {
   // token writes from device buffers: ranges, alignment, runtimes
-  const h = pick(live.pool), p = pools.get(h)!;
-  const n = int(1, 4), slots = randomSlots(p, n), bytes = n * p.heads * p.dim * 2;
+  const h = pick(live.pool),
+    p = pools.get(h)!;
+  const n = int(1, 4),
+    slots = randomSlots(p, n),
+    bytes = n * p.heads * p.dim * 2;
   const fits = live.buffer.filter((b) => buffers.get(b)!.bytes >= bytes);
   const kb = fits.length ? pick(fits) : createBuffer(false, bytes + 32);
   const r = int(0, 6);
   const args: unknown[] = [asPtr(h), 0, n, slots, asPtr(kb), 0, asPtr(kb), 0];
   if (r === 0) args[0] = badHandle("pool");
   else if (r === 1) args[pick([4, 6])] = pick([badHandle("buffer"), asPtr(foreignBuffer)]);
-  else if (r === 2) args[pick([5, 7])] = pick([8, 1, 2 ** 63 - 2 ** 10, ...HUGE_U64]); // unaligned or out of range
-  else if (r === 3) args[5] = (Math.floor((buffers.get(kb)!.bytes - bytes) / 16) + 1) * 16; // aligned, one step too far
+  else if (r === 2)
+    args[pick([5, 7])] = pick([8, 1, 2 ** 63 - 2 ** 10, ...HUGE_U64]); // unaligned or out of range
+  else if (r === 3)
+    args[5] = (Math.floor((buffers.get(kb)!.bytes - bytes) / 16) + 1) * 16; // aligned, one step too far
   else if (r === 4) args[1] = pick([-1, p.layers]);
   else if (r === 5) slots[0] = p.pages * p.pageSize;
   else if (!p.sentinel) return void call("valid", "pkv_kvpool_write_device", ...args);
@@ -681,9 +856,12 @@ op(4, () => {
 });
 op(4, () => {
   // page copies
-  const h = pick(live.pool), p = pools.get(h)!;
+  const h = pick(live.pool),
+    p = pools.get(h)!;
   const n = int(1, Math.min(4, Math.floor(p.pages / 2)));
-  const ids = distinctIds(2 * n, p.pages), src = ids.subarray(0, n), dst = ids.subarray(n);
+  const ids = distinctIds(2 * n, p.pages),
+    src = ids.subarray(0, n),
+    dst = ids.subarray(n);
   const r = int(0, 5);
   if (r === 0) call("bad", "pkv_kvpool_copy_pages", badHandle("pool"), n, src, dst);
   else if (r === 1) call("bad", "pkv_kvpool_copy_pages", asPtr(h), pick([-1, -(2 ** 31)]), src, dst);
@@ -702,9 +880,11 @@ op(4, () => {
 op(5, () => {
   // swaps: ranges, repeated pages or slots, pools without swap space
   const fn = pick(["pkv_kvpool_swap_out", "pkv_kvpool_swap_in"]);
-  const h = pick(live.pool), p = pools.get(h)!;
+  const h = pick(live.pool),
+    p = pools.get(h)!;
   const n = int(1, Math.max(1, Math.min(4, p.swap)));
-  const pages = distinctIds(n, p.pages), slots = distinctIds(Math.min(n, p.swap), Math.max(p.swap, 1));
+  const pages = distinctIds(n, p.pages),
+    slots = distinctIds(Math.min(n, p.swap), Math.max(p.swap, 1));
   const ordered = (a: Int32Array, b: Int32Array) => (fn === "pkv_kvpool_swap_out" ? [a, b] : [b, a]);
   const [first, second] = ordered(pages, slots);
   const r = int(0, 5);
@@ -734,14 +914,33 @@ op(2, () => {
   }
 });
 op(3, () => {
-  const config = new ArrayBuffer(32), ints = new Int32Array(config, 0, 7), scale = new Float32Array(config, 28, 1);
+  const config = new ArrayBuffer(32),
+    ints = new Int32Array(config, 0, 7),
+    scale = new Float32Array(config, 28, 1);
   ints.set([4, 2, 64, 16, 0, 2, 4]);
   const r = int(0, 8);
-  if (r === 0) return void call("bad", "pkv_decode_engine_create", badHandle("runtime"), new Uint8Array(config), out64());
-  if (r === 1) return void call("bad", "pkv_decode_engine_create", asPtr(rt), ...(chance(0.5) ? [null, out64()] : [new Uint8Array(config), null]));
+  if (r === 0)
+    return void call("bad", "pkv_decode_engine_create", badHandle("runtime"), new Uint8Array(config), out64());
+  if (r === 1)
+    return void call(
+      "bad",
+      "pkv_decode_engine_create",
+      asPtr(rt),
+      ...(chance(0.5) ? [null, out64()] : [new Uint8Array(config), null]),
+    );
   if (r === 2) ints[2] = pick([0, 32, 100, 512]);
   else if (r === 3) ints[3] = pick([0, 3, 512, -16]);
-  else if (r === 4) ints.set(pick([[34, 2], [3, 2], [0, 2], [2, 0], [17, 1]]), 0); // group size
+  else if (r === 4)
+    ints.set(
+      pick([
+        [34, 2],
+        [3, 2],
+        [0, 2],
+        [2, 0],
+        [17, 1],
+      ]),
+      0,
+    ); // group size
   else if (r === 5) ints[5] = pick([-1, 3, 99]);
   else if (r === 6) ints[6] = pick([0, -1, 2 ** 21, 2 ** 31 - 1]);
   else if (r === 7) scale[0] = pick([Number.NaN, -1, Number.POSITIVE_INFINITY]);
@@ -752,24 +951,43 @@ op(2, () => {
   // engine settings: read back, and bad settings, pools or outputs at creation
   const r = int(0, 6);
   if (r === 0) return void call("valid", "pkv_decode_engine_settings", asPtr(pick(live.engine)), new Int32Array(8));
-  if (r === 1) return void call("bad", "pkv_decode_engine_settings", ...(chance(0.5) ? [badHandle("engine"), new Int32Array(8)] : [asPtr(pick(live.engine)), null]));
+  if (r === 1)
+    return void call(
+      "bad",
+      "pkv_decode_engine_settings",
+      ...(chance(0.5) ? [badHandle("engine"), new Int32Array(8)] : [asPtr(pick(live.engine)), null]),
+    );
   if (r === 2) return void call("bad", "pkv_engine_settings_defaults", null);
   const config = new ArrayBuffer(32);
   new Int32Array(config, 0, 7).set([4, 2, 64, 16, 0, 2, 4]);
   const settings = defaultSettings();
-  if (r === 3) return void call("bad", "pkv_decode_engine_create_with", asPtr(rt), new Uint8Array(config), badHandle("pool", false), settings, out64());
-  if (r === 4) return void call("bad", "pkv_decode_engine_create_with", asPtr(rt), new Uint8Array(config), null, settings, null);
+  if (r === 3)
+    return void call(
+      "bad",
+      "pkv_decode_engine_create_with",
+      asPtr(rt),
+      new Uint8Array(config),
+      badHandle("pool", false),
+      settings,
+      out64(),
+    );
+  if (r === 4)
+    return void call("bad", "pkv_decode_engine_create_with", asPtr(rt), new Uint8Array(config), null, settings, null);
   // one field out of its range: size, math, loader, tail percent, tail splits, tail end, claim tiles, reserved
   const field = int(0, 7);
-  settings[field] = pick([[-1, 0, 31, 33], [-1, 3, 99], [-1, 3, 99], [-1, 91, 2 ** 31 - 1], [-1], [-1], [-1], [1, -1]][field]!);
+  settings[field] = pick(
+    [[-1, 0, 31, 33], [-1, 3, 99], [-1, 3, 99], [-1, 91, 2 ** 31 - 1], [-1], [-1], [-1], [1, -1]][field]!,
+  );
   call("bad", "pkv_decode_engine_create_with", asPtr(rt), new Uint8Array(config), null, settings, out64());
 });
 op(2, () => {
-  const h = pick(live.engine), cells = 11 * 14;
+  const h = pick(live.engine),
+    cells = 11 * 14;
   const table = new Int8Array(cells).map(() => int(-1, 1));
   const r = int(0, 4);
   if (r === 0) call("bad", "pkv_decode_set_policy_table", badHandle("engine"), table, cells);
-  else if (r === 1) call("bad", "pkv_decode_set_policy_table", asPtr(h), table, pick([1, -1, cells - 1, cells + 1, 2 ** 31 - 1]));
+  else if (r === 1)
+    call("bad", "pkv_decode_set_policy_table", asPtr(h), table, pick([1, -1, cells - 1, cells + 1, 2 ** 31 - 1]));
   else if (r === 2) call("bad", "pkv_decode_set_policy_table", asPtr(h), null, cells);
   else if (r === 3) {
     table[int(0, cells - 1)] = pick([2, -2, 127, -128]);
@@ -779,10 +997,12 @@ op(2, () => {
 });
 op(8, () => {
   // plans
-  const eh = pick(live.engine), e = engines.get(eh)!;
+  const eh = pick(live.engine),
+    e = engines.get(eh)!;
   const fitting = live.pool.filter((p) => poolFits(e, pools.get(p)!));
   if (!fitting.length) return;
-  const ph = pick(fitting), p = pools.get(ph)!;
+  const ph = pick(fitting),
+    p = pools.get(ph)!;
   const batch = int(1, Math.min(e.maxBatch, p.rows));
   const rows = Int32Array.from({ length: batch }, () => int(0, p.rows - 1));
   const lens = Int32Array.from({ length: batch }, () => int(1, p.width * p.pageSize));
@@ -805,33 +1025,49 @@ op(8, () => {
 op(8, () => {
   const eh = runnablePlan();
   if (eh === undefined) return;
-  const e = engines.get(eh)!, plan = e.plan!, p = pools.get(plan.pool)!;
+  const e = engines.get(eh)!,
+    plan = e.plan!,
+    p = pools.get(plan.pool)!;
   const r = int(0, 5);
-  const q = plan.q, outBits = new Uint16Array(plan.batch * e.hq * e.dim);
+  const q = plan.q,
+    outBits = new Uint16Array(plan.batch * e.hq * e.dim);
   if (r === 0) call("bad", "pkv_decode_run", badHandle("engine"), plan.id, 0, q, outBits, null);
-  else if (r === 1) call("bad", "pkv_decode_run", asPtr(eh), pick([plan.id + 1, plan.id - 1, 0, -1]), 0, q, outBits, null);
-  else if (r === 2) call("bad", "pkv_decode_run", asPtr(eh), plan.id, pick([-1, p.layers, 2 ** 31 - 1]), q, outBits, null);
+  else if (r === 1)
+    call("bad", "pkv_decode_run", asPtr(eh), pick([plan.id + 1, plan.id - 1, 0, -1]), 0, q, outBits, null);
+  else if (r === 2)
+    call("bad", "pkv_decode_run", asPtr(eh), plan.id, pick([-1, p.layers, 2 ** 31 - 1]), q, outBits, null);
   else if (r === 3) call("bad", "pkv_decode_run", asPtr(eh), plan.id, 0, chance(0.5) ? null : q, null, null);
   else validRun(eh);
 });
 op(5, () => {
   const eh = runnablePlan();
   if (eh === undefined) return;
-  const e = engines.get(eh)!, plan = e.plan!;
-  const io = plan.batch * e.hq * e.dim * 2, lseBytes = plan.batch * e.hq * 4, need = 2 * io + lseBytes;
+  const e = engines.get(eh)!,
+    plan = e.plan!;
+  const io = plan.batch * e.hq * e.dim * 2,
+    lseBytes = plan.batch * e.hq * 4,
+    need = 2 * io + lseBytes;
   const big = live.buffer.filter((b) => buffers.get(b)!.bytes >= need && !buffers.get(b)!.sentinel);
   const buf = big.length ? pick(big) : createBuffer(false, need + 64);
   // q at 0, out after it (io is a multiple of 128 bytes), lse after both
   const args: unknown[] = [asPtr(eh), plan.id, 0, asPtr(buf), 0, asPtr(buf), io, null, 0, null];
   const r = int(0, 8);
   if (r === 0) args[pick([3, 5])] = pick([badHandle("buffer"), asPtr(foreignBuffer)]);
-  else if (r === 1) args[pick([4, 6])] = pick([8, 4, 1]); // unaligned
-  else if (r === 2) args[pick([4, 6])] = pick([(Math.floor((buffers.get(buf)!.bytes - io) / 16) + 1) * 16, ...HUGE_U64]);
-  else if (r === 3) [args[7], args[8]] = [asPtr(buf), pick([2 * io + 2, 1, 2 ** 40])]; // lse unaligned or out of range
+  else if (r === 1)
+    args[pick([4, 6])] = pick([8, 4, 1]); // unaligned
+  else if (r === 2)
+    args[pick([4, 6])] = pick([(Math.floor((buffers.get(buf)!.bytes - io) / 16) + 1) * 16, ...HUGE_U64]);
+  else if (r === 3)
+    [args[7], args[8]] = [asPtr(buf), pick([2 * io + 2, 1, 2 ** 40])]; // lse unaligned or out of range
   else if (r === 4) args[9] = pick([badHandle("stream", false), asPtr(foreignStream)]);
   else if (r === 5) args[1] = plan.id + 1;
   else if (r === 6) [args[7], args[8]] = [badHandle("buffer", false), 0];
-  else if (r === 7) [args[6], args[7], args[8]] = pick([[io - 16, null, 0], [io, asPtr(buf), io + 16 * int(0, 1)], [io, asPtr(buf), 0]]); // overlaps
+  else if (r === 7)
+    [args[6], args[7], args[8]] = pick([
+      [io - 16, null, 0],
+      [io, asPtr(buf), io + 16 * int(0, 1)],
+      [io, asPtr(buf), 0],
+    ]); // overlaps
   else {
     if (chance(0.5)) [args[7], args[8]] = [asPtr(buf), 2 * io];
     return void call("valid", "pkv_decode_run_device", ...args.slice(0, 9), asPtr(liveOr("stream")));
@@ -842,7 +1078,9 @@ op(2, () => {
   // A plan whose pool is destroyed cannot run, even if a new pool is made right after.
   const eh = runnablePlan();
   if (eh === undefined) return;
-  const e = engines.get(eh)!, plan = e.plan!, p = pools.get(plan.pool)!;
+  const e = engines.get(eh)!,
+    plan = e.plan!,
+    p = pools.get(plan.pool)!;
   if (p.sentinel) return;
   call("valid", "pkv_kvpool_destroy", asPtr(plan.pool));
   pools.delete(plan.pool);
@@ -853,16 +1091,29 @@ op(2, () => {
 op(3, () => {
   // The pinned table scribbled on after the plan (no dirty mark): the run uses what the plan validated.
   // Marked dirty, the next plan refuses the garbage and leaves the current plan in place.
-  const e = engines.get(sentinelEngine)!, p = pools.get(sentinelPool)!;
+  const e = engines.get(sentinelEngine)!,
+    p = pools.get(sentinelPool)!;
   if (e.plan?.pool !== sentinelPool) validPlan(sentinelEngine, sentinelPool);
   const saved = p.table.slice();
-  for (let i = 0; i < p.table.length; i++) p.table[i] = pick([-1, p.pages, 2 ** 31 - 1, -(2 ** 31), int(0, p.pages - 1)]);
+  for (let i = 0; i < p.table.length; i++)
+    p.table[i] = pick([-1, p.pages, 2 ** 31 - 1, -(2 ** 31), int(0, p.pages - 1)]);
   p.table[0] = -1;
   validRun(sentinelEngine);
   const savedDirty = p.dirty.slice();
   p.dirty.fill(0);
-  const rows = Int32Array.from({ length: p.rows }, (_, r) => r), lens = new Int32Array(p.rows).fill(p.width * p.pageSize);
-  call("bad", "pkv_decode_plan", asPtr(sentinelEngine), asPtr(sentinelPool), Math.min(p.rows, e.maxBatch), rows, lens, -1, new Int32Array(10));
+  const rows = Int32Array.from({ length: p.rows }, (_, r) => r),
+    lens = new Int32Array(p.rows).fill(p.width * p.pageSize);
+  call(
+    "bad",
+    "pkv_decode_plan",
+    asPtr(sentinelEngine),
+    asPtr(sentinelPool),
+    Math.min(p.rows, e.maxBatch),
+    rows,
+    lens,
+    -1,
+    new Int32Array(10),
+  );
   p.table.set(saved);
   p.dirty.set(savedDirty);
   validRun(sentinelEngine);
@@ -870,7 +1121,9 @@ op(3, () => {
 
 // ---- rounds -----------------------------------------------------------------------------------------
 
-let sentinelPool = 0, sentinelEngine = 0, sentinelBuffer = 0;
+let sentinelPool = 0,
+  sentinelEngine = 0,
+  sentinelBuffer = 0;
 const SENTINEL_BYTES = 1024;
 const sentinelPattern = Uint8Array.from({ length: SENTINEL_BYTES }, (_, i) => (i * 29 + 11) & 0xff);
 
@@ -896,7 +1149,16 @@ function startRound(): void {
   const p = pools.get(sentinelPool)!;
   for (let layer = 0; layer < p.layers; layer++) {
     const slots = allSlots(p);
-    call("valid", "pkv_kvpool_write", asPtr(sentinelPool), layer, slots.length, slots, tokenData(p, layer, slots, 0), tokenData(p, layer, slots, 1));
+    call(
+      "valid",
+      "pkv_kvpool_write",
+      asPtr(sentinelPool),
+      layer,
+      slots.length,
+      slots,
+      tokenData(p, layer, slots, 0),
+      tokenData(p, layer, slots, 1),
+    );
   }
   sentinelEngine = createEngine(SHAPES[0]!, 4);
   validPlan(sentinelEngine, sentinelPool);
@@ -904,17 +1166,21 @@ function startRound(): void {
 
 function endRound(): void {
   // Nothing a failed call did may show: the sentinel pool and buffer hold what they were given.
-  const p = pools.get(sentinelPool)!, slots = allSlots(p);
+  const p = pools.get(sentinelPool)!,
+    slots = allSlots(p);
   for (let layer = 0; layer < p.layers; layer++) {
-    const k = new Uint16Array(slots.length * p.heads * p.dim), v = new Uint16Array(k.length);
+    const k = new Uint16Array(slots.length * p.heads * p.dim),
+      v = new Uint16Array(k.length);
     call("valid", "pkv_kvpool_read", asPtr(sentinelPool), layer, slots.length, slots, k, v);
-    const wantK = tokenData(p, layer, slots, 0), wantV = tokenData(p, layer, slots, 1);
+    const wantK = tokenData(p, layer, slots, 0),
+      wantV = tokenData(p, layer, slots, 1);
     for (let i = 0; i < k.length; i++)
       if (k[i] !== wantK[i] || v[i] !== wantV[i]) violation(`sentinel pool layer ${layer} element ${i} changed`);
   }
   const back = new Uint8Array(SENTINEL_BYTES);
   call("valid", "pkv_buffer_read", asPtr(sentinelBuffer), 0, back, SENTINEL_BYTES);
-  for (let i = 0; i < SENTINEL_BYTES; i++) if (back[i] !== sentinelPattern[i]) violation(`sentinel buffer byte ${i} changed`);
+  for (let i = 0; i < SENTINEL_BYTES; i++)
+    if (back[i] !== sentinelPattern[i]) violation(`sentinel buffer byte ${i} changed`);
   // Then the runtimes go, and every handle they made is a freed one: each kind is tried once more.
   call("valid", "pkv_runtime_destroy", asPtr(rt));
   call("valid", "pkv_runtime_destroy", asPtr(foreign));
@@ -928,7 +1194,8 @@ function endRound(): void {
   call("bad", "pkv_runtime_synchronize", asPtr(rt));
   if (freed.buffer.length) call("bad", "pkv_buffer_write", asPtr(pick(freed.buffer)), 0, new Uint8Array(1), 1);
   if (freed.pool.length) call("bad", "pkv_kvpool_write", asPtr(pick(freed.pool)), 0, 0, null, null, null);
-  if (freed.engine.length) call("bad", "pkv_decode_run", asPtr(pick(freed.engine)), 1, 0, new Uint16Array(1), new Uint16Array(1), null);
+  if (freed.engine.length)
+    call("bad", "pkv_decode_run", asPtr(pick(freed.engine)), 1, 0, new Uint16Array(1), new Uint16Array(1), null);
 }
 
 const started = performance.now();
@@ -941,4 +1208,6 @@ while (callIndex < CALLS) {
 if (lastFd >= 0) closeSync(lastFd);
 const ms = performance.now() - started;
 const entryPoints = [...byEntry.keys()].sort();
-console.log(JSON.stringify({ seed: SEED, backend: backendName, calls: callIndex, ...counts, ms: Math.round(ms), entryPoints }));
+console.log(
+  JSON.stringify({ seed: SEED, backend: backendName, calls: callIndex, ...counts, ms: Math.round(ms), entryPoints }),
+);

@@ -55,12 +55,38 @@ export const MODEL_CONFIGS: ModelConfig[] = [
 
 /** Every kind of operation and outcome a run must have exercised, or it is not testing it. */
 export const MODEL_OUTCOMES = [
-  "create", "create (prefix hit)", "create (no row)", "append", "append (new pages)", "append (copy-on-write)",
-  "append (too long)", "append (out of pages)", "write", "write (shared page)", "fork", "fork (no row)", "release",
-  "release (swapped)", "swapOut", "swapOut (swap full)", "swapIn", "swapIn (no row)", "swapIn (out of pages)",
-  "describeBatch", "describeBatch (swapped)", "misuse (released)", "misuse (swapped)", "misuse (other cache)",
-  "registration found a cached twin", "plan", "plan replaced (stale)", "plan run (matches the reference)",
-  "plan stale (appended to)", "plan stale (released)", "plan stale (swapped)", "plan stale (pages changed)",
+  "create",
+  "create (prefix hit)",
+  "create (no row)",
+  "append",
+  "append (new pages)",
+  "append (copy-on-write)",
+  "append (too long)",
+  "append (out of pages)",
+  "write",
+  "write (shared page)",
+  "fork",
+  "fork (no row)",
+  "release",
+  "release (swapped)",
+  "swapOut",
+  "swapOut (swap full)",
+  "swapIn",
+  "swapIn (no row)",
+  "swapIn (out of pages)",
+  "describeBatch",
+  "describeBatch (swapped)",
+  "misuse (released)",
+  "misuse (swapped)",
+  "misuse (other cache)",
+  "registration found a cached twin",
+  "plan",
+  "plan replaced (stale)",
+  "plan run (matches the reference)",
+  "plan stale (appended to)",
+  "plan stale (released)",
+  "plan stale (swapped)",
+  "plan stale (pages changed)",
 ];
 
 type ErrorClass = new (...args: never[]) => Error;
@@ -145,10 +171,17 @@ export class KVCacheModel {
     this.#dirty = new Int32Array(toArrayBuffer(Number(dirty[0]) as Pointer, 0, cfg.maxSequences * 4));
     this.#mirror = new Int32Array(cfg.maxSequences * width).fill(-1);
     // A few "system prompts" of 1-3 pages plus a bit, from the tiny vocabulary.
-    this.#prompts = Array.from({ length: 4 }, () => this.#randomTokens(this.#P * (1 + this.#rng.int(3)) + this.#rng.int(this.#P)));
+    this.#prompts = Array.from({ length: 4 }, () =>
+      this.#randomTokens(this.#P * (1 + this.#rng.int(3)) + this.#rng.int(this.#P)),
+    );
     this.#engine = new DecodeEngine(runtime, {
-      numQoHeads: GROUP * cfg.numKvHeads, numKvHeads: cfg.numKvHeads, headDim: cfg.headDim, pageSize: cfg.pageSize,
-      dtype: "f16", maxBatch: cfg.maxSequences, smScale: SM_SCALE,
+      numQoHeads: GROUP * cfg.numKvHeads,
+      numKvHeads: cfg.numKvHeads,
+      headDim: cfg.headDim,
+      pageSize: cfg.pageSize,
+      dtype: "f16",
+      maxBatch: cfg.maxSequences,
+      smScale: SM_SCALE,
     });
   }
 
@@ -204,9 +237,12 @@ export class KVCacheModel {
     // Lower bound for hits: the pages live sequences registered that match the new prompt.
     let minHit = 0;
     for (const s of this.#seqs)
-      if (s.state === "live" && s.tokens) minHit = Math.max(minHit, Math.min(s.findable, this.#commonPages(s.tokens, tokens)));
+      if (s.state === "live" && s.tokens)
+        minHit = Math.max(minHit, Math.min(s.findable, this.#commonPages(s.tokens, tokens)));
     minHit = Math.min(minHit, this.#cfg.maxPagesPerSequence);
-    const seq = this.cache.createSequence(withTokens ? { tokens: this.#rng.chance(0.5) ? tokens : Int32Array.from(tokens) } : {});
+    const seq = this.cache.createSequence(
+      withTokens ? { tokens: this.#rng.chance(0.5) ? tokens : Int32Array.from(tokens) } : {},
+    );
     const hit = seq.prefixHitTokens;
     expect(hit % this.#P).toBe(0);
     expect(hit).toBeLessThanOrEqual(tokens.length);
@@ -291,7 +327,13 @@ export class KVCacheModel {
     const stamps = positions.map(() => this.#nextStamp++);
     const layer = this.#rng.int(this.#cfg.numLayers);
     const { k, v } = tokenData(stamps, layer, this.#elems);
-    if (forbidden) return this.#expectUnchanged("write (shared page)", BadStateError, () => this.cache.writeKV(layer, slots, k, v), s);
+    if (forbidden)
+      return this.#expectUnchanged(
+        "write (shared page)",
+        BadStateError,
+        () => this.cache.writeKV(layer, slots, k, v),
+        s,
+      );
     this.cache.writeKV(layer, slots, k, v);
     // Stamps are per token for all layers; a rewrite of one layer gives the token per-layer stamps.
     positions.forEach((i, j) => (s.stamps[i] = this.#layerStamp(s.stamps[i]!, layer, stamps[j]!)));
@@ -333,7 +375,8 @@ export class KVCacheModel {
   #swapOut(s: Shadow): void {
     const moving = s.pages.filter((p) => p.holders === 1).length;
     const swapFree = this.#cfg.swapPages - this.#swappedPages();
-    if (moving > swapFree) return this.#expectUnchanged("swapOut (swap full)", SwapFullError, () => this.cache.swapOut(s.seq), s);
+    if (moving > swapFree)
+      return this.#expectUnchanged("swapOut (swap full)", SwapFullError, () => this.cache.swapOut(s.seq), s);
     this.cache.swapOut(s.seq);
     this.#changedSince("swapped", s);
     const flushFrom = s.registered;
@@ -354,7 +397,8 @@ export class KVCacheModel {
 
   #swapIn(s: Shadow): void {
     const run = () => this.cache.swapIn(s.seq);
-    if (this.#liveCount() >= this.#cfg.maxSequences) return this.#expectUnchanged("swapIn (no row)", OutOfRangeError, run);
+    if (this.#liveCount() >= this.#cfg.maxSequences)
+      return this.#expectUnchanged("swapIn (no row)", OutOfRangeError, run);
     const moving = s.pages.filter((p) => !p.resident).length;
     if (moving > this.#cfg.numPages - this.#usedPages().size)
       return this.#expectUnchanged("swapIn (out of pages)", OutOfPagesError, run);
@@ -377,7 +421,9 @@ export class KVCacheModel {
     const swapped = this.#seqs.find((s) => s.state === "swapped");
     if (swapped && this.#rng.chance(0.2)) {
       const bad = [...batch.map((s) => s.seq), swapped.seq];
-      return this.#expectUnchanged("describeBatch (swapped)", BadStateError, () => this.cache.describeBatch(bad, rows, lengths));
+      return this.#expectUnchanged("describeBatch (swapped)", BadStateError, () =>
+        this.cache.describeBatch(bad, rows, lengths),
+      );
     }
     this.cache.describeBatch(
       batch.map((s) => s.seq),
@@ -423,7 +469,10 @@ export class KVCacheModel {
     const batch = candidates.filter(() => this.#rng.chance(0.6));
     if (batch.length === 0) batch.push(this.#rng.pick(candidates));
     const old = this.#planned;
-    const plan = this.#engine.plan(this.cache, batch.map((s) => s.seq));
+    const plan = this.#engine.plan(
+      this.cache,
+      batch.map((s) => s.seq),
+    );
     this.#planned = { plan, batch, looks: batch.map((s) => this.#look(s)), changed: null };
     this.#count("plan");
     if (old) {
@@ -441,7 +490,12 @@ export class KVCacheModel {
   /** What a plan depends on: state, row, length and page ids. */
   #look(s: Shadow): Look {
     const seq = s.seq;
-    return { state: seq.state, row: seq.row, length: seq.length, pages: seq.state === "released" ? null : this.cache.pagesOf(seq) };
+    return {
+      state: seq.state,
+      row: seq.row,
+      length: seq.length,
+      pages: seq.state === "released" ? null : this.cache.pagesOf(seq),
+    };
   }
 
   #looksAsPlanned(planned: Planned): boolean {
@@ -468,7 +522,10 @@ export class KVCacheModel {
       return;
     }
     if (!this.#rng.chance(0.25)) return; // a run and the reference cost more than the rest of a step
-    const q = encode("f16", Array.from({ length: planned.batch.length * GROUP * this.#elems }, () => this.#rng.next() * 2 - 1));
+    const q = encode(
+      "f16",
+      Array.from({ length: planned.batch.length * GROUP * this.#elems }, () => this.#rng.next() * 2 - 1),
+    );
     const out = this.#runPlan(planned, layer, q);
     const want = this.#attention(planned.batch, layer, q);
     const got = decode("f16", out);
@@ -480,11 +537,17 @@ export class KVCacheModel {
     }
     const relError = Math.sqrt(diff / Math.max(norm, 1e-30));
     if (!(relError < tolerance("f16")))
-      throw new Error(`plan ${planned.plan.id} (${planned.batch.length} rows), layer ${layer}: relative error ${relError} against the shadow`);
+      throw new Error(
+        `plan ${planned.plan.id} (${planned.batch.length} rows), layer ${layer}: relative error ${relError} against the shadow`,
+      );
     this.#count("plan run (matches the reference)");
   }
 
-  #runPlan(planned: Planned, layer: number, q: Uint16Array = new Uint16Array(planned.batch.length * GROUP * this.#elems)): Uint16Array {
+  #runPlan(
+    planned: Planned,
+    layer: number,
+    q: Uint16Array = new Uint16Array(planned.batch.length * GROUP * this.#elems),
+  ): Uint16Array {
     const out = new Uint16Array(q.length);
     this.#engine.run(planned.plan, layer, q, out);
     return out;
@@ -504,12 +567,24 @@ export class KVCacheModel {
         fillToken(vPages, at * E, E, this.#stampIn(stamp, layer), layer, 1);
         at++;
       }
-    const pageIndptr = Int32Array.from([0, ...lengths.map((_, i) => lengths.slice(0, i + 1).reduce((a, n) => a + n, 0))]);
+    const pageIndptr = Int32Array.from([
+      0,
+      ...lengths.map((_, i) => lengths.slice(0, i + 1).reduce((a, n) => a + n, 0)),
+    ]);
     return decodeAttention(
       {
-        numQoHeads: GROUP * this.#cfg.numKvHeads, numKvHeads: this.#cfg.numKvHeads, headDim: this.#cfg.headDim, pageSize: 1,
-        dtype: "f16", numPages: tokens, pageIndptr, pageIndices: Int32Array.from({ length: tokens }, (_, i) => i),
-        seqLens: Int32Array.from(lengths), kPages, vPages, q,
+        numQoHeads: GROUP * this.#cfg.numKvHeads,
+        numKvHeads: this.#cfg.numKvHeads,
+        headDim: this.#cfg.headDim,
+        pageSize: 1,
+        dtype: "f16",
+        numPages: tokens,
+        pageIndptr,
+        pageIndices: Int32Array.from({ length: tokens }, (_, i) => i),
+        seqLens: Int32Array.from(lengths),
+        kPages,
+        vPages,
+        q,
       },
       SM_SCALE,
     ).out;
@@ -556,7 +631,8 @@ export class KVCacheModel {
   }
 
   #residentByPid(pid: number, except?: LPage): LPage | undefined {
-    for (const s of this.#seqs) for (const p of s.pages) if (p !== except && p.resident && p.pid === pid && p.holders > 0) return p;
+    for (const s of this.#seqs)
+      for (const p of s.pages) if (p !== except && p.resident && p.pid === pid && p.holders > 0) return p;
     return undefined;
   }
 
@@ -587,7 +663,10 @@ export class KVCacheModel {
 
   #chainStamps(tokens: number[], previous: number): number[] {
     const out: number[] = [];
-    for (const t of tokens) out.push((previous = chainStamp(previous, t)));
+    for (const t of tokens) {
+      previous = chainStamp(previous, t);
+      out.push(previous);
+    }
     return out;
   }
 
@@ -622,7 +701,11 @@ export class KVCacheModel {
 
   /** Runs an operation that must throw `Class` and change nothing observable. */
   #expectUnchanged(what: string, Class: ErrorClass, run: () => unknown, target?: Shadow): void {
-    const before = { stats: this.cache.stats(), snapshot: this.cache.snapshot(), pages: this.#seqs.map((s) => this.cache.pagesOf(s.seq)) };
+    const before = {
+      stats: this.cache.stats(),
+      snapshot: this.cache.snapshot(),
+      pages: this.#seqs.map((s) => this.cache.pagesOf(s.seq)),
+    };
     const kv = target?.state === "live" ? this.cache.readKV(0, target.seq) : null;
     expect(run).toThrow(Class);
     expect(this.cache.stats()).toEqual(before.stats);
@@ -725,7 +808,9 @@ export class KVCacheModel {
       });
       if (!equalBits(got.k, k) || !equalBits(got.v, v)) {
         const bad = s.stamps.findIndex((_, i) => got.k[i * E] !== k[i * E] || got.v[i * E] !== v[i * E]);
-        throw new Error(`sequence ${s.seq.id}, layer ${l}: K/V differ from the shadow at token ${bad} of ${s.stamps.length}`);
+        throw new Error(
+          `sequence ${s.seq.id}, layer ${l}: K/V differ from the shadow at token ${bad} of ${s.stamps.length}`,
+        );
       }
     }
   }

@@ -34,7 +34,14 @@ export class Rng {
  * out[at .. at + elems). Values never have an all-ones exponent (no NaN or Inf in f16 or bf16), so
  * no conversion anywhere could alter them.
  */
-export function fillToken(out: Uint16Array, at: number, elems: number, stamp: number, layer: number, which: number): void {
+export function fillToken(
+  out: Uint16Array,
+  at: number,
+  elems: number,
+  stamp: number,
+  layer: number,
+  which: number,
+): void {
   let x = (Math.imul(stamp, 0x9e3779b1) ^ Math.imul(layer + 1, 0x85ebca77) ^ Math.imul(which + 1, 0xc2b2ae3d)) | 0;
   for (let e = 0; e < elems; e++) {
     x = (Math.imul(x ^ (x >>> 15), 0x2c1b3c6d) + e) | 0;
