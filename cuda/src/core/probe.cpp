@@ -98,7 +98,8 @@ pkv_status pkv_flush_l2(pkv_runtime *rt, pkv_stream *stream) {
     rt->flush_bytes = bytes;
   }
   char *base = static_cast<char *>(rt->flush_buffer);
-  return launch_read(rt, base, rt->flush_bytes, base + rt->flush_bytes, pkv::stream_of(rt, stream));
+  return pkv::launch_flush_read(base, rt->flush_bytes, base + rt->flush_bytes, rt->info.multiprocessors,
+                                pkv::stream_of(rt, stream));
   PKV_API_END
 }
 

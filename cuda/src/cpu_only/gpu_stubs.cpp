@@ -36,5 +36,6 @@ pkv_status gpu_copy_pages(const pkv_kvpool *, PageSpace, PageSpace, int32_t, con
 }
 
 pkv_status launch_read_stream(const void *, uint64_t, void *, int32_t, cudaStream_t) { return no_gpu(__func__); }
+pkv_status launch_flush_read(const void *, uint64_t, void *, int32_t, cudaStream_t) { return no_gpu(__func__); }
 
 }  // namespace pkv
