@@ -123,7 +123,7 @@ export class Runtime extends NativeObject implements RuntimeContext {
   }
 
   /**
-   * Times both decode kernels over a grid of batch shapes on this GPU (well under a minute) and stores
+   * Times both decode kernels over a grid of batch shapes on this GPU (seconds) and stores
    * the adaptive policy's table on disk, where engines of the same shape and settings load it. CUDA only.
    */
   calibrate(shape: ModelShape, options: CalibrateOptions = {}): { table: PolicyTable; path: string } {

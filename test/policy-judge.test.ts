@@ -5,7 +5,7 @@ import { judgeCell, judgeStep, quantile } from "../lib/policy/judge";
 import { seeded } from "../lib/random";
 import type { StepMeasurement } from "../lib/policy/table";
 
-const rule = { margin: 0.02, agreement: 0.8 };
+const rule = { margin: 0.01, agreement: 0.8 }; // calibrate's defaults
 
 /** `rounds` paired timings: each kernel's true time times log-normal noise of `noise`, plus a shared drift. */
 function rounds(seed: number, n: number, baseUs: number, persUs: number, noise: number, drift = 0) {
@@ -63,6 +63,13 @@ describe("judgeStep", () => {
     }
   });
 
+  test("a steady gain under the margin is no preference", () => {
+    for (let seed = 1; seed <= 100; seed++) {
+      const { base, pers } = rounds(seed, 15, 100.5, 100, 0.001);
+      expect(judgeStep("skewed", base, pers, rule).choice).toBe("none");
+    }
+  });
+
   test("a shared drift (clocks) does not hide a clear win: the rounds are paired", () => {
     const { base, pers } = rounds(5, 15, 100, 93, 0.003, 0.2);
     const step = judgeStep("skewed", base, pers, rule);
@@ -103,7 +110,7 @@ describe("judgeCell", () => {
     expect(judgeCell(8, 4096, [step("persistent", 0.1), step("persistent", 0.05)], rule).choice).toBe("persistent");
   });
   test("a kernel chosen on one step and within the margin on the other is kept", () => {
-    expect(judgeCell(8, 4096, [step("baseline", -0.1), step("none", 0.01)], rule).choice).toBe("baseline");
+    expect(judgeCell(8, 4096, [step("baseline", -0.1), step("none", 0.005)], rule).choice).toBe("baseline");
   });
   test("a kernel that wins on skewed rows but loses on equal rows is no preference", () => {
     expect(judgeCell(8, 4096, [step("persistent", 0.06), step("none", -0.03)], rule).choice).toBe("none");

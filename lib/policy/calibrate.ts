@@ -32,9 +32,9 @@ export interface CalibrateOptions {
   /** Paired timing rounds per step (default 15). */
   rounds?: number;
   /**
-   * A kernel is chosen only if its median beats the other's by this fraction (default 0.02, the policy's
-   * allowed loss: a cell left to the built-in rule then costs less than that) and by more than the cell's
-   * own run-to-run spread...
+   * A kernel is chosen only if its median beats the other's by this fraction plus the cell's own run-to-run
+   * spread (default 0.01: a cell left to the built-in rule then loses at most that sum, inside the policy's
+   * allowed 2% for spreads under 1%)...
    */
   margin?: number;
   /** ...and it won by the margin in at least this fraction of the paired rounds (default 0.8). */
@@ -59,7 +59,7 @@ export function calibrate(rt: CalibrationRuntime, shape: ModelShape, options: Ca
   const o = checkOptions(method, options);
   const rounds = checkCount(method, "rounds", o.rounds ?? 15, 1, 10_000);
   const rule: DecisionRule = {
-    margin: checkFinite(method, "margin", o.margin ?? 0.02, 0),
+    margin: checkFinite(method, "margin", o.margin ?? 0.01, 0),
     agreement: checkFinite(method, "agreement", o.agreement ?? 0.8, 0, 1),
   };
   const maxTokens = checkCount(method, "maxTokens", o.maxTokens ?? 2 ** 21, 1);
