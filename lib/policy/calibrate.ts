@@ -109,10 +109,16 @@ export function calibrate(rt: CalibrationRuntime, shape: ModelShape, options: Ca
         time(cache, seqs, "persistent");
         const base: number[] = [],
           pers: number[] = [];
-        for (let r = 0; r < rounds; r++) {
-          base.push(time(cache, seqs, "baseline"));
-          pers.push(time(cache, seqs, "persistent"));
-        }
+        // Each pair alternates which kernel goes first, so an order effect (clocks ramping within a
+        // pair) cancels out of the paired ratios rather than favouring one kernel.
+        for (let r = 0; r < rounds; r++)
+          if (r % 2 === 0) {
+            base.push(time(cache, seqs, "baseline"));
+            pers.push(time(cache, seqs, "persistent"));
+          } else {
+            pers.push(time(cache, seqs, "persistent"));
+            base.push(time(cache, seqs, "baseline"));
+          }
         for (const seq of seqs) cache.release(seq);
         return judgeStep(step.kind, base, pers, rule);
       });

@@ -12,7 +12,7 @@ export interface DecisionRule {
 }
 
 /**
- * One step's verdict. Rounds are paired (baseline then persistent, both after the same L2 flush), so their
+ * One step's verdict. Rounds are paired (both kernels back to back, each after an L2 flush), so their
  * ratio cancels drift that moves both kernels, such as clocks. The spread is half the central 80% range of
  * those ratios, recorded with the verdict: a gain that does not clear the margin by it could fall under the
  * margin (or change sign) on a rerun, so it is no preference.
