@@ -118,17 +118,17 @@ export class Runtime extends NativeObject implements RuntimeContext {
     const engine = new DecodeEngine(this, resolveEngineOptions(options));
     // An adaptive engine on a calibrated GPU uses the stored table (see calibrate below).
     if (engine.policy === "adaptive" && this.backend === "cuda")
-      engine.setPolicyTable(loadPolicy(policyKey(this.info.name, engine)));
+      engine.setPolicyTable(loadPolicy(policyKey(this.info.name, engine, engine.settings)));
     return engine;
   }
 
   /**
-   * Times both decode kernels over a grid of batch shapes on this GPU (well under a minute) and stores
-   * the adaptive policy's table on disk, where engines of the same shape load it. CUDA only.
+   * Times both decode kernels over a grid of batch shapes on this GPU (seconds) and stores
+   * the adaptive policy's table on disk, where engines of the same shape and settings load it. CUDA only.
    */
   calibrate(shape: ModelShape, options: CalibrateOptions = {}): { table: PolicyTable; path: string } {
-    const table = calibrate(this, shape, options);
-    return { table, path: savePolicy(policyKey(this.info.name, shape), table) };
+    const { table, settings } = calibrate(this, shape, options);
+    return { table, path: savePolicy(policyKey(this.info.name, shape, settings), table) };
   }
 
   /** Records the asynchronous work `body` queues (e.g. a plan's upload and every layer's run) as a graph. */

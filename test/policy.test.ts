@@ -5,12 +5,20 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { InvalidArgumentError, UnsupportedError } from "../lib/errors";
 import { openRuntime } from "../lib/runtime";
-import { judge, spread } from "../lib/policy/calibrate";
+import { spread } from "../lib/policy/sizing";
 import { seeded } from "../lib/random";
 import { loadPolicy, policyKey, policyPath, savePolicy } from "../lib/policy/store";
 import { BATCH_BUCKETS, batchBucket, cellStep, emptyChoices, TOKEN_BUCKETS, tokenBucket } from "../lib/policy/table";
 
 const shape = { numQoHeads: 32, numKvHeads: 8, headDim: 128, pageSize: 16, dtype: "f16" as const };
+const settings = {
+  math: "tensor-cores",
+  loader: "bulk",
+  tailPercent: 10,
+  tailMinSplits: 32,
+  tailEndTiles: 2,
+  claimMinTiles: 8,
+} as const;
 
 describe("table buckets", () => {
   test("batches bucket by powers of two, the last open-ended", () => {
@@ -25,21 +33,6 @@ describe("table buckets", () => {
         const { batch, tokens } = cellStep(b, t);
         expect([batchBucket(batch), tokenBucket(tokens)]).toEqual([b, t]);
       }
-  });
-});
-
-describe("judge", () => {
-  test("a clear, consistent winner is chosen", () => {
-    const cell = judge(8, 4096, [10, 10.2, 10.1, 10.3], [9, 9.1, 9.2, 9.0], 0.03, 0.8);
-    expect(cell.choice).toBe("persistent");
-    expect(cell.agreement).toBe(1);
-  });
-  test("a gain under the margin is no preference", () => {
-    expect(judge(8, 4096, [10, 10, 10], [9.9, 9.9, 9.9], 0.03, 0.8).choice).toBe("none");
-  });
-  test("a winner that loses too many paired rounds is no preference (noise)", () => {
-    const cell = judge(1, 512, [10, 10, 10, 12, 12], [13, 13, 9, 9, 9], 0.03, 0.8);
-    expect(cell.choice).toBe("none");
   });
 });
 
@@ -76,14 +69,37 @@ describe("store", () => {
   test("a saved table loads back under the same key only", () => {
     const choices = emptyChoices();
     choices[3] = 1;
-    const key = policyKey("Some GPU", shape);
+    const key = policyKey("Some GPU", shape, settings);
     savePolicy(key, { choices, measurements: [] });
     expect(Array.from(loadPolicy(key)!.choices)).toEqual(Array.from(choices));
-    expect(loadPolicy(policyKey("Other GPU", shape))).toBeUndefined();
-    expect(loadPolicy(policyKey("Some GPU", { ...shape, pageSize: 32 }))).toBeUndefined();
+    expect(loadPolicy(policyKey("Other GPU", shape, settings))).toBeUndefined();
+    expect(loadPolicy(policyKey("Some GPU", { ...shape, pageSize: 32 }, settings))).toBeUndefined();
+  });
+  test("a table measured with other kernels or planner thresholds is not loaded", () => {
+    savePolicy(policyKey("Some GPU", shape, settings), { choices: emptyChoices(), measurements: [] });
+    for (const other of [
+      { math: "cuda-cores" },
+      { loader: "cp-async" },
+      { tailPercent: 0 },
+      { tailMinSplits: 0 },
+      { tailEndTiles: 0 },
+      { claimMinTiles: 1 },
+    ] as const) {
+      const key = policyKey("Some GPU", shape, { ...settings, ...other });
+      expect(key).not.toBe(policyKey("Some GPU", shape, settings));
+      expect(loadPolicy(key)).toBeUndefined();
+    }
+  });
+  test("an engine looks up the table of its resolved settings", () => {
+    using rt = openRuntime({ backend: "cpu" });
+    const make = (s?: { math: "cuda-cores" }) => rt.createDecodeEngine({ ...shape, settings: s });
+    using auto = make();
+    using cudaCores = make({ math: "cuda-cores" });
+    expect(auto.settings.math).not.toBe("auto");
+    expect(policyKey("Some GPU", shape, auto.settings)).not.toBe(policyKey("Some GPU", shape, cudaCores.settings));
   });
   test("a corrupt file reads as no calibration", () => {
-    const key = policyKey("Broken GPU", shape);
+    const key = policyKey("Broken GPU", shape, settings);
     savePolicy(key, { choices: emptyChoices(), measurements: [] });
     writeFileSync(policyPath(key), "{ not json");
     expect(loadPolicy(key)).toBeUndefined();

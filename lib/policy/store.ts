@@ -1,12 +1,14 @@
-// Calibrations on disk, keyed by GPU name, library version and model shape, so an engine on the same
-// machine loads its table without measuring again. Directory: $PKV_CACHE_DIR, else
+// Calibrations on disk, keyed by GPU name, library version, model shape and the engine settings that change
+// kernel timing, so an engine on the same machine loads its table without measuring again (and never one
+// measured with other kernels: tensor-core timings say nothing about CUDA cores). Directory: $PKV_CACHE_DIR, else
 // $XDG_CACHE_HOME/persistentkv, else ~/.cache/persistentkv.
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { readEnv } from "../env";
 import { native, ABI_VERSION } from "../ffi/loader";
-import type { ModelShape } from "./calibrate";
+import type { EngineSettings } from "../engine";
+import type { ModelShape } from "./sizing";
 import { BATCH_BUCKETS, type CellMeasurement, isChoice, type PolicyTable, TOKEN_BUCKETS } from "./table";
 
 interface StoredPolicy {
@@ -22,9 +24,14 @@ export function calibrationDir(): string {
   return join(process.env.XDG_CACHE_HOME ?? join(homedir(), ".cache"), "persistentkv");
 }
 
-export function policyKey(gpu: string, shape: ModelShape): string {
+/** The key of a table; `settings` as an engine reports them (math and loader resolved from "auto"). */
+export function policyKey(gpu: string, shape: ModelShape, settings: Required<EngineSettings>): string {
   const { numQoHeads, numKvHeads, headDim, pageSize, dtype } = shape;
-  return `${gpu} | persistentkv ${native().pkv_version()} abi ${ABI_VERSION} | ${numQoHeads}/${numKvHeads}x${headDim} page ${pageSize} ${dtype}`;
+  const { math, loader, tailPercent, tailMinSplits, tailEndTiles, claimMinTiles } = settings;
+  return (
+    `${gpu} | persistentkv ${native().pkv_version()} abi ${ABI_VERSION} | ${numQoHeads}/${numKvHeads}x${headDim} page ${pageSize} ${dtype}` +
+    ` | ${math} ${loader} tail ${tailPercent}/${tailMinSplits}/${tailEndTiles} claim ${claimMinTiles}`
+  );
 }
 
 export function policyPath(key: string): string {

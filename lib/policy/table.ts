@@ -33,13 +33,29 @@ export function cellStep(b: number, t: number): { batch: number; tokens: number 
   return { batch: 2 ** b, tokens: t === 0 ? 2 ** MIN_LOG2_TOKENS : tokens };
 }
 
+/** Both kernels timed on one synthetic step of a cell, and the kernel that step alone would choose. */
+export interface StepMeasurement {
+  /** How the step's rows are spread: log-normal ("skewed") or equal ("uniform"). */
+  kind: "skewed" | "uniform";
+  rounds: number;
+  /** Median kernel times over the paired rounds. */
+  baselineUs: number;
+  persistentUs: number;
+  /** Median over rounds of baseline / persistent time, minus 1: above 0, persistent is faster. */
+  gain: number;
+  /** The cell's run-to-run spread: half the central 80% range of the per-round ratios, as a fraction. */
+  spread: number;
+  /** Fraction of paired rounds in which the faster kernel won by at least the margin. */
+  agreement: number;
+  choice: DecodeKernel | "none";
+}
+
 export interface CellMeasurement {
   batch: number;
   tokens: number;
-  baselineUs: number;
-  persistentUs: number;
-  /** Fraction of paired rounds the chosen kernel won (1 when it always did). */
-  agreement: number;
+  /** One measurement per step kind (a batch of 1 has only one). */
+  steps: StepMeasurement[];
+  /** The kernel that held on every step of the cell, or "none" (the built-in rule decides). */
   choice: DecodeKernel | "none";
 }
 
