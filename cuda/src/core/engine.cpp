@@ -173,7 +173,7 @@ pkv_status ensure_deltas_device(pkv_decode_engine *e, int64_t bytes) {
 }
 
 // The adaptive rule: the calibrated table's choice where calibration found a clear winner; elsewhere this
-// built-in rule, read off the H100 measurements in bench/NOTES-kernels.md: the persistent kernel when rows are many (half a wave of (row, head) pairs or
+// built-in rule, read off the H100 measurements (docs/kernels.md, "The adaptive policy"): the persistent kernel when rows are many (half a wave of (row, head) pairs or
 // more: its queue balances them, the one-block-per-task grid does not), when a long step is skewed
 // (longest row over twice the mean, 64K tokens or more), or when the step is large; the baseline
 // otherwise (short steps: its launch is a little cheaper and its splits are as even).

@@ -1,5 +1,5 @@
 // Engine settings: defaults, validation and resolution. The defaults are the measured best plans and
-// kernels (bench/NOTES-kernels.md): the other values are kept for comparisons and to force the tail or
+// kernels (docs/kernels.md): the other values are kept for comparisons and to force the tail or
 // claiming onto the small steps of tests and sanitizer runs.
 #include "engine_settings.h"
 

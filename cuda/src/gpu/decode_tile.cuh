@@ -69,7 +69,7 @@ namespace pkv {
 // in 8 different banks without a swizzle, which bulk copies cannot apply. Rows past the task's end copy
 // the task's last token again (finite data; its scores are masked to -inf, so P is 0 there): every
 // stage's byte count stays fixed and no ordinary store touches memory the copy engine writes.
-// Measured on H100 (bench/NOTES-kernels.md, v6): one copy per row (128 per tile) was slower on short and
+// Measured on H100 (docs/kernels.md, "Task bodies and loaders"): one copy per row (128 per tile) was slower on short and
 // latency-bound steps; one per 8 rows is 2-4% faster on big steps and 7-14% on short ones.
 template <typename T, int D, int kThreads, int kTile>
 struct BulkTileLoader {
