@@ -79,7 +79,9 @@ void plan_balanced_waves(PlanBuilder &p, int64_t total_pages, int64_t max_pages)
       std::fill(count, count + 257, 0u);
       for (int32_t i = 0; i < batch; i++) count[256 - ((length[order[i]] >> shift) & 255)]++;
     }
-    for (int d = 1; d < 257; d++) count[d] += count[d - 1];
+    // Digits above the longest's are empty: start the prefix sum at the longest's bucket.
+    const int first = (longest >> shift) < 256 ? 255 - (int)(longest >> shift) : 0;
+    for (int d = first + 1; d < 257; d++) count[d] += count[d - 1];
     if (shift == 0) {
       for (int32_t b = 0; b < batch; b++) scratch[count[255 - (length[b] & 255)]++] = (uint32_t)b;
     } else {

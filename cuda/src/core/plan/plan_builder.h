@@ -45,9 +45,19 @@ struct PlanBuilder {
     const int32_t heads = shape.num_kv_heads;
     PlanTask *t = out;
 #if defined(__SSE2__)
+    // Four heads per iteration (KV heads are mostly a multiple of 4), then the rest.
     __m128i task = _mm_setr_epi32(row, 0, 0, seq_len);
-    const __m128i next_head = _mm_setr_epi32(0, 1 << 16, 0, 0);
-    for (int32_t h = 0; h < heads; h++, task = _mm_add_epi32(task, next_head)) _mm_storeu_si128(reinterpret_cast<__m128i *>(t + h), task);
+    const __m128i head1 = _mm_setr_epi32(0, 1 << 16, 0, 0), head2 = _mm_add_epi32(head1, head1);
+    const __m128i head3 = _mm_add_epi32(head2, head1), head4 = _mm_add_epi32(head2, head2);
+    auto store = [&](int32_t h, __m128i v) { _mm_storeu_si128(reinterpret_cast<__m128i *>(t + h), v); };
+    int32_t h = 0;
+    for (; h + 4 <= heads; h += 4, task = _mm_add_epi32(task, head4)) {
+      store(h, task);
+      store(h + 1, _mm_add_epi32(task, head1));
+      store(h + 2, _mm_add_epi32(task, head2));
+      store(h + 3, _mm_add_epi32(task, head3));
+    }
+    for (; h < heads; h++, task = _mm_add_epi32(task, head1)) store(h, task);
 #else
     for (int32_t h = 0; h < heads; h++) t[h] = PlanTask{row, h << 16, 0, seq_len};
 #endif
