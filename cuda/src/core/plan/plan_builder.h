@@ -74,14 +74,32 @@ struct PlanBuilder {
       return;
     }
     PlanTask *first = t;
-    for (int32_t s = 0; s < n; s++) {
-      int64_t p0 = chunk_pages > 0 ? (int64_t)s * chunk_pages : s * pages / n;
-      int64_t p1 = chunk_pages > 0 ? std::min<int64_t>(pages, (int64_t)(s + 1) * chunk_pages) : (s + 1) * pages / n;
+    auto split = [&](int32_t s, int64_t p0, int64_t p1) {
       first[s] = PlanTask{row, s, (int32_t)(p0 * page_size), (int32_t)std::min<int64_t>(p1 * page_size, seq_len)};
+    };
+    if (chunk_pages > 0) {
+      for (int32_t s = 0; s < n; s++) split(s, (int64_t)s * chunk_pages, std::min<int64_t>(pages, (int64_t)(s + 1) * chunk_pages));
+    } else {
+      // One division per split: a split ends where the next begins.
+      for (int64_t s = 0, p0 = 0; s < n; s++) {
+        const int64_t p1 = (s + 1) * pages / n;
+        split((int32_t)s, p0, p1);
+        p0 = p1;
+      }
     }
     t += n;
+    // The other heads' tasks are the first head's with the head field added.
+#if defined(__SSE2__)
+    const __m128i head1 = _mm_setr_epi32(0, 1 << 16, 0, 0);
+    __m128i head = head1;
+    for (int32_t h = 1; h < heads; h++, head = _mm_add_epi32(head, head1))
+      for (int32_t s = 0; s < n; s++, t++)
+        _mm_storeu_si128(reinterpret_cast<__m128i *>(t),
+                         _mm_add_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(first + s)), head));
+#else
     for (int32_t h = 1; h < heads; h++)
       for (int32_t s = 0; s < n; s++, t++) *t = PlanTask{row, h << 16 | s, first[s].tok_begin, first[s].tok_end};
+#endif
     out = t;
   }
 };
