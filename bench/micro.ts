@@ -60,8 +60,8 @@ for (const task of bench.tasks) {
 rt.synchronize();
 
 // The same plans with the GPU idle before each (a serving loop waits for each step's logits, so the
-// staging image a plan reuses is never still in flight), and the native call alone (no describeBatch,
-// no Plan object): which part of a plan is the bindings', which the library's.
+// staging image a plan reuses is never still in flight), the native call alone (no describeBatch, no
+// Plan object) and describeBatch alone: which part of a plan is the bindings', which the library's.
 for (const batch of [8, 256]) {
   const step = seqs.slice(0, batch);
   const rows = new Int32Array(batch),
@@ -69,7 +69,8 @@ for (const batch of [8, 256]) {
     info = PLAN_INFO.alloc();
   cache.describeBatch(step, rows, lengths);
   const idle: number[] = [],
-    call: number[] = [];
+    call: number[] = [],
+    describe: number[] = [];
   for (let i = 0; i < 1000; i++) {
     rt.synchronize();
     let t = performance.now();
@@ -79,9 +80,13 @@ for (const batch of [8, 256]) {
     t = performance.now();
     lib.pkv_decode_plan(engine.handle, cache.poolHandle, batch, rows, lengths, -1, info);
     call.push(performance.now() - t);
+    t = performance.now();
+    cache.describeBatch(step, rows, lengths);
+    describe.push(performance.now() - t);
   }
   results[`plan B=${batch}, GPU idle us`] = +(median(idle) * 1000).toFixed(3);
   results[`pkv_decode_plan alone B=${batch}, GPU idle us`] = +(median(call) * 1000).toFixed(3);
+  results[`describeBatch alone B=${batch} us`] = +(median(describe) * 1000).toFixed(3);
 }
 
 // One decode step of 256 rows: append one token each (every 16th row crosses into a new page), then plan.

@@ -254,8 +254,9 @@ export class DecodeEngine extends NativeObject {
     const policy = name === undefined ? -1 : checkName("plan", "policy", name, POLICY_CODE);
     if (typeof cache !== "object" || cache === null || typeof cache.describeBatch !== "function")
       throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `plan: cache ${show(cache)} is not a KVCache`);
-    const rows = this.#rows.subarray(0, batch),
-      lengths = this.#lengths.subarray(0, batch);
+    // The whole arrays (the library reads `batch` entries): views of them would be two allocations a plan.
+    const rows = this.#rows,
+      lengths = this.#lengths;
     const guard = cache.describeBatch(sequences, rows, lengths) ?? null;
     const info = this.#info;
     check(native().pkv_decode_plan(engine, cache.poolHandle, batch, rows, lengths, policy, info), "pkv_decode_plan");

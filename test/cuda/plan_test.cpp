@@ -7,8 +7,11 @@
 //   - tasks and partial slots stay within max_plan_tasks, splits within the 16 bits of head_split;
 //   - boundaries are page-aligned (tile-aligned for the tail's big tasks and claimed tiles);
 //   - the queue is longest first (rows by their longest task; the tail's pieces by length).
+// And the images themselves must not change when the planner is only made faster: with the default
+// iterations and seed, the digest of every image (and max_splits) must equal kImagesDigest, the digest
+// the planner of commit a8b9f19 gave. A change meant to alter plans updates it (plan-test prints it).
 // Built by `zig build` into zig-out/bin/plan-test and run by test/plan.test.ts; exits 1 on a failure.
-//   plan-test [iterations per strategy (default 1500)] [seed]
+//   plan-test [iterations per strategy (default 1500)] [seed] [--hashes: one digest per image, for diffs]
 #include <algorithm>
 #include <cstdarg>
 #include <cstdio>
@@ -87,6 +90,22 @@ Case random_case(std::mt19937_64 &rng, Strategy strategy) {
   }
   return c;
 }
+
+// FNV-1a, 64 bits: a portable digest of the images, so identity is checked without the old planner.
+uint64_t fnv1a(uint64_t h, const void *data, size_t bytes) {
+  const unsigned char *p = static_cast<const unsigned char *>(data);
+  for (size_t i = 0; i < bytes; i++) h = (h ^ p[i]) * 1099511628211ull;
+  return h;
+}
+constexpr uint64_t kFnvBasis = 14695981039346656037ull;
+// The digest of the default run (1500 iterations, seed 12345) as the planner of a8b9f19 built it. Two:
+// claiming and the tail order ties with std::sort, whose order of equal keys differs between libc++
+// (Zig's C++, this test's build) and libstdc++ (g++, nvcc's host compiler, the library's build).
+#if defined(_LIBCPP_VERSION)
+constexpr uint64_t kImagesDigest = 0xf907d4099bd4d018ull;
+#else
+constexpr uint64_t kImagesDigest = 0x10fa606b4a872edaull;
+#endif
 
 struct Built {
   std::vector<char> image;
@@ -272,6 +291,9 @@ void check_plan(const Case &c, Strategy strategy, const Built &built) {
 int main(int argc, char **argv) {
   const int iterations = argc > 1 ? atoi(argv[1]) : 1500;
   const uint64_t seed = argc > 2 ? strtoull(argv[2], nullptr, 10) : 12345;
+  const bool hashes = argc > 3 && std::string(argv[3]) == "--hashes";
+  const bool default_run = iterations == 1500 && seed == 12345;
+  uint64_t digest = kFnvBasis;
   std::mt19937_64 rng(seed);
   const Strategy strategies[] = {Strategy::kChooserBaseline, Strategy::kChooserPersistent, Strategy::kBaselineChunks,
                                  Strategy::kBalancedWaves,   Strategy::kDynamicTail,        Strategy::kClaiming};
@@ -289,9 +311,19 @@ int main(int argc, char **argv) {
       const Built built = build(c, strategy);
       check_plan(c, strategy, built);
       plans++;
-      tasks += plan_header(built.image.data()).num_tasks;
+      const PlanHeader &h = plan_header(built.image.data());
+      tasks += h.num_tasks;
+      uint64_t one = fnv1a(kFnvBasis, built.image.data(), 16 * (size_t)h.deltas_offset);
+      one = fnv1a(one, &built.max_splits, sizeof built.max_splits);
+      digest = fnv1a(digest, &one, sizeof one);
+      if (hashes) printf("%s %016llx\n", buf, (unsigned long long)one);
     }
-  printf("plan-test: %lld plans (%lld tasks) over %zu strategies, %d failures\n", (long long)plans, (long long)tasks,
-         sizeof strategies / sizeof strategies[0], failures);
+  printf("plan-test: %lld plans (%lld tasks) over %zu strategies, %d failures, images digest %016llx\n", (long long)plans,
+         (long long)tasks, sizeof strategies / sizeof strategies[0], failures, (unsigned long long)digest);
+  if (default_run && digest != kImagesDigest) {
+    fprintf(stderr, "FAIL: the images digest %016llx differs from the planner's of a8b9f19 (%016llx): the plans changed\n",
+            (unsigned long long)digest, (unsigned long long)kImagesDigest);
+    failures++;
+  }
   return failures ? 1 : 0;
 }

@@ -92,8 +92,6 @@ namespace {
 
 using pkv::fail;
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
 void free_engine(pkv_decode_engine *e) {
   pkv_runtime *rt = e->rt;
   bool cuda = pkv::on_cuda(rt);
@@ -177,12 +175,7 @@ pkv_status ensure_deltas_device(pkv_decode_engine *e, int64_t bytes) {
 // more: its queue balances them, the one-block-per-task grid does not), when a long step is skewed
 // (longest row over twice the mean, 64K tokens or more), or when the step is large; the baseline
 // otherwise (short steps: its launch is a little cheaper and its splits are as even).
-int32_t adaptive_kernel(const pkv_decode_engine *e, int32_t batch, const int32_t *seq_lens) {
-  int64_t total = 0, longest = 0;
-  for (int32_t b = 0; b < batch; b++) {
-    total += seq_lens[b];
-    longest = std::max<int64_t>(longest, seq_lens[b]);
-  }
+int32_t adaptive_kernel(const pkv_decode_engine *e, int32_t batch, int64_t total, int64_t longest) {
   const int32_t measured = pkv::table_choice(e->policy, batch, total);
   if (measured >= 0) return measured;
   if (2 * (int64_t)batch * e->cfg.num_kv_heads >= e->shape.wave) return PKV_KERNEL_PERSISTENT;
@@ -206,48 +199,67 @@ pkv_status check_pool(const pkv_decode_engine *e, const pkv_kvpool *pool, const 
   return PKV_OK;
 }
 
-// Checks rows, lengths and the dirty page ids, and counts the deltas. Nothing is modified, so a failed
-// plan leaves the pool's table and dirty marks as they were.
-pkv_status check_batch(const pkv_decode_engine *e, const pkv_kvpool *pool, int32_t batch, const int32_t *rows,
-                       const int32_t *seq_lens, int64_t *num_deltas) {
+// What one pass over the batch learns: the deltas to upload, and the sums the policy and the info need.
+struct BatchSummary {
+  int64_t num_deltas = 0;
+  int64_t total_tokens = 0;  // < 2^20 rows x 2^31 tokens
+  int64_t longest = 0;
+  int32_t dirty_rows = 0;  // rows with deltas
+};
+
+// Checks rows, lengths and the dirty page ids, counts the deltas and sums the lengths, in one pass (the
+// plan's host cost is mostly passes over the batch). Nothing is modified, so a failed plan leaves the
+// pool's table and dirty marks as they were. Page sizes are powers of two: pages by shift, not division.
+pkv_status check_batch(const pkv_kvpool *pool, int32_t batch, const int32_t *rows, const int32_t *seq_lens,
+                       BatchSummary *out) {
   const pkv_kv_config &pc = pool->config;
   const int64_t max_len = (int64_t)pc.max_pages_per_sequence * pc.page_size;
-  int64_t deltas = 0;
+  const int32_t page_mask = pc.page_size - 1, page_shift = __builtin_ctz((unsigned)pc.page_size);
+  const uint32_t max_sequences = (uint32_t)pc.max_sequences;
+  BatchSummary sum;
   for (int32_t b = 0; b < batch; b++) {
-    if (rows[b] < 0 || rows[b] >= pc.max_sequences)
-      return fail(PKV_ERR_OUT_OF_RANGE, "pkv_decode_plan: rows[%d] = %d is outside the block table's %d rows", b,
-                  rows[b], pc.max_sequences);
-    if (seq_lens[b] < 1 || seq_lens[b] > max_len)
+    const int32_t row = rows[b], len = seq_lens[b];
+    if ((uint32_t)row >= max_sequences)
+      return fail(PKV_ERR_OUT_OF_RANGE, "pkv_decode_plan: rows[%d] = %d is outside the block table's %d rows", b, row,
+                  pc.max_sequences);
+    if (len < 1 || len > max_len)
       return fail(PKV_ERR_INVALID_ARGUMENT, "pkv_decode_plan: seq_lens[%d] = %d is not in 1..%lld (table width %d x page size %d)",
-                  b, seq_lens[b], (long long)max_len, pc.max_pages_per_sequence, pc.page_size);
-    const int32_t pages = (int32_t)ceil_div(seq_lens[b], pc.page_size);
-    const int32_t from = pool->dirty_from[rows[b]];
+                  b, len, (long long)max_len, pc.max_pages_per_sequence, pc.page_size);
+    sum.total_tokens += len;
+    sum.longest = std::max<int64_t>(sum.longest, len);
+    const int32_t pages = (int32_t)(((int64_t)len + page_mask) >> page_shift);
+    const int32_t from = pool->dirty_from[row];
+    if (from >= pages) continue;  // clean (INT32_MAX), or dirty only past its length
     if (from < 0)
-      return fail(PKV_ERR_INVALID_ARGUMENT, "pkv_decode_plan: dirty_from[%d] = %d is negative", rows[b], from);
-    const int32_t *entries = pool->table_host + (int64_t)rows[b] * pc.max_pages_per_sequence;
-    for (int32_t c = from; c < pages; c++) {
+      return fail(PKV_ERR_INVALID_ARGUMENT, "pkv_decode_plan: dirty_from[%d] = %d is negative", row, from);
+    const int32_t *entries = pool->table_host + (int64_t)row * pc.max_pages_per_sequence;
+    for (int32_t c = from; c < pages; c++)
       if (entries[c] < 0 || entries[c] >= pc.num_pages)
         return fail(PKV_ERR_OUT_OF_RANGE, "pkv_decode_plan: block table row %d column %d holds page %d, outside 0..%d",
-                    rows[b], c, entries[c], pc.num_pages - 1);
-      deltas++;
-    }
+                    row, c, entries[c], pc.num_pages - 1);
+    sum.num_deltas += pages - from;
+    sum.dirty_rows++;
   }
-  *num_deltas = deltas;
+  *out = sum;
   return PKV_OK;
 }
 
 // Copies the dirty entries into the image and marks them uploaded. Columns past a row's current length
-// stay dirty: they are uploaded by the step that first reads them.
-int32_t gather_deltas(pkv_kvpool *pool, int32_t batch, const int32_t *rows, const int32_t *seq_lens,
+// stay dirty: they are uploaded by the step that first reads them. Stops after the `dirty_rows` that
+// check_batch counted, so a step with a few new pages does not walk the whole batch again.
+int32_t gather_deltas(pkv_kvpool *pool, int32_t batch, const int32_t *rows, const int32_t *seq_lens, int32_t dirty_rows,
                       pkv::PlanDelta *out) {
   const pkv_kv_config &pc = pool->config;
+  const int32_t page_mask = pc.page_size - 1, page_shift = __builtin_ctz((unsigned)pc.page_size);
   int32_t n = 0;
-  for (int32_t b = 0; b < batch; b++) {
-    const int32_t pages = (int32_t)ceil_div(seq_lens[b], pc.page_size);
+  for (int32_t b = 0; b < batch && dirty_rows > 0; b++) {
+    const int32_t pages = (int32_t)(((int64_t)seq_lens[b] + page_mask) >> page_shift);
     int32_t &from = pool->dirty_from[rows[b]];
+    if (from >= pages) continue;
     const int32_t *entries = pool->table_host + (int64_t)rows[b] * pc.max_pages_per_sequence;
     for (int32_t c = from; c < pages; c++) out[n++] = pkv::PlanDelta{rows[b], c, entries[c], 0};
-    if (from < pages) from = pages;
+    from = pages;
+    dirty_rows--;
   }
   return n;
 }
@@ -475,6 +487,9 @@ pkv_status pkv_decode_set_policy_table(pkv_decode_engine *engine, const int8_t *
 pkv_status pkv_decode_plan(pkv_decode_engine *engine, pkv_kvpool *pool, int32_t batch, const int32_t *rows,
                            const int32_t *seq_lens, int32_t policy, pkv_plan_info *info) {
   PKV_API_BEGIN
+  // The pool's token as given, before PKV_CHECK resolves it in place: the plan keeps it without a
+  // second registry lookup.
+  const uint64_t pool_token = (uint64_t)(uintptr_t)pool;
   PKV_CHECK(engine, DecodeEngine);
   PKV_CHECK(pool, KvPool);
   PKV_NOT_NULL(rows);
@@ -489,9 +504,10 @@ pkv_status pkv_decode_plan(pkv_decode_engine *engine, pkv_kvpool *pool, int32_t 
     return fail(PKV_ERR_INVALID_ARGUMENT, "pkv_decode_plan: policy %d is not DEFAULT (-1), BASELINE (0), PERSISTENT (1) or ADAPTIVE (2)",
                 policy);
   PKV_TRY(check_pool(e, pool, "pkv_decode_plan"));
-  int64_t num_deltas = 0, total_tokens = 0, kv_bytes = 0;
-  PKV_TRY(check_batch(e, pool, batch, rows, seq_lens, &num_deltas));
-  for (int32_t b = 0; b < batch; b++) total_tokens += seq_lens[b];  // < 2^20 rows x 2^31 tokens
+  BatchSummary sum;
+  PKV_TRY(check_batch(pool, batch, rows, seq_lens, &sum));
+  const int64_t num_deltas = sum.num_deltas, total_tokens = sum.total_tokens;
+  int64_t kv_bytes = 0;
   PKV_TRY(pkv::checked_mul("the step's K and V bytes (tokens x kv heads x head dim x 2 x 2 bytes)", &kv_bytes,
                            {(uint64_t)total_tokens, (uint64_t)e->cfg.num_kv_heads, (uint64_t)e->cfg.head_dim, 4}));
   if (num_deltas > INT32_MAX) return fail(PKV_ERR_UNSUPPORTED, "pkv_decode_plan: %lld table entries in one step", (long long)num_deltas);
@@ -501,7 +517,7 @@ pkv_status pkv_decode_plan(pkv_decode_engine *engine, pkv_kvpool *pool, int32_t 
   if (cuda && pkv::is_capturing(e->rt, e->rt->stream))
     return fail(PKV_ERR_BAD_STATE, "pkv_decode_plan: the runtime's stream is being captured; plan before the "
                                    "capture begins and capture only the runs");
-  const int32_t kernel = policy == PKV_POLICY_ADAPTIVE ? adaptive_kernel(e, batch, seq_lens)
+  const int32_t kernel = policy == PKV_POLICY_ADAPTIVE ? adaptive_kernel(e, batch, total_tokens, sum.longest)
                          : policy == PKV_POLICY_PERSISTENT ? PKV_KERNEL_PERSISTENT
                                                            : PKV_KERNEL_BASELINE;
   // On the CPU backend nothing is in flight and one image serves.
@@ -513,7 +529,7 @@ pkv_status pkv_decode_plan(pkv_decode_engine *engine, pkv_kvpool *pool, int32_t 
 
   pkv::PlanHeader *header = &pkv::plan_header(st.host);
   const int32_t max_splits = pkv::build_workqueue(e->shape, e->plan_settings, kernel, batch, rows, seq_lens, st.host);
-  header->num_deltas = gather_deltas(pool, batch, rows, seq_lens, pkv::plan_deltas(st.host));
+  header->num_deltas = num_deltas == 0 ? 0 : gather_deltas(pool, batch, rows, seq_lens, sum.dirty_rows, pkv::plan_deltas(st.host));
   const int64_t used = 16 * ((int64_t)header->deltas_offset + header->num_deltas);
 
   e->plan_id = e->plan_id == INT32_MAX ? 1 : e->plan_id + 1;
@@ -559,7 +575,7 @@ pkv_status pkv_decode_plan(pkv_decode_engine *engine, pkv_kvpool *pool, int32_t 
   }
   if (!cuda) pkv::cpu_apply_deltas(pkv::plan_deltas(st.host), header->num_deltas, pool->table_device,
                                    pool->config.max_pages_per_sequence);
-  e->pool_token = pkv::token_of(pool);
+  e->pool_token = pool_token;
   restore.armed = false;
 
   info->total_tokens = total_tokens;
