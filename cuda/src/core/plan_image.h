@@ -37,7 +37,7 @@ struct PlanRow {
 };
 
 // A task's tokens. Static (claim_tile 0, or a row of one split): [tok_begin, tok_end), page-aligned.
-// Claiming (claim_tile > 0 and a row of several splits; bench/NOTES-kernels.md, claiming): the splits of
+// Claiming (claim_tile > 0 and a row of several splits; docs/kernels.md, "Claiming"): the splits of
 // one (row, head) share its tiles of claim_tile tokens. A split first takes its own tiles from tok_begin
 // up to kClaimFirstTiles of them or tok_end (the start of the shared part, the same for every split of
 // the row; a split with tok_begin == tok_end has none), then claims tiles of [tok_end, seq_len) one at a

@@ -1,4 +1,4 @@
-// Persistent kernel, few rows, medium step: claiming (bench/NOTES-kernels.md, claiming). A row's fair
+// Persistent kernel, few rows, medium step: claiming (docs/kernels.md, "Claiming"). A row's fair
 // share is its tiles over a block's (the step's tiles over the wave). Every row starts at once: a row
 // under one share gets one static worker per (row, head), the others split the remaining blocks by
 // largest remainder. A row of several splits shares its tiles (PlanTask in plan_image.h): each worker

@@ -1,4 +1,4 @@
-// Persistent kernel, few rows, large step: a static first part and a dynamic tail (bench/NOTES-kernels.md,
+// Persistent kernel, few rows, large step: a static first part and a dynamic tail (docs/kernels.md,
 // "dynamic tail"). Each row's first (100 - tail_percent)% is cut into equal "big" tasks of tb pages,
 // sized so the big tasks of all rows fill at most one wave; the rest of each row is cut into "small"
 // tasks of ts pages (about kPiecesPerBlock per block in all). The queue holds every big task first:
@@ -20,7 +20,7 @@ namespace pkv {
 namespace {
 
 // Small tasks per block in the even tail: 10% of the work in 2 pieces per block measured best against
-// 20% and 30% in 3 (bench/NOTES-kernels.md, dynamic tail).
+// 20% and 30% in 3 (docs/kernels.md, "Dynamic tail").
 constexpr int64_t kPiecesPerBlock = 2;
 
 // The shrinking tail after the big tasks: false (nothing emitted, no row set) if the plan would exceed
