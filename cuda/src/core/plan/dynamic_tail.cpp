@@ -1,5 +1,5 @@
 // Persistent kernel, few rows, large step: a static first part and a dynamic tail (docs/kernels.md,
-// "dynamic tail"). Each row's first (100 - tail_percent)% is cut into equal "big" tasks of tb pages,
+// "Dynamic tail"). Each row's first (100 - tail_percent)% is cut into equal "big" tasks of tb pages,
 // sized so the big tasks of all rows fill at most one wave; the rest of each row is cut into "small"
 // tasks of ts pages (about kPiecesPerBlock per block in all). The queue holds every big task first:
 // the blocks whose big task ends early (or that got none) take the small ones, so the finish spread
