@@ -40,7 +40,12 @@ function invalid(message: string): never {
   throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `referenceDecode: ${message}`);
 }
 
-function expectArray(name: string, value: unknown, Type: Function, length?: number): void {
+function expectArray(
+  name: string,
+  value: unknown,
+  Type: abstract new (...args: never[]) => unknown,
+  length?: number,
+): void {
   if (!(value instanceof Type)) invalid(`${name} must be a ${Type.name}`);
   const actual = (value as ArrayLike<number>).length;
   if (length !== undefined && actual !== length) invalid(`${name} has ${actual} elements, expected ${length}`);

@@ -36,6 +36,7 @@ const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resol
 
 /** Generic over the cache (its sequence type follows) and the engine's plan type. */
 export class Scheduler<
+  // biome-ignore lint/suspicious/noExplicitAny: any sequence type; the Scheduler never looks inside it
   C extends SchedulerCache<any> = SchedulerCache<unknown>,
   P extends SchedulerPlan = SchedulerPlan,
 > {

@@ -358,8 +358,14 @@ describe("Scheduler sizes a request before allocating for it", () => {
     // A prompt of ids too long for the pool is refused before its ids are read.
     let read = 0;
     const prompt = new Proxy([] as number[], {
-      get: (target, key) =>
-        key === "length" ? 1e6 : typeof key === "string" && /^\d+$/.test(key) ? (read++, 1) : Reflect.get(target, key),
+      get: (target, key) => {
+        if (key === "length") return 1e6;
+        if (typeof key === "string" && /^\d+$/.test(key)) {
+          read++;
+          return 1;
+        }
+        return Reflect.get(target, key);
+      },
     });
     expect(scheduler.submit({ prompt, maxTokens: 1 }).error).toBeInstanceOf(RequestTooLargeError);
     expect(read).toBe(0);

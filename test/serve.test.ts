@@ -20,7 +20,13 @@ const generate = (body: unknown, signal?: AbortSignal) =>
   fetch(new URL("/generate", server.url), { method: "POST", body: JSON.stringify(body), signal });
 
 /** Reads a server-sent-event stream to its end: the list of event names and their data. */
-async function readEvents(response: Response): Promise<{ event: string; data: any }[]> {
+// The data of every event the demo sends: a token (index, token) or the final summary (tokens).
+interface EventData {
+  index?: number;
+  token?: number;
+  tokens?: number[];
+}
+async function readEvents(response: Response): Promise<{ event: string; data: EventData }[]> {
   const text = await response.text();
   return text
     .split("\n\n")
@@ -60,7 +66,7 @@ describe("examples/serve.ts over HTTP", () => {
       expect(tokens.length).toBe(bodies[i]!.maxTokens);
       expect(tokens.map((e) => e.data.index)).toEqual([...Array(bodies[i]!.maxTokens).keys()]);
       expect(events.at(-1)!.event).toBe("done");
-      expect(events.at(-1)!.data.tokens).toEqual(tokens.map((e) => e.data.token));
+      expect(events.at(-1)!.data.tokens).toEqual(tokens.map((e) => e.data.token!));
     });
     const { totals, cache } = await stats();
     expect(totals.finished).toBe(bodies.length);

@@ -3,6 +3,7 @@ import { InvalidArgumentError, Status } from "../errors";
 import { INT32_MAX, checkCount, show } from "../validate";
 import type { ModelShape, SchedulerCache, SchedulerEngine, SchedulerPlan, SeqOf, StepModel } from "./ports";
 
+// biome-ignore lint/suspicious/noExplicitAny: any sequence type; the Scheduler never looks inside it
 export interface SchedulerOptions<C extends SchedulerCache<any>, P extends SchedulerPlan> {
   cache: C;
   engine: SchedulerEngine<NoInfer<C>, SeqOf<NoInfer<C>>, P>; // C comes from the cache alone
@@ -20,6 +21,7 @@ export interface SchedulerOptions<C extends SchedulerCache<any>, P extends Sched
   watermarkPages?: number;
 }
 
+// biome-ignore lint/suspicious/noExplicitAny: any sequence type; the Scheduler never looks inside it
 export interface ResolvedOptions<C extends SchedulerCache<any>, P extends SchedulerPlan> {
   cache: C;
   engine: SchedulerEngine<C, SeqOf<C>, P>;
@@ -30,6 +32,7 @@ export interface ResolvedOptions<C extends SchedulerCache<any>, P extends Schedu
   watermark: number;
 }
 
+// biome-ignore lint/suspicious/noExplicitAny: any sequence type; the Scheduler never looks inside it
 export function resolveOptions<C extends SchedulerCache<any>, P extends SchedulerPlan>(
   options: SchedulerOptions<C, P>,
 ): ResolvedOptions<C, P> {

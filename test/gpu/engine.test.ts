@@ -142,7 +142,11 @@ describeGpu("decode kernels on the GPU", () => {
       io,
       runLayers,
       replayTwice,
-      dispose: () => (io.dispose(), engine.dispose(), pool.dispose()),
+      dispose: () => {
+        io.dispose();
+        engine.dispose();
+        pool.dispose();
+      },
     };
   };
 

@@ -1190,7 +1190,7 @@ function endRound(): void {
   freed.stream.push(foreignStream);
   freed.event.push(foreignEvent);
   freed.pool.push(foreignPool);
-  buffers.clear(), pools.clear(), engines.clear(), recorded.clear();
+  for (const map of [buffers, pools, engines, recorded]) map.clear();
   call("bad", "pkv_runtime_synchronize", asPtr(rt));
   if (freed.buffer.length) call("bad", "pkv_buffer_write", asPtr(pick(freed.buffer)), 0, new Uint8Array(1), 1);
   if (freed.pool.length) call("bad", "pkv_kvpool_write", asPtr(pick(freed.pool)), 0, 0, null, null, null);
