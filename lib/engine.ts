@@ -2,7 +2,7 @@
 import type { Pointer } from "bun:ffi";
 import { NativeBuffer, streamHandle } from "./buffers";
 import { check, outPointer } from "./ffi/call";
-import { checkNativeSize, DECODE_CONFIG, PLAN_INFO } from "./ffi/layouts";
+import { checkNativeSize, DECODE_CONFIG, ENGINE_SETTINGS, PLAN_INFO } from "./ffi/layouts";
 import { native } from "./ffi/loader";
 import { dtypeCode, type DType } from "./dtype";
 import { InvalidArgumentError, OutOfRangeError, StalePlanError, Status } from "./errors";
@@ -20,11 +20,10 @@ const POLICY_CODE: ReadonlyMap<string, number> = new Map([
   ["adaptive", 2],
 ]);
 const KERNEL_NAME: readonly DecodeKernel[] = ["baseline", "persistent"];
-const SETTINGS_BYTES = 32;
 
 const MATH_NAMES = ["auto", "cuda-cores", "tensor-cores"] as const;
 const LOADER_NAMES = ["auto", "cp-async", "bulk"] as const;
-// pkv_engine_settings after its size, math and loader fields: the planner's counts, in header order.
+// The planner's counts among the engine settings (lib/ffi/layouts.ts ENGINE_SETTINGS).
 const SETTINGS_COUNTS = ["tailPercent", "tailMinSplits", "tailEndTiles", "claimMinTiles"] as const;
 
 /**
@@ -49,44 +48,46 @@ export interface EngineSettings {
 }
 
 function encodeSettings(settings: EngineSettings): Uint8Array {
-  const bytes = new Uint8Array(SETTINGS_BYTES);
-  check(native().pkv_engine_settings_defaults(bytes), "pkv_engine_settings_defaults");
-  const view = new DataView(bytes.buffer);
-  if (view.getInt32(0, true) !== SETTINGS_BYTES)
-    throw new Error(`pkv_engine_settings is ${view.getInt32(0, true)} bytes natively, ${SETTINGS_BYTES} here`);
+  const defaults = ENGINE_SETTINGS.alloc();
+  check(native().pkv_engine_settings_defaults(defaults), "pkv_engine_settings_defaults");
+  const values = ENGINE_SETTINGS.decoder(defaults)();
+  if (values.size !== ENGINE_SETTINGS.size)
+    throw new Error(`pkv_engine_settings is ${values.size} bytes natively, ${ENGINE_SETTINGS.size} here`);
   const known = new Set<string>(["math", "loader", ...SETTINGS_COUNTS]);
   for (const key of Object.keys(settings))
     if (!known.has(key))
       throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `settings.${key} is not an engine setting`);
-  const pick = (names: readonly string[], value: string | undefined, field: string, offset: number) => {
-    if (value === undefined) return;
-    const code = names.indexOf(value);
-    if (code < 0)
+  const code = (names: readonly string[], value: string | undefined, field: string, fallback: number) => {
+    if (value === undefined) return fallback;
+    const i = names.indexOf(value);
+    if (i < 0)
       throw new InvalidArgumentError(
         Status.INVALID_ARGUMENT,
         `settings.${field} "${value}" is not ${names.map((n) => `"${n}"`).join(", ")}`,
       );
-    view.setInt32(offset, code, true);
+    return i;
   };
-  pick(MATH_NAMES, settings.math, "math", 4);
-  pick(LOADER_NAMES, settings.loader, "loader", 8);
-  SETTINGS_COUNTS.forEach((name, i) => {
+  values.math = code(MATH_NAMES, settings.math, "math", values.math);
+  values.loader = code(LOADER_NAMES, settings.loader, "loader", values.loader);
+  for (const name of SETTINGS_COUNTS) {
     const value = settings[name];
-    if (value === undefined) return;
+    if (value === undefined) continue;
     if (!Number.isInteger(value))
       throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `settings.${name} ${value} is not an integer`);
-    view.setInt32(12 + 4 * i, value, true);
-  });
-  return bytes;
+    values[name] = value;
+  }
+  return ENGINE_SETTINGS.encode(values);
 }
 
 function decodeSettings(bytes: Uint8Array): Required<EngineSettings> {
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const counts = Object.fromEntries(SETTINGS_COUNTS.map((name, i) => [name, view.getInt32(12 + 4 * i, true)]));
+  const v = ENGINE_SETTINGS.decoder(bytes)();
   return {
-    math: MATH_NAMES[view.getInt32(4, true)]!,
-    loader: LOADER_NAMES[view.getInt32(8, true)]!,
-    ...(counts as Record<(typeof SETTINGS_COUNTS)[number], number>),
+    math: MATH_NAMES[v.math]!,
+    loader: LOADER_NAMES[v.loader]!,
+    tailPercent: v.tailPercent,
+    tailMinSplits: v.tailMinSplits,
+    tailEndTiles: v.tailEndTiles,
+    claimMinTiles: v.claimMinTiles,
   };
 }
 
@@ -222,7 +223,7 @@ export class DecodeEngine extends NativeObject {
 
   /** The settings this engine runs with: every field, "auto" resolved to the math and loader chosen. */
   get settings(): Required<EngineSettings> {
-    const bytes = new Uint8Array(SETTINGS_BYTES);
+    const bytes = ENGINE_SETTINGS.alloc();
     check(native().pkv_decode_engine_settings(this.handle, bytes), "pkv_decode_engine_settings");
     return decodeSettings(bytes);
   }

@@ -170,8 +170,19 @@ export const PLAN_INFO = new StructLayout("pkv_plan_info", {
   grid: "i32",
 });
 
+export const ENGINE_SETTINGS = new StructLayout("pkv_engine_settings", {
+  size: "i32",
+  math: "i32",
+  loader: "i32",
+  tailPercent: "i32",
+  tailMinSplits: "i32",
+  tailEndTiles: "i32",
+  claimMinTiles: "i32",
+  reserved: "i32",
+});
+
 /** Every layout above, for the checks against the header. */
-export const LAYOUTS = [DEVICE_INFO, ATTENTION_SHAPE, KV_CONFIG, DECODE_CONFIG, PLAN_INFO] as const;
+export const LAYOUTS = [DEVICE_INFO, ATTENTION_SHAPE, KV_CONFIG, DECODE_CONFIG, PLAN_INFO, ENGINE_SETTINGS] as const;
 
 /** Throws when the library's sizeof(struct) differs from the layout's (a library built from another header). */
 export function checkNativeSize(layout: StructLayout<Fields>, nativeSize: number): void {
