@@ -73,3 +73,29 @@ export interface ModelShape {
   /** Width of a block-table row (default numPages). */
   maxPagesPerSequence?: number;
 }
+
+/** What one decode step produced: a token per row, and which kernel ran and how long planning took. */
+export interface DecodeResult {
+  tokens: ArrayLike<number>;
+  kernel: string;
+  planMs: number;
+}
+
+/**
+ * The compute of a step, behind one port: the host path (a StepModel and an engine over host arrays)
+ * and the device path (a model on GPU buffers and a stream) both implement it. The Scheduler decides
+ * who runs and owns the cache's bookkeeping; the runner fills K/V and produces tokens.
+ */
+export interface StepRunner<Seq> {
+  /** Writes the K and V of context positions [from, to) of `request` (every layer) into `slots`. */
+  prefill(request: ActiveRequest, seq: Seq, slots: Int32Array, from: number, to: number): void;
+  /**
+   * One decode step: row i's new token (at position batch[i].contextLength) is written to slots[i]
+   * in every layer; resolves to one sampled token per row. Rejects if the step failed.
+   */
+  decode(batch: readonly ActiveRequest[], sequences: readonly Seq[], slots: Int32Array): Promise<DecodeResult>;
+  /** Optional: the most context tokens a request may reach. */
+  readonly maxContext?: number;
+  /** Optional: token ids are below this. */
+  readonly vocab?: number;
+}
