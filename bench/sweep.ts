@@ -1,7 +1,7 @@
 // GPU correctness sweep: both decode kernels against pkv_reference_decode on fresh random data.
 // Covers every group size 1..16, head dims 64/128/256, page sizes 1/16/64/256, f16 and bf16, lengths at
 // page and split edges, 128K and 256K contexts, batches of 1..1024 mixing short and long rows.
-//   bun bench/sweep.ts [--out sweep.json] [--quick] [--cpu] [--settings '{"claimMinTiles":1}']
+//   bun bench/sweep.ts [--out sweep.json] [--quick] [--cpu] [--fp8] [--settings '{"claimMinTiles":1}']
 // --settings: engine settings (lib/engine.ts EngineSettings) for every case, e.g. to force claiming
 // ({"claimMinTiles":1}) or the dynamic tail ({"tailMinSplits":0}) onto the sweep's mostly small steps.
 import { writeFileSync } from "node:fs";
@@ -13,6 +13,8 @@ const outPath = args.includes("--out") ? args[args.indexOf("--out") + 1] : undef
 const quick = args.includes("--quick");
 const backend = args.includes("--cpu") ? "cpu" : "cuda"; // --cpu: a dry run of the sweep itself
 const settings = args.includes("--settings") ? JSON.parse(args[args.indexOf("--settings") + 1]!) : undefined;
+// --fp8: every case on FP8 pages, its 16-bit dtype as the query type.
+const fp8 = args.includes("--fp8");
 
 const dims = [64, 128, 256],
   pageSizes = [1, 16, 64, 256],
@@ -83,6 +85,12 @@ cases.push({
   lengths: Array.from({ length: 1024 }, (_, i) => 1 + ((i * 61) % 300)),
 });
 
+if (fp8)
+  for (const c of cases) {
+    c.queryDtype = c.dtype as "f16" | "bf16";
+    c.dtype = "fp8_e4m3";
+    c.name = `${c.name} fp8`;
+  }
 using rt = openRuntime({ backend });
 const rows = [];
 let failures = 0;
@@ -91,7 +99,7 @@ console.log("case | kernel | tasks | splits | rel err | lse err | unwritten | ok
 for (const c of cases) {
   const t0 = performance.now();
   for (const r of runCase(rt, { ...c, settings }, ["baseline", "persistent"], c.device ?? false)) {
-    const ok = r.unwritten === 0 && r.relError < tolerance(c.dtype) && r.lseError < 2e-3;
+    const ok = r.unwritten === 0 && r.relError < tolerance(c.dtype, c.queryDtype) && r.lseError < 2e-3;
     if (!ok) failures++;
     rows.push({ case: c.name, batch: c.lengths.length, device: !!c.device, ...r, ok });
     console.log(

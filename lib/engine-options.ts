@@ -3,7 +3,7 @@
 import type { DecodeEngineOptions } from "./engine";
 import { BadStateError, InvalidArgumentError, Status } from "./errors";
 
-const CACHE_SHAPE = ["numKvHeads", "headDim", "pageSize", "dtype"] as const;
+const CACHE_SHAPE = ["numKvHeads", "headDim", "pageSize", "dtype", "queryDtype"] as const;
 type CacheShapeKey = (typeof CACHE_SHAPE)[number];
 
 /** What an engine reads of a KV cache (a KVCache is one). */
@@ -42,5 +42,6 @@ export function resolveEngineOptions(options: CreateDecodeEngineOptions): Decode
     headDim: shape.headDim,
     pageSize: shape.pageSize,
     dtype: shape.dtype,
+    queryDtype: shape.queryDtype,
   };
 }

@@ -4,7 +4,7 @@ import { NativeBuffer, streamHandle } from "./buffers";
 import { check, outPointer } from "./ffi/call";
 import { checkNativeSize, DECODE_CONFIG, ENGINE_SETTINGS, PLAN_INFO } from "./ffi/layouts";
 import { native } from "./ffi/loader";
-import { dtypeCode, type DType } from "./dtype";
+import { type DType, type KVDType, kvDtypeCode, valueDtype } from "./dtype";
 import { InvalidArgumentError, OutOfRangeError, StalePlanError, Status } from "./errors";
 import { NativeObject } from "./lifetime";
 import type { Stream } from "./streams";
@@ -96,7 +96,10 @@ export interface DecodeEngineOptions {
   numKvHeads: number;
   headDim: number;
   pageSize: number;
-  dtype: DType;
+  /** The KV cache's storage dtype. */
+  dtype: KVDType;
+  /** q and out: the dtype itself for 16-bit caches; "f16" (default) or "bf16" with "fp8_e4m3". */
+  queryDtype?: DType;
   /**
    * "adaptive" (default) picks a kernel per step from the batch's shape: the choice calibration measured on
    * this GPU for the step's (batch, total tokens) cell (`rt.calibrate`, loaded by `rt.createDecodeEngine`),
@@ -164,7 +167,9 @@ export class DecodeEngine extends NativeObject {
   readonly numKvHeads: number;
   readonly headDim: number;
   readonly pageSize: number;
-  readonly dtype: DType;
+  readonly dtype: KVDType;
+  /** The 16-bit type of q and out. */
+  readonly queryDtype: DType;
   readonly policy: DecodePolicy;
   readonly maxBatch: number;
   readonly #rows: Int32Array;
@@ -200,7 +205,7 @@ export class DecodeEngine extends NativeObject {
       numKvHeads,
       headDim,
       pageSize,
-      dtype: dtypeCode(dtype),
+      dtype: kvDtypeCode(dtype, options.queryDtype),
       policy: policyCode,
       maxBatch,
       smScale,
@@ -215,6 +220,7 @@ export class DecodeEngine extends NativeObject {
     this.headDim = headDim;
     this.pageSize = pageSize;
     this.dtype = dtype;
+    this.queryDtype = valueDtype(dtype, options.queryDtype);
     this.policy = policy;
     this.maxBatch = maxBatch;
     this.#rows = new Int32Array(maxBatch);

@@ -5,12 +5,12 @@ export { VERSION, ABI_VERSION } from "./version";
 export { ENV, readEnv, type EnvName, type EnvVariable } from "./env";
 export { openRuntime, cudaDeviceCount, Runtime, type Backend, type DeviceInfo, type RuntimeOptions } from "./runtime";
 export { DeviceBuffer, PinnedBuffer, NativeBuffer, type HostArray, type MemoryKind } from "./buffers";
-export { type DType, DTYPE_BYTES, encode, decode } from "./dtype";
+export { type DType, type KVDType, DTYPE_BYTES, encode, decode, decodeE4m3 } from "./dtype";
 export { Stream, Event } from "./streams";
 export { Graph } from "./graphs";
 export * from "./errors";
 export { libraryCandidates, libraryPath, LIBRARY_FILE, PLATFORM_PACKAGES } from "./ffi/loader";
-export { referenceDecode, type AttentionShape, type ReferenceDecodeArgs } from "./reference";
+export { referenceDecode, type AttentionShape, type Fp8AttentionShape, type ReferenceDecodeArgs } from "./reference";
 export {
   KVCache,
   Sequence,

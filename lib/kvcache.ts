@@ -10,6 +10,7 @@ import { BlockTable } from "./cache/block-table";
 import { IdStack } from "./cache/id-stack";
 import { type KVCacheConfig, type KVCacheOptions, encodeConfig, resolveConfig } from "./cache/config";
 import { type KVData, checkKVData, checkTokens } from "./cache/kv-arguments";
+import { type DType, valueDtype } from "./dtype";
 import { PageAllocator } from "./cache/page-allocator";
 import { ChangeClock, PlanGuard } from "./cache/plan-guard";
 import { PrefixCache } from "./cache/prefix-cache";
@@ -59,6 +60,7 @@ export class KVCache extends NativeObject {
   readonly config: KVCacheConfig;
   readonly #pageSize: number;
   readonly #tokenElems: number; // numKvHeads * headDim: 16-bit values per token per layer, K or V
+  readonly #values: DType; // the 16-bit type writeKV takes and readKV returns (an FP8 cache's queryDtype)
   readonly #table: BlockTable;
   readonly #pages: PageAllocator;
   readonly #prefix: PrefixCache;
@@ -108,6 +110,7 @@ export class KVCache extends NativeObject {
     this.config = config;
     this.#pageSize = config.pageSize;
     this.#tokenElems = config.numKvHeads * config.headDim;
+    this.#values = valueDtype(config.dtype, config.queryDtype);
     this.#table = table;
     this.#pages = new PageAllocator(config.numPages, config.pageSize);
     this.#prefix = new PrefixCache(config.numPages, config.pageSize);
@@ -216,7 +219,7 @@ export class KVCache extends NativeObject {
     if (!(slots instanceof Int32Array))
       throw new InvalidArgumentError(Status.INVALID_ARGUMENT, "writeKV: slots must be an Int32Array (from append)");
     const n = slots.length;
-    const device = checkKVData("writeKV", this.config.dtype, k, v, n * this.#tokenElems);
+    const device = checkKVData("writeKV", this.#values, k, v, n * this.#tokenElems);
     this.#checkWritable(slots);
     if (device) {
       const [kb, vb] = [k as NativeBuffer, v as NativeBuffer];
@@ -238,6 +241,34 @@ export class KVCache extends NativeObject {
     const v = new Uint16Array(s.length * this.#tokenElems);
     check(native().pkv_kvpool_read(this.handle, layer, s.length, slots, k, v), "pkv_kvpool_read");
     return { k, v };
+  }
+
+  /**
+   * FP8 caches: one layer of a live sequence as stored, e4m3 codes [length][numKvHeads][headDim] and their
+   * scales [length][numKvHeads] (a value is code * scale), for tests and debugging. Other caches throw.
+   */
+  readKVRaw(layer: number, seq: Sequence): { k: Uint8Array; v: Uint8Array; kScales: Float32Array; vScales: Float32Array } {
+    const s = this.#live(seq, "readKVRaw");
+    this.#checkLayer("readKVRaw", layer);
+    if (this.config.dtype !== "fp8_e4m3")
+      throw new InvalidArgumentError(
+        Status.INVALID_ARGUMENT,
+        `readKVRaw: a ${this.config.dtype} cache stores values, not codes and scales (use readKV)`,
+      );
+    const slots = new Int32Array(s.length);
+    this.#slots(s.row, 0, s.length, slots);
+    const rows = s.length * this.config.numKvHeads;
+    const out = {
+      k: new Uint8Array(rows * this.config.headDim),
+      v: new Uint8Array(rows * this.config.headDim),
+      kScales: new Float32Array(rows),
+      vScales: new Float32Array(rows),
+    };
+    check(
+      native().pkv_kvpool_read_raw(this.handle, layer, s.length, slots, out.k, out.v, out.kScales, out.vScales),
+      "pkv_kvpool_read_raw",
+    );
+    return out;
   }
 
   /** A new sequence sharing all of the parent's pages; whichever appends first copies a shared partial page. */

@@ -3,7 +3,7 @@
 import { check } from "./ffi/call";
 import { ATTENTION_SHAPE } from "./ffi/layouts";
 import { native } from "./ffi/loader";
-import { dtypeCode, type DType } from "./dtype";
+import { type DType, kvDtypeCode, kvPageBytes } from "./dtype";
 import { InvalidArgumentError, Status } from "./errors";
 
 export interface AttentionShape {
@@ -18,16 +18,22 @@ export interface AttentionShape {
   smScale?: number;
 }
 
+/** The shape of FP8 pages ("fp8_e4m3"), with q and out of queryDtype ("f16" by default). */
+export type Fp8AttentionShape = Omit<AttentionShape, "dtype"> & { dtype: "fp8_e4m3"; queryDtype?: DType };
+
 export interface ReferenceDecodeArgs {
-  shape: AttentionShape;
+  shape: AttentionShape | Fp8AttentionShape;
   /** [batch + 1]: sequence b owns pageIndices[pageIndptr[b] .. pageIndptr[b + 1]). */
   pageIndptr: Int32Array;
   pageIndices: Int32Array;
   /** [batch]: context length of each sequence (its last page may be partial). */
   seqLens: Int32Array;
-  /** [numPages][numKvHeads][pageSize][headDim] 16-bit values (HND pages). */
-  kPages: Uint16Array;
-  vPages: Uint16Array;
+  /**
+   * [numPages][numKvHeads][pageSize][headDim] 16-bit values (HND pages); "fp8_e4m3": bytes of pages in the
+   * pool's FP8 layout (codes, then scales; persistentkv.h, "FP8 KV storage").
+   */
+  kPages: Uint16Array | Uint8Array;
+  vPages: Uint16Array | Uint8Array;
   numPages: number;
   /** [batch][numQoHeads][headDim] in, and out. */
   q: Uint16Array;
@@ -79,9 +85,10 @@ export function referenceDecode(args: ReferenceDecodeArgs): void {
         `pageIndptr of sequence ${b}, [${pageIndptr[b]}, ${pageIndptr[b + 1]}), is not a range of the ` +
           `${pageIndices.length} page indices`,
       );
-  const pageElems = numKvHeads * pageSize * headDim;
-  expectArray("kPages", kPages, Uint16Array, numPages * pageElems);
-  expectArray("vPages", vPages, Uint16Array, numPages * pageElems);
+  const fp8 = shape.dtype === "fp8_e4m3";
+  const pageElems = fp8 ? kvPageBytes(shape.dtype, numKvHeads, pageSize, headDim) : numKvHeads * pageSize * headDim;
+  expectArray("kPages", kPages, fp8 ? Uint8Array : Uint16Array, numPages * pageElems);
+  expectArray("vPages", vPages, fp8 ? Uint8Array : Uint16Array, numPages * pageElems);
   expectArray("q", q, Uint16Array, batch * numQoHeads * headDim);
   expectArray("out", out, Uint16Array, batch * numQoHeads * headDim);
   if (lse !== undefined) expectArray("lse", lse, Float32Array, batch * numQoHeads);
@@ -91,7 +98,7 @@ export function referenceDecode(args: ReferenceDecodeArgs): void {
     numKvHeads,
     headDim,
     pageSize,
-    dtype: dtypeCode(shape.dtype),
+    dtype: kvDtypeCode(shape.dtype, shape.dtype === "fp8_e4m3" ? shape.queryDtype : undefined),
     smScale,
   });
   // Typed arrays are passed themselves (not ptr()), which is safe for synchronous calls (DESIGN.md).

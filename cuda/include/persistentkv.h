@@ -56,6 +56,11 @@ typedef int32_t pkv_status;
 
 #define PKV_DTYPE_F16 0
 #define PKV_DTYPE_BF16 1
+/* FP8 KV storage (see "FP8 KV storage" below): K and V pages hold e4m3 codes and a scale per (token, KV
+ * head); the code also names the 16-bit type of the values that writes take and reads return, and of q
+ * and out of engines and references of that dtype. */
+#define PKV_DTYPE_FP8_E4M3 2      /* e4m3 pages, f16 values */
+#define PKV_DTYPE_FP8_E4M3_BF16 3 /* e4m3 pages, bf16 values */
 
 #define PKV_POLICY_DEFAULT (-1) /* the engine's configured policy */
 #define PKV_POLICY_BASELINE 0   /* one block per task */
@@ -147,7 +152,7 @@ typedef struct pkv_attention_shape {
   int32_t num_kv_heads; /* num_qo_heads must be a multiple */
   int32_t head_dim;     /* 64, 128 or 256 */
   int32_t page_size;    /* power of two, 1..256 */
-  int32_t dtype;        /* PKV_DTYPE_* of K, V, q and out */
+  int32_t dtype;        /* PKV_DTYPE_* of K, V, q and out (FP8: pages of the FP8 layout, 16-bit q and out) */
   float sm_scale;       /* 0: 1/sqrt(head_dim) */
 } pkv_attention_shape;
 
@@ -194,6 +199,27 @@ pkv_status pkv_kvpool_swap_out(pkv_kvpool *pool, int32_t n, const int32_t *pages
 pkv_status pkv_kvpool_swap_in(pkv_kvpool *pool, int32_t n, const int32_t *swap_slots, const int32_t *pages);
 pkv_status pkv_kvpool_layer_addresses(pkv_kvpool *pool, int32_t layer, uint64_t *k, uint64_t *v);
 
+/* ---- FP8 KV storage ----------------------------------------------------------------------------
+ * A pool of dtype PKV_DTYPE_FP8_E4M3 (or _BF16) stores each (token, KV head) row of K (and of V) as
+ * head_dim e4m3 codes plus one float scale: scale = amax / 448 (amax: the row's largest |value|; 0 for a
+ * zero row), codes = e4m3(value * (448 / amax)), converted round-to-nearest-even with saturation to
+ * +-448 (NaN stays NaN, 0x7F), as the GPU's cvt.rn.satfinite does; both backends store the same bits.
+ * A row reads back as code * scale. No calibration: each row's scale is fixed when it is written.
+ * Page layout (one layer, K or V; a page is page_bytes long, a multiple of 16):
+ *   [kv_head][slot][head_dim] uint8 codes, then [kv_head][slot] float scales, then zero padding to 16 bytes.
+ * pkv_kvpool_write/_write_device take, and pkv_kvpool_read returns, the dtype's 16-bit values; copies
+ * and swaps move whole pages, scales included, byte for byte. pkv_reference_decode with an FP8 dtype
+ * reads pages of this layout. Other pools: pkv_kvpool_read_raw is PKV_ERR_INVALID_ARGUMENT. */
+/* Bytes of one page of one layer (K or V) for a pool of this shape; 0 for an unsupported shape. */
+int64_t pkv_kv_page_bytes(int32_t dtype, int32_t num_kv_heads, int32_t page_size, int32_t head_dim);
+/* The stored form of n tokens of an FP8 pool: codes [n][num_kv_heads][head_dim] and scales
+ * [n][num_kv_heads] of K and of V. */
+pkv_status pkv_kvpool_read_raw(pkv_kvpool *pool, int32_t layer, int32_t n, const int32_t *slots, uint8_t *k_codes,
+                               uint8_t *v_codes, float *k_scales, float *v_scales);
+/* Host conversions between float and e4m3 codes, the same functions the CPU backend stores with. */
+pkv_status pkv_fp8_e4m3_encode(int64_t n, const float *in, uint8_t *out);
+pkv_status pkv_fp8_e4m3_decode(int64_t n, const uint8_t *in, float *out);
+
 /* ---- decode engine: plan once per step, run once per layer ------------------------------------- */
 typedef struct pkv_decode_config {
   int32_t num_qo_heads;
@@ -209,7 +235,7 @@ typedef struct pkv_decode_engine pkv_decode_engine;
 
 typedef struct pkv_plan_info {
   int64_t total_tokens;
-  int64_t kv_bytes;  /* K and V bytes one layer reads */
+  int64_t kv_bytes;  /* K and V bytes one layer reads (FP8: codes and scales) */
   int32_t plan_id;   /* pass to run; a newer plan of the engine makes it stale */
   int32_t kernel;    /* PKV_KERNEL_* chosen */
   int32_t batch;

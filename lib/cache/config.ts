@@ -1,5 +1,5 @@
 // KV cache options: validation, defaults, and the native pkv_kv_config struct.
-import { type DType, dtypeCode } from "../dtype";
+import { type DType, type KVDType, kvDtypeCode, valueDtype } from "../dtype";
 import { InvalidArgumentError, Status } from "../errors";
 import { KV_CONFIG } from "../ffi/layouts";
 import { INT32_MAX, checkCount } from "../validate";
@@ -13,7 +13,13 @@ export interface KVCacheOptions {
   numKvHeads: number;
   /** 64, 128 or 256. */
   headDim: number;
-  dtype: DType;
+  /** How K and V are stored: "f16", "bf16", or "fp8_e4m3" (half the bytes; see README, FP8 KV cache). */
+  dtype: KVDType;
+  /**
+   * The 16-bit type of the K and V values writeKV takes and readKV returns, and of q and out: the dtype
+   * itself for 16-bit caches, "f16" (default) or "bf16" for FP8 ones.
+   */
+  queryDtype?: DType;
   /** Sequences that may be live at once (block-table rows). Default 256. */
   maxSequences?: number;
   /** Longest sequence, in pages (block-table width). Default: numPages, capped at 256K tokens. */
@@ -22,7 +28,7 @@ export interface KVCacheOptions {
   swapPages?: number;
 }
 
-export type KVCacheConfig = Required<KVCacheOptions>;
+export type KVCacheConfig = Required<Omit<KVCacheOptions, "queryDtype">> & { queryDtype?: DType };
 
 export const DEFAULT_MAX_SEQUENCES = 256;
 // 256K tokens covers today's longest contexts; a wider row only costs pinned table memory.
@@ -35,7 +41,7 @@ function integer(name: string, value: unknown, min: number): number {
 export function resolveConfig(options: KVCacheOptions): KVCacheConfig {
   if (typeof options !== "object" || options === null)
     throw new InvalidArgumentError(Status.INVALID_ARGUMENT, "createKVCache: options must be an object");
-  dtypeCode(options.dtype);
+  kvDtypeCode(options.dtype, options.queryDtype);
   const numPages = integer("numPages", options.numPages, 1);
   const pageSize = integer("pageSize", options.pageSize, 1);
   return {
@@ -45,6 +51,7 @@ export function resolveConfig(options: KVCacheOptions): KVCacheConfig {
     numKvHeads: integer("numKvHeads", options.numKvHeads, 1),
     headDim: integer("headDim", options.headDim, 1),
     dtype: options.dtype,
+    queryDtype: valueDtype(options.dtype, options.queryDtype),
     maxSequences: integer("maxSequences", options.maxSequences ?? DEFAULT_MAX_SEQUENCES, 1),
     maxPagesPerSequence: integer(
       "maxPagesPerSequence",
@@ -57,5 +64,5 @@ export function resolveConfig(options: KVCacheOptions): KVCacheConfig {
 
 /** The native pkv_kv_config of a resolved configuration. */
 export function encodeConfig(c: KVCacheConfig): Uint8Array {
-  return KV_CONFIG.encode({ ...c, dtype: dtypeCode(c.dtype), reserved: 0 });
+  return KV_CONFIG.encode({ ...c, dtype: kvDtypeCode(c.dtype, c.queryDtype), reserved: 0 });
 }

@@ -64,6 +64,12 @@ export const symbols = {
   pkv_kvpool_swap_in: { args: [handle, T.i32, host, host], returns: status },
   pkv_kvpool_layer_addresses: { args: [handle, T.i32, out, out], returns: status },
 
+  // ---- FP8 KV storage
+  pkv_kv_page_bytes: { args: [T.i32, T.i32, T.i32, T.i32], returns: T.i64 },
+  pkv_kvpool_read_raw: { args: [handle, T.i32, T.i32, host, host, host, host, host], returns: status },
+  pkv_fp8_e4m3_encode: { args: [T.i64, host, host], returns: status },
+  pkv_fp8_e4m3_decode: { args: [T.i64, host, host], returns: status },
+
   // ---- decode engine
   pkv_plan_info_size: { args: [], returns: T.i32 },
   pkv_decode_engine_create: { args: [handle, host, out], returns: status },

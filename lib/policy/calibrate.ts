@@ -2,7 +2,7 @@
 // with the engine settings given, and keeps a choice only where one kernel wins clearly and consistently
 // (never picks from noise; see judge.ts). What it measures and in which pools: sizing.ts.
 import type { DeviceBuffer } from "../buffers";
-import { dtypeCode } from "../dtype";
+import { kvDtypeCode } from "../dtype";
 import type { DecodeEngine, DecodeEngineOptions, EngineSettings } from "../engine";
 import { InvalidArgumentError, UnsupportedError, Status } from "../errors";
 import type { KVCache, KVCacheOptions, Sequence } from "../kvcache";
@@ -55,7 +55,7 @@ export function calibrate(rt: CalibrationRuntime, shape: ModelShape, options: Ca
   checkOptions(method, shape);
   for (const name of ["numQoHeads", "numKvHeads", "headDim", "pageSize"] as const)
     checkCount(method, name, shape[name], 1, INT32_MAX);
-  dtypeCode(shape.dtype);
+  kvDtypeCode(shape.dtype, shape.queryDtype);
   const o = checkOptions(method, options);
   const rounds = checkCount(method, "rounds", o.rounds ?? 15, 1, 10_000);
   const rule: DecisionRule = {

@@ -1,7 +1,7 @@
 // What a calibration measures and the pools it measures in: the cells of the policy table that fit this
 // shape and device, each cell's synthetic steps, and KV caches sized from those steps alone. Pure (no GPU),
 // so the sizing of every supported shape is tested on the CPU.
-import type { DType } from "../dtype";
+import type { DType, KVDType } from "../dtype";
 import { seeded } from "../random";
 import { BATCH_BUCKETS, cellStep, TOKEN_BUCKETS } from "./table";
 
@@ -11,7 +11,8 @@ export interface ModelShape {
   numKvHeads: number;
   headDim: number;
   pageSize: number;
-  dtype: DType;
+  dtype: KVDType;
+  queryDtype?: DType;
 }
 
 /**

@@ -1,7 +1,7 @@
 // One decode correctness case: random pool and q, plan + run on the engine (host arrays or device
 // buffers, outputs poisoned first), compared with pkv_reference_decode. Shared by the CPU tests, the
 // GPU tests and the GPU sweep.
-import { decode, type DType } from "../dtype";
+import { type DType, decode, type KVDType, valueDtype } from "../dtype";
 import { DecodeEngine, type DecodePolicy, type EngineSettings } from "../engine";
 import type { Runtime } from "../runtime";
 import { randomHalves, rng, TestPool } from "./pool";
@@ -11,7 +11,9 @@ export interface DecodeCase {
   numKvHeads: number;
   headDim: number;
   pageSize: number;
-  dtype: DType;
+  dtype: KVDType;
+  /** q and out of an FP8 case: "f16" (default) or "bf16". */
+  queryDtype?: DType;
   lengths: number[];
   numLayers?: number;
   seed?: number;
@@ -31,8 +33,11 @@ export interface CaseResult {
 
 export const POISON = 0x7fff; // a NaN in both f16 and bf16
 
-/** Tolerance of ||out - ref|| / ||ref||: a few output roundings of the 16-bit type. */
-export const tolerance = (dtype: DType) => (dtype === "f16" ? 2e-3 : 1.6e-2);
+/**
+ * Tolerance of ||out - ref|| / ||ref||: a few output roundings of the 16-bit type (FP8 pages: of the query
+ * type, since kernel and reference read the same codes and scales).
+ */
+export const tolerance = (dtype: KVDType, queryDtype?: DType) => (valueDtype(dtype, queryDtype) === "f16" ? 2e-3 : 1.6e-2);
 
 export function runCase(
   rt: Runtime,
@@ -41,6 +46,7 @@ export function runCase(
   device = false,
 ): CaseResult[] {
   const layers = c.numLayers ?? 1;
+  const values = valueDtype(c.dtype, c.queryDtype);
   const random = rng(c.seed ?? 7);
   const pagesNeeded = c.lengths.reduce((n, len) => n + Math.ceil(len / c.pageSize), 0);
   const pool = new TestPool(
@@ -52,6 +58,7 @@ export function runCase(
       numKvHeads: c.numKvHeads,
       headDim: c.headDim,
       dtype: c.dtype,
+      queryDtype: values,
       maxSequences: c.lengths.length,
       maxPagesPerSequence: Math.max(...c.lengths.map((len) => Math.ceil(len / c.pageSize))),
     },
@@ -64,6 +71,7 @@ export function runCase(
     headDim: c.headDim,
     pageSize: c.pageSize,
     dtype: c.dtype,
+    queryDtype: values,
     maxBatch: c.lengths.length,
     settings: c.settings,
   });
@@ -71,7 +79,7 @@ export function runCase(
     const sequences = c.lengths.map((len) => pool.addSequence(len));
     const n = c.lengths.length * hq * c.headDim;
     // q spans [-2, 2] so the softmax is far from uniform and a wrong key shows in the output.
-    const qs = Array.from({ length: layers }, () => randomHalves(c.dtype, n, random, 2));
+    const qs = Array.from({ length: layers }, () => randomHalves(values, n, random, 2));
     const refs = qs.map((q, layer) => pool.reference(layer, sequences, hq, q));
     return policies.map((policy) => {
       const plan = engine.plan(pool, sequences, { policy });
@@ -96,8 +104,8 @@ export function runCase(
         } else {
           engine.run(plan, layer, qs[layer]!, out, lse);
         }
-        const got = decode(c.dtype, out),
-          want = decode(c.dtype, refs[layer]!.out);
+        const got = decode(values, out),
+          want = decode(values, refs[layer]!.out);
         for (let i = 0; i < n; i++) {
           if (out[i] === POISON || Number.isNaN(got[i]!)) unwritten++;
           else diff += (got[i]! - want[i]!) ** 2;

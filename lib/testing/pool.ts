@@ -4,7 +4,7 @@
 import { type Pointer, toArrayBuffer } from "bun:ffi";
 import { check, outPointer } from "../ffi/call";
 import { native } from "../ffi/loader";
-import { encode, type DType } from "../dtype";
+import { type DType, encode, kvPageBytes, valueDtype } from "../dtype";
 import { seeded } from "../random";
 import { referenceDecode } from "../reference";
 import type { Runtime } from "../runtime";
@@ -42,15 +42,21 @@ export class TestPool {
   readonly shape: PoolShape;
   readonly table: Int32Array;
   readonly dirtyFrom: Int32Array;
-  /** Host copy of each layer's pages, HND [page][kv_head][slot][d]. */
+  /** Host copy of each layer's pages, HND [page][kv_head][slot][d] values (written to the pool as they are, or quantized). */
   readonly k: Uint16Array[] = [];
   readonly v: Uint16Array[] = [];
+  /** FP8 pools: each layer's pages as stored (codes and scales, read back from the pool), for the reference. */
+  readonly storedK: Uint8Array[] = [];
+  readonly storedV: Uint8Array[] = [];
+  /** The 16-bit type of values, q and out. */
+  readonly values: DType;
   readonly #shuffled: number[];
   readonly #freePages: number[];
   #nextRow = 0;
 
   constructor(rt: Runtime, shape: PoolShape, seed = 1, hostCopy = true, shuffle = true) {
     this.shape = shape;
+    this.values = valueDtype(shape.dtype, shape.queryDtype);
     const s = shape;
     const config = encodeConfig({ ...s, swapPages: 0 });
     this.poolHandle = outPointer("pkv_kvpool_create", (out) => native().pkv_kvpool_create(rt.handle, config, out));
@@ -73,9 +79,10 @@ export class TestPool {
     const layerElems = s.numPages * s.numKvHeads * s.pageSize * s.headDim;
     for (let layer = 0; layer < s.numLayers; layer++) {
       if (hostCopy) {
-        this.k.push(randomHalves(s.dtype, layerElems, random));
-        this.v.push(randomHalves(s.dtype, layerElems, random));
+        this.k.push(randomHalves(this.values, layerElems, random));
+        this.v.push(randomHalves(this.values, layerElems, random));
         this.#upload(layer);
+        if (s.dtype === "fp8_e4m3") this.#readStored(layer);
       } else {
         this.#fillRepeating(layer, random);
       }
@@ -86,8 +93,8 @@ export class TestPool {
   #fillRepeating(layer: number, random: () => number): void {
     const { numPages, pageSize, numKvHeads: h, headDim: d } = this.shape;
     const n = Math.min(numPages * pageSize, Math.max(pageSize, Math.floor((4 << 20) / (h * d))));
-    const k = randomHalves(this.shape.dtype, n * h * d, random),
-      v = randomHalves(this.shape.dtype, n * h * d, random);
+    const k = randomHalves(this.values, n * h * d, random),
+      v = randomHalves(this.values, n * h * d, random);
     const slots = new Int32Array(n);
     for (let first = 0; first < numPages * pageSize; first += n) {
       const count = Math.min(n, numPages * pageSize - first);
@@ -117,6 +124,35 @@ export class TestPool {
             v.set(this.v[layer]!.subarray(src, src + d), dst);
           }
       check(native().pkv_kvpool_write(this.poolHandle, layer, n, slots, k, v), "pkv_kvpool_write");
+    }
+  }
+
+  // The FP8 pages of a layer as the pool stores them: every slot's codes and scales, laid out as pages.
+  #readStored(layer: number): void {
+    const { numPages, pageSize, numKvHeads: h, headDim: d } = this.shape;
+    const pageBytes = kvPageBytes("fp8_e4m3", h, pageSize, d);
+    const codeBytes = h * pageSize * d;
+    const n = numPages * pageSize;
+    const slots = Int32Array.from({ length: n }, (_, i) => i);
+    const [kc, vc] = [new Uint8Array(n * h * d), new Uint8Array(n * h * d)];
+    const [ks, vs] = [new Float32Array(n * h), new Float32Array(n * h)];
+    check(native().pkv_kvpool_read_raw(this.poolHandle, layer, n, slots, kc, vc, ks, vs), "pkv_kvpool_read_raw");
+    for (const [codes, scales, out] of [
+      [kc, ks, this.storedK],
+      [vc, vs, this.storedV],
+    ] as const) {
+      const pages = new Uint8Array(numPages * pageBytes);
+      for (let slot = 0; slot < n; slot++) {
+        const page = Math.floor(slot / pageSize),
+          offset = slot % pageSize;
+        for (let head = 0; head < h; head++) {
+          const row = head * pageSize + offset,
+            src = slot * h + head;
+          pages.set(codes.subarray(src * d, src * d + d), page * pageBytes + row * d);
+          new DataView(pages.buffer).setFloat32(page * pageBytes + codeBytes + row * 4, scales[src]!, true);
+        }
+      }
+      out.push(pages);
     }
   }
 
@@ -163,13 +199,14 @@ export class TestPool {
         headDim: s.headDim,
         pageSize: s.pageSize,
         dtype: s.dtype,
+        queryDtype: this.values,
         smScale,
       },
       pageIndptr: indptr,
       pageIndices: indices,
       seqLens: Int32Array.from(sequences.map((seq) => seq.length)),
-      kPages: this.k[layer]!,
-      vPages: this.v[layer]!,
+      kPages: s.dtype === "fp8_e4m3" ? this.storedK[layer]! : this.k[layer]!,
+      vPages: s.dtype === "fp8_e4m3" ? this.storedV[layer]! : this.v[layer]!,
       numPages: s.numPages,
       q,
       out,

@@ -735,7 +735,10 @@ op(4, () => {
   const args = list();
   const r = int(0, 9);
   if (r === 0) args[0] = null;
-  else if (r === 1) new Int32Array(a.shape.buffer)[pick([0, 1, 2, 3, 4])] = pick([-1, 3, 100, 17, 2 ** 31 - 1]);
+  else if (r === 1) {
+    const field = pick([0, 1, 2, 3, 4]); // dtype (4) 3 is FP8_E4M3_BF16, a valid dtype
+    new Int32Array(a.shape.buffer)[field] = pick([-1, field === 4 ? 4 : 3, 100, 17, 2 ** 31 - 1]);
+  }
   else if (r === 2) new Float32Array(a.shape.buffer)[5] = pick([Number.NaN, -1, Number.POSITIVE_INFINITY]);
   else if (r === 3) args[1] = pick([-1, -(2 ** 31)]);
   else if (r === 4) args[pick([2, 4, 8, 9])] = null;
@@ -771,10 +774,13 @@ op(3, () => {
   if (r === 1)
     return void call("bad", "pkv_kvpool_create", asPtr(rt), ...(chance(0.5) ? [null, out64()] : [cfg, null]));
   if (r === 2) cfg[pick([0, 1, 2, 3, 4, 6, 7])] = pick([0, -1, -(2 ** 31)]);
-  else if (r === 3) cfg[pick([2, 4, 5])] = pick([3, 100, 1000, 7]);
+  else if (r === 3) {
+    const field = pick([2, 4, 5]); // dtype (5) 3 is FP8_E4M3_BF16, a valid dtype
+    cfg[field] = pick([field === 5 ? 4 : 3, 100, 1000, 7]);
+  }
   else if (r === 4) cfg[3] = pick([0, 257, -1]);
   else if (r === 5)
-    cfg[pick([5, 9])] = pick([2, -1]); // dtype, reserved
+    cfg[pick([5, 9])] = pick([4, -1]); // dtype, reserved
   else if (r === 6)
     cfg.set([4096, 2 ** 31 / 256 - 1, 256, 256, 256, 0, 1, 1, 2 ** 31 - 1], 0); // swap bytes overflow 63 bits
   else if (r === 7)
@@ -830,6 +836,30 @@ op(8, () => {
     const layer = int(0, p.layers - 1);
     call("valid", fn, asPtr(h), layer, n, slots, fn === "pkv_kvpool_write" ? tokenData(p, layer, slots, 0) : k, v);
   } else if (!p.sentinel) call("wild", fn, asPtr(h), wildNumber(), chance(0.5) ? n : wildNumber(), slots, k, v);
+});
+op(2, () => {
+  // FP8: raw reads (every fuzzed pool stores 16-bit values, so each is refused) and the host conversions
+  const h = pick(live.pool),
+    p = pools.get(h)!;
+  const n = int(1, 4),
+    slots = randomSlots(p, n);
+  const codes = () => new Uint8Array(n * p.heads * p.dim),
+    scales = () => new Float32Array(n * p.heads);
+  const r = int(0, 5);
+  if (r === 0) call("bad", "pkv_kvpool_read_raw", badHandle("pool"), 0, n, slots, codes(), codes(), scales(), scales());
+  else if (r === 1) {
+    const args: unknown[] = [asPtr(h), pick([0, -1, p.layers]), n, slots, codes(), codes(), scales(), scales()];
+    if (chance(0.5)) args[pick([3, 4, 5, 6, 7])] = null;
+    call("bad", "pkv_kvpool_read_raw", ...args);
+  } else {
+    const fn = pick(["pkv_fp8_e4m3_encode", "pkv_fp8_e4m3_decode"]);
+    const m = int(0, 64);
+    const input = fn === "pkv_fp8_e4m3_encode" ? new Float32Array(m).map(() => wildNumber()) : new Uint8Array(m).map(() => int(0, 255));
+    const output = fn === "pkv_fp8_e4m3_encode" ? new Uint8Array(m) : new Float32Array(m);
+    if (r === 2) call("bad", fn, pick([-1, -(2 ** 40)]), input, output);
+    else if (r === 3 && m > 0) call("bad", fn, m, ...(chance(0.5) ? [null, output] : [input, null]));
+    else call("valid", fn, m, input, output);
+  }
 });
 op(4, () => {
   // token writes from device buffers: ranges, alignment, runtimes
@@ -944,7 +974,7 @@ op(3, () => {
   else if (r === 5) ints[5] = pick([-1, 3, 99]);
   else if (r === 6) ints[6] = pick([0, -1, 2 ** 21, 2 ** 31 - 1]);
   else if (r === 7) scale[0] = pick([Number.NaN, -1, Number.POSITIVE_INFINITY]);
-  else ints[4] = pick([2, -1, 9]);
+  else ints[4] = pick([4, -1, 9]);
   call("bad", "pkv_decode_engine_create", asPtr(rt), new Uint8Array(config), out64());
 });
 op(2, () => {

@@ -29,7 +29,8 @@ import {
   StalePlanError,
   SwapFullError,
 } from "../../lib/index.ts";
-import { decode, encode } from "../../lib/dtype.ts";
+import { decode, encode, type KVDType } from "../../lib/dtype.ts";
+import { fp8RoundTrip } from "./fp8.ts";
 import { decodeAttention } from "./attention.ts";
 import { tolerance } from "../../lib/testing/decode-check.ts";
 import { REFUSED_WHILE_SWAPPED, Rng, fillToken, sequenceOps, tokenData } from "./kvcache.ts";
@@ -43,6 +44,8 @@ export interface ModelConfig {
   numLayers: number;
   numKvHeads: number;
   headDim: number;
+  /** The cache's storage (default f16); an FP8 cache reads back its values' quantized form (fp8RoundTrip). */
+  dtype?: KVDType;
 }
 
 const shape = { numLayers: 2, numKvHeads: 2, headDim: 64 };
@@ -161,8 +164,9 @@ export class KVCacheModel {
     this.#P = cfg.pageSize;
     this.#elems = cfg.numKvHeads * cfg.headDim;
     this.#rng = new Rng(seed);
-    this.cache = new KVCache(runtime, { ...cfg, dtype: "f16" });
-    this.#other = new KVCache(runtime, { ...cfg, numPages: 4, swapPages: 0, dtype: "f16" });
+    const dtype = cfg.dtype ?? "f16";
+    this.cache = new KVCache(runtime, { ...cfg, dtype });
+    this.#other = new KVCache(runtime, { ...cfg, numPages: 4, swapPages: 0, dtype });
     const table = new BigUint64Array(1);
     const dirty = new BigUint64Array(1);
     expect(native().pkv_kvpool_table_addresses(this.cache.poolHandle, table, dirty)).toBe(0);
@@ -179,7 +183,7 @@ export class KVCacheModel {
       numKvHeads: cfg.numKvHeads,
       headDim: cfg.headDim,
       pageSize: cfg.pageSize,
-      dtype: "f16",
+      dtype,
       maxBatch: cfg.maxSequences,
       smScale: SM_SCALE,
     });
@@ -567,6 +571,7 @@ export class KVCacheModel {
         fillToken(vPages, at * E, E, this.#stampIn(stamp, layer), layer, 1);
         at++;
       }
+    const [kStored, vStored] = [this.#stored(kPages), this.#stored(vPages)];
     const pageIndptr = Int32Array.from([
       0,
       ...lengths.map((_, i) => lengths.slice(0, i + 1).reduce((a, n) => a + n, 0)),
@@ -582,8 +587,8 @@ export class KVCacheModel {
         pageIndptr,
         pageIndices: Int32Array.from({ length: tokens }, (_, i) => i),
         seqLens: Int32Array.from(lengths),
-        kPages,
-        vPages,
+        kPages: kStored,
+        vPages: vStored,
         q,
       },
       SM_SCALE,
@@ -793,6 +798,11 @@ export class KVCacheModel {
     }
   }
 
+  /** The values the cache reads back for written `data`: the data itself, or its FP8 round trip. */
+  #stored(data: Uint16Array): Uint16Array {
+    return this.#cfg.dtype === "fp8_e4m3" ? fp8RoundTrip("f16", data, this.#cfg.headDim) : data;
+  }
+
   /** Reads one layer (or all with layer -1) of a live sequence and compares with the shadow's stamps. */
   #checkKV(s: Shadow, layer: number): void {
     if (s.state !== "live") return;
@@ -806,8 +816,9 @@ export class KVCacheModel {
         fillToken(k, i * E, E, this.#stampIn(stamp, l), l, 0);
         fillToken(v, i * E, E, this.#stampIn(stamp, l), l, 1);
       });
-      if (!equalBits(got.k, k) || !equalBits(got.v, v)) {
-        const bad = s.stamps.findIndex((_, i) => got.k[i * E] !== k[i * E] || got.v[i * E] !== v[i * E]);
+      const [kWant, vWant] = [this.#stored(k), this.#stored(v)];
+      if (!equalBits(got.k, kWant) || !equalBits(got.v, vWant)) {
+        const bad = s.stamps.findIndex((_, i) => got.k[i * E] !== kWant[i * E] || got.v[i * E] !== vWant[i * E]);
         throw new Error(
           `sequence ${s.seq.id}, layer ${l}: K/V differ from the shadow at token ${bad} of ${s.stamps.length}`,
         );

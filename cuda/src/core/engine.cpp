@@ -186,6 +186,17 @@ int32_t adaptive_kernel(const pkv_decode_engine *e, int32_t batch, int64_t total
   return PKV_KERNEL_BASELINE;
 }
 
+// FP8 pages have a CUDA-core body for every head dim and no tensor-core body: AUTO math resolves to CUDA
+// cores, and a request for tensor cores is refused rather than silently changed.
+pkv_status fp8_math(pkv_engine_settings &s, int32_t dtype, const char *func) {
+  if (!pkv::is_fp8(dtype)) return PKV_OK;
+  if (s.math == PKV_MATH_TENSOR_CORES)
+    return fail(PKV_ERR_UNSUPPORTED, "%s: FP8 pages (dtype %d) have no tensor-core body; use math AUTO or CUDA_CORES",
+                func, dtype);
+  if (s.math == PKV_MATH_AUTO) s.math = PKV_MATH_CUDA_CORES;
+  return PKV_OK;
+}
+
 pkv_status check_pool(const pkv_decode_engine *e, const pkv_kvpool *pool, const char *func) {
   const pkv_kv_config &p = pool->config;
   const pkv_decode_config &c = e->cfg;
@@ -371,6 +382,7 @@ pkv_status pkv_decode_engine_create_with(pkv_runtime *rt, const pkv_decode_confi
   PKV_TRY(pkv::check_not_capturing(rt));
   pkv_engine_settings chosen = settings ? *settings : pkv::default_engine_settings();
   PKV_TRY(pkv::check_engine_settings(chosen, func));
+  PKV_TRY(fp8_math(chosen, config->dtype, func));
   pkv::DecodeBody body{};
   PKV_TRY(pkv::resolve_decode_body(chosen, config->head_dim, pkv::on_cuda(rt) ? rt->info.cc_major : 0, &body, func));
   auto *e = new pkv_decode_engine();
@@ -398,7 +410,7 @@ pkv_status pkv_decode_engine_create_with(pkv_runtime *rt, const pkv_decode_confi
     e->persistent_grid = std::max(1, pers_bps) * rt->info.multiprocessors;
   }
   e->shape = pkv::PlanShape{config->num_kv_heads, config->page_size, wave, kMinSplitTokens,
-                            pkv::decode_tile_tokens(config->head_dim, e->body.math)};
+                            pkv::decode_tile_tokens_of(config->head_dim, e->body.math, config->dtype)};
   e->max_tasks = pkv::max_plan_tasks(e->shape, config->max_batch);
 
   const int64_t g = e->group, d = config->head_dim;
@@ -508,8 +520,9 @@ pkv_status pkv_decode_plan(pkv_decode_engine *engine, pkv_kvpool *pool, int32_t 
   PKV_TRY(check_batch(pool, batch, rows, seq_lens, &sum));
   const int64_t num_deltas = sum.num_deltas, total_tokens = sum.total_tokens;
   int64_t kv_bytes = 0;
-  PKV_TRY(pkv::checked_mul("the step's K and V bytes (tokens x kv heads x head dim x 2 x 2 bytes)", &kv_bytes,
-                           {(uint64_t)total_tokens, (uint64_t)e->cfg.num_kv_heads, (uint64_t)e->cfg.head_dim, 4}));
+  PKV_TRY(pkv::checked_mul("the step's K and V bytes (tokens x kv heads x K and V row bytes)", &kv_bytes,
+                           {(uint64_t)total_tokens, (uint64_t)e->cfg.num_kv_heads,
+                            (uint64_t)pkv::kv_row_bytes(e->cfg.dtype, e->cfg.head_dim)}));
   if (num_deltas > INT32_MAX) return fail(PKV_ERR_UNSUPPORTED, "pkv_decode_plan: %lld table entries in one step", (long long)num_deltas);
 
   const bool cuda = pkv::on_cuda(e->rt);

@@ -6,6 +6,7 @@
 #include <unordered_set>
 
 #include "checked.h"
+#include "kv_format.h"
 #include "kv_ops.h"
 #include "shape.h"
 
@@ -129,9 +130,10 @@ pkv_status move_pages(pkv_kvpool *pool, pkv::PageSpace src, pkv::PageSpace dst, 
   return pkv::gpu_copy_pages(pool, src, dst, n, src_dev, dst_dev, pool->rt->stream);
 }
 
-// Bytes of n tokens' K (or V): at most 2^31 x 256 heads x 256 dims x 2 bytes = 2^48, no overflow.
+// Bytes of n tokens' K (or V) values (16-bit for every dtype): at most 2^31 x 256 heads x 256 dims x 2
+// bytes = 2^48, no overflow.
 int64_t token_bytes(const pkv_kvpool *pool, int32_t n) {
-  return (int64_t)n * pool->config.num_kv_heads * pool->config.head_dim * pool->elem_bytes;
+  return (int64_t)n * pool->config.num_kv_heads * pool->config.head_dim * 2;
 }
 
 // Swaps move pages between two homes: a page or slot named twice in one call would be written twice
@@ -159,18 +161,25 @@ pkv_status check_swap(const pkv_kvpool *pool, int32_t n, const int32_t *pages, c
 // Byte sizes of a pool's allocations, each product checked: a configuration whose pool would not fit
 // 63 bits is an error, not a short allocation.
 struct PoolSizes {
-  int64_t page_elems, layer_elems, pool_bytes, swap_slot_bytes, swap_bytes, table_entries;
+  int64_t page_elems, layer_elems, page_bytes, code_bytes, layer_bytes, pool_bytes, swap_slot_bytes, swap_bytes,
+      table_entries;
 };
 
+// A page is at most 256 heads x 256 slots x 256 dims x 2 bytes = 2^25 bytes: page_format cannot overflow.
 pkv_status pool_sizes(const pkv_kv_config *c, PoolSizes *z) {
   PKV_TRY(pkv::checked_mul("page elements (kv heads x page size x head dim)", &z->page_elems,
                            {(uint64_t)c->num_kv_heads, (uint64_t)c->page_size, (uint64_t)c->head_dim}));
   PKV_TRY(pkv::checked_mul("layer elements (pages x page elements)", &z->layer_elems,
                            {(uint64_t)c->num_pages, (uint64_t)z->page_elems}));
-  PKV_TRY(pkv::checked_mul("pool bytes (layers x layer elements x 2 bytes)", &z->pool_bytes,
-                           {(uint64_t)c->num_layers, (uint64_t)z->layer_elems, 2}));
-  PKV_TRY(pkv::checked_mul("swap slot bytes (layers x K and V x page elements x 2 bytes)", &z->swap_slot_bytes,
-                           {(uint64_t)c->num_layers, 2, (uint64_t)z->page_elems, 2}));
+  const pkv::PageFormat format = pkv::page_format(c->dtype, c->num_kv_heads, c->page_size, c->head_dim);
+  z->page_bytes = format.page_bytes;
+  z->code_bytes = format.code_bytes;
+  PKV_TRY(pkv::checked_mul("layer bytes (pages x page bytes)", &z->layer_bytes,
+                           {(uint64_t)c->num_pages, (uint64_t)z->page_bytes}));
+  PKV_TRY(pkv::checked_mul("pool bytes (layers x layer bytes)", &z->pool_bytes,
+                           {(uint64_t)c->num_layers, (uint64_t)z->layer_bytes}));
+  PKV_TRY(pkv::checked_mul("swap slot bytes (layers x K and V x page bytes)", &z->swap_slot_bytes,
+                           {(uint64_t)c->num_layers, 2, (uint64_t)z->page_bytes}));
   PKV_TRY(pkv::checked_mul("swap bytes (swap pages x slot bytes)", &z->swap_bytes,
                            {(uint64_t)c->swap_pages, (uint64_t)z->swap_slot_bytes}));
   PKV_TRY(pkv::checked_mul("block table entries (rows x width)", &z->table_entries,
@@ -206,9 +215,12 @@ pkv_status pkv_kvpool_create(pkv_runtime *rt, const pkv_kv_config *config, pkv_k
   auto *pool = new pkv_kvpool();
   pool->rt = rt;
   pool->config = *config;
-  pool->elem_bytes = 2;
+  pool->elem_bytes = pkv::is_fp8(config->dtype) ? 1 : 2;
   pool->page_elems = z.page_elems;
   pool->layer_elems = z.layer_elems;
+  pool->code_bytes = z.code_bytes;
+  pool->page_bytes = z.page_bytes;
+  pool->layer_bytes = z.layer_bytes;
   pool->swap_slot_bytes = z.swap_slot_bytes;
   const int64_t pool_bytes = z.pool_bytes, table_entries = z.table_entries;
   pkv_status s = pkv::raw_alloc(rt, PKV_MEM_DEVICE, pool_bytes, &pool->k);
@@ -351,6 +363,41 @@ pkv_status pkv_kvpool_read(pkv_kvpool *pool, int32_t layer, int32_t n, const int
   PKV_TRY(pkv::gpu_gather_tokens(pool, layer, n, slots_dev, kd, vd, pool->rt->stream));
   PKV_CUDA_TRY(cudaMemcpyAsync(k, kd, bytes, cudaMemcpyDeviceToHost, pool->rt->stream));
   PKV_CUDA_TRY(cudaMemcpyAsync(v, vd, bytes, cudaMemcpyDeviceToHost, pool->rt->stream));
+  PKV_CUDA_TRY(cudaStreamSynchronize(pool->rt->stream));
+  return PKV_OK;
+  PKV_API_END
+}
+
+pkv_status pkv_kvpool_read_raw(pkv_kvpool *pool, int32_t layer, int32_t n, const int32_t *slots, uint8_t *k_codes,
+                               uint8_t *v_codes, float *k_scales, float *v_scales) {
+  PKV_API_BEGIN
+  PKV_CHECK(pool, KvPool);
+  PKV_TRY(pkv::check_not_capturing(pool->rt));
+  if (!pkv::is_fp8(pool->config.dtype))
+    return pkv::fail(PKV_ERR_INVALID_ARGUMENT, "%s: the pool's dtype %d stores no codes and scales (FP8 pools only)",
+                     __func__, pool->config.dtype);
+  PKV_TRY(check_token_io(pool, layer, n, slots, k_codes, v_codes, __func__));
+  if (n > 0 && (!k_scales || !v_scales))
+    return pkv::fail(PKV_ERR_NULL_POINTER, "%s: %s is NULL", __func__, k_scales ? "v_scales" : "k_scales");
+  if (n == 0) return PKV_OK;
+  if (!pkv::on_cuda(pool->rt)) {
+    pkv::cpu_gather_raw(pool, layer, n, slots, k_codes, v_codes, k_scales, v_scales);
+    return PKV_OK;
+  }
+  // Staging as a read of n tokens: codes and scales of a row take (d + 4) bytes, values 2 d.
+  const int64_t rows = (int64_t)n * pool->config.num_kv_heads, codes = rows * pool->config.head_dim;
+  const int32_t *slots_dev = nullptr;
+  char *kd = nullptr, *vd = nullptr;
+  PKV_TRY(stage_tokens(pool, n, slots, &slots_dev, &kd, &vd));
+  // The values' room (2 d per row, twice) holds codes, then scales at a 16-byte boundary, of K and of V.
+  char *kc = kd, *vc = kd + ((codes + 15) & ~(int64_t)15);
+  float *ks = reinterpret_cast<float *>(vc + ((codes + 15) & ~(int64_t)15)), *vs = ks + rows;
+  PKV_TRY(pkv::gpu_gather_raw(pool, layer, n, slots_dev, reinterpret_cast<uint8_t *>(kc), reinterpret_cast<uint8_t *>(vc),
+                              ks, vs, pool->rt->stream));
+  PKV_CUDA_TRY(cudaMemcpyAsync(k_codes, kc, codes, cudaMemcpyDeviceToHost, pool->rt->stream));
+  PKV_CUDA_TRY(cudaMemcpyAsync(v_codes, vc, codes, cudaMemcpyDeviceToHost, pool->rt->stream));
+  PKV_CUDA_TRY(cudaMemcpyAsync(k_scales, ks, rows * 4, cudaMemcpyDeviceToHost, pool->rt->stream));
+  PKV_CUDA_TRY(cudaMemcpyAsync(v_scales, vs, rows * 4, cudaMemcpyDeviceToHost, pool->rt->stream));
   PKV_CUDA_TRY(cudaStreamSynchronize(pool->rt->stream));
   return PKV_OK;
   PKV_API_END

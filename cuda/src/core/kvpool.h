@@ -2,6 +2,7 @@
 //
 // Page memory: K and V each one allocation, [layer][page][kv_head][slot][head_dim] (HND), so one
 // (page, kv head) slice is page_size * head_dim contiguous elements and a task streams aligned runs.
+// FP8 pages end with their scales (kv_format.h); every size below is in bytes of that layout.
 //
 // Block table: the cache layer (TypeScript) writes page ids into the pinned host table and lowers
 // dirty_from[row] to the first column it changed. Only the plan reads dirty entries, checks them and
@@ -16,9 +17,12 @@
 struct pkv_kvpool {
   pkv_runtime *rt;
   pkv_kv_config config;
-  int32_t elem_bytes;      // 2 for f16 and bf16
+  int32_t elem_bytes;      // bytes of one stored element: 2 for f16 and bf16, 1 for FP8 codes
   int64_t page_elems;      // num_kv_heads * page_size * head_dim: one page of one layer, K or V
   int64_t layer_elems;     // num_pages * page_elems
+  int64_t code_bytes;      // of one page: its elements (FP8: the codes, before the scales)
+  int64_t page_bytes;      // of one page of one layer, K or V (FP8: codes, scales, padding)
+  int64_t layer_bytes;     // num_pages * page_bytes
   void *k;                 // [num_layers] x layer_elems (device memory)
   void *v;
   int32_t *table_host;     // pinned [max_sequences][max_pages_per_sequence]
@@ -26,7 +30,7 @@ struct pkv_kvpool {
   int32_t *table_device;   // the entries plans validated (device memory; host memory on the CPU backend)
   void *swap;              // pinned swap space: swap_pages slots of swap_slot_bytes each
   void *swap_device;       // the same memory as the GPU addresses it (mapped; == swap on the CPU backend)
-  int64_t swap_slot_bytes; // num_layers * 2 * page_elems * elem_bytes
+  int64_t swap_slot_bytes; // num_layers * 2 * page_bytes
   // Staging for slot and page lists of writes, reads and copies (grown on demand).
   int32_t *index_device;
   int64_t index_capacity;
@@ -36,9 +40,9 @@ struct pkv_kvpool {
 
 namespace pkv {
 inline char *layer_k(const pkv_kvpool *pool, int32_t layer) {
-  return static_cast<char *>(pool->k) + (int64_t)layer * pool->layer_elems * pool->elem_bytes;
+  return static_cast<char *>(pool->k) + (int64_t)layer * pool->layer_bytes;
 }
 inline char *layer_v(const pkv_kvpool *pool, int32_t layer) {
-  return static_cast<char *>(pool->v) + (int64_t)layer * pool->layer_elems * pool->elem_bytes;
+  return static_cast<char *>(pool->v) + (int64_t)layer * pool->layer_bytes;
 }
 }  // namespace pkv

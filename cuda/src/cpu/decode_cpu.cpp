@@ -23,7 +23,22 @@ void cpu_decode_run(const DecodeParams &a, int32_t head_dim, int32_t dtype, floa
   const PlanRow *rows = plan_rows(a.plan);
   const PlanTask *tasks = plan_tasks(a.plan);
   const int32_t d = head_dim, g = a.group, shift = a.page_shift;
-  const auto *kp = static_cast<const uint16_t *>(a.k), *vp = static_cast<const uint16_t *>(a.v);
+  // A token's row of K or V: its elements as floats and the factor they carry (an FP8 row's scale, else 1),
+  // applied once per token as the kernels do: to the score (K) and to the probability (V).
+  const PageFormat format = page_format(dtype, a.num_kv_heads, page_size, d);
+  auto load_row = [&](const void *pages, int32_t page, int32_t head, int32_t tok, float *row) -> float {
+    const int64_t r = (int64_t)head * page_size + (tok & (page_size - 1));
+    const char *base = static_cast<const char *>(pages) + page * format.page_bytes;
+    if (is_fp8(dtype)) {
+      const auto *codes = reinterpret_cast<const uint8_t *>(base) + r * d;
+      for (int32_t e = 0; e < d; e++) row[e] = e4m3_to_float(codes[e]);
+      return reinterpret_cast<const float *>(base + format.code_bytes)[r];
+    }
+    const auto *values = reinterpret_cast<const uint16_t *>(base) + r * d;
+    for (int32_t e = 0; e < d; e++) row[e] = load_half(dtype, values[e]);
+    return 1.f;
+  };
+  std::vector<float> elems(d);
   const auto *qp = static_cast<const uint16_t *>(a.q);
   auto *op = static_cast<uint16_t *>(a.out);
   std::vector<float> q(d), scores, o(d);
@@ -74,22 +89,21 @@ void cpu_decode_run(const DecodeParams &a, int32_t head_dim, int32_t dtype, floa
       float mx = -INFINITY;
       for (size_t i = 0; i < toks.size(); i++) {
         const int32_t tok = toks[i];
-        int64_t page = table_row[tok >> shift];
-        int64_t base = ((page * a.num_kv_heads + head) * page_size + (tok & (page_size - 1))) * d;
+        const float factor = load_row(a.k, table_row[tok >> shift], head, tok, elems.data());
         float s = 0.f;
-        for (int32_t e = 0; e < d; e++) s += q[e] * load_half(dtype, kp[base + e]);
-        scores[i] = s;
-        mx = std::fmax(mx, s);
+        for (int32_t e = 0; e < d; e++) s += q[e] * elems[e];
+        scores[i] = s * factor;
+        mx = std::fmax(mx, scores[i]);
       }
       float l = 0.f;
       std::fill(o.begin(), o.end(), 0.f);
       for (size_t i = 0; i < toks.size(); i++) {
         const int32_t tok = toks[i];
-        int64_t page = table_row[tok >> shift];
-        int64_t base = ((page * a.num_kv_heads + head) * page_size + (tok & (page_size - 1))) * d;
+        const float factor = load_row(a.v, table_row[tok >> shift], head, tok, elems.data());
         float p = std::exp(scores[i] - mx);
         l += p;
-        for (int32_t e = 0; e < d; e++) o[e] += p * load_half(dtype, vp[base + e]);
+        const float w = p * factor;
+        for (int32_t e = 0; e < d; e++) o[e] += w * elems[e];
       }
       // A claiming split may get no tile: its partial weighs nothing in the merge (lse -inf, o 0).
       for (int32_t e = 0; e < d; e++) o[e] = l > 0.f ? o[e] / l : 0.f;

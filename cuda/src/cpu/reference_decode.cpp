@@ -1,5 +1,5 @@
-// The reference paged decode attention: plain loops, fp32 products, fp64 sums. Every kernel is
-// tested against it; clarity over speed.
+// The reference paged decode attention: plain loops, fp64 products and sums. Every kernel is tested
+// against it; clarity over speed. FP8 pages are read as their codes times their rows' scales.
 #include <cmath>
 #include <vector>
 
@@ -49,28 +49,37 @@ extern "C" pkv_status pkv_reference_decode(const pkv_attention_shape *shape, int
 
   const float scale = shape->sm_scale > 0 ? shape->sm_scale : 1.0f / std::sqrt((float)d);
   const int32_t group = hq / hkv;
-  const auto *k16 = static_cast<const uint16_t *>(k_pages), *v16 = static_cast<const uint16_t *>(v_pages);
   const auto *q16 = static_cast<const uint16_t *>(q);
   auto *out16 = static_cast<uint16_t *>(out);
+  // Token t's head-kv row of K or V as doubles: 16-bit values, or FP8 codes times the row's scale.
+  const pkv::PageFormat format = pkv::page_format(dtype, hkv, ps, d);
+  auto load_row = [&](const void *pages, int64_t page, int32_t kv, int32_t slot, double *row) {
+    const int64_t r = (int64_t)kv * ps + slot;
+    const char *base = static_cast<const char *>(pages) + page * format.page_bytes;
+    if (pkv::is_fp8(dtype)) {
+      const auto *codes = reinterpret_cast<const uint8_t *>(base) + r * d;
+      const double s = reinterpret_cast<const float *>(base + format.code_bytes)[r];
+      for (int32_t i = 0; i < d; i++) row[i] = pkv::e4m3_to_float(codes[i]) * s;
+    } else {
+      const auto *values = reinterpret_cast<const uint16_t *>(base) + r * d;
+      for (int32_t i = 0; i < d; i++) row[i] = pkv::load_half(dtype, values[i]);
+    }
+  };
   std::vector<float> qf(d);
-  std::vector<double> scores, acc(d);
+  std::vector<double> scores, acc(d), row(d);
   for (int32_t b = 0; b < batch; b++) {
     const int32_t len = seq_lens[b];
     scores.resize(len);
     for (int32_t h = 0; h < hq; h++) {
       const int32_t kv = h / group;
-      const int64_t row = ((int64_t)b * hq + h) * d;
-      for (int32_t i = 0; i < d; i++) qf[i] = pkv::load_half(dtype, q16[row + i]);
-      // Offset of token t's head-`kv` vector: page slice, then slot.
-      auto token = [&](int32_t t) {
-        int64_t page = page_indices[page_indptr[b] + t / ps];
-        return ((page * hkv + kv) * ps + t % ps) * d;
-      };
+      const int64_t at = ((int64_t)b * hq + h) * d;
+      for (int32_t i = 0; i < d; i++) qf[i] = pkv::load_half(dtype, q16[at + i]);
+      auto token_page = [&](int32_t t) { return (int64_t)page_indices[page_indptr[b] + t / ps]; };
       double max_score = -INFINITY;
       for (int32_t t = 0; t < len; t++) {
-        const int64_t at = token(t);
+        load_row(k_pages, token_page(t), kv, t % ps, row.data());
         double dot = 0;
-        for (int32_t i = 0; i < d; i++) dot += (double)(qf[i] * pkv::load_half(dtype, k16[at + i]));
+        for (int32_t i = 0; i < d; i++) dot += (double)qf[i] * row[i];
         scores[t] = dot * scale;
         max_score = std::max(max_score, scores[t]);
       }
@@ -79,10 +88,10 @@ extern "C" pkv_status pkv_reference_decode(const pkv_attention_shape *shape, int
       for (int32_t t = 0; t < len; t++) {
         const double p = std::exp(scores[t] - max_score);
         denom += p;
-        const int64_t at = token(t);
-        for (int32_t i = 0; i < d; i++) acc[i] += p * pkv::load_half(dtype, v16[at + i]);
+        load_row(v_pages, token_page(t), kv, t % ps, row.data());
+        for (int32_t i = 0; i < d; i++) acc[i] += p * row[i];
       }
-      for (int32_t i = 0; i < d; i++) out16[row + i] = pkv::store_half(dtype, len ? (float)(acc[i] / denom) : 0.0f);
+      for (int32_t i = 0; i < d; i++) out16[at + i] = pkv::store_half(dtype, len ? (float)(acc[i] / denom) : 0.0f);
       if (lse) lse[(int64_t)b * hq + h] = len ? (float)(max_score + std::log(denom)) : -INFINITY;
     }
   }

@@ -30,6 +30,10 @@ pkv_status gpu_scatter_tokens(const pkv_kvpool *, int32_t, int32_t, const int32_
 pkv_status gpu_gather_tokens(const pkv_kvpool *, int32_t, int32_t, const int32_t *, void *, void *, cudaStream_t) {
   return no_gpu(__func__);
 }
+pkv_status gpu_gather_raw(const pkv_kvpool *, int32_t, int32_t, const int32_t *, uint8_t *, uint8_t *, float *, float *,
+                          cudaStream_t) {
+  return no_gpu(__func__);
+}
 pkv_status gpu_copy_pages(const pkv_kvpool *, PageSpace, PageSpace, int32_t, const int32_t *, const int32_t *,
                           cudaStream_t) {
   return no_gpu(__func__);

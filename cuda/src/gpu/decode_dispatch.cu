@@ -1,5 +1,5 @@
 // The single dispatch point from run-time (dtype, head dim) to the compiled instantiations
-// (decode_<dtype>_d<head dim>.cu).
+// (decode_<dtype>_d<head dim>.cu; FP8 pages: decode_fp8_<query dtype>_d<head dim>.cu).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -7,6 +7,8 @@
 #include "decode_launch.h"
 
 namespace pkv {
+
+template <typename Q> struct Fp8E4m3;  // decode_task_fp8.cuh: FP8 pages with Q queries
 
 template <typename T, int D>
 pkv_status launch_decode_typed(int32_t kernel, DecodeBody body, const DecodeParams &p, int32_t grid, cudaStream_t stream);
@@ -23,8 +25,16 @@ pkv_status decode_blocks_per_sm_typed(int32_t kernel, DecodeBody body, int32_t *
       if (head_dim == 64) return CALL(__nv_bfloat16, 64);                                                     \
       if (head_dim == 128) return CALL(__nv_bfloat16, 128);                                                   \
       if (head_dim == 256) return CALL(__nv_bfloat16, 256);                                                   \
+    } else if (dtype == PKV_DTYPE_FP8_E4M3) {                                                                 \
+      if (head_dim == 64) return CALL(Fp8E4m3<__half>, 64);                                                   \
+      if (head_dim == 128) return CALL(Fp8E4m3<__half>, 128);                                                 \
+      if (head_dim == 256) return CALL(Fp8E4m3<__half>, 256);                                                 \
+    } else if (dtype == PKV_DTYPE_FP8_E4M3_BF16) {                                                            \
+      if (head_dim == 64) return CALL(Fp8E4m3<__nv_bfloat16>, 64);                                            \
+      if (head_dim == 128) return CALL(Fp8E4m3<__nv_bfloat16>, 128);                                          \
+      if (head_dim == 256) return CALL(Fp8E4m3<__nv_bfloat16>, 256);                                          \
     }                                                                                                         \
-    return fail(PKV_ERR_UNSUPPORTED, "decode: dtype %d with head dim %d has no kernel (f16/bf16 x 64/128/256)", \
+    return fail(PKV_ERR_UNSUPPORTED, "decode: dtype %d with head dim %d has no kernel (f16/bf16/fp8 x 64/128/256)", \
                 dtype, head_dim);                                                                             \
   } while (0)
 

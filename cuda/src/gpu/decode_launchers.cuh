@@ -5,6 +5,7 @@
 #include "../core/internal.h"
 #include "decode_kernels.cuh"
 #include "decode_task_cores.cuh"
+#include "decode_task_fp8.cuh"
 #include "decode_task_tensor.cuh"
 
 namespace pkv {
@@ -50,24 +51,35 @@ pkv_status body_blocks_per_sm(int32_t kernel, int32_t *out) {
   return PKV_OK;
 }
 
-// Calls f with the task body (an empty object; its type is what counts) that `body` selects.
+// Calls f with the task body (an empty object; its type is what counts) that `body` selects. T is the
+// page dtype: a 16-bit type, or Fp8E4m3<Q> (the engine resolves FP8 math to CUDA cores).
 template <typename T, int D, class F>
 pkv_status with_body(DecodeBody body, F &&f) {
-  if constexpr (tensor_cores_support(D)) {
-    if (body.math == PKV_MATH_TENSOR_CORES && body.loader == PKV_LOADER_BULK) return f(TensorBody<T, D, BulkLoad>{});
-    if (body.math == PKV_MATH_TENSOR_CORES) return f(TensorBody<T, D, CpAsyncLoad>{});
+  if constexpr (IsFp8<T>::value) {
+    return f(Fp8CoreBody<typename T::Query, D>{});
+  } else {
+    if constexpr (tensor_cores_support(D)) {
+      if (body.math == PKV_MATH_TENSOR_CORES && body.loader == PKV_LOADER_BULK) return f(TensorBody<T, D, BulkLoad>{});
+      if (body.math == PKV_MATH_TENSOR_CORES) return f(TensorBody<T, D, CpAsyncLoad>{});
+    }
+    return f(CoreBody<T, D>{});
   }
-  return f(CoreBody<T, D>{});
 }
 
 template <typename T, int D>
 pkv_status launch_decode_typed(int32_t kernel, DecodeBody body, const DecodeParams &p, int32_t grid, cudaStream_t stream) {
-  return with_body<T, D>(body, [&](auto b) { return launch_body<decltype(b), T>(kernel, p, grid, stream); });
+  return with_body<T, D>(body, [&](auto b) {
+    using Body = decltype(b);
+    return launch_body<Body, typename Body::Smem>(kernel, p, grid, stream);
+  });
 }
 
 template <typename T, int D>
 pkv_status decode_blocks_per_sm_typed(int32_t kernel, DecodeBody body, int32_t *out) {
-  return with_body<T, D>(body, [&](auto b) { return body_blocks_per_sm<decltype(b), T>(kernel, out); });
+  return with_body<T, D>(body, [&](auto b) {
+    using Body = decltype(b);
+    return body_blocks_per_sm<Body, typename Body::Smem>(kernel, out);
+  });
 }
 
 }  // namespace pkv

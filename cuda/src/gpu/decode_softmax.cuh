@@ -17,6 +17,13 @@ struct SoftmaxState {
   // Masked scores are -inf. Returns without change when every score is masked.
   template <int N, typename VRow>
   __device__ __forceinline__ void update(const float (&s)[N], VRow v_at) {
+    update_weighted(s, [](int) { return 1.f; }, v_at);
+  }
+
+  // As update, with V row i weighted by weight(i) (an FP8 row's scale): o += p_i * weight(i) * row_i, one
+  // multiply per token where scaling the row would take one per element.
+  template <int N, typename Weight, typename VRow>
+  __device__ __forceinline__ void update_weighted(const float (&s)[N], Weight weight, VRow v_at) {
     float mx = s[0];
 #pragma unroll
     for (int i = 1; i < N; i++) mx = fmaxf(mx, s[i]);
@@ -28,12 +35,13 @@ struct SoftmaxState {
     for (int j = 0; j < 16; j++) o[j] *= scale;
 #pragma unroll
     for (int i = 0; i < N; i++) {
-      float p = exp2f(s[i] - m_new);
+      const float p = exp2f(s[i] - m_new);
       l += p;
+      const float w = p * weight(i);
       float row[16];
       v_at(i, row);
 #pragma unroll
-      for (int j = 0; j < 16; j++) o[j] = fmaf(p, row[j], o[j]);
+      for (int j = 0; j < 16; j++) o[j] = fmaf(w, row[j], o[j]);
     }
     m = m_new;
   }

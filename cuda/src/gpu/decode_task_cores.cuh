@@ -31,6 +31,7 @@ __device__ __forceinline__ void load_slice(const T *row, int x, float (&f)[16]) 
 // cp.async loader writes.
 template <typename T, int D, class Load = CpAsyncLoad>
 struct CoreBody {
+  using Smem = T;  // the element type of its pipeline's shared memory
   static constexpr int kThreads = 256;
   static constexpr int kBdx = D / 16;
   static constexpr int kTile = decode_tile_tokens(D, PKV_MATH_CUDA_CORES);

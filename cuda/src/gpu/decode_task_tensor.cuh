@@ -18,6 +18,7 @@ namespace pkv {
 // (BulkTileLoader), or by cp.async into swizzled rows.
 template <typename T, int D, class Load>
 struct TensorBody {
+  using Smem = T;
   static constexpr int kThreads = 128;
   static constexpr int kWarps = kThreads / 32;
   static constexpr int kTile = decode_tile_tokens(D, PKV_MATH_TENSOR_CORES);

@@ -9,6 +9,28 @@
 
 namespace pkv {
 
+// Which rows of a tile a thread copies with cp.async: kVecsPerRow threads per row, each one 16-byte
+// column, the block covering kThreads / kVecsPerRow rows per pass; and their page ids, fetched ahead.
+template <int kThreads, int kVecsPerRow, int kTile>
+struct TileRows {
+  static constexpr int kRowsPerPass = kThreads / kVecsPerRow;  // rows one pass of the block covers
+  static constexpr int kPasses = kTile / kRowsPerPass;         // 16-byte copies per thread per tile
+  static_assert(kTile % kRowsPerPass == 0, "tile rows must be a whole number of passes");
+
+  static __device__ __forceinline__ int row_of(int pass) { return threadIdx.x / kVecsPerRow + pass * kRowsPerPass; }
+  static __device__ __forceinline__ int col_of() { return threadIdx.x % kVecsPerRow; }
+
+  // Page ids of this thread's rows of `tile` (a plain load: its latency overlaps whatever comes next).
+  static __device__ __forceinline__ void fetch_pages(const int32_t *table_row, int tok_begin, int tok_end, int page_shift,
+                                                     int tile, int32_t (&pages)[kPasses]) {
+#pragma unroll
+    for (int p = 0; p < kPasses; p++) {
+      int tok = tok_begin + tile * kTile + row_of(p);
+      pages[p] = tok < tok_end ? __ldg(table_row + (tok >> page_shift)) : 0;
+    }
+  }
+};
+
 // kSwizzle: the 16-byte chunk c of row r is stored at chunk c ^ (r % 8), so ldmatrix's eight row reads
 // of one column land in eight different banks (tensor-core path).
 template <typename T, int D, int kThreads, int kTile, bool kSwizzle>
@@ -17,9 +39,8 @@ struct TileLoader {
   static constexpr int kTileTokens = kTile;
   static constexpr int kStageElems = 2 * kTile * D;  // K then V
   static constexpr int kVecsPerRow = D / 8;
-  static constexpr int kRowsPerPass = kThreads / kVecsPerRow;  // rows one pass of the block covers
-  static constexpr int kPasses = kTile / kRowsPerPass;                 // 16-byte copies per thread per tile
-  static_assert(kTile % kRowsPerPass == 0, "tile rows must be a whole number of passes");
+  using Rows = TileRows<kThreads, kVecsPerRow, kTile>;
+  static constexpr int kPasses = Rows::kPasses;
 
   const T *k;
   const T *v;
@@ -27,24 +48,16 @@ struct TileLoader {
   int32_t tok_begin, tok_end;
   int32_t head, num_kv_heads, page_shift;
 
-  __device__ __forceinline__ int row_of(int pass) const { return threadIdx.x / kVecsPerRow + pass * kRowsPerPass; }
-  __device__ __forceinline__ int col_of() const { return threadIdx.x % kVecsPerRow; }
-
-  // Page ids of this thread's rows of `tile` (a plain load: its latency overlaps whatever comes next).
   __device__ __forceinline__ void fetch_pages(int tile, int32_t (&pages)[kPasses]) const {
-#pragma unroll
-    for (int p = 0; p < kPasses; p++) {
-      int tok = tok_begin + tile * kTile + row_of(p);
-      pages[p] = tok < tok_end ? __ldg(table_row + (tok >> page_shift)) : 0;
-    }
+    Rows::fetch_pages(table_row, tok_begin, tok_end, page_shift, tile, pages);
   }
 
   // Copies `tile` into the stage; rows past the task's end are zero-filled.
   __device__ __forceinline__ void issue(int tile, const int32_t (&pages)[kPasses], T *ks, T *vs) const {
-    const int col = col_of();
+    const int col = Rows::col_of();
 #pragma unroll
     for (int p = 0; p < kPasses; p++) {
-      int row = row_of(p);
+      int row = Rows::row_of(p);
       int tok = tok_begin + tile * kTile + row;
       bool valid = tok < tok_end;
       // 64-bit: a layer can hold well over 2^31 elements.

@@ -1,8 +1,15 @@
 // KV pool data movement on the GPU: token scatter (writeKV), gather (readKV) and page copies
-// (copy-on-write, swap to and from mapped pinned memory). All in 16-byte vectors: a head row is
-// head_dim * 2 bytes, a multiple of 128, and pages are 256-byte aligned.
+// (copy-on-write, swap to and from mapped pinned memory). 16-bit pages move in 16-byte vectors: a head row
+// is head_dim * 2 bytes, a multiple of 128, and pages are 256-byte aligned. FP8 pages (kv_format.h) are
+// written a warp per (token, head) row, quantized with the hardware's cvt.rn.satfinite (the CPU backend's
+// float_to_e4m3 gives the same bits), and whole pages (codes, scales, padding) copy in 16-byte vectors.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+
 #include <algorithm>
 
+#include "../core/kv_format.h"
 #include "../core/kv_ops.h"
 
 namespace pkv {
@@ -51,9 +58,119 @@ __global__ void copy_pages_kernel(PageSpace src, PageSpace dst, const int32_t *_
   }
 }
 
+template <typename T> struct Value;
+template <> struct Value<__half> {
+  static __device__ __forceinline__ float load(const __half *p) { return __half2float(*p); }
+  static __device__ __forceinline__ void store(__half *p, float f) { *p = __float2half_rn(f); }
+};
+template <> struct Value<__nv_bfloat16> {
+  static __device__ __forceinline__ float load(const __nv_bfloat16 *p) { return __bfloat162float(*p); }
+  static __device__ __forceinline__ void store(__nv_bfloat16 *p, float f) { *p = __float2bfloat16_rn(f); }
+};
+
+// Where one FP8 (token, head) row lives: its codes and its scale in a layer of pages.
+struct Fp8Row {
+  uint8_t *codes;
+  float *scale;
+};
+__device__ __forceinline__ Fp8Row fp8_row(char *layer, int64_t slot, int32_t h, int32_t heads, int32_t page_size,
+                                          int32_t d, int64_t page_bytes, int64_t code_bytes) {
+  const int64_t page = slot / page_size, row = (int64_t)h * page_size + slot % page_size;
+  char *base = layer + page * page_bytes;
+  return {reinterpret_cast<uint8_t *>(base) + row * d, reinterpret_cast<float *>(base + code_bytes) + row};
+}
+
+struct Fp8Pages {
+  char *k, *v;
+  int32_t heads, page_size, d;
+  int64_t page_bytes, code_bytes;
+  __device__ __forceinline__ Fp8Row row(char *layer, int64_t slot, int32_t h) const {
+    return fp8_row(layer, slot, h, heads, page_size, d, page_bytes, code_bytes);
+  }
+};
+
+// A warp per (token, head) row, grid-stride: amax by shuffles, then the row's codes and scale (kv_format.h).
+template <typename T>
+__global__ void quantize_tokens_kernel(Fp8Pages pages, const T *__restrict__ k, const T *__restrict__ v,
+                                       const int32_t *__restrict__ slots, int32_t n) {
+  const int lane = threadIdx.x & 31;
+  const int64_t rows = (int64_t)n * pages.heads, warps = (int64_t)gridDim.x * (blockDim.x / 32);
+  for (int64_t r = blockIdx.x * (int64_t)(blockDim.x / 32) + threadIdx.x / 32; r < rows; r += warps) {
+    const int32_t t = (int32_t)(r / pages.heads), h = (int32_t)(r % pages.heads);
+    for (int kv = 0; kv < 2; kv++) {
+      const T *src = (kv ? v : k) + r * pages.d;
+      float amax = 0.f;
+      for (int i = lane; i < pages.d; i += 32) amax = fmaxf(amax, fabsf(Value<T>::load(src + i)));
+#pragma unroll
+      for (int off = 16; off > 0; off /= 2) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
+      const float factor = fp8_factor_of(amax);
+      const Fp8Row dst = pages.row(kv ? pages.v : pages.k, slots[t], h);
+      for (int i = lane; i < pages.d; i += 32)
+        dst.codes[i] = __nv_cvt_float_to_fp8(Value<T>::load(src + i) * factor, __NV_SATFINITE, __NV_E4M3);
+      if (lane == 0) *dst.scale = fp8_scale_of(amax);
+    }
+  }
+}
+
+// The reverse: code * scale, rounded to the value type (values != nullptr), or the stored form itself.
+template <typename T>
+__global__ void dequantize_tokens_kernel(Fp8Pages pages, T *__restrict__ k, T *__restrict__ v, uint8_t *__restrict__ k_codes,
+                                         uint8_t *__restrict__ v_codes, float *__restrict__ k_scales,
+                                         float *__restrict__ v_scales, const int32_t *__restrict__ slots, int32_t n) {
+  const int lane = threadIdx.x & 31;
+  const int64_t rows = (int64_t)n * pages.heads, warps = (int64_t)gridDim.x * (blockDim.x / 32);
+  for (int64_t r = blockIdx.x * (int64_t)(blockDim.x / 32) + threadIdx.x / 32; r < rows; r += warps) {
+    const int32_t t = (int32_t)(r / pages.heads), h = (int32_t)(r % pages.heads);
+    for (int kv = 0; kv < 2; kv++) {
+      const Fp8Row src = pages.row(kv ? pages.v : pages.k, slots[t], h);
+      const float scale = *src.scale;
+      if (k) {
+        T *dst = (kv ? v : k) + r * pages.d;
+        for (int i = lane; i < pages.d; i += 32) {
+          const __half h16 = __half(__nv_cvt_fp8_to_halfraw(src.codes[i], __NV_E4M3));
+          Value<T>::store(dst + i, __half2float(h16) * scale);
+        }
+      } else {
+        uint8_t *codes = (kv ? v_codes : k_codes) + r * pages.d;
+        for (int i = lane; i < pages.d; i += 32) codes[i] = src.codes[i];
+        if (lane == 0) (kv ? v_scales : k_scales)[r] = scale;
+      }
+    }
+  }
+}
+
+Fp8Pages fp8_pages(const pkv_kvpool *pool, int32_t layer) {
+  const pkv_kv_config &c = pool->config;
+  return {layer_k(pool, layer), layer_v(pool, layer), c.num_kv_heads, c.page_size, c.head_dim, pool->page_bytes,
+          pool->code_bytes};
+}
+
+int64_t fp8_blocks(const pkv_kvpool *pool, int32_t n) {
+  return std::min<int64_t>(((int64_t)n * pool->config.num_kv_heads + 7) / 8, kMaxBlocks);  // 8 warps a block
+}
+
+pkv_status launch_fp8_move(const pkv_kvpool *pool, int32_t layer, int32_t n, const int32_t *slots, void *k, void *v,
+                           bool to_pool, cudaStream_t stream) {
+  const Fp8Pages pages = fp8_pages(pool, layer);
+  const unsigned blocks = (unsigned)fp8_blocks(pool, n);
+  auto run = [&](auto type) {
+    using T = decltype(type);
+    if (to_pool)
+      quantize_tokens_kernel<T><<<blocks, 256, 0, stream>>>(pages, static_cast<const T *>(k), static_cast<const T *>(v), slots, n);
+    else
+      dequantize_tokens_kernel<T><<<blocks, 256, 0, stream>>>(pages, static_cast<T *>(k), static_cast<T *>(v), nullptr,
+                                                             nullptr, nullptr, nullptr, slots, n);
+  };
+  if (value_dtype(pool->config.dtype) == PKV_DTYPE_BF16) run(__nv_bfloat16{});
+  else run(__half{});
+  PKV_CUDA_TRY(cudaGetLastError());
+  return PKV_OK;
+}
+
 pkv_status launch_move(const pkv_kvpool *pool, int32_t layer, int32_t n, const int32_t *slots, void *k, void *v,
                        bool to_pool, cudaStream_t stream) {
   if (n == 0) return PKV_OK;
+  if (is_fp8(pool->config.dtype)) return launch_fp8_move(pool, layer, n, slots, k, v, to_pool, stream);
   const pkv_kv_config &c = pool->config;
   int32_t row_vecs = c.head_dim * pool->elem_bytes / 16;
   int64_t total = (int64_t)n * c.num_kv_heads * row_vecs;
@@ -78,10 +195,19 @@ pkv_status gpu_gather_tokens(const pkv_kvpool *pool, int32_t layer, int32_t n, c
   return launch_move(pool, layer, n, slots, k, v, false, stream);
 }
 
+pkv_status gpu_gather_raw(const pkv_kvpool *pool, int32_t layer, int32_t n, const int32_t *slots, uint8_t *k_codes,
+                          uint8_t *v_codes, float *k_scales, float *v_scales, cudaStream_t stream) {
+  if (n == 0) return PKV_OK;
+  dequantize_tokens_kernel<__half><<<(unsigned)fp8_blocks(pool, n), 256, 0, stream>>>(
+      fp8_pages(pool, layer), nullptr, nullptr, k_codes, v_codes, k_scales, v_scales, slots, n);
+  PKV_CUDA_TRY(cudaGetLastError());
+  return PKV_OK;
+}
+
 pkv_status gpu_copy_pages(const pkv_kvpool *pool, PageSpace src, PageSpace dst, int32_t n, const int32_t *src_index,
                           const int32_t *dst_index, cudaStream_t stream) {
   if (n == 0) return PKV_OK;
-  int64_t page_vecs = pool->page_elems * pool->elem_bytes / 16;
+  int64_t page_vecs = pool->page_bytes / 16;
   const int64_t blocks = std::min<int64_t>((int64_t)n * pool->config.num_layers, kMaxBlocks);
   copy_pages_kernel<<<(unsigned)blocks, 256, 0, stream>>>(src, dst, src_index, dst_index, n, pool->config.num_layers,
                                                           page_vecs);

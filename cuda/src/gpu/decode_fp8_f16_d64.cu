@@ -1,0 +1,3 @@
+// Decode kernels for FP8 pages with f16 queries and head dim 64.
+#include "decode_launchers.cuh"
+PKV_INSTANTIATE_DECODE(pkv::Fp8E4m3<__half>, 64)
