@@ -1,9 +1,11 @@
 // Decode kernel benchmark over the shared workloads: every step with each policy, timed as in
 // bench/workloads/peers-h200.md (CUDA events, median of N launches, L2 flushed before each launch).
 //   bun bench/decode.ts [--workloads bench/workloads/decode.json] [--out bench/results] [--reps 30] [--only b1-bucketed,b4-long]
-//                       [--sequential-pages]
+//                       [--sequential-pages] [--dtype f16,fp8_e4m3]
+// --dtype: the KV storage types to measure, one after another in this run (default: the workloads' own); an
+// FP8 run keeps the workloads' 16-bit type for q and out. Every row says its "dtype".
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { type DecodePolicy, openRuntime } from "persistentkv";
+import { type DecodePolicy, type KVDType, openRuntime } from "persistentkv";
 import { randomHalves, rng, TestPool } from "persistentkv/testing";
 import { chart } from "./chart";
 import { commit } from "./meta";
@@ -38,129 +40,143 @@ console.log(`${rt.info.name}: streaming-read ceiling ${ceiling.toFixed(1)} GB/s`
 const m = workloads[0]!.model;
 for (const w of workloads)
   if (JSON.stringify(w.model) !== JSON.stringify(m)) throw new Error(`workload ${w.name} has another model shape`);
+const dtypes = arg("--dtype", m.dtype).split(",") as KVDType[];
 const maxBatch = Math.max(...workloads.flatMap((w) => w.steps.map((s) => s.length)));
 const maxLen = Math.max(...workloads.flatMap((w) => w.steps.flat()));
 const maxPages = Math.max(
   ...workloads.flatMap((w) => w.steps.map((s) => s.reduce((n, l) => n + Math.ceil(l / m.page_size), 0))),
 );
-const t0 = performance.now();
-const pool = new TestPool(
-  rt,
-  {
-    numLayers: layersInPool,
-    numPages: maxPages,
-    pageSize: m.page_size,
-    numKvHeads: m.num_kv_heads,
-    headDim: m.head_dim,
-    dtype: m.dtype,
-    maxSequences: maxBatch,
-    maxPagesPerSequence: Math.ceil(maxLen / m.page_size),
-  },
-  11,
-  false,
-  !sequential,
-);
-console.log(
-  `pool: ${maxPages} pages x ${layersInPool} layers filled in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
-);
-// Through the runtime, so the adaptive policy uses this GPU's stored calibration (bun run calibrate).
-const engine = rt.createDecodeEngine({
-  numQoHeads: m.num_qo_heads,
-  numKvHeads: m.num_kv_heads,
-  headDim: m.head_dim,
-  pageSize: m.page_size,
-  dtype: m.dtype,
-  maxBatch,
-  settings,
-});
-console.log(`engine settings: ${JSON.stringify(engine.settings)}`);
-console.log(`adaptive policy: ${engine.calibrated ? "calibrated table" : "built-in rule (no calibration stored)"}`);
-const ioBytes = maxBatch * m.num_qo_heads * m.head_dim * 2;
-const q = rt.allocDevice(ioBytes),
-  out = rt.allocDevice(ioBytes);
-q.write(randomHalves(m.dtype, ioBytes / 2, rng(5), 2));
-const start = rt.createEvent(),
-  stop = rt.createEvent();
-
 const rows: DecodeRow[] = [];
 const policies: DecodePolicy[] = ["baseline", "persistent", "adaptive"];
-for (const w of workloads) {
-  w.steps.forEach((lengths, step) => {
-    pool.reset();
-    const seqs = lengths.map((len) => pool.addSequence(len));
-    engine.plan(pool, seqs); // uploads the table once; the timed plans below carry no deltas
-    for (const policy of policies) {
-      let plan = engine.plan(pool, seqs, { policy });
-      for (let i = 0; i < 3; i++) engine.run(plan, 0, q, out);
-      const kernelMs: number[] = [];
-      for (let i = 0; i < reps; i++) {
-        rt.flushL2();
-        start.record();
-        engine.run(plan, i % layersInPool, q, out);
-        stop.record();
-        stop.synchronize();
-        kernelMs.push(stop.elapsedSince(start));
-      }
-      // Synchronized wall time as the serving loop sees it: plan + upload + run(s) + sync, L2 cold.
-      const wall = (layers: number, n: number) => {
-        const times: number[] = [];
-        for (let i = 0; i < n; i++) {
+let calibrated = true;
+
+// Every workload step with every policy on a pool (and engine) of one KV dtype; freed before the next dtype's.
+function measure(dtype: KVDType): void {
+  const t0 = performance.now();
+  const pool = new TestPool(
+    rt,
+    {
+      numLayers: layersInPool,
+      numPages: maxPages,
+      pageSize: m.page_size,
+      numKvHeads: m.num_kv_heads,
+      headDim: m.head_dim,
+      dtype,
+      queryDtype: m.dtype,
+      maxSequences: maxBatch,
+      maxPagesPerSequence: Math.ceil(maxLen / m.page_size),
+    },
+    11,
+    false,
+    !sequential,
+  );
+  console.log(
+    `${dtype} pool: ${maxPages} pages x ${layersInPool} layers filled in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+  );
+  // Through the runtime, so the adaptive policy uses this GPU's stored calibration (bun run calibrate).
+  const engine = rt.createDecodeEngine({
+    numQoHeads: m.num_qo_heads,
+    numKvHeads: m.num_kv_heads,
+    headDim: m.head_dim,
+    pageSize: m.page_size,
+    dtype,
+    queryDtype: m.dtype,
+    maxBatch,
+    settings,
+  });
+  console.log(`engine settings: ${JSON.stringify(engine.settings)}`);
+  console.log(`adaptive policy: ${engine.calibrated ? "calibrated table" : "built-in rule (no calibration stored)"}`);
+  const ioBytes = maxBatch * m.num_qo_heads * m.head_dim * 2;
+  const q = rt.allocDevice(ioBytes),
+    out = rt.allocDevice(ioBytes);
+  q.write(randomHalves(m.dtype, ioBytes / 2, rng(5), 2));
+  const start = rt.createEvent(),
+    stop = rt.createEvent();
+
+  for (const w of workloads) {
+    w.steps.forEach((lengths, step) => {
+      pool.reset();
+      const seqs = lengths.map((len) => pool.addSequence(len));
+      engine.plan(pool, seqs); // uploads the table once; the timed plans below carry no deltas
+      for (const policy of policies) {
+        let plan = engine.plan(pool, seqs, { policy });
+        for (let i = 0; i < 3; i++) engine.run(plan, 0, q, out);
+        const kernelMs: number[] = [];
+        for (let i = 0; i < reps; i++) {
+          rt.flushL2();
+          start.record();
+          engine.run(plan, i % layersInPool, q, out);
+          stop.record();
+          stop.synchronize();
+          kernelMs.push(stop.elapsedSince(start));
+        }
+        // Synchronized wall time as the serving loop sees it: plan + upload + run(s) + sync, L2 cold.
+        const wall = (layers: number, n: number) => {
+          const times: number[] = [];
+          for (let i = 0; i < n; i++) {
+            rt.flushL2();
+            rt.synchronize();
+            const t = performance.now();
+            plan = engine.plan(pool, seqs, { policy });
+            for (let layer = 0; layer < layers; layer++) engine.run(plan, layer % layersInPool, q, out);
+            rt.synchronize();
+            times.push(performance.now() - t);
+          }
+          return median(times) * 1000;
+        };
+        // The same 32 layers replayed from a CUDA graph: plan (outside the capture) + one launch + sync.
+        using graph = rt.capture(() => {
+          for (let layer = 0; layer < 32; layer++) engine.run(plan, layer % layersInPool, q, out);
+        });
+        const graphTimes: number[] = [];
+        for (let i = 0; i < 10; i++) {
           rt.flushL2();
           rt.synchronize();
           const t = performance.now();
-          plan = engine.plan(pool, seqs, { policy });
-          for (let layer = 0; layer < layers; layer++) engine.run(plan, layer % layersInPool, q, out);
+          plan = engine.plan(pool, seqs, { policy }); // same step, same plan: the graph's image is refreshed in place
+          graph.launch();
           rt.synchronize();
-          times.push(performance.now() - t);
+          graphTimes.push(performance.now() - t);
         }
-        return median(times) * 1000;
-      };
-      // The same 32 layers replayed from a CUDA graph: plan (outside the capture) + one launch + sync.
-      using graph = rt.capture(() => {
-        for (let layer = 0; layer < 32; layer++) engine.run(plan, layer % layersInPool, q, out);
-      });
-      const graphTimes: number[] = [];
-      for (let i = 0; i < 10; i++) {
-        rt.flushL2();
-        rt.synchronize();
-        const t = performance.now();
-        plan = engine.plan(pool, seqs, { policy }); // same step, same plan: the graph's image is refreshed in place
-        graph.launch();
-        rt.synchronize();
-        graphTimes.push(performance.now() - t);
+        const wallUs = wall(1, reps),
+          wall32 = wall(32, 10),
+          wall32Graph = median(graphTimes) * 1000;
+        const kernelUs = median(kernelMs) * 1000;
+        const bytes = plan.kvBytes + 2 * lengths.length * m.num_qo_heads * m.head_dim * 2; // K, V, q, out
+        const gbps = bytes / kernelUs / 1e3;
+        rows.push({
+          workload: w.name,
+          step,
+          dtype,
+          policy,
+          kernel: plan.kernel,
+          batch: lengths.length,
+          tokens: plan.totalTokens,
+          kv_bytes: plan.kvBytes,
+          kernel_us: +kernelUs.toFixed(2),
+          wall_us: +wallUs.toFixed(2),
+          wall_us_32_layers: +wall32.toFixed(1),
+          wall_us_32_layers_graph: +wall32Graph.toFixed(1),
+          gbps: +gbps.toFixed(1),
+          pct_ceiling: +((100 * gbps) / ceiling).toFixed(1),
+          tasks: plan.numTasks,
+          grid: plan.grid,
+          max_splits: plan.maxSplits,
+        });
+        console.log(
+          `${w.name} ${step} ${dtype} ${policy.padEnd(10)} ${plan.kernel.padEnd(10)} ${kernelUs.toFixed(1).padStart(8)} us ` +
+            `${((100 * gbps) / ceiling).toFixed(1).padStart(5)}%  wall ${wallUs.toFixed(1)} us, 32 layers ${wall32.toFixed(0)} us (graph ${wall32Graph.toFixed(0)})` +
+            `  tasks ${plan.numTasks} grid ${plan.grid} splits ${plan.maxSplits}`,
+        );
       }
-      const wallUs = wall(1, reps),
-        wall32 = wall(32, 10),
-        wall32Graph = median(graphTimes) * 1000;
-      const kernelUs = median(kernelMs) * 1000;
-      const bytes = plan.kvBytes + 2 * lengths.length * m.num_qo_heads * m.head_dim * 2; // K, V, q, out
-      const gbps = bytes / kernelUs / 1e3;
-      rows.push({
-        workload: w.name,
-        step,
-        policy,
-        kernel: plan.kernel,
-        batch: lengths.length,
-        tokens: plan.totalTokens,
-        kv_bytes: plan.kvBytes,
-        kernel_us: +kernelUs.toFixed(2),
-        wall_us: +wallUs.toFixed(2),
-        wall_us_32_layers: +wall32.toFixed(1),
-        wall_us_32_layers_graph: +wall32Graph.toFixed(1),
-        gbps: +gbps.toFixed(1),
-        pct_ceiling: +((100 * gbps) / ceiling).toFixed(1),
-        tasks: plan.numTasks,
-        grid: plan.grid,
-        max_splits: plan.maxSplits,
-      });
-      console.log(
-        `${w.name} ${step} ${policy.padEnd(10)} ${plan.kernel.padEnd(10)} ${kernelUs.toFixed(1).padStart(8)} us ` +
-          `${((100 * gbps) / ceiling).toFixed(1).padStart(5)}%  wall ${wallUs.toFixed(1)} us, 32 layers ${wall32.toFixed(0)} us (graph ${wall32Graph.toFixed(0)})` +
-          `  tasks ${plan.numTasks} grid ${plan.grid} splits ${plan.maxSplits}`,
-      );
-    }
-  });
+    });
+  }
+  calibrated &&= engine.calibrated;
+  for (const b of [q, out]) b.dispose();
+  engine.dispose();
+  pool.dispose();
 }
+for (const dtype of dtypes) measure(dtype);
 
 const date = new Date().toISOString();
 const result = {
@@ -169,7 +185,7 @@ const result = {
   date,
   ceiling_gbps: +ceiling.toFixed(1),
   timing: `CUDA events around one run, median of ${reps} launches, L2 flushed (256 MiB read) before each; wall: plan + runs + sync on the host clock, L2 flushed first, median of ${reps} (1 layer) / 10 (32 layers cycling ${layersInPool} pool layers); bytes = K + V + q + out`,
-  policy: engine.calibrated ? "calibrated" : "built-in",
+  policy: calibrated ? "calibrated" : "built-in",
   rows,
 };
 mkdirSync(outDir, { recursive: true });
@@ -179,5 +195,6 @@ writeFileSync(`${base}.json`, JSON.stringify(result, null, 1));
 
 const flashinfer = flashInferSteps(readFileSync(peersPath(result.device), "utf8"));
 writeFileSync(`${base}.md`, report(result satisfies DecodeResult, flashinfer));
-writeFileSync(`${base}.svg`, chart(result, flashinfer));
+// The chart compares with FlashInfer's f16 kernels: the first dtype's rows.
+writeFileSync(`${base}.svg`, chart({ ...result, rows: rows.filter((r) => r.dtype === dtypes[0]) }, flashinfer));
 console.log(`wrote ${base}.json, .md and .svg`);

@@ -7,6 +7,8 @@ import { readFileSync, writeFileSync } from "node:fs";
 export interface DecodeRow {
   workload: string;
   step: number;
+  /** The KV cache's storage ("f16" where absent: runs before FP8 pages). */
+  dtype?: string;
   policy: string;
   kernel: string;
   batch: number;
@@ -67,10 +69,70 @@ export function limitUs(kvBytes: number, ceilingGbps: number): number {
 const geomean = (xs: number[]) => Math.exp(xs.reduce((a, x) => a + Math.log(x), 0) / xs.length);
 const f = (x: number, digits = 2) => x.toFixed(digits);
 
+const dtypeOf = (row: DecodeRow) => row.dtype ?? "f16";
+
+/**
+ * The report of a run: one section per KV dtype (FlashInfer's rows are f16), and with FP8 beside f16 the
+ * FP8 bars: its kernel time over f16's per step (better kernel of each; at most 0.55x with >= 512 MiB of f16
+ * KV, 0.65x with 128-512 MiB, never above 1x on smaller steps) and its share of the read ceiling counting
+ * codes and scales (>= 88% on the large steps).
+ */
 export function report(
   result: DecodeResult,
   flashinfer: Map<string, { us: number; pct: number }>,
   peers = peersPath(result.device),
+): string {
+  const dtypes = [...new Set(result.rows.map(dtypeOf))];
+  if (dtypes.length === 1) return reportDtype(result, flashinfer, peers);
+  const sections = dtypes.map((dtype) =>
+    reportDtype(
+      { ...result, rows: result.rows.filter((r) => dtypeOf(r) === dtype) },
+      dtype === "f16" ? flashinfer : new Map(),
+      peers,
+      dtype,
+    ),
+  );
+  return `${[...sections, fp8Section(result)].join("\n")}`;
+}
+
+function fp8Section(result: DecodeResult): string {
+  const best = new Map<string, DecodeRow>(); // dtype/workload/step -> the faster kernel's row
+  for (const row of result.rows) {
+    const key = `${dtypeOf(row)}/${row.workload}/${row.step}`;
+    if (row.policy !== "adaptive" && (!best.has(key) || row.kernel_us < best.get(key)!.kernel_us)) best.set(key, row);
+  }
+  const md = [
+    "## FP8 pages against f16, the same steps in this run",
+    "Better kernel of each dtype; FP8 bytes are codes plus a float scale per token and KV head (K and V).",
+    "",
+    "| workload | step | f16 KV MiB | FP8 KV MiB | f16 us (%) | FP8 us (%) | FP8 / f16 | bar |",
+    "|---|---|---|---|---|---|---|---|",
+  ];
+  const misses: string[] = [];
+  for (const [key, f8] of best) {
+    if (!key.startsWith("fp8_e4m3/")) continue;
+    const f16 = best.get(`f16/${f8.workload}/${f8.step}`);
+    if (!f16) continue;
+    const ratio = f8.kernel_us / f16.kernel_us;
+    const mib = f16.kv_bytes / 2 ** 20;
+    const bar = mib >= 512 ? 0.55 : mib >= 128 ? 0.65 : 1;
+    const ceilingBar = mib >= 128 ? 88 : 0;
+    const ok = ratio <= bar && f8.pct_ceiling >= ceilingBar;
+    if (!ok) misses.push(`${f8.workload}/${f8.step} (${f(ratio, 3)}x, ${f8.pct_ceiling}%)`);
+    md.push(
+      `| ${f8.workload} | ${f8.step} | ${f(mib, 1)} | ${f(f8.kv_bytes / 2 ** 20, 1)} | ${f16.kernel_us} (${f16.pct_ceiling}) | ` +
+        `${f8.kernel_us} (${f8.pct_ceiling}) | ${f(ratio, 3)} | <= ${bar}${ceilingBar ? `, >= ${ceilingBar}%` : ""} ${ok ? "ok" : "MISS"} |`,
+    );
+  }
+  md.push("", `Steps that miss an FP8 bar: ${misses.length ? misses.join(", ") : "none"}.`);
+  return `${md.join("\n")}\n`;
+}
+
+function reportDtype(
+  result: DecodeResult,
+  flashinfer: Map<string, { us: number; pct: number }>,
+  peers: URL,
+  dtype?: string,
 ): string {
   const byStep = new Map<string, Record<string, DecodeRow>>();
   for (const row of result.rows) {
@@ -79,7 +141,7 @@ export function report(
   }
   const steps = [...byStep.entries()].filter(([, p]) => p.baseline && p.persistent && p.adaptive);
   const md: string[] = [
-    `# Decode attention on ${result.device} (${result.date.slice(0, 10)}, commit ${result.commit.slice(0, 10)})`,
+    `# Decode attention on ${result.device}${dtype ? `, ${dtype} KV` : ""} (${result.date.slice(0, 10)}, commit ${result.commit.slice(0, 10)})`,
     "",
     `Streaming-read ceiling measured in this run: ${f(result.ceiling_gbps, 1)} GB/s. Timing: ${result.timing}.`,
     `Adaptive policy: ${result.policy ?? "unknown"}. FlashInfer: its best path in bench/workloads/${peers.pathname.split("/").pop()} (same timing method, another run).`,

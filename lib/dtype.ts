@@ -46,7 +46,9 @@ export function decode(dtype: DType, bits: Uint16Array): Float32Array {
 }
 
 // pkv_kv_config.dtype and pkv_decode_config.dtype: an FP8 code also names its 16-bit value type.
-const FP8_CODE: Readonly<Record<DType, number>> = Object.freeze(Object.assign(Object.create(null), { f16: 2, bf16: 3 }));
+const FP8_CODE: Readonly<Record<DType, number>> = Object.freeze(
+  Object.assign(Object.create(null), { f16: 2, bf16: 3 }),
+);
 
 /** The 16-bit type of the values a cache of `dtype` takes and returns, and of q and out. */
 export function valueDtype(dtype: KVDType, queryDtype?: DType): DType {
@@ -74,6 +76,30 @@ export function kvDtypeCode(dtype: string, queryDtype?: string): number {
 export function kvPageBytes(dtype: KVDType, numKvHeads: number, pageSize: number, headDim: number): number {
   const elems = numKvHeads * pageSize * headDim;
   return dtype === "fp8_e4m3" ? elems + Math.ceil((numKvHeads * pageSize * 4) / 16) * 16 : 2 * elems;
+}
+
+/**
+ * fp32 values to e4m3 codes as the library stores them: nearest, ties to even, magnitudes past 448
+ * saturating to +-448, NaN to 0x7F (the GPU's cvt.rn.satfinite).
+ */
+export function encodeE4m3(values: ArrayLike<number>): Uint8Array {
+  const out = new Uint8Array(values.length);
+  for (let i = 0; i < values.length; i++) {
+    f32[0] = values[i]!;
+    const x = u32[0]!,
+      sign = (x >>> 24) & 0x80,
+      abs = x & 0x7fffffff;
+    if (abs > 0x7f800000) out[i] = 0x7f;
+    else if (abs > 0x43e00000) out[i] = sign | 0x7e;
+    else if (abs < 0x3c800000) {
+      // Below 2^-6: a multiple of 2^-9, rounded half to even (exact in doubles).
+      const scaled = Math.abs(f32[0]!) * 512,
+        whole = Math.floor(scaled),
+        frac = scaled - whole;
+      out[i] = sign | (frac > 0.5 || (frac === 0.5 && whole & 1) ? whole + 1 : whole);
+    } else out[i] = sign | (((abs + 0x7ffff + ((abs >>> 20) & 1)) >>> 20) - (120 << 3));
+  }
+  return out;
 }
 
 /** e4m3 codes to fp32 values (bias 7, largest 448, 0x7F and 0xFF NaN). */

@@ -5,7 +5,7 @@ export { VERSION, ABI_VERSION } from "./version";
 export { ENV, readEnv, type EnvName, type EnvVariable } from "./env";
 export { openRuntime, cudaDeviceCount, Runtime, type Backend, type DeviceInfo, type RuntimeOptions } from "./runtime";
 export { DeviceBuffer, PinnedBuffer, NativeBuffer, type HostArray, type MemoryKind } from "./buffers";
-export { type DType, type KVDType, DTYPE_BYTES, encode, decode, decodeE4m3 } from "./dtype";
+export { type DType, type KVDType, DTYPE_BYTES, encode, decode, encodeE4m3, decodeE4m3 } from "./dtype";
 export { Stream, Event } from "./streams";
 export { Graph } from "./graphs";
 export * from "./errors";

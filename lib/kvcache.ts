@@ -247,7 +247,10 @@ export class KVCache extends NativeObject {
    * FP8 caches: one layer of a live sequence as stored, e4m3 codes [length][numKvHeads][headDim] and their
    * scales [length][numKvHeads] (a value is code * scale), for tests and debugging. Other caches throw.
    */
-  readKVRaw(layer: number, seq: Sequence): { k: Uint8Array; v: Uint8Array; kScales: Float32Array; vScales: Float32Array } {
+  readKVRaw(
+    layer: number,
+    seq: Sequence,
+  ): { k: Uint8Array; v: Uint8Array; kScales: Float32Array; vScales: Float32Array } {
     const s = this.#live(seq, "readKVRaw");
     this.#checkLayer("readKVRaw", layer);
     if (this.config.dtype !== "fp8_e4m3")

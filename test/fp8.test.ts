@@ -3,7 +3,7 @@
 // operations on FP8 pages (codes and scales byte-exact through fork, copy-on-write, prefix hits and swaps),
 // and decode on FP8 pages against the reference and an independent float64 attention.
 import { describe, expect, test } from "bun:test";
-import { decode, decodeE4m3, encode, kvPageBytes } from "../lib/dtype.ts";
+import { decode, decodeE4m3, encode, encodeE4m3 as encodeE4m3Ts, kvPageBytes } from "../lib/dtype.ts";
 import { InvalidArgumentError, UnsupportedError } from "../lib/errors.ts";
 import { native } from "../lib/ffi/loader.ts";
 import { openRuntime } from "../lib/index.ts";
@@ -15,19 +15,30 @@ import { encodeE4m3, fp8RoundTrip, nearestE4m3, quantizeRow } from "./support/fp
 const bitsOf = (values: Float32Array) => new Uint32Array(values.buffer, values.byteOffset, values.length);
 const floatsOf = (bits: Uint32Array) => new Float32Array(bits.buffer, bits.byteOffset, bits.length);
 
+// The library's native encoder and its TypeScript one, both against the nearest-value search.
 function expectEncodings(values: Float32Array): void {
-  const got = encodeE4m3(values);
+  const got = encodeE4m3(values),
+    ts = encodeE4m3Ts(values);
   const bad: string[] = [];
   for (let i = 0; i < values.length && bad.length < 5; i++) {
     const want = nearestE4m3(values[i]!);
-    if (got[i] !== want) bad.push(`${values[i]} (0x${bitsOf(values)[i]!.toString(16)}): 0x${got[i]!.toString(16)}, want 0x${want.toString(16)}`);
+    if (ts[i] !== want) bad.push(`TypeScript: ${values[i]}: 0x${ts[i]!.toString(16)}, want 0x${want.toString(16)}`);
+    if (got[i] !== want)
+      bad.push(
+        `${values[i]} (0x${bitsOf(values)[i]!.toString(16)}): 0x${got[i]!.toString(16)}, want 0x${want.toString(16)}`,
+      );
   }
   expect(bad).toEqual([]);
 }
 
 describe("e4m3 conversion", () => {
   test("every f16 value encodes to the nearest code (ties to even, saturating, NaN 0x7F)", () => {
-    expectEncodings(decode("f16", Uint16Array.from({ length: 65536 }, (_, i) => i)));
+    expectEncodings(
+      decode(
+        "f16",
+        Uint16Array.from({ length: 65536 }, (_, i) => i),
+      ),
+    );
   });
 
   test("every rounding boundary: each midpoint between neighbouring codes and the floats either side", () => {
@@ -88,7 +99,8 @@ describe("an FP8 KV cache (CPU)", () => {
     for (const queryDtype of ["f16", "bf16"] as const) {
       using cache = rt.createKVCache({ ...shape, numPages: 8, queryDtype });
       const seq = cache.createSequence();
-      const n = 13, E = shape.numKvHeads * shape.headDim;
+      const n = 13,
+        E = shape.numKvHeads * shape.headDim;
       const random = rng(3);
       const k = randomHalves(queryDtype, n * E, random, 4);
       const v = randomHalves(queryDtype, n * E, random, 0.01);
@@ -124,12 +136,16 @@ describe("an FP8 KV cache (CPU)", () => {
     using cache = rt.createKVCache({ ...shape, numPages: 24, swapPages: 12 });
     const E = shape.numKvHeads * shape.headDim;
     const random = rng(5);
-    const write = (seq: ReturnType<typeof cache.createSequence>, slots: Int32Array) => {
+    const write = (slots: Int32Array) => {
       for (let layer = 0; layer < shape.numLayers; layer++)
-        cache.writeKV(layer, slots, randomHalves("f16", slots.length * E, random, 3), randomHalves("f16", slots.length * E, random, 3));
+        cache.writeKV(
+          layer,
+          slots,
+          randomHalves("f16", slots.length * E, random, 3),
+          randomHalves("f16", slots.length * E, random, 3),
+        );
     };
-    const raw = (seq: ReturnType<typeof cache.createSequence>) =>
-      [0, 1].map((layer) => cache.readKVRaw(layer, seq));
+    const raw = (seq: ReturnType<typeof cache.createSequence>) => [0, 1].map((layer) => cache.readKVRaw(layer, seq));
     const prefix = (r: ReturnType<typeof raw>, tokens: number) =>
       r.map((l) => ({
         k: Array.from(l.k.subarray(0, tokens * E)),
@@ -139,11 +155,11 @@ describe("an FP8 KV cache (CPU)", () => {
       }));
     const ids = Int32Array.from({ length: 21 }, (_, i) => 100 + i);
     const parent = cache.createSequence();
-    write(parent, cache.append(parent, ids));
+    write(cache.append(parent, ids));
     const before = raw(parent);
 
     const child = cache.fork(parent);
-    write(child, cache.append(child, 3)); // copies the shared partial page first
+    write(cache.append(child, 3)); // copies the shared partial page first
     expect(prefix(raw(child), 21)).toEqual(prefix(before, 21));
     expect(prefix(raw(parent), 21)).toEqual(prefix(before, 21));
 
@@ -167,7 +183,9 @@ describe("an FP8 KV cache (CPU)", () => {
     expect(() => f16.readKVRaw(0, seq)).toThrow(InvalidArgumentError);
     expect(() => rt.createKVCache({ ...shape, dtype: "bf16", queryDtype: "f16", numPages: 4 })).toThrow(/queryDtype/);
     expect(() => rt.createKVCache({ ...shape, dtype: "fp8" as "f16", numPages: 4 })).toThrow(InvalidArgumentError);
-    expect(() => rt.createKVCache({ ...shape, queryDtype: "fp8_e4m3" as "f16", numPages: 4 })).toThrow(InvalidArgumentError);
+    expect(() => rt.createKVCache({ ...shape, queryDtype: "fp8_e4m3" as "f16", numPages: 4 })).toThrow(
+      InvalidArgumentError,
+    );
     using fp8 = rt.createKVCache({ ...shape, numPages: 4 });
     const s = fp8.createSequence();
     const slots = fp8.append(s, 2);
@@ -175,9 +193,9 @@ describe("an FP8 KV cache (CPU)", () => {
     expect(() => fp8.writeKV(0, slots, new Float32Array(2 * 192) as never, new Float32Array(2 * 192) as never)).toThrow(
       InvalidArgumentError,
     );
-    expect(() =>
-      rt.createDecodeEngine({ cache: fp8, numQoHeads: 6, settings: { math: "tensor-cores" } }),
-    ).toThrow(UnsupportedError);
+    expect(() => rt.createDecodeEngine({ cache: fp8, numQoHeads: 6, settings: { math: "tensor-cores" } })).toThrow(
+      UnsupportedError,
+    );
   });
 });
 
@@ -193,14 +211,37 @@ describe("decode on FP8 pages (CPU backend)", () => {
 
   test("group sizes, head dims, page sizes, f16 and bf16 queries, partial pages, length 1", () => {
     check({ group: 4, numKvHeads: 2, headDim: 128, pageSize: 16, dtype: "fp8_e4m3", lengths: [1, 15, 16, 17, 700] });
-    check({ group: 1, numKvHeads: 3, headDim: 64, pageSize: 1, dtype: "fp8_e4m3", queryDtype: "bf16", lengths: [1, 2, 300] });
+    check({
+      group: 1,
+      numKvHeads: 3,
+      headDim: 64,
+      pageSize: 1,
+      dtype: "fp8_e4m3",
+      queryDtype: "bf16",
+      lengths: [1, 2, 300],
+    });
     check({ group: 7, numKvHeads: 1, headDim: 256, pageSize: 256, dtype: "fp8_e4m3", lengths: [255, 257, 600] });
-    check({ group: 16, numKvHeads: 1, headDim: 64, pageSize: 4, dtype: "fp8_e4m3", queryDtype: "bf16", lengths: [9, 1000] });
+    check({
+      group: 16,
+      numKvHeads: 1,
+      headDim: 64,
+      pageSize: 4,
+      dtype: "fp8_e4m3",
+      queryDtype: "bf16",
+      lengths: [9, 1000],
+    });
   });
 
   test("plans count FP8 bytes: codes and a scale per token and KV head, K and V", () => {
     using rt = openRuntime({ backend: "cpu" });
-    using cache = rt.createKVCache({ numLayers: 1, numPages: 8, pageSize: 16, numKvHeads: 2, headDim: 128, dtype: "fp8_e4m3" });
+    using cache = rt.createKVCache({
+      numLayers: 1,
+      numPages: 8,
+      pageSize: 16,
+      numKvHeads: 2,
+      headDim: 128,
+      dtype: "fp8_e4m3",
+    });
     using engine = rt.createDecodeEngine({ cache, numQoHeads: 8 });
     expect(engine.queryDtype).toBe("f16");
     expect(engine.settings.math).toBe("cuda-cores");
@@ -211,8 +252,19 @@ describe("decode on FP8 pages (CPU backend)", () => {
 
   test("the reference reads FP8 pages as codes times scales (against float64 attention over dequantized values)", () => {
     using rt = openRuntime({ backend: "cpu" });
-    const hkv = 2, d = 64, ps = 4, len = 37, hq = 6;
-    using cache = rt.createKVCache({ numLayers: 1, numPages: 10, pageSize: ps, numKvHeads: hkv, headDim: d, dtype: "fp8_e4m3" });
+    const hkv = 2,
+      d = 64,
+      ps = 4,
+      len = 37,
+      hq = 6;
+    using cache = rt.createKVCache({
+      numLayers: 1,
+      numPages: 10,
+      pageSize: ps,
+      numKvHeads: hkv,
+      headDim: d,
+      dtype: "fp8_e4m3",
+    });
     using engine = rt.createDecodeEngine({ cache, numQoHeads: hq });
     const random = rng(11);
     const k = randomHalves("f16", len * hkv * d, random, 2),
@@ -244,7 +296,10 @@ describe("decode on FP8 pages (CPU backend)", () => {
     const got = decode("f16", out);
     let diff = 0,
       norm = 0;
-    for (let i = 0; i < got.length; i++) (diff += (got[i]! - want[i]!) ** 2), (norm += want[i]! ** 2);
+    for (let i = 0; i < got.length; i++) {
+      diff += (got[i]! - want[i]!) ** 2;
+      norm += want[i]! ** 2;
+    }
     expect(Math.sqrt(diff / norm)).toBeLessThan(3e-3);
     expect(Array.from(encode("f16", got))).toEqual(Array.from(out));
   });

@@ -37,7 +37,8 @@ export const POISON = 0x7fff; // a NaN in both f16 and bf16
  * Tolerance of ||out - ref|| / ||ref||: a few output roundings of the 16-bit type (FP8 pages: of the query
  * type, since kernel and reference read the same codes and scales).
  */
-export const tolerance = (dtype: KVDType, queryDtype?: DType) => (valueDtype(dtype, queryDtype) === "f16" ? 2e-3 : 1.6e-2);
+export const tolerance = (dtype: KVDType, queryDtype?: DType) =>
+  valueDtype(dtype, queryDtype) === "f16" ? 2e-3 : 1.6e-2;
 
 export function runCase(
   rt: Runtime,

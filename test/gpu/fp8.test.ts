@@ -26,7 +26,10 @@ describeGpu("FP8 KV storage on the GPU", () => {
   // GPU also from device buffers); returns both raw reads and both value reads.
   const writeBoth = (queryDtype: DType, heads: number, d: number, k: Uint16Array, v: Uint16Array) => {
     const n = k.length / (heads * d);
-    const results = [] as { raw: ReturnType<import("../../lib/kvcache").KVCache["readKVRaw"]>; values: { k: Uint16Array; v: Uint16Array } }[];
+    const results = [] as {
+      raw: ReturnType<import("../../lib/kvcache").KVCache["readKVRaw"]>;
+      values: { k: Uint16Array; v: Uint16Array };
+    }[];
     for (const [rt, device] of [
       [runtimes().cpu, false],
       [runtimes().gpu, false],
@@ -77,7 +80,9 @@ describeGpu("FP8 KV storage on the GPU", () => {
     for (let i = 0; i < k.length && mismatches.length < 5; i++) {
       const want = nearestE4m3(f[i]!);
       if (cuda!.raw.k[i] !== want || host!.raw.k[i] !== want)
-        mismatches.push(`f16 0x${k[i]!.toString(16)}: gpu 0x${cuda!.raw.k[i]!.toString(16)}, cpu 0x${host!.raw.k[i]!.toString(16)}, want 0x${want.toString(16)}`);
+        mismatches.push(
+          `f16 0x${k[i]!.toString(16)}: gpu 0x${cuda!.raw.k[i]!.toString(16)}, cpu 0x${host!.raw.k[i]!.toString(16)}, want 0x${want.toString(16)}`,
+        );
     }
     expect(mismatches).toEqual([]);
     expect(Array.from(device!.raw.k)).toEqual(Array.from(cuda!.raw.k));
@@ -126,7 +131,12 @@ describeGpu("FP8 KV storage on the GPU", () => {
     const raw = (s: typeof seq) => [0, 1].map((l) => cache.readKVRaw(l, s));
     const before = raw(seq);
     const child = cache.fork(seq);
-    cache.writeKV(0, cache.append(child, 2), randomHalves("f16", 2 * 128, random), randomHalves("f16", 2 * 128, random));
+    cache.writeKV(
+      0,
+      cache.append(child, 2),
+      randomHalves("f16", 2 * 128, random),
+      randomHalves("f16", 2 * 128, random),
+    );
     const childRaw = raw(child);
     for (let l = 0; l < 2; l++) {
       expect(Array.from(childRaw[l]!.k.subarray(0, 21 * 128))).toEqual(Array.from(before[l]!.k));
@@ -171,13 +181,35 @@ describeGpu("FP8 KV storage on the GPU", () => {
   }, 300_000);
 
   test("decode: Llama shape (g4, d128, page 16) with long rows, and every page size at head dim 128", () => {
-    check({ group: 4, numKvHeads: 8, headDim: 128, pageSize: 16, dtype: "fp8_e4m3", lengths: [1, 15, 16, 17, 4000, 30000] });
+    check({
+      group: 4,
+      numKvHeads: 8,
+      headDim: 128,
+      pageSize: 16,
+      dtype: "fp8_e4m3",
+      lengths: [1, 15, 16, 17, 4000, 30000],
+    });
     for (const ps of [1, 2, 4, 8, 16, 32, 64, 128, 256])
-      check({ group: 8, numKvHeads: 1, headDim: 128, pageSize: ps, dtype: "fp8_e4m3", lengths: [ps - 1 || 1, 3 * ps + 1, 2049] });
+      check({
+        group: 8,
+        numKvHeads: 1,
+        headDim: 128,
+        pageSize: ps,
+        dtype: "fp8_e4m3",
+        lengths: [ps - 1 || 1, 3 * ps + 1, 2049],
+      });
   }, 300_000);
 
   test("decode: engine settings that force claiming and the dynamic tail onto small steps", () => {
     for (const settings of [{ claimMinTiles: 1 }, { tailMinSplits: 0 }, { tailMinSplits: 0, tailEndTiles: 0 }])
-      check({ group: 5, numKvHeads: 2, headDim: 64, pageSize: 16, dtype: "fp8_e4m3", lengths: [3, 900, 5000], settings });
+      check({
+        group: 5,
+        numKvHeads: 2,
+        headDim: 64,
+        pageSize: 16,
+        dtype: "fp8_e4m3",
+        lengths: [3, 900, 5000],
+        settings,
+      });
   }, 300_000);
 });

@@ -738,8 +738,7 @@ op(4, () => {
   else if (r === 1) {
     const field = pick([0, 1, 2, 3, 4]); // dtype (4) 3 is FP8_E4M3_BF16, a valid dtype
     new Int32Array(a.shape.buffer)[field] = pick([-1, field === 4 ? 4 : 3, 100, 17, 2 ** 31 - 1]);
-  }
-  else if (r === 2) new Float32Array(a.shape.buffer)[5] = pick([Number.NaN, -1, Number.POSITIVE_INFINITY]);
+  } else if (r === 2) new Float32Array(a.shape.buffer)[5] = pick([Number.NaN, -1, Number.POSITIVE_INFINITY]);
   else if (r === 3) args[1] = pick([-1, -(2 ** 31)]);
   else if (r === 4) args[pick([2, 4, 8, 9])] = null;
   else if (r === 5 && a.hasPages)
@@ -777,8 +776,7 @@ op(3, () => {
   else if (r === 3) {
     const field = pick([2, 4, 5]); // dtype (5) 3 is FP8_E4M3_BF16, a valid dtype
     cfg[field] = pick([field === 5 ? 4 : 3, 100, 1000, 7]);
-  }
-  else if (r === 4) cfg[3] = pick([0, 257, -1]);
+  } else if (r === 4) cfg[3] = pick([0, 257, -1]);
   else if (r === 5)
     cfg[pick([5, 9])] = pick([4, -1]); // dtype, reserved
   else if (r === 6)
@@ -854,7 +852,10 @@ op(2, () => {
   } else {
     const fn = pick(["pkv_fp8_e4m3_encode", "pkv_fp8_e4m3_decode"]);
     const m = int(0, 64);
-    const input = fn === "pkv_fp8_e4m3_encode" ? new Float32Array(m).map(() => wildNumber()) : new Uint8Array(m).map(() => int(0, 255));
+    const input =
+      fn === "pkv_fp8_e4m3_encode"
+        ? new Float32Array(m).map(() => wildNumber())
+        : new Uint8Array(m).map(() => int(0, 255));
     const output = fn === "pkv_fp8_e4m3_encode" ? new Uint8Array(m) : new Float32Array(m);
     if (r === 2) call("bad", fn, pick([-1, -(2 ** 40)]), input, output);
     else if (r === 3 && m > 0) call("bad", fn, m, ...(chance(0.5) ? [null, output] : [input, null]));
