@@ -193,7 +193,8 @@ describe("an FP8 KV cache (CPU)", () => {
     expect(() => fp8.writeKV(0, slots, new Float32Array(2 * 192) as never, new Float32Array(2 * 192) as never)).toThrow(
       InvalidArgumentError,
     );
-    expect(() => rt.createDecodeEngine({ cache: fp8, numQoHeads: 6, settings: { math: "tensor-cores" } })).toThrow(
+    // FP8 pages load with cp.async: bulk copies are refused, not silently replaced.
+    expect(() => rt.createDecodeEngine({ cache: fp8, numQoHeads: 6, settings: { loader: "bulk" } })).toThrow(
       UnsupportedError,
     );
   });
@@ -244,7 +245,7 @@ describe("decode on FP8 pages (CPU backend)", () => {
     });
     using engine = rt.createDecodeEngine({ cache, numQoHeads: 8 });
     expect(engine.queryDtype).toBe("f16");
-    expect(engine.settings.math).toBe("cuda-cores");
+    expect([engine.settings.math, engine.settings.loader]).toEqual(["tensor-cores", "cp-async"]);
     const seq = cache.createSequence();
     cache.writeKV(0, cache.append(seq, 40), new Uint16Array(40 * 256), new Uint16Array(40 * 256));
     expect(engine.plan(cache, [seq]).kvBytes).toBe(40 * 2 * 2 * (128 + 4));

@@ -157,26 +157,26 @@ describeGpu("FP8 KV storage on the GPU", () => {
     }
   };
 
-  test("decode: every group size 1-16 over head dims 64/128/256 and page sizes 1-256", () => {
+  // Head dims 64 and 128 run the tensor-core body by default; each case there runs the CUDA-core body too.
+  test("decode: every group size 1-16 over head dims 64/128/256 and page sizes 1-256, both bodies", () => {
     const dims = [64, 128, 256],
       pageSizes = [1, 2, 4, 8, 16, 32, 64, 128, 256];
     for (let g = 1; g <= 16; g++) {
       const d = dims[g % 3]!,
         ps = pageSizes[g % pageSizes.length]!;
-      check(
-        {
-          group: g,
-          numKvHeads: 1 + (g % 3),
-          headDim: d,
-          pageSize: ps,
-          dtype: "fp8_e4m3",
-          queryDtype: g % 2 ? "f16" : "bf16",
-          // Length 1, page edges, split edges (64, 128), a partial last page, a few thousand tokens.
-          lengths: [1, ps, ps + 1, 63, 64, 65, 127, 128, 129, 1500 + 37 * g],
-          seed: 300 + g,
-        },
-        g % 2 === 0,
-      );
+      const c: DecodeCase = {
+        group: g,
+        numKvHeads: 1 + (g % 3),
+        headDim: d,
+        pageSize: ps,
+        dtype: "fp8_e4m3",
+        queryDtype: g % 2 ? "f16" : "bf16",
+        // Length 1, page edges, split edges (64, 128), a partial last page, a few thousand tokens.
+        lengths: [1, ps, ps + 1, 63, 64, 65, 127, 128, 129, 1500 + 37 * g],
+        seed: 300 + g,
+      };
+      check(c, g % 2 === 0);
+      if (d <= 128) check({ ...c, settings: { math: "cuda-cores" } }, g % 2 === 1);
     }
   }, 300_000);
 
@@ -188,6 +188,15 @@ describeGpu("FP8 KV storage on the GPU", () => {
       pageSize: 16,
       dtype: "fp8_e4m3",
       lengths: [1, 15, 16, 17, 4000, 30000],
+    });
+    check({
+      group: 4,
+      numKvHeads: 8,
+      headDim: 128,
+      pageSize: 16,
+      dtype: "fp8_e4m3",
+      queryDtype: "bf16",
+      lengths: [3, 20000],
     });
     for (const ps of [1, 2, 4, 8, 16, 32, 64, 128, 256])
       check({

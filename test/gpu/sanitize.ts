@@ -14,6 +14,7 @@ const cases: DecodeCase[] = [
   { group: 4, numKvHeads: 2, headDim: 128, pageSize: 16, dtype: "fp8_e4m3", lengths: [1, 17, 700, 3000] },
   { group: 7, numKvHeads: 1, headDim: 64, pageSize: 1, dtype: "fp8_e4m3", queryDtype: "bf16", lengths: [5, 300] },
   { group: 3, numKvHeads: 2, headDim: 256, pageSize: 256, dtype: "fp8_e4m3", lengths: [600] },
+  { group: 16, numKvHeads: 1, headDim: 64, pageSize: 4, dtype: "fp8_e4m3", queryDtype: "bf16", lengths: [1, 999] },
 ];
 const settings = process.argv[2] ? JSON.parse(process.argv[2]) : undefined;
 using rt = openRuntime({ backend: "cuda" });

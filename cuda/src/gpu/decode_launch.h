@@ -46,11 +46,13 @@ struct DecodeBody {
 constexpr bool tensor_cores_support(int32_t head_dim) { return head_dim <= 128; }
 // Tokens per pipeline stage: 8 KiB of K (and of V) per stage on CUDA cores, 16 KiB on tensor cores.
 constexpr int decode_tile_tokens(int head_dim, int32_t math) { return (math == PKV_MATH_TENSOR_CORES ? 8192 : 4096) / head_dim; }
-// FP8 pages (1-byte codes) on CUDA cores take twice the tokens per stage: the same bytes in flight per block.
+// FP8 pages (1-byte codes) take twice the tokens per stage, the same bytes in flight per block: 8 KiB of
+// codes on CUDA cores, 16 KiB (at most 128 tokens, 8 chunks of 16) on tensor cores.
 constexpr int fp8_tile_tokens(int head_dim) { return 8192 / head_dim; }
+constexpr int fp8_tensor_tile_tokens(int head_dim) { return 16384 / head_dim < 128 ? 16384 / head_dim : 128; }
 constexpr int decode_tile_tokens_of(int head_dim, int32_t math, int32_t dtype) {
-  return dtype == PKV_DTYPE_FP8_E4M3 || dtype == PKV_DTYPE_FP8_E4M3_BF16 ? fp8_tile_tokens(head_dim)
-                                                                          : decode_tile_tokens(head_dim, math);
+  if (dtype != PKV_DTYPE_FP8_E4M3 && dtype != PKV_DTYPE_FP8_E4M3_BF16) return decode_tile_tokens(head_dim, math);
+  return math == PKV_MATH_TENSOR_CORES ? fp8_tensor_tile_tokens(head_dim) : fp8_tile_tokens(head_dim);
 }
 
 // Launches the kernel (PKV_KERNEL_*) over `grid` blocks. Unsupported dtype/head_dim: PKV_ERR_UNSUPPORTED.

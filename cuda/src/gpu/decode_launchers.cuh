@@ -6,6 +6,7 @@
 #include "decode_kernels.cuh"
 #include "decode_task_cores.cuh"
 #include "decode_task_fp8.cuh"
+#include "decode_task_fp8_tensor.cuh"
 #include "decode_task_tensor.cuh"
 
 namespace pkv {
@@ -52,10 +53,12 @@ pkv_status body_blocks_per_sm(int32_t kernel, int32_t *out) {
 }
 
 // Calls f with the task body (an empty object; its type is what counts) that `body` selects. T is the
-// page dtype: a 16-bit type, or Fp8E4m3<Q> (the engine resolves FP8 math to CUDA cores).
+// page dtype: a 16-bit type, or Fp8E4m3<Q> (FP8 pages load with cp.async only).
 template <typename T, int D, class F>
 pkv_status with_body(DecodeBody body, F &&f) {
   if constexpr (IsFp8<T>::value) {
+    if constexpr (tensor_cores_support(D))
+      if (body.math == PKV_MATH_TENSOR_CORES) return f(Fp8TensorBody<typename T::Query, D>{});
     return f(Fp8CoreBody<typename T::Query, D>{});
   } else {
     if constexpr (tensor_cores_support(D)) {

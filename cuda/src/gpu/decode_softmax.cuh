@@ -59,6 +59,29 @@ __device__ __forceinline__ float lane_group_sum(float x) {
   return x;
 }
 
+// mma fragments: the four lanes of a quad (lane % 4) share a row; its max and sum over them.
+__device__ __forceinline__ float quad_max(float x) {
+  x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
+  return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+}
+__device__ __forceinline__ float quad_sum(float x) {
+  x += __shfl_xor_sync(0xffffffffu, x, 1);
+  return x + __shfl_xor_sync(0xffffffffu, x, 2);
+}
+
+// The online-softmax step of a chunk on mma fragments (rows r0 and r0 + 8): mx, this lane's chunk maxima,
+// becomes the rows' maxima; m and l move to them; sc says by how much the running output must shrink.
+__device__ __forceinline__ void fragment_rescale(float (&mx)[2], float (&m)[2], float (&l)[2], float (&sc)[2]) {
+#pragma unroll
+  for (int i = 0; i < 2; i++) {
+    mx[i] = quad_max(mx[i]);
+    const float m_new = fmaxf(m[i], mx[i]);  // finite: the chunk's first row is valid
+    sc[i] = exp2f(m[i] - m_new);
+    m[i] = m_new;
+    l[i] *= sc[i];
+  }
+}
+
 // Merges n states given as (lse_i, o_i): o = sum w_i o_i / sum w_i with w_i = exp2(lse_i - max).
 // lse_at(i) and o_at(i, f) read state i (f receives 8 elements); returns the merged lse (log2 domain).
 template <typename Lse, typename Out>

@@ -65,10 +65,7 @@ struct Fp8CoreBody {
 
     __shared__ int claim_ring[TileSchedule::kRing];
     const TaskTiles tiles = task_tiles<kTile>(p, task, row, head, claim_ring);
-    const PageFormat format = page_format(PKV_DTYPE_FP8_E4M3, p.num_kv_heads, 1 << p.page_shift, D);
-    Loader loader{static_cast<const uint8_t *>(p.k), static_cast<const uint8_t *>(p.v),
-                  p.table + (int64_t)row.table_row * p.table_stride, tiles.tok_begin, tiles.tok_end, head,
-                  p.num_kv_heads, p.page_shift, format.page_bytes, format.code_bytes};
+    const Loader loader = Loader::of(p, row, tiles, head);
     SoftmaxState st;
     const int done = stream_tiles<Loader, kStageElems>(loader, tiles.sched, smem, [&](int, const uint8_t *ks, const uint8_t *vs, int valid) {
       if (!computes) return;

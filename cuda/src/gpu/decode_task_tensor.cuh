@@ -98,15 +98,7 @@ struct TensorBody {
             mx[e >> 1] = fmaxf(mx[e >> 1], s[nt][e]);
           }
         float sc[2];
-#pragma unroll
-        for (int i = 0; i < 2; i++) {
-          mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
-          mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
-          const float m_new = fmaxf(m[i], mx[i]);  // finite: the chunk's first row is valid
-          sc[i] = exp2f(m[i] - m_new);
-          m[i] = m_new;
-          l[i] *= sc[i];
-        }
+        fragment_rescale(mx, m, l, sc);
 #pragma unroll
         for (int n = 0; n < kNTiles; n++) {
           o[n][0] *= sc[0];
@@ -141,8 +133,7 @@ struct TensorBody {
     float *sm_o = sm_lse + kWarps * 16;
 #pragma unroll
     for (int i = 0; i < 2; i++) {
-      l[i] += __shfl_xor_sync(0xffffffffu, l[i], 1);
-      l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
+      l[i] = quad_sum(l[i]);
       const int y = r0 + 8 * i;
       if (y >= g) continue;
       const float inv = l[i] > 0.f ? 1.f / l[i] : 0.f;

@@ -6,6 +6,7 @@
 
 #include "../core/kv_format.h"
 #include "decode_launch.h"
+#include "decode_pipeline.cuh"
 #include "decode_tile.cuh"
 #include "decode_vec.cuh"
 
@@ -16,13 +17,15 @@ __device__ __forceinline__ void cp_async4(void *smem, const void *gmem, int src_
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(gmem), "r"(src_bytes));
 }
 
-template <int D, int kThreads, int kTile>
+// kSwizzle (tensor-core body): the 16-byte chunk c of row r is stored at chunk c ^ (r % chunks per row,
+// at most 8), so the fragment loads of 8 consecutive rows' same chunk land in different banks.
+template <int D, int kThreads, int kTile, bool kSwizzle = false>
 struct Fp8TileLoader {
   static constexpr bool kBulk = false;
   static constexpr int kTileTokens = kTile;
   static constexpr int kHalfBytes = kTile * (D + 4);  // codes, then scales
   static constexpr int kStageElems = 2 * kHalfBytes;  // bytes: K half then V half
-  using Rows = TileRows<kThreads, D / 16, kTile>;
+  using Rows = TileRows<kThreads, D / 16, kTile>;  // a row's codes: D / 16 chunks of 16 bytes
   static constexpr int kPasses = Rows::kPasses;
   static_assert(kHalfBytes % 16 == 0, "stage halves stay 16-byte aligned");
 
@@ -32,6 +35,19 @@ struct Fp8TileLoader {
   int32_t tok_begin, tok_end;
   int32_t head, num_kv_heads, page_shift;
   int64_t page_bytes, code_bytes;  // page_format of the pool
+
+  static constexpr int kSwizzleMask = (D / 16 < 8 ? D / 16 : 8) - 1;
+  // Byte offset of 16-byte chunk c of row r within a stage half.
+  static __device__ __forceinline__ int at(int r, int c) { return r * D + (kSwizzle ? c ^ (r & kSwizzleMask) : c) * 16; }
+
+  // The loader of a task's token range (task_tiles) over this layer's pages.
+  static __device__ __forceinline__ Fp8TileLoader of(const DecodeParams &p, const PlanRow &row, const TaskTiles &tiles,
+                                                     int head) {
+    const PageFormat format = page_format(PKV_DTYPE_FP8_E4M3, p.num_kv_heads, 1 << p.page_shift, D);
+    return {static_cast<const uint8_t *>(p.k), static_cast<const uint8_t *>(p.v),
+            p.table + (int64_t)row.table_row * p.table_stride, tiles.tok_begin, tiles.tok_end, head, p.num_kv_heads,
+            p.page_shift, format.page_bytes, format.code_bytes};
+  }
 
   static __device__ __forceinline__ const float *scales(const uint8_t *half) {
     return reinterpret_cast<const float *>(half + kTile * D);
@@ -53,8 +69,8 @@ struct Fp8TileLoader {
       const int64_t r = ((int64_t)head << page_shift) + (tok & ((1 << page_shift) - 1));
       const int64_t page = valid ? (int64_t)pages[p] * page_bytes : 0;
       const int64_t code = valid ? page + r * D + col * 16 : 0;
-      cp_async16(ks + row * D + col * 16, k + code, valid ? 16 : 0);
-      cp_async16(vs + row * D + col * 16, v + code, valid ? 16 : 0);
+      cp_async16(ks + at(row, col), k + code, valid ? 16 : 0);
+      cp_async16(vs + at(row, col), v + code, valid ? 16 : 0);
       if (col == 0) {
         const int64_t scale = valid ? page + code_bytes + r * 4 : 0;
         cp_async4(ks + kTile * D + row * 4, k + scale, valid ? 4 : 0);

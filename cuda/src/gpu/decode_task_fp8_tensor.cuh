@@ -1,0 +1,234 @@
+// Task body on tensor cores over FP8 pages (head dim 64 and 128): the tensor-core body's plan (the group's
+// query heads are the 16 rows of mma.m16n8k16 tiles, four warps take 16-token chunks in turn, online
+// softmax on the fragments) with f16 operands made in registers from e4m3 codes, one cvt per pair (exact):
+// - S = Q K^T: the dot product does not care in which order it sums the head dim, so lane (r0, cq) owns
+//   the contiguous quarter cq of every K row and Q's fragments are loaded in that same order: its B
+//   fragments are 16-byte shared loads of codes, no transpose. A token's K scale multiplies its scores.
+// - O += P V: O's columns may be any permutation of the head dim too, so lane r0 owns the contiguous
+//   eighth r0 of every V row; byte permutes pair up its two tokens' codes, a cvt makes each B register.
+//   P carries each token's V scale divided by the largest V scale the warp has seen (so P stays within
+//   f16's range, at most 1 as without scales), and O is kept relative to that largest scale: when a chunk
+//   raises it, O is rescaled together with the softmax rescale, at no extra cost per element.
+// bf16 queries are scaled per query head by a power of two into f16's range (exact), undone on the score.
+#pragma once
+#include <cuda_fp8.h>
+
+#include <type_traits>
+
+#include "../core/plan_image.h"
+#include "decode_launch.h"
+#include "decode_merge.cuh"
+#include "decode_mma.cuh"
+#include "decode_pipeline.cuh"
+#include "decode_softmax.cuh"
+#include "decode_tile_fp8.cuh"
+
+namespace pkv {
+
+// Two e4m3 codes (low byte first) to the f16x2 register of an mma operand.
+__device__ __forceinline__ uint32_t fp8x2_to_f16x2(uint32_t codes) {
+  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2((__nv_fp8x2_storage_t)(codes & 0xffffu), __NV_E4M3);
+  return (uint32_t)h.x | ((uint32_t)h.y << 16);
+}
+__device__ __forceinline__ uint32_t byte_perm(uint32_t a, uint32_t b, uint32_t selector) {
+  uint32_t r;
+  asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(r) : "r"(a), "r"(b), "r"(selector));
+  return r;
+}
+
+// Q's A fragments as f16: f16 queries as they are; bf16 queries times 2^-e per query head, e chosen so the
+// head's largest |q| lands in [2^14, 2^15) (f16's top binade: no overflow, nothing that matters underflows).
+// factor[i] undoes it on the scores of row r0 + 8 i.
+template <typename Q, int kKSteps>
+__device__ __forceinline__ void fp8_query_fragments(uint32_t (&qa)[kKSteps][4], float (&factor)[2]) {
+  factor[0] = factor[1] = 1.f;
+  if constexpr (std::is_same<Q, __nv_bfloat16>::value) {
+    float mx[2] = {0.f, 0.f};
+#pragma unroll
+    for (int ks = 0; ks < kKSteps; ks++)
+#pragma unroll
+      for (int r = 0; r < 4; r++) {
+        const float2 v = Pair<Q>::to_float2(*reinterpret_cast<const __nv_bfloat162 *>(&qa[ks][r]));
+        mx[r & 1] = fmaxf(mx[r & 1], fmaxf(fabsf(v.x), fabsf(v.y)));  // registers 0, 2: row r0; 1, 3: r0 + 8
+      }
+    float down[2];
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+      mx[i] = quad_max(mx[i]);
+      const int e = mx[i] > 0.f ? ilogbf(mx[i]) - 14 : 0;
+      down[i] = ldexpf(1.f, -e);
+      factor[i] = ldexpf(1.f, e);
+    }
+#pragma unroll
+    for (int ks = 0; ks < kKSteps; ks++)
+#pragma unroll
+      for (int r = 0; r < 4; r++) {
+        const float2 v = Pair<Q>::to_float2(*reinterpret_cast<const __nv_bfloat162 *>(&qa[ks][r]));
+        qa[ks][r] = pack2<__half>(v.x * down[r & 1], v.y * down[r & 1]);
+      }
+  }
+}
+
+template <typename Q, int D>
+struct Fp8TensorBody {
+  using Smem = uint8_t;
+  static constexpr int kThreads = 128;
+  static constexpr int kWarps = kThreads / 32;
+  static constexpr int kTile = fp8_tensor_tile_tokens(D);
+  static constexpr int kChunks = kTile / 16;
+  static constexpr int kKSteps = D / 16;  // k-steps of Q K^T
+  static constexpr int kNTiles = D / 8;   // n-tiles of O
+  static constexpr int kKBytes = D / 4;   // codes of a K row one lane reads (its quarter)
+  static constexpr int kVBytes = D / 8;   // codes of a V row one lane reads (its eighth)
+  using Loader = Fp8TileLoader<D, kThreads, kTile, true>;
+  static constexpr int kStageElems = Loader::kStageElems;
+  static constexpr size_t kSmemBytes = kDecodeStages * (size_t)kStageElems;
+  static_assert(D == 64 || D == 128, "FP8 tensor-core body: head dim 64 or 128");
+  static_assert(kWarps * 16 * (D + 1) * sizeof(float) <= kSmemBytes, "merge scratch fits");
+
+  // kBytes consecutive codes of a row from byte `from` (a multiple of kBytes), as words.
+  template <int kBytes>
+  static __device__ __forceinline__ void load_codes(const uint8_t *half, int row, int from, uint32_t (&w)[kBytes / 4]) {
+    if constexpr (kBytes >= 16) {
+#pragma unroll
+      for (int c = 0; c < kBytes / 16; c++) {
+        const uint4 v = *reinterpret_cast<const uint4 *>(half + Loader::at(row, from / 16 + c));
+        w[4 * c] = v.x, w[4 * c + 1] = v.y, w[4 * c + 2] = v.z, w[4 * c + 3] = v.w;
+      }
+    } else {
+      const uint2 v = *reinterpret_cast<const uint2 *>(half + Loader::at(row, from / 16) + from % 16);
+      w[0] = v.x, w[1] = v.y;
+    }
+  }
+
+  static __device__ void run(const DecodeParams &p, const PlanTask task, uint8_t *smem) {
+    const PlanRow row = plan_rows(p.plan)[task.row];
+    const int head = task_head(task), split = task_split(task);
+    const int g = p.group;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, r0 = lane >> 2, cq = lane & 3;
+
+    // Q's A fragments in the K rows' order: fragment columns 2cq, 2cq + 1 (+8, +9) of k-step ks are
+    // head-dim elements cq * kKBytes + 4 ks + 0, 1 (+2, +3).
+    const Q *qbase = static_cast<const Q *>(p.q) + ((int64_t)task.row * p.num_kv_heads + head) * g * D;
+    uint32_t qa[kKSteps][4];
+#pragma unroll
+    for (int ks = 0; ks < kKSteps; ks++) {
+      const int c = cq * kKBytes + 4 * ks;
+      qa[ks][0] = r0 < g ? *reinterpret_cast<const uint32_t *>(qbase + r0 * D + c) : 0u;
+      qa[ks][1] = r0 + 8 < g ? *reinterpret_cast<const uint32_t *>(qbase + (r0 + 8) * D + c) : 0u;
+      qa[ks][2] = r0 < g ? *reinterpret_cast<const uint32_t *>(qbase + r0 * D + c + 2) : 0u;
+      qa[ks][3] = r0 + 8 < g ? *reinterpret_cast<const uint32_t *>(qbase + (r0 + 8) * D + c + 2) : 0u;
+    }
+    float row_factor[2];
+    fp8_query_fragments<Q, kKSteps>(qa, row_factor);
+#pragma unroll
+    for (int i = 0; i < 2; i++) row_factor[i] *= p.scale_log2;
+
+    float o[kNTiles][4];
+#pragma unroll
+    for (int n = 0; n < kNTiles; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};  // rows r0 and r0 + 8; l is this lane's share
+    float v_ref = 0.f;  // the largest V scale of the warp's tokens so far: o holds O / v_ref
+
+    __shared__ int claim_ring[TileSchedule::kRing];
+    const TaskTiles tiles = task_tiles<kTile>(p, task, row, head, claim_ring);
+    const Loader loader = Loader::of(p, row, tiles, head);
+    auto tile_math = [&](int, const uint8_t *ks_, const uint8_t *vs_, int valid) {
+      const float *k_scale = Loader::scales(ks_), *v_scale = Loader::scales(vs_);
+      for (int j = warp; j < kChunks; j += kWarps) {
+        const int t0 = j * 16;
+        if (t0 >= valid) break;
+        float s[2][4] = {};
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++) {
+          uint32_t kw[kKSteps];  // word ks: the codes of this lane's k-step ks of token t0 + 8 nt + r0
+          load_codes<kKBytes>(ks_, t0 + 8 * nt + r0, cq * kKBytes, kw);
+#pragma unroll
+          for (int ks = 0; ks < kKSteps; ks++)
+            MmaOp<__half>::run(s[nt], qa[ks], fp8x2_to_f16x2(kw[ks]), fp8x2_to_f16x2(kw[ks] >> 16));
+        }
+        float mx[2] = {-INFINITY, -INFINITY}, vmax = 0.f;
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+          for (int e = 0; e < 4; e++) {
+            const int tok = t0 + 8 * nt + cq * 2 + (e & 1);
+            s[nt][e] = tok < valid ? s[nt][e] * (row_factor[e >> 1] * k_scale[tok]) : -INFINITY;
+            mx[e >> 1] = fmaxf(mx[e >> 1], s[nt][e]);
+            vmax = fmaxf(vmax, v_scale[tok]);  // masked rows' scales are zero
+          }
+        float sc[2];
+        fragment_rescale(mx, m, l, sc);
+        vmax = quad_max(vmax);
+        const float v_new = fmaxf(v_ref, vmax);
+        const float v_unit = v_new > 0.f ? 1.f / v_new : 0.f;
+        const float o_adj = v_new > 0.f ? v_ref * v_unit : 1.f;  // o relative to the new reference
+        v_ref = v_new;
+#pragma unroll
+        for (int n = 0; n < kNTiles; n++) {
+          o[n][0] *= sc[0] * o_adj;
+          o[n][1] *= sc[0] * o_adj;
+          o[n][2] *= sc[1] * o_adj;
+          o[n][3] *= sc[1] * o_adj;
+        }
+        float pr[2][4];
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+          for (int e = 0; e < 4; e++) {
+            const int tok = t0 + 8 * nt + cq * 2 + (e & 1);
+            const float pe = exp2f(s[nt][e] - m[e >> 1]);
+            l[e >> 1] += pe;
+            pr[nt][e] = pe * (v_scale[tok] * v_unit);
+          }
+        // The S fragments of tokens 0-7 and 8-15 are P's A fragment for k = 16 tokens.
+        const uint32_t pa[4] = {pack2<__half>(pr[0][0], pr[0][1]), pack2<__half>(pr[0][2], pr[0][3]),
+                                pack2<__half>(pr[1][0], pr[1][1]), pack2<__half>(pr[1][2], pr[1][3])};
+        // V codes of the lane's eighth of tokens 2cq, 2cq + 1 (k rows of b0) and 2cq + 8, 2cq + 9 (b1).
+        uint32_t va[kVBytes / 4], vb[kVBytes / 4], vc[kVBytes / 4], vd[kVBytes / 4];
+        load_codes<kVBytes>(vs_, t0 + 2 * cq, r0 * kVBytes, va);
+        load_codes<kVBytes>(vs_, t0 + 2 * cq + 1, r0 * kVBytes, vb);
+        load_codes<kVBytes>(vs_, t0 + 2 * cq + 8, r0 * kVBytes, vc);
+        load_codes<kVBytes>(vs_, t0 + 2 * cq + 9, r0 * kVBytes, vd);
+#pragma unroll
+        for (int w = 0; w < kVBytes / 4; w++) {
+          // Bytes of n-tiles 4w .. 4w + 3, each pair (token 2cq, token 2cq + 1) in one 16-bit half.
+          const uint32_t b0[2] = {byte_perm(va[w], vb[w], 0x5140), byte_perm(va[w], vb[w], 0x7362)};
+          const uint32_t b1[2] = {byte_perm(vc[w], vd[w], 0x5140), byte_perm(vc[w], vd[w], 0x7362)};
+#pragma unroll
+          for (int q4 = 0; q4 < 4; q4++) {
+            const int shift = 16 * (q4 & 1);
+            MmaOp<__half>::run(o[4 * w + q4], pa, fp8x2_to_f16x2(b0[q4 >> 1] >> shift),
+                               fp8x2_to_f16x2(b1[q4 >> 1] >> shift));
+          }
+        }
+      }
+    };
+    const int done = stream_task_tiles(loader, tiles.sched, smem, tile_math);
+
+    // Each warp's state into the reused pipeline memory (O's column c of n-tile n is head-dim element
+    // c * kNTiles + n), then the shared epilogue merges the warps.
+    float *sm_lse = reinterpret_cast<float *>(smem);
+    float *sm_o = sm_lse + kWarps * 16;
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+      l[i] = quad_sum(l[i]);
+      const int y = r0 + 8 * i;
+      if (y >= g) continue;
+      const float inv = l[i] > 0.f ? v_ref / l[i] : 0.f;  // o holds O / v_ref
+      float *dst = sm_o + (warp * g + y) * D;
+#pragma unroll
+      for (int n = 0; n < kNTiles; n++) {
+        dst[(2 * cq) * kNTiles + n] = o[n][2 * i] * inv;
+        dst[(2 * cq + 1) * kNTiles + n] = o[n][2 * i + 1] * inv;
+      }
+      if (cq == 0) sm_lse[warp * g + y] = l[i] > 0.f ? m[i] + __log2f(l[i]) : -INFINITY;
+    }
+    __syncthreads();
+    write_task_output<Q, D, kThreads, kSmemBytes>(p, task.row, head, split, row, sm_lse, sm_o, kWarps, sm_lse,
+                                                  tiles.sched.cursor ? done : -1, tiles.sched.ntiles);
+    __syncthreads();  // the next task's prologue reuses this memory
+  }
+};
+
+}  // namespace pkv
