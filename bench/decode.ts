@@ -172,7 +172,7 @@ function measure(dtype: KVDType): void {
     });
   }
   calibrated &&= engine.calibrated;
-  for (const b of [q, out]) b.dispose();
+  for (const b of [q, out, start, stop]) b.dispose();
   engine.dispose();
   pool.dispose();
 }
