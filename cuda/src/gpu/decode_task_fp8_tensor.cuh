@@ -164,13 +164,16 @@ struct Fp8TensorBody {
         const float v_unit = v_new > 0.f ? 1.f / v_new : 0.f;
         const float o_adj = v_new > 0.f ? v_ref * v_unit : 1.f;  // o relative to the new reference
         v_ref = v_new;
+        // Once the maxima settle most chunks change neither: skip the multiplies by 1 (warp-uniform).
+        const float r[2] = {sc[0] * o_adj, sc[1] * o_adj};
+        if (__any_sync(0xffffffffu, r[0] != 1.f || r[1] != 1.f))
 #pragma unroll
-        for (int n = 0; n < kNTiles; n++) {
-          o[n][0] *= sc[0] * o_adj;
-          o[n][1] *= sc[0] * o_adj;
-          o[n][2] *= sc[1] * o_adj;
-          o[n][3] *= sc[1] * o_adj;
-        }
+          for (int n = 0; n < kNTiles; n++) {
+            o[n][0] *= r[0];
+            o[n][1] *= r[0];
+            o[n][2] *= r[1];
+            o[n][3] *= r[1];
+          }
         float pr[2][4];
 #pragma unroll
         for (int nt = 0; nt < 2; nt++)
