@@ -71,15 +71,21 @@ __device__ __forceinline__ float quad_sum(float x) {
 
 // The online-softmax step of a chunk on mma fragments (rows r0 and r0 + 8): mx, this lane's chunk maxima,
 // becomes the rows' maxima; m and l move to them; sc says by how much the running output must shrink.
-__device__ __forceinline__ void fragment_rescale(float (&mx)[2], float (&m)[2], float (&l)[2], float (&sc)[2]) {
+// `reduce` gives the maximum over the lanes that share a row (quad_max by default).
+template <class Reduce>
+__device__ __forceinline__ void fragment_rescale(float (&mx)[2], float (&m)[2], float (&l)[2], float (&sc)[2],
+                                                 Reduce reduce) {
 #pragma unroll
   for (int i = 0; i < 2; i++) {
-    mx[i] = quad_max(mx[i]);
+    mx[i] = reduce(mx[i]);
     const float m_new = fmaxf(m[i], mx[i]);  // finite: the chunk's first row is valid
     sc[i] = exp2f(m[i] - m_new);
     m[i] = m_new;
     l[i] *= sc[i];
   }
+}
+__device__ __forceinline__ void fragment_rescale(float (&mx)[2], float (&m)[2], float (&l)[2], float (&sc)[2]) {
+  fragment_rescale(mx, m, l, sc, [](float x) { return quad_max(x); });
 }
 
 // Merges n states given as (lse_i, o_i): o = sum w_i o_i / sum w_i with w_i = exp2(lse_i - max).

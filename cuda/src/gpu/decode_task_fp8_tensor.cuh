@@ -10,6 +10,7 @@
 //   f16's range, at most 1 as without scales), and O is kept relative to that largest scale: when a chunk
 //   raises it, O is rescaled together with the softmax rescale, at no extra cost per element.
 // bf16 queries are scaled per query head by a power of two into f16's range (exact), undone on the score.
+// Groups of up to 8 heads swap the roles (run_heads_as_n): heads as the mma's columns, tokens as its rows.
 #pragma once
 #include <cuda_fp8.h>
 
@@ -95,13 +96,43 @@ struct Fp8TensorBody {
         const uint4 v = *reinterpret_cast<const uint4 *>(half + Loader::at(row, from / 16 + c));
         w[4 * c] = v.x, w[4 * c + 1] = v.y, w[4 * c + 2] = v.z, w[4 * c + 3] = v.w;
       }
-    } else {
+    } else if constexpr (kBytes == 8) {
       const uint2 v = *reinterpret_cast<const uint2 *>(half + Loader::at(row, from / 16) + from % 16);
       w[0] = v.x, w[1] = v.y;
+    } else {
+      static_assert(kBytes == 4, "whole words");
+      w[0] = *reinterpret_cast<const uint32_t *>(half + Loader::at(row, from / 16) + from % 16);
     }
   }
 
+  // The V reference moves up to a chunk's largest V scale: returns P's factor (1 / the reference) and sets
+  // o_adj, what the output (relative to the old reference) is multiplied by.
+  static __device__ __forceinline__ float move_v_reference(float &v_ref, float vmax, float &o_adj) {
+    const float v_new = fmaxf(v_ref, vmax);
+    const float v_unit = v_new > 0.f ? 1.f / v_new : 0.f;
+    o_adj = v_new > 0.f ? v_ref * v_unit : 1.f;
+    v_ref = v_new;
+    return v_unit;
+  }
+  // Element e of every output fragment times f[e]. Once the maxima settle most chunks change neither
+  // max nor reference: the multiplies by 1 are skipped (warp-uniform; a multiply by 1 is exact).
+  template <int N>
+  static __device__ __forceinline__ void rescale_output(float (&o)[N][4], const float (&f)[4]) {
+    if (!__any_sync(0xffffffffu, f[0] != 1.f || f[1] != 1.f || f[2] != 1.f || f[3] != 1.f)) return;
+#pragma unroll
+    for (int n = 0; n < N; n++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) o[n][e] *= f[e];
+  }
+
+  // Groups of up to 8 query heads take the narrow form (heads_as_n); larger ones the 16-row form below.
   static __device__ void run(const DecodeParams &p, const PlanTask task, uint8_t *smem) {
+    if (p.group <= 8) run_heads_as_n(p, task, smem);
+    else run_heads_as_m(p, task, smem);
+  }
+
+  // The group's heads as the 16 rows (M) of the mma tiles, tokens as N: S = Q K^T, O += P V.
+  static __device__ void run_heads_as_m(const DecodeParams &p, const PlanTask task, uint8_t *smem) {
     const PlanRow row = plan_rows(p.plan)[task.row];
     const int head = task_head(task), split = task_split(task);
     const int g = p.group;
@@ -160,20 +191,9 @@ struct Fp8TensorBody {
         float sc[2];
         fragment_rescale(mx, m, l, sc);
         vmax = quad_max(vmax);
-        const float v_new = fmaxf(v_ref, vmax);
-        const float v_unit = v_new > 0.f ? 1.f / v_new : 0.f;
-        const float o_adj = v_new > 0.f ? v_ref * v_unit : 1.f;  // o relative to the new reference
-        v_ref = v_new;
-        // Once the maxima settle most chunks change neither: skip the multiplies by 1 (warp-uniform).
-        const float r[2] = {sc[0] * o_adj, sc[1] * o_adj};
-        if (__any_sync(0xffffffffu, r[0] != 1.f || r[1] != 1.f))
-#pragma unroll
-          for (int n = 0; n < kNTiles; n++) {
-            o[n][0] *= r[0];
-            o[n][1] *= r[0];
-            o[n][2] *= r[1];
-            o[n][3] *= r[1];
-          }
+        float o_adj;
+        const float v_unit = move_v_reference(v_ref, vmax, o_adj);
+        rescale_output(o, {sc[0] * o_adj, sc[0] * o_adj, sc[1] * o_adj, sc[1] * o_adj});  // rows are heads
         float pr[2][4];
 #pragma unroll
         for (int nt = 0; nt < 2; nt++)
@@ -226,6 +246,153 @@ struct Fp8TensorBody {
         dst[(2 * cq + 1) * kNTiles + n] = o[n][2 * i + 1] * inv;
       }
       if (cq == 0) sm_lse[warp * g + y] = l[i] > 0.f ? m[i] + __log2f(l[i]) : -INFINITY;
+    }
+    __syncthreads();
+    write_task_output<Q, D, kThreads, kSmemBytes>(p, task.row, head, split, row, sm_lse, sm_o, kWarps, sm_lse,
+                                                  tiles.sched.cursor ? done : -1, tiles.sched.ntiles);
+    __syncthreads();  // the next task's prologue reuses this memory
+  }
+
+  // Up to 8 heads as the 8 columns (N) of the mma tiles and 16 tokens as its rows (M): S^T = K Q^T, then
+  // O^T += V^T P^T, so half the mma of the 16-row form and none on padding rows. K's rows are the A
+  // fragments (each lane's quarter of tokens r0 and r0 + 8), Q^T the B fragments; P^T's B fragments are
+  // the S^T fragments transposed in registers (movmatrix); V^T's A fragments pair the codes of tokens
+  // 2cq, 2cq + 1 (and + 8) of the lane's two head-dim spans: O^T's row i of m-tile mt is element
+  // i * kMTiles + mt.
+  static constexpr int kMTiles = D / 16;  // m-tiles of O^T
+  static constexpr int kSpan = D / 16;    // codes of a V row in each of a lane's two spans
+
+  static __device__ __forceinline__ uint32_t transpose8x8(uint32_t x) {
+    uint32_t r;
+    asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;\n" : "=r"(r) : "r"(x));
+    return r;
+  }
+  // Max and sum over the 8 lanes that hold one head's column (same lane % 4).
+  static __device__ __forceinline__ float column_max(float x) {
+#pragma unroll
+    for (int off = 4; off < 32; off *= 2) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, off));
+    return x;
+  }
+  static __device__ __forceinline__ float column_sum(float x) {
+#pragma unroll
+    for (int off = 4; off < 32; off *= 2) x += __shfl_xor_sync(0xffffffffu, x, off);
+    return x;
+  }
+
+  static __device__ void run_heads_as_n(const DecodeParams &p, const PlanTask task, uint8_t *smem) {
+    const PlanRow row = plan_rows(p.plan)[task.row];
+    const int head = task_head(task), split = task_split(task);
+    const int g = p.group;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, r0 = lane >> 2, cq = lane & 3;
+
+    // Q^T's B fragments: head r0, head-dim elements cq * kKBytes + 4 ks + 0, 1 (b0) and + 2, 3 (b1).
+    const Q *qbase = static_cast<const Q *>(p.q) + ((int64_t)task.row * p.num_kv_heads + head) * g * D;
+    uint32_t qf[kKSteps][4];  // the 16-row form's layout with rows r0 + 8 empty, for fp8_query_fragments
+#pragma unroll
+    for (int ks = 0; ks < kKSteps; ks++) {
+      const int c = cq * kKBytes + 4 * ks;
+      qf[ks][0] = r0 < g ? *reinterpret_cast<const uint32_t *>(qbase + r0 * D + c) : 0u;
+      qf[ks][2] = r0 < g ? *reinterpret_cast<const uint32_t *>(qbase + r0 * D + c + 2) : 0u;
+      qf[ks][1] = qf[ks][3] = 0u;
+    }
+    float factor[2];
+    fp8_query_fragments<Q, kKSteps>(qf, factor);
+    // The scores of column 2cq + c belong to head 2cq + c, whose factor its own quad computed.
+    float head_factor[2];
+#pragma unroll
+    for (int c = 0; c < 2; c++) head_factor[c] = __shfl_sync(0xffffffffu, factor[0], (2 * cq + c) * 4) * p.scale_log2;
+
+    float o[kMTiles][4];  // O^T rows r0, r0 + 8 of each m-tile; columns (heads) 2cq, 2cq + 1
+#pragma unroll
+    for (int n = 0; n < kMTiles; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};  // heads 2cq, 2cq + 1; l is this lane's share
+    float v_ref = 0.f;
+
+    __shared__ int claim_ring[TileSchedule::kRing];
+    const TaskTiles tiles = task_tiles<kTile>(p, task, row, head, claim_ring);
+    const Loader loader = Loader::of(p, row, tiles, head);
+    auto tile_math = [&](int, const uint8_t *ks_, const uint8_t *vs_, int valid) {
+      const float *k_scale = Loader::scales(ks_), *v_scale = Loader::scales(vs_);
+      for (int j = warp; j < kChunks; j += kWarps) {
+        const int t0 = j * 16;
+        if (t0 >= valid) break;
+        float s[4] = {0.f, 0.f, 0.f, 0.f};  // S^T: tokens t0 + r0 (s[0], s[1]) and + 8, heads 2cq, 2cq + 1
+        {
+          uint32_t kw0[kKSteps], kw1[kKSteps];
+          load_codes<kKBytes>(ks_, t0 + r0, cq * kKBytes, kw0);
+          load_codes<kKBytes>(ks_, t0 + r0 + 8, cq * kKBytes, kw1);
+#pragma unroll
+          for (int ks = 0; ks < kKSteps; ks++) {
+            const uint32_t a[4] = {fp8x2_to_f16x2(kw0[ks]), fp8x2_to_f16x2(kw1[ks]), fp8x2_to_f16x2(kw0[ks] >> 16),
+                                   fp8x2_to_f16x2(kw1[ks] >> 16)};
+            MmaOp<__half>::run(s, a, qf[ks][0], qf[ks][2]);
+          }
+        }
+        float mx[2] = {-INFINITY, -INFINITY}, vmax = 0.f;
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const int tok = t0 + r0 + 8 * (e >> 1);
+          s[e] = tok < valid ? s[e] * (head_factor[e & 1] * k_scale[tok]) : -INFINITY;
+          mx[e & 1] = fmaxf(mx[e & 1], s[e]);
+        }
+        vmax = column_max(fmaxf(v_scale[t0 + r0], v_scale[t0 + r0 + 8]));  // masked rows' scales are zero
+        float sc[2];
+        fragment_rescale(mx, m, l, sc, [](float x) { return column_max(x); });
+        float o_adj;
+        const float v_unit = move_v_reference(v_ref, vmax, o_adj);
+        rescale_output(o, {sc[0] * o_adj, sc[1] * o_adj, sc[0] * o_adj, sc[1] * o_adj});  // columns are heads
+        float pv[4];
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const int tok = t0 + r0 + 8 * (e >> 1);
+          const float pe = exp2f(s[e] - m[e & 1]);
+          l[e & 1] += pe;
+          pv[e] = pe * (v_scale[tok] * v_unit);
+        }
+        // P^T's B fragments: k = tokens 2cq, 2cq + 1 (b0) and + 8 (b1), n = head r0.
+        const uint32_t b0 = transpose8x8(pack2<__half>(pv[0], pv[1])), b1 = transpose8x8(pack2<__half>(pv[2], pv[3]));
+        // V codes of tokens 2cq, 2cq + 1, 2cq + 8, 2cq + 9 in the lane's spans r0 and r0 + 8.
+        uint32_t va[4][kSpan / 4], vb[4][kSpan / 4];
+#pragma unroll
+        for (int t = 0; t < 4; t++) {
+          const int tok = t0 + 2 * cq + (t & 1) + 8 * (t >> 1);
+          load_codes<kSpan>(vs_, tok, r0 * kSpan, va[t]);
+          load_codes<kSpan>(vs_, tok, (r0 + 8) * kSpan, vb[t]);
+        }
+#pragma unroll
+        for (int w = 0; w < kSpan / 4; w++) {
+          // Bytes of m-tiles 4w .. 4w + 3: each 16-bit half pairs tokens (2cq, 2cq + 1) or (2cq + 8, 2cq + 9).
+          const uint32_t a0[2] = {byte_perm(va[0][w], va[1][w], 0x5140), byte_perm(va[0][w], va[1][w], 0x7362)};
+          const uint32_t a1[2] = {byte_perm(vb[0][w], vb[1][w], 0x5140), byte_perm(vb[0][w], vb[1][w], 0x7362)};
+          const uint32_t a2[2] = {byte_perm(va[2][w], va[3][w], 0x5140), byte_perm(va[2][w], va[3][w], 0x7362)};
+          const uint32_t a3[2] = {byte_perm(vb[2][w], vb[3][w], 0x5140), byte_perm(vb[2][w], vb[3][w], 0x7362)};
+#pragma unroll
+          for (int q4 = 0; q4 < 4; q4++) {
+            const int shift = 16 * (q4 & 1), h = q4 >> 1;
+            const uint32_t a[4] = {fp8x2_to_f16x2(a0[h] >> shift), fp8x2_to_f16x2(a1[h] >> shift),
+                                   fp8x2_to_f16x2(a2[h] >> shift), fp8x2_to_f16x2(a3[h] >> shift)};
+            MmaOp<__half>::run(o[4 * w + q4], a, b0, b1);
+          }
+        }
+      }
+    };
+    const int done = stream_task_tiles(loader, tiles.sched, smem, tile_math);
+
+    float *sm_lse = reinterpret_cast<float *>(smem);
+    float *sm_o = sm_lse + kWarps * 16;
+#pragma unroll
+    for (int c = 0; c < 2; c++) {
+      l[c] = column_sum(l[c]);
+      const int y = 2 * cq + c;
+      if (y >= g) continue;
+      const float inv = l[c] > 0.f ? v_ref / l[c] : 0.f;  // o holds O / v_ref
+      float *dst = sm_o + (warp * g + y) * D;
+#pragma unroll
+      for (int n = 0; n < kMTiles; n++) {
+        dst[r0 * kMTiles + n] = o[n][c] * inv;
+        dst[(r0 + 8) * kMTiles + n] = o[n][2 + c] * inv;
+      }
+      if (r0 == 0) sm_lse[warp * g + y] = l[c] > 0.f ? m[c] + __log2f(l[c]) : -INFINITY;
     }
     __syncthreads();
     write_task_output<Q, D, kThreads, kSmemBytes>(p, task.row, head, split, row, sm_lse, sm_o, kWarps, sm_lse,
