@@ -25,13 +25,22 @@ import {
   Entry,
   RequestHandle,
   type RequestSpec,
-  checkPromptIds,
   checkSpec,
+  checkTokenIds,
+  failedAtSubmit,
 } from "./scheduler/request";
 import { addStep, emptyReport, emptyTotals, type SchedulerTotals, type StepReport } from "./scheduler/stats";
 import { INT32_MAX, checkCount, show } from "./validate";
 
-export type { ActiveRequest, RequestHandle, RequestResult, RequestSpec, TokenEvent } from "./scheduler/request";
+export type {
+  ActiveRequest,
+  FinishReason,
+  Outcome,
+  RequestHandle,
+  RequestResult,
+  RequestSpec,
+  TokenEvent,
+} from "./scheduler/request";
 export type {
   CacheStats,
   DecodeResult,
@@ -42,7 +51,7 @@ export type {
   StepModel,
   StepRunner,
 } from "./scheduler/ports";
-export type { SchedulerTotals, StepReport } from "./scheduler/stats";
+export { LATENCY_BUCKETS_MS, LatencyHistogram, type SchedulerTotals, type StepReport } from "./scheduler/stats";
 export type { HostOptions, RunnerOptions, SchedulerOptions } from "./scheduler/options";
 export { HostStepRunner, type HostStepRunnerOptions } from "./scheduler/host-runner";
 export { quantile } from "./scheduler/stats";
@@ -115,7 +124,8 @@ export class Scheduler<
 
   /**
    * Queues a request. Invalid specs throw here (InvalidArgumentError); a request that can never fit
-   * the pool is still returned, with its handle already failed with RequestTooLargeError.
+   * the pool is still returned, with its handle already failed with RequestTooLargeError, and one whose
+   * signal is already aborted with its handle already cancelled.
    */
   submit(spec: RequestSpec): RequestHandle {
     const { promptLength, maxTokens } = checkSpec(spec);
@@ -129,15 +139,17 @@ export class Scheduler<
       this.#nextId = Math.max(this.#nextId, id + 1);
       this.totals.failed++;
       const handle = new RequestHandle(id, () => {});
-      handle.fail(tooLarge);
+      handle.fail(tooLarge, failedAtSubmit(id, tooLarge));
       return handle;
     }
-    if (spec.prompt !== undefined) checkPromptIds(spec.prompt, this.#runner.vocab);
+    if (spec.prompt !== undefined) checkTokenIds(spec.prompt, this.#runner.vocab, "prompt");
+    if (spec.stop !== undefined) checkTokenIds(spec.stop, this.#runner.vocab, "stop");
     this.#nextId = Math.max(this.#nextId, id + 1);
     const entry = new Entry<SeqOf<C>>(id, this.#arrivals++, spec, (i) => this.cancel(i));
     this.#byId.set(id, entry);
     this.#queue.insert(entry);
-    this.#wake?.();
+    if (spec.signal?.aborted) this.cancel(id);
+    else this.#wake?.();
     return entry.handle;
   }
 
@@ -173,7 +185,7 @@ export class Scheduler<
     entry.state = "cancelled";
     this.#byId.delete(id);
     this.totals.cancelled++;
-    entry.handle.end(entry.result("cancelled"));
+    entry.settle("cancelled");
   }
 
   /** Listens to every step's report; returns the unsubscribe function. */
@@ -418,20 +430,16 @@ export class Scheduler<
       // Checked whole before any request takes a token: a bad sample fails the step, never one request half-way.
       const tokens = checkSampled(result.tokens, n, this.#runner.vocab);
       r.batch = n;
+      const at = now(); // every row's token reaches its client now
       for (let i = 0; i < n; i++) {
         const entry = batch[i]!;
         r.contextTokens += entry.contextLength + 1;
         if (entry.state !== "running") continue; // cancelled while the step ran
-        entry.contextLength++;
-        entry.tokens.push(tokens[i]!);
-        entry.generated++;
-        entry.handle.push({
-          index: entry.generated - 1,
-          token: tokens[i]!,
-          position: entry.contextLength,
-          step: r.step,
-        });
-        if (entry.generated === entry.maxTokens) this.#finish(entry, r);
+        const first = entry.generated === 0;
+        const end = entry.take(tokens[i]!, r.step, at);
+        if (first) r.ttftMs.push(entry.ttftMs!);
+        else r.itlMs.push(entry.itlMs.at(-1)!);
+        if (end) this.#finish(entry, end, r);
       }
     } catch (error) {
       // The step's K/V may be half written: every request in it fails rather than continue on bad data,
@@ -486,14 +494,15 @@ export class Scheduler<
     this.#queue.insert(victim);
   }
 
-  #finish(entry: Entry<SeqOf<C>>, r: StepReport): void {
+  #finish(entry: Entry<SeqOf<C>>, reason: "length" | "stop", r: StepReport): void {
     this.#running.splice(this.#running.indexOf(entry), 1);
     for (const listener of this.#retireListeners) notify(() => listener(entry, entry.seq!), undefined);
     this.#releaseSeq(entry);
     entry.state = "finished";
     this.#byId.delete(entry.id);
     r.finished++;
-    entry.handle.end(entry.result("finished"));
+    if (reason === "stop") r.stopped++;
+    entry.settle(reason);
   }
 
   #fail(entry: Entry<SeqOf<C>>, error: unknown, r: StepReport): void {
@@ -510,7 +519,7 @@ export class Scheduler<
       error instanceof PkvError
         ? error
         : new StepFailedError(`step ${r.step} failed for request ${entry.id}: ${String(error)}`, { cause: error });
-    entry.handle.fail(delivered);
+    entry.settle("error", delivered);
   }
 
   /**
