@@ -1,5 +1,6 @@
 // Smoke tests: each example runs to completion at small sizes and prints its key lines.
 import { describe, expect, test } from "bun:test";
+import { spawnExampleServer } from "./support/http-client";
 
 const root = new URL("..", import.meta.url).pathname;
 
@@ -40,20 +41,8 @@ describe("examples", () => {
   });
 
   test("serve.ts starts, answers one request, and says how to call it", async () => {
-    const proc = Bun.spawn([process.execPath, "examples/serve.ts"], {
-      cwd: root,
-      env: { ...process.env, PORT: "0" },
-      stdout: "pipe",
-    });
+    const { proc, url } = await spawnExampleServer();
     try {
-      const reader = proc.stdout.getReader();
-      let text = "";
-      while (!text.includes("try: curl")) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        text += new TextDecoder().decode(value);
-      }
-      const url = text.match(/serving on (http:\/\/\S+)/)?.[1];
       expect(url).toBeDefined();
       const response = await fetch(new URL("/generate", url), {
         method: "POST",
