@@ -66,7 +66,17 @@ export {
   type SyntheticShape,
 } from "./scheduler";
 export type { SchedulerPlan } from "./scheduler/ports";
-export { createDemoStack, sizesFor, CPU_SIZES, GPU_SIZES, type DemoSizes, type DemoStack } from "./scheduler/demo";
+export {
+  createDemoStack,
+  sizesFor,
+  CPU_SIZES,
+  GPU_SIZES,
+  type DemoSizes,
+  type DemoStack,
+  type DemoOptions,
+  type DemoParts,
+  type DemoRunner,
+} from "./scheduler/demo";
 export { startServer, type ServeOptions, type RunningServer } from "./http/server";
 export { renderMetrics, METRICS_CONTENT_TYPE, type MetricsSource } from "./http/metrics";
 export { ApiError } from "./http/api-error";

@@ -258,6 +258,11 @@ export class Scheduler<
             this.#wake = null;
             continue;
           }
+          if (this.#current) {
+            // A step the caller started (step() beside run()): wait for it rather than refuse to step.
+            await this.#current.catch(() => {});
+            continue;
+          }
           try {
             await this.step();
           } catch (error) {

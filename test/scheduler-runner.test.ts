@@ -7,6 +7,7 @@ import { BadStateError, InvalidArgumentError } from "../lib/errors";
 import { KVCache, type Sequence } from "../lib/kvcache";
 import { openRuntime } from "../lib/runtime";
 import { type ActiveRequest, type DecodeResult, HostStepRunner, Scheduler, type StepRunner } from "../lib/scheduler";
+import { createDemoStack, sizesFor } from "../lib/scheduler/demo";
 import { SyntheticModel } from "../lib/scheduler/synthetic";
 
 const rt = openRuntime({ backend: "cpu" });
@@ -142,6 +143,19 @@ describe("Scheduler over a StepRunner", () => {
     p.dispose();
   });
 
+  test("run() beside a step the caller started waits for it instead of failing the requests", async () => {
+    const p = parts();
+    const scheduler = new Scheduler({ cache: p.cache, runner: slowRunner(p.hostRunner(), 10) });
+    const handle = scheduler.submit({ promptLength: 5, maxTokens: 4 });
+    const manual = scheduler.step();
+    await scheduler.run({ untilIdle: true });
+    expect((await manual).batch).toBe(1);
+    const result = await handle.done;
+    expect(result.tokens.length).toBe(4);
+    expect(scheduler.totals.failed).toBe(0);
+    p.dispose();
+  });
+
   test("a request cancelled during a step ends at once; its pages are freed when the step is done", async () => {
     const p = parts();
     const scheduler = new Scheduler({ cache: p.cache, runner: slowRunner(p.hostRunner(), 20) });
@@ -200,5 +214,39 @@ describe("Scheduler over a StepRunner", () => {
     const scheduler = new Scheduler({ cache: p.cache, runner });
     expect(scheduler.runner).toBe(runner);
     p.dispose();
+  });
+});
+
+describe("the demo stack", () => {
+  test("builds its scheduler over a runner from the factory, and disposes the runner when it closes", async () => {
+    let disposed = 0;
+    let steps = 0;
+    const stack = createDemoStack(rt, sizesFor(rt, { numPages: 64, maxBatch: 4 }), {
+      runner: ({ cache, engine, model, sizes }) => {
+        const host = new HostStepRunner({
+          cache,
+          engine,
+          model,
+          shape: { ...sizes, maxPagesPerSequence: sizes.numPages },
+          maxBatch: sizes.maxBatch,
+        });
+        return {
+          maxBatch: host.maxBatch,
+          prefill: (...args) => host.prefill(...args),
+          decode: (...args) => {
+            steps++;
+            return host.decode(...args);
+          },
+          dispose: () => disposed++,
+        };
+      },
+    });
+    const handle = stack.scheduler.submit({ promptLength: 5, maxTokens: 3 });
+    await stack.scheduler.run({ untilIdle: true });
+    expect((await handle.done).tokens.length).toBe(3);
+    expect(steps).toBe(3);
+    expect(stack.scheduler.runner).not.toBeInstanceOf(HostStepRunner);
+    await stack.close();
+    expect(disposed).toBe(1);
   });
 });

@@ -10,7 +10,7 @@
 // finish its stream, then stops the server, the scheduler and the stack.
 import type { Runtime } from "../runtime";
 import { openRuntime } from "../runtime";
-import { type DemoSizes, type DemoStack, createDemoStack, sizesFor } from "../scheduler/demo";
+import { type DemoOptions, type DemoSizes, type DemoStack, createDemoStack, sizesFor } from "../scheduler/demo";
 import { ApiError, toApiError } from "./api-error";
 import { maxBodyBytes, readJson } from "./body";
 import { parseCompletionRequest } from "./completion-request";
@@ -24,6 +24,9 @@ export interface ServeOptions {
   hostname?: string;
   rt?: Runtime; // default: a runtime of its own (auto backend), closed with the server
   sizes?: Partial<DemoSizes>;
+  /** The decode policy, and the step's runner (default: the host path); see createDemoStack. */
+  policy?: DemoOptions["policy"];
+  runner?: DemoOptions["runner"];
   /** The id /v1/models lists and /v1/completions accepts (default "pkv-synthetic"). */
   modelId?: string;
   /** A comment goes down a stream after this long without an event (default 15 s). */
@@ -69,7 +72,7 @@ export function startServer(options: ServeOptions = {}): RunningServer {
   const rt = options.rt ?? openRuntime({ backend: (process.env.PKV_BACKEND ?? "auto") as "auto" });
   let stack: DemoStack;
   try {
-    stack = createDemoStack(rt, sizesFor(rt, options.sizes));
+    stack = createDemoStack(rt, sizesFor(rt, options.sizes), { policy: options.policy, runner: options.runner });
   } catch (error) {
     if (!options.rt) rt.dispose();
     throw error;
