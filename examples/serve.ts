@@ -10,12 +10,14 @@
 // request cancelled and its pages freed; SIGTERM (or Ctrl-C) stops admitting, lets the streams in
 // flight finish, then exits. The model is synthetic (deterministic activations, no weights, no
 // tokenizer: text is token ids): the point is the serving loop, not the text.
-import { type RunningServer, type ServeOptions, startServer } from "persistentkv";
+import { type Backend, type RunningServer, type ServeOptions, readEnv, startServer } from "persistentkv";
 
 export { type RunningServer, type ServeOptions, startServer };
 
 if (import.meta.main) {
-  const server = startServer({ port: Number(process.env.PORT ?? 3000) });
+  // CUDA if a device is visible, else the CPU reference backend; PKV_BACKEND=cpu forces the CPU.
+  const backend = (readEnv("PKV_BACKEND") ?? "auto") as Backend | "auto";
+  const server = startServer({ port: Number(readEnv("PORT") ?? 3000), backend });
   const { numLayers, numPages, pageSize } = server.stack.sizes;
   console.log(
     `serving on ${server.url} (${numLayers} layers, ${numPages} pages of ${pageSize} tokens, synthetic model)`,

@@ -91,6 +91,7 @@ export class Scheduler<
   #inFlight: ReadonlySet<Entry<SeqOf<C>>> = new Set();
   readonly #releaseAfterStep: Entry<SeqOf<C>>[] = [];
   #stopping = false;
+  #closed = false;
   #wake: (() => void) | null = null;
 
   constructor(options: SchedulerOptions<C, P>) {
@@ -128,6 +129,7 @@ export class Scheduler<
    * signal is already aborted with its handle already cancelled.
    */
   submit(spec: RequestSpec): RequestHandle {
+    this.#checkOpen("submit");
     const { promptLength, maxTokens } = checkSpec(spec);
     const id = spec.id ?? this.#nextId;
     if (this.#byId.has(id))
@@ -207,6 +209,7 @@ export class Scheduler<
    * awaited, so timers, HTTP handlers, submits and cancels run meanwhile; one step at a time.
    */
   step(): Promise<StepReport> {
+    if (this.#closed) return Promise.reject(this.#closedError("step"));
     if (this.#current)
       return Promise.reject(new BadStateError(Status.BAD_STATE, "step: a step is already running; await it first"));
     const current = this.#step().finally(() => {
@@ -247,6 +250,7 @@ export class Scheduler<
    * submits run) and sleeping while there is no work. With `untilIdle`, returns once nothing is left.
    */
   run(options: { untilIdle?: boolean } = {}): Promise<void> {
+    if (this.#closed) return Promise.reject(this.#closedError("run"));
     if (this.#loop) return this.#loop;
     this.#stopping = false;
     this.#loop = (async () => {
@@ -286,8 +290,9 @@ export class Scheduler<
     await this.#loop;
   }
 
-  /** Cancels everything live, stops the loop and waits for the step in progress. */
+  /** Cancels everything live, stops the loop and waits for the step in progress; submit, step and run are refused after. */
   async close(): Promise<void> {
+    this.#closed = true;
     for (const id of [...this.#byId.keys()]) this.cancel(id);
     await this.stop();
     await this.#current?.catch(() => {}); // its failure went to its requests, all cancelled now
@@ -296,6 +301,14 @@ export class Scheduler<
   /** `await using scheduler = new Scheduler(...)`: close(). The cache, engine and a given runner stay the caller's. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
+  }
+
+  #closedError(method: string): BadStateError {
+    return new BadStateError(Status.BAD_STATE, `${method}: the scheduler is closed`);
+  }
+
+  #checkOpen(method: string): void {
+    if (this.#closed) throw this.#closedError(method);
   }
 
   // ---- phases of a step ----------------------------------------------------------------------

@@ -121,6 +121,32 @@ describe("drain", () => {
     }
   });
 
+  test("a request whose body was still arriving when drain began is refused, not left hanging", async () => {
+    const server = startServer({ port: 0, sizes: SIZES });
+    let sendRest!: () => void;
+    const rest = new Promise<void>((resolve) => (sendRest = resolve));
+    const body = new ReadableStream<Uint8Array>({
+      async start(controller) {
+        controller.enqueue(new TextEncoder().encode('{"prompt_length": 5, '));
+        await rest;
+        controller.enqueue(new TextEncoder().encode('"max_tokens": 2}'));
+        controller.close();
+      },
+    });
+    const pending = fetch(new URL("/v1/completions", server.url), {
+      method: "POST",
+      body,
+      duplex: "half",
+    } as RequestInit);
+    await Bun.sleep(20); // the server is reading the body
+    const drained = server.drain();
+    sendRest();
+    const response = await pending;
+    expect(response.status).toBe(503);
+    await drained;
+    expect(server.stack.scheduler.totals.steps).toBe(0); // it never reached the scheduler
+  });
+
   test("with nothing in flight it stops at once", async () => {
     const server = startServer({ port: 0, sizes: SIZES });
     const started = performance.now();

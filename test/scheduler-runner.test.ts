@@ -179,13 +179,15 @@ describe("Scheduler over a StepRunner", () => {
     p.dispose();
   });
 
-  test("`await using` cancels what is live, stops run() and waits for the step in progress", async () => {
+  test("`await using` cancels what is live, stops run(), waits for the step in progress, and is final", async () => {
     const p = parts();
     const runner = slowRunner(p.hostRunner(), 10);
     let handle: ReturnType<Scheduler<KVCache>["submit"]>;
     let loop: Promise<void>;
+    let closed: Scheduler<KVCache>;
     {
       await using scheduler = new Scheduler({ cache: p.cache, runner });
+      closed = scheduler;
       handle = scheduler.submit({ promptLength: 6, maxTokens: 150 });
       loop = scheduler.run();
       await Bun.sleep(35);
@@ -197,6 +199,9 @@ describe("Scheduler over a StepRunner", () => {
     await Bun.sleep(30);
     expect(runner.steps).toBe(steps); // nothing runs after dispose
     expect(p.cache.stats().pagesUsed).toBe(0);
+    expect(() => closed.submit({ promptLength: 2, maxTokens: 1 })).toThrow(BadStateError);
+    await expect(closed.step()).rejects.toThrow(/the scheduler is closed/);
+    await expect(closed.run()).rejects.toBeInstanceOf(BadStateError);
     p.dispose();
   });
 

@@ -19,16 +19,21 @@ export interface GenerateContext {
   // biome-ignore lint/suspicious/noExplicitAny: any cache type; the route only submits
   scheduler: Scheduler<any>;
   maxBodyBytes: number;
-  /** Marks a request in flight; the returned function ends it (drain waits for all of them). */
-  begin(): () => void;
+  inFlight: {
+    /** Marks a request in flight (drain waits for all of them); returns the function that ends it. A 503 while draining. */
+    begin(): () => void;
+    /** A 503 while draining. */
+    admitting(): void;
+  };
   stream: Omit<SseOptions, "onClose">;
 }
 
 export async function generate(req: Request, ctx: GenerateContext): Promise<Response> {
   let end: (() => void) | undefined;
   try {
+    end = ctx.inFlight.begin();
     const spec = toSpec(await readJson(req, ctx.maxBodyBytes));
-    end = ctx.begin();
+    ctx.inFlight.admitting(); // again: drain may have begun while the body was read
     const handle = ctx.scheduler.submit({ ...spec, signal: req.signal });
     // A request too long for the pool or the model fails at once, before anything was allocated for it:
     // say so with a status, not an empty stream.

@@ -8,8 +8,7 @@
 //
 // drain() (and SIGTERM, in examples/serve.ts) stops admitting (503), lets every request in flight
 // finish its stream, then stops the server, the scheduler and the stack.
-import type { Runtime } from "../runtime";
-import { openRuntime } from "../runtime";
+import { type Backend, type Runtime, openRuntime } from "../runtime";
 import { type DemoOptions, type DemoSizes, type DemoStack, createDemoStack, sizesFor } from "../scheduler/demo";
 import { ApiError, toApiError } from "./api-error";
 import { maxBodyBytes, readJson } from "./body";
@@ -22,7 +21,8 @@ import { SSE_HEADERS, sseStream } from "./sse";
 export interface ServeOptions {
   port?: number; // 0 picks a free port
   hostname?: string;
-  rt?: Runtime; // default: a runtime of its own (auto backend), closed with the server
+  rt?: Runtime; // default: a runtime of its own, closed with the server
+  backend?: Backend | "auto"; // of that runtime (default "auto")
   sizes?: Partial<DemoSizes>;
   /** The decode policy, and the step's runner (default: the host path); see createDemoStack. */
   policy?: DemoOptions["policy"];
@@ -43,12 +43,24 @@ export interface RunningServer {
   stop(): Promise<void>;
 }
 
-/** Counts requests in flight, so that drain can wait for the last one. */
+/** Counts requests in flight, so that drain can wait for the last one; admits none once draining. */
 class InFlight {
   #count = 0;
   #idle: (() => void)[] = [];
+  draining = false;
 
+  /** A 503 once draining. */
+  admitting(): void {
+    if (this.draining)
+      throw new ApiError(503, "the server is draining: it takes no new requests", {
+        type: "service_unavailable",
+        code: "draining",
+      });
+  }
+
+  /** The function that ends the request in flight; a 503 once draining. */
   begin(): () => void {
+    this.admitting();
     this.#count++;
     let ended = false;
     return () => {
@@ -69,7 +81,7 @@ const method = (req: Request, allowed: string) => {
 };
 
 export function startServer(options: ServeOptions = {}): RunningServer {
-  const rt = options.rt ?? openRuntime({ backend: (process.env.PKV_BACKEND ?? "auto") as "auto" });
+  const rt = options.rt ?? openRuntime({ backend: options.backend ?? "auto" });
   let stack: DemoStack;
   try {
     stack = createDemoStack(rt, sizesFor(rt, options.sizes), { policy: options.policy, runner: options.runner });
@@ -84,28 +96,20 @@ export function startServer(options: ServeOptions = {}): RunningServer {
   const maxContext = sizes.numPages * sizes.pageSize;
   const bodyLimit = maxBodyBytes(maxContext);
   const inFlight = new InFlight();
-  let draining = false;
   const loop = scheduler.run(); // steps while there is work, yielding to the event loop between steps
 
-  const refuseWhileDraining = () => {
-    if (draining)
-      throw new ApiError(503, "the server is draining: it takes no new requests", {
-        type: "service_unavailable",
-        code: "draining",
-      });
-  };
-
   async function completions(req: Request): Promise<Response> {
-    refuseWhileDraining();
-    const request = parseCompletionRequest(await readJson(req, bodyLimit));
-    if (request.model !== undefined && request.model !== modelId)
-      throw new ApiError(404, `the model "${request.model}" is not served here; GET /v1/models lists "${modelId}"`, {
-        type: "not_found_error",
-        param: "model",
-        code: "model_not_found",
-      });
+    // In flight from here (drain waits for it), and refused at once while draining.
     const end = inFlight.begin();
     try {
+      const request = parseCompletionRequest(await readJson(req, bodyLimit));
+      inFlight.admitting(); // again: drain may have begun while the body was read
+      if (request.model !== undefined && request.model !== modelId)
+        throw new ApiError(404, `the model "${request.model}" is not served here; GET /v1/models lists "${modelId}"`, {
+          type: "not_found_error",
+          param: "model",
+          code: "model_not_found",
+        });
       const handle = scheduler.submit({
         prompt: request.prompt,
         promptLength: request.promptLength,
@@ -157,19 +161,21 @@ export function startServer(options: ServeOptions = {}): RunningServer {
             });
           case "/health":
             method(req, "GET");
-            return Response.json({ status: draining ? "draining" : "ok" }, { status: draining ? 503 : 200 });
+            return Response.json(
+              { status: inFlight.draining ? "draining" : "ok" },
+              { status: inFlight.draining ? 503 : 200 },
+            );
           case "/metrics":
             method(req, "GET");
-            return new Response(renderMetrics({ scheduler, cache, draining }), {
+            return new Response(renderMetrics({ scheduler, cache, draining: inFlight.draining }), {
               headers: { "content-type": METRICS_CONTENT_TYPE },
             });
           case "/generate":
             if (req.method !== "POST") return Response.json({ error: "use POST" }, { status: 405 });
-            if (draining) return Response.json({ error: "the server is draining" }, { status: 503 });
             return await generate(req, {
               scheduler,
               maxBodyBytes: bodyLimit,
-              begin: () => inFlight.begin(),
+              inFlight,
               stream: { keepAliveMs },
             });
           case "/stats":
@@ -185,9 +191,10 @@ export function startServer(options: ServeOptions = {}): RunningServer {
   });
 
   let stopped: Promise<void> | null = null;
-  const stop = () => {
+  /** Gracefully: the last responses go out before the connections close; else they are cut at once. */
+  const stop = (graceful = false) => {
     stopped ??= (async () => {
-      server.stop(true);
+      await server.stop(!graceful);
       await stack.close();
       await loop;
       if (!options.rt) rt.dispose();
@@ -199,13 +206,13 @@ export function startServer(options: ServeOptions = {}): RunningServer {
     url: new URL(`http://${server.hostname}:${server.port}`),
     stack,
     get draining() {
-      return draining;
+      return inFlight.draining;
     },
     async drain() {
-      draining = true;
+      inFlight.draining = true;
       await inFlight.idle();
-      await stop();
+      await stop(true);
     },
-    stop,
+    stop: () => stop(),
   };
 }
