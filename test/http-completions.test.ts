@@ -3,6 +3,7 @@
 // /v1/models, /health and the legacy routes answer, and every unknown or mistyped field, bad body,
 // unknown model or route gets its 4xx with an OpenAI-style error body.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { InvalidArgumentError } from "../lib/errors";
 import { type RunningServer, startServer } from "../lib/http/server";
 import { type CompletionChunk, collectSse, postJson, readSse } from "./support/http-client";
 
@@ -209,6 +210,12 @@ describe("the other routes", () => {
       expect(r.status, path).toBe(405);
       expect((await json(r)).error.code).toBe("method_not_allowed");
     }
+  });
+
+  test("server options that make no sense are refused with a typed error before anything opens", () => {
+    for (const options of [{ keepAliveMs: 0 }, { keepAliveMs: -5 }, { keepAliveMs: Number.NaN }, { modelId: "" }])
+      expect(() => startServer({ port: 0, ...options }), JSON.stringify(options)).toThrow(InvalidArgumentError);
+    expect(() => startServer({ port: 0, keepAliveMs: "5" as never })).toThrow(/keepAliveMs "5"/);
   });
 
   test("the legacy POST /generate still streams named events", async () => {

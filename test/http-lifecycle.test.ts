@@ -5,6 +5,7 @@
 import { describe, expect, test } from "bun:test";
 import { type RunningServer, startServer } from "../lib/http/server";
 import { type CompletionChunk, postJson, readSse, spawnExampleServer, waitFor } from "./support/http-client";
+import { hookedHostRunner } from "./support/runners";
 
 const SIZES = { numPages: 48, swapPages: 0, maxBatch: 16 };
 
@@ -65,6 +66,39 @@ describe("a client that disconnects", () => {
       await waitFor(() => server.stack.scheduler.totals.cancelled === 1 && server.stack.cache.stats().pagesUsed === 0);
       expect(server.stack.scheduler.totals.finished).toBe(0);
     });
+  });
+});
+
+describe("a step that fails", () => {
+  test("mid-stream: an OpenAI-style error event, then [DONE]; without stream: a 500 with the error body", async () => {
+    let decodes = 0;
+    const server = startServer({
+      port: 0,
+      sizes: SIZES,
+      runner: (parts) =>
+        hookedHostRunner(parts, {
+          beforeDecode: () => {
+            if (++decodes % 3 === 0) throw new Error("the device fell off the bus");
+          },
+        }),
+    });
+    try {
+      const events = [];
+      for await (const e of readSse(await completions(server, { prompt_length: 5, max_tokens: 10, stream: true })))
+        events.push(e.data);
+      expect(events.length).toBe(2 + 2); // two tokens, the error, [DONE]
+      const { error } = JSON.parse(events[2]!) as { error: { message: string; type: string; code: string } };
+      expect(error.type).toBe("server_error");
+      expect(error.code).toBe("StepFailedError");
+      expect(error.message).toContain("the device fell off the bus");
+      expect(events[3]).toBe("[DONE]");
+      const whole = await completions(server, { prompt_length: 5, max_tokens: 10 });
+      expect(whole.status).toBe(500);
+      expect(((await whole.json()) as { error: { message: string } }).error.message).toContain("fell off the bus");
+      expect(server.stack.cache.stats().pagesUsed).toBe(0);
+    } finally {
+      await server.stop();
+    }
   });
 });
 

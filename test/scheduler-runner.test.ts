@@ -9,6 +9,7 @@ import { openRuntime } from "../lib/runtime";
 import { type ActiveRequest, type DecodeResult, HostStepRunner, Scheduler, type StepRunner } from "../lib/scheduler";
 import { createDemoStack, sizesFor } from "../lib/scheduler/demo";
 import { SyntheticModel } from "../lib/scheduler/synthetic";
+import { hookedHostRunner } from "./support/runners";
 
 const rt = openRuntime({ backend: "cpu" });
 afterAll(() => rt.dispose());
@@ -227,24 +228,11 @@ describe("the demo stack", () => {
     let disposed = 0;
     let steps = 0;
     const stack = createDemoStack(rt, sizesFor(rt, { numPages: 64, maxBatch: 4 }), {
-      runner: ({ cache, engine, model, sizes }) => {
-        const host = new HostStepRunner({
-          cache,
-          engine,
-          model,
-          shape: { ...sizes, maxPagesPerSequence: sizes.numPages },
-          maxBatch: sizes.maxBatch,
-        });
-        return {
-          maxBatch: host.maxBatch,
-          prefill: (...args) => host.prefill(...args),
-          decode: (...args) => {
-            steps++;
-            return host.decode(...args);
-          },
+      runner: (parts) =>
+        hookedHostRunner(parts, {
+          beforeDecode: () => steps++,
           dispose: () => disposed++,
-        };
-      },
+        }),
     });
     const handle = stack.scheduler.submit({ promptLength: 5, maxTokens: 3 });
     await stack.scheduler.run({ untilIdle: true });

@@ -8,8 +8,10 @@
 //
 // drain() (and SIGTERM, in examples/serve.ts) stops admitting (503), lets every request in flight
 // finish its stream, then stops the server, the scheduler and the stack.
+import { InvalidArgumentError, Status } from "../errors";
 import { type Backend, type Runtime, openRuntime } from "../runtime";
 import { type DemoOptions, type DemoSizes, type DemoStack, createDemoStack, sizesFor } from "../scheduler/demo";
+import { show } from "../validate";
 import { ApiError, toApiError } from "./api-error";
 import { maxBodyBytes, readJson } from "./body";
 import { parseCompletionRequest } from "./completion-request";
@@ -80,7 +82,18 @@ const method = (req: Request, allowed: string) => {
     throw new ApiError(405, `use ${allowed} for ${new URL(req.url).pathname}`, { code: "method_not_allowed" });
 };
 
+/** The server's own options, checked before anything is opened. */
+function checkOptions(options: ServeOptions): { modelId: string; keepAliveMs: number } {
+  const bad = (message: string) => new InvalidArgumentError(Status.INVALID_ARGUMENT, `startServer: ${message}`);
+  const { modelId = "pkv-synthetic", keepAliveMs = 15_000 } = options;
+  if (typeof modelId !== "string" || modelId === "") throw bad(`modelId ${show(modelId)} is not a non-empty string`);
+  if (typeof keepAliveMs !== "number" || !(keepAliveMs > 0) || !Number.isFinite(keepAliveMs))
+    throw bad(`keepAliveMs ${show(keepAliveMs)} is not a positive number of milliseconds`);
+  return { modelId, keepAliveMs };
+}
+
 export function startServer(options: ServeOptions = {}): RunningServer {
+  const { modelId, keepAliveMs } = checkOptions(options);
   const rt = options.rt ?? openRuntime({ backend: options.backend ?? "auto" });
   let stack: DemoStack;
   try {
@@ -90,8 +103,6 @@ export function startServer(options: ServeOptions = {}): RunningServer {
     throw error;
   }
   const { scheduler, cache, sizes } = stack;
-  const modelId = options.modelId ?? "pkv-synthetic";
-  const keepAliveMs = options.keepAliveMs ?? 15_000;
   const created = Math.floor(Date.now() / 1000);
   const maxContext = sizes.numPages * sizes.pageSize;
   const bodyLimit = maxBodyBytes(maxContext);
