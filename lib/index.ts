@@ -55,4 +55,17 @@ export {
   type SyntheticShape,
 } from "./scheduler";
 export type { SchedulerPlan } from "./scheduler/ports";
+export type { Address } from "./interop/address";
+export { KVPool, type KVPoolOptions, type KVPoolMemory } from "./interop/kvpool";
+export type { KVPoolLayout, TokenPositions } from "./interop/layout";
+export type { CallerPageTable, PagedTable, CallerBlockTable } from "./interop/paged-plan";
+export {
+  memoryInfo,
+  pageBytes,
+  pagesFor,
+  swapPagesFor,
+  type MemoryInfo,
+  type PageShape,
+  type SizedKVCacheOptions,
+} from "./cache/memory";
 export { createDemoStack, sizesFor, CPU_SIZES, GPU_SIZES, type DemoSizes, type DemoStack } from "./scheduler/demo";
