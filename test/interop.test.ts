@@ -472,6 +472,25 @@ describe("bring your own page table", () => {
     expect(() => pool.layout(0)).toThrow(BadStateError);
   });
 
+  test("one engine plans a wrapped pool: another's paged plan is refused until the first is disposed", () => {
+    using rt = openRuntime({ backend: "cpu" });
+    const keep: unknown[] = [];
+    const lb = layeredBatch(SHAPE, [20, 5], 1, 4);
+    using pool = wrapPool(rt, lb, (bytes) => hostMemory(bytes, keep));
+    const table = { indptr: lb.batch.pageIndptr, indices: lb.batch.pageIndices, lastPageLen: lb.lastPageLen };
+    const first = rt.createDecodeEngine({ cache: pool, numQoHeads: 8 });
+    using second = rt.createDecodeEngine({ cache: pool, numQoHeads: 8 });
+    const plan = first.planPaged(pool, table);
+    expect(() => second.planPaged(pool, table)).toThrow(BadStateError);
+    const out = new Uint16Array(lb.batch.q.length);
+    first.run(plan, 0, lb.batch.q, out); // the refused plan changed nothing of the first engine's
+    expect(layerError(lb, 0, out)).toBeLessThan(2e-3);
+    first.dispose();
+    const taken = second.planPaged(pool, table);
+    second.run(taken, 0, lb.batch.q, out);
+    expect(layerError(lb, 0, out)).toBeLessThan(2e-3);
+  });
+
   test("a plan whose wrapped pool was disposed cannot run", () => {
     using rt = openRuntime({ backend: "cpu" });
     const keep: unknown[] = [];

@@ -318,7 +318,8 @@ pkv_status pkv_decode_plan(pkv_decode_engine *engine, pkv_kvpool *pool, int32_t 
  * indices[indptr[b] .. indptr[b+1]) and its last page holds last_page_len[b] tokens (1..page_size), so its
  * context is (pages - 1) * page_size + last_page_len[b]. Every page id, length and count is checked before
  * anything changes; the plan then copies the pages into block-table rows 0..batch-1 (only entries that
- * changed since the last plan are uploaded) and plans as pkv_decode_plan does. */
+ * changed since the last plan are uploaded) and plans as pkv_decode_plan does. One engine plans a pool this
+ * way: another engine's paged plan over it is PKV_ERR_BAD_STATE while the first engine lives. */
 pkv_status pkv_decode_plan_paged(pkv_decode_engine *engine, pkv_kvpool *pool, int32_t batch, const int32_t *indptr,
                                  const int32_t *indices, const int32_t *last_page_len, int32_t policy,
                                  pkv_plan_info *info);

@@ -254,12 +254,19 @@ pkv_status check_plan_handles(pkv_decode_engine *engine, pkv_kvpool *&pool, int3
 // its message is renamed for the entry point the caller called.
 pkv_status plan_rows(pkv_decode_engine *engine, pkv_kvpool *pool, pkv_kvpool *pool_handle, StagedRows &st,
                      int32_t policy, pkv_plan_info *info, const char *func) {
+  const uint64_t engine_token = (uint64_t)(uintptr_t)engine;
+  if (pool->paged_engine != 0 && pool->paged_engine != engine_token && pkv::token_is_live(pool->paged_engine))
+    return fail(PKV_ERR_BAD_STATE, "%s: another engine plans this pool's table; one engine per wrapped pool (its paged "
+                "plans rewrite the table rows the other's plans read)", func);
   stage_rows(pool, &st);
   const pkv_status s = pkv_decode_plan(engine, pool_handle, (int32_t)st.rows.size(), st.row_ids.data(),
                                        st.lengths.data(), policy, info);
   const std::string message = s == PKV_OK ? "" : pkv_last_error();
   pkv::begin_call(func);  // pkv_decode_plan named itself; the rest of this call is func's again
-  if (s == PKV_OK) return PKV_OK;
+  if (s == PKV_OK) {
+    pool->paged_engine = engine_token;
+    return PKV_OK;
+  }
   unstage_rows(pool, st);
   const std::string inner = "pkv_decode_plan: ";
   return fail(s, "%s", message.compare(0, inner.size(), inner) == 0 ? message.c_str() + inner.size() : message.c_str());

@@ -36,6 +36,9 @@ struct pkv_kvpool {
   // A pool over the caller's pages (pkv_kvpool_wrap): each layer's K and V, never freed here (k and v
   // stay NULL). Empty for a pool of our own pages.
   std::vector<char *> k_layers, v_layers;
+  // The engine whose paged plans (pkv_decode_plan_paged) fill this pool's table rows 0..batch-1: another
+  // engine's paged plan would rewrite the rows its plans read, so it is refused while this one lives.
+  uint64_t paged_engine;
 };
 
 namespace pkv {
