@@ -416,6 +416,37 @@ describe("bring your own page table", () => {
     );
   });
 
+  test("a plan refused by the planner behind it names the entry point called and leaves the table as it was", () => {
+    using rt = openRuntime({ backend: "cpu" });
+    const keep: unknown[] = [];
+    const lb = layeredBatch(SHAPE, LENS, 1, 8);
+    using pool = wrapPool(rt, lb, (bytes) => hostMemory(bytes, keep));
+    using engine = rt.createDecodeEngine({ cache: pool, numQoHeads: 8, maxBatch: 2 });
+    const [table, dirty] = [new BigUint64Array(1), new BigUint64Array(1)];
+    native().pkv_kvpool_table_addresses(pool.poolHandle, table, dirty);
+    const rows = new Int32Array(toArrayBuffer(Number(table[0]) as never, 0, 256 * 4));
+    const marks = new Int32Array(toArrayBuffer(Number(dirty[0]) as never, 0, 8 * 4));
+    const [rowsBefore, marksBefore] = [rows.slice(), marks.slice()];
+    const { pageIndptr: indptr, pageIndices: indices } = lb.batch;
+    // Six requests fit the pool's rows but not the engine's max_batch of 2: pkv_decode_plan refuses them.
+    const status = native().pkv_decode_plan_paged(
+      engine.handle,
+      pool.poolHandle,
+      6,
+      indptr,
+      indices,
+      lb.lastPageLen,
+      -1,
+      new Uint8Array(40),
+    );
+    expect(status).toBe(1);
+    expect(String(native().pkv_last_error())).toBe(
+      "pkv_decode_plan_paged: batch 6 is not in 1..2 (the engine's max_batch)",
+    );
+    expect(rows).toEqual(rowsBefore);
+    expect(marks).toEqual(marksBefore);
+  });
+
   test("a request longer than the pool's table width, or more requests than its rows, is refused", () => {
     using rt = openRuntime({ backend: "cpu" });
     const keep: unknown[] = [];
@@ -460,6 +491,9 @@ describe("bring your own page table", () => {
     ).toThrow("no swap");
     using small = rt.allocDevice(layerBytes - 16);
     expect(() => KVPool.wrap(rt, options, { k: [small, at(1)], v: [at(2), at(3)] })).toThrow(OutOfRangeError);
+    const gone = rt.allocDevice(layerBytes);
+    gone.dispose();
+    expect(() => KVPool.wrap(rt, options, { k: [gone, at(1)], v: [at(2), at(3)] })).toThrow(BadStateError);
     using big = rt.allocDevice(layerBytes);
     const pool = KVPool.wrap(rt, options, { k: [big, at(1)], v: [at(2), at(3)] });
     expect(pool.buffers).toEqual([big]);

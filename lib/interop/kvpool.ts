@@ -60,6 +60,7 @@ export class KVPool extends NativeObject {
       return BigUint64Array.from(list, (entry: Address | NativeBuffer, layer) => {
         const what = `memory.${name}[${layer}]`;
         if (!(entry instanceof NativeBuffer)) return checkAddress(method, what, entry);
+        entry.handle; // throws BadStateError for a disposed buffer: its memory is gone
         if (entry.bytes < layerBytes)
           throw new OutOfRangeError(
             Status.OUT_OF_RANGE,

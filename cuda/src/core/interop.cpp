@@ -136,18 +136,33 @@ struct CallerRow {
   int32_t length;
 };
 
-// The checked rows of a step, and what staging them into the pool's table replaced (for a failed plan).
+// The checked rows of a step, and what staging them into the pool's table replaced (for a failed plan):
+// only the entries that changed, so a step whose table is as before saves nothing. One per thread, reused:
+// a plan allocates nothing once the largest step has been seen.
 struct StagedRows {
   std::vector<CallerRow> rows;
-  std::vector<int32_t> row_ids, lengths;
-  std::vector<int32_t> old_entries, old_dirty;
+  std::vector<int32_t> row_ids, lengths, old_dirty;
+  std::vector<std::pair<int64_t, int32_t>> replaced;  // (table index, old page id)
+  void clear() {
+    rows.clear(), row_ids.clear(), lengths.clear(), old_dirty.clear(), replaced.clear();
+  }
 };
+
+StagedRows &staged_rows() {
+  thread_local StagedRows st;
+  st.clear();
+  return st;
+}
 
 pkv_status check_pages(const pkv_kvpool *pool, int32_t b, const CallerRow &row, const char *what) {
   const pkv_kv_config &c = pool->config;
   if (row.count > c.max_pages_per_sequence)
     return fail(PKV_ERR_OUT_OF_RANGE, "request %d has %d pages, more than the pool's max_pages_per_sequence %d", b,
                 row.count, c.max_pages_per_sequence);
+  // A min/max pass vectorises; the slow search for the culprit runs only when there is one.
+  int32_t lo = INT32_MAX, hi = INT32_MIN;
+  for (int32_t i = 0; i < row.count; i++) lo = std::min(lo, row.pages[i]), hi = std::max(hi, row.pages[i]);
+  if (lo >= 0 && hi < c.num_pages) return PKV_OK;
   for (int32_t i = 0; i < row.count; i++)
     if (row.pages[i] < 0 || row.pages[i] >= c.num_pages)
       return fail(PKV_ERR_OUT_OF_RANGE, "request %d: %s holds page %d, outside 0..%d", b, what, row.pages[i],
@@ -211,27 +226,23 @@ void stage_rows(pkv_kvpool *pool, StagedRows *st) {
     const CallerRow &row = st->rows[b];
     int32_t *entries = pool->table_host + (int64_t)b * width;
     st->old_dirty.push_back(pool->dirty_from[b]);
-    st->old_entries.insert(st->old_entries.end(), entries, entries + row.count);
+    st->row_ids.push_back((int32_t)b);
+    st->lengths.push_back(row.length);
+    if (memcmp(entries, row.pages, (size_t)row.count * 4) == 0) continue;  // the usual step: no page changed
     int32_t first_changed = INT32_MAX;
     for (int32_t c = 0; c < row.count; c++)
       if (entries[c] != row.pages[c]) {
+        st->replaced.push_back({(int64_t)b * width + c, entries[c]});
         entries[c] = row.pages[c];
         first_changed = std::min(first_changed, c);
       }
     pool->dirty_from[b] = std::min(pool->dirty_from[b], first_changed);
-    st->row_ids.push_back((int32_t)b);
-    st->lengths.push_back(row.length);
   }
 }
 
 void unstage_rows(pkv_kvpool *pool, const StagedRows &st) {
-  const int32_t width = pool->config.max_pages_per_sequence;
-  size_t at = 0;
-  for (size_t b = 0; b < st.rows.size(); b++) {
-    memcpy(pool->table_host + (int64_t)b * width, st.old_entries.data() + at, (size_t)st.rows[b].count * 4);
-    at += st.rows[b].count;
-    pool->dirty_from[b] = st.old_dirty[b];
-  }
+  for (const auto &[index, page] : st.replaced) pool->table_host[index] = page;
+  for (size_t b = 0; b < st.old_dirty.size(); b++) pool->dirty_from[b] = st.old_dirty[b];
 }
 
 // The checks both plan entries share before reading the caller's arrays. `pool` is resolved in place;
@@ -438,7 +449,7 @@ pkv_status pkv_decode_plan_paged(pkv_decode_engine *engine, pkv_kvpool *pool, in
   PKV_API_BEGIN
   pkv_kvpool *const pool_handle = pool;
   PKV_TRY(check_plan_handles(engine, pool, batch, info, __func__));
-  StagedRows st;
+  StagedRows &st = staged_rows();
   PKV_TRY(rows_from_paged(pool, batch, indptr, indices, last_page_len, &st.rows));
   return plan_rows(engine, pool, pool_handle, st, policy, info, __func__);
   PKV_API_END
@@ -450,7 +461,7 @@ pkv_status pkv_decode_plan_block_table(pkv_decode_engine *engine, pkv_kvpool *po
   PKV_API_BEGIN
   pkv_kvpool *const pool_handle = pool;
   PKV_TRY(check_plan_handles(engine, pool, batch, info, __func__));
-  StagedRows st;
+  StagedRows &st = staged_rows();
   PKV_TRY(rows_from_block_table(pool, batch, block_table, stride, seq_lens, &st.rows));
   return plan_rows(engine, pool, pool_handle, st, policy, info, __func__);
   PKV_API_END
