@@ -86,6 +86,42 @@ describeGpu("interop on the GPU", () => {
     expect(() => Stream.wrap(rt, 0)).not.toThrow(); // the legacy default stream
   });
 
+  test("a model writes K and V in place: rows wrapped at the layout's addresses read back through readKV", () => {
+    using rt = openRuntime({ backend: "cuda" });
+    using cache = rt.createKVCache({
+      numLayers: 2,
+      numPages: 16,
+      pageSize: 16,
+      numKvHeads: 2,
+      headDim: 128,
+      dtype: "bf16",
+    });
+    const seq = cache.createSequence();
+    cache.append(seq, 20);
+    const where = cache.positions(seq);
+    const layout = cache.layout(1);
+    const row = (t: number, h: number, v: number) =>
+      Uint16Array.from({ length: 128 }, (_, i) => (t * 977 + h * 131 + i * 7 + v) & 0x3fff);
+    for (let t = 0; t < 20; t++)
+      for (let h = 0; h < 2; h++) {
+        const at = where.pages[t]! * layout.pageBytes + h * layout.headBytes + where.offsets[t]! * layout.tokenBytes;
+        for (const [base, v] of [
+          [layout.k, 0],
+          [layout.v, 1],
+        ] as const) {
+          const target = DeviceBuffer.wrap(rt, base + at, layout.tokenBytes);
+          target.write(row(t, h, v));
+          target.dispose();
+        }
+      }
+    const back = cache.readKV(1, seq);
+    for (let t = 0; t < 20; t++)
+      for (let h = 0; h < 2; h++) {
+        expect(back.k.subarray((t * 2 + h) * 128, (t * 2 + h + 1) * 128)).toEqual(row(t, h, 0));
+        expect(back.v.subarray((t * 2 + h) * 128, (t * 2 + h + 1) * 128)).toEqual(row(t, h, 1));
+      }
+  });
+
   for (const shape of SHAPES)
     test(`planPaged over wrapped device pools equals the reference: ${shape.numQoHeads}/${shape.numKvHeads} heads, d ${shape.headDim}, page ${shape.pageSize}, ${shape.dtype}`, () => {
       using rt = openRuntime({ backend: "cuda" });
@@ -122,7 +158,7 @@ describeGpu("interop on the GPU", () => {
             stream.dispose();
           }
         }
-    });
+    }, 120_000);
 
   test("wrapping a pool over pinned host memory, or over a range that runs past an allocation, is refused", () => {
     using rt = openRuntime({ backend: "cuda" });
