@@ -80,3 +80,16 @@ export {
 export { startServer, type ServeOptions, type RunningServer } from "./http/server";
 export { renderMetrics, METRICS_CONTENT_TYPE, type MetricsSource } from "./http/metrics";
 export { ApiError } from "./http/api-error";
+export type { Address } from "./interop/address";
+export { KVPool, type KVPoolOptions, type KVPoolMemory } from "./interop/kvpool";
+export type { KVPoolLayout, TokenPositions } from "./interop/layout";
+export type { CallerPageTable, PagedTable, CallerBlockTable } from "./interop/paged-plan";
+export {
+  memoryInfo,
+  pageBytes,
+  pagesFor,
+  swapPagesFor,
+  type MemoryInfo,
+  type PageShape,
+  type SizedKVCacheOptions,
+} from "./cache/memory";

@@ -10,6 +10,7 @@ import { BlockTable } from "./cache/block-table";
 import { IdStack } from "./cache/id-stack";
 import { type KVCacheConfig, type KVCacheOptions, encodeConfig, resolveConfig } from "./cache/config";
 import { type KVData, checkKVData, checkTokens } from "./cache/kv-arguments";
+import { type KVPoolLayout, type TokenPositions, readLayout, splitSlots } from "./interop/layout";
 import { PageAllocator } from "./cache/page-allocator";
 import { ChangeClock, PlanGuard } from "./cache/plan-guard";
 import { PrefixCache } from "./cache/prefix-cache";
@@ -207,6 +208,21 @@ export class KVCache extends NativeObject {
     s.length = length + n;
     if (n > 0) this.#changed(s, "appended to");
     return slots;
+  }
+
+  /** Where one layer keeps its pages (addresses, HND strides), for a model that writes K and V in place. */
+  layout(layer: number): KVPoolLayout {
+    return readLayout(this.handle, layer, this.config.numLayers);
+  }
+
+  /** Page ids, offsets and slots of a live sequence's tokens from..from+count (default: all of them). */
+  positions(seq: Sequence, from = 0, count?: number): TokenPositions {
+    const s = this.#live(seq, "positions");
+    const start = checkCount("positions", "from", from, 0, s.length);
+    const n = checkCount("positions", "count", count ?? s.length - start, 0, s.length - start);
+    const slots = new Int32Array(n);
+    this.#slots(s.row, start, n, slots);
+    return splitSlots(slots, this.#pageSize);
   }
 
   /** Stores K and V ([n][numKvHeads][headDim] each) of one layer at slots that append returned. */

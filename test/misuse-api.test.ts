@@ -12,19 +12,26 @@ import { join } from "node:path";
 import {
   BadStateError,
   DecodeEngine,
+  DeviceBuffer,
   InvalidArgumentError,
   KVCache,
+  KVPool,
+  NullPointerError,
+  OutOfMemoryError,
   OutOfRangeError,
+  PinnedBuffer,
   PkvError,
   type Plan,
   RequestTooLargeError,
   Scheduler,
   type Sequence,
   StalePlanError,
-  type Stream,
+  Stream,
   SyntheticModel,
   UnsupportedError,
   openRuntime,
+  pageBytes,
+  pagesFor,
 } from "../lib/index.ts";
 import { loadPolicy, policyPath } from "../lib/policy/store";
 import { BATCH_BUCKETS, TOKEN_BUCKETS, emptyChoices } from "../lib/policy/table";
@@ -841,6 +848,219 @@ const schedulerCases: Case[] = [
   ["onRetire of a non-function", InvalidArgumentError, (w) => w.scheduler.onRetire(null as never), "onRetire"],
 ];
 
+// A pool over memory "the caller" owns (our own allocations, by address), with the engine's shape.
+function callerPool(layers = 1): KVPool {
+  const bytes = 8 * H * P * D * 2;
+  const memory = () => Array.from({ length: layers }, () => rt.allocDevice(bytes).address);
+  return KVPool.wrap(
+    rt,
+    { numLayers: layers, numPages: 8, pageSize: P, numKvHeads: H, headDim: D, dtype: "f16" },
+    { k: memory(), v: memory() },
+  );
+}
+const PAGED = { indptr: Int32Array.of(0, 1, 3), indices: Int32Array.of(0, 1, 2), lastPageLen: Int32Array.of(2, 4) };
+
+const interopCases: Case[] = [
+  ...each(
+    "DeviceBuffer.wrap address",
+    [-16, 16.5, Number.NaN, "16", null, 2n ** 64n],
+    InvalidArgumentError,
+    (_, v) => DeviceBuffer.wrap(rt, v, 16),
+    "DeviceBuffer.wrap: address",
+  ),
+  ...each(
+    "DeviceBuffer.wrap bytes",
+    [0, ...NOT_COUNTS],
+    InvalidArgumentError,
+    (w, v) => DeviceBuffer.wrap(rt, w.device.address, v),
+    "DeviceBuffer.wrap: bytes",
+  ),
+  [
+    "DeviceBuffer.wrap of address 0",
+    NullPointerError,
+    () => DeviceBuffer.wrap(rt, 0, 16),
+    "pkv_buffer_wrap: the wrapped range: address is 0",
+  ],
+  [
+    "DeviceBuffer.wrap unaligned",
+    InvalidArgumentError,
+    (w) => DeviceBuffer.wrap(rt, w.device.address + 4, 16),
+    "16-byte aligned",
+  ],
+  [
+    "PinnedBuffer.wrap past the address space",
+    InvalidArgumentError,
+    () => PinnedBuffer.wrap(rt, 2n ** 63n - 16n, 32),
+    "past the end",
+  ],
+  ...each(
+    "Stream.wrap cudaStream",
+    [-1, 0.5, "0", null, 2n ** 64n],
+    InvalidArgumentError,
+    (_, v) => Stream.wrap(rt, v),
+    "Stream.wrap: cudaStream",
+  ),
+  [
+    "createKVCache with numPages and memoryFraction",
+    InvalidArgumentError,
+    () => rt.createKVCache({ ...SHAPE, numPages: 4, memoryFraction: 0.5 }),
+    "not both",
+  ],
+  [
+    "createKVCache with swapPages and swapBytes",
+    InvalidArgumentError,
+    () => rt.createKVCache({ ...SHAPE, numPages: 4, swapPages: 1, swapBytes: 1 }),
+    "not both",
+  ],
+  [
+    "createKVCache without a size",
+    InvalidArgumentError,
+    () => rt.createKVCache({ ...SHAPE }),
+    "numPages or memoryFraction",
+  ],
+  ...each(
+    "createKVCache memoryFraction",
+    [0, -0.5, 1.01, Number.NaN, "0.5"],
+    InvalidArgumentError,
+    (_, v) => rt.createKVCache({ ...SHAPE, memoryFraction: v }),
+    "memoryFraction",
+  ),
+  ...each(
+    "createKVCache swapBytes",
+    NOT_COUNTS.filter((v) => v !== null),
+    InvalidArgumentError,
+    (_, v) => rt.createKVCache({ ...SHAPE, numPages: 4, swapBytes: v }),
+    "swapBytes",
+  ),
+  [
+    "pagesFor with too little memory",
+    OutOfMemoryError,
+    () => pagesFor(rt, SHAPE, { memoryFraction: 1, freeBytes: 1024 }),
+    "holds no page",
+  ],
+  ["pageBytes of a bad head dim", UnsupportedError, () => pageBytes({ ...SHAPE, headDim: 96 }), "head_dim 96"],
+  ...each("layout layer", [2, -1], OutOfRangeError, (w, v) => w.cache.layout(v), "layout: layer"),
+  ...each("layout layer", [1.5, Number.NaN, "0"], InvalidArgumentError, (w, v) => w.cache.layout(v), "layout: layer"),
+  ["positions of a released sequence", BadStateError, (w) => w.cache.positions(w.released), "positions"],
+  ["positions of a swapped sequence", BadStateError, (w) => w.cache.positions(w.d), "positions"],
+  ...each(
+    "positions from",
+    [-1, 100, 1.5],
+    InvalidArgumentError,
+    (w, v) => w.cache.positions(w.a, v),
+    "positions: from",
+  ),
+  ...each(
+    "positions count",
+    [-1, 100, 1.5],
+    InvalidArgumentError,
+    (w, v) => w.cache.positions(w.a, 0, v),
+    "positions: count",
+  ),
+  [
+    "KVPool.wrap with a missing layer",
+    InvalidArgumentError,
+    (w) => KVPool.wrap(rt, { ...SHAPE, numPages: 2 }, { k: [w.device], v: [w.pinned] }),
+    "one per layer",
+  ],
+  [
+    "KVPool.wrap with swap space",
+    InvalidArgumentError,
+    (w) =>
+      KVPool.wrap(rt, { ...SHAPE, numPages: 1, swapPages: 1 } as never, { k: [w.device, w.qb], v: [w.pinned, w.ob] }),
+    "no swap space",
+  ],
+  [
+    "KVPool.wrap over a buffer too small",
+    OutOfRangeError,
+    (w) => KVPool.wrap(rt, { ...SHAPE, numPages: 16 }, { k: [w.qb, w.ob], v: [w.device, w.pinned] }),
+    "need",
+  ],
+  [
+    "KVPool.wrap with K and V at one address",
+    InvalidArgumentError,
+    (w) => KVPool.wrap(rt, { ...SHAPE, numLayers: 1, numPages: 1 }, { k: [w.device], v: [w.device] }),
+    "overlap",
+  ],
+  ...each(
+    "KVPool.wrap address",
+    [-16, 1.5, "0x10"],
+    InvalidArgumentError,
+    (_, v) => KVPool.wrap(rt, { ...SHAPE, numLayers: 1, numPages: 1 }, { k: [v], v: [v] }),
+    "KVPool.wrap",
+  ),
+  ["planPaged over a cache", InvalidArgumentError, (w) => w.engine.planPaged(w.cache as never, PAGED), "not a KVPool"],
+  [
+    "planPaged with a page outside the pool",
+    OutOfRangeError,
+    (w) => w.engine.planPaged(callerPool(), { ...PAGED, indices: Int32Array.of(0, 1, 8) }),
+    "pkv_decode_plan_paged: request 1: indices holds page 8",
+  ],
+  [
+    "planPaged with a last page too long",
+    InvalidArgumentError,
+    (w) => w.engine.planPaged(callerPool(), { ...PAGED, lastPageLen: Int32Array.of(2, 5) }),
+    "last_page_len[1] = 5",
+  ],
+  [
+    "planPaged with indices too short",
+    InvalidArgumentError,
+    (w) => w.engine.planPaged(callerPool(), { ...PAGED, indices: Int32Array.of(0, 1) }),
+    "planPaged: indices",
+  ],
+  [
+    "planPaged with more requests than maxBatch",
+    InvalidArgumentError,
+    (w) =>
+      w.engine.planPaged(callerPool(), {
+        indptr: new Int32Array(6),
+        indices: PAGED.indices,
+        lastPageLen: new Int32Array(5).fill(1),
+      }),
+    "1..4",
+  ],
+  [
+    "planPaged with an empty request",
+    InvalidArgumentError,
+    (w) => w.engine.planPaged(callerPool(), { ...PAGED, indptr: Int32Array.of(0, 0, 3) }),
+    "at least one",
+  ],
+  [
+    "planPaged of a block table with a bad stride",
+    InvalidArgumentError,
+    (w) => w.engine.planPaged(callerPool(), { blockTable: new Int32Array(4), stride: 0, seqLens: Int32Array.of(1) }),
+    "stride",
+  ],
+  [
+    "planPaged of a block table with a length past its row",
+    InvalidArgumentError,
+    (w) => w.engine.planPaged(callerPool(), { blockTable: new Int32Array(4), stride: 2, seqLens: Int32Array.of(9, 1) }),
+    "seq_lens[0] = 9",
+  ],
+  [
+    "planPaged of neither table",
+    InvalidArgumentError,
+    (w) => w.engine.planPaged(callerPool(), { pages: [] } as never),
+    "must be",
+  ],
+  [
+    "planPaged with a bad policy",
+    InvalidArgumentError,
+    (w) => w.engine.planPaged(callerPool(), PAGED, { policy: "toString" as never }),
+    "policy",
+  ],
+  [
+    "planPaged over a disposed pool",
+    BadStateError,
+    (w) => {
+      const pool = callerPool();
+      pool.dispose();
+      return w.engine.planPaged(pool, PAGED);
+    },
+    "disposed",
+  ],
+];
+
 const tables: [string, Case[]][] = [
   ["Runtime", runtimeCases],
   ["DeviceBuffer and PinnedBuffer", bufferCases],
@@ -848,6 +1068,7 @@ const tables: [string, Case[]][] = [
   ["KVCache", cacheCases],
   ["DecodeEngine and the policy table", engineCases],
   ["Scheduler", schedulerCases],
+  ["interop and memory sizing", interopCases],
 ];
 
 for (const [name, cases] of tables)

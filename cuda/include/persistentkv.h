@@ -124,6 +124,55 @@ pkv_status pkv_event_record(pkv_event *event, pkv_stream *stream);
 pkv_status pkv_event_synchronize(pkv_event *event);
 pkv_status pkv_event_elapsed_ms(pkv_event *start, pkv_event *end, float *ms);
 
+/* ---- interop: memory, streams and KV pools that the caller owns -------------------------------
+ * A wrapped object borrows what the caller made (a framework's tensor, its CUDA stream): freeing or
+ * destroying the wrapper forgets it and frees nothing, and the caller keeps the memory or stream alive
+ * while work queued on it may run. Addresses are 16-byte aligned (every kernel reads 16-byte vectors) and
+ * a range may not wrap the address space. On CUDA, device memory must belong to the runtime's device
+ * and pinned memory must be page-locked (both checked with cudaPointerGetAttributes at the range's first
+ * and last byte); on the CPU backend both kinds are host memory and any host address serves. */
+struct pkv_kv_config; /* defined with the KV pool below */
+struct pkv_kvpool;
+pkv_status pkv_buffer_wrap(pkv_runtime *rt, int32_t kind, uint64_t address, uint64_t bytes, pkv_buffer **out);
+pkv_status pkv_buffer_is_wrapped(pkv_buffer *buf, int32_t *out); /* 1: borrowed, 0: ours */
+/* cuda_stream: a cudaStream_t of the runtime's device, as an integer (0: the legacy default stream).
+ * On the CPU backend work completes at once and the value is only kept. */
+pkv_status pkv_stream_wrap(pkv_runtime *rt, uint64_t cuda_stream, pkv_stream **out);
+pkv_status pkv_stream_native(pkv_stream *stream, uint64_t *out); /* the cudaStream_t (0 on the CPU backend) */
+
+/* Free and total memory of the runtime's device: cudaMemGetInfo on CUDA; available and physical host
+ * memory on the CPU backend. */
+pkv_status pkv_runtime_memory_info(pkv_runtime *rt, uint64_t *free_bytes, uint64_t *total_bytes);
+
+/* Where one layer of a pool keeps its pages, for a model that writes or reads them in place. HND: the
+ * element (page p, kv head h, slot s, dim i) of K is at k + p * page_bytes + h * head_bytes +
+ * s * token_bytes + i * elem_bytes; V likewise. A token slot is page * page_size + offset. */
+typedef struct pkv_kvpool_layout {
+  int64_t k; /* addresses, below 2^63 in every x64 and GPU address space */
+  int64_t v;
+  int64_t page_bytes;  /* one page of one layer, K or V: num_kv_heads * head_bytes */
+  int64_t head_bytes;  /* one (page, kv head) slice: page_size * token_bytes */
+  int64_t token_bytes; /* one (slot, kv head) row: head_dim * elem_bytes */
+  int32_t num_pages;
+  int32_t page_size;
+  int32_t num_kv_heads;
+  int32_t head_dim;
+  int32_t elem_bytes;
+  int32_t dtype;
+} pkv_kvpool_layout;
+int32_t pkv_kvpool_layout_size(void);
+pkv_status pkv_kvpool_layout_get(struct pkv_kvpool *pool, int32_t layer, pkv_kvpool_layout *out);
+/* Bytes one page id holds across the pool: all layers, K and V (config's shape and num_layers). */
+pkv_status pkv_kv_page_bytes(const struct pkv_kv_config *config, uint64_t *out);
+
+/* A pool over K and V pages the caller owns: k_layers[l] and v_layers[l] each address num_pages HND
+ * pages of layer l (num_pages * page_bytes, device memory of the runtime). Ours are only the block
+ * table the plans need (max_sequences x max_pages_per_sequence) and its device copy. swap_pages must
+ * be 0, and page copies (pkv_kvpool_copy_pages) are refused: moving the caller's pages is the caller's
+ * job. Token writes and reads, plans and runs work as on any pool. */
+pkv_status pkv_kvpool_wrap(pkv_runtime *rt, const struct pkv_kv_config *config, const uint64_t *k_layers,
+                           const uint64_t *v_layers, struct pkv_kvpool **out);
+
 /* ---- CUDA graphs: capture a whole step once, replay it with one launch --------------------------
  * Between begin and end, work queued on the stream (copies, plans' uploads, decode runs) is recorded,
  * not executed; nothing in between may wait for the GPU. CUDA backend only (PKV_ERR_UNSUPPORTED on CPU).
@@ -264,6 +313,21 @@ pkv_status pkv_decode_set_policy_table(pkv_decode_engine *engine, const int8_t *
  * A plan whose pool was destroyed cannot run (PKV_ERR_BAD_STATE). */
 pkv_status pkv_decode_plan(pkv_decode_engine *engine, pkv_kvpool *pool, int32_t batch, const int32_t *rows,
                            const int32_t *seq_lens, int32_t policy, pkv_plan_info *info);
+/* A plan from a page table the caller owns, over a pool made by pkv_kvpool_wrap (others are
+ * PKV_ERR_BAD_STATE: their table belongs to the cache layer). FlashInfer's layout: request b owns pages
+ * indices[indptr[b] .. indptr[b+1]) and its last page holds last_page_len[b] tokens (1..page_size), so its
+ * context is (pages - 1) * page_size + last_page_len[b]. Every page id, length and count is checked before
+ * anything changes; the plan then copies the pages into block-table rows 0..batch-1 (only entries that
+ * changed since the last plan are uploaded) and plans as pkv_decode_plan does. One engine plans a pool this
+ * way: another engine's paged plan over it is PKV_ERR_BAD_STATE while the first engine lives. */
+pkv_status pkv_decode_plan_paged(pkv_decode_engine *engine, pkv_kvpool *pool, int32_t batch, const int32_t *indptr,
+                                 const int32_t *indices, const int32_t *last_page_len, int32_t policy,
+                                 pkv_plan_info *info);
+/* The same from a block table the caller owns: row b (at block_table + b * stride) lists request b's
+ * pages, and seq_lens[b] its context length (1..stride * page_size). */
+pkv_status pkv_decode_plan_block_table(pkv_decode_engine *engine, pkv_kvpool *pool, int32_t batch,
+                                       const int32_t *block_table, int32_t stride, const int32_t *seq_lens,
+                                       int32_t policy, pkv_plan_info *info);
 /* Host arrays q [batch][Hq][d] in, out [batch][Hq][d] out, lse optional; complete on return. */
 pkv_status pkv_decode_run(pkv_decode_engine *engine, int32_t plan_id, int32_t layer, const void *q, void *out,
                           float *lse);

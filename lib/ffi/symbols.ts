@@ -78,6 +78,19 @@ export const symbols = {
     args: [handle, T.i32, T.i32, handle, T.u64, handle, T.u64, handle, T.u64, handle],
     returns: status,
   },
+
+  // ---- interop: caller-owned memory, streams, pools and page tables; memory sizing
+  pkv_buffer_wrap: { args: [handle, T.i32, T.u64, T.u64, out], returns: status },
+  pkv_buffer_is_wrapped: { args: [handle, out], returns: status },
+  pkv_stream_wrap: { args: [handle, T.u64, out], returns: status },
+  pkv_stream_native: { args: [handle, out], returns: status },
+  pkv_runtime_memory_info: { args: [handle, out, out], returns: status },
+  pkv_kvpool_layout_size: { args: [], returns: T.i32 },
+  pkv_kvpool_layout_get: { args: [handle, T.i32, out], returns: status },
+  pkv_kv_page_bytes: { args: [host, out], returns: status },
+  pkv_kvpool_wrap: { args: [handle, host, host, host, out], returns: status },
+  pkv_decode_plan_paged: { args: [handle, handle, T.i32, host, host, host, T.i32, out], returns: status },
+  pkv_decode_plan_block_table: { args: [handle, handle, T.i32, host, T.i32, host, T.i32, out], returns: status },
 } as const;
 
 export type Symbols = typeof symbols;
