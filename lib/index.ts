@@ -55,4 +55,20 @@ export {
   type SyntheticShape,
 } from "./scheduler";
 export type { SchedulerPlan } from "./scheduler/ports";
+export {
+  DeviceStepRunner,
+  type DeviceStepRunnerOptions,
+  type DeviceRunnerStats,
+  type RunnerRuntime,
+} from "./serving/device-runner";
+export {
+  type DeviceStep,
+  type DeviceStepModel,
+  type DeviceModelShape,
+  STEP_ROW_BYTES,
+  STEP_ROW_INTS,
+  writeStepRow,
+} from "./serving/device-model";
+export { SyntheticDeviceModel } from "./serving/synthetic-device";
+export { SYNTHETIC_TABLE_ENTRIES } from "./scheduler/synthetic";
 export { createDemoStack, sizesFor, CPU_SIZES, GPU_SIZES, type DemoSizes, type DemoStack } from "./scheduler/demo";

@@ -37,6 +37,7 @@ export const symbols = {
   pkv_event_destroy: { args: [handle], returns: status },
   pkv_event_record: { args: [handle, handle], returns: status },
   pkv_event_synchronize: { args: [handle], returns: status },
+  pkv_event_query: { args: [handle, out], returns: status },
   pkv_event_elapsed_ms: { args: [handle, handle, out], returns: status },
 
   pkv_capture_begin: { args: [handle, handle], returns: status },
@@ -78,6 +79,14 @@ export const symbols = {
     args: [handle, T.i32, T.i32, handle, T.u64, handle, T.u64, handle, T.u64, handle],
     returns: status,
   },
+
+  // ---- synthetic model (tests and benchmarks)
+  pkv_synthetic_forward: {
+    args: [handle, handle, T.i32, T.i32, T.i32, handle, T.u64, handle, T.u64, handle],
+    returns: status,
+  },
+  pkv_synthetic_prefill: { args: [handle, handle, T.i32, handle, T.u64, handle], returns: status },
+  pkv_synthetic_sample: { args: [T.i32, T.i32, handle, T.u64, handle, T.u64, handle], returns: status },
 } as const;
 
 export type Symbols = typeof symbols;
