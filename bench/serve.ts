@@ -156,7 +156,7 @@ const followers: Promise<void>[] = [];
 let next = 0;
 while (next < arrivals.length || scheduler.busy) {
   while (next < arrivals.length && arrivals[next]!.at <= clock()) followers.push(follow(arrivals[next++]!));
-  if (scheduler.busy) scheduler.step();
+  if (scheduler.busy) await scheduler.step();
   else await Bun.sleep(Math.max(0, (arrivals[next]!.at - clock()) * 1000));
   await null; // lets the followers see this step's tokens
 }

@@ -41,7 +41,7 @@ const H = 2,
 const SHAPE = { numLayers: 2, numKvHeads: H, headDim: D, pageSize: P, dtype: "f16" as const };
 const BUFFER_BYTES = 4096;
 
-function world() {
+async function world() {
   const cache = new KVCache(rt, { ...SHAPE, numPages: 16, swapPages: 8, maxSequences: 8, maxPagesPerSequence: 8 });
   let stamp = 1;
   const grow = (seq: Sequence, n: number) => {
@@ -98,7 +98,7 @@ function world() {
   });
   const scheduler = new Scheduler({ cache, engine: schedulerEngine, model });
   const running = scheduler.submit({ promptLength: 3, maxTokens: 4 });
-  scheduler.step(); // one request running, holding pages
+  await scheduler.step(); // one request running, holding pages
   const sequences = [a, b, c, d];
   const dispose = () => {
     for (const o of [engine, schedulerEngine, device, pinned, qb, ob, cache]) o.dispose();
@@ -129,7 +129,7 @@ function world() {
     dispose,
   };
 }
-type World = ReturnType<typeof world>;
+type World = Awaited<ReturnType<typeof world>>;
 
 /** Everything a misuse must leave as it was. */
 function observe(w: World) {
@@ -853,8 +853,8 @@ const tables: [string, Case[]][] = [
 for (const [name, cases] of tables)
   describe(`misuse of ${name}: a typed error, and nothing changed`, () => {
     for (const [what, Class, misuse, message] of cases)
-      test(what, () => {
-        const w = world();
+      test(what, async () => {
+        const w = await world();
         try {
           const before = observe(w);
           const output = planOutput(w);
