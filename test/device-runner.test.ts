@@ -9,14 +9,20 @@ import {
   DeviceStepRunner,
   InvalidArgumentError,
   OutOfRangeError,
-  Scheduler,
   STEP_ROW_INTS,
   SyntheticDeviceModel,
   SyntheticModel,
   openRuntime,
   writeStepRow,
 } from "../lib/index.ts";
-import { HostLoop, drive, expectSameRuns, mixedArrivals } from "./support/serving.ts";
+import {
+  HostLoop,
+  drive,
+  expectSameRuns,
+  expectSameScheduled,
+  mixedArrivals,
+  runScheduled,
+} from "./support/serving.ts";
 
 const rt = openRuntime({ backend: "cpu" });
 afterAll(() => rt.dispose());
@@ -197,57 +203,20 @@ describe("DeviceStepRunner on the CPU backend", () => {
 
 describe("DeviceStepRunner under the Scheduler", () => {
   test("results and K/V equal the host path's, with preemption by swap and recompute", async () => {
-    // A pool too small for the load: requests are swapped out and recomputed, and both paths must agree.
-    const run = async (device: boolean) => {
-      const cache = rt.createKVCache({ ...SHAPE, numPages: 24, pageSize: PAGE, maxSequences: 32, swapPages: 6 });
-      const engine = rt.createDecodeEngine({ cache, numQoHeads: SHAPE.numQoHeads, maxBatch: 8 });
-      const host = new SyntheticModel(SHAPE);
-      const model = device ? new SyntheticDeviceModel(rt, host) : null;
-      const runner = model ? new DeviceStepRunner({ runtime: rt, cache, engine, model }) : null;
-      const scheduler = runner ? new Scheduler({ cache, runner }) : new Scheduler({ cache, engine, model: host });
-      const kv = new Map<number, { k: Uint16Array; v: Uint16Array }[]>();
-      scheduler.onRetire((request, seq) =>
-        kv.set(
-          request.id,
-          Array.from({ length: SHAPE.numLayers }, (_, layer) => cache.readKV(layer, seq)),
-        ),
-      );
-      const system = Array.from({ length: 2 * PAGE }, (_, i) => 300 + i);
-      // Short prompts, long outputs: admitted together, they outgrow the pool as they decode.
-      const handles = Array.from({ length: 10 }, (_, i) =>
-        scheduler.submit(
-          i % 3 === 2
-            ? { promptLength: 3 + i, maxTokens: 18 + (i % 4), id: 100 + i }
-            : { prompt: [...system, 10 + i, 20 + i], maxTokens: 14 + (i % 5), id: 100 + i },
-        ),
-      );
-      await scheduler.run({ untilIdle: true });
-      const results = await Promise.all(handles.map((h) => h.done));
-      const totals = scheduler.totals;
-      await scheduler.close();
-      runner?.dispose();
-      model?.dispose();
-      engine.dispose();
-      cache.dispose();
-      return { results: results.map((r) => ({ id: r.id, tokens: r.tokens, reason: r.finishReason })), kv, totals };
-    };
-    const want = await run(false);
-    const got = await run(true);
+    // A pool too small for the load: short prompts and long outputs, admitted together, outgrow it as they
+    // decode; requests are swapped out and recomputed, and both paths must agree.
+    const system = Array.from({ length: 2 * PAGE }, (_, i) => 300 + i);
+    const specs = Array.from({ length: 10 }, (_, i) =>
+      i % 3 === 2
+        ? { promptLength: 3 + i, maxTokens: 18 + (i % 4), id: 100 + i }
+        : { prompt: [...system, 10 + i, 20 + i], maxTokens: 14 + (i % 5), id: 100 + i },
+    );
+    const pool = { numPages: 24, pageSize: PAGE, maxSequences: 32, swapPages: 6 };
+    const want = await runScheduled(rt, false, SHAPE, pool, 8, specs);
+    const got = await runScheduled(rt, true, SHAPE, pool, 8, specs);
     expect(want.totals.preemptedBySwap).toBeGreaterThan(0);
     expect(want.totals.preemptedByRecompute).toBeGreaterThan(0);
-    expect(got.results).toEqual(want.results);
-    expect([...got.kv.keys()].sort()).toEqual([...want.kv.keys()].sort());
-    for (const [id, layers] of want.kv)
-      layers.forEach((w, layer) => {
-        const g = got.kv.get(id)![layer]!;
-        expect({
-          id,
-          layer,
-          same:
-            Buffer.from(g.k.buffer).equals(Buffer.from(w.k.buffer)) &&
-            Buffer.from(g.v.buffer).equals(Buffer.from(w.v.buffer)),
-        }).toEqual({ id, layer, same: true });
-      });
+    expectSameScheduled(got, want);
   });
 });
 

@@ -3,16 +3,17 @@
 // arrays, engine.run per layer) bit for bit, for both kernels, directly and through the Scheduler; and
 // Event.query/done on pending GPU work.
 import { afterAll, expect, test } from "bun:test";
-import {
-  DeviceStepRunner,
-  type Runtime,
-  Scheduler,
-  SyntheticDeviceModel,
-  SyntheticModel,
-  openRuntime,
-} from "../../lib/index.ts";
+import { DeviceStepRunner, type Runtime, SyntheticDeviceModel, SyntheticModel, openRuntime } from "../../lib/index.ts";
 import { describeGpu } from "../support/gpu";
-import { type Arrival, HostLoop, drive, expectSameRuns, mixedArrivals } from "../support/serving.ts";
+import {
+  type Arrival,
+  HostLoop,
+  drive,
+  expectSameRuns,
+  expectSameScheduled,
+  mixedArrivals,
+  runScheduled,
+} from "../support/serving.ts";
 
 const SHAPE = { numLayers: 4, numQoHeads: 32, numKvHeads: 8, headDim: 128, dtype: "f16" as const, vocab: 32000 };
 const PAGE = 16;
@@ -98,57 +99,17 @@ describeGpu("device path on the GPU", () => {
   });
 
   test("under the Scheduler: results and K/V equal the host path's, with preemption", async () => {
-    const run = async (device: boolean) => {
-      const r = runtime();
-      const cache = r.createKVCache({ ...SHAPE, numPages: 48, pageSize: PAGE, maxSequences: 64, swapPages: 8 });
-      const engine = r.createDecodeEngine({ cache, numQoHeads: SHAPE.numQoHeads, maxBatch: 16 });
-      const host = new SyntheticModel(SHAPE);
-      const model = device ? new SyntheticDeviceModel(r, host) : null;
-      const runner = model ? new DeviceStepRunner({ runtime: r, cache, engine, model }) : null;
-      const scheduler = runner ? new Scheduler({ cache, runner }) : new Scheduler({ cache, engine, model: host });
-      const kv = new Map<number, { k: Uint16Array; v: Uint16Array }[]>();
-      scheduler.onRetire((request, seq) =>
-        kv.set(
-          request.id,
-          Array.from({ length: SHAPE.numLayers }, (_, layer) => cache.readKV(layer, seq)),
-        ),
-      );
-      const system = Array.from({ length: 3 * PAGE }, (_, i) => 900 + i);
-      const handles = Array.from({ length: 16 }, (_, i) =>
-        scheduler.submit(
-          i % 4 === 3
-            ? { promptLength: 20 + 9 * i, maxTokens: 40 + i, id: 200 + i }
-            : { prompt: [...system, 10 + i, 20 + i], maxTokens: 30 + 3 * i, id: 200 + i },
-        ),
-      );
-      await scheduler.run({ untilIdle: true });
-      const results = await Promise.all(handles.map((h) => h.done));
-      const totals = scheduler.totals;
-      await scheduler.close();
-      const stats = runner?.stats;
-      runner?.dispose();
-      model?.dispose();
-      engine.dispose();
-      cache.dispose();
-      return {
-        results: results.map((x) => ({ id: x.id, tokens: x.tokens, reason: x.finishReason })),
-        kv,
-        totals,
-        stats,
-      };
-    };
-    const want = await run(false);
-    const got = await run(true);
+    const system = Array.from({ length: 3 * PAGE }, (_, i) => 900 + i);
+    const specs = Array.from({ length: 16 }, (_, i) =>
+      i % 4 === 3
+        ? { promptLength: 20 + 9 * i, maxTokens: 40 + i, id: 200 + i }
+        : { prompt: [...system, 10 + i, 20 + i], maxTokens: 30 + 3 * i, id: 200 + i },
+    );
+    const pool = { numPages: 48, pageSize: PAGE, maxSequences: 64, swapPages: 8 };
+    const want = await runScheduled(runtime(), false, SHAPE, pool, 16, specs);
+    const got = await runScheduled(runtime(), true, SHAPE, pool, 16, specs);
     expect(want.totals.preemptedBySwap + want.totals.preemptedByRecompute).toBeGreaterThan(0);
-    expect(got.results).toEqual(want.results);
-    for (const [id, layers] of want.kv)
-      layers.forEach((w, layer) => {
-        const g = got.kv.get(id)![layer]!;
-        const same =
-          Buffer.from(g.k.buffer).equals(Buffer.from(w.k.buffer)) &&
-          Buffer.from(g.v.buffer).equals(Buffer.from(w.v.buffer));
-        expect({ id, layer, same }).toEqual({ id, layer, same: true });
-      });
+    expectSameScheduled(got, want);
     expect(got.stats!.replays).toBeGreaterThan(0);
   });
 

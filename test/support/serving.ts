@@ -3,7 +3,22 @@
 // does it, and every step's tokens plus every layer's K/V at the end are recorded, so that two runners
 // (the host path and the device path) can be compared bit for bit.
 import { expect } from "bun:test";
-import type { ActiveRequest, DecodeEngine, KVCache, Sequence, SyntheticModel } from "../../lib/index.ts";
+import {
+  type ActiveRequest,
+  type DecodeEngine,
+  DeviceStepRunner,
+  type DeviceRunnerStats,
+  type KVCache,
+  type KVCacheOptions,
+  type RequestSpec,
+  type Runtime,
+  Scheduler,
+  type SchedulerTotals,
+  type Sequence,
+  SyntheticDeviceModel,
+  SyntheticModel,
+  type SyntheticShape,
+} from "../../lib/index.ts";
 import type { DecodeResult, StepRunner } from "../../lib/scheduler/ports";
 
 /** The host path: SyntheticModel, host arrays, engine.run per layer (the Scheduler's own loop). */
@@ -65,7 +80,7 @@ export interface Arrival {
 
 export interface DriveResult {
   tokens: number[][]; // per step, per row
-  kv: Map<number, { k: Uint16Array; v: Uint16Array }[]>; // request id -> per layer, at its end
+  kv: Map<number, LayerKV>; // request id -> per layer, at its end
   kernels: string[];
 }
 
@@ -146,19 +161,78 @@ export function mixedArrivals(pageSize: number): Arrival[] {
 /** Two runs agree bit for bit: every step's tokens and every request's K and V in every layer. */
 export function expectSameRuns(device: DriveResult, host: DriveResult): void {
   expect(device.tokens).toEqual(host.tokens);
-  expect([...device.kv.keys()].sort()).toEqual([...host.kv.keys()].sort());
-  for (const [id, layers] of host.kv)
-    layers.forEach((want, layer) => {
-      const got = device.kv.get(id)![layer]!;
-      expect({ id, layer, k: Buffer.from(got.k.buffer).equals(Buffer.from(want.k.buffer)) }).toEqual({
-        id,
-        layer,
-        k: true,
-      });
-      expect({ id, layer, v: Buffer.from(got.v.buffer).equals(Buffer.from(want.v.buffer)) }).toEqual({
-        id,
-        layer,
-        v: true,
-      });
+  expectSameKV(device.kv, host.kv);
+}
+
+type LayerKV = { k: Uint16Array; v: Uint16Array }[];
+
+export interface ScheduledRun {
+  results: { id: number; tokens: number[]; reason: string }[];
+  kv: Map<number, LayerKV>; // request id -> every layer's K/V when it retired
+  totals: SchedulerTotals;
+  stats?: DeviceRunnerStats; // the device path's
+}
+
+/**
+ * Serves `specs` with a Scheduler on the host path (SyntheticModel, engine over host arrays) or the device
+ * path (DeviceStepRunner over SyntheticDeviceModel), recording each request's tokens and its K/V at retirement.
+ */
+export async function runScheduled(
+  rt: Runtime,
+  device: boolean,
+  shape: SyntheticShape,
+  cacheOptions: Omit<KVCacheOptions, "numLayers" | "numKvHeads" | "headDim" | "dtype">,
+  maxBatch: number,
+  specs: RequestSpec[],
+): Promise<ScheduledRun> {
+  const cache = rt.createKVCache({ ...shape, ...cacheOptions });
+  const engine = rt.createDecodeEngine({ cache, numQoHeads: shape.numQoHeads, maxBatch });
+  const host = new SyntheticModel(shape);
+  const model = device ? new SyntheticDeviceModel(rt, host) : null;
+  const runner = model ? new DeviceStepRunner({ runtime: rt, cache, engine, model }) : null;
+  const scheduler = runner ? new Scheduler({ cache, runner }) : new Scheduler({ cache, engine, model: host });
+  const kv = new Map<number, LayerKV>();
+  scheduler.onRetire((request, seq) =>
+    kv.set(
+      request.id,
+      Array.from({ length: shape.numLayers }, (_, layer) => cache.readKV(layer, seq)),
+    ),
+  );
+  try {
+    const handles = specs.map((spec) => scheduler.submit(spec));
+    await scheduler.run({ untilIdle: true });
+    const results = await Promise.all(handles.map((h) => h.done));
+    return {
+      results: results.map((r) => ({ id: r.id, tokens: r.tokens, reason: r.finishReason })),
+      kv,
+      totals: scheduler.totals,
+      ...(runner ? { stats: { ...runner.stats } } : {}),
+    };
+  } finally {
+    await scheduler.close();
+    runner?.dispose();
+    model?.dispose();
+    engine.dispose();
+    cache.dispose();
+  }
+}
+
+/** Two scheduled runs agree bit for bit: every request's tokens and finish reason, and its K/V in every layer. */
+export function expectSameScheduled(got: ScheduledRun, want: ScheduledRun): void {
+  expect(got.results).toEqual(want.results);
+  expectSameKV(got.kv, want.kv);
+}
+
+function expectSameKV(got: Map<number, LayerKV>, want: Map<number, LayerKV>): void {
+  expect([...got.keys()].sort()).toEqual([...want.keys()].sort());
+  for (const [id, layers] of want)
+    layers.forEach((w, layer) => {
+      const g = got.get(id)![layer]!;
+      const same = { k: sameBits(g.k, w.k), v: sameBits(g.v, w.v) };
+      expect({ id, layer, same }).toEqual({ id, layer, same: { k: true, v: true } });
     });
+}
+
+export function sameBits(a: Uint16Array, b: Uint16Array): boolean {
+  return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
 }
