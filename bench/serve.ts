@@ -353,11 +353,21 @@ if (flags.mode === "fixed") {
     failed += result.failed;
     console.log(`${path}: ${result.entry.tokens_per_s} tokens/s, step p50 ${result.entry.step_us_p50} us`);
   }
+  const ratioOf = (a: string, b: string, field: "tokens_per_s" | "step_us_p50") => {
+    const x = entries.find((e) => e.path === a)?.[field],
+      y = entries.find((e) => e.path === b)?.[field];
+    return x === undefined || y === undefined || y === 0 ? null : round(x / y);
+  };
   const report = {
     ...meta,
     mode: "trace",
     config: { ...sizes, policy, requests: arrivals.length, paths, flags },
     paths: entries,
+    // The bar: device tokens/s >= 3x the host path's; device step within 1.15x of attention alone.
+    ratios: {
+      device_over_host_tokens: ratioOf("device", "host", "tokens_per_s"),
+      device_over_attention_step: ratioOf("device", "attention", "step_us_p50"),
+    },
     timeline_path: paths.find((p) => p !== "attention") ?? null,
     timeline: timeline.map(
       (r): TimelineRow => ({
@@ -382,6 +392,8 @@ if (flags.mode === "fixed") {
     `${arrivals.length} requests; step times in microseconds; the attention path replays the ${report.timeline_path} path's batches.`,
     "",
     table(entries),
+    "",
+    `device / host tokens/s: ${report.ratios.device_over_host_tokens} (bar >= 3); device / attention step p50: ${report.ratios.device_over_attention_step} (bar <= 1.15)`,
   ].join("\n");
   write(out, report, markdown);
   const title = `${meta.device} (${rt.backend}), ${report.timeline_path} path: ${arrivals.length} requests, ${entries[0]?.tokens_per_s} tok/s`;
