@@ -1132,7 +1132,8 @@ op(2, () => {
 // the synthetic model: K/V into a pool at the rows' slots (rows from a scratch buffer: any values are
 // valid, slots outside the pool are skipped), q and tokens into scratch buffers; the sentinel pool only
 // in bad calls
-let syntheticTable = 0;
+let syntheticTable = 0,
+  syntheticSmall = 0;
 const SYNTHETIC_TABLE_BYTES = 131072;
 function syntheticSetup() {
   if (!buffers.has(syntheticTable)) syntheticTable = createBuffer(false, SYNTHETIC_TABLE_BYTES, 0);
@@ -1152,7 +1153,9 @@ function syntheticSetup() {
   if (q === rows) q = createBuffer(false, batch * p.heads * group * p.dim * 2);
   const bad = pick([badHandle("buffer"), asPtr(foreignBuffer)]);
   const unaligned = pick([1, 2, 8, ...HUGE_U64]);
-  return { pool, p, hq: p.heads * group, batch, rows, q, bad, unaligned, stream: asPtr(liveOr("stream")) };
+  if (!buffers.has(syntheticSmall)) syntheticSmall = createBuffer(false, 1024); // far smaller than a table
+  const small = asPtr(syntheticSmall);
+  return { pool, p, hq: p.heads * group, batch, rows, q, bad, small, unaligned, stream: asPtr(liveOr("stream")) };
 }
 op(3, () => {
   const x = syntheticSetup();
@@ -1171,7 +1174,7 @@ op(3, () => {
   const r = int(0, 10);
   if (r === 0) args[0] = badHandle("pool");
   else if (r === 1)
-    args[1] = pick([x.bad, asPtr(x.rows)]); // not a buffer, or one too small for the table
+    args[1] = pick([x.bad, x.small]); // not a buffer, or one too small for the table
   else if (r === 2) args[2] = pick([-1, x.p.layers]);
   else if (r === 3)
     args[3] = pick([0, -1, x.p.heads * 17, x.p.heads > 1 ? x.p.heads * 2 + 1 : 0]); // group 17, not a multiple
@@ -1190,7 +1193,7 @@ op(2, () => {
   const args: unknown[] = [asPtr(x.pool), asPtr(syntheticTable), x.batch, asPtr(x.rows), 0, x.stream];
   const r = int(0, 6);
   if (r === 0) args[0] = badHandle("pool");
-  else if (r === 1) args[1] = pick([x.bad, asPtr(x.rows)]);
+  else if (r === 1) args[1] = pick([x.bad, x.small]);
   else if (r === 2) args[2] = pick([-1, 2 ** 31 - 1]);
   else if (r === 3) args[3] = x.bad;
   else if (r === 4) args[4] = x.unaligned;
