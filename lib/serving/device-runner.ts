@@ -39,7 +39,8 @@ export interface DeviceStepRunnerOptions {
   graphs?: boolean;
   /** Graphs kept, least recently used dropped first (default 32). */
   maxGraphs?: number;
-  /** Capture a launch shape once it has been seen this many times (default 2): one-off shapes run directly. */
+  /** Capture a launch shape once it has been seen this many times (default 2): one-off shapes run directly.
+   * The first step of a runner always runs directly. */
   captureAfter?: number;
   /** Policy of every step's plan (default: the engine's). */
   policy?: DecodePolicy;
@@ -253,7 +254,9 @@ export class DeviceStepRunner implements StepRunner<Sequence> {
     }
     const seen = (this.#seen.get(key) ?? 0) + 1;
     this.#seen.set(key, seen);
-    if (seen < this.#captureAfter) {
+    // The runner's first step runs directly: it loads the model's kernels (CUDA loads them lazily, at first
+    // launch), which must not happen inside a capture.
+    if (seen < this.#captureAfter || this.stats.steps === 0) {
       this.#enqueue(plan, n);
       this.stats.direct++;
       return;

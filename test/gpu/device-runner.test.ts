@@ -54,7 +54,7 @@ describeGpu("device path on the GPU", () => {
         cache: device.cache,
         engine: device.engine,
         model,
-        captureAfter: 1, // every shape is captured when first seen and replayed whenever it recurs
+        captureAfter: 1, // every shape after the first step is captured when first seen, replayed when it recurs
       });
       try {
         const want = await drive(
