@@ -10,8 +10,10 @@ import {
   InvalidArgumentError,
   OutOfRangeError,
   STEP_ROW_INTS,
+  Status,
   SyntheticDeviceModel,
   SyntheticModel,
+  UnsupportedError,
   openRuntime,
   writeStepRow,
 } from "../lib/index.ts";
@@ -150,6 +152,38 @@ describe("DeviceStepRunner on the CPU backend", () => {
     expectSameRuns(got, want);
     expect(runner.stats).toMatchObject({ steps: want.tokens.length, direct: want.tokens.length, captures: 0 });
     expect(runner.graphsEnabled).toBe(false); // the CPU backend has no graphs
+    for (const s of [host, device]) {
+      s.engine.dispose();
+      s.cache.dispose();
+    }
+  });
+
+  test("a capture the runtime refuses: graphs are given up, every step runs directly, same bits", async () => {
+    const host = stack();
+    const device = stack();
+    using model = new SyntheticDeviceModel(rt, device.host);
+    // A runtime that claims CUDA but refuses every capture, over the CPU backend's memory.
+    const refusing = {
+      backend: "cuda" as const,
+      allocDevice: (bytes: number) => rt.allocDevice(bytes),
+      allocPinned: (bytes: number) => rt.allocPinned(bytes),
+      createEvent: () => rt.createEvent(),
+      capture: (): never => {
+        throw new UnsupportedError(Status.UNSUPPORTED, "capture refused");
+      },
+    };
+    using runner = new DeviceStepRunner({ runtime: refusing, cache: device.cache, engine: device.engine, model });
+    const arrivals = mixedArrivals(PAGE);
+    const want = await drive(host.cache, new HostLoop(host.cache, host.engine, host.host), arrivals);
+    const got = await drive(device.cache, runner, arrivals);
+    expectSameRuns(got, want);
+    expect(runner.graphsEnabled).toBe(true);
+    expect(runner.stats).toMatchObject({
+      captures: 0,
+      replays: 0,
+      direct: want.tokens.length,
+      captureError: "capture refused",
+    });
     for (const s of [host, device]) {
       s.engine.dispose();
       s.cache.dispose();

@@ -53,6 +53,8 @@ export interface DeviceRunnerStats {
   captures: number;
   replays: number;
   graphs: number;
+  /** Why graphs were given up (a capture failed), if they were. */
+  captureError?: string;
 }
 
 const now = () => performance.now();
@@ -86,6 +88,7 @@ export class DeviceStepRunner implements StepRunner<Sequence> {
   readonly #seen = new Map<string, number>();
   #busy = false;
   #disposed = false;
+  #captureFailed = false;
   readonly stats: DeviceRunnerStats = { steps: 0, direct: 0, captures: 0, replays: 0, graphs: 0 };
 
   constructor(options: DeviceStepRunnerOptions) {
@@ -238,7 +241,7 @@ export class DeviceStepRunner implements StepRunner<Sequence> {
 
   /** Queues the step after its plan: replayed from a graph of its launch shape, captured, or run directly. */
   #launch(plan: Plan, n: number): void {
-    if (!this.graphsEnabled) {
+    if (!this.graphsEnabled || this.#captureFailed) {
       this.#enqueue(plan, n);
       this.stats.direct++;
       return;
@@ -261,7 +264,17 @@ export class DeviceStepRunner implements StepRunner<Sequence> {
       this.stats.direct++;
       return;
     }
-    graph = this.#runtime.capture(() => this.#enqueue(plan, n));
+    try {
+      graph = this.#runtime.capture(() => this.#enqueue(plan, n));
+    } catch (error) {
+      // A capture the GPU refuses leaves the stream as it was: the step and every later one run directly,
+      // and stats say why.
+      this.#captureFailed = true;
+      this.stats.captureError = (error as Error).message;
+      this.#enqueue(plan, n);
+      this.stats.direct++;
+      return;
+    }
     this.#seen.delete(key);
     if (this.#graphs.size >= this.#maxGraphs) {
       const [oldest, dropped] = this.#graphs.entries().next().value as [string, Graph];

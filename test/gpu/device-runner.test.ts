@@ -66,6 +66,7 @@ describeGpu("device path on the GPU", () => {
         expectSameRuns(got, want);
         expect(got.kernels).toEqual(want.kernels);
         expect(runner.graphsEnabled).toBe(true);
+        expect(runner.stats.captureError).toBeUndefined();
         expect(runner.stats.captures).toBeGreaterThan(0);
         expect(runner.stats.replays).toBeGreaterThan(0);
         expect(runner.stats.captures + runner.stats.replays + runner.stats.direct).toBe(want.tokens.length);
