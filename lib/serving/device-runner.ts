@@ -255,6 +255,7 @@ export class DeviceStepRunner implements StepRunner<Sequence> {
       this.stats.replays++;
       return;
     }
+    if (this.#seen.size >= 4096) this.#seen.clear(); // one-off shapes of a long run: forget them
     const seen = (this.#seen.get(key) ?? 0) + 1;
     this.#seen.set(key, seen);
     // The runner's first step runs directly: it loads the model's kernels (CUDA loads them lazily, at first
