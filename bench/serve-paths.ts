@@ -156,7 +156,9 @@ export function recording(
   steps: { ids: number[]; lengths: number[] }[],
 ): StepRunner<Sequence> {
   return {
-    maxBatch: runner.maxBatch,
+    ...(runner.maxBatch !== undefined ? { maxBatch: runner.maxBatch } : {}),
+    ...(runner.vocab !== undefined ? { vocab: runner.vocab } : {}),
+    ...(runner.maxContext !== undefined ? { maxContext: runner.maxContext } : {}),
     prefill: (request, seq, slots, from, to) => runner.prefill(request, seq, slots, from, to),
     decode: (batch, sequences, slots) => {
       steps.push({ ids: batch.map((r) => r.id), lengths: sequences.map((s) => s.length) });

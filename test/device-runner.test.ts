@@ -239,7 +239,8 @@ describe("DeviceStepRunner under the Scheduler", () => {
   test("results and K/V equal the host path's, with preemption by swap and recompute", async () => {
     // A pool too small for the load: short prompts and long outputs, admitted together, outgrow it as they
     // decode; requests are swapped out and recomputed, and both paths must agree.
-    const system = Array.from({ length: 2 * PAGE }, (_, i) => 300 + i);
+    // Ids past the synthetic vocab: like SyntheticModel, the device model limits sampled tokens, not prompts.
+    const system = Array.from({ length: 2 * PAGE }, (_, i) => 100_000 + i);
     const specs = Array.from({ length: 10 }, (_, i) =>
       i % 3 === 2
         ? { promptLength: 3 + i, maxTokens: 18 + (i % 4), id: 100 + i }

@@ -19,7 +19,8 @@ export class SyntheticDeviceModel implements DeviceStepModel {
   /** The host model it reproduces (tokens, K and V of the host path). */
   readonly host: SyntheticModel;
   readonly shape: DeviceModelShape;
-  readonly vocab: number;
+  // Sampled tokens are below it; like SyntheticModel, the model sets no vocab limit on prompts.
+  readonly #vocab: number;
   readonly #table: DeviceBuffer;
 
   constructor(runtime: DeviceAllocator, model: SyntheticModel | SyntheticShape) {
@@ -27,7 +28,7 @@ export class SyntheticDeviceModel implements DeviceStepModel {
     const { numLayers, numQoHeads, numKvHeads, headDim, vocab } = this.host.shape;
     checkCount("SyntheticDeviceModel", "vocab", vocab, 1, INT32_MAX);
     this.shape = { numLayers, numQoHeads, numKvHeads, headDim };
-    this.vocab = vocab;
+    this.#vocab = vocab;
     const table = this.host.table();
     if (table.length !== SYNTHETIC_TABLE_ENTRIES) throw new Error("the synthetic table changed size");
     this.#table = runtime.allocDevice(table.byteLength);
@@ -63,7 +64,7 @@ export class SyntheticDeviceModel implements DeviceStepModel {
   sample(step: DeviceStep, _out: NativeBuffer, tokens: NativeBuffer): void {
     const { batch, rows, stream } = checkStep("sample", step);
     const status = native().pkv_synthetic_sample(
-      this.vocab,
+      this.#vocab,
       batch,
       rows.handle,
       0,
