@@ -93,3 +93,19 @@ export {
   type PageShape,
   type SizedKVCacheOptions,
 } from "./cache/memory";
+export {
+  DeviceStepRunner,
+  type DeviceStepRunnerOptions,
+  type DeviceRunnerStats,
+  type RunnerRuntime,
+} from "./serving/device-runner";
+export {
+  type DeviceStep,
+  type DeviceStepModel,
+  type DeviceModelShape,
+  STEP_ROW_BYTES,
+  STEP_ROW_INTS,
+  writeStepRow,
+} from "./serving/device-model";
+export { SyntheticDeviceModel } from "./serving/synthetic-device";
+export { SYNTHETIC_TABLE_ENTRIES } from "./scheduler/synthetic";

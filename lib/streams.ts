@@ -38,6 +38,7 @@ export class Stream extends NativeObject {
 }
 
 export class Event extends NativeObject {
+  readonly #done = new Int32Array(1); // query()'s out-parameter, reused: polls allocate nothing
   constructor(handle: Pointer, owner: Owner) {
     super(handle, (h) => native().pkv_event_destroy(h), "event", owner);
   }
@@ -47,6 +48,26 @@ export class Event extends NativeObject {
   }
   synchronize(): void {
     check(native().pkv_event_synchronize(this.handle), "pkv_event_synchronize");
+  }
+  /** True once the work queued before the last record() is complete (or none was recorded); never waits. */
+  query(): boolean {
+    check(native().pkv_event_query(this.handle, this.#done), "pkv_event_query");
+    return this.#done[0] === 1;
+  }
+  /** Resolves once query() is true; rejects with the typed error if the GPU work failed. Polls between turns
+   * of the event loop (setImmediate), so other callbacks run while the GPU works. */
+  done(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const poll = () => {
+        try {
+          if (this.query()) resolve();
+          else setImmediate(poll);
+        } catch (error) {
+          reject(error);
+        }
+      };
+      poll();
+    });
   }
   /** Milliseconds from `start` to this event (both recorded and complete). */
   elapsedSince(start: Event): number {

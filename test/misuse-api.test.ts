@@ -13,6 +13,7 @@ import {
   BadStateError,
   DecodeEngine,
   DeviceBuffer,
+  DeviceStepRunner,
   InvalidArgumentError,
   KVCache,
   KVPool,
@@ -27,6 +28,7 @@ import {
   type Sequence,
   StalePlanError,
   Stream,
+  SyntheticDeviceModel,
   SyntheticModel,
   UnsupportedError,
   openRuntime,
@@ -1061,6 +1063,97 @@ const interopCases: Case[] = [
   ],
 ];
 
+// The device path: its model and runner are made inside each case (and freed there) from the world's parts.
+const deviceModel = <T>(w: World, use: (m: SyntheticDeviceModel) => T): T => {
+  using m = new SyntheticDeviceModel(rt, w.model);
+  return use(m);
+};
+const deviceCases: Case[] = [
+  [
+    "device model forward of a layer past the pool's",
+    OutOfRangeError,
+    (w) => deviceModel(w, (m) => m.forward({ batch: 1, rows: w.device, cache: w.cache }, 2, null, w.qb)),
+    "pkv_synthetic_forward",
+  ],
+  [
+    "device model forward into a non-buffer q",
+    InvalidArgumentError,
+    (w) => deviceModel(w, (m) => m.forward({ batch: 1, rows: w.device, cache: w.cache }, 0, null, w.q as never)),
+    "forward: q",
+  ],
+  [
+    "device model forward of more rows than the buffer holds",
+    OutOfRangeError,
+    (w) => deviceModel(w, (m) => m.forward({ batch: 1000, rows: w.device, cache: w.cache }, 0, null, w.qb)),
+    "rows",
+  ],
+  [
+    "device model step without a KVCache",
+    InvalidArgumentError,
+    (w) => deviceModel(w, (m) => m.prefill({ batch: 1, rows: w.device, cache: {} as never })),
+    "prefill: step.cache",
+  ],
+  [
+    "device model prefill of -1 rows",
+    InvalidArgumentError,
+    (w) => deviceModel(w, (m) => m.prefill({ batch: -1, rows: w.device, cache: w.cache })),
+    "prefill: step.batch",
+  ],
+  [
+    "device model sample over its own rows",
+    InvalidArgumentError,
+    (w) => deviceModel(w, (m) => m.sample({ batch: 2, rows: w.device, cache: w.cache }, w.ob, w.device)),
+    "overlap",
+  ],
+  [
+    "device runner of maxBatch 0",
+    InvalidArgumentError,
+    (w) =>
+      deviceModel(
+        w,
+        (model) => new DeviceStepRunner({ runtime: rt, cache: w.cache, engine: w.engine, model, maxBatch: 0 }),
+      ),
+    "maxBatch",
+  ],
+  [
+    "device runner over an engine of other heads",
+    InvalidArgumentError,
+    (w) =>
+      deviceModel(
+        w,
+        (model) =>
+          new DeviceStepRunner({
+            runtime: rt,
+            cache: w.cache,
+            engine: { ...w.engine, numQoHeads: 2 * Hq } as never,
+            model,
+          }),
+      ),
+    "heads",
+  ],
+  [
+    "device runner prefill with too few slots",
+    InvalidArgumentError,
+    (w) =>
+      deviceModel(w, (model) => {
+        using runner = new DeviceStepRunner({ runtime: rt, cache: w.cache, engine: w.engine, model });
+        const request = { id: 1, tokens: [1, 2, 3], promptLength: 3, generated: 0, contextLength: 0 };
+        runner.prefill(request, w.b, w.nextSlot, 0, 3);
+      }),
+    "prefill: 1 slots for 3 positions",
+  ],
+  [
+    "query of a disposed event",
+    BadStateError,
+    () => {
+      const e = rt.createEvent();
+      e.dispose();
+      e.query();
+    },
+    "event was disposed",
+  ],
+];
+
 const tables: [string, Case[]][] = [
   ["Runtime", runtimeCases],
   ["DeviceBuffer and PinnedBuffer", bufferCases],
@@ -1069,6 +1162,7 @@ const tables: [string, Case[]][] = [
   ["DecodeEngine and the policy table", engineCases],
   ["Scheduler", schedulerCases],
   ["interop and memory sizing", interopCases],
+  ["the device path", deviceCases],
 ];
 
 for (const [name, cases] of tables)

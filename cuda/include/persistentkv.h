@@ -122,6 +122,10 @@ pkv_status pkv_event_create(pkv_runtime *rt, pkv_event **out);
 pkv_status pkv_event_destroy(pkv_event *event);
 pkv_status pkv_event_record(pkv_event *event, pkv_stream *stream);
 pkv_status pkv_event_synchronize(pkv_event *event);
+/* Never waits: *done = 1 once the work queued before the event's last record has completed (also for an
+ * event never recorded, and always on the CPU backend), 0 while it is still pending. A failure of that work
+ * is the call's status. For awaiting the GPU without blocking the caller's thread (poll it). */
+pkv_status pkv_event_query(pkv_event *event, int32_t *done);
 pkv_status pkv_event_elapsed_ms(pkv_event *start, pkv_event *end, float *ms);
 
 /* ---- interop: memory, streams and KV pools that the caller owns -------------------------------
@@ -335,6 +339,44 @@ pkv_status pkv_decode_run(pkv_decode_engine *engine, int32_t plan_id, int32_t la
 pkv_status pkv_decode_run_device(pkv_decode_engine *engine, int32_t plan_id, int32_t layer, pkv_buffer *q,
                                  uint64_t q_offset, pkv_buffer *out, uint64_t out_offset, pkv_buffer *lse,
                                  uint64_t lse_offset, pkv_stream *stream);
+
+/* ---- synthetic model (tests and benchmarks) ---------------------------------------------------------
+ * A stand-in for a model that runs on the GPU: deterministic q, K and V without weights, bit for bit those
+ * of lib/scheduler/synthetic.ts (SyntheticModel). Every value is read from a table of 65536 16-bit values
+ * (the caller uploads SyntheticModel's table, in the pool's dtype, to a device buffer of at least
+ * PKV_SYNTHETIC_TABLE_BYTES) at an offset hashed from (key, position, layer, which):
+ *   q of a row:        mix(request_id, position, layer, 2)            -> [num_qo_heads][head_dim]
+ *   K (0) and V (1):   mix(token, position, layer, which) if token >= 0,
+ *                      else mix(0x40000000 + request_id, position, layer, which)  -> [num_kv_heads][head_dim]
+ *   sampled token:     mix(request_id, position, 3) % vocab
+ * where mix is SyntheticModel's 32-bit mix and a run of n values starts at (hash & 0xffff), wrapping.
+ * Each entry point reads rows of pkv_synthetic_row from a device buffer (host memory on the CPU backend)
+ * and queues its work on the stream; the rows are read by the GPU when the work runs, so these calls can
+ * be captured into a graph and replayed with new rows. A row whose slot lies outside the pool is skipped
+ * (its K and V are not written): the GPU cannot report it, so callers pass slots that KV-cache appends
+ * returned. The pool's dtype must be 16-bit (f16 or bf16). */
+#define PKV_SYNTHETIC_TABLE_ENTRIES 65536
+#define PKV_SYNTHETIC_TABLE_BYTES 131072 /* 2 bytes per entry */
+typedef struct pkv_synthetic_row {
+  int32_t request_id;
+  int32_t position; /* the token's position in its sequence */
+  int32_t token;    /* its id, or -1 where unknown (a prompt given by length) */
+  int32_t slot;     /* where its K and V go: page * page_size + offset */
+} pkv_synthetic_row;
+/* One decode layer of `batch` rows: q [batch][num_qo_heads][head_dim] into q (at q_offset, 16-byte aligned),
+ * and each row's K and V of `layer` into the pool at its slot. num_qo_heads: a multiple of the pool's KV
+ * heads. rows: batch pkv_synthetic_row at rows_offset (16-byte aligned). */
+pkv_status pkv_synthetic_forward(pkv_kvpool *pool, pkv_buffer *table, int32_t layer, int32_t num_qo_heads, int32_t batch,
+                                 pkv_buffer *rows, uint64_t rows_offset, pkv_buffer *q, uint64_t q_offset,
+                                 pkv_stream *stream);
+/* Prefill: K and V of n context tokens (one row each) in every layer of the pool. */
+pkv_status pkv_synthetic_prefill(pkv_kvpool *pool, pkv_buffer *table, int32_t n, pkv_buffer *rows,
+                                 uint64_t rows_offset, pkv_stream *stream);
+/* The token each of `batch` rows generates, int32 [batch] into tokens (at tokens_offset, 4-byte aligned).
+ * vocab: 1..2^31-1. The synthetic token depends on (request id, position) only, never on attention output,
+ * exactly as SyntheticModel.sample. */
+pkv_status pkv_synthetic_sample(int32_t vocab, int32_t batch, pkv_buffer *rows, uint64_t rows_offset,
+                                pkv_buffer *tokens, uint64_t tokens_offset, pkv_stream *stream);
 
 #ifdef __cplusplus
 }

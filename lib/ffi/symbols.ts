@@ -37,6 +37,7 @@ export const symbols = {
   pkv_event_destroy: { args: [handle], returns: status },
   pkv_event_record: { args: [handle, handle], returns: status },
   pkv_event_synchronize: { args: [handle], returns: status },
+  pkv_event_query: { args: [handle, out], returns: status },
   pkv_event_elapsed_ms: { args: [handle, handle, out], returns: status },
 
   pkv_capture_begin: { args: [handle, handle], returns: status },
@@ -91,6 +92,13 @@ export const symbols = {
   pkv_kvpool_wrap: { args: [handle, host, host, host, out], returns: status },
   pkv_decode_plan_paged: { args: [handle, handle, T.i32, host, host, host, T.i32, out], returns: status },
   pkv_decode_plan_block_table: { args: [handle, handle, T.i32, host, T.i32, host, T.i32, out], returns: status },
+  // ---- synthetic model (tests and benchmarks)
+  pkv_synthetic_forward: {
+    args: [handle, handle, T.i32, T.i32, T.i32, handle, T.u64, handle, T.u64, handle],
+    returns: status,
+  },
+  pkv_synthetic_prefill: { args: [handle, handle, T.i32, handle, T.u64, handle], returns: status },
+  pkv_synthetic_sample: { args: [T.i32, T.i32, handle, T.u64, handle, T.u64, handle], returns: status },
 } as const;
 
 export type Symbols = typeof symbols;

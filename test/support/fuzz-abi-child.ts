@@ -100,6 +100,8 @@ function call(expect: Outcome, fn: string, ...a: unknown[]): number {
 }
 
 const CHANGES_PAGES = new Set([
+  "pkv_synthetic_forward",
+  "pkv_synthetic_prefill",
   "pkv_kvpool_write",
   "pkv_kvpool_write_device",
   "pkv_kvpool_copy_pages",
@@ -1448,6 +1450,102 @@ op(1, () => {
   call("bad", "pkv_decode_run", asPtr(w.engine), 1, 0, new Uint16Array(1), new Uint16Array(1), null);
   call("valid", "pkv_decode_engine_destroy", asPtr(w.engine));
   freed.engine.push(w.engine);
+});
+
+// event queries: done (1) or pending (0), never waiting
+op(2, () => {
+  const r = int(0, 2);
+  if (r === 0 && live.event.length) call("valid", "pkv_event_query", asPtr(pick(live.event)), new Int32Array(1));
+  else if (r === 1) call("bad", "pkv_event_query", badHandle("event"), new Int32Array(1));
+  else if (live.event.length) call("bad", "pkv_event_query", asPtr(pick(live.event)), null);
+});
+
+// the synthetic model: K/V into a pool at the rows' slots (rows from a scratch buffer: any values are
+// valid, slots outside the pool are skipped), q and tokens into scratch buffers; the sentinel pool only
+// in bad calls
+let syntheticTable = 0,
+  syntheticSmall = 0;
+const SYNTHETIC_TABLE_BYTES = 131072;
+function syntheticSetup() {
+  if (!buffers.has(syntheticTable)) syntheticTable = createBuffer(false, SYNTHETIC_TABLE_BYTES, 0);
+  const scratch = scratchPool();
+  const pool = scratch && chance(0.8) ? scratch : sentinelPool;
+  const p = pools.get(pool)!;
+  const group = SHAPES.find((s) => s.heads === p.heads && s.dim === p.dim && s.pageSize === p.pageSize)!.group;
+  const batch = int(1, 6);
+  const scratchOf = (bytes: number) => {
+    const fits = live.buffer.filter(
+      (b) => b !== syntheticTable && !buffers.get(b)!.sentinel && buffers.get(b)!.bytes >= bytes,
+    );
+    return fits.length && chance(0.7) ? pick(fits) : createBuffer(false, bytes + 16 * int(0, 2));
+  };
+  const rows = scratchOf(batch * 16);
+  let q = scratchOf(batch * p.heads * group * p.dim * 2);
+  if (q === rows) q = createBuffer(false, batch * p.heads * group * p.dim * 2);
+  const bad = pick([badHandle("buffer"), asPtr(foreignBuffer)]);
+  const unaligned = pick([1, 2, 8, ...HUGE_U64]);
+  if (!buffers.has(syntheticSmall)) syntheticSmall = createBuffer(false, 1024); // far smaller than a table
+  const small = asPtr(syntheticSmall);
+  return { pool, p, hq: p.heads * group, batch, rows, q, bad, small, unaligned, stream: asPtr(liveOr("stream")) };
+}
+op(3, () => {
+  const x = syntheticSetup();
+  const args: unknown[] = [
+    asPtr(x.pool),
+    asPtr(syntheticTable),
+    int(0, x.p.layers - 1),
+    x.hq,
+    x.batch,
+    asPtr(x.rows),
+    0,
+    asPtr(x.q),
+    0,
+    x.stream,
+  ];
+  const r = int(0, 10);
+  if (r === 0) args[0] = badHandle("pool");
+  else if (r === 1)
+    args[1] = pick([x.bad, x.small]); // not a buffer, or one too small for the table
+  else if (r === 2) args[2] = pick([-1, x.p.layers]);
+  else if (r === 3)
+    args[3] = pick([0, -1, x.p.heads * 17, x.p.heads > 1 ? x.p.heads * 2 + 1 : 0]); // group 17, not a multiple
+  else if (r === 4) args[4] = pick([-1, 2 ** 31 - 1]);
+  else if (r === 5) args[pick([5, 7])] = x.bad;
+  else if (r === 6) args[pick([6, 8])] = x.unaligned;
+  else if (r === 7)
+    args[7] = asPtr(x.rows); // q over the rows
+  else if (r === 8) args[9] = pick([badHandle("stream", false), asPtr(foreignStream)]);
+  else if (x.pool !== sentinelPool) return void call("valid", "pkv_synthetic_forward", ...args);
+  else args[8] = x.unaligned;
+  call("bad", "pkv_synthetic_forward", ...args);
+});
+op(2, () => {
+  const x = syntheticSetup();
+  const args: unknown[] = [asPtr(x.pool), asPtr(syntheticTable), x.batch, asPtr(x.rows), 0, x.stream];
+  const r = int(0, 6);
+  if (r === 0) args[0] = badHandle("pool");
+  else if (r === 1) args[1] = pick([x.bad, x.small]);
+  else if (r === 2) args[2] = pick([-1, 2 ** 31 - 1]);
+  else if (r === 3) args[3] = x.bad;
+  else if (r === 4) args[4] = x.unaligned;
+  else if (r === 5) args[5] = pick([badHandle("stream", false), asPtr(foreignStream)]);
+  else if (x.pool !== sentinelPool) return void call("valid", "pkv_synthetic_prefill", ...args);
+  else args[4] = x.unaligned;
+  call("bad", "pkv_synthetic_prefill", ...args);
+});
+op(2, () => {
+  const x = syntheticSetup();
+  const args: unknown[] = [int(1, 2 ** 31 - 1), x.batch, asPtr(x.rows), 0, asPtr(x.q), 0, x.stream];
+  const r = int(0, 7);
+  if (r === 0) args[0] = pick([0, -1, -(2 ** 31)]);
+  else if (r === 1) args[1] = pick([-1, 2 ** 31 - 1]);
+  else if (r === 2) args[pick([2, 4])] = x.bad;
+  else if (r === 3) args[pick([3, 5])] = pick([1, 2, ...HUGE_U64]);
+  else if (r === 4)
+    args[4] = asPtr(x.rows); // tokens over the rows
+  else if (r === 5) args[6] = pick([badHandle("stream", false), asPtr(foreignStream)]);
+  else return void call("valid", "pkv_synthetic_sample", ...args);
+  call("bad", "pkv_synthetic_sample", ...args);
 });
 
 // ---- rounds -----------------------------------------------------------------------------------------

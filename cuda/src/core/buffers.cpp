@@ -320,6 +320,23 @@ pkv_status pkv_event_synchronize(pkv_event *event) {
   PKV_API_END
 }
 
+pkv_status pkv_event_query(pkv_event *event, int32_t *done) {
+  PKV_API_BEGIN
+  PKV_CHECK(event, Event);
+  PKV_NOT_NULL(done);
+  *done = 1;
+  if (!pkv::on_cuda(event->rt)) return PKV_OK;
+  const cudaError_t e = cudaEventQuery(event->event);
+  if (e == cudaErrorNotReady) {
+    cudaGetLastError();  // "not ready" is an answer, not an error: keep it from the next launch's check
+    *done = 0;
+    return PKV_OK;
+  }
+  PKV_CUDA_TRY(e);
+  return PKV_OK;
+  PKV_API_END
+}
+
 pkv_status pkv_event_elapsed_ms(pkv_event *start, pkv_event *end, float *ms) {
   PKV_API_BEGIN
   PKV_CHECK(start, Event);
