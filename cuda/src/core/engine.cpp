@@ -523,7 +523,10 @@ pkv_status pkv_decode_plan(pkv_decode_engine *engine, pkv_kvpool *pool, int32_t 
   // On the CPU backend nothing is in flight and one image serves.
   Staging &st = e->staging[cuda ? e->next_staging : 0];
   const int64_t bytes_needed = pkv::plan_image_bytes(batch, pkv::max_plan_tasks(e->shape, batch), num_deltas);
-  if (st.in_flight && cudaEventQuery(st.copied) != cudaSuccess) PKV_CUDA_TRY(cudaEventSynchronize(st.copied));
+  if (st.in_flight && cudaEventQuery(st.copied) != cudaSuccess) {
+    cudaGetLastError();  // "not ready" is an answer, not an error: keep it from the next launch's check
+    PKV_CUDA_TRY(cudaEventSynchronize(st.copied));
+  }
   st.in_flight = false;
   PKV_TRY(ensure_staging(e, st, bytes_needed));
 
