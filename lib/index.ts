@@ -55,4 +55,5 @@ export {
   type SyntheticShape,
 } from "./scheduler";
 export type { SchedulerPlan } from "./scheduler/ports";
+export * from "./sharded/index";
 export { createDemoStack, sizesFor, CPU_SIZES, GPU_SIZES, type DemoSizes, type DemoStack } from "./scheduler/demo";
