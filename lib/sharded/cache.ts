@@ -50,7 +50,7 @@ export class ShardedKVCache implements Disposable {
       );
     this.runtime = runtime;
     this.heads = layoutHeads("createKVCache", options.numKvHeads, runtime.size);
-    this.#pools = new ShardPools(runtime.runtimes, configOf);
+    this.#pools = new ShardPools(runtime.runtimes, runtime.devices, configOf);
     this.logical = new KVCache(
       runtime.runtimes[0]!,
       { ...options, numKvHeads: this.heads.kvHeadsPerShard },

@@ -15,19 +15,25 @@ export type ShardConfigOf = (shard: number, config: Uint8Array) => Uint8Array;
 
 export class ShardPools implements PagePoolCalls {
   readonly runtimes: readonly RuntimeContext[];
+  readonly devices: readonly number[];
   /** Each shard's native pool; [0] is the one the logical cache holds (and whose pinned table plans read). */
   readonly handles: Pointer[] = [];
   readonly #configOf: ShardConfigOf;
 
-  constructor(runtimes: readonly RuntimeContext[], configOf: ShardConfigOf = (_shard, config) => config) {
+  constructor(
+    runtimes: readonly RuntimeContext[],
+    devices: readonly number[],
+    configOf: ShardConfigOf = (_shard, config) => config,
+  ) {
     this.runtimes = runtimes;
+    this.devices = devices;
     this.#configOf = configOf;
   }
 
   /** The typed error of a failed native call on one shard, its message naming the shard and device. */
   shardError(shard: number, status: number): PkvError {
     const message = String(native().pkv_last_error());
-    return errorFor(status, `shard ${shard} (device ${this.runtimes[shard]!.info.device}): ${message}`);
+    return errorFor(status, `shard ${shard} (device ${this.devices[shard]}): ${message}`);
   }
 
   /** Runs `call` on every shard's pool in order; throws at the first shard that fails. */
