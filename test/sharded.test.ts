@@ -8,11 +8,15 @@ import {
   InvalidArgumentError,
   layoutHeads,
   OutOfRangeError,
+  openRuntime,
   type Sequence,
+  Status,
   type ShardedKVCache,
   StalePlanError,
 } from "../lib/index.ts";
+import { type Pointer, toArrayBuffer } from "bun:ffi";
 import { KV_CONFIG } from "../lib/ffi/layouts.ts";
+import { native } from "../lib/ffi/loader.ts";
 import { randomHalves, rng, tolerance } from "../lib/testing/index.ts";
 import { testSeed } from "./support/kvcache.ts";
 import { differing, relativeError, Twin, type TwinShape } from "./support/sharded.ts";
@@ -157,6 +161,9 @@ describe("sharded decode equals the one-device stack", () => {
     const gathered = new Uint16Array(q.length);
     into.read(gathered);
     expect(differing(gathered, whole)).toBe(0);
+    expect(() => engine.run(plan, 1, qs, outs, { gather: { into }, streams: [undefined, undefined] })).toThrow(
+      /gather orders its copies/,
+    );
     // A part on the wrong shard is refused before any shard runs.
     expect(() => engine.run(plan, 1, [qs[1]!, qs[0]!], outs)).toThrow(/lives on shard 1, not 0/);
   });
@@ -285,6 +292,32 @@ describe("one plan per step", () => {
     twin.engine.run(newer, 0, q, new Uint16Array(q.length));
     expect(() => twin.engine.plan(twin.one as unknown as ShardedKVCache, twin.seqs1)).toThrow(/not a sharded cache/);
     expect(newer.ids.length).toBe(2);
+  });
+
+  test("a copy that fails marks the plan's table entries dirty again, so the next plan sends them to every shard", () => {
+    using rt = openRuntime({ backend: "cpu" });
+    const shape = { numLayers: 1, numPages: 16, pageSize: 16, numKvHeads: 2, headDim: 64, dtype: "f16" as const };
+    const cache = rt.createKVCache(shape);
+    const engine = rt.createDecodeEngine({ numQoHeads: 4, cache });
+    const other = rt.createDecodeEngine({ numQoHeads: 8, cache }); // plans differently (group 4)
+    const seq = cache.createSequence();
+    cache.append(seq, 40); // three pages of row 0
+    const addresses = [new BigUint64Array(1), new BigUint64Array(1)] as const;
+    native().pkv_kvpool_table_addresses(cache.poolHandle, addresses[0], addresses[1]);
+    const dirty = new Int32Array(toArrayBuffer(Number(addresses[1][0]) as Pointer, 0, 4));
+    expect(dirty[0]).toBe(0);
+    engine.plan(cache, [seq]);
+    expect(dirty[0]).toBe(3); // uploaded
+    const info = new Int32Array(10);
+    const status = native().pkv_decode_plan_copy(engine.handle, other.handle, cache.poolHandle, info);
+    expect(status).toBe(Status.INVALID_ARGUMENT);
+    expect(String(native().pkv_last_error())).toMatch(/plan differently/);
+    expect(dirty[0]).toBe(0);
+    engine.plan(cache, [seq]);
+    expect(native().pkv_decode_plan_copy(engine.handle, 12345 as unknown as Pointer, cache.poolHandle, info)).toBe(
+      Status.INVALID_HANDLE,
+    );
+    expect(dirty[0]).toBe(0);
   });
 
   test("plan cost per extra shard (measured, printed)", () => {

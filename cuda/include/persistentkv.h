@@ -290,8 +290,9 @@ pkv_status pkv_buffer_copy_rows(pkv_buffer *dst, uint64_t dst_offset, uint64_t d
  * and block-table deltas, uploaded with one async copy on dst's runtime stream and applied to dst_pool's
  * device table (dst_pool's pinned table is not read: src's pool holds the one logical table). The
  * engines must plan alike (same shape, settings, max_batch and GPU model) and dst_pool's table must have
- * src's pool's shape. If the upload fails, the deltas are marked dirty again in src's pool. info is
- * dst's plan (its plan_id is what pkv_decode_run on dst takes). */
+ * src's pool's shape. If dst does not get the plan (any failure after src resolved), src's plan's deltas
+ * are marked dirty again in src's pool, so the next plan sends them to every engine. info is dst's plan
+ * (its plan_id is what pkv_decode_run on dst takes). */
 pkv_status pkv_decode_plan_copy(pkv_decode_engine *src, pkv_decode_engine *dst, pkv_kvpool *dst_pool,
                                 pkv_plan_info *info);
 

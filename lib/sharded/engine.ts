@@ -157,6 +157,11 @@ export class ShardedDecodeEngine implements Disposable {
     const outs = this.#perShard("out", out, plan.batch);
     if (streams !== undefined && (!Array.isArray(streams) || streams.length !== this.shards))
       throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `run: streams must be an array of ${this.shards}`);
+    if (gather !== undefined && streams !== undefined)
+      throw new InvalidArgumentError(
+        Status.INVALID_ARGUMENT,
+        "run: gather orders its copies after each runtime's own stream; run on those (no streams) to gather",
+      );
     const into = gather === undefined ? undefined : this.#gatherTarget(gather, outs, plan.batch);
     // Shard 0 first: its run checks that the plan still describes its batch before any shard runs.
     this.engines[0]!.run(plan.leader, layer, qs[0]!, outs[0]!, undefined, { stream: streams?.[0] });

@@ -408,14 +408,30 @@ pkv_status check_device_buffer(pkv_decode_engine *e, pkv_buffer *&buf, uint64_t 
 
 // ---- sharded.cpp's hook: one plan, several engines (declared in sharded.h) ---------------------
 
-pkv_status pkv::copy_plan(pkv_decode_engine *src, pkv_decode_engine *dst, pkv_kvpool *pool, uint64_t pool_token,
-                          pkv_plan_info *info) {
+pkv_status pkv::copy_plan(pkv_decode_engine *src, pkv_decode_engine *dst, pkv_kvpool *pool, pkv_plan_info *info) {
   const char *func = "pkv_decode_plan_copy";
-  if (src == dst) return fail(PKV_ERR_INVALID_ARGUMENT, "%s: src and dst are the same engine", func);
+  const uint64_t pool_token = (uint64_t)(uintptr_t)pool;
   if (src->plan_id == 0 || src->pool_token == 0)
     return fail(PKV_ERR_BAD_STATE, "%s: src has no complete plan to copy", func);
-  const pkv_kvpool *src_pool = pkv::lookup<pkv_kvpool>(src->pool_token, pkv::Kind::KvPool);
+  pkv_kvpool *src_pool = pkv::lookup<pkv_kvpool>(src->pool_token, pkv::Kind::KvPool);
   if (src_pool != src->pool) return fail(PKV_ERR_BAD_STATE, "%s: src's plan's KV pool was destroyed", func);
+  // src's plan took its deltas off src's pool's dirty marks: if dst does not get them (any failure below,
+  // exceptions included), they are marked dirty again, so the next plan sends them to every engine.
+  struct RedirtyOnFailure {
+    pkv_kvpool *pool;
+    const void *image;
+    bool armed = true;
+    ~RedirtyOnFailure() {
+      const pkv::PlanHeader &h = pkv::plan_header(image);
+      const pkv::PlanDelta *d = pkv::plan_deltas(const_cast<void *>(image));
+      for (int32_t i = 0; armed && i < h.num_deltas; i++)
+        pool->dirty_from[d[i].table_row] = std::min(pool->dirty_from[d[i].table_row], d[i].column);
+    }
+  } redirty{src_pool, src->plan_host};
+  PKV_TRY(pkv::resolve(pool, pkv::Kind::KvPool, func, "dst_pool"));
+  PKV_TRY(pkv::resolve(dst, pkv::Kind::DecodeEngine, func, "dst"));  // last: dst's device is current
+  if (src == dst) return fail(PKV_ERR_INVALID_ARGUMENT, "%s: src and dst are the same engine", func);
+  if (!info) return fail(PKV_ERR_NULL_POINTER, "%s: info is NULL", func);
   // The image is only valid for an engine that would have built the same one: the same heads per
   // shard, page size, wave and tile (same GPU model), planner settings and room for the batch.
   const pkv_decode_config &a = src->cfg, &b = dst->cfg;
@@ -448,6 +464,7 @@ pkv_status pkv::copy_plan(pkv_decode_engine *src, pkv_decode_engine *dst, pkv_kv
   PKV_TRY(ensure_staging(dst, st, used));
   memcpy(st.host, src->plan_host, used);
   PKV_TRY(install_plan(dst, pool, pool_token, st, src->kernel, src->pool));
+  redirty.armed = false;
   int64_t total = 0;
   int32_t max_splits = 0;
   const pkv::PlanRow *rows = pkv::plan_rows(st.host);

@@ -107,12 +107,8 @@ pkv_status pkv_buffer_copy_rows(pkv_buffer *dst, uint64_t dst_offset, uint64_t d
 pkv_status pkv_decode_plan_copy(pkv_decode_engine *src, pkv_decode_engine *dst, pkv_kvpool *dst_pool,
                                 pkv_plan_info *info) {
   PKV_API_BEGIN
-  const uint64_t pool_token = (uint64_t)(uintptr_t)dst_pool;
   PKV_CHECK(src, DecodeEngine);
-  PKV_CHECK(dst_pool, KvPool);
-  PKV_CHECK(dst, DecodeEngine);  // last, so dst's device is current for the upload
-  PKV_NOT_NULL(info);
-  return pkv::copy_plan(src, dst, dst_pool, pool_token, info);
+  return pkv::copy_plan(src, dst, dst_pool, info);  // resolves dst and dst_pool itself (sharded.h)
   PKV_API_END
 }
 
