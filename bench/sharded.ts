@@ -2,11 +2,13 @@
 // the outputs compared, the speedup, the plan's host cost per extra device, and how many tokens the pools
 // hold in the same memory per device.
 //   bun bench/sharded.ts [--backend cuda|cpu] [--devices 2] [--reps 20] [--only b4-long,b8-bimodal]
-//                        [--scale 1] [--budget-gib 40] [--out bench/results]
+//                        [--scale 1] [--budget-gib 40] [--out bench/results] [--same-device]
+// --same-device puts every shard on GPU 0 (N runtimes of one device): it checks the script and the
+// outputs on a one-GPU machine; its speedup means nothing.
 // On the CPU backend (simulated devices) the contexts are scaled down (--scale, default 1/256) so that it
 // runs in seconds: the numbers then check the script and the logic, not a GPU's speed.
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { createShardedRuntime, decode, type Event, OutOfPagesError, type ShardedRuntime } from "persistentkv";
+import { createShardedRuntime, decode, type Event, OutOfPagesError, openRuntime, ShardedRuntime } from "persistentkv";
 import { randomHalves, rng } from "persistentkv/testing";
 import { commit } from "./meta";
 
@@ -19,6 +21,16 @@ const only = arg("--only", "b4-long,b8-bimodal").split(",");
 const scale = Number(arg("--scale", backend === "cuda" ? "1" : String(1 / 256)));
 const budgetGiB = Number(arg("--budget-gib", backend === "cuda" ? "40" : "0.0625"));
 const outDir = arg("--out", "");
+const sameDevice = args.includes("--same-device");
+const shardedRuntime = (n: number) =>
+  sameDevice
+    ? new ShardedRuntime(
+        backend,
+        Array.from({ length: n }, () => 0),
+        Array.from({ length: n }, () => openRuntime({ backend })),
+        true,
+      )
+    : createShardedRuntime({ backend, devices: n });
 const layersInPool = 2;
 
 interface Workload {
@@ -41,7 +53,7 @@ const E = m.num_kv_heads * m.head_dim;
 
 /** A stack over `n` devices: cache, engine, per-shard q/out buffers, and the gathered output on shard 0. */
 function stack(n: number) {
-  const srt = createShardedRuntime({ backend, devices: n });
+  const srt = shardedRuntime(n);
   const cache = srt.createKVCache({
     numLayers: layersInPool,
     numPages: maxPages,
@@ -117,16 +129,17 @@ function time(s: Stack, seqs: ReturnType<typeof fill>) {
     }
     return median(times) * 1000;
   };
-  const planUs = (() => {
-    const t = performance.now();
-    for (let i = 0; i < 200; i++) engine.plan(cache, seqs);
-    return ((performance.now() - t) / 200) * 1000;
-  })();
-  const leaderUs = (() => {
-    const t = performance.now();
-    for (let i = 0; i < 200; i++) engine.engines[0]!.plan(cache, seqs);
-    return ((performance.now() - t) / 200) * 1000;
-  })();
+  // The plan's host cost: shard 0's plan alone against the plan of every shard, in alternating rounds
+  // (medians), so that the difference is the copies' cost and not the host's noise.
+  const rounds: [number[], number[]] = [[], []];
+  const plans = [() => engine.engines[0]!.plan(cache, seqs), () => engine.plan(cache, seqs)];
+  for (let round = 0; round < 11; round++)
+    plans.forEach((plan, i) => {
+      const t = performance.now();
+      for (let k = 0; k < 100; k++) plan();
+      rounds[i]!.push(((performance.now() - t) / 100) * 1000);
+    });
+  const [leaderUs, planUs] = rounds.map(median) as [number, number];
   const wallUs = wall(1, reps),
     wall32 = wall(32, Math.min(reps, 10));
   plan = engine.plan(cache, seqs);
@@ -143,7 +156,7 @@ function gather(s: Stack, plan: ReturnType<typeof time>["plan"], batch: number):
 
 /** Tokens the pool holds when each device gives it `budgetGiB` (32 layers): appended until out of pages. */
 function capacity(n: number): number {
-  using srt: ShardedRuntime = createShardedRuntime({ backend, devices: n });
+  using srt = shardedRuntime(n);
   const pageBytes = 32 * 2 * (m.num_kv_heads / n) * m.page_size * m.head_dim * 2;
   const numPages = Math.floor((budgetGiB * 2 ** 30) / pageBytes);
   const cache = srt.createKVCache({
@@ -235,6 +248,7 @@ const result = {
   device: one.srt.runtimes[0]!.info.name,
   devices,
   backend,
+  same_device: sameDevice,
   commit: commit(),
   date: new Date().toISOString(),
   scale,
@@ -252,7 +266,25 @@ if (outDir) {
   const gpu = result.device.includes("H200") ? "h200" : backend === "cpu" ? "cpu" : "gpu";
   const path = `${outDir}/sharded-${result.date.slice(0, 10)}-${gpu}x${devices}.json`;
   writeFileSync(path, JSON.stringify(result, null, 1));
-  console.log(`wrote ${path}`);
+  const n = devices;
+  const table = [
+    `# Decode sharded by KV heads: ${result.device}, 1 vs ${n} devices (commit ${result.commit})`,
+    "",
+    result.timing,
+    "",
+    `| workload | step | batch | tokens | kernel us 1 | kernel us ${n} | speedup | wall us 1 | wall us ${n} | speedup | plan us per extra device | outputs differing | rel. error |`,
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ...rows.map(
+      (r) =>
+        `| ${r.workload} | ${r.step} | ${r.batch} | ${r.tokens} | ${r.kernel_us_1} | ${r[`kernel_us_${n}`]} | ${r.speedup_kernel}x | ` +
+        `${r.wall_us_1} | ${r[`wall_us_${n}`]} | ${r.speedup_wall}x | ${r.plan_us_per_extra_device} | ${r.outputs_differing} | ${r.rel_error} |`,
+    ),
+    "",
+    `Pool capacity at ${budgetGiB} GiB per device (32 layers): ${tokens1} tokens on 1 device, ${tokensN} on ${n} (${result.capacity.ratio}x).`,
+    "",
+  ].join("\n");
+  writeFileSync(path.replace(/\.json$/, ".md"), table);
+  console.log(`wrote ${path} and its .md table`);
 }
 one.srt.dispose();
 many.srt.dispose();

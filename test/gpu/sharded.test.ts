@@ -6,7 +6,8 @@ import { readEnv } from "../../lib/env.ts";
 import { tolerance } from "../../lib/testing/index.ts";
 import { randomHalves, rng } from "../../lib/testing/index.ts";
 import { KV_CONFIG } from "../../lib/ffi/layouts.ts";
-import { gpuCount } from "../support/gpu.ts";
+import { openRuntime, ShardedRuntime } from "../../lib/index.ts";
+import { describeGpu, gpuCount } from "../support/gpu.ts";
 import { differing, relativeError, Twin, type TwinShape } from "../support/sharded.ts";
 
 const required = Number(readEnv("PKV_REQUIRE_GPUS") ?? "0");
@@ -110,5 +111,55 @@ describeGpus("sharded over several GPUs", () => {
     const after = small.cache.readKVShards(0, small.seqs[0]!);
     for (const s of [0, 1]) expect(differing(before[s]!.k, after[s]!.k) + differing(before[s]!.v, after[s]!.v)).toBe(0);
     expect(small.seqs[0]!.state).toBe("live");
+  });
+});
+
+// Two shards on one GPU (two runtimes of device 0): every CUDA path of the sharded stack (plan copies,
+// copies between runtimes, the rollback) runs on a one-GPU machine too; only the speed needs two GPUs.
+describeGpu("sharded over two runtimes of one GPU", () => {
+  const twoOnOne = () =>
+    new ShardedRuntime("cuda", [0, 0], [openRuntime({ backend: "cuda" }), openRuntime({ backend: "cuda" })], true);
+
+  test("outputs equal the one-runtime stack and the reference; a gather equals the host-array run", () => {
+    const random = rng(70);
+    using twin = new Twin("cuda", twoOnOne(), SHAPE);
+    for (const n of [1, 16, 17, 300, 4000, 9000, 128, 33]) twin.add(n, random);
+    for (let round = 0; round < 3; round++) {
+      const r = twin.step([0, 1, 2, 3, 4, 5, 6, 7].slice(0, 3 + round * 2), round % 2, random);
+      expect(relativeError("f16", r.out, r.reference)).toBeLessThan(tolerance("f16"));
+      expect(relativeError("f16", r.out, r.out1)).toBeLessThan(tolerance("f16"));
+      twin.grow(0, 3, random);
+    }
+    const { srt, engine, cache } = twin;
+    const plan = engine.plan(cache, twin.seqs.slice(0, 3));
+    const per = engine.qoHeadsPerShard * SHAPE.headDim;
+    const q = randomHalves("f16", 3 * SHAPE.numQoHeads * SHAPE.headDim, random);
+    const whole = new Uint16Array(q.length);
+    engine.run(plan, 0, q, whole);
+    const qs = [0, 1].map((s) => srt.allocDevice(s, 3 * per * 2));
+    const outs = [0, 1].map((s) => srt.allocDevice(s, 3 * per * 2));
+    for (let s = 0; s < 2; s++) {
+      const part = new Uint16Array(3 * per);
+      for (let b = 0; b < 3; b++) part.set(q.subarray((b * 2 + s) * per, (b * 2 + s + 1) * per), b * per);
+      qs[s]!.write(part);
+    }
+    const into = srt.allocDevice(1, q.length * 2);
+    engine.run(plan, 0, qs, outs, { gather: { into } });
+    srt.synchronize();
+    const gathered = new Uint16Array(q.length);
+    into.read(gathered);
+    expect(differing(gathered, whole)).toBe(0);
+  }, 120_000);
+
+  test("a swap that fails on shard 1 leaves both shards' K and V as they were", () => {
+    const random = rng(71);
+    const skewed = (s: number, config: Uint8Array) =>
+      s === 1 ? KV_CONFIG.encode({ ...KV_CONFIG.decoder(config)(), swapPages: 1 }) : config;
+    using twin = new Twin("cuda", twoOnOne(), SHAPE, skewed);
+    twin.add(100, random);
+    const before = twin.cache.readKVShards(0, twin.seqs[0]!);
+    expect(() => twin.cache.swapOut(twin.seqs[0]!)).toThrow(/shard 1/);
+    const after = twin.cache.readKVShards(0, twin.seqs[0]!);
+    for (const s of [0, 1]) expect(differing(before[s]!.k, after[s]!.k) + differing(before[s]!.v, after[s]!.v)).toBe(0);
   });
 });

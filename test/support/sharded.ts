@@ -41,14 +41,15 @@ export class Twin implements Disposable {
   readonly seqs: Sequence[] = [];
   readonly seqs1: Sequence[] = [];
 
+  /** `devices`: a count, or a sharded runtime made otherwise (e.g. two runtimes of one GPU). */
   constructor(
     readonly backend: Backend,
-    readonly devices: number,
+    devices: number | ShardedRuntime,
     readonly shape: TwinShape,
     configOf?: ShardConfigOf,
   ) {
     const { numQoHeads, maxBatch, ...cacheShape } = shape;
-    this.srt = createShardedRuntime({ backend, devices });
+    this.srt = typeof devices === "number" ? createShardedRuntime({ backend, devices }) : devices;
     this.cache = new ShardedKVCache(this.srt, cacheShape, configOf);
     this.engine = new ShardedDecodeEngine(this.srt, { numQoHeads, maxBatch, cache: this.cache });
     this.rt = openRuntime({ backend });
