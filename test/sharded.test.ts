@@ -253,7 +253,13 @@ describe("a failure on one shard rolls the others back", () => {
       b.write(randomHalves("f16", E, random));
       return b;
     });
-    const wrong = [parts[0]!, parts[1]!, parts[2]!, parts[0]!]; // shard 3 handed shard 0's buffer
+    // A buffer the sharded runtime made on another shard is refused before anything is written...
+    const misplaced = [parts[0]!, parts[1]!, parts[2]!, parts[0]!];
+    expect(() => cache.writeKV(1, slots, misplaced, misplaced)).toThrow(/shard 3's part lives on shard 0/);
+    expect(everything(cache, twin.seqs)).toEqual(before);
+    // ...one made directly on shard 0's runtime is found by shard 3's native write, after shards 0-2 wrote.
+    const foreign = srt.runtimes[0]!.allocDevice(E * 2);
+    const wrong = [parts[0]!, parts[1]!, parts[2]!, foreign];
     expect(() => cache.writeKV(1, slots, wrong, wrong)).toThrow(/shard 3 .*another runtime/);
     expect(everything(cache, twin.seqs)).toEqual(before);
     // Without the saved copy the earlier shards keep the new values, as documented.

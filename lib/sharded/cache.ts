@@ -11,7 +11,7 @@ import type { PlanGuard } from "../cache/plan-guard";
 import { BadStateError, InvalidArgumentError, OutOfRangeError, Status } from "../errors";
 import { native } from "../ffi/loader";
 import { KVCache, type KVCacheSnapshot, type KVCacheStats, type Sequence } from "../kvcache";
-import { checkIndex, show } from "../validate";
+import { INT32_MAX, checkCount, checkIndex, checkOptions, show } from "../validate";
 import { type HeadLayout, copyHeads, kvHeadOf, layoutHeads } from "./heads";
 import { type ShardConfigOf, ShardPools } from "./pools";
 import type { ShardedContext } from "./context";
@@ -49,7 +49,8 @@ export class ShardedKVCache implements Disposable {
         `createKVCache: options ${show(options)} is not an object`,
       );
     this.runtime = runtime;
-    this.heads = layoutHeads("createKVCache", options.numKvHeads, runtime.size);
+    const numKvHeads = checkCount("createKVCache", "numKvHeads", options.numKvHeads, 1, INT32_MAX);
+    this.heads = layoutHeads("createKVCache", numKvHeads, runtime.size);
     this.#pools = new ShardPools(runtime.runtimes, runtime.devices, configOf);
     this.logical = new KVCache(
       runtime.runtimes[0]!,
@@ -144,14 +145,22 @@ export class ShardedKVCache implements Disposable {
     options?: WriteOptions,
   ): void {
     this.#usable();
-    const atomic = options?.atomic ?? true;
+    const atomic = checkOptions("writeKV", options).atomic ?? true;
+    if (typeof atomic !== "boolean")
+      throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `writeKV: atomic ${show(atomic)} is not a boolean`);
     if (!(slots instanceof Int32Array))
       throw new InvalidArgumentError(Status.INVALID_ARGUMENT, "writeKV: slots must be an Int32Array (from append)");
     const n = slots.length;
     const kParts = this.#parts("writeKV", "k", k, n);
     const vParts = this.#parts("writeKV", "v", v, n);
-    for (let s = 0; s < this.shards; s++)
+    for (let s = 0; s < this.shards; s++) {
       checkKVData(`writeKV: shard ${s}`, this.logical.config.dtype, kParts[s], vParts[s], n * this.#shardElems);
+      for (const part of [kParts[s]!, vParts[s]!]) {
+        const home = this.runtime.shardOf(part);
+        if (home !== undefined && home !== s)
+          throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `writeKV: shard ${s}'s part lives on shard ${home}`);
+      }
+    }
     checkIndex("writeKV", "layer", layer, this.logical.config.numLayers);
     const limit = this.logical.config.numPages * this.logical.config.pageSize;
     const bad = slots.findIndex((slot) => slot < 0 || slot >= limit);
@@ -172,7 +181,8 @@ export class ShardedKVCache implements Disposable {
   /** One layer of a live sequence's K and V on the host, [length][numKvHeads][headDim] each, gathered from the shards. */
   readKV(layer: number, seq: Sequence): { k: Uint16Array; v: Uint16Array } {
     const parts = this.readKVShards(layer, seq);
-    const { headDim, numKvHeads } = { headDim: this.logical.config.headDim, numKvHeads: this.heads.numKvHeads };
+    const headDim = this.logical.config.headDim;
+    const numKvHeads = this.heads.numKvHeads;
     const n = seq.length;
     const k = new Uint16Array(n * numKvHeads * headDim);
     const v = new Uint16Array(n * numKvHeads * headDim);
