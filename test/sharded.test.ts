@@ -127,6 +127,36 @@ describe("sharded decode equals the one-device stack", () => {
     }
   });
 
+  test("lse: whole and per-shard, equal to the one-device engine's", () => {
+    const random = rng(9);
+    using twin = new Twin("cpu", 3, SHAPE);
+    for (const n of [9, 60, 130]) twin.add(n, random);
+    const { numQoHeads: Hq, headDim: d } = SHAPE;
+    const plan = twin.engine.plan(twin.cache, twin.seqs);
+    const plan1 = twin.oneEngine.plan(twin.one, twin.seqs1);
+    const q = randomHalves("f16", 3 * Hq * d, random);
+    const [lse, lse1] = [new Float32Array(3 * Hq), new Float32Array(3 * Hq)];
+    twin.engine.run(plan, 0, q, new Uint16Array(q.length), { lse });
+    twin.oneEngine.run(plan1, 0, q, new Uint16Array(q.length), lse1);
+    expect(Array.from(lse)).toEqual(Array.from(lse1));
+    const per = twin.engine.qoHeadsPerShard;
+    const qs = [0, 1, 2].map((s) => {
+      const part = new Uint16Array(3 * per * d);
+      for (let b = 0; b < 3; b++)
+        part.set(q.subarray((b * Hq + s * per) * d, (b * Hq + (s + 1) * per) * d), b * per * d);
+      return part;
+    });
+    const outs = qs.map((part) => new Uint16Array(part.length));
+    const lses = qs.map(() => new Float32Array(3 * per));
+    twin.engine.run(plan, 0, qs, outs, { lse: lses });
+    for (let s = 0; s < 3; s++)
+      for (let b = 0; b < 3; b++)
+        expect(Array.from(lses[s]!.subarray(b * per, (b + 1) * per))).toEqual(
+          Array.from(lse1.subarray(b * Hq + s * per, b * Hq + (s + 1) * per)),
+        );
+    expect(() => twin.engine.run(plan, 0, qs, outs, { lse: [lses[0]!] })).toThrow(/lse must be 3 per-shard/);
+  });
+
   test("replicated heads (4 devices, 2 KV heads): each device runs its share of the group", () => {
     const random = rng(5);
     using twin = new Twin("cpu", 4, { ...SHAPE, numKvHeads: 2, numQoHeads: 8 });

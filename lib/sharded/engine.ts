@@ -54,6 +54,12 @@ export interface ShardedRunOptions {
    * shard's run (peer copies; needs the runs on the runtimes' own streams).
    */
   gather?: { into: NativeBuffer; offset?: number };
+  /**
+   * Each softmax's natural-log denominator: with whole host arrays a Float32Array [batch][numQoHeads];
+   * with per-shard q and out one part per shard, [batch][qoHeadsPerShard] (Float32Arrays with host
+   * arrays, buffers of the shard's runtime with buffers).
+   */
+  lse?: Float32Array | readonly (Float32Array | NativeBuffer)[];
 }
 
 export class ShardedDecodeEngine implements Disposable {
@@ -146,15 +152,21 @@ export class ShardedDecodeEngine implements Disposable {
             "run: a newer plan of this engine replaced the plan; plan the step again",
           )
         : new InvalidArgumentError(Status.INVALID_ARGUMENT, `run: ${show(plan)} is not a plan of this engine`);
-    const { streams, gather } = checkOptions("run", options);
+    const { streams, gather, lse } = checkOptions("run", options);
     if (q instanceof Uint16Array && out instanceof Uint16Array) {
       if (streams !== undefined || gather !== undefined)
         throw new InvalidArgumentError(Status.INVALID_ARGUMENT, "run: streams and gather apply to device buffers only");
-      this.#runWhole(plan, layer, q, out);
+      if (lse !== undefined && !(lse instanceof Float32Array && lse.length === plan.batch * this.numQoHeads))
+        throw new InvalidArgumentError(
+          Status.INVALID_ARGUMENT,
+          `run: lse must be a Float32Array of ${plan.batch * this.numQoHeads} with whole q and out`,
+        );
+      this.#runWhole(plan, layer, q, out, lse);
       return;
     }
     const qs = this.#perShard("q", q, plan.batch);
     const outs = this.#perShard("out", out, plan.batch);
+    const lses = lse === undefined ? undefined : this.#perShardLse(lse, qs[0] instanceof NativeBuffer, plan.batch);
     if (streams !== undefined && (!Array.isArray(streams) || streams.length !== this.shards))
       throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `run: streams must be an array of ${this.shards}`);
     if (gather !== undefined && streams !== undefined)
@@ -164,8 +176,8 @@ export class ShardedDecodeEngine implements Disposable {
       );
     const into = gather === undefined ? undefined : this.#gatherTarget(gather, outs, plan.batch);
     // Shard 0 first: its run checks that the plan still describes its batch before any shard runs.
-    this.engines[0]!.run(plan.leader, layer, qs[0]!, outs[0]!, undefined, { stream: streams?.[0] });
-    for (let s = 1; s < this.shards; s++) this.#runShard(plan, s, layer, qs[s]!, outs[s]!, streams?.[s]);
+    this.engines[0]!.run(plan.leader, layer, qs[0]!, outs[0]!, lses?.[0], { stream: streams?.[0] });
+    for (let s = 1; s < this.shards; s++) this.#runShard(plan, s, layer, qs[s]!, outs[s]!, lses?.[s], streams?.[s]);
     if (into) this.#gather(plan.batch, outs as NativeBuffer[], into.buffer, into.offset);
   }
 
@@ -178,7 +190,7 @@ export class ShardedDecodeEngine implements Disposable {
 
   // ---- helpers ---------------------------------------------------------------------------------
 
-  #runWhole(plan: ShardedPlan, layer: number, q: Uint16Array, out: Uint16Array): void {
+  #runWhole(plan: ShardedPlan, layer: number, q: Uint16Array, out: Uint16Array, lse: Float32Array | undefined): void {
     const d = this.headDim,
       per = this.qoHeadsPerShard,
       heads = this.numQoHeads,
@@ -194,18 +206,46 @@ export class ShardedDecodeEngine implements Disposable {
         );
     const qs: Uint16Array[] = [];
     const outs: Uint16Array[] = [];
+    const lses = lse ? Array.from({ length: this.shards }, () => new Float32Array(batch * per)) : undefined;
     for (let s = 0; s < this.shards; s++) {
       const part = new Uint16Array(batch * per * d);
       copyHeads(q, part, batch, heads, per, d, (l) => s * per + l, true);
       qs.push(part);
       outs.push(new Uint16Array(batch * per * d));
     }
-    this.engines[0]!.run(plan.leader, layer, qs[0]!, outs[0]!);
-    for (let s = 1; s < this.shards; s++) this.#runShard(plan, s, layer, qs[s]!, outs[s]!, undefined);
-    for (let s = 0; s < this.shards; s++) copyHeads(out, outs[s]!, batch, heads, per, d, (l) => s * per + l, false);
+    this.engines[0]!.run(plan.leader, layer, qs[0]!, outs[0]!, lses?.[0]);
+    for (let s = 1; s < this.shards; s++) this.#runShard(plan, s, layer, qs[s]!, outs[s]!, lses?.[s], undefined);
+    for (let s = 0; s < this.shards; s++) {
+      copyHeads(out, outs[s]!, batch, heads, per, d, (l) => s * per + l, false);
+      if (lse && lses)
+        for (let b = 0; b < batch; b++) lse.set(lses[s]!.subarray(b * per, (b + 1) * per), b * heads + s * per);
+    }
   }
 
-  #runShard(plan: ShardedPlan, s: number, layer: number, q: Io, out: Io, stream: Stream | undefined): void {
+  /** Per-shard lse parts: Float32Arrays with host q and out, buffers with buffers, each [batch][qoHeadsPerShard]. */
+  #perShardLse(lse: Float32Array | readonly (Float32Array | NativeBuffer)[], device: boolean, batch: number) {
+    const count = batch * this.qoHeadsPerShard;
+    const fits = (part: unknown) =>
+      device
+        ? part instanceof NativeBuffer && part.bytes >= count * 4
+        : part instanceof Float32Array && part.length === count;
+    if (!Array.isArray(lse) || lse.length !== this.shards || !lse.every(fits))
+      throw new InvalidArgumentError(
+        Status.INVALID_ARGUMENT,
+        `run: lse must be ${this.shards} per-shard ${device ? `buffers of at least ${count * 4} bytes` : `Float32Arrays of ${count}`}`,
+      );
+    return lse as readonly (Float32Array | NativeBuffer)[];
+  }
+
+  #runShard(
+    plan: ShardedPlan,
+    s: number,
+    layer: number,
+    q: Io,
+    out: Io,
+    lse: Float32Array | NativeBuffer | undefined,
+    stream: Stream | undefined,
+  ): void {
     const engine = this.engines[s]!.handle;
     if (q instanceof NativeBuffer && out instanceof NativeBuffer)
       check(
@@ -217,7 +257,7 @@ export class ShardedDecodeEngine implements Disposable {
           0,
           out.handle,
           0,
-          null,
+          lse instanceof NativeBuffer ? lse.handle : null,
           0,
           streamHandle("run", stream),
         ),
@@ -225,7 +265,14 @@ export class ShardedDecodeEngine implements Disposable {
       );
     else
       check(
-        native().pkv_decode_run(engine, plan.ids[s]!, layer, q as Uint16Array, out as Uint16Array, null),
+        native().pkv_decode_run(
+          engine,
+          plan.ids[s]!,
+          layer,
+          q as Uint16Array,
+          out as Uint16Array,
+          (lse as Float32Array | undefined) ?? null,
+        ),
         "pkv_decode_run",
       );
   }
