@@ -57,8 +57,9 @@ export interface KVCacheSnapshot {
 
 /**
  * The native pool calls that create, destroy and move whole pages. A cache sharded over several devices
- * (lib/sharded) passes calls that act on every shard's pool, and throw (after undoing their own shards)
- * where this cache would check a failed status: its bookkeeping then rolls back as for any failure.
+ * (lib/sharded) passes calls that act on every shard's pool and throw where this cache would check a
+ * failed status: its bookkeeping then rolls back as for any failure (what other shards wrote lies in
+ * pages or swap slots that the failed operation gives back).
  */
 export type PagePoolCalls = {
   [Name in
