@@ -95,7 +95,7 @@ pkv_status pkv_buffer_copy_rows(pkv_buffer *dst, uint64_t dst_offset, uint64_t d
     return PKV_OK;
   }
   cudaStream_t s = pkv::stream_of(dst->rt, stream);
-  if (src->rt != dst->rt) PKV_TRY(order_after(src->rt, s));
+  if (s != src->rt->stream) PKV_TRY(order_after(src->rt, s));
   PKV_CUDA_TRY(cudaSetDevice(dst->rt->device));
   // cudaMemcpyDefault: unified addressing finds both devices; across them it is a peer copy (direct over
   // NVLink once pkv_runtime_enable_peer_access ran, staged by the driver otherwise).
