@@ -26,9 +26,10 @@ export type ShardedKVData = readonly KVData[];
 
 export interface WriteOptions {
   /**
-   * Default true: the slots' previous K and V are read from every shard first, so a failure on shard k
-   * restores the shards before it. false skips that read (one host round trip per shard, which waits for
-   * the device); a failure then leaves the slots rewritten on the shards before k, to be written again.
+   * Default true: the slots' previous K and V are read from every shard but the last first, so a failure
+   * on shard k restores the shards before it. false skips that read (a host round trip per shard, which
+   * waits for the device); a failure then leaves the slots rewritten on the shards before k, to be
+   * written again.
    */
   atomic?: boolean;
 }
@@ -274,9 +275,10 @@ export class ShardedKVCache implements Disposable {
     return { k, v };
   }
 
+  /** The slots' K and V on every shard but the last: a failure restores the shards before it, never the last. */
   #readSlots(layer: number, slots: Int32Array): { k: Uint16Array; v: Uint16Array }[] {
     const saved = [];
-    for (let s = 0; s < this.shards; s++) saved.push(this.#readShard(s, layer, slots));
+    for (let s = 0; s < this.shards - 1; s++) saved.push(this.#readShard(s, layer, slots));
     return saved;
   }
 
