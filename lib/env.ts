@@ -64,6 +64,11 @@ export const ENV = {
     meaning: "1: GPU tests fail, rather than skip, when no CUDA device is visible",
     default: "GPU tests skip without a device",
   },
+  PKV_REQUIRE_GPUS: {
+    scope: "tests",
+    meaning: "N: the several-GPU tests fail, rather than skip, when fewer than N CUDA devices are visible",
+    default: "they skip with fewer than 2",
+  },
   PKV_FUZZ_CALLS: { scope: "tests", meaning: "calls the C ABI fuzz test makes on the CPU backend", default: "24000" },
   PKV_FUZZ_GPU_CALLS: {
     scope: "tests",

@@ -109,3 +109,4 @@ export {
 } from "./serving/device-model";
 export { SyntheticDeviceModel } from "./serving/synthetic-device";
 export { SYNTHETIC_TABLE_ENTRIES } from "./scheduler/synthetic";
+export * from "./sharded/index";

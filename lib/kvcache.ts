@@ -56,6 +56,21 @@ export interface KVCacheSnapshot {
   cachedPages: Int32Array;
 }
 
+/**
+ * The native pool calls that create, destroy and move whole pages. A cache sharded over several devices
+ * (lib/sharded) passes calls that act on every shard's pool and throw where this cache would check a
+ * failed status: its bookkeeping then rolls back as for any failure (what other shards wrote lies in
+ * pages or swap slots that the failed operation gives back).
+ */
+export type PagePoolCalls = {
+  [Name in
+    | "pkv_kvpool_create"
+    | "pkv_kvpool_destroy"
+    | "pkv_kvpool_copy_pages"
+    | "pkv_kvpool_swap_out"
+    | "pkv_kvpool_swap_in"]: (...args: Parameters<ReturnType<typeof native>[Name]>) => number;
+};
+
 export class KVCache extends NativeObject {
   readonly config: KVCacheConfig;
   readonly #pageSize: number;
@@ -73,10 +88,11 @@ export class KVCache extends NativeObject {
   // One-element page lists for copy-on-write (passed as arrays, never as ptr(): see DESIGN, bun:ffi facts).
   readonly #from = new Int32Array(1);
   readonly #to = new Int32Array(1);
+  readonly #calls: PagePoolCalls;
 
-  constructor(runtime: RuntimeContext, options: KVCacheOptions) {
+  constructor(runtime: RuntimeContext, options: KVCacheOptions, calls: PagePoolCalls = native()) {
     const config = resolveConfig(options);
-    const create = native().pkv_kvpool_create;
+    const create = calls.pkv_kvpool_create;
     const handle = outPointer("pkv_kvpool_create", (out) => create(runtime.handle, encodeConfig(config), out));
     let table: BlockTable;
     try {
@@ -91,13 +107,13 @@ export class KVCache extends NativeObject {
         config.maxPagesPerSequence,
       );
     } catch (error) {
-      native().pkv_kvpool_destroy(handle);
+      calls.pkv_kvpool_destroy(handle);
       throw error;
     }
     const clock = new ChangeClock();
     super(
       handle,
-      (h) => native().pkv_kvpool_destroy(h),
+      (h) => calls.pkv_kvpool_destroy(h),
       "KV cache",
       runtime,
       () => {
@@ -106,6 +122,7 @@ export class KVCache extends NativeObject {
       },
     );
     this.#clock = clock;
+    this.#calls = calls;
     this.config = config;
     this.#pageSize = config.pageSize;
     this.#tokenElems = config.numKvHeads * config.headDim;
@@ -355,7 +372,7 @@ export class KVCache extends NativeObject {
       i++;
     }
     try {
-      check(native().pkv_kvpool_swap_out(this.handle, moving, from, to), "pkv_kvpool_swap_out");
+      check(this.#calls.pkv_kvpool_swap_out(this.handle, moving, from, to), "pkv_kvpool_swap_out");
     } catch (error) {
       for (let c = 0; c < pages; c++) if (map[c]! >= 0) this.#pages.holdSwapped(map[c]!, -1);
       for (let i = moving - 1; i >= 0; i--) this.#swap.give(to[i]!);
@@ -387,7 +404,7 @@ export class KVCache extends NativeObject {
         to[i++] = this.#takePage();
       }
     try {
-      check(native().pkv_kvpool_swap_in(this.handle, moving, from, to), "pkv_kvpool_swap_in");
+      check(this.#calls.pkv_kvpool_swap_in(this.handle, moving, from, to), "pkv_kvpool_swap_in");
     } catch (error) {
       for (let i = moving - 1; i >= 0; i--) this.#drop(to[i]!);
       throw error;
@@ -588,7 +605,7 @@ export class KVCache extends NativeObject {
     this.#from[0] = shared;
     this.#to[0] = copy;
     try {
-      check(native().pkv_kvpool_copy_pages(this.handle, 1, this.#from, this.#to), "pkv_kvpool_copy_pages");
+      check(this.#calls.pkv_kvpool_copy_pages(this.handle, 1, this.#from, this.#to), "pkv_kvpool_copy_pages");
     } catch (error) {
       this.#drop(copy);
       throw error;

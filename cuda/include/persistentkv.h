@@ -378,6 +378,30 @@ pkv_status pkv_synthetic_prefill(pkv_kvpool *pool, pkv_buffer *table, int32_t n,
 pkv_status pkv_synthetic_sample(int32_t vocab, int32_t batch, pkv_buffer *rows, uint64_t rows_offset,
                                 pkv_buffer *tokens, uint64_t tokens_offset, pkv_stream *stream);
 
+/* ---- several devices of one host: caches and engines sharded by KV heads ---------------------
+ * Each device holds its KV heads' K and V for every token, so attention needs no communication: what
+ * crosses devices is one plan image per step (built once on the host) and, on request, the outputs. */
+/* Lets the two runtimes' devices read each other's memory (peer access, no NVLink multicast). Both
+ * runtimes of one backend; a no-op on the CPU backend or for one device; PKV_ERR_UNSUPPORTED where the
+ * devices have no peer path. */
+pkv_status pkv_runtime_enable_peer_access(pkv_runtime *a, pkv_runtime *b);
+/* Copies `rows` rows of `row_bytes` from src (rows src_pitch bytes apart) to dst (dst_pitch apart);
+ * src and dst may belong to different runtimes (devices) of one backend. Asynchronous on `stream` (of
+ * dst's runtime; NULL: its own), ordered after the work queued on src's runtime's own stream. Not
+ * during a graph capture on either runtime (PKV_ERR_BAD_STATE). */
+pkv_status pkv_buffer_copy_rows(pkv_buffer *dst, uint64_t dst_offset, uint64_t dst_pitch, pkv_buffer *src,
+                                uint64_t src_offset, uint64_t src_pitch, uint64_t row_bytes, uint64_t rows,
+                                pkv_stream *stream);
+/* Makes dst's current plan a copy of src's current plan, without planning again: the same workqueue
+ * and block-table deltas, uploaded with one async copy on dst's runtime stream and applied to dst_pool's
+ * device table (dst_pool's pinned table is not read: src's pool holds the one logical table). The
+ * engines must plan alike (same shape, settings, max_batch and GPU model) and dst_pool's table must have
+ * src's pool's shape. If dst does not get the plan (any failure after src resolved), src's plan's deltas
+ * are marked dirty again in src's pool, so the next plan sends them to every engine. info is dst's plan
+ * (its plan_id is what pkv_decode_run on dst takes). */
+pkv_status pkv_decode_plan_copy(pkv_decode_engine *src, pkv_decode_engine *dst, pkv_kvpool *dst_pool,
+                                pkv_plan_info *info);
+
 #ifdef __cplusplus
 }
 #endif

@@ -99,6 +99,13 @@ export const symbols = {
   },
   pkv_synthetic_prefill: { args: [handle, handle, T.i32, handle, T.u64, handle], returns: status },
   pkv_synthetic_sample: { args: [T.i32, T.i32, handle, T.u64, handle, T.u64, handle], returns: status },
+  // ---- several devices of one host (lib/sharded)
+  pkv_runtime_enable_peer_access: { args: [handle, handle], returns: status },
+  pkv_buffer_copy_rows: {
+    args: [handle, T.u64, T.u64, handle, T.u64, T.u64, T.u64, T.u64, handle],
+    returns: status,
+  },
+  pkv_decode_plan_copy: { args: [handle, handle, handle, out], returns: status },
 } as const;
 
 export type Symbols = typeof symbols;

@@ -1547,6 +1547,81 @@ op(2, () => {
   else return void call("valid", "pkv_synthetic_sample", ...args);
   call("bad", "pkv_synthetic_sample", ...args);
 });
+// ---- several devices (sharded.cpp) ----------------------------------------------------------------
+
+op(1, () => {
+  if (chance(0.5)) call("valid", "pkv_runtime_enable_peer_access", asPtr(rt), asPtr(pick([rt, foreign])));
+  else call("bad", "pkv_runtime_enable_peer_access", badHandle("runtime", true), asPtr(rt));
+});
+op(2, () => {
+  // Rows between buffers of any two runtimes: one argument out of its range, or a valid copy.
+  const dst = pick(live.buffer),
+    src = pick([...live.buffer, foreignBuffer]),
+    d = buffers.get(dst)!,
+    sb = buffers.get(src)?.bytes ?? 4096;
+  const rows = int(1, 4),
+    row = int(1, Math.max(1, Math.floor(Math.min(d.bytes, sb) / rows)));
+  const r = int(0, 5);
+  if (r === 0)
+    call("bad", "pkv_buffer_copy_rows", badHandle("buffer", true), 0, row, asPtr(src), 0, row, row, rows, null);
+  else if (r === 1) call("bad", "pkv_buffer_copy_rows", asPtr(dst), 0, row - 1, asPtr(src), 0, row, row, rows, null);
+  else if (r === 2)
+    call(
+      "bad",
+      "pkv_buffer_copy_rows",
+      asPtr(dst),
+      pick([d.bytes, ...HUGE_U64]),
+      row,
+      asPtr(src),
+      0,
+      row,
+      row,
+      rows,
+      null,
+    );
+  else if (r === 3) call("bad", "pkv_buffer_copy_rows", asPtr(dst), 0, row, asPtr(dst), 0, row, row, rows, null);
+  else if (r === 4)
+    call("bad", "pkv_buffer_copy_rows", asPtr(dst), 0, row, asPtr(src), 0, row, row, rows, asPtr(foreignStream));
+  else if (!d.sentinel && dst !== src)
+    call("valid", "pkv_buffer_copy_rows", asPtr(dst), 0, row, asPtr(src), 0, row, row, rows, null);
+});
+op(2, () => {
+  // One plan, two engines: dst takes a copy of src's plan and runs it over its own pool of the same table.
+  const src = runnablePlan();
+  if (src === undefined) return;
+  const e = engines.get(src)!,
+    plan = e.plan!,
+    p = pools.get(plan.pool)!;
+  const info = new Int32Array(10);
+  const r = int(0, 4);
+  if (r === 0) call("bad", "pkv_decode_plan_copy", asPtr(src), asPtr(src), asPtr(plan.pool), info);
+  else if (r === 1) call("bad", "pkv_decode_plan_copy", asPtr(src), badHandle("engine", true), asPtr(plan.pool), info);
+  else if (r === 2) call("bad", "pkv_decode_plan_copy", badHandle("engine", true), asPtr(src), asPtr(plan.pool), info);
+  else if (r === 3) call("bad", "pkv_decode_plan_copy", asPtr(src), asPtr(src), asPtr(plan.pool), null);
+  else {
+    const settings = new Int32Array(8);
+    call("valid", "pkv_decode_engine_settings", asPtr(src), settings);
+    const config = new ArrayBuffer(32);
+    new Int32Array(config, 0, 7).set([e.hq, e.heads, e.dim, e.pageSize, 0, 0, e.maxBatch]);
+    const o = out64();
+    call("valid", "pkv_decode_engine_create_with", asPtr(rt), new Uint8Array(config), null, settings, o);
+    const dst = handleOut(o);
+    live.engine.push(dst);
+    engines.set(dst, { hq: e.hq, heads: e.heads, dim: e.dim, pageSize: e.pageSize, maxBatch: e.maxBatch });
+    const pool = createPool(rt, p.cfg);
+    call("valid", "pkv_decode_plan_copy", asPtr(src), asPtr(dst), asPtr(pool), info);
+    const q = plan.q;
+    engines.get(dst)!.plan = {
+      id: info[4]!,
+      pool,
+      batch: plan.batch,
+      q,
+      expected: new Map(),
+      version: pools.get(pool)!.version,
+    };
+    validRun(dst);
+  }
+});
 
 // ---- rounds -----------------------------------------------------------------------------------------
 
