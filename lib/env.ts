@@ -33,6 +33,11 @@ export const ENV = {
     meaning: "cpu forces the CPU backend in the examples and benchmarks",
     default: "auto (CUDA if a device is visible)",
   },
+  PKV_PATH: {
+    scope: "examples",
+    meaning: "the serving example's step path: device (q and K/V written on the GPU, one sync per step) or host (host arrays, a round trip per layer)",
+    default: "device",
+  },
   PKV_SCALE: {
     scope: "examples",
     meaning: "examples/b8-batch.ts: divide the context lengths by this",
