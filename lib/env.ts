@@ -35,7 +35,8 @@ export const ENV = {
   },
   PKV_PATH: {
     scope: "examples",
-    meaning: "the serving example's step path: device (q and K/V written on the GPU, one sync per step) or host (host arrays, a round trip per layer)",
+    meaning:
+      "the serving example's step path: device (q and K/V written on the GPU, one sync per step) or host (host arrays, a round trip per layer)",
     default: "device",
   },
   PKV_SCALE: {
