@@ -6,6 +6,8 @@ import { native } from "./ffi/loader";
 import { InvalidArgumentError, OutOfRangeError, Status } from "./errors";
 import { NativeObject, type Owner } from "./lifetime";
 import { Stream } from "./streams";
+import type { RuntimeContext } from "./types";
+import { type Address, checkAddress } from "./interop/address";
 import { checkCount, checkOptions, show } from "./validate";
 
 /** Host memory the native side reads or writes during a call. */
@@ -57,6 +59,13 @@ export abstract class NativeBuffer extends NativeObject {
     this.address = outPointer("pkv_buffer_address", (out) => native().pkv_buffer_address(handle, out));
   }
 
+  /** Whether the memory is the caller's (wrap): disposing forgets it and frees nothing. */
+  get wrapped(): boolean {
+    const out = new Int32Array(1);
+    check(native().pkv_buffer_is_wrapped(this.handle, out), "pkv_buffer_is_wrapped");
+    return out[0] === 1;
+  }
+
   /** Copies host data into the buffer at `offset` (bytes); complete on return. */
   write(src: HostArray, offset = 0): void {
     hostArray("write: source", src);
@@ -94,11 +103,35 @@ export abstract class NativeBuffer extends NativeObject {
   }
 }
 
+/** The handle of a buffer over the caller's memory (pkv_buffer_wrap). */
+function wrapMemory(
+  method: string,
+  runtime: RuntimeContext,
+  kind: MemoryKind,
+  address: unknown,
+  bytes: unknown,
+): Pointer {
+  const at = checkAddress(method, "address", address);
+  const size = checkCount(method, "bytes", bytes, 1);
+  return outPointer("pkv_buffer_wrap", (out) =>
+    native().pkv_buffer_wrap(runtime.handle, MEMORY_KIND.get(kind)!, at, size, out),
+  );
+}
+
 /** GPU memory (host memory on the CPU backend): no host views; use write/read/copyFrom. */
 export class DeviceBuffer extends NativeBuffer {
   readonly kind = "device" as const;
   constructor(handle: Pointer, bytes: number, owner: Owner) {
     super(handle, bytes, "device buffer", owner);
+  }
+
+  /**
+   * A buffer over device memory the caller owns (a framework's tensor: its data_ptr() and size), never
+   * freed by us; on the CPU backend, host memory (such as `ptr()` of a typed array the caller keeps
+   * alive). The address must be 16-byte aligned, and the memory must outlive the buffer.
+   */
+  static wrap(runtime: RuntimeContext, address: Address, bytes: number): DeviceBuffer {
+    return new DeviceBuffer(wrapMemory("DeviceBuffer.wrap", runtime, "device", address, bytes), bytes, runtime);
   }
 }
 
@@ -115,6 +148,11 @@ export class PinnedBuffer extends NativeBuffer {
       views.length = 0;
     });
     this.#views = views;
+  }
+
+  /** A buffer over page-locked host memory the caller owns (CUDA: registered or cudaHostAlloc'd), never freed by us. */
+  static wrap(runtime: RuntimeContext, address: Address, bytes: number): PinnedBuffer {
+    return new PinnedBuffer(wrapMemory("PinnedBuffer.wrap", runtime, "pinned", address, bytes), bytes, runtime);
   }
 
   /** A typed array over the buffer's memory (no copy). `length` in elements; default: to the end. */

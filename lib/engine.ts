@@ -8,6 +8,8 @@ import { type DType, type KVDType, kvDtypeCode, valueDtype } from "./dtype";
 import { InvalidArgumentError, OutOfRangeError, StalePlanError, Status } from "./errors";
 import { NativeObject } from "./lifetime";
 import type { Stream } from "./streams";
+import type { KVPool } from "./interop/kvpool";
+import { type CallerPageTable, planCallerTable } from "./interop/paged-plan";
 import { BATCH_BUCKETS, NO_PREFERENCE, type PolicyTable, TOKEN_BUCKETS } from "./policy/table";
 import type { DecodeKernel, DecodePolicy, RuntimeContext } from "./types";
 import { INT32_MAX, checkCount, checkFinite, checkName, checkOptions, show } from "./validate";
@@ -267,6 +269,24 @@ export class DecodeEngine extends NativeObject {
     const guard = cache.describeBatch(sequences, rows, lengths) ?? null;
     const info = this.#info;
     check(native().pkv_decode_plan(engine, cache.poolHandle, batch, rows, lengths, policy, info), "pkv_decode_plan");
+    return this.#adopt(guard);
+  }
+
+  /**
+   * A plan from a page table the caller owns, over a pool of caller memory (KVPool.wrap): FlashInfer's
+   * { indptr, indices, lastPageLen } or { blockTable, stride, seqLens }. The plan keeps a checked copy,
+   * so later changes to the arrays change none of its runs.
+   */
+  planPaged(pool: KVPool, table: CallerPageTable, options?: { policy?: DecodePolicy }): Plan {
+    const engine = this.handle;
+    const { policy: name } = checkOptions("planPaged", options);
+    const policy = name === undefined ? -1 : checkName("planPaged", "policy", name, POLICY_CODE);
+    planCallerTable(engine, pool, table, policy, this.maxBatch, this.#info);
+    return this.#adopt(null);
+  }
+
+  // The plan the native call just described in #info becomes the one run() accepts.
+  #adopt(guard: BatchGuard | null): Plan {
     const p = this.#readInfo();
     this.#current = p.planId;
     const plan = new Plan(

@@ -33,6 +33,12 @@ export const ENV = {
     meaning: "cpu forces the CPU backend in the examples and benchmarks",
     default: "auto (CUDA if a device is visible)",
   },
+  PKV_PATH: {
+    scope: "examples",
+    meaning:
+      "the serving example's step path: device (q and K/V written on the GPU, one sync per step) or host (host arrays, a round trip per layer)",
+    default: "device",
+  },
   PKV_SCALE: {
     scope: "examples",
     meaning: "examples/b8-batch.ts: divide the context lengths by this",
@@ -63,6 +69,11 @@ export const ENV = {
     scope: "tests",
     meaning: "1: GPU tests fail, rather than skip, when no CUDA device is visible",
     default: "GPU tests skip without a device",
+  },
+  PKV_REQUIRE_GPUS: {
+    scope: "tests",
+    meaning: "N: the several-GPU tests fail, rather than skip, when fewer than N CUDA devices are visible",
+    default: "they skip with fewer than 2",
   },
   PKV_FUZZ_CALLS: { scope: "tests", meaning: "calls the C ABI fuzz test makes on the CPU backend", default: "24000" },
   PKV_FUZZ_GPU_CALLS: {

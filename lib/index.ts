@@ -34,12 +34,23 @@ export type { PolicyTable, CellMeasurement } from "./policy/table";
 export type { CalibrateOptions, ModelShape as CalibrationShape } from "./policy/calibrate";
 export {
   Scheduler,
+  HostStepRunner,
   SyntheticModel,
   RequestTooLargeError,
   StepFailedError,
   ModelOutputError,
   quantile,
+  LatencyHistogram,
+  LATENCY_BUCKETS_MS,
+  type FinishReason,
+  type Outcome,
   type SchedulerOptions,
+  type HostOptions,
+  type RunnerOptions,
+  type HostStepRunnerOptions,
+  type StepRunner,
+  type DecodeResult,
+  type PoolShape,
   type RequestSpec,
   type RequestHandle,
   type RequestResult,
@@ -55,4 +66,47 @@ export {
   type SyntheticShape,
 } from "./scheduler";
 export type { SchedulerPlan } from "./scheduler/ports";
-export { createDemoStack, sizesFor, CPU_SIZES, GPU_SIZES, type DemoSizes, type DemoStack } from "./scheduler/demo";
+export {
+  createDemoStack,
+  sizesFor,
+  CPU_SIZES,
+  GPU_SIZES,
+  type DemoSizes,
+  type DemoStack,
+  type DemoOptions,
+  type DemoParts,
+  type DemoRunner,
+} from "./scheduler/demo";
+export { startServer, type ServeOptions, type RunningServer } from "./http/server";
+export { renderMetrics, METRICS_CONTENT_TYPE, type MetricsSource } from "./http/metrics";
+export { ApiError } from "./http/api-error";
+export type { Address } from "./interop/address";
+export { KVPool, type KVPoolOptions, type KVPoolMemory } from "./interop/kvpool";
+export type { KVPoolLayout, TokenPositions } from "./interop/layout";
+export type { CallerPageTable, PagedTable, CallerBlockTable } from "./interop/paged-plan";
+export {
+  memoryInfo,
+  pageBytes,
+  pagesFor,
+  swapPagesFor,
+  type MemoryInfo,
+  type PageShape,
+  type SizedKVCacheOptions,
+} from "./cache/memory";
+export {
+  DeviceStepRunner,
+  type DeviceStepRunnerOptions,
+  type DeviceRunnerStats,
+  type RunnerRuntime,
+} from "./serving/device-runner";
+export {
+  type DeviceStep,
+  type DeviceStepModel,
+  type DeviceModelShape,
+  STEP_ROW_BYTES,
+  STEP_ROW_INTS,
+  writeStepRow,
+} from "./serving/device-model";
+export { SyntheticDeviceModel } from "./serving/synthetic-device";
+export { SYNTHETIC_TABLE_ENTRIES } from "./scheduler/synthetic";
+export * from "./sharded/index";

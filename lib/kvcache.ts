@@ -11,6 +11,7 @@ import { IdStack } from "./cache/id-stack";
 import { type KVCacheConfig, type KVCacheOptions, encodeConfig, resolveConfig } from "./cache/config";
 import { type KVData, checkKVData, checkTokens } from "./cache/kv-arguments";
 import { type DType, valueDtype } from "./dtype";
+import { type KVPoolLayout, type TokenPositions, readLayout, splitSlots } from "./interop/layout";
 import { PageAllocator } from "./cache/page-allocator";
 import { ChangeClock, PlanGuard } from "./cache/plan-guard";
 import { PrefixCache } from "./cache/prefix-cache";
@@ -56,6 +57,21 @@ export interface KVCacheSnapshot {
   cachedPages: Int32Array;
 }
 
+/**
+ * The native pool calls that create, destroy and move whole pages. A cache sharded over several devices
+ * (lib/sharded) passes calls that act on every shard's pool and throw where this cache would check a
+ * failed status: its bookkeeping then rolls back as for any failure (what other shards wrote lies in
+ * pages or swap slots that the failed operation gives back).
+ */
+export type PagePoolCalls = {
+  [Name in
+    | "pkv_kvpool_create"
+    | "pkv_kvpool_destroy"
+    | "pkv_kvpool_copy_pages"
+    | "pkv_kvpool_swap_out"
+    | "pkv_kvpool_swap_in"]: (...args: Parameters<ReturnType<typeof native>[Name]>) => number;
+};
+
 export class KVCache extends NativeObject {
   readonly config: KVCacheConfig;
   readonly #pageSize: number;
@@ -74,10 +90,11 @@ export class KVCache extends NativeObject {
   // One-element page lists for copy-on-write (passed as arrays, never as ptr(): see DESIGN, bun:ffi facts).
   readonly #from = new Int32Array(1);
   readonly #to = new Int32Array(1);
+  readonly #calls: PagePoolCalls;
 
-  constructor(runtime: RuntimeContext, options: KVCacheOptions) {
+  constructor(runtime: RuntimeContext, options: KVCacheOptions, calls: PagePoolCalls = native()) {
     const config = resolveConfig(options);
-    const create = native().pkv_kvpool_create;
+    const create = calls.pkv_kvpool_create;
     const handle = outPointer("pkv_kvpool_create", (out) => create(runtime.handle, encodeConfig(config), out));
     let table: BlockTable;
     try {
@@ -92,13 +109,13 @@ export class KVCache extends NativeObject {
         config.maxPagesPerSequence,
       );
     } catch (error) {
-      native().pkv_kvpool_destroy(handle);
+      calls.pkv_kvpool_destroy(handle);
       throw error;
     }
     const clock = new ChangeClock();
     super(
       handle,
-      (h) => native().pkv_kvpool_destroy(h),
+      (h) => calls.pkv_kvpool_destroy(h),
       "KV cache",
       runtime,
       () => {
@@ -107,6 +124,7 @@ export class KVCache extends NativeObject {
       },
     );
     this.#clock = clock;
+    this.#calls = calls;
     this.config = config;
     this.#pageSize = config.pageSize;
     this.#tokenElems = config.numKvHeads * config.headDim;
@@ -210,6 +228,21 @@ export class KVCache extends NativeObject {
     s.length = length + n;
     if (n > 0) this.#changed(s, "appended to");
     return slots;
+  }
+
+  /** Where one layer keeps its pages (addresses, HND strides), for a model that writes K and V in place. */
+  layout(layer: number): KVPoolLayout {
+    return readLayout(this.handle, layer, this.config.numLayers);
+  }
+
+  /** Page ids, offsets and slots of a live sequence's tokens from..from+count (default: all of them). */
+  positions(seq: Sequence, from = 0, count?: number): TokenPositions {
+    const s = this.#live(seq, "positions");
+    const start = checkCount("positions", "from", from, 0, s.length);
+    const n = checkCount("positions", "count", count ?? s.length - start, 0, s.length - start);
+    const slots = new Int32Array(n);
+    this.#slots(s.row, start, n, slots);
+    return splitSlots(slots, this.#pageSize);
   }
 
   /** Stores K and V ([n][numKvHeads][headDim] each) of one layer at slots that append returned. */
@@ -373,7 +406,7 @@ export class KVCache extends NativeObject {
       i++;
     }
     try {
-      check(native().pkv_kvpool_swap_out(this.handle, moving, from, to), "pkv_kvpool_swap_out");
+      check(this.#calls.pkv_kvpool_swap_out(this.handle, moving, from, to), "pkv_kvpool_swap_out");
     } catch (error) {
       for (let c = 0; c < pages; c++) if (map[c]! >= 0) this.#pages.holdSwapped(map[c]!, -1);
       for (let i = moving - 1; i >= 0; i--) this.#swap.give(to[i]!);
@@ -405,7 +438,7 @@ export class KVCache extends NativeObject {
         to[i++] = this.#takePage();
       }
     try {
-      check(native().pkv_kvpool_swap_in(this.handle, moving, from, to), "pkv_kvpool_swap_in");
+      check(this.#calls.pkv_kvpool_swap_in(this.handle, moving, from, to), "pkv_kvpool_swap_in");
     } catch (error) {
       for (let i = moving - 1; i >= 0; i--) this.#drop(to[i]!);
       throw error;
@@ -606,7 +639,7 @@ export class KVCache extends NativeObject {
     this.#from[0] = shared;
     this.#to[0] = copy;
     try {
-      check(native().pkv_kvpool_copy_pages(this.handle, 1, this.#from, this.#to), "pkv_kvpool_copy_pages");
+      check(this.#calls.pkv_kvpool_copy_pages(this.handle, 1, this.#from, this.#to), "pkv_kvpool_copy_pages");
     } catch (error) {
       this.#drop(copy);
       throw error;

@@ -8,7 +8,8 @@ import { InvalidArgumentError, Status } from "./errors";
 import { NativeObject, type Token } from "./lifetime";
 import { Event, Stream } from "./streams";
 import { capture, type Graph } from "./graphs";
-import { KVCache, type KVCacheOptions } from "./kvcache";
+import { KVCache } from "./kvcache";
+import { type MemoryInfo, memoryInfo, resolveSizedOptions, type SizedKVCacheOptions } from "./cache/memory";
 import { DecodeEngine } from "./engine";
 import { type CreateDecodeEngineOptions, resolveEngineOptions } from "./engine-options";
 import { calibrate, type CalibrateOptions, type ModelShape } from "./policy/calibrate";
@@ -105,9 +106,17 @@ export class Runtime extends NativeObject implements RuntimeContext {
     );
   }
 
-  /** A paged KV cache whose pages live on this runtime's device. */
-  createKVCache(options: KVCacheOptions): KVCache {
-    return new KVCache(this, options);
+  /**
+   * A paged KV cache whose pages live on this runtime's device. Size it with numPages, or with
+   * memoryFraction (of the free device memory now); swap space with swapPages or swapBytes.
+   */
+  createKVCache(options: SizedKVCacheOptions): KVCache {
+    return new KVCache(this, resolveSizedOptions(this, options));
+  }
+
+  /** Free and total memory of the device (CPU backend: available and physical host memory). */
+  memoryInfo(): MemoryInfo {
+    return memoryInfo(this);
   }
 
   /**

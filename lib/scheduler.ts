@@ -1,49 +1,75 @@
 // Continuous batching over the paged KV cache. Each step: give every running request a slot for its
 // next token (preempting the most recently admitted when pages run out), admit or resume queued
-// requests in arrival order while pages allow, plan once, run every layer, sample, retire.
+// requests in arrival order while pages allow, then hand the batch to the StepRunner (plan once, run
+// every layer, sample) and await it, so the event loop runs while the GPU does; then retire.
 //
 // Preemption swaps the victim's pages to pinned host memory while swap space lasts; otherwise its
 // pages are freed and it is re-queued, and on re-admission the K and V of its prompt and of the
 // tokens it already generated are written again (recompute). Either way it resumes exactly where
 // it stopped. Nothing is dropped: each request ends finished, cancelled, or failed with a typed error.
-import { InvalidArgumentError, OutOfPagesError, OutOfRangeError, PkvError, Status, SwapFullError } from "./errors";
+import {
+  BadStateError,
+  InvalidArgumentError,
+  OutOfPagesError,
+  OutOfRangeError,
+  PkvError,
+  Status,
+  SwapFullError,
+} from "./errors";
 import { ModelOutputError, RequestTooLargeError, StepFailedError } from "./scheduler/errors";
 import { type SchedulerOptions, resolveOptions } from "./scheduler/options";
-import type { ModelShape, SchedulerCache, SchedulerEngine, SchedulerPlan, SeqOf, StepModel } from "./scheduler/ports";
+import type { PoolShape, SchedulerCache, SchedulerPlan, SeqOf, StepRunner } from "./scheduler/ports";
 import { ArrivalQueue } from "./scheduler/queue";
 import {
   type ActiveRequest,
   Entry,
   RequestHandle,
   type RequestSpec,
-  checkPromptIds,
   checkSpec,
+  checkTokenIds,
+  failedAtSubmit,
 } from "./scheduler/request";
 import { addStep, emptyReport, emptyTotals, type SchedulerTotals, type StepReport } from "./scheduler/stats";
 import { INT32_MAX, checkCount, show } from "./validate";
 
-export type { ActiveRequest, RequestHandle, RequestResult, RequestSpec, TokenEvent } from "./scheduler/request";
-export type { CacheStats, ModelShape, SchedulerCache, SchedulerEngine, StepModel } from "./scheduler/ports";
-export type { SchedulerTotals, StepReport } from "./scheduler/stats";
-export type { SchedulerOptions } from "./scheduler/options";
+export type {
+  ActiveRequest,
+  FinishReason,
+  Outcome,
+  RequestHandle,
+  RequestResult,
+  RequestSpec,
+  TokenEvent,
+} from "./scheduler/request";
+export type {
+  CacheStats,
+  DecodeResult,
+  ModelShape,
+  PoolShape,
+  SchedulerCache,
+  SchedulerEngine,
+  StepModel,
+  StepRunner,
+} from "./scheduler/ports";
+export { LATENCY_BUCKETS_MS, LatencyHistogram, type SchedulerTotals, type StepReport } from "./scheduler/stats";
+export type { HostOptions, RunnerOptions, SchedulerOptions } from "./scheduler/options";
+export { HostStepRunner, type HostStepRunnerOptions } from "./scheduler/host-runner";
 export { quantile } from "./scheduler/stats";
 export { ModelOutputError, RequestTooLargeError, StepFailedError } from "./scheduler/errors";
 export { SyntheticModel, type SyntheticShape } from "./scheduler/synthetic";
 
-const KERNELS = ["baseline", "persistent"];
 const now = () => performance.now();
 const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
-/** Generic over the cache (its sequence type follows) and the engine's plan type. */
+/** Generic over the cache (its sequence type follows) and, on the host path, the engine's plan type. */
 export class Scheduler<
   // biome-ignore lint/suspicious/noExplicitAny: any sequence type; the Scheduler never looks inside it
   C extends SchedulerCache<any> = SchedulerCache<unknown>,
   P extends SchedulerPlan = SchedulerPlan,
 > {
   readonly #cache: C;
-  readonly #engine: SchedulerEngine<C, SeqOf<C>, P>;
-  readonly #model: StepModel;
-  readonly #shape: Required<ModelShape>;
+  readonly #runner: StepRunner<SeqOf<C>>;
+  readonly #shape: Required<PoolShape>;
   readonly #maxBatch: number;
   readonly #swap: boolean;
   readonly #watermark: number;
@@ -59,18 +85,28 @@ export class Scheduler<
   #nextId = 0;
   #stepNo = 0;
   #loop: Promise<void> | null = null;
+  /** The step in progress, while its runner works. */
+  #current: Promise<StepReport> | null = null;
+  /** The batch of the step in progress: cancelling one of these defers freeing its pages (see cancel). */
+  #inFlight: ReadonlySet<Entry<SeqOf<C>>> = new Set();
+  readonly #releaseAfterStep: Entry<SeqOf<C>>[] = [];
   #stopping = false;
+  #closed = false;
   #wake: (() => void) | null = null;
 
   constructor(options: SchedulerOptions<C, P>) {
     const o = resolveOptions(options);
     this.#cache = o.cache;
-    this.#engine = o.engine;
-    this.#model = o.model;
+    this.#runner = o.runner;
     this.#shape = o.shape;
     this.#maxBatch = o.maxBatch;
     this.#swap = o.swap;
     this.#watermark = o.watermark;
+  }
+
+  /** The compute of a step: the runner given, or the HostStepRunner built from the engine and model. */
+  get runner(): StepRunner<SeqOf<C>> {
+    return this.#runner;
   }
 
   get waiting(): number {
@@ -89,9 +125,11 @@ export class Scheduler<
 
   /**
    * Queues a request. Invalid specs throw here (InvalidArgumentError); a request that can never fit
-   * the pool is still returned, with its handle already failed with RequestTooLargeError.
+   * the pool is still returned, with its handle already failed with RequestTooLargeError, and one whose
+   * signal is already aborted with its handle already cancelled.
    */
   submit(spec: RequestSpec): RequestHandle {
+    this.#checkOpen("submit");
     const { promptLength, maxTokens } = checkSpec(spec);
     const id = spec.id ?? this.#nextId;
     if (this.#byId.has(id))
@@ -103,15 +141,17 @@ export class Scheduler<
       this.#nextId = Math.max(this.#nextId, id + 1);
       this.totals.failed++;
       const handle = new RequestHandle(id, () => {});
-      handle.fail(tooLarge);
+      handle.fail(tooLarge, failedAtSubmit(id, tooLarge));
       return handle;
     }
-    if (spec.prompt !== undefined) checkPromptIds(spec.prompt, this.#model.vocab);
+    if (spec.prompt !== undefined) checkTokenIds(spec.prompt, this.#runner.vocab, "prompt");
+    if (spec.stop !== undefined) checkTokenIds(spec.stop, this.#runner.vocab, "stop");
     this.#nextId = Math.max(this.#nextId, id + 1);
     const entry = new Entry<SeqOf<C>>(id, this.#arrivals++, spec, (i) => this.cancel(i));
     this.#byId.set(id, entry);
     this.#queue.insert(entry);
-    this.#wake?.();
+    if (spec.signal?.aborted) this.cancel(id);
+    else this.#wake?.();
     return entry.handle;
   }
 
@@ -123,7 +163,7 @@ export class Scheduler<
       return new RequestTooLargeError(
         `request ${id} needs ${pages} pages (${context} tokens of context) but a sequence can hold at most ${limit}: too long for the pool`,
       );
-    const maxContext = this.#model.maxContext;
+    const maxContext = this.#runner.maxContext;
     if (maxContext !== undefined && context > maxContext)
       return new RequestTooLargeError(
         `request ${id} reaches ${context} tokens of context; the model takes at most ${maxContext}`,
@@ -131,18 +171,23 @@ export class Scheduler<
     return null;
   }
 
-  /** Stops a request wherever it is and frees its pages. Unknown or ended ids are ignored. */
+  /**
+   * Stops a request wherever it is and frees its pages. Unknown or ended ids are ignored. A request in
+   * the step now running ends at once, but its pages are freed when the step is done: the runner may
+   * still be writing its K/V into them.
+   */
   cancel(id: number): void {
     checkCount("cancel", "id", id);
     const entry = this.#byId.get(id);
     if (!entry?.live) return;
     if (entry.state === "running") this.#running.splice(this.#running.indexOf(entry), 1);
     else this.#queue.remove(entry);
-    this.#releaseSeq(entry);
+    if (this.#inFlight.has(entry)) this.#releaseAfterStep.push(entry);
+    else this.#releaseSeq(entry);
     entry.state = "cancelled";
     this.#byId.delete(id);
     this.totals.cancelled++;
-    entry.handle.end(entry.result("cancelled"));
+    entry.settle("cancelled");
   }
 
   /** Listens to every step's report; returns the unsubscribe function. */
@@ -159,14 +204,28 @@ export class Scheduler<
     return () => this.#retireListeners.delete(listener);
   }
 
-  /** Runs one step synchronously (admission, decode of every running request, retirement). */
-  step(): StepReport {
+  /**
+   * Runs one step: admission, decode of every running request, retirement. The runner's work is
+   * awaited, so timers, HTTP handlers, submits and cancels run meanwhile; one step at a time.
+   */
+  step(): Promise<StepReport> {
+    if (this.#closed) return Promise.reject(this.#closedError("step"));
+    if (this.#current)
+      return Promise.reject(new BadStateError(Status.BAD_STATE, "step: a step is already running; await it first"));
+    const current = this.#step().finally(() => {
+      this.#current = null;
+    });
+    this.#current = current;
+    return current;
+  }
+
+  async #step(): Promise<StepReport> {
     const start = now();
     const r = emptyReport(this.#stepNo++);
     this.#reserveRunning(r);
     if (r.preemptedBySwap + r.preemptedByRecompute === 0) this.#admit(r);
     const batch = this.#running.slice();
-    if (batch.length > 0) this.#decode(batch, r);
+    if (batch.length > 0) await this.#decode(batch, r);
     const s = this.#cache.stats();
     Object.assign(r, {
       timeMs: now() - start,
@@ -191,6 +250,7 @@ export class Scheduler<
    * submits run) and sleeping while there is no work. With `untilIdle`, returns once nothing is left.
    */
   run(options: { untilIdle?: boolean } = {}): Promise<void> {
+    if (this.#closed) return Promise.reject(this.#closedError("run"));
     if (this.#loop) return this.#loop;
     this.#stopping = false;
     this.#loop = (async () => {
@@ -202,8 +262,13 @@ export class Scheduler<
             this.#wake = null;
             continue;
           }
+          if (this.#current) {
+            // A step the caller started (step() beside run()): wait for it rather than refuse to step.
+            await this.#current.catch(() => {});
+            continue;
+          }
           try {
-            this.step();
+            await this.step();
           } catch (error) {
             // step() contains failures per request; anything escaping it means no request can trust the
             // state, so each one gets the error rather than the loop dying with them silently waiting.
@@ -225,10 +290,25 @@ export class Scheduler<
     await this.#loop;
   }
 
-  /** Cancels everything live and stops the loop. */
+  /** Cancels everything live, stops the loop and waits for the step in progress; submit, step and run are refused after. */
   async close(): Promise<void> {
+    this.#closed = true;
     for (const id of [...this.#byId.keys()]) this.cancel(id);
     await this.stop();
+    await this.#current?.catch(() => {}); // its failure went to its requests, all cancelled now
+  }
+
+  /** `await using scheduler = new Scheduler(...)`: close(). The cache, engine and a given runner stay the caller's. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  #closedError(method: string): BadStateError {
+    return new BadStateError(Status.BAD_STATE, `${method}: the scheduler is closed`);
+  }
+
+  #checkOpen(method: string): void {
+    if (this.#closed) throw this.#closedError(method);
   }
 
   // ---- phases of a step ----------------------------------------------------------------------
@@ -340,7 +420,7 @@ export class Scheduler<
       throw error;
     }
     entry.seq = seq;
-    this.#prefill(entry, slots.subarray(0, slots.length - 1), hit, length - 1);
+    if (length - 1 > hit) this.#runner.prefill(entry, seq, slots.subarray(0, slots.length - 1), hit, length - 1);
     entry.contextLength = length - 1;
     this.#slots.set(entry, slots.subarray(slots.length - 1));
     entry.prefixHitTokens += hit;
@@ -350,60 +430,34 @@ export class Scheduler<
     return true;
   }
 
-  #prefill(entry: Entry<SeqOf<C>>, slots: Int32Array, from: number, to: number): void {
-    if (to <= from) return;
-    const { numLayers, numKvHeads, headDim } = this.#shape;
-    const size = (to - from) * numKvHeads * headDim;
-    const k = new Uint16Array(size);
-    const v = new Uint16Array(size);
-    for (let layer = 0; layer < numLayers; layer++) {
-      this.#model.prefill(entry, layer, from, to, k, v);
-      this.#cache.writeKV(layer, slots, k, v);
-    }
-  }
-
-  /** One decode step of the batch: plan once, write each layer's new K/V, run attention, sample. */
-  #decode(batch: Entry<SeqOf<C>>[], r: StepReport): void {
-    const { numLayers, numQoHeads, numKvHeads, headDim } = this.#shape;
+  /** One decode step of the batch through the runner (plan once, every layer, sample), then its tokens. */
+  async #decode(batch: Entry<SeqOf<C>>[], r: StepReport): Promise<void> {
     const n = batch.length;
     const slots = new Int32Array(n);
     for (let i = 0; i < n; i++) slots[i] = this.#slots.get(batch[i]!)![0]!;
     this.#slots.clear();
+    this.#inFlight = new Set(batch);
     try {
-      const planStart = now();
-      const plan = this.#engine.plan(
-        this.#cache,
+      const result = await this.#runner.decode(
+        batch,
         batch.map((e) => e.seq!),
+        slots,
       );
-      r.planMs = now() - planStart;
-      r.kernel = typeof plan.kernel === "number" ? (KERNELS[plan.kernel] ?? String(plan.kernel)) : plan.kernel;
-      const q = new Uint16Array(n * numQoHeads * headDim);
-      const k = new Uint16Array(n * numKvHeads * headDim);
-      const v = new Uint16Array(n * numKvHeads * headDim);
-      let out: Uint16Array = new Uint16Array(q.length);
-      let previous: Uint16Array | null = null;
-      for (let layer = 0; layer < numLayers; layer++) {
-        this.#model.forward(batch, layer, previous, q, k, v);
-        this.#cache.writeKV(layer, slots, k, v);
-        this.#engine.run(plan, layer, q, out);
-        [previous, out] = [out, previous ?? new Uint16Array(q.length)];
-      }
+      r.planMs = result.planMs;
+      r.kernel = result.kernel;
       // Checked whole before any request takes a token: a bad sample fails the step, never one request half-way.
-      const tokens = checkSampled(this.#model.sample(batch, previous!), n, this.#model.vocab);
+      const tokens = checkSampled(result.tokens, n, this.#runner.vocab);
       r.batch = n;
+      const at = now(); // every row's token reaches its client now
       for (let i = 0; i < n; i++) {
         const entry = batch[i]!;
         r.contextTokens += entry.contextLength + 1;
-        entry.contextLength++;
-        entry.tokens.push(tokens[i]!);
-        entry.generated++;
-        entry.handle.push({
-          index: entry.generated - 1,
-          token: tokens[i]!,
-          position: entry.contextLength,
-          step: r.step,
-        });
-        if (entry.generated === entry.maxTokens) this.#finish(entry, r);
+        if (entry.state !== "running") continue; // cancelled while the step ran
+        const first = entry.generated === 0;
+        const end = entry.take(tokens[i]!, r.step, at);
+        if (first) r.ttftMs.push(entry.ttftMs!);
+        else r.itlMs.push(entry.itlMs.at(-1)!);
+        if (end) this.#finish(entry, end, r);
       }
     } catch (error) {
       // The step's K/V may be half written: every request in it fails rather than continue on bad data,
@@ -414,9 +468,13 @@ export class Scheduler<
           : new StepFailedError(`step ${r.step} failed: ${String(error)}`, { cause: error });
       r.error = failure;
       for (const entry of batch) {
+        if (entry.state !== "running") continue;
         this.#running.splice(this.#running.indexOf(entry), 1);
         this.#fail(entry, failure, r);
       }
+    } finally {
+      this.#inFlight = new Set();
+      for (const entry of this.#releaseAfterStep.splice(0)) this.#releaseSeq(entry);
     }
   }
 
@@ -454,14 +512,15 @@ export class Scheduler<
     this.#queue.insert(victim);
   }
 
-  #finish(entry: Entry<SeqOf<C>>, r: StepReport): void {
+  #finish(entry: Entry<SeqOf<C>>, reason: "length" | "stop", r: StepReport): void {
     this.#running.splice(this.#running.indexOf(entry), 1);
     for (const listener of this.#retireListeners) notify(() => listener(entry, entry.seq!), undefined);
     this.#releaseSeq(entry);
     entry.state = "finished";
     this.#byId.delete(entry.id);
     r.finished++;
-    entry.handle.end(entry.result("finished"));
+    if (reason === "stop") r.stopped++;
+    entry.settle(reason);
   }
 
   #fail(entry: Entry<SeqOf<C>>, error: unknown, r: StepReport): void {
@@ -478,7 +537,7 @@ export class Scheduler<
       error instanceof PkvError
         ? error
         : new StepFailedError(`step ${r.step} failed for request ${entry.id}: ${String(error)}`, { cause: error });
-    entry.handle.fail(delivered);
+    entry.settle("error", delivered);
   }
 
   /**

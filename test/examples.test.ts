@@ -1,5 +1,6 @@
 // Smoke tests: each example runs to completion at small sizes and prints its key lines.
 import { describe, expect, test } from "bun:test";
+import { spawnExampleServer } from "./support/http-client";
 
 const root = new URL("..", import.meta.url).pathname;
 
@@ -40,20 +41,8 @@ describe("examples", () => {
   });
 
   test("serve.ts starts, answers one request, and says how to call it", async () => {
-    const proc = Bun.spawn([process.execPath, "examples/serve.ts"], {
-      cwd: root,
-      env: { ...process.env, PORT: "0" },
-      stdout: "pipe",
-    });
+    const { proc, url } = await spawnExampleServer();
     try {
-      const reader = proc.stdout.getReader();
-      let text = "";
-      while (!text.includes("try: curl")) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        text += new TextDecoder().decode(value);
-      }
-      const url = text.match(/serving on (http:\/\/\S+)/)?.[1];
       expect(url).toBeDefined();
       const response = await fetch(new URL("/generate", url), {
         method: "POST",
@@ -70,8 +59,10 @@ describe("examples", () => {
 });
 
 describe("bench/serve.ts", () => {
-  test("replays a small Poisson load and writes the JSON report and the SVG plot", () => {
-    const dir = `${require("node:os").tmpdir()}/pkv-serve-${process.pid}`;
+  const fs = require("node:fs");
+  const dir = `${require("node:os").tmpdir()}/pkv-serve-${process.pid}`;
+
+  test("replays a small Poisson load on the device, host and attention paths; writes JSON, table and plot", () => {
     const { code, stdout } = run([
       "bench/serve.ts",
       "--backend",
@@ -84,13 +75,53 @@ describe("bench/serve.ts", () => {
       `${dir}/r.json`,
     ]);
     expect(code).toBe(0);
-    const report = JSON.parse(require("node:fs").readFileSync(`${dir}/r.json`, "utf8"));
-    expect(report.totals.finished).toBe(12);
-    expect(report.failed_requests).toBe(0);
-    expect(report.tokens_per_s).toBeGreaterThan(0);
-    expect(report.step_ms.p99).toBeGreaterThanOrEqual(report.step_ms.p50);
-    expect(report.timeline.length).toBe(report.totals.steps);
-    expect(require("node:fs").readFileSync(`${dir}/r.svg`, "utf8")).toStartWith("<svg");
+    const report = JSON.parse(fs.readFileSync(`${dir}/r.json`, "utf8"));
+    expect(report.paths.map((p: { path: string }) => p.path)).toEqual(["device", "host", "attention"]);
+    const [device, host, attention] = report.paths;
+    for (const p of [device, host]) {
+      expect(p.totals.finished).toBe(12);
+      expect(p.failed_requests).toBe(0);
+    }
+    for (const p of report.paths) {
+      expect(p.tokens_per_s).toBeGreaterThan(0);
+      expect(p.step_us_p99).toBeGreaterThanOrEqual(p.step_us_p50);
+    }
+    expect(attention.steps).toBe(device.steps); // the device path's batches, replayed
+    expect(attention.tokens).toBe(device.tokens);
+    expect(report.timeline.length).toBe(device.totals.steps);
+    expect(fs.readFileSync(`${dir}/r.svg`, "utf8")).toStartWith("<svg");
+    expect(fs.readFileSync(`${dir}/r.md`, "utf8")).toContain("| trace | attention |");
     expect(stdout).toContain(`wrote ${dir}/r.json`);
+  });
+
+  test("--mode fixed steps one batch on every path and reports the bar's ratios", () => {
+    const args = [
+      "--backend",
+      "cpu",
+      "--mode",
+      "fixed",
+      "--batches",
+      "2",
+      "--contexts",
+      "48",
+      "--steps",
+      "2",
+      "--warmup",
+      "1",
+    ];
+    const { code } = run(["bench/serve.ts", ...args, "--out", `${dir}/f.json`]);
+    expect(code).toBe(0);
+    const report = JSON.parse(fs.readFileSync(`${dir}/f.json`, "utf8"));
+    expect(report.cells.length).toBe(1);
+    const [cell] = report.cells;
+    expect({ batch: cell.batch, context: cell.context }).toEqual({ batch: 2, context: 48 });
+    expect(cell.paths.map((p: { path: string; steps: number }) => [p.path, p.steps])).toEqual([
+      ["device", 2],
+      ["host", 2],
+      ["attention", 2],
+    ]);
+    expect(cell.device_over_attention_step).toBeGreaterThan(0);
+    expect(cell.device_over_host_tokens).toBeGreaterThan(0);
+    expect(fs.readFileSync(`${dir}/f.md`, "utf8")).toContain("| B2 | 48 |");
   });
 });

@@ -79,15 +79,17 @@ describe("FP8 pool layout", () => {
     for (const heads of [1, 3, 8])
       for (const pageSize of [1, 2, 16, 256])
         for (const headDim of [64, 128, 256]) {
-          const fp8 = Number(native().pkv_kv_page_bytes(2, heads, pageSize, headDim));
+          const fp8 = Number(native().pkv_kv_layer_page_bytes(2, heads, pageSize, headDim));
           expect(fp8).toBe(kvPageBytes("fp8_e4m3", heads, pageSize, headDim));
           expect(fp8 % 16).toBe(0);
-          expect(Number(native().pkv_kv_page_bytes(0, heads, pageSize, headDim))).toBe(2 * heads * pageSize * headDim);
+          expect(Number(native().pkv_kv_layer_page_bytes(0, heads, pageSize, headDim))).toBe(
+            2 * heads * pageSize * headDim,
+          );
           const ratio = fp8 / (2 * heads * pageSize * headDim);
           expect(ratio).toBeGreaterThanOrEqual(0.5 + 2 / headDim);
           expect(ratio).toBeLessThanOrEqual(0.5 + 2 / headDim + 16 / (2 * heads * pageSize * headDim));
         }
-    expect(Number(native().pkv_kv_page_bytes(9, 1, 16, 128))).toBe(0);
+    expect(Number(native().pkv_kv_layer_page_bytes(9, 1, 16, 128))).toBe(0);
   });
 });
 

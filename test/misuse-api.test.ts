@@ -12,19 +12,28 @@ import { join } from "node:path";
 import {
   BadStateError,
   DecodeEngine,
+  DeviceBuffer,
+  DeviceStepRunner,
   InvalidArgumentError,
   KVCache,
+  KVPool,
+  NullPointerError,
+  OutOfMemoryError,
   OutOfRangeError,
+  PinnedBuffer,
   PkvError,
   type Plan,
   RequestTooLargeError,
   Scheduler,
   type Sequence,
   StalePlanError,
-  type Stream,
+  Stream,
+  SyntheticDeviceModel,
   SyntheticModel,
   UnsupportedError,
   openRuntime,
+  pageBytes,
+  pagesFor,
 } from "../lib/index.ts";
 import { loadPolicy, policyPath } from "../lib/policy/store";
 import { BATCH_BUCKETS, TOKEN_BUCKETS, emptyChoices } from "../lib/policy/table";
@@ -41,7 +50,7 @@ const H = 2,
 const SHAPE = { numLayers: 2, numKvHeads: H, headDim: D, pageSize: P, dtype: "f16" as const };
 const BUFFER_BYTES = 4096;
 
-function world() {
+async function world() {
   const cache = new KVCache(rt, { ...SHAPE, numPages: 16, swapPages: 8, maxSequences: 8, maxPagesPerSequence: 8 });
   let stamp = 1;
   const grow = (seq: Sequence, n: number) => {
@@ -98,7 +107,7 @@ function world() {
   });
   const scheduler = new Scheduler({ cache, engine: schedulerEngine, model });
   const running = scheduler.submit({ promptLength: 3, maxTokens: 4 });
-  scheduler.step(); // one request running, holding pages
+  await scheduler.step(); // one request running, holding pages
   const sequences = [a, b, c, d];
   const dispose = () => {
     for (const o of [engine, schedulerEngine, device, pinned, qb, ob, cache]) o.dispose();
@@ -129,7 +138,7 @@ function world() {
     dispose,
   };
 }
-type World = ReturnType<typeof world>;
+type World = Awaited<ReturnType<typeof world>>;
 
 /** Everything a misuse must leave as it was. */
 function observe(w: World) {
@@ -841,6 +850,310 @@ const schedulerCases: Case[] = [
   ["onRetire of a non-function", InvalidArgumentError, (w) => w.scheduler.onRetire(null as never), "onRetire"],
 ];
 
+// A pool over memory "the caller" owns (our own allocations, by address), with the engine's shape.
+function callerPool(layers = 1): KVPool {
+  const bytes = 8 * H * P * D * 2;
+  const memory = () => Array.from({ length: layers }, () => rt.allocDevice(bytes).address);
+  return KVPool.wrap(
+    rt,
+    { numLayers: layers, numPages: 8, pageSize: P, numKvHeads: H, headDim: D, dtype: "f16" },
+    { k: memory(), v: memory() },
+  );
+}
+const PAGED = { indptr: Int32Array.of(0, 1, 3), indices: Int32Array.of(0, 1, 2), lastPageLen: Int32Array.of(2, 4) };
+
+const interopCases: Case[] = [
+  ...each(
+    "DeviceBuffer.wrap address",
+    [-16, 16.5, Number.NaN, "16", null, 2n ** 64n],
+    InvalidArgumentError,
+    (_, v) => DeviceBuffer.wrap(rt, v, 16),
+    "DeviceBuffer.wrap: address",
+  ),
+  ...each(
+    "DeviceBuffer.wrap bytes",
+    [0, ...NOT_COUNTS],
+    InvalidArgumentError,
+    (w, v) => DeviceBuffer.wrap(rt, w.device.address, v),
+    "DeviceBuffer.wrap: bytes",
+  ),
+  [
+    "DeviceBuffer.wrap of address 0",
+    NullPointerError,
+    () => DeviceBuffer.wrap(rt, 0, 16),
+    "pkv_buffer_wrap: the wrapped range: address is 0",
+  ],
+  [
+    "DeviceBuffer.wrap unaligned",
+    InvalidArgumentError,
+    (w) => DeviceBuffer.wrap(rt, w.device.address + 4, 16),
+    "16-byte aligned",
+  ],
+  [
+    "PinnedBuffer.wrap past the address space",
+    InvalidArgumentError,
+    () => PinnedBuffer.wrap(rt, 2n ** 63n - 16n, 32),
+    "past the end",
+  ],
+  ...each(
+    "Stream.wrap cudaStream",
+    [-1, 0.5, "0", null, 2n ** 64n],
+    InvalidArgumentError,
+    (_, v) => Stream.wrap(rt, v),
+    "Stream.wrap: cudaStream",
+  ),
+  [
+    "createKVCache with numPages and memoryFraction",
+    InvalidArgumentError,
+    () => rt.createKVCache({ ...SHAPE, numPages: 4, memoryFraction: 0.5 }),
+    "not both",
+  ],
+  [
+    "createKVCache with swapPages and swapBytes",
+    InvalidArgumentError,
+    () => rt.createKVCache({ ...SHAPE, numPages: 4, swapPages: 1, swapBytes: 1 }),
+    "not both",
+  ],
+  [
+    "createKVCache without a size",
+    InvalidArgumentError,
+    () => rt.createKVCache({ ...SHAPE }),
+    "numPages or memoryFraction",
+  ],
+  ...each(
+    "createKVCache memoryFraction",
+    [0, -0.5, 1.01, Number.NaN, "0.5"],
+    InvalidArgumentError,
+    (_, v) => rt.createKVCache({ ...SHAPE, memoryFraction: v }),
+    "memoryFraction",
+  ),
+  ...each(
+    "createKVCache swapBytes",
+    NOT_COUNTS.filter((v) => v !== null),
+    InvalidArgumentError,
+    (_, v) => rt.createKVCache({ ...SHAPE, numPages: 4, swapBytes: v }),
+    "swapBytes",
+  ),
+  [
+    "pagesFor with too little memory",
+    OutOfMemoryError,
+    () => pagesFor(rt, SHAPE, { memoryFraction: 1, freeBytes: 1024 }),
+    "holds no page",
+  ],
+  ["pageBytes of a bad head dim", UnsupportedError, () => pageBytes({ ...SHAPE, headDim: 96 }), "head_dim 96"],
+  ...each("layout layer", [2, -1], OutOfRangeError, (w, v) => w.cache.layout(v), "layout: layer"),
+  ...each("layout layer", [1.5, Number.NaN, "0"], InvalidArgumentError, (w, v) => w.cache.layout(v), "layout: layer"),
+  ["positions of a released sequence", BadStateError, (w) => w.cache.positions(w.released), "positions"],
+  ["positions of a swapped sequence", BadStateError, (w) => w.cache.positions(w.d), "positions"],
+  ...each(
+    "positions from",
+    [-1, 100, 1.5],
+    InvalidArgumentError,
+    (w, v) => w.cache.positions(w.a, v),
+    "positions: from",
+  ),
+  ...each(
+    "positions count",
+    [-1, 100, 1.5],
+    InvalidArgumentError,
+    (w, v) => w.cache.positions(w.a, 0, v),
+    "positions: count",
+  ),
+  [
+    "KVPool.wrap with a missing layer",
+    InvalidArgumentError,
+    (w) => KVPool.wrap(rt, { ...SHAPE, numPages: 2 }, { k: [w.device], v: [w.pinned] }),
+    "one per layer",
+  ],
+  [
+    "KVPool.wrap with swap space",
+    InvalidArgumentError,
+    (w) =>
+      KVPool.wrap(rt, { ...SHAPE, numPages: 1, swapPages: 1 } as never, { k: [w.device, w.qb], v: [w.pinned, w.ob] }),
+    "no swap space",
+  ],
+  [
+    "KVPool.wrap over a buffer too small",
+    OutOfRangeError,
+    (w) => KVPool.wrap(rt, { ...SHAPE, numPages: 16 }, { k: [w.qb, w.ob], v: [w.device, w.pinned] }),
+    "need",
+  ],
+  [
+    "KVPool.wrap with K and V at one address",
+    InvalidArgumentError,
+    (w) => KVPool.wrap(rt, { ...SHAPE, numLayers: 1, numPages: 1 }, { k: [w.device], v: [w.device] }),
+    "overlap",
+  ],
+  ...each(
+    "KVPool.wrap address",
+    [-16, 1.5, "0x10"],
+    InvalidArgumentError,
+    (_, v) => KVPool.wrap(rt, { ...SHAPE, numLayers: 1, numPages: 1 }, { k: [v], v: [v] }),
+    "KVPool.wrap",
+  ),
+  ["planPaged over a cache", InvalidArgumentError, (w) => w.engine.planPaged(w.cache as never, PAGED), "not a KVPool"],
+  [
+    "planPaged with a page outside the pool",
+    OutOfRangeError,
+    (w) => w.engine.planPaged(callerPool(), { ...PAGED, indices: Int32Array.of(0, 1, 8) }),
+    "pkv_decode_plan_paged: request 1: indices holds page 8",
+  ],
+  [
+    "planPaged with a last page too long",
+    InvalidArgumentError,
+    (w) => w.engine.planPaged(callerPool(), { ...PAGED, lastPageLen: Int32Array.of(2, 5) }),
+    "last_page_len[1] = 5",
+  ],
+  [
+    "planPaged with indices too short",
+    InvalidArgumentError,
+    (w) => w.engine.planPaged(callerPool(), { ...PAGED, indices: Int32Array.of(0, 1) }),
+    "planPaged: indices",
+  ],
+  [
+    "planPaged with more requests than maxBatch",
+    InvalidArgumentError,
+    (w) =>
+      w.engine.planPaged(callerPool(), {
+        indptr: new Int32Array(6),
+        indices: PAGED.indices,
+        lastPageLen: new Int32Array(5).fill(1),
+      }),
+    "1..4",
+  ],
+  [
+    "planPaged with an empty request",
+    InvalidArgumentError,
+    (w) => w.engine.planPaged(callerPool(), { ...PAGED, indptr: Int32Array.of(0, 0, 3) }),
+    "at least one",
+  ],
+  [
+    "planPaged of a block table with a bad stride",
+    InvalidArgumentError,
+    (w) => w.engine.planPaged(callerPool(), { blockTable: new Int32Array(4), stride: 0, seqLens: Int32Array.of(1) }),
+    "stride",
+  ],
+  [
+    "planPaged of a block table with a length past its row",
+    InvalidArgumentError,
+    (w) => w.engine.planPaged(callerPool(), { blockTable: new Int32Array(4), stride: 2, seqLens: Int32Array.of(9, 1) }),
+    "seq_lens[0] = 9",
+  ],
+  [
+    "planPaged of neither table",
+    InvalidArgumentError,
+    (w) => w.engine.planPaged(callerPool(), { pages: [] } as never),
+    "must be",
+  ],
+  [
+    "planPaged with a bad policy",
+    InvalidArgumentError,
+    (w) => w.engine.planPaged(callerPool(), PAGED, { policy: "toString" as never }),
+    "policy",
+  ],
+  [
+    "planPaged over a disposed pool",
+    BadStateError,
+    (w) => {
+      const pool = callerPool();
+      pool.dispose();
+      return w.engine.planPaged(pool, PAGED);
+    },
+    "disposed",
+  ],
+];
+
+// The device path: its model and runner are made inside each case (and freed there) from the world's parts.
+const deviceModel = <T>(w: World, use: (m: SyntheticDeviceModel) => T): T => {
+  using m = new SyntheticDeviceModel(rt, w.model);
+  return use(m);
+};
+const deviceCases: Case[] = [
+  [
+    "device model forward of a layer past the pool's",
+    OutOfRangeError,
+    (w) => deviceModel(w, (m) => m.forward({ batch: 1, rows: w.device, cache: w.cache }, 2, null, w.qb)),
+    "pkv_synthetic_forward",
+  ],
+  [
+    "device model forward into a non-buffer q",
+    InvalidArgumentError,
+    (w) => deviceModel(w, (m) => m.forward({ batch: 1, rows: w.device, cache: w.cache }, 0, null, w.q as never)),
+    "forward: q",
+  ],
+  [
+    "device model forward of more rows than the buffer holds",
+    OutOfRangeError,
+    (w) => deviceModel(w, (m) => m.forward({ batch: 1000, rows: w.device, cache: w.cache }, 0, null, w.qb)),
+    "rows",
+  ],
+  [
+    "device model step without a KVCache",
+    InvalidArgumentError,
+    (w) => deviceModel(w, (m) => m.prefill({ batch: 1, rows: w.device, cache: {} as never })),
+    "prefill: step.cache",
+  ],
+  [
+    "device model prefill of -1 rows",
+    InvalidArgumentError,
+    (w) => deviceModel(w, (m) => m.prefill({ batch: -1, rows: w.device, cache: w.cache })),
+    "prefill: step.batch",
+  ],
+  [
+    "device model sample over its own rows",
+    InvalidArgumentError,
+    (w) => deviceModel(w, (m) => m.sample({ batch: 2, rows: w.device, cache: w.cache }, w.ob, w.device)),
+    "overlap",
+  ],
+  [
+    "device runner of maxBatch 0",
+    InvalidArgumentError,
+    (w) =>
+      deviceModel(
+        w,
+        (model) => new DeviceStepRunner({ runtime: rt, cache: w.cache, engine: w.engine, model, maxBatch: 0 }),
+      ),
+    "maxBatch",
+  ],
+  [
+    "device runner over an engine of other heads",
+    InvalidArgumentError,
+    (w) =>
+      deviceModel(
+        w,
+        (model) =>
+          new DeviceStepRunner({
+            runtime: rt,
+            cache: w.cache,
+            engine: { ...w.engine, numQoHeads: 2 * Hq } as never,
+            model,
+          }),
+      ),
+    "heads",
+  ],
+  [
+    "device runner prefill with too few slots",
+    InvalidArgumentError,
+    (w) =>
+      deviceModel(w, (model) => {
+        using runner = new DeviceStepRunner({ runtime: rt, cache: w.cache, engine: w.engine, model });
+        const request = { id: 1, tokens: [1, 2, 3], promptLength: 3, generated: 0, contextLength: 0 };
+        runner.prefill(request, w.b, w.nextSlot, 0, 3);
+      }),
+    "prefill: 1 slots for 3 positions",
+  ],
+  [
+    "query of a disposed event",
+    BadStateError,
+    () => {
+      const e = rt.createEvent();
+      e.dispose();
+      e.query();
+    },
+    "event was disposed",
+  ],
+];
+
 const tables: [string, Case[]][] = [
   ["Runtime", runtimeCases],
   ["DeviceBuffer and PinnedBuffer", bufferCases],
@@ -848,13 +1161,15 @@ const tables: [string, Case[]][] = [
   ["KVCache", cacheCases],
   ["DecodeEngine and the policy table", engineCases],
   ["Scheduler", schedulerCases],
+  ["interop and memory sizing", interopCases],
+  ["the device path", deviceCases],
 ];
 
 for (const [name, cases] of tables)
   describe(`misuse of ${name}: a typed error, and nothing changed`, () => {
     for (const [what, Class, misuse, message] of cases)
-      test(what, () => {
-        const w = world();
+      test(what, async () => {
+        const w = await world();
         try {
           const before = observe(w);
           const output = planOutput(w);

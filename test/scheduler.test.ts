@@ -177,7 +177,7 @@ describe("Scheduler on the CPU backend", () => {
   test("cancel frees the pages of waiting, running and swapped requests", async () => {
     const { scheduler, cache, dispose } = makeScheduler(20, 8, 8);
     const handles = Array.from({ length: 6 }, (_, i) => scheduler.submit({ promptLength: 20, maxTokens: 30 + i }));
-    for (let i = 0; i < 12; i++) scheduler.step();
+    for (let i = 0; i < 12; i++) await scheduler.step();
     expect(scheduler.running).toBeGreaterThan(0);
     expect(scheduler.swapped + scheduler.waiting).toBeGreaterThan(0);
     for (const h of handles) h.cancel();
@@ -207,9 +207,9 @@ describe("Scheduler on the CPU backend", () => {
     };
     const scheduler = new Scheduler({ cache, engine, model: flaky, shape: { ...SHAPE, numPages: 64 }, maxBatch: 8 });
     const doomed = scheduler.submit({ promptLength: 5, maxTokens: 5 });
-    scheduler.step();
+    await scheduler.step();
     failNext = true;
-    scheduler.step();
+    await scheduler.step();
     const error = await doomed.done.catch((e) => e);
     expect(error).toBeInstanceOf(StepFailedError);
     expect(error.message).toContain("model blew up");
@@ -287,10 +287,10 @@ describe("Scheduler checks the model's outputs", () => {
             for await (const e of h) seen[i]!.push(e.token);
           })().catch(() => {}),
       );
-      const first = scheduler.step();
+      const first = await scheduler.step();
       expect(first.error).toBeNull();
       breakNext();
-      const report: StepReport = scheduler.step();
+      const report: StepReport = await scheduler.step();
       expect(report.error).toBeInstanceOf(ModelOutputError);
       expect(report.error).toBeInstanceOf(StepFailedError);
       expect(report.error!.message).toMatch(message);
@@ -330,7 +330,7 @@ describe("Scheduler checks the model's outputs", () => {
     expect(long.error).toBeInstanceOf(RequestTooLargeError);
     expect(long.error!.message).toContain("the model takes at most 40");
     const one = scheduler.submit({ prompt: [1, 2, 999], maxTokens: 2 });
-    const report = scheduler.step();
+    const report = await scheduler.step();
     expect(report.error).toBeInstanceOf(ModelOutputError);
     expect(await one.done.catch((e) => e)).toBe(report.error);
     expectNoLeak(cache);

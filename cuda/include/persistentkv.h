@@ -127,7 +127,61 @@ pkv_status pkv_event_create(pkv_runtime *rt, pkv_event **out);
 pkv_status pkv_event_destroy(pkv_event *event);
 pkv_status pkv_event_record(pkv_event *event, pkv_stream *stream);
 pkv_status pkv_event_synchronize(pkv_event *event);
+/* Never waits: *done = 1 once the work queued before the event's last record has completed (also for an
+ * event never recorded, and always on the CPU backend), 0 while it is still pending. A failure of that work
+ * is the call's status. For awaiting the GPU without blocking the caller's thread (poll it). */
+pkv_status pkv_event_query(pkv_event *event, int32_t *done);
 pkv_status pkv_event_elapsed_ms(pkv_event *start, pkv_event *end, float *ms);
+
+/* ---- interop: memory, streams and KV pools that the caller owns -------------------------------
+ * A wrapped object borrows what the caller made (a framework's tensor, its CUDA stream): freeing or
+ * destroying the wrapper forgets it and frees nothing, and the caller keeps the memory or stream alive
+ * while work queued on it may run. Addresses are 16-byte aligned (every kernel reads 16-byte vectors) and
+ * a range may not wrap the address space. On CUDA, device memory must belong to the runtime's device
+ * and pinned memory must be page-locked (both checked with cudaPointerGetAttributes at the range's first
+ * and last byte); on the CPU backend both kinds are host memory and any host address serves. */
+struct pkv_kv_config; /* defined with the KV pool below */
+struct pkv_kvpool;
+pkv_status pkv_buffer_wrap(pkv_runtime *rt, int32_t kind, uint64_t address, uint64_t bytes, pkv_buffer **out);
+pkv_status pkv_buffer_is_wrapped(pkv_buffer *buf, int32_t *out); /* 1: borrowed, 0: ours */
+/* cuda_stream: a cudaStream_t of the runtime's device, as an integer (0: the legacy default stream).
+ * On the CPU backend work completes at once and the value is only kept. */
+pkv_status pkv_stream_wrap(pkv_runtime *rt, uint64_t cuda_stream, pkv_stream **out);
+pkv_status pkv_stream_native(pkv_stream *stream, uint64_t *out); /* the cudaStream_t (0 on the CPU backend) */
+
+/* Free and total memory of the runtime's device: cudaMemGetInfo on CUDA; available and physical host
+ * memory on the CPU backend. */
+pkv_status pkv_runtime_memory_info(pkv_runtime *rt, uint64_t *free_bytes, uint64_t *total_bytes);
+
+/* Where one layer of a pool keeps its pages, for a model that writes or reads them in place. HND: the
+ * element (page p, kv head h, slot s, dim i) of K is at k + p * page_bytes + h * head_bytes +
+ * s * token_bytes + i * elem_bytes; V likewise. A token slot is page * page_size + offset. */
+typedef struct pkv_kvpool_layout {
+  int64_t k; /* addresses, below 2^63 in every x64 and GPU address space */
+  int64_t v;
+  int64_t page_bytes;  /* one page of one layer, K or V: num_kv_heads * head_bytes, and for FP8 pools the
+                        * page's float scales [kv head][slot] after its codes, padded to 16 bytes */
+  int64_t head_bytes;  /* one (page, kv head) slice: page_size * token_bytes */
+  int64_t token_bytes; /* one (slot, kv head) row: head_dim * elem_bytes */
+  int32_t num_pages;
+  int32_t page_size;
+  int32_t num_kv_heads;
+  int32_t head_dim;
+  int32_t elem_bytes;
+  int32_t dtype;
+} pkv_kvpool_layout;
+int32_t pkv_kvpool_layout_size(void);
+pkv_status pkv_kvpool_layout_get(struct pkv_kvpool *pool, int32_t layer, pkv_kvpool_layout *out);
+/* Bytes one page id holds across the pool: all layers, K and V (config's shape and num_layers). */
+pkv_status pkv_kv_page_bytes(const struct pkv_kv_config *config, uint64_t *out);
+
+/* A pool over K and V pages the caller owns: k_layers[l] and v_layers[l] each address num_pages HND
+ * pages of layer l (num_pages * page_bytes, device memory of the runtime). Ours are only the block
+ * table the plans need (max_sequences x max_pages_per_sequence) and its device copy. swap_pages must
+ * be 0, and page copies (pkv_kvpool_copy_pages) are refused: moving the caller's pages is the caller's
+ * job. Token writes and reads, plans and runs work as on any pool. */
+pkv_status pkv_kvpool_wrap(pkv_runtime *rt, const struct pkv_kv_config *config, const uint64_t *k_layers,
+                           const uint64_t *v_layers, struct pkv_kvpool **out);
 
 /* ---- CUDA graphs: capture a whole step once, replay it with one launch --------------------------
  * Between begin and end, work queued on the stream (copies, plans' uploads, decode runs) is recorded,
@@ -211,7 +265,7 @@ pkv_status pkv_kvpool_layer_addresses(pkv_kvpool *pool, int32_t layer, uint64_t 
  * and swaps move whole pages, scales included, byte for byte. pkv_reference_decode with an FP8 dtype
  * reads pages of this layout. Other pools: pkv_kvpool_read_raw is PKV_ERR_INVALID_ARGUMENT. */
 /* Bytes of one page of one layer (K or V) for a pool of this shape; 0 for an unsupported shape. */
-int64_t pkv_kv_page_bytes(int32_t dtype, int32_t num_kv_heads, int32_t page_size, int32_t head_dim);
+int64_t pkv_kv_layer_page_bytes(int32_t dtype, int32_t num_kv_heads, int32_t page_size, int32_t head_dim);
 /* The stored form of n tokens of an FP8 pool: codes [n][num_kv_heads][head_dim] and scales
  * [n][num_kv_heads] of K and of V. */
 pkv_status pkv_kvpool_read_raw(pkv_kvpool *pool, int32_t layer, int32_t n, const int32_t *slots, uint8_t *k_codes,
@@ -290,6 +344,21 @@ pkv_status pkv_decode_set_policy_table(pkv_decode_engine *engine, const int8_t *
  * A plan whose pool was destroyed cannot run (PKV_ERR_BAD_STATE). */
 pkv_status pkv_decode_plan(pkv_decode_engine *engine, pkv_kvpool *pool, int32_t batch, const int32_t *rows,
                            const int32_t *seq_lens, int32_t policy, pkv_plan_info *info);
+/* A plan from a page table the caller owns, over a pool made by pkv_kvpool_wrap (others are
+ * PKV_ERR_BAD_STATE: their table belongs to the cache layer). FlashInfer's layout: request b owns pages
+ * indices[indptr[b] .. indptr[b+1]) and its last page holds last_page_len[b] tokens (1..page_size), so its
+ * context is (pages - 1) * page_size + last_page_len[b]. Every page id, length and count is checked before
+ * anything changes; the plan then copies the pages into block-table rows 0..batch-1 (only entries that
+ * changed since the last plan are uploaded) and plans as pkv_decode_plan does. One engine plans a pool this
+ * way: another engine's paged plan over it is PKV_ERR_BAD_STATE while the first engine lives. */
+pkv_status pkv_decode_plan_paged(pkv_decode_engine *engine, pkv_kvpool *pool, int32_t batch, const int32_t *indptr,
+                                 const int32_t *indices, const int32_t *last_page_len, int32_t policy,
+                                 pkv_plan_info *info);
+/* The same from a block table the caller owns: row b (at block_table + b * stride) lists request b's
+ * pages, and seq_lens[b] its context length (1..stride * page_size). */
+pkv_status pkv_decode_plan_block_table(pkv_decode_engine *engine, pkv_kvpool *pool, int32_t batch,
+                                       const int32_t *block_table, int32_t stride, const int32_t *seq_lens,
+                                       int32_t policy, pkv_plan_info *info);
 /* Host arrays q [batch][Hq][d] in, out [batch][Hq][d] out, lse optional; complete on return. */
 pkv_status pkv_decode_run(pkv_decode_engine *engine, int32_t plan_id, int32_t layer, const void *q, void *out,
                           float *lse);
@@ -297,6 +366,68 @@ pkv_status pkv_decode_run(pkv_decode_engine *engine, int32_t plan_id, int32_t la
 pkv_status pkv_decode_run_device(pkv_decode_engine *engine, int32_t plan_id, int32_t layer, pkv_buffer *q,
                                  uint64_t q_offset, pkv_buffer *out, uint64_t out_offset, pkv_buffer *lse,
                                  uint64_t lse_offset, pkv_stream *stream);
+
+/* ---- synthetic model (tests and benchmarks) ---------------------------------------------------------
+ * A stand-in for a model that runs on the GPU: deterministic q, K and V without weights, bit for bit those
+ * of lib/scheduler/synthetic.ts (SyntheticModel). Every value is read from a table of 65536 16-bit values
+ * (the caller uploads SyntheticModel's table, in the pool's dtype, to a device buffer of at least
+ * PKV_SYNTHETIC_TABLE_BYTES) at an offset hashed from (key, position, layer, which):
+ *   q of a row:        mix(request_id, position, layer, 2)            -> [num_qo_heads][head_dim]
+ *   K (0) and V (1):   mix(token, position, layer, which) if token >= 0,
+ *                      else mix(0x40000000 + request_id, position, layer, which)  -> [num_kv_heads][head_dim]
+ *   sampled token:     mix(request_id, position, 3) % vocab
+ * where mix is SyntheticModel's 32-bit mix and a run of n values starts at (hash & 0xffff), wrapping.
+ * Each entry point reads rows of pkv_synthetic_row from a device buffer (host memory on the CPU backend)
+ * and queues its work on the stream; the rows are read by the GPU when the work runs, so these calls can
+ * be captured into a graph and replayed with new rows. A row whose slot lies outside the pool is skipped
+ * (its K and V are not written): the GPU cannot report it, so callers pass slots that KV-cache appends
+ * returned. The pool's dtype must be 16-bit (f16 or bf16). */
+#define PKV_SYNTHETIC_TABLE_ENTRIES 65536
+#define PKV_SYNTHETIC_TABLE_BYTES 131072 /* 2 bytes per entry */
+typedef struct pkv_synthetic_row {
+  int32_t request_id;
+  int32_t position; /* the token's position in its sequence */
+  int32_t token;    /* its id, or -1 where unknown (a prompt given by length) */
+  int32_t slot;     /* where its K and V go: page * page_size + offset */
+} pkv_synthetic_row;
+/* One decode layer of `batch` rows: q [batch][num_qo_heads][head_dim] into q (at q_offset, 16-byte aligned),
+ * and each row's K and V of `layer` into the pool at its slot. num_qo_heads: a multiple of the pool's KV
+ * heads. rows: batch pkv_synthetic_row at rows_offset (16-byte aligned). */
+pkv_status pkv_synthetic_forward(pkv_kvpool *pool, pkv_buffer *table, int32_t layer, int32_t num_qo_heads, int32_t batch,
+                                 pkv_buffer *rows, uint64_t rows_offset, pkv_buffer *q, uint64_t q_offset,
+                                 pkv_stream *stream);
+/* Prefill: K and V of n context tokens (one row each) in every layer of the pool. */
+pkv_status pkv_synthetic_prefill(pkv_kvpool *pool, pkv_buffer *table, int32_t n, pkv_buffer *rows,
+                                 uint64_t rows_offset, pkv_stream *stream);
+/* The token each of `batch` rows generates, int32 [batch] into tokens (at tokens_offset, 4-byte aligned).
+ * vocab: 1..2^31-1. The synthetic token depends on (request id, position) only, never on attention output,
+ * exactly as SyntheticModel.sample. */
+pkv_status pkv_synthetic_sample(int32_t vocab, int32_t batch, pkv_buffer *rows, uint64_t rows_offset,
+                                pkv_buffer *tokens, uint64_t tokens_offset, pkv_stream *stream);
+
+/* ---- several devices of one host: caches and engines sharded by KV heads ---------------------
+ * Each device holds its KV heads' K and V for every token, so attention needs no communication: what
+ * crosses devices is one plan image per step (built once on the host) and, on request, the outputs. */
+/* Lets the two runtimes' devices read each other's memory (peer access, no NVLink multicast). Both
+ * runtimes of one backend; a no-op on the CPU backend or for one device; PKV_ERR_UNSUPPORTED where the
+ * devices have no peer path. */
+pkv_status pkv_runtime_enable_peer_access(pkv_runtime *a, pkv_runtime *b);
+/* Copies `rows` rows of `row_bytes` from src (rows src_pitch bytes apart) to dst (dst_pitch apart);
+ * src and dst may belong to different runtimes (devices) of one backend. Asynchronous on `stream` (of
+ * dst's runtime; NULL: its own), ordered after the work queued on src's runtime's own stream. Not
+ * during a graph capture on either runtime (PKV_ERR_BAD_STATE). */
+pkv_status pkv_buffer_copy_rows(pkv_buffer *dst, uint64_t dst_offset, uint64_t dst_pitch, pkv_buffer *src,
+                                uint64_t src_offset, uint64_t src_pitch, uint64_t row_bytes, uint64_t rows,
+                                pkv_stream *stream);
+/* Makes dst's current plan a copy of src's current plan, without planning again: the same workqueue
+ * and block-table deltas, uploaded with one async copy on dst's runtime stream and applied to dst_pool's
+ * device table (dst_pool's pinned table is not read: src's pool holds the one logical table). The
+ * engines must plan alike (same shape, settings, max_batch and GPU model) and dst_pool's table must have
+ * src's pool's shape. If dst does not get the plan (any failure after src resolved), src's plan's deltas
+ * are marked dirty again in src's pool, so the next plan sends them to every engine. info is dst's plan
+ * (its plan_id is what pkv_decode_run on dst takes). */
+pkv_status pkv_decode_plan_copy(pkv_decode_engine *src, pkv_decode_engine *dst, pkv_kvpool *dst_pool,
+                                pkv_plan_info *info);
 
 #ifdef __cplusplus
 }

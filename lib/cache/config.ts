@@ -32,7 +32,7 @@ export type KVCacheConfig = Required<Omit<KVCacheOptions, "queryDtype">> & { que
 
 export const DEFAULT_MAX_SEQUENCES = 256;
 // 256K tokens covers today's longest contexts; a wider row only costs pinned table memory.
-const DEFAULT_MAX_TOKENS = 262144;
+export const DEFAULT_MAX_TOKENS = 262144;
 
 function integer(name: string, value: unknown, min: number): number {
   return checkCount("createKVCache", name, value, min, INT32_MAX);

@@ -181,8 +181,31 @@ export const ENGINE_SETTINGS = new StructLayout("pkv_engine_settings", {
   reserved: "i32",
 });
 
+// Interop: where one layer of a pool keeps its pages (pkv_kvpool_layout_get).
+export const KVPOOL_LAYOUT = new StructLayout("pkv_kvpool_layout", {
+  k: "i64",
+  v: "i64",
+  pageBytes: "i64",
+  headBytes: "i64",
+  tokenBytes: "i64",
+  numPages: "i32",
+  pageSize: "i32",
+  numKvHeads: "i32",
+  headDim: "i32",
+  elemBytes: "i32",
+  dtype: "i32",
+});
+
 /** Every layout above, for the checks against the header. */
-export const LAYOUTS = [DEVICE_INFO, ATTENTION_SHAPE, KV_CONFIG, DECODE_CONFIG, PLAN_INFO, ENGINE_SETTINGS] as const;
+export const LAYOUTS = [
+  DEVICE_INFO,
+  ATTENTION_SHAPE,
+  KV_CONFIG,
+  DECODE_CONFIG,
+  PLAN_INFO,
+  ENGINE_SETTINGS,
+  KVPOOL_LAYOUT,
+] as const;
 
 /** Throws when the library's sizeof(struct) differs from the layout's (a library built from another header). */
 export function checkNativeSize(layout: StructLayout<Fields>, nativeSize: number): void {

@@ -37,6 +37,7 @@ export const symbols = {
   pkv_event_destroy: { args: [handle], returns: status },
   pkv_event_record: { args: [handle, handle], returns: status },
   pkv_event_synchronize: { args: [handle], returns: status },
+  pkv_event_query: { args: [handle, out], returns: status },
   pkv_event_elapsed_ms: { args: [handle, handle, out], returns: status },
 
   pkv_capture_begin: { args: [handle, handle], returns: status },
@@ -65,7 +66,7 @@ export const symbols = {
   pkv_kvpool_layer_addresses: { args: [handle, T.i32, out, out], returns: status },
 
   // ---- FP8 KV storage
-  pkv_kv_page_bytes: { args: [T.i32, T.i32, T.i32, T.i32], returns: T.i64 },
+  pkv_kv_layer_page_bytes: { args: [T.i32, T.i32, T.i32, T.i32], returns: T.i64 },
   pkv_kvpool_read_raw: { args: [handle, T.i32, T.i32, host, host, host, host, host], returns: status },
   pkv_fp8_e4m3_encode: { args: [T.i64, host, host], returns: status },
   pkv_fp8_e4m3_decode: { args: [T.i64, host, host], returns: status },
@@ -84,6 +85,33 @@ export const symbols = {
     args: [handle, T.i32, T.i32, handle, T.u64, handle, T.u64, handle, T.u64, handle],
     returns: status,
   },
+
+  // ---- interop: caller-owned memory, streams, pools and page tables; memory sizing
+  pkv_buffer_wrap: { args: [handle, T.i32, T.u64, T.u64, out], returns: status },
+  pkv_buffer_is_wrapped: { args: [handle, out], returns: status },
+  pkv_stream_wrap: { args: [handle, T.u64, out], returns: status },
+  pkv_stream_native: { args: [handle, out], returns: status },
+  pkv_runtime_memory_info: { args: [handle, out, out], returns: status },
+  pkv_kvpool_layout_size: { args: [], returns: T.i32 },
+  pkv_kvpool_layout_get: { args: [handle, T.i32, out], returns: status },
+  pkv_kv_page_bytes: { args: [host, out], returns: status },
+  pkv_kvpool_wrap: { args: [handle, host, host, host, out], returns: status },
+  pkv_decode_plan_paged: { args: [handle, handle, T.i32, host, host, host, T.i32, out], returns: status },
+  pkv_decode_plan_block_table: { args: [handle, handle, T.i32, host, T.i32, host, T.i32, out], returns: status },
+  // ---- synthetic model (tests and benchmarks)
+  pkv_synthetic_forward: {
+    args: [handle, handle, T.i32, T.i32, T.i32, handle, T.u64, handle, T.u64, handle],
+    returns: status,
+  },
+  pkv_synthetic_prefill: { args: [handle, handle, T.i32, handle, T.u64, handle], returns: status },
+  pkv_synthetic_sample: { args: [T.i32, T.i32, handle, T.u64, handle, T.u64, handle], returns: status },
+  // ---- several devices of one host (lib/sharded)
+  pkv_runtime_enable_peer_access: { args: [handle, handle], returns: status },
+  pkv_buffer_copy_rows: {
+    args: [handle, T.u64, T.u64, handle, T.u64, T.u64, T.u64, T.u64, handle],
+    returns: status,
+  },
+  pkv_decode_plan_copy: { args: [handle, handle, handle, out], returns: status },
 } as const;
 
 export type Symbols = typeof symbols;

@@ -1,11 +1,12 @@
 // The serving stack the examples, the serving benchmark and the tests share: a KV cache, a decode
-// engine, the synthetic model and a Scheduler over them, sized for the backend at hand.
+// engine, the synthetic model and a Scheduler over them, sized for the backend at hand. The step runs
+// on the host path (HostStepRunner) unless `runner` builds another one (the device path) from the parts.
 import type { DType } from "../dtype";
 import type { DecodeEngine, Plan } from "../engine";
-import type { KVCache } from "../kvcache";
+import type { KVCache, Sequence } from "../kvcache";
 import type { Runtime } from "../runtime";
 import { Scheduler } from "../scheduler";
-import type { ModelShape } from "./ports";
+import type { ModelShape, StepRunner } from "./ports";
 import { SyntheticModel } from "./synthetic";
 
 export interface DemoSizes extends Omit<ModelShape, "maxPagesPerSequence"> {
@@ -45,6 +46,26 @@ export function sizesFor(rt: Runtime, overrides: Partial<DemoSizes> = {}): DemoS
   return { ...(rt.backend === "cuda" ? GPU_SIZES : CPU_SIZES), ...overrides };
 }
 
+/** What a runner factory gets: the stack's parts, built and sized. */
+export interface DemoParts {
+  rt: Runtime;
+  cache: KVCache;
+  engine: DecodeEngine;
+  model: SyntheticModel;
+  sizes: DemoSizes;
+}
+
+/** A runner the stack owns: disposed (if it has dispose) when the stack closes, before the engine and cache. */
+export type DemoRunner = StepRunner<Sequence> & { dispose?(): void };
+
+export interface DemoOptions {
+  policy?: "baseline" | "persistent" | "adaptive";
+  swap?: boolean;
+  watermarkPages?: number;
+  /** Builds the step's runner from the parts (default: the host path over the engine and the model). */
+  runner?: (parts: DemoParts) => DemoRunner;
+}
+
 export interface DemoStack {
   scheduler: Scheduler<KVCache, Plan>;
   cache: KVCache;
@@ -55,11 +76,7 @@ export interface DemoStack {
   close(): Promise<void>;
 }
 
-export function createDemoStack(
-  rt: Runtime,
-  sizes: DemoSizes,
-  options: { policy?: "baseline" | "persistent" | "adaptive"; swap?: boolean; watermarkPages?: number } = {},
-): DemoStack {
+export function createDemoStack(rt: Runtime, sizes: DemoSizes, options: DemoOptions = {}): DemoStack {
   const { numLayers, numQoHeads, numKvHeads, headDim, pageSize, numPages, swapPages, maxBatch, dtype } = sizes;
   const maxPagesPerSequence = numPages;
   const cache = rt.createKVCache({
@@ -74,6 +91,7 @@ export function createDemoStack(
     swapPages,
   });
   let engine: DecodeEngine | undefined;
+  let runner: DemoRunner | undefined;
   let scheduler: Scheduler<KVCache, Plan>;
   const model = new SyntheticModel({ numLayers, numQoHeads, numKvHeads, headDim, dtype });
   try {
@@ -86,16 +104,14 @@ export function createDemoStack(
       policy: options.policy ?? "adaptive",
       maxBatch,
     });
-    scheduler = new Scheduler({
-      cache,
-      engine,
-      model,
-      maxBatch,
-      swap: options.swap ?? swapPages > 0,
-      watermarkPages: options.watermarkPages,
-    });
+    const common = { maxBatch, swap: options.swap ?? swapPages > 0, watermarkPages: options.watermarkPages };
+    runner = options.runner?.({ rt, cache, engine, model, sizes });
+    scheduler = runner
+      ? new Scheduler<KVCache, Plan>({ cache, runner, ...common })
+      : new Scheduler({ cache, engine, model, ...common });
   } catch (error) {
     // Refused sizes or options leave nothing behind.
+    runner?.dispose?.();
     engine?.dispose();
     cache.dispose();
     throw error;
@@ -108,6 +124,7 @@ export function createDemoStack(
     sizes,
     async close() {
       await scheduler.close();
+      runner?.dispose?.();
       engine!.dispose();
       cache.dispose();
     },

@@ -1,5 +1,6 @@
-// What the scheduler needs from its three collaborators, as structural types: the KV cache and the
-// decode engine of this package, and a model that lives outside it (activations come in, tokens out).
+// What the scheduler needs from its collaborators, as structural types: the KV cache, and the compute of
+// a step (a StepRunner). The host runner builds one from the decode engine of this package and a model
+// that lives outside it (activations come in, tokens out); a device runner keeps everything on the GPU.
 import type { KVCacheStats } from "../kvcache";
 import type { ActiveRequest } from "./request";
 
@@ -12,7 +13,8 @@ export type CacheStats = Pick<
 export interface SchedulerCache<Seq> {
   createSequence(options?: { tokens?: ArrayLike<number> }): Seq;
   append(seq: Seq, tokens: number | ArrayLike<number>): Int32Array;
-  writeKV(layer: number, slots: Int32Array, k: Uint16Array, v: Uint16Array): void;
+  /** The host path's K/V writes (a runner may write K/V its own way, so only the host runner needs it). */
+  writeKV?(layer: number, slots: Int32Array, k: Uint16Array, v: Uint16Array): void;
   release(seq: Seq): void;
   /** Optional: frees without publishing pages to the prefix cache (used after a failed step). */
   discard?(seq: Seq): void;
@@ -61,17 +63,21 @@ export interface StepModel {
   readonly vocab?: number;
 }
 
-/** Sizes the scheduler needs for its buffers and its never-fits check. */
-export interface ModelShape {
-  numLayers: number;
-  numQoHeads: number;
-  numKvHeads: number;
-  headDim: number;
+/** The pool's geometry: what the scheduler itself admits and sizes requests by. */
+export interface PoolShape {
   pageSize: number;
   /** Pages in the pool. */
   numPages: number;
   /** Width of a block-table row (default numPages). */
   maxPagesPerSequence?: number;
+}
+
+/** Sizes the host runner needs for its buffers, with the pool's. */
+export interface ModelShape extends PoolShape {
+  numLayers: number;
+  numQoHeads: number;
+  numKvHeads: number;
+  headDim: number;
 }
 
 /** What one decode step produced: a token per row, and which kernel ran and how long planning took. */
@@ -94,6 +100,8 @@ export interface StepRunner<Seq> {
    * in every layer; resolves to one sampled token per row. Rejects if the step failed.
    */
   decode(batch: readonly ActiveRequest[], sequences: readonly Seq[], slots: Int32Array): Promise<DecodeResult>;
+  /** Optional: the most rows a step may have (its buffers' size); bounds and defaults the scheduler's maxBatch. */
+  readonly maxBatch?: number;
   /** Optional: the most context tokens a request may reach. */
   readonly maxContext?: number;
   /** Optional: token ids are below this. */

@@ -1,5 +1,8 @@
 // A request's life in the scheduler, and the handle its submitter holds: an async iterator of the
-// tokens it generates, a promise of its outcome, and cancel().
+// tokens it generates, a promise of its outcome, and cancel(). A request ends by reaching maxTokens
+// ("length"), by generating one of its stop tokens ("stop"), by cancel() or its AbortSignal
+// ("cancelled"), or with a typed error ("error"); its time to first token and the gaps between its
+// tokens are measured from submit, as its client sees them.
 import { BadStateError, InvalidArgumentError, Status } from "../errors";
 import { INT32_MAX, checkCount, show } from "../validate";
 
@@ -12,6 +15,10 @@ export interface RequestSpec {
   maxTokens: number;
   /** Caller's id (default: the next free number); synthetic models derive activations from it. */
   id?: number;
+  /** Token ids that end the request when generated (it is delivered, as the last token): "stop". */
+  stop?: ArrayLike<number>;
+  /** Aborting it cancels the request, wherever it is (a disconnected client, a timeout). */
+  signal?: AbortSignal;
 }
 
 /** What the model callbacks see of a request. */
@@ -35,14 +42,26 @@ export interface TokenEvent {
   step: number;
 }
 
-export type Outcome = "finished" | "cancelled";
+/** Why a request ended: maxTokens reached, a stop token generated, cancelled (or aborted), or failed. */
+export type FinishReason = "length" | "stop" | "cancelled" | "error";
+/** "finished" covers "length" and "stop". */
+export type Outcome = "finished" | "cancelled" | "failed";
 export interface RequestResult {
   id: number;
   outcome: Outcome;
+  finishReason: FinishReason;
   tokens: number[];
   preemptions: number;
   swaps: number;
   prefixHitTokens: number;
+  /** Milliseconds from submit to the first token (null if none came). */
+  ttftMs: number | null;
+  /** Milliseconds between consecutive tokens: tokens.length - 1 of them (a preemption shows as a long one). */
+  itlMs: number[];
+  /** Milliseconds from submit to the end. */
+  latencyMs: number;
+  /** The typed error, when finishReason is "error" (only `settled` delivers such a result). */
+  error?: Error;
 }
 
 export type RequestState = "waiting" | "running" | "swapped" | "finished" | "cancelled" | "failed";
@@ -56,6 +75,12 @@ export class Entry<Seq> implements ActiveRequest {
   readonly maxTokens: number;
   readonly knownTokens: boolean;
   readonly handle: RequestHandle;
+  readonly stop: ReadonlySet<number> | null;
+  readonly submittedAt = performance.now();
+  readonly itlMs: number[] = [];
+  ttftMs: number | null = null;
+  #lastTokenAt = 0;
+  #unlisten: (() => void) | null = null;
   state: RequestState = "waiting";
   seq: Seq | null = null;
   generated = 0;
@@ -72,22 +97,83 @@ export class Entry<Seq> implements ActiveRequest {
     this.knownTokens = spec.prompt !== undefined;
     this.tokens = spec.prompt !== undefined ? Array.from(spec.prompt) : new Array<number>(spec.promptLength!).fill(-1);
     this.promptLength = this.tokens.length;
+    this.stop = spec.stop !== undefined && spec.stop.length > 0 ? new Set(Array.from(spec.stop)) : null;
     this.handle = new RequestHandle(id, () => cancel(id));
-  }
-
-  /** Context once finished: the last generated token is returned, never fed back. */
-  get finalContext(): number {
-    return this.promptLength + this.maxTokens - 1;
+    const signal = spec.signal;
+    if (signal) {
+      const onAbort = () => cancel(id);
+      signal.addEventListener("abort", onAbort, { once: true });
+      this.#unlisten = () => signal.removeEventListener("abort", onAbort);
+    }
   }
 
   get live(): boolean {
     return this.state === "waiting" || this.state === "running" || this.state === "swapped";
   }
 
-  result(outcome: Outcome): RequestResult {
-    const { id, preemptions, swaps, prefixHitTokens } = this;
-    return { id, outcome, tokens: this.tokens.slice(this.promptLength), preemptions, swaps, prefixHitTokens };
+  /** Takes a generated token at time `at` (one clock reading per step); says why it ends the request, if it does. */
+  take(token: number, step: number, at: number): "stop" | "length" | null {
+    if (this.generated === 0) this.ttftMs = at - this.submittedAt;
+    else this.itlMs.push(at - this.#lastTokenAt);
+    this.#lastTokenAt = at;
+    this.contextLength++;
+    this.tokens.push(token);
+    this.generated++;
+    this.handle.push({ index: this.generated - 1, token, position: this.contextLength, step });
+    if (this.stop?.has(token)) return "stop";
+    return this.generated === this.maxTokens ? "length" : null;
   }
+
+  /** Delivers the end: the handle's iterator ends and `done` resolves (or rejects, for "error"). */
+  settle(finishReason: FinishReason, error?: Error): void {
+    this.#unlisten?.();
+    this.#unlisten = null;
+    const result = this.result(finishReason, error);
+    if (error) this.handle.fail(error, result);
+    else this.handle.end(result);
+  }
+
+  result(finishReason: FinishReason, error?: Error): RequestResult {
+    const { id, preemptions, swaps, prefixHitTokens, ttftMs } = this;
+    const outcome = OUTCOMES[finishReason];
+    return {
+      id,
+      outcome,
+      finishReason,
+      tokens: this.tokens.slice(this.promptLength),
+      preemptions,
+      swaps,
+      prefixHitTokens,
+      ttftMs,
+      itlMs: this.itlMs.slice(),
+      latencyMs: performance.now() - this.submittedAt,
+      ...(error ? { error } : {}),
+    };
+  }
+}
+
+const OUTCOMES: Record<FinishReason, Outcome> = {
+  length: "finished",
+  stop: "finished",
+  cancelled: "cancelled",
+  error: "failed",
+};
+
+/** The result of a request that failed at submit, before it was queued. */
+export function failedAtSubmit(id: number, error: Error): RequestResult {
+  return {
+    id,
+    outcome: "failed",
+    finishReason: "error",
+    tokens: [],
+    preemptions: 0,
+    swaps: 0,
+    prefixHitTokens: 0,
+    ttftMs: null,
+    itlMs: [],
+    latencyMs: 0,
+    error,
+  };
 }
 
 /**
@@ -108,17 +194,24 @@ export function checkSpec(spec: RequestSpec): { promptLength: number; maxTokens:
   } else promptLength = checkCount("submit", "promptLength", spec.promptLength, 1);
   const maxTokens = checkCount("submit", "maxTokens", spec.maxTokens, 1);
   if (spec.id !== undefined) checkCount("submit", "id", spec.id);
+  if (
+    spec.stop !== undefined &&
+    (typeof spec.stop !== "object" || spec.stop === null || typeof spec.stop.length !== "number")
+  )
+    throw bad(`submit: stop ${show(spec.stop)} must be an array of token ids`);
+  if (spec.signal !== undefined && !(spec.signal instanceof AbortSignal))
+    throw bad(`submit: signal ${show(spec.signal)} is not an AbortSignal`);
   return { promptLength, maxTokens };
 }
 
-/** Every prompt id an integer in 0..min(vocab, 2^31)-1. */
-export function checkPromptIds(prompt: ArrayLike<number>, vocab = INT32_MAX + 1): void {
-  for (let i = 0; i < prompt.length; i++) {
-    const t = prompt[i];
+/** Every id an integer in 0..min(vocab, 2^31)-1; `name` says which list (prompt, stop) in the message. */
+export function checkTokenIds(ids: ArrayLike<number>, vocab = INT32_MAX + 1, name = "prompt"): void {
+  for (let i = 0; i < ids.length; i++) {
+    const t = ids[i];
     if (!Number.isInteger(t) || t! < 0 || t! >= vocab || t! > INT32_MAX)
       throw new InvalidArgumentError(
         Status.INVALID_ARGUMENT,
-        `submit: prompt[${i}] = ${show(t)} is not a token id (integer 0..${Math.min(vocab, INT32_MAX + 1) - 1})`,
+        `submit: ${name}[${i}] = ${show(t)} is not a token id (integer 0..${Math.min(vocab, INT32_MAX + 1) - 1})`,
       );
   }
 }
@@ -135,9 +228,13 @@ export class RequestHandle implements AsyncIterable<TokenEvent> {
   #waiter: (() => void) | null = null;
   #ended = false;
   #error: Error | null = null;
+  #finishReason: FinishReason | null = null;
   #resolve!: (result: RequestResult) => void;
   #reject!: (error: Error) => void;
+  #settle!: (result: RequestResult) => void;
   #iterating = false;
+  /** Resolves once the request ends, however it ends: a failure is a result with finishReason "error". */
+  readonly settled: Promise<RequestResult>;
 
   constructor(id: number, cancel: () => void) {
     this.id = id;
@@ -146,6 +243,7 @@ export class RequestHandle implements AsyncIterable<TokenEvent> {
       this.#resolve = resolve;
       this.#reject = reject;
     });
+    this.settled = new Promise((resolve) => (this.#settle = resolve));
     // A submitter that only iterates still sees the error there; this keeps `done` from being unhandled.
     this.done.catch(() => {});
   }
@@ -153,6 +251,11 @@ export class RequestHandle implements AsyncIterable<TokenEvent> {
   /** The typed error the request failed with, once it has (submit may return a handle already failed). */
   get error(): Error | null {
     return this.#error;
+  }
+
+  /** Why it ended; null while it is live. */
+  get finishReason(): FinishReason | null {
+    return this.#finishReason;
   }
 
   /** Stops the request and frees its pages; the iterator ends and `done` resolves as "cancelled". */
@@ -166,13 +269,17 @@ export class RequestHandle implements AsyncIterable<TokenEvent> {
   }
   /** @internal */ end(result: RequestResult): void {
     this.#ended = true;
+    this.#finishReason = result.finishReason;
     this.#resolve(result);
+    this.#settle(result);
     this.#wake();
   }
-  /** @internal */ fail(error: Error): void {
+  /** @internal */ fail(error: Error, result: RequestResult): void {
     this.#ended = true;
     this.#error = error;
+    this.#finishReason = "error";
     this.#reject(error);
+    this.#settle(result);
     this.#wake();
   }
 

@@ -11,7 +11,9 @@ export interface Counters {
   swapIns: number;
   preemptedBySwap: number;
   preemptedByRecompute: number;
+  /** Requests that ended: "finished" counts both maxTokens reached and a stop token; "stopped" the latter. */
   finished: number;
+  stopped: number;
   failed: number;
 }
 const COUNTERS: (keyof Counters)[] = [
@@ -22,6 +24,7 @@ const COUNTERS: (keyof Counters)[] = [
   "preemptedBySwap",
   "preemptedByRecompute",
   "finished",
+  "stopped",
   "failed",
 ];
 
@@ -51,6 +54,10 @@ export interface StepReport extends Counters {
   wasteFraction: number;
   /** The typed error that failed the step's decode (each of its requests got it too); null if none did. */
   error: PkvError | null;
+  /** Time to first token (ms from submit) of each request whose first token this step produced. */
+  ttftMs: number[];
+  /** Inter-token latency (ms since its previous token) of each other request that got a token. */
+  itlMs: number[];
 }
 
 export interface SchedulerTotals extends Counters {
@@ -58,6 +65,48 @@ export interface SchedulerTotals extends Counters {
   generatedTokens: number;
   cancelled: number;
   busyMs: number;
+  /** Steps that decoded a batch: their wall time. */
+  stepTime: LatencyHistogram;
+  ttft: LatencyHistogram;
+  itl: LatencyHistogram;
+}
+
+/** Upper bounds (ms) of the latency buckets: sub-millisecond steps up to minute-long waits. */
+export const LATENCY_BUCKETS_MS: readonly number[] = [
+  0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 30_000, 60_000,
+];
+
+/** A fixed-bucket histogram (what Prometheus exports): counts per bucket, their sum and count. */
+export class LatencyHistogram {
+  readonly boundsMs: readonly number[];
+  /** counts[i]: observations <= boundsMs[i] and > the bound before; the last entry is above every bound. */
+  readonly counts: number[];
+  sumMs = 0;
+  count = 0;
+
+  constructor(boundsMs: readonly number[] = LATENCY_BUCKETS_MS) {
+    this.boundsMs = boundsMs;
+    this.counts = new Array<number>(boundsMs.length + 1).fill(0);
+  }
+
+  observe(ms: number): void {
+    let i = 0;
+    while (i < this.boundsMs.length && ms > this.boundsMs[i]!) i++;
+    this.counts[i]!++;
+    this.sumMs += ms;
+    this.count++;
+  }
+
+  /** Observations at or below each bound, then the total (Prometheus's cumulative `le` buckets). */
+  cumulative(): number[] {
+    const out: number[] = [];
+    let running = 0;
+    for (const c of this.counts) {
+      running += c;
+      out.push(running);
+    }
+    return out;
+  }
 }
 
 function zeroCounters(): Counters {
@@ -65,7 +114,16 @@ function zeroCounters(): Counters {
 }
 
 export function emptyTotals(): SchedulerTotals {
-  return { ...zeroCounters(), steps: 0, generatedTokens: 0, cancelled: 0, busyMs: 0 };
+  return {
+    ...zeroCounters(),
+    steps: 0,
+    generatedTokens: 0,
+    cancelled: 0,
+    busyMs: 0,
+    stepTime: new LatencyHistogram(),
+    ttft: new LatencyHistogram(),
+    itl: new LatencyHistogram(),
+  };
 }
 
 export function emptyReport(step: number): StepReport {
@@ -88,6 +146,8 @@ export function emptyReport(step: number): StepReport {
     pagesSwapped: 0,
     wasteFraction: 0,
     error: null,
+    ttftMs: [],
+    itlMs: [],
   };
 }
 
@@ -96,6 +156,9 @@ export function addStep(totals: SchedulerTotals, r: StepReport): void {
   totals.generatedTokens += r.batch;
   totals.busyMs += r.timeMs;
   for (const key of COUNTERS) totals[key] += r[key];
+  if (r.batch > 0) totals.stepTime.observe(r.timeMs);
+  for (const ms of r.ttftMs) totals.ttft.observe(ms);
+  for (const ms of r.itlMs) totals.itl.observe(ms);
 }
 
 /** The q-quantile (0..1) of values, nearest rank; NaN when empty. */

@@ -20,6 +20,8 @@ export interface SyntheticShape {
 }
 
 const TABLE = 1 << 16; // random 16-bit values; rows are read at hashed offsets (fast, and varied enough)
+/** Entries of the table every activation is read from (PKV_SYNTHETIC_TABLE_ENTRIES in the C header). */
+export const SYNTHETIC_TABLE_ENTRIES = TABLE;
 
 /** 32-bit mix (murmur3 finaliser) of a few integers. */
 export function mix(...values: number[]): number {
@@ -42,6 +44,11 @@ export class SyntheticModel implements StepModel {
     const values = new Float32Array(TABLE);
     for (let i = 0; i < TABLE; i++) values[i] = (mix(i, 7) / 0xffffffff) * 2 - 1; // uniform in [-1, 1]
     this.#table = encode(this.shape.dtype, values);
+  }
+
+  /** A copy of the table (dtype bits) every activation is read from: what a device model uploads once. */
+  table(): Uint16Array {
+    return this.#table.slice();
   }
 
   /** The token id a request generates at a position. */

@@ -100,6 +100,8 @@ function call(expect: Outcome, fn: string, ...a: unknown[]): number {
 }
 
 const CHANGES_PAGES = new Set([
+  "pkv_synthetic_forward",
+  "pkv_synthetic_prefill",
   "pkv_kvpool_write",
   "pkv_kvpool_write_device",
   "pkv_kvpool_copy_pages",
@@ -400,6 +402,7 @@ op(1, () => {
   if (lib.pkv_abi_version!() !== 1 || String(lib.pkv_version!()).length === 0) violation("version calls");
   if ((lib.pkv_cuda_device_count!() as number) < 0) violation("pkv_cuda_device_count < 0");
   if (lib.pkv_device_info_size!() !== 304 || lib.pkv_plan_info_size!() !== 40) violation("struct sizes changed");
+  if (lib.pkv_kvpool_layout_size!() !== 64) violation("pkv_kvpool_layout size changed");
 });
 
 // runtime
@@ -1150,6 +1153,507 @@ op(3, () => {
   validRun(sentinelEngine);
 });
 
+// ---- interop: caller memory and streams, memory figures, pools over caller pages, plans from caller tables
+
+// Memory "the caller" owns for the round: our own allocations (never freed by an op), wrapped by address.
+const BACKING_BYTES = 8192;
+let backingDevice = 0,
+  backingPinned = 0;
+interface WrappedPool {
+  h: number;
+  engine: number; // an engine of its own, made for this pool (kept out of `engines`: its plans are not theirs)
+  maxBatch: number; // the engine's
+  shape: (typeof SHAPES)[number];
+  layers: number;
+  pages: number;
+  rows: number;
+  width: number;
+  k: BigUint64Array;
+  v: BigUint64Array;
+}
+const wrappedPools: WrappedPool[] = [];
+
+function addressOf(h: number): number {
+  const o = out64();
+  call("valid", "pkv_buffer_address", asPtr(h), o);
+  return Number(o[0]);
+}
+
+/** A fresh allocation of ours, not in live.buffer, standing in for a framework's tensor. */
+function callerAllocation(bytes: number, kind = 0): number {
+  const o = out64();
+  call("valid", "pkv_buffer_alloc", asPtr(rt), kind, bytes, o);
+  return addressOf(handleOut(o));
+}
+
+op(2, () => {
+  const kind = int(0, 1),
+    at = 16 * int(0, 255);
+  const o = out64();
+  call(
+    "valid",
+    "pkv_buffer_wrap",
+    asPtr(rt),
+    kind,
+    (kind ? backingPinned : backingDevice) + at,
+    int(1, BACKING_BYTES - at),
+    o,
+  );
+  const h = handleOut(o);
+  live.buffer.push(h);
+  buffers.set(h, { bytes: Number(0), sentinel: false });
+  const size = out64();
+  call("valid", "pkv_buffer_size", asPtr(h), size);
+  buffers.get(h)!.bytes = Number(size[0]);
+  const wrapped = new Int32Array(1);
+  call("valid", "pkv_buffer_is_wrapped", asPtr(h), wrapped);
+  if (wrapped[0] !== 1) violation("a wrapped buffer says it is not wrapped");
+});
+op(3, () => {
+  const r = int(0, 7);
+  const o = out64();
+  if (r === 0) call("bad", "pkv_buffer_wrap", badHandle("runtime"), 0, backingDevice, 16, o);
+  else if (r === 1) call("bad", "pkv_buffer_wrap", asPtr(rt), pick([-1, 2, 2 ** 31 - 1]), backingDevice, 16, o);
+  else if (r === 2) call("bad", "pkv_buffer_wrap", asPtr(rt), 0, backingDevice, 0, o);
+  else if (r === 3) call("bad", "pkv_buffer_wrap", asPtr(rt), 0, 0, 64, o);
+  else if (r === 4) call("bad", "pkv_buffer_wrap", asPtr(rt), 0, backingDevice + pick([1, 4, 8, 12]), 16, o);
+  else if (r === 5) call("bad", "pkv_buffer_wrap", asPtr(rt), 0, pick([2n ** 64n - 16n, 2n ** 63n]), pick(HUGE_U64), o);
+  else if (r === 6) call("bad", "pkv_buffer_wrap", asPtr(rt), 0, backingDevice, 16, null);
+  else if (chance(0.5)) call("bad", "pkv_buffer_is_wrapped", badHandle("buffer"), new Int32Array(1));
+  else call("bad", "pkv_buffer_is_wrapped", asPtr(scratchBuffer()), null);
+});
+op(1, () => {
+  const wrapped = new Int32Array(1);
+  call("valid", "pkv_buffer_is_wrapped", asPtr(scratchBuffer()), wrapped);
+});
+// Streams: on CUDA only the legacy default stream is certainly live (a wrapped stream of ours would dangle once
+// ours is destroyed); on the CPU backend any value is kept as it is.
+op(2, () => {
+  const o = out64();
+  call("valid", "pkv_stream_wrap", asPtr(rt), BACKEND === 1 ? 0 : pick([0, 1, 0x1234, 2 ** 47 - 16]), o);
+  const h = handleOut(o);
+  const native = out64();
+  call("valid", "pkv_stream_native", asPtr(h), native);
+  if (BACKEND === 0 && live.stream.length < 8) live.stream.push(h);
+  else {
+    call("valid", "pkv_stream_destroy", asPtr(h));
+    forget("stream", h);
+  }
+});
+op(2, () => {
+  const r = int(0, 3);
+  if (r === 0) call("bad", "pkv_stream_wrap", badHandle("runtime"), 0, out64());
+  else if (r === 1) call("bad", "pkv_stream_wrap", asPtr(rt), 0, null);
+  else if (r === 2) call("bad", "pkv_stream_native", badHandle("stream"), out64());
+  else if (live.stream.length) call("bad", "pkv_stream_native", asPtr(pick(live.stream)), null);
+  else call("bad", "pkv_stream_native", null, out64());
+});
+op(1, () => live.stream.length && call("valid", "pkv_stream_native", asPtr(pick(live.stream)), out64()));
+// Memory figures and page bytes.
+op(1, () => {
+  const free = out64(),
+    total = out64();
+  call("valid", "pkv_runtime_memory_info", asPtr(rt), free, total);
+  if (free[0]! > total[0]! || total[0] === 0n) violation(`memory info: free ${free[0]} of total ${total[0]}`);
+});
+op(1, () => {
+  const r = int(0, 2);
+  if (r === 0) call("bad", "pkv_runtime_memory_info", badHandle("runtime"), out64(), out64());
+  else call("bad", "pkv_runtime_memory_info", asPtr(rt), r === 1 ? null : out64(), r === 2 ? null : out64());
+});
+op(1, () => {
+  const s = pick(SHAPES);
+  const cfg = kvConfig(s, int(1, 4), int(1, 64), 2, 2, 0);
+  const o = out64();
+  call("valid", "pkv_kv_page_bytes", cfg, o);
+  if (Number(o[0]) !== cfg[0]! * 2 * s.heads * s.pageSize * s.dim * 2) violation(`pkv_kv_page_bytes: ${o[0]}`);
+});
+/** A pool configuration with one field made invalid: layers, page size, KV heads or head dim. */
+function badKvConfig(): Int32Array {
+  const cfg = kvConfig(pick(SHAPES), 2, 4, 2, 2, 0);
+  const [field, values] = pick([
+    [0, [0, -1, 5000]],
+    [2, [0, 3, 512]],
+    [3, [0, -1, 300]],
+    [4, [0, 100, 512]],
+  ] as const);
+  cfg[field] = pick(values);
+  return cfg;
+}
+op(1, () => {
+  const bad = badKvConfig();
+  if (chance(0.5)) call("bad", "pkv_kv_page_bytes", bad, out64());
+  else call("bad", "pkv_kv_page_bytes", chance(0.5) ? null : kvConfig(SHAPES[0]!, 1, 4, 2, 2, 0), null);
+});
+// Layouts of any live pool (ours or wrapped).
+op(1, () => {
+  const pool = pick([...live.pool, ...wrappedPools.map((w) => w.h)]);
+  if (pool === undefined) return;
+  const layers = pools.get(pool)?.layers ?? wrappedPools.find((w) => w.h === pool)!.layers;
+  const layout = new Uint8Array(64);
+  call("valid", "pkv_kvpool_layout_get", asPtr(pool), int(0, layers - 1), layout);
+  const r = int(0, 2);
+  if (r === 0) call("bad", "pkv_kvpool_layout_get", asPtr(pool), pick([-1, layers, 2 ** 31 - 1]), layout);
+  else if (r === 1) call("bad", "pkv_kvpool_layout_get", asPtr(pool), 0, null);
+  else call("bad", "pkv_kvpool_layout_get", badHandle("pool"), 0, layout);
+});
+
+function wrapValidPool(): void {
+  if (wrappedPools.length >= 3) return;
+  const shape = pick(SHAPES);
+  const [layers, pages, rows, width] = [int(1, 2), int(4, 8), int(2, 4), int(2, 4)];
+  const layerBytes = pages * shape.heads * shape.pageSize * shape.dim * 2;
+  const k = BigUint64Array.from({ length: layers }, () => BigInt(callerAllocation(layerBytes)));
+  const v = BigUint64Array.from({ length: layers }, () => BigInt(callerAllocation(layerBytes)));
+  const o = out64();
+  call("valid", "pkv_kvpool_wrap", asPtr(rt), kvConfig(shape, layers, pages, rows, width, 0), k, v, o);
+  const h = handleOut(o);
+  const config = new ArrayBuffer(32);
+  const maxBatch = int(1, 4);
+  new Int32Array(config, 0, 7).set([shape.heads * shape.group, 0, 0, 0, 0, int(0, 2), maxBatch]);
+  call("valid", "pkv_decode_engine_create_with", asPtr(rt), new Uint8Array(config), asPtr(h), null, o);
+  wrappedPools.push({ h, engine: handleOut(o), maxBatch, shape, layers, pages, rows, width, k, v });
+}
+op(2, wrapValidPool);
+op(3, () => {
+  const shape = pick(SHAPES);
+  const cfg = kvConfig(shape, 2, 4, 2, 2, 0);
+  const layerBytes = 4 * shape.heads * shape.pageSize * shape.dim * 2;
+  const addresses = () => BigUint64Array.from({ length: 2 }, () => BigInt(backingDevice));
+  const k = BigUint64Array.of(BigInt(callerAllocation(layerBytes)), BigInt(callerAllocation(layerBytes)));
+  const v = BigUint64Array.of(BigInt(callerAllocation(layerBytes)), BigInt(callerAllocation(layerBytes)));
+  const r = int(0, 8);
+  const o = out64();
+  if (r === 0) call("bad", "pkv_kvpool_wrap", badHandle("runtime"), cfg, k, v, o);
+  else if (r === 1)
+    call("bad", "pkv_kvpool_wrap", asPtr(rt), kvConfig(shape, 2, 4, 2, 2, 1), k, v, o); // swap space
+  else if (r === 2)
+    call("bad", "pkv_kvpool_wrap", asPtr(rt), cfg, addresses(), v, o); // K layers overlap
+  else if (r === 3)
+    call("bad", "pkv_kvpool_wrap", asPtr(rt), cfg, k, BigUint64Array.of(v[0]!, k[1]!), o); // K and V share
+  else if (r === 4) call("bad", "pkv_kvpool_wrap", asPtr(rt), cfg, BigUint64Array.of(k[0]! + 8n, k[1]!), v, o);
+  else if (r === 5) call("bad", "pkv_kvpool_wrap", asPtr(rt), cfg, BigUint64Array.of(0n, k[1]!), v, o);
+  else if (r === 6)
+    call("bad", "pkv_kvpool_wrap", asPtr(rt), cfg, chance(0.5) ? null : k, chance(0.5) ? null : v, null);
+  else if (r === 7) call("bad", "pkv_kvpool_wrap", asPtr(rt), badKvConfig(), k, v, o);
+  else call("bad", "pkv_kvpool_wrap", asPtr(rt), cfg, BigUint64Array.of(2n ** 64n - 16n, k[1]!), v, o);
+});
+
+/** A valid FlashInfer-style table for wrapped pool `w`: batch requests of 1..width pages each. */
+function callerTable(w: WrappedPool, batch: number) {
+  const indptr = new Int32Array(batch + 1),
+    lastPageLen = new Int32Array(batch),
+    indices: number[] = [];
+  for (let b = 0; b < batch; b++) {
+    const count = int(1, w.width);
+    for (let i = 0; i < count; i++) indices.push(int(0, w.pages - 1));
+    indptr[b + 1] = indices.length;
+    lastPageLen[b] = int(1, w.shape.pageSize);
+  }
+  return { indptr, indices: Int32Array.from(indices), lastPageLen };
+}
+
+op(4, () => {
+  if (!wrappedPools.length) wrapValidPool();
+  const w = pick(wrappedPools);
+  const batch = int(1, Math.min(w.rows, w.maxBatch));
+  const t = callerTable(w, batch);
+  const info = new Int32Array(10);
+  const hq = w.shape.heads * w.shape.group;
+  if (chance(0.5))
+    call(
+      "valid",
+      "pkv_decode_plan_paged",
+      asPtr(w.engine),
+      asPtr(w.h),
+      batch,
+      t.indptr,
+      t.indices,
+      t.lastPageLen,
+      pick([-1, 0, 1, 2]),
+      info,
+    );
+  else {
+    const stride = w.width + int(0, 2),
+      table = new Int32Array(batch * stride).fill(-1),
+      lens = new Int32Array(batch);
+    for (let b = 0; b < batch; b++) {
+      table.set(t.indices.subarray(t.indptr[b]!, t.indptr[b + 1]!), b * stride);
+      lens[b] = (t.indptr[b + 1]! - t.indptr[b]! - 1) * w.shape.pageSize + t.lastPageLen[b]!;
+    }
+    call(
+      "valid",
+      "pkv_decode_plan_block_table",
+      asPtr(w.engine),
+      asPtr(w.h),
+      batch,
+      table,
+      stride,
+      lens,
+      pick([-1, 0, 1, 2]),
+      info,
+    );
+  }
+  const q = new Uint16Array(batch * hq * w.shape.dim).fill(0x3c00);
+  call("valid", "pkv_decode_run", asPtr(w.engine), info[4]!, int(0, w.layers - 1), q, new Uint16Array(q.length), null);
+});
+op(5, () => {
+  if (!wrappedPools.length) wrapValidPool();
+  const w = pick(wrappedPools);
+  const batch = int(1, w.rows);
+  const t = callerTable(w, batch);
+  const info = new Int32Array(10);
+  const b = int(0, batch - 1);
+  const paged = (
+    indptr: Int32Array,
+    indices: Int32Array,
+    last: Int32Array,
+    n = batch,
+    pool = asPtr(w.h),
+    engine = asPtr(w.engine),
+  ) => call("bad", "pkv_decode_plan_paged", engine, pool, n, indptr, indices, last, -1, info);
+  const ones = new Int32Array(batch).fill(1);
+  const blockTable = (table: Int32Array, stride: number, lens: Int32Array) =>
+    call("bad", "pkv_decode_plan_block_table", asPtr(w.engine), asPtr(w.h), batch, table, stride, lens, -1, info);
+  const r = int(0, 11);
+  if (r === 0)
+    paged(
+      t.indptr,
+      t.indices.map((p, i) => (i === t.indptr[b]! ? pick([-1, w.pages, 2 ** 31 - 1]) : p)),
+      t.lastPageLen,
+    );
+  else if (r === 1)
+    paged(
+      t.indptr,
+      t.indices,
+      t.lastPageLen.map((x, i) => (i === b ? pick([0, -1, w.shape.pageSize + 1]) : x)),
+    );
+  else if (r === 2)
+    paged(
+      t.indptr.map((x, i) => (i === 0 ? pick([1, -1]) : x)),
+      t.indices,
+      t.lastPageLen,
+    );
+  else if (r === 3)
+    paged(
+      t.indptr.map((x, i) => (i === b + 1 ? t.indptr[b]! : x)),
+      t.indices,
+      t.lastPageLen,
+    ); // an empty request
+  else if (r === 4) paged(t.indptr, t.indices, t.lastPageLen, pick([0, -1, w.rows + 1]));
+  else if (r === 5)
+    paged(t.indptr, t.indices, t.lastPageLen, batch, asPtr(pick(live.pool.length ? live.pool : [0]))); // a cache's pool
+  else if (r === 6) paged(t.indptr, t.indices, t.lastPageLen, batch, badHandle("pool"));
+  else if (r === 7) paged(t.indptr, t.indices, t.lastPageLen, batch, asPtr(w.h), badHandle("engine"));
+  else if (r === 8)
+    call(
+      "bad",
+      "pkv_decode_plan_paged",
+      asPtr(w.engine),
+      asPtr(w.h),
+      batch,
+      null,
+      t.indices,
+      chance(0.5) ? null : t.lastPageLen,
+      -1,
+      chance(0.5) ? null : info,
+    );
+  else if (r === 9) {
+    // A request wider than the table, or a length its row cannot hold.
+    const lens = Int32Array.from({ length: batch }, (_, i) =>
+      i === b ? pick([0, -1, (w.width + 1) * w.shape.pageSize]) : 1,
+    );
+    blockTable(new Int32Array(batch * (w.width + 1)), w.width + 1, lens);
+  } else if (r === 10) blockTable(new Int32Array(batch * w.width).fill(pick([-1, w.pages])), w.width, ones);
+  else blockTable(new Int32Array(batch), pick([0, -1]), ones);
+});
+op(1, () => {
+  const w = wrappedPools.length ? pick(wrappedPools) : undefined;
+  if (!w) return;
+  call("bad", "pkv_kvpool_copy_pages", asPtr(w.h), 1, Int32Array.of(0), Int32Array.of(1)); // the caller's pages
+  call("bad", "pkv_kvpool_swap_out", asPtr(w.h), 1, Int32Array.of(0), Int32Array.of(0)); // no swap space
+});
+op(1, () => {
+  const w = wrappedPools.length > 1 ? wrappedPools.splice(int(0, wrappedPools.length - 1), 1)[0] : undefined;
+  if (!w) return;
+  call("valid", "pkv_kvpool_destroy", asPtr(w.h));
+  freed.pool.push(w.h);
+  call("bad", "pkv_decode_run", asPtr(w.engine), 1, 0, new Uint16Array(1), new Uint16Array(1), null);
+  call("valid", "pkv_decode_engine_destroy", asPtr(w.engine));
+  freed.engine.push(w.engine);
+});
+
+// event queries: done (1) or pending (0), never waiting
+op(2, () => {
+  const r = int(0, 2);
+  if (r === 0 && live.event.length) call("valid", "pkv_event_query", asPtr(pick(live.event)), new Int32Array(1));
+  else if (r === 1) call("bad", "pkv_event_query", badHandle("event"), new Int32Array(1));
+  else if (live.event.length) call("bad", "pkv_event_query", asPtr(pick(live.event)), null);
+});
+
+// the synthetic model: K/V into a pool at the rows' slots (rows from a scratch buffer: any values are
+// valid, slots outside the pool are skipped), q and tokens into scratch buffers; the sentinel pool only
+// in bad calls
+let syntheticTable = 0,
+  syntheticSmall = 0;
+const SYNTHETIC_TABLE_BYTES = 131072;
+function syntheticSetup() {
+  if (!buffers.has(syntheticTable)) syntheticTable = createBuffer(false, SYNTHETIC_TABLE_BYTES, 0);
+  const scratch = scratchPool();
+  const pool = scratch && chance(0.8) ? scratch : sentinelPool;
+  const p = pools.get(pool)!;
+  const group = SHAPES.find((s) => s.heads === p.heads && s.dim === p.dim && s.pageSize === p.pageSize)!.group;
+  const batch = int(1, 6);
+  const scratchOf = (bytes: number) => {
+    const fits = live.buffer.filter(
+      (b) => b !== syntheticTable && !buffers.get(b)!.sentinel && buffers.get(b)!.bytes >= bytes,
+    );
+    return fits.length && chance(0.7) ? pick(fits) : createBuffer(false, bytes + 16 * int(0, 2));
+  };
+  const rows = scratchOf(batch * 16);
+  let q = scratchOf(batch * p.heads * group * p.dim * 2);
+  if (q === rows) q = createBuffer(false, batch * p.heads * group * p.dim * 2);
+  const bad = pick([badHandle("buffer"), asPtr(foreignBuffer)]);
+  const unaligned = pick([1, 2, 8, ...HUGE_U64]);
+  if (!buffers.has(syntheticSmall)) syntheticSmall = createBuffer(false, 1024); // far smaller than a table
+  const small = asPtr(syntheticSmall);
+  return { pool, p, hq: p.heads * group, batch, rows, q, bad, small, unaligned, stream: asPtr(liveOr("stream")) };
+}
+op(3, () => {
+  const x = syntheticSetup();
+  const args: unknown[] = [
+    asPtr(x.pool),
+    asPtr(syntheticTable),
+    int(0, x.p.layers - 1),
+    x.hq,
+    x.batch,
+    asPtr(x.rows),
+    0,
+    asPtr(x.q),
+    0,
+    x.stream,
+  ];
+  const r = int(0, 10);
+  if (r === 0) args[0] = badHandle("pool");
+  else if (r === 1)
+    args[1] = pick([x.bad, x.small]); // not a buffer, or one too small for the table
+  else if (r === 2) args[2] = pick([-1, x.p.layers]);
+  else if (r === 3)
+    args[3] = pick([0, -1, x.p.heads * 17, x.p.heads > 1 ? x.p.heads * 2 + 1 : 0]); // group 17, not a multiple
+  else if (r === 4) args[4] = pick([-1, 2 ** 31 - 1]);
+  else if (r === 5) args[pick([5, 7])] = x.bad;
+  else if (r === 6) args[pick([6, 8])] = x.unaligned;
+  else if (r === 7)
+    args[7] = asPtr(x.rows); // q over the rows
+  else if (r === 8) args[9] = pick([badHandle("stream", false), asPtr(foreignStream)]);
+  else if (x.pool !== sentinelPool) return void call("valid", "pkv_synthetic_forward", ...args);
+  else args[8] = x.unaligned;
+  call("bad", "pkv_synthetic_forward", ...args);
+});
+op(2, () => {
+  const x = syntheticSetup();
+  const args: unknown[] = [asPtr(x.pool), asPtr(syntheticTable), x.batch, asPtr(x.rows), 0, x.stream];
+  const r = int(0, 6);
+  if (r === 0) args[0] = badHandle("pool");
+  else if (r === 1) args[1] = pick([x.bad, x.small]);
+  else if (r === 2) args[2] = pick([-1, 2 ** 31 - 1]);
+  else if (r === 3) args[3] = x.bad;
+  else if (r === 4) args[4] = x.unaligned;
+  else if (r === 5) args[5] = pick([badHandle("stream", false), asPtr(foreignStream)]);
+  else if (x.pool !== sentinelPool) return void call("valid", "pkv_synthetic_prefill", ...args);
+  else args[4] = x.unaligned;
+  call("bad", "pkv_synthetic_prefill", ...args);
+});
+op(2, () => {
+  const x = syntheticSetup();
+  const args: unknown[] = [int(1, 2 ** 31 - 1), x.batch, asPtr(x.rows), 0, asPtr(x.q), 0, x.stream];
+  const r = int(0, 7);
+  if (r === 0) args[0] = pick([0, -1, -(2 ** 31)]);
+  else if (r === 1) args[1] = pick([-1, 2 ** 31 - 1]);
+  else if (r === 2) args[pick([2, 4])] = x.bad;
+  else if (r === 3) args[pick([3, 5])] = pick([1, 2, ...HUGE_U64]);
+  else if (r === 4)
+    args[4] = asPtr(x.rows); // tokens over the rows
+  else if (r === 5) args[6] = pick([badHandle("stream", false), asPtr(foreignStream)]);
+  else return void call("valid", "pkv_synthetic_sample", ...args);
+  call("bad", "pkv_synthetic_sample", ...args);
+});
+// ---- several devices (sharded.cpp) ----------------------------------------------------------------
+
+op(1, () => {
+  if (chance(0.5)) call("valid", "pkv_runtime_enable_peer_access", asPtr(rt), asPtr(pick([rt, foreign])));
+  else call("bad", "pkv_runtime_enable_peer_access", badHandle("runtime", true), asPtr(rt));
+});
+op(2, () => {
+  // Rows between buffers of any two runtimes: one argument out of its range, or a valid copy.
+  const dst = pick(live.buffer),
+    src = pick([...live.buffer, foreignBuffer]),
+    d = buffers.get(dst)!,
+    sb = buffers.get(src)?.bytes ?? 4096;
+  const rows = int(1, 4),
+    row = int(1, Math.max(1, Math.floor(Math.min(d.bytes, sb) / rows)));
+  const r = int(0, 5);
+  if (r === 0)
+    call("bad", "pkv_buffer_copy_rows", badHandle("buffer", true), 0, row, asPtr(src), 0, row, row, rows, null);
+  else if (r === 1) call("bad", "pkv_buffer_copy_rows", asPtr(dst), 0, row - 1, asPtr(src), 0, row, row, rows, null);
+  else if (r === 2)
+    call(
+      "bad",
+      "pkv_buffer_copy_rows",
+      asPtr(dst),
+      pick([d.bytes, ...HUGE_U64]),
+      row,
+      asPtr(src),
+      0,
+      row,
+      row,
+      rows,
+      null,
+    );
+  else if (r === 3) call("bad", "pkv_buffer_copy_rows", asPtr(dst), 0, row, asPtr(dst), 0, row, row, rows, null);
+  else if (r === 4)
+    call("bad", "pkv_buffer_copy_rows", asPtr(dst), 0, row, asPtr(src), 0, row, row, rows, asPtr(foreignStream));
+  else if (!d.sentinel && dst !== src)
+    call("valid", "pkv_buffer_copy_rows", asPtr(dst), 0, row, asPtr(src), 0, row, row, rows, null);
+});
+op(2, () => {
+  // One plan, two engines: dst takes a copy of src's plan and runs it over its own pool of the same table.
+  const src = runnablePlan();
+  if (src === undefined) return;
+  const e = engines.get(src)!,
+    plan = e.plan!,
+    p = pools.get(plan.pool)!;
+  const info = new Int32Array(10);
+  const r = int(0, 4);
+  if (r === 0) call("bad", "pkv_decode_plan_copy", asPtr(src), asPtr(src), asPtr(plan.pool), info);
+  else if (r === 1) call("bad", "pkv_decode_plan_copy", asPtr(src), badHandle("engine", true), asPtr(plan.pool), info);
+  else if (r === 2) call("bad", "pkv_decode_plan_copy", badHandle("engine", true), asPtr(src), asPtr(plan.pool), info);
+  else if (r === 3) call("bad", "pkv_decode_plan_copy", asPtr(src), asPtr(src), asPtr(plan.pool), null);
+  else {
+    const settings = new Int32Array(8);
+    call("valid", "pkv_decode_engine_settings", asPtr(src), settings);
+    const config = new ArrayBuffer(32);
+    new Int32Array(config, 0, 7).set([e.hq, e.heads, e.dim, e.pageSize, 0, 0, e.maxBatch]);
+    const o = out64();
+    call("valid", "pkv_decode_engine_create_with", asPtr(rt), new Uint8Array(config), null, settings, o);
+    const dst = handleOut(o);
+    live.engine.push(dst);
+    engines.set(dst, { hq: e.hq, heads: e.heads, dim: e.dim, pageSize: e.pageSize, maxBatch: e.maxBatch });
+    const pool = createPool(rt, p.cfg);
+    call("valid", "pkv_decode_plan_copy", asPtr(src), asPtr(dst), asPtr(pool), info);
+    const q = plan.q;
+    engines.get(dst)!.plan = {
+      id: info[4]!,
+      pool,
+      batch: plan.batch,
+      q,
+      expected: new Map(),
+      version: pools.get(pool)!.version,
+    };
+    validRun(dst);
+  }
+});
+
 // ---- rounds -----------------------------------------------------------------------------------------
 
 let sentinelPool = 0,
@@ -1193,6 +1697,8 @@ function startRound(): void {
   }
   sentinelEngine = createEngine(SHAPES[0]!, 4);
   validPlan(sentinelEngine, sentinelPool);
+  backingDevice = callerAllocation(BACKING_BYTES, 0);
+  backingPinned = callerAllocation(BACKING_BYTES, 1);
 }
 
 function endRound(): void {
@@ -1222,6 +1728,10 @@ function endRound(): void {
   freed.event.push(foreignEvent);
   freed.pool.push(foreignPool);
   for (const map of [buffers, pools, engines, recorded]) map.clear();
+  for (const w of wrappedPools.splice(0)) {
+    freed.pool.push(w.h);
+    freed.engine.push(w.engine);
+  }
   call("bad", "pkv_runtime_synchronize", asPtr(rt));
   if (freed.buffer.length) call("bad", "pkv_buffer_write", asPtr(pick(freed.buffer)), 0, new Uint8Array(1), 1);
   if (freed.pool.length) call("bad", "pkv_kvpool_write", asPtr(pick(freed.pool)), 0, 0, null, null, null);

@@ -26,14 +26,14 @@ pkv_status check_range(const pkv_buffer *buf, uint64_t offset, uint64_t bytes, c
 void destroy_buffer(void *object) {
   auto *buf = static_cast<pkv_buffer *>(object);
   pkv::disown(buf->rt, buf);
-  pkv::raw_free(buf->rt, buf->kind, buf->ptr);
+  if (!buf->borrowed) pkv::raw_free(buf->rt, buf->kind, buf->ptr);
   delete buf;
 }
 
 void destroy_stream(void *object) {
   auto *s = static_cast<pkv_stream *>(object);
   pkv::disown(s->rt, s);
-  if (pkv::on_cuda(s->rt)) {
+  if (pkv::on_cuda(s->rt) && !s->borrowed) {
     cudaStreamSynchronize(s->stream);
     cudaStreamDestroy(s->stream);
   }
@@ -111,7 +111,7 @@ pkv_status pkv_buffer_alloc(pkv_runtime *rt, int32_t kind, uint64_t bytes, pkv_b
   PKV_TRY(pkv::raw_alloc(rt, kind, bytes, &ptr));
   pkv_buffer *buf = nullptr;
   try {
-    buf = new pkv_buffer{rt, kind, ptr, bytes};
+    buf = new pkv_buffer{rt, kind, ptr, bytes, false};
   } catch (...) {
     pkv::raw_free(rt, kind, ptr);
     throw;
@@ -125,7 +125,8 @@ pkv_status pkv_buffer_free(pkv_buffer *buf) {
   PKV_API_BEGIN
   PKV_CHECK(buf, Buffer);
   PKV_TRY(pkv::check_not_capturing(buf->rt));
-  if (pkv::on_cuda(buf->rt)) PKV_CUDA_TRY(cudaStreamSynchronize(buf->rt->stream));  // no free under a kernel
+  // No free under a kernel; a borrowed buffer frees nothing, so it need not wait.
+  if (pkv::on_cuda(buf->rt) && !buf->borrowed) PKV_CUDA_TRY(cudaStreamSynchronize(buf->rt->stream));
   destroy_buffer(buf);
   return PKV_OK;
   PKV_API_END
@@ -250,7 +251,7 @@ pkv_status pkv_stream_create(pkv_runtime *rt, pkv_stream **out) {
   *out = nullptr;
   cudaStream_t cs = nullptr;
   if (pkv::on_cuda(rt)) PKV_CUDA_TRY(cudaStreamCreateWithFlags(&cs, cudaStreamNonBlocking));
-  auto *s = new pkv_stream{rt, cs};
+  auto *s = new pkv_stream{rt, cs, false};
   *out = pkv::handle_of<pkv_stream>(pkv::adopt(rt, s, pkv::Kind::Stream, destroy_stream));
   return PKV_OK;
   PKV_API_END
@@ -315,6 +316,23 @@ pkv_status pkv_event_synchronize(pkv_event *event) {
   PKV_API_BEGIN
   PKV_CHECK(event, Event);
   if (pkv::on_cuda(event->rt)) PKV_CUDA_TRY(cudaEventSynchronize(event->event));
+  return PKV_OK;
+  PKV_API_END
+}
+
+pkv_status pkv_event_query(pkv_event *event, int32_t *done) {
+  PKV_API_BEGIN
+  PKV_CHECK(event, Event);
+  PKV_NOT_NULL(done);
+  *done = 1;
+  if (!pkv::on_cuda(event->rt)) return PKV_OK;
+  const cudaError_t e = cudaEventQuery(event->event);
+  if (e == cudaErrorNotReady) {
+    cudaGetLastError();  // "not ready" is an answer, not an error: keep it from the next launch's check
+    *done = 0;
+    return PKV_OK;
+  }
+  PKV_CUDA_TRY(e);
   return PKV_OK;
   PKV_API_END
 }

@@ -15,6 +15,7 @@
 #include "plan.h"
 #include "policy.h"
 #include "shape.h"
+#include "sharded.h"
 
 namespace {
 
@@ -275,6 +276,63 @@ int32_t gather_deltas(pkv_kvpool *pool, int32_t batch, const int32_t *rows, cons
   return n;
 }
 
+// Makes the image in `st` (complete up to its deltas) the engine's current plan over `pool`: one async
+// upload and the deltas applied to the pool's device table. The deltas came from `dirty_pool`'s pinned
+// table (the pool itself, or the planning engine's pool when the image is a copy: sharded.cpp).
+pkv_status install_plan(pkv_decode_engine *e, pkv_kvpool *pool, uint64_t pool_token, Staging &st, int32_t kernel,
+                        pkv_kvpool *dirty_pool) {
+  const bool cuda = pkv::on_cuda(e->rt);
+  pkv::PlanHeader *header = &pkv::plan_header(st.host);
+  const int64_t used = 16 * ((int64_t)header->deltas_offset + header->num_deltas);
+  e->plan_id = e->plan_id == INT32_MAX ? 1 : e->plan_id + 1;
+  e->plan_host = st.host;
+  e->pool = pool;
+  e->pool_token = 0;  // set below once the plan is complete
+  // If the upload fails, the gathered deltas are marked dirty again in the table they came from, so the
+  // next plan uploads them.
+  struct RestoreDirty {
+    pkv_kvpool *pool;
+    const pkv::PlanDelta *deltas;
+    int32_t n;
+    bool armed;
+    ~RestoreDirty() {
+      for (int32_t i = 0; armed && i < n; i++)
+        pool->dirty_from[deltas[i].table_row] = std::min(pool->dirty_from[deltas[i].table_row], deltas[i].column);
+    }
+  } restore{dirty_pool, pkv::plan_deltas(st.host), header->num_deltas, true};
+  e->kernel = kernel;
+  e->batch = header->batch;
+  e->num_tasks = header->num_tasks;
+  e->num_deltas = header->num_deltas;
+  e->grid = kernel == PKV_KERNEL_BASELINE ? header->num_tasks : std::min(e->persistent_grid, header->num_tasks);
+
+  if (cuda) {
+    cudaStream_t s = e->rt->stream;
+    if (e->foreign_runs) PKV_CUDA_TRY(cudaStreamWaitEvent(s, e->foreign_runs_done, 0));
+    const int64_t deltas_at = 16 * (int64_t)header->deltas_offset;
+    const char *deltas = static_cast<char *>(e->plan_device) + deltas_at;
+    if (used <= e->plan_device_capacity) {
+      PKV_CUDA_TRY(cudaMemcpyAsync(e->plan_device, st.host, used, cudaMemcpyHostToDevice, s));  // the one copy
+    } else {
+      PKV_TRY(ensure_deltas_device(e, used - deltas_at));
+      PKV_CUDA_TRY(cudaMemcpyAsync(e->plan_device, st.host, deltas_at, cudaMemcpyHostToDevice, s));
+      PKV_CUDA_TRY(cudaMemcpyAsync(e->deltas_device, static_cast<char *>(st.host) + deltas_at, used - deltas_at,
+                                   cudaMemcpyHostToDevice, s));
+      deltas = static_cast<char *>(e->deltas_device);
+    }
+    PKV_CUDA_TRY(cudaEventRecord(st.copied, s));
+    st.in_flight = true;
+    e->next_staging ^= 1;
+    PKV_TRY(pkv::launch_apply_deltas(deltas, header->num_deltas, pool->table_device, pool->config.max_pages_per_sequence, s));
+    e->plan_ready_recorded = false;
+  }
+  if (!cuda) pkv::cpu_apply_deltas(pkv::plan_deltas(st.host), header->num_deltas, pool->table_device,
+                                   pool->config.max_pages_per_sequence);
+  e->pool_token = pool_token;
+  restore.armed = false;
+  return PKV_OK;
+}
+
 pkv_status check_run(pkv_decode_engine *e, int32_t plan_id, int32_t layer, const char *func) {
   if (e->plan_id == 0 || plan_id != e->plan_id)
     return fail(PKV_ERR_STALE_PLAN, "%s: plan %d is not the engine's current plan (%d)", func, plan_id, e->plan_id);
@@ -358,6 +416,80 @@ pkv_status check_device_buffer(pkv_decode_engine *e, pkv_buffer *&buf, uint64_t 
 }
 
 }  // namespace
+
+// ---- sharded.cpp's hook: one plan, several engines (declared in sharded.h) ---------------------
+
+pkv_status pkv::copy_plan(pkv_decode_engine *src, pkv_decode_engine *dst, pkv_kvpool *pool, pkv_plan_info *info) {
+  const char *func = "pkv_decode_plan_copy";
+  const uint64_t pool_token = (uint64_t)(uintptr_t)pool;
+  if (src->plan_id == 0 || src->pool_token == 0)
+    return fail(PKV_ERR_BAD_STATE, "%s: src has no complete plan to copy", func);
+  pkv_kvpool *src_pool = pkv::lookup<pkv_kvpool>(src->pool_token, pkv::Kind::KvPool);
+  if (src_pool != src->pool) return fail(PKV_ERR_BAD_STATE, "%s: src's plan's KV pool was destroyed", func);
+  // src's plan took its deltas off src's pool's dirty marks: if dst does not get them (any failure below,
+  // exceptions included), they are marked dirty again, so the next plan sends them to every engine.
+  struct RedirtyOnFailure {
+    pkv_kvpool *pool;
+    const void *image;
+    bool armed = true;
+    ~RedirtyOnFailure() {
+      const pkv::PlanHeader &h = pkv::plan_header(image);
+      const pkv::PlanDelta *d = pkv::plan_deltas(const_cast<void *>(image));
+      for (int32_t i = 0; armed && i < h.num_deltas; i++)
+        pool->dirty_from[d[i].table_row] = std::min(pool->dirty_from[d[i].table_row], d[i].column);
+    }
+  } redirty{src_pool, src->plan_host};
+  PKV_TRY(pkv::resolve(pool, pkv::Kind::KvPool, func, "dst_pool"));
+  PKV_TRY(pkv::resolve(dst, pkv::Kind::DecodeEngine, func, "dst"));  // last: dst's device is current
+  if (src == dst) return fail(PKV_ERR_INVALID_ARGUMENT, "%s: src and dst are the same engine", func);
+  if (!info) return fail(PKV_ERR_NULL_POINTER, "%s: info is NULL", func);
+  // The image is only valid for an engine that would have built the same one: the same heads per
+  // shard, page size, wave and tile (same GPU model), planner settings and room for the batch.
+  const pkv_decode_config &a = src->cfg, &b = dst->cfg;
+  if (a.num_qo_heads != b.num_qo_heads || a.num_kv_heads != b.num_kv_heads || a.head_dim != b.head_dim ||
+      a.page_size != b.page_size || a.dtype != b.dtype || a.max_batch != b.max_batch ||
+      src->shape.wave != dst->shape.wave || src->shape.tile_tokens != dst->shape.tile_tokens ||
+      src->persistent_grid != dst->persistent_grid ||
+      memcmp(&src->plan_settings, &dst->plan_settings, sizeof src->plan_settings) != 0)
+    return fail(PKV_ERR_INVALID_ARGUMENT,
+                "%s: the engines plan differently (heads %d/%d vs %d/%d, wave %d vs %d, tile %d vs %d, or their "
+                "settings or max_batch differ): a plan image is valid only for engines of one shape on one GPU model",
+                func, a.num_qo_heads, a.num_kv_heads, b.num_qo_heads, b.num_kv_heads, src->shape.wave, dst->shape.wave,
+                src->shape.tile_tokens, dst->shape.tile_tokens);
+  PKV_TRY(check_pool(dst, pool, func));
+  const pkv_kv_config &p = pool->config, &q = src_pool->config;
+  if (p.num_pages != q.num_pages || p.max_sequences != q.max_sequences ||
+      p.max_pages_per_sequence != q.max_pages_per_sequence || p.num_layers != q.num_layers)
+    return fail(PKV_ERR_INVALID_ARGUMENT,
+                "%s: the pool's table (%d pages, %d x %d rows, %d layers) differs from src's pool's (%d, %d x %d, %d)",
+                func, p.num_pages, p.max_sequences, p.max_pages_per_sequence, p.num_layers, q.num_pages,
+                q.max_sequences, q.max_pages_per_sequence, q.num_layers);
+  const bool cuda = pkv::on_cuda(dst->rt);
+  if (cuda && pkv::is_capturing(dst->rt, dst->rt->stream))
+    return fail(PKV_ERR_BAD_STATE, "%s: dst's runtime stream is being captured; plan before the capture begins", func);
+  const pkv::PlanHeader &h = pkv::plan_header(src->plan_host);
+  const int64_t used = 16 * ((int64_t)h.deltas_offset + h.num_deltas);
+  Staging &st = dst->staging[cuda ? dst->next_staging : 0];
+  if (st.in_flight && cudaEventQuery(st.copied) != cudaSuccess) PKV_CUDA_TRY(cudaEventSynchronize(st.copied));
+  st.in_flight = false;
+  PKV_TRY(ensure_staging(dst, st, used));
+  memcpy(st.host, src->plan_host, used);
+  PKV_TRY(install_plan(dst, pool, pool_token, st, src->kernel, src->pool));
+  redirty.armed = false;
+  int64_t total = 0;
+  int32_t max_splits = 0;
+  const pkv::PlanRow *rows = pkv::plan_rows(st.host);
+  for (int32_t r = 0; r < h.batch; r++) total += rows[r].seq_len, max_splits = std::max(max_splits, rows[r].num_splits);
+  info->total_tokens = total;
+  info->kv_bytes = total * b.num_kv_heads * b.head_dim * 4;
+  info->plan_id = dst->plan_id;
+  info->kernel = dst->kernel;
+  info->batch = dst->batch;
+  info->num_tasks = dst->num_tasks;
+  info->max_splits = max_splits;
+  info->grid = dst->grid;
+  return PKV_OK;
+}
 
 extern "C" {
 
@@ -536,60 +668,18 @@ pkv_status pkv_decode_plan(pkv_decode_engine *engine, pkv_kvpool *pool, int32_t 
   // On the CPU backend nothing is in flight and one image serves.
   Staging &st = e->staging[cuda ? e->next_staging : 0];
   const int64_t bytes_needed = pkv::plan_image_bytes(batch, pkv::max_plan_tasks(e->shape, batch), num_deltas);
-  if (st.in_flight && cudaEventQuery(st.copied) != cudaSuccess) PKV_CUDA_TRY(cudaEventSynchronize(st.copied));
+  if (st.in_flight && cudaEventQuery(st.copied) != cudaSuccess) {
+    cudaGetLastError();  // "not ready" is an answer, not an error: keep it from the next launch's check
+    PKV_CUDA_TRY(cudaEventSynchronize(st.copied));
+  }
   st.in_flight = false;
   PKV_TRY(ensure_staging(e, st, bytes_needed));
 
   pkv::PlanHeader *header = &pkv::plan_header(st.host);
   const int32_t max_splits = pkv::build_workqueue(e->shape, e->plan_settings, kernel, batch, rows, seq_lens, st.host);
   header->num_deltas = num_deltas == 0 ? 0 : gather_deltas(pool, batch, rows, seq_lens, sum.dirty_rows, pkv::plan_deltas(st.host));
-  const int64_t used = 16 * ((int64_t)header->deltas_offset + header->num_deltas);
 
-  e->plan_id = e->plan_id == INT32_MAX ? 1 : e->plan_id + 1;
-  e->plan_host = st.host;
-  e->pool = pool;
-  e->pool_token = 0;  // set below once the plan is complete
-  // If the upload fails, the gathered deltas are marked dirty again, so the next plan uploads them.
-  struct RestoreDirty {
-    pkv_kvpool *pool;
-    const pkv::PlanDelta *deltas;
-    int32_t n;
-    bool armed;
-    ~RestoreDirty() {
-      for (int32_t i = 0; armed && i < n; i++)
-        pool->dirty_from[deltas[i].table_row] = std::min(pool->dirty_from[deltas[i].table_row], deltas[i].column);
-    }
-  } restore{pool, pkv::plan_deltas(st.host), header->num_deltas, true};
-  e->kernel = kernel;
-  e->batch = batch;
-  e->num_tasks = header->num_tasks;
-  e->num_deltas = header->num_deltas;
-  e->grid = kernel == PKV_KERNEL_BASELINE ? header->num_tasks : std::min(e->persistent_grid, header->num_tasks);
-
-  if (cuda) {
-    cudaStream_t s = e->rt->stream;
-    if (e->foreign_runs) PKV_CUDA_TRY(cudaStreamWaitEvent(s, e->foreign_runs_done, 0));
-    const int64_t deltas_at = 16 * (int64_t)header->deltas_offset;
-    const char *deltas = static_cast<char *>(e->plan_device) + deltas_at;
-    if (used <= e->plan_device_capacity) {
-      PKV_CUDA_TRY(cudaMemcpyAsync(e->plan_device, st.host, used, cudaMemcpyHostToDevice, s));  // the one copy
-    } else {
-      PKV_TRY(ensure_deltas_device(e, used - deltas_at));
-      PKV_CUDA_TRY(cudaMemcpyAsync(e->plan_device, st.host, deltas_at, cudaMemcpyHostToDevice, s));
-      PKV_CUDA_TRY(cudaMemcpyAsync(e->deltas_device, static_cast<char *>(st.host) + deltas_at, used - deltas_at,
-                                   cudaMemcpyHostToDevice, s));
-      deltas = static_cast<char *>(e->deltas_device);
-    }
-    PKV_CUDA_TRY(cudaEventRecord(st.copied, s));
-    st.in_flight = true;
-    e->next_staging ^= 1;
-    PKV_TRY(pkv::launch_apply_deltas(deltas, header->num_deltas, pool->table_device, pool->config.max_pages_per_sequence, s));
-    e->plan_ready_recorded = false;
-  }
-  if (!cuda) pkv::cpu_apply_deltas(pkv::plan_deltas(st.host), header->num_deltas, pool->table_device,
-                                   pool->config.max_pages_per_sequence);
-  e->pool_token = pool_token;
-  restore.armed = false;
+  PKV_TRY(install_plan(e, pool, pool_token, st, kernel, pool));
 
   info->total_tokens = total_tokens;
   info->kv_bytes = kv_bytes;

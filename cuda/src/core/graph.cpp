@@ -64,6 +64,9 @@ pkv_status pkv_capture_end(pkv_runtime *rt, pkv_stream *stream, pkv_graph **out)
   auto &noted = rt->capture_uses;
   for (const auto &[s, token] : noted)
     if (s == ended_stream) uses.push_back(token);
+  // Every layer notes the same buffers again: each launch checks each object once.
+  std::sort(uses.begin(), uses.end());
+  uses.erase(std::unique(uses.begin(), uses.end()), uses.end());
   noted.erase(std::remove_if(noted.begin(), noted.end(), [&](const auto &u) { return u.first == ended_stream; }),
               noted.end());
   PKV_CUDA_TRY(ended);

@@ -16,6 +16,7 @@ constexpr uint64_t kIdMask = (1ull << kKindShift) - 1;
 struct Entry {
   void *object;
   pkv::Kind kind;
+  pkv_runtime *rt;  // the runtime it belongs to (itself for a runtime; set by adopt)
 };
 
 struct Registry {
@@ -28,6 +29,14 @@ struct Registry {
 Registry &registry() {
   static auto *r = new Registry();  // never destroyed: safe for calls made during exit
   return *r;
+}
+
+// The live entry of `token` if it is of `kind`, else an empty one.
+Entry find_entry(uint64_t token, pkv::Kind kind) {
+  Registry &r = registry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  auto it = r.by_token.find(token);
+  return it != r.by_token.end() && it->second.kind == kind ? it->second : Entry{nullptr, kind, nullptr};
 }
 
 bool looks_like_token(uint64_t token) { return (token & ~((1ull << 53) - 1)) == 0 && (token & kTokenTag) != 0; }
@@ -55,7 +64,7 @@ uint64_t register_handle(void *object, Kind kind) {
   // 2^44 ids outlast any process (one per nanosecond for hours); running out is a hard stop, not reuse.
   if (r.last_id == kIdMask) throw std::length_error("handle ids exhausted");
   const uint64_t token = kTokenTag | (uint64_t)kind << kKindShift | ++r.last_id;
-  r.by_token[token] = Entry{object, kind};
+  r.by_token[token] = Entry{object, kind, kind == Kind::Runtime ? static_cast<pkv_runtime *>(object) : nullptr};
   try {
     r.by_object[object] = token;
   } catch (...) {
@@ -93,18 +102,27 @@ void note_capture_use(pkv_runtime *rt, cudaStream_t stream, const void *object) 
   if (object && is_capturing(rt, stream)) rt->capture_uses.push_back({stream, token_of(object)});
 }
 
-void *lookup_handle(uint64_t token, Kind kind) {
-  Registry &r = registry();
-  std::lock_guard<std::mutex> lock(r.mutex);
-  auto it = r.by_token.find(token);
-  return it != r.by_token.end() && it->second.kind == kind ? it->second.object : nullptr;
-}
+void *lookup_handle(uint64_t token, Kind kind) { return find_entry(token, kind).object; }
 
 pkv_status resolve_handle(const void *handle, Kind kind, const char *func, const char *arg, void **object) {
   *object = nullptr;
   if (handle == nullptr) return fail(PKV_ERR_INVALID_HANDLE, "%s: %s is NULL", func, arg);
   const uint64_t token = (uint64_t)(uintptr_t)handle;
-  *object = lookup_handle(token, kind);
+  const Entry entry = find_entry(token, kind);
+  pkv_runtime *rt = entry.rt;
+  *object = entry.object;
+  // With runtimes on several devices, CUDA work goes to the thread's current device: every call on an
+  // object makes its runtime's device current, so allocations, launches and events land where they belong.
+  if (*object && rt && on_cuda(rt)) {
+    int current = -1;
+    if (cudaGetDevice(&current) != cudaSuccess || current != rt->device) {
+      cudaError_t e = cudaSetDevice(rt->device);
+      if (e != cudaSuccess) {
+        *object = nullptr;
+        return fail_cuda(e, "cudaSetDevice", func);
+      }
+    }
+  }
   if (*object) return PKV_OK;
   const char *want = kind_name(kind);
   if (!looks_like_token(token))
@@ -129,6 +147,11 @@ pkv_status check_stream(pkv_runtime *rt, pkv_stream *&stream, const char *func) 
 uint64_t adopt(pkv_runtime *rt, void *child, Kind kind, void (*destroy)(void *)) {
   try {
     const uint64_t token = register_handle(child, kind);
+    {
+      Registry &r = registry();
+      std::lock_guard<std::mutex> lock(r.mutex);
+      r.by_token[token].rt = rt;
+    }
     rt->children.push_back({child, kind, destroy});
     return token;
   } catch (...) {

@@ -116,11 +116,13 @@ struct pkv_buffer {
   int32_t kind;  // PKV_MEM_*
   void *ptr;
   uint64_t bytes;
+  bool borrowed;  // wraps the caller's memory (pkv_buffer_wrap): freeing forgets it, frees nothing
 };
 
 struct pkv_stream {
   pkv_runtime *rt;
   cudaStream_t stream;
+  bool borrowed;  // the caller's stream (pkv_stream_wrap): destroying forgets it, never destroys it
 };
 
 struct pkv_event {

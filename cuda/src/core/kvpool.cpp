@@ -33,7 +33,7 @@ void destroy_pool(void *object) {
 }
 
 pkv_status check_config(const pkv_kv_config *c) {
-  const char *f = "pkv_kvpool_create";
+  const char *f = pkv::current_call();  // pkv_kvpool_create or pkv_kvpool_wrap
   PKV_TRY(pkv::check_shape(f, c->num_kv_heads, c->num_kv_heads, c->head_dim, c->page_size, c->dtype));
   if (c->num_layers < 1 || c->num_layers > 4096)
     return pkv::fail(PKV_ERR_INVALID_ARGUMENT, "%s: num_layers %d not in 1..4096", f, c->num_layers);
@@ -199,6 +199,11 @@ pkv_status stage_tokens(pkv_kvpool *pool, int32_t n, const int32_t *slots, const
 }
 
 }  // namespace
+
+namespace pkv {
+pkv_status check_pool_config(const pkv_kv_config *config) { return check_config(config); }
+void free_pool_memory(pkv_kvpool *pool) { free_pool(pool); }
+}  // namespace pkv
 
 extern "C" {
 
@@ -408,6 +413,8 @@ pkv_status pkv_kvpool_copy_pages(pkv_kvpool *pool, int32_t n, const int32_t *src
   PKV_CHECK(pool, KvPool);
   PKV_TRY(pkv::check_not_capturing(pool->rt));
   if (n < 0) return pkv::fail(PKV_ERR_INVALID_ARGUMENT, "%s: n = %d < 0", __func__, n);
+  if (pkv::is_wrapped(pool))
+    return pkv::fail(PKV_ERR_UNSUPPORTED, "%s: the pool's pages are the caller's (pkv_kvpool_wrap); copy them there", __func__);
   PKV_TRY(check_ids(n, src_pages, pool->config.num_pages, "src_pages", __func__));
   PKV_TRY(check_ids(n, dst_pages, pool->config.num_pages, "dst_pages", __func__));
   // Copies run in parallel: a page may not be both written and read, or written twice, by one call.

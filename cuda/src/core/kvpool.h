@@ -11,6 +11,7 @@
 // pinned table afterwards.
 #pragma once
 #include <climits>
+#include <vector>
 
 #include "internal.h"
 
@@ -36,13 +37,25 @@ struct pkv_kvpool {
   int64_t index_capacity;
   void *data_device;       // staging for host K/V arrays of writeKV/readKV
   int64_t data_capacity;
+  // A pool over the caller's pages (pkv_kvpool_wrap): each layer's K and V, never freed here (k and v
+  // stay NULL). Empty for a pool of our own pages.
+  std::vector<char *> k_layers, v_layers;
+  // The engine whose paged plans (pkv_decode_plan_paged) fill this pool's table rows 0..batch-1: another
+  // engine's paged plan would rewrite the rows its plans read, so it is refused while this one lives.
+  uint64_t paged_engine;
 };
 
 namespace pkv {
+inline bool is_wrapped(const pkv_kvpool *pool) { return !pool->k_layers.empty(); }
 inline char *layer_k(const pkv_kvpool *pool, int32_t layer) {
+  if (is_wrapped(pool)) return pool->k_layers[layer];
   return static_cast<char *>(pool->k) + (int64_t)layer * pool->layer_bytes;
 }
 inline char *layer_v(const pkv_kvpool *pool, int32_t layer) {
+  if (is_wrapped(pool)) return pool->v_layers[layer];
   return static_cast<char *>(pool->v) + (int64_t)layer * pool->layer_bytes;
 }
+// kvpool.cpp's configuration checks and teardown, shared with pools over caller memory (interop.cpp).
+pkv_status check_pool_config(const pkv_kv_config *config);
+void free_pool_memory(pkv_kvpool *pool);
 }  // namespace pkv

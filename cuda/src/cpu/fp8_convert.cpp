@@ -6,7 +6,7 @@
 
 extern "C" {
 
-int64_t pkv_kv_page_bytes(int32_t dtype, int32_t num_kv_heads, int32_t page_size, int32_t head_dim) {
+int64_t pkv_kv_layer_page_bytes(int32_t dtype, int32_t num_kv_heads, int32_t page_size, int32_t head_dim) {
   pkv::begin_call(__func__);
   if (pkv::check_shape(__func__, num_kv_heads, num_kv_heads, head_dim, page_size, dtype) != PKV_OK) return 0;
   return pkv::page_format(dtype, num_kv_heads, page_size, head_dim).page_bytes;

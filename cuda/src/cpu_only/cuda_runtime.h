@@ -9,6 +9,8 @@ enum cudaError_t {
   cudaSuccess = 0,
   cudaErrorMemoryAllocation = 2,
   cudaErrorNoDevice = 100,
+  cudaErrorNotReady = 600,
+  cudaErrorPeerAccessAlreadyEnabled = 704,
 };
 typedef cudaError_t cudaError;
 
@@ -103,6 +105,15 @@ inline cudaError_t cudaMemcpy(void *, const void *, size_t, cudaMemcpyKind) { re
 inline cudaError_t cudaMemcpyAsync(void *, const void *, size_t, cudaMemcpyKind, cudaStream_t = nullptr) {
   return cudaErrorNoDevice;
 }
+inline cudaError_t cudaMemcpy2DAsync(void *, size_t, const void *, size_t, size_t, size_t, cudaMemcpyKind,
+                                     cudaStream_t = nullptr) {
+  return cudaErrorNoDevice;
+}
+inline cudaError_t cudaDeviceCanAccessPeer(int *can, int, int) {
+  *can = 0;
+  return cudaErrorNoDevice;
+}
+inline cudaError_t cudaDeviceEnablePeerAccess(int, unsigned int) { return cudaErrorNoDevice; }
 inline cudaError_t cudaMemset(void *, int, size_t) { return cudaErrorNoDevice; }
 inline cudaError_t cudaMemsetAsync(void *, int, size_t, cudaStream_t = nullptr) { return cudaErrorNoDevice; }
 

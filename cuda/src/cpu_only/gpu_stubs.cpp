@@ -1,6 +1,7 @@
 // The GPU entry points for the CPU-only build (zig build -Dgpu=false), where no .cu file is compiled.
 // A CPU runtime never calls them and a CUDA runtime cannot be created, so reaching one is a bug in the
 // caller; each still answers with a status rather than a missing symbol.
+#include "../core/interop.h"
 #include "../core/internal.h"
 #include "../core/kv_ops.h"
 #include "../gpu/decode_launch.h"
@@ -38,6 +39,10 @@ pkv_status gpu_copy_pages(const pkv_kvpool *, PageSpace, PageSpace, int32_t, con
                           cudaStream_t) {
   return no_gpu(__func__);
 }
+
+pkv_status gpu_memory_info(int32_t, uint64_t *, uint64_t *) { return no_gpu(__func__); }
+pkv_status gpu_check_range(int32_t, int32_t, uint64_t, uint64_t, const char *) { return no_gpu(__func__); }
+pkv_status gpu_check_stream(int32_t, cudaStream_t) { return no_gpu(__func__); }
 
 pkv_status launch_read_stream(const void *, uint64_t, void *, int32_t, cudaStream_t) { return no_gpu(__func__); }
 pkv_status launch_flush_read(const void *, uint64_t, void *, int32_t, cudaStream_t) { return no_gpu(__func__); }

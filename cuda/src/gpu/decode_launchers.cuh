@@ -2,6 +2,8 @@
 // DecodeBody (math x loader), the scheduler from the kernel kind. Included once per instantiation file
 // (decode_<dtype>_d<head dim>.cu), which PKV_INSTANTIATE_DECODE fills.
 #pragma once
+#include <atomic>
+
 #include "../core/internal.h"
 #include "decode_kernels.cuh"
 #include "decode_task_cores.cuh"
@@ -12,18 +14,21 @@
 namespace pkv {
 
 // The pipeline's shared memory plus the static words (ticket, last-finisher flag) exceed the default
-// 48 KiB limit, so both kernels opt in once per instantiation.
+// 48 KiB limit, so both kernels opt in once per instantiation and device: a function's attributes belong
+// to the device (context) they were set on, and runtimes on several GPUs launch it on each.
 template <class Body, typename T>
 pkv_status allow_smem() {
-  static const cudaError_t once = [] {
-    const int smem = (int)Body::kSmemBytes;
-    cudaError_t e = cudaFuncSetAttribute(decode_kernel<Body, T, SingleTaskScheduler>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-    if (e == cudaSuccess)
-      e = cudaFuncSetAttribute(decode_kernel<Body, T, TicketScheduler>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-    return e;
-  }();
-  PKV_CUDA_TRY(once);
+  static std::atomic<uint64_t> opted{0};  // bit d: device d opted in (devices past 63 opt in every call)
+  int device = 0;
+  PKV_CUDA_TRY(cudaGetDevice(&device));
+  const uint64_t bit = device < 64 ? 1ull << device : 0;
+  if (bit != 0 && (opted.load(std::memory_order_relaxed) & bit) != 0) return PKV_OK;
+  const int smem = (int)Body::kSmemBytes;
+  PKV_CUDA_TRY(cudaFuncSetAttribute(decode_kernel<Body, T, SingleTaskScheduler>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  PKV_CUDA_TRY(cudaFuncSetAttribute(decode_kernel<Body, T, TicketScheduler>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  opted.fetch_or(bit, std::memory_order_relaxed);
   return PKV_OK;
 }
 
