@@ -133,6 +133,27 @@ describe("an FP8 KV cache (CPU)", () => {
     }
   });
 
+  test("NaNs in a row do not raise its scale: f16 NaNs (signalling once widened) are skipped as the GPU skips them", () => {
+    using rt = openRuntime({ backend: "cpu" });
+    using cache = rt.createKVCache({
+      numLayers: 1,
+      numPages: 1,
+      pageSize: 16,
+      numKvHeads: 1,
+      headDim: 64,
+      dtype: "fp8_e4m3",
+    });
+    const row = new Uint16Array(64);
+    row[0] = encode("f16", [448])[0]!;
+    for (let i = 1; i < 64; i++) row[i] = i % 2 ? 0x7c01 + i : 0x5ec1 + i; // NaNs between values near 448
+    const seq = cache.createSequence();
+    cache.writeKV(0, cache.append(seq, 1), row, row.slice());
+    const raw = cache.readKVRaw(0, seq);
+    expect(raw.kScales[0]).toBe(1);
+    const values = decode("f16", row);
+    expect(Array.from(raw.k)).toEqual(Array.from(values, (x) => nearestE4m3(x)));
+  });
+
   test("fork, copy-on-write, prefix hits and swaps keep codes and scales byte for byte", () => {
     using rt = openRuntime({ backend: "cpu" });
     using cache = rt.createKVCache({ ...shape, numPages: 24, swapPages: 12 });

@@ -91,7 +91,12 @@ inline uint16_t store_half(int32_t dtype, float f) {
 // One FP8 (token, head) row: d values in, d codes and the scale out (kv_format.h's rule).
 inline float quantize_row(int32_t dtype, const uint16_t *values, int32_t d, uint8_t *codes) {
   float amax = 0.f;
-  for (int32_t i = 0; i < d; i++) amax = std::fmax(amax, std::fabs(load_half(dtype, values[i])));
+  // NaNs never raise amax, as the GPU's fmaxf has it: std::fmax would return NaN for the signalling NaNs
+  // that f16 NaNs widen to, and the whole row would get scale 0.
+  for (int32_t i = 0; i < d; i++) {
+    const float a = std::fabs(load_half(dtype, values[i]));
+    if (a > amax) amax = a;
+  }
   const float factor = fp8_factor_of(amax);
   for (int32_t i = 0; i < d; i++) codes[i] = float_to_e4m3(load_half(dtype, values[i]) * factor);
   return fp8_scale_of(amax);
