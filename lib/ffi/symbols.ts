@@ -91,6 +91,14 @@ export const symbols = {
   pkv_kvpool_wrap: { args: [handle, host, host, host, out], returns: status },
   pkv_decode_plan_paged: { args: [handle, handle, T.i32, host, host, host, T.i32, out], returns: status },
   pkv_decode_plan_block_table: { args: [handle, handle, T.i32, host, T.i32, host, T.i32, out], returns: status },
+
+  // ---- several query tokens per row (speculative verification, chunked prefill)
+  pkv_reference_multiquery: {
+    args: [host, T.i32, host, host, host, host, host, host, T.i32, host, host, host],
+    returns: status,
+  },
+  pkv_decode_plan_q: { args: [handle, handle, T.i32, host, host, host, T.i32, out], returns: status },
+  pkv_decode_plan_query_tokens: { args: [handle, T.i32, out], returns: status },
 } as const;
 
 export type Symbols = typeof symbols;
