@@ -358,6 +358,10 @@ pkv_status pkv_decode_plan_q(pkv_decode_engine *engine, pkv_kvpool *pool, int32_
                              const int32_t *seq_lens, const int32_t *q_lens, int32_t policy, pkv_plan_info *info);
 /* The query tokens (q and out rows) of the engine's current plan: the sum of its q_lens. */
 pkv_status pkv_decode_plan_query_tokens(pkv_decode_engine *engine, int32_t plan_id, int32_t *out);
+/* The dense tensor-core rate the multi-query kernels' instruction reaches (mma.m16n8k16, dtype operands,
+ * fp32 accumulators, operands in registers: an upper bound of any mma.sync matrix multiply), in TFLOP/s,
+ * median of `iterations` timed launches over every multiprocessor. CUDA backend only. */
+pkv_status pkv_probe_mma_tflops(pkv_runtime *rt, int32_t dtype, int32_t iterations, double *tflops);
 
 #ifdef __cplusplus
 }

@@ -99,6 +99,7 @@ export const symbols = {
   },
   pkv_decode_plan_q: { args: [handle, handle, T.i32, host, host, host, T.i32, out], returns: status },
   pkv_decode_plan_query_tokens: { args: [handle, T.i32, out], returns: status },
+  pkv_probe_mma_tflops: { args: [handle, T.i32, T.i32, out], returns: status },
 } as const;
 
 export type Symbols = typeof symbols;

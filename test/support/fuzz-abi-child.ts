@@ -1030,6 +1030,16 @@ op(4, () => {
   }
   call("bad", "pkv_decode_plan_q", ...args);
 });
+op(1, () => {
+  // the tensor-core probe: refused on the CPU backend, and with bad arguments anywhere
+  const args: unknown[] = [asPtr(rt), pick([0, 1]), int(1, 3), new Float64Array(1)];
+  const r = int(0, 3);
+  if (r === 0) args[0] = badHandle("runtime");
+  else if (r === 1) args[1] = pick([-1, 2, 2 ** 31 - 1]);
+  else if (r === 2) args[2] = pick([0, -1, 1001]);
+  else if (r === 3) args[3] = null;
+  call("bad", "pkv_probe_mma_tflops", ...args);
+});
 op(2, () => {
   // the multi-query reference: each row's query count 0..its length
   const a = referenceArgs();

@@ -1,0 +1,113 @@
+// The multi-query kernels on the GPU against the CPU reference: speculative mixes (the small-rows warp
+// split), chunks of prefill (the FlashAttention-2 split), splits merged, every group size, head dims
+// 64/128/256, page sizes 1-256, f16/bf16, page edges inside the new tokens, host arrays and device
+// buffers; a mixed step's decode rows ride the decode kernels.
+import { afterAll, expect, test } from "bun:test";
+import { openRuntime, type Runtime } from "../../lib/runtime";
+import { tolerance } from "../../lib/testing/decode-check";
+import { type MultiqueryCase, runMultiqueryCase } from "../../lib/testing/multiquery-check";
+import { rng } from "../../lib/testing/pool";
+import { describeGpu } from "../support/gpu";
+
+describeGpu("multi-query kernels on the GPU", () => {
+  let rt: Runtime;
+  const runtime = () => (rt ??= openRuntime({ backend: "cuda" }));
+  afterAll(() => rt?.dispose());
+
+  const check = (c: MultiqueryCase, device = false) => {
+    const r = runMultiqueryCase(runtime(), c, { device });
+    expect({ unwritten: r.unwritten, kernel: r.kernel }).toEqual({
+      unwritten: 0,
+      kernel: c.rows.some((row) => row.qLen > 1) ? "multiquery" : r.kernel,
+    });
+    expect(r.relError).toBeLessThan(tolerance(c.dtype));
+    expect(r.lseError).toBeLessThan(2e-3);
+    return r;
+  };
+
+  test("speculative sizes 1, 2, 4, 8, 16 in one step (Llama shape), host arrays and device buffers", () => {
+    const rows = [1, 2, 4, 8, 16, 1, 4].map((qLen, i) => ({ length: [33, 700, 5000, 129, 16, 1, 64][i]!, qLen }));
+    for (const device of [false, true]) check({ group: 4, numKvHeads: 8, headDim: 128, pageSize: 16, dtype: "f16", rows }, device);
+  });
+  test("a few rows over long contexts: split tasks merge by log-sum-exp", () => {
+    const r = check({
+      group: 4,
+      numKvHeads: 2,
+      headDim: 128,
+      pageSize: 16,
+      dtype: "bf16",
+      rows: [
+        { length: 30000, qLen: 4 },
+        { length: 9000, qLen: 16 },
+      ],
+    });
+    expect(r.maxSplits).toBeGreaterThan(1);
+  });
+  test("every group size 1-16 at its largest speculative tile and past it", () => {
+    for (let group = 1; group <= 16; group++)
+      check({
+        group,
+        numKvHeads: 1,
+        headDim: 64,
+        pageSize: 8,
+        dtype: group % 2 ? "bf16" : "f16",
+        rows: [
+          { length: 70, qLen: Math.floor(64 / group) }, // one full tile of 64 query rows (or just under)
+          { length: 300, qLen: Math.floor(64 / group) + 1 }, // one row into the next tile
+          { length: 9, qLen: 1 },
+        ],
+        seed: group,
+      });
+  });
+  test("head dims 64/128/256 x page sizes 1, 2, 32, 256; page edges inside the new tokens", () => {
+    for (const headDim of [64, 128, 256])
+      for (const pageSize of [1, 2, 32, 256])
+        check({
+          group: 4,
+          numKvHeads: 2,
+          headDim,
+          pageSize,
+          dtype: pageSize === 2 ? "bf16" : "f16",
+          rows: [
+            { length: 2 * pageSize + 5, qLen: 9 }, // the new tokens start before a page edge and cross it
+            { length: 257, qLen: 3 },
+            { length: 100, qLen: 100 }, // a whole prompt
+          ],
+        });
+  });
+  test("chunked prefill: chunks of 512 and 2048 tokens over 3K-4K contexts, with decode rows", () => {
+    check({
+      group: 4,
+      numKvHeads: 1,
+      headDim: 128,
+      pageSize: 16,
+      dtype: "f16",
+      rows: [
+        { length: 4096, qLen: 2048 },
+        { length: 3000, qLen: 512 },
+        { length: 800, qLen: 1 },
+      ],
+    });
+  });
+  test("random mixes of query lengths 1..16 and chunks up to 600", () => {
+    const random = rng(17);
+    for (let round = 0; round < 8; round++) {
+      const rows = Array.from({ length: 1 + Math.floor(random() * 6) }, () => {
+        const qLen = random() < 0.25 ? 1 : 1 + Math.floor(random() * (random() < 0.2 ? 600 : 16));
+        return { length: qLen + Math.floor(random() * 3000), qLen };
+      });
+      check(
+        {
+          group: 1 + Math.floor(random() * 16),
+          numKvHeads: 1 + Math.floor(random() * 3),
+          headDim: [64, 128, 256][round % 3]!,
+          pageSize: 2 ** Math.floor(random() * 9),
+          dtype: round % 2 ? "bf16" : "f16",
+          rows,
+          seed: 100 + round,
+        },
+        round % 2 === 1,
+      );
+    }
+  });
+});
