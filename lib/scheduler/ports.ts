@@ -32,7 +32,8 @@ export interface SchedulerPlan {
 
 /** Generic over the cache type C: the engine reads the cache's own internals (pool, block-table rows). */
 export interface SchedulerEngine<C, Seq, P extends SchedulerPlan> {
-  plan(cache: C, sequences: readonly Seq[]): P;
+  /** With qLens (chunked steps), row i brings qLens[i] query tokens (DecodeEngine.plan's option). */
+  plan(cache: C, sequences: readonly Seq[], options?: { qLens?: ArrayLike<number> }): P;
   run(plan: P, layer: number, q: Uint16Array, out: Uint16Array): void;
 }
 
@@ -100,6 +101,19 @@ export interface StepRunner<Seq> {
    * in every layer; resolves to one sampled token per row. Rejects if the step failed.
    */
   decode(batch: readonly ActiveRequest[], sequences: readonly Seq[], slots: Int32Array): Promise<DecodeResult>;
+  /**
+   * Optional: one step of rows with several query tokens each (chunked prefill mixed with decode rows,
+   * the Scheduler's maxBatchedTokens). Row i's queryLengths[i] tokens, at positions
+   * batch[i].contextLength onwards, are written to its run of `slots` (rows in order) in every layer and
+   * attend causally over the row's context; resolves to one token per row, sampled after its last query
+   * token (the scheduler keeps it only for a row that reached the end of its known tokens).
+   */
+  decodeChunks?(
+    batch: readonly ActiveRequest[],
+    sequences: readonly Seq[],
+    queryLengths: Int32Array,
+    slots: Int32Array,
+  ): Promise<DecodeResult>;
   /** Optional: the most rows a step may have (its buffers' size); bounds and defaults the scheduler's maxBatch. */
   readonly maxBatch?: number;
   /** Optional: the most context tokens a request may reach. */
