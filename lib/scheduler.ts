@@ -18,7 +18,7 @@ import {
 } from "./errors";
 import { ModelOutputError, RequestTooLargeError, StepFailedError } from "./scheduler/errors";
 import { type SchedulerOptions, resolveOptions } from "./scheduler/options";
-import type { PoolShape, SchedulerCache, SchedulerPlan, SeqOf, StepRunner } from "./scheduler/ports";
+import type { PoolShape, SchedulerCache, SchedulerPlan, SeqOf, Speculation, StepRunner } from "./scheduler/ports";
 import { ArrivalQueue } from "./scheduler/queue";
 import {
   type ActiveRequest,
@@ -48,6 +48,7 @@ export type {
   PoolShape,
   SchedulerCache,
   SchedulerEngine,
+  Speculation,
   StepModel,
   StepRunner,
 } from "./scheduler/ports";
@@ -80,6 +81,11 @@ export class Scheduler<
   /** Chunked mode: this step's query tokens per row (decode rows 1), and the budget left. */
   readonly #chunks = new Map<Entry<SeqOf<C>>, number>();
   #budget = 0;
+  /** Speculative decoding's draft source (null: off), this step's drafts per row, and the counts so far. */
+  readonly #speculate: Speculation | null;
+  readonly #drafts = new Map<Entry<SeqOf<C>>, number[]>();
+  /** Draft tokens verified and accepted since the scheduler was made (speculate only). */
+  readonly speculation = { drafted: 0, accepted: 0 };
   readonly #queue = new ArrivalQueue<Entry<SeqOf<C>>>();
   /** In admission order: the last is the next preemption victim. */
   readonly #running: Entry<SeqOf<C>>[] = [];
@@ -110,6 +116,12 @@ export class Scheduler<
     this.#swap = o.swap;
     this.#watermark = o.watermark;
     this.#maxBatchedTokens = o.maxBatchedTokens;
+    this.#speculate = o.speculate;
+  }
+
+  /** Steps run through decodeChunks: chunked prefill, or draft verification, or both. */
+  get #chunked(): boolean {
+    return this.#maxBatchedTokens !== null || this.#speculate !== null;
   }
 
   /** The compute of a step: the runner given, or the HostStepRunner built from the engine and model. */
@@ -230,7 +242,7 @@ export class Scheduler<
   async #step(): Promise<StepReport> {
     const start = now();
     const r = emptyReport(this.#stepNo++);
-    this.#budget = this.#maxBatchedTokens ?? 0;
+    this.#budget = this.#maxBatchedTokens ?? INT32_MAX;
     this.#reserveRunning(r);
     if (this.#maxBatchedTokens !== null) this.#reserveChunks();
     if (r.preemptedBySwap + r.preemptedByRecompute === 0) this.#admit(r);
@@ -333,9 +345,11 @@ export class Scheduler<
         continue;
       }
       try {
-        this.#slots.set(entry, this.#appendNext(entry));
-        this.#chunks.set(entry, 1);
-        this.#budget--;
+        const drafts = this.#speculate ? this.#draftsOf(entry) : [];
+        this.#slots.set(entry, this.#appendNext(entry, drafts));
+        this.#chunks.set(entry, 1 + drafts.length);
+        if (drafts.length > 0) this.#drafts.set(entry, drafts);
+        this.#budget -= 1 + drafts.length;
         i++;
       } catch (error) {
         if (!(error instanceof OutOfPagesError)) {
@@ -448,6 +462,8 @@ export class Scheduler<
     if (length - 1 > hit) this.#runner.prefill(entry, seq, slots.subarray(0, slots.length - 1), hit, length - 1);
     entry.contextLength = length - 1;
     this.#slots.set(entry, slots.subarray(slots.length - 1));
+    this.#chunks.set(entry, 1);
+    this.#budget--;
     entry.prefixHitTokens += hit;
     r.prefixHitTokens += hit;
     r.prefillTokens += length - 1 - hit;
@@ -525,7 +541,10 @@ export class Scheduler<
   /** One decode step of the batch through the runner (plan once, every layer, sample), then its tokens. */
   async #decode(batch: Entry<SeqOf<C>>[], r: StepReport): Promise<void> {
     const n = batch.length;
-    const chunked = this.#maxBatchedTokens !== null;
+    const chunked = this.#chunked;
+    const everyToken = this.#speculate !== null;
+    const drafts = new Map(this.#drafts);
+    this.#drafts.clear();
     const queryLengths = new Int32Array(n);
     for (let i = 0; i < n; i++) queryLengths[i] = chunked ? this.#chunks.get(batch[i]!)! : 1;
     const slots = new Int32Array(queryLengths.reduce((a, b) => a + b, 0));
@@ -536,16 +555,20 @@ export class Scheduler<
     try {
       const sequences = batch.map((e) => e.seq!);
       const result = chunked
-        ? await this.#runner.decodeChunks!(batch, sequences, queryLengths, slots)
+        ? await this.#runner.decodeChunks!(batch, sequences, queryLengths, slots, {
+            everyToken,
+            drafts: everyToken ? batch.map((e) => drafts.get(e)) : undefined,
+          })
         : await this.#runner.decode(batch, sequences, slots);
       r.planMs = result.planMs;
       r.kernel = result.kernel;
       // Checked whole before any request takes a token: a bad sample fails the step, never one request half-way.
-      const tokens = checkSampled(result.tokens, n, this.#runner.vocab);
+      const tokens = checkSampled(result.tokens, everyToken ? slots.length : n, this.#runner.vocab);
       r.batch = n;
       const at = now(); // every row's token reaches its client now
-      for (let i = 0; i < n; i++) {
+      for (let i = 0, query = 0; i < n; query += queryLengths[i]!, i++) {
         const entry = batch[i]!;
+        const row = everyToken ? Array.prototype.slice.call(tokens, query, query + queryLengths[i]!) : [tokens[i]!];
         r.contextTokens += entry.contextLength + queryLengths[i]!;
         if (entry.state !== "running") continue; // cancelled while the step ran
         if (this.#prefilling.has(entry)) {
@@ -560,8 +583,14 @@ export class Scheduler<
           this.#prefilling.delete(entry);
           entry.contextLength = reached - 1;
         }
+        const verified = drafts.get(entry);
+        if (verified) {
+          const end = this.#acceptDrafts(entry, verified, row, at, r);
+          if (end) this.#finish(entry, end, r);
+          continue;
+        }
         const first = entry.generated === 0;
-        const end = entry.take(tokens[i]!, r.step, at);
+        const end = entry.take(row.at(-1)!, r.step, at);
         if (first) r.ttftMs.push(entry.ttftMs!);
         else r.itlMs.push(entry.itlMs.at(-1)!);
         if (end) this.#finish(entry, end, r);
@@ -589,9 +618,51 @@ export class Scheduler<
 
   readonly #slots = new Map<Entry<SeqOf<C>>, Int32Array>();
 
-  #appendNext(entry: Entry<SeqOf<C>>): Int32Array {
+  /** The slot of a running request's next token, and its drafts' after it (without pages for them: none). */
+  #appendNext(entry: Entry<SeqOf<C>>, drafts: number[] = []): Int32Array {
     const token = entry.tokens[entry.contextLength]!;
+    if (drafts.length > 0) {
+      try {
+        return this.#cache.append(entry.seq!, entry.knownTokens ? [token, ...drafts] : 1 + drafts.length);
+      } catch (error) {
+        if (!(error instanceof OutOfPagesError)) throw error;
+        drafts.length = 0; // no room to verify: a plain decode row this step
+      }
+    }
     return this.#cache.append(entry.seq!, entry.knownTokens ? [token] : 1);
+  }
+
+  /** Up to the draft source's count of guesses for a decode row, within its tokens left and the budget. */
+  #draftsOf(entry: Entry<SeqOf<C>>): number[] {
+    const count = Math.min(this.#speculate!.maxDraftTokens, entry.maxTokens - entry.generated - 1, this.#budget - 1);
+    if (count <= 0) return [];
+    const given = this.#speculate!.draft(entry, count);
+    const length = (given as { length?: unknown } | null)?.length;
+    if (typeof given !== "object" || given === null || typeof length !== "number")
+      throw new ModelOutputError(`speculate.draft returned ${show(given)}, not an array of token ids`);
+    const drafts = Array.from(given).slice(0, count);
+    checkSampled(drafts, drafts.length, this.#runner.vocab);
+    return drafts;
+  }
+
+  /**
+   * A verified row: its drafts up to the first the model disagrees with are accepted, with the model's
+   * token after them; the rejected drafts' K/V are rolled back first. Returns why the request ends, if it does.
+   */
+  #acceptDrafts(entry: Entry<SeqOf<C>>, drafts: number[], sampled: ArrayLike<number>, at: number, r: StepReport) {
+    let accepted = 0;
+    while (accepted < drafts.length && drafts[accepted] === sampled[accepted]) accepted++;
+    this.speculation.drafted += drafts.length;
+    this.speculation.accepted += accepted;
+    this.#cache.truncate!(entry.seq!, entry.contextLength + 1 + accepted);
+    let end: "stop" | "length" | null = null;
+    for (let j = 0; j <= accepted && end === null; j++) {
+      const first = entry.generated === 0;
+      end = entry.take(sampled[j]!, r.step, at);
+      if (first) r.ttftMs.push(entry.ttftMs!);
+      else r.itlMs.push(entry.itlMs.at(-1)!);
+    }
+    return end;
   }
 
   #preempt(victim: Entry<SeqOf<C>>, r: StepReport): void {
@@ -657,6 +728,7 @@ export class Scheduler<
     this.#slots.delete(entry);
     this.#chunks.delete(entry);
     this.#prefilling.delete(entry);
+    this.#drafts.delete(entry);
     if (seq === null) return;
     if (failed && this.#cache.discard) this.#cache.discard(seq);
     else this.#cache.release(seq);

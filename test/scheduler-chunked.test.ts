@@ -1,13 +1,21 @@
-// Chunked prefill in the Scheduler (maxBatchedTokens) on the CPU backend: prompts run through the
-// attention engine in chunks mixed with decode rows, never more query tokens a step than the budget; a
-// prefix hit's suffix is prefilled from the hit; the tokens (sampled from the attention output) equal an
-// unchunked run's, and every request's K/V at retirement equals the model's.
+// Chunked prefill (maxBatchedTokens) and speculative decoding (speculate) in the Scheduler on the CPU
+// backend: prompts run through the attention engine in chunks mixed with decode rows, never more query
+// tokens a step than the budget; a prefix hit's suffix is prefilled from the hit; verified drafts keep
+// the tokens plain decoding gives, rejected ones are rolled back; the tokens (sampled from the attention
+// output) equal a plain run's, and every request's K/V at retirement equals the model's.
 import { afterAll, describe, expect, test } from "bun:test";
 import { DecodeEngine } from "../lib/engine";
 import { InvalidArgumentError } from "../lib/errors";
 import { KVCache, type Sequence } from "../lib/kvcache";
 import { openRuntime } from "../lib/runtime";
-import { type ActiveRequest, HostStepRunner, type RequestSpec, Scheduler } from "../lib/scheduler";
+import {
+  type ActiveRequest,
+  HostStepRunner,
+  ModelOutputError,
+  type RequestSpec,
+  Scheduler,
+  type Speculation,
+} from "../lib/scheduler";
 import { mix, SyntheticModel } from "../lib/scheduler/synthetic";
 
 const rt = openRuntime({ backend: "cpu" });
@@ -27,7 +35,7 @@ class AttentionSampler extends SyntheticModel {
   }
 }
 
-function setup(maxBatchedTokens: number | undefined) {
+function setup(maxBatchedTokens: number | undefined, speculate?: Speculation) {
   const cache = new KVCache(rt, { ...SHAPE, numPages: 256, dtype: "f16", swapPages: 64, maxSequences: 32 });
   const engine = new DecodeEngine(rt, { ...SHAPE, dtype: "f16", maxBatch: 8 });
   const model = new AttentionSampler({ ...SHAPE, dtype: "f16" });
@@ -45,12 +53,18 @@ function setup(maxBatchedTokens: number | undefined) {
     vocab: model.shape.vocab,
     prefill: host.prefill.bind(host),
     decode: host.decode.bind(host),
-    decodeChunks: (batch: readonly ActiveRequest[], seqs: readonly Sequence[], q: Int32Array, slots: Int32Array) => {
+    decodeChunks: (
+      batch: readonly ActiveRequest[],
+      seqs: readonly Sequence[],
+      q: Int32Array,
+      slots: Int32Array,
+      options?: { everyToken?: boolean },
+    ) => {
       steps.push({ rows: batch.map((r, i) => ({ id: r.id, from: r.contextLength, n: q[i]! })) });
-      return host.decodeChunks(batch, seqs, q, slots);
+      return host.decodeChunks(batch, seqs, q, slots, options);
     },
   };
-  const scheduler = new Scheduler({ cache, runner, maxBatch: 8, maxBatchedTokens, swap: true });
+  const scheduler = new Scheduler({ cache, runner, maxBatch: 8, maxBatchedTokens, swap: true, speculate });
   const kvAtRetire = new Map<number, boolean>();
   scheduler.onRetire((request, seq: Sequence) => {
     // Every context token's K/V as the model defines it (prefix-hit pages included).
@@ -78,13 +92,13 @@ function load(): RequestSpec[] {
   });
 }
 
-async function serve(maxBatchedTokens: number | undefined) {
-  const s = setup(maxBatchedTokens);
+async function serve(maxBatchedTokens: number | undefined, speculate?: Speculation) {
+  const s = setup(maxBatchedTokens, speculate);
   try {
     const handles = load().map((spec) => s.scheduler.submit(spec));
     await s.scheduler.run({ untilIdle: true });
-    const results = await Promise.all(handles.map((h) => h.done));
-    return { ...s, results, stats: s.cache.stats() };
+    const results = await Promise.all(handles.map((h) => h.settled));
+    return { ...s, results, stats: s.cache.stats(), speculation: s.scheduler.speculation, steps: s.steps };
   } finally {
     s.dispose();
   }
@@ -130,5 +144,41 @@ describe("chunked prefill (maxBatchedTokens)", () => {
     } finally {
       cache.dispose();
     }
+  });
+});
+
+describe("speculative decoding (speculate)", () => {
+  test("verified drafts give exactly the tokens of plain decoding, in fewer steps; rejected drafts roll back", async () => {
+    const plain = await serve(undefined);
+    const truth = new Map(plain.results.map((r) => [r.id, r.tokens]));
+    // Drafts from the true continuation, wrong at every third position: some rows accept all, some none.
+    const speculate: Speculation = {
+      maxDraftTokens: 4,
+      draft(request, count) {
+        const next = truth.get(request.id)!.slice(request.generated, request.generated + count);
+        return next.map((t, j) => ((request.generated + j) % 3 === 2 ? (t + 1) % 32000 : t));
+      },
+    };
+    for (const budget of [undefined, 24]) {
+      const spec = await serve(budget, speculate);
+      expect(spec.results.map((r) => r.tokens)).toEqual(plain.results.map((r) => r.tokens));
+      expect([...spec.kvAtRetire.values()].every(Boolean)).toBe(true);
+      expect(spec.stats.pagesUsed).toBe(0);
+      expect(spec.speculation.accepted).toBeGreaterThan(0);
+      expect(spec.speculation.drafted).toBeGreaterThan(spec.speculation.accepted);
+      const unspeculated = budget ? (await serve(budget)).scheduler.totals.steps : plain.scheduler.totals.steps;
+      expect(spec.scheduler.totals.steps).toBeLessThan(unspeculated);
+      if (budget) expect(Math.max(...spec.steps.map((st) => st.rows.reduce((n, r) => n + r.n, 0)))).toBeLessThanOrEqual(24);
+    }
+  });
+  test("a draft source that returns no array fails its request with a typed error; the others finish", async () => {
+    const speculate: Speculation = {
+      maxDraftTokens: 2,
+      draft: (request) => (request.id === 3 ? (null as unknown as number[]) : []),
+    };
+    const s = await serve(undefined, speculate);
+    expect(s.results[3]!.outcome).toBe("failed");
+    expect(s.results[3]!.error).toBeInstanceOf(ModelOutputError);
+    expect(s.results.filter((r) => r.outcome === "finished").length).toBe(13);
   });
 });

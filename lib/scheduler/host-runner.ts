@@ -122,15 +122,19 @@ export class HostStepRunner<C, Seq, P extends SchedulerPlan = SchedulerPlan> imp
     sequences: readonly Seq[],
     queryLengths: Int32Array,
     slots: Int32Array,
+    options: { everyToken?: boolean; drafts?: readonly (readonly number[] | undefined)[] } = {},
   ): Promise<DecodeResult> {
     const { plan, kernel, planMs } = this.#plan(sequences, queryLengths);
     const tokens: ActiveRequest[] = [];
     const last: ActiveRequest[] = [];
     batch.forEach((request, i) => {
-      for (let j = 0; j < queryLengths[i]!; j++) tokens.push(at(request, request.contextLength + j));
+      const drafts = options.drafts?.[i];
+      const known = drafts?.length ? { ...request, tokens: [...request.tokens, ...drafts] } : request;
+      for (let j = 0; j < queryLengths[i]!; j++) tokens.push(at(known, request.contextLength + j));
       last.push(tokens.at(-1)!);
     });
     const previous = this.#layers(plan, tokens, slots, this.#chunkViews(tokens.length));
+    if (options.everyToken) return { tokens: this.#model.sample(tokens, previous), kernel, planMs };
     // Each row's last query token's output, [batch][Hq][d], for sample.
     const qRow = this.#shape.numQoHeads * this.#shape.headDim;
     const lastOut = new Uint16Array(batch.length * qRow);

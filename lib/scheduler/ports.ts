@@ -21,6 +21,20 @@ export interface SchedulerCache<Seq> {
   swapOut(seq: Seq): void;
   swapIn(seq: Seq): void;
   stats(): CacheStats;
+  /** Optional: rolls a sequence back to its first newLength tokens (speculative decoding's rejected drafts). */
+  truncate?(seq: Seq, newLength: number): void;
+}
+
+/**
+ * Speculative decoding's draft source (the Scheduler's `speculate` option): each step, each decode row
+ * may bring up to maxDraftTokens guesses of its next tokens; the step verifies them (all in one
+ * multi-query row) and keeps the longest prefix the model agrees with, plus the model's own next token.
+ */
+export interface Speculation {
+  /** Most draft tokens per row and step (1..64). */
+  maxDraftTokens: number;
+  /** Up to `count` guessed next tokens of the request (after its last token); fewer, or none, is fine. */
+  draft(request: ActiveRequest, count: number): ArrayLike<number>;
 }
 
 /** The sequence type of a cache. */
@@ -113,6 +127,11 @@ export interface StepRunner<Seq> {
     sequences: readonly Seq[],
     queryLengths: Int32Array,
     slots: Int32Array,
+    /**
+     * everyToken: one sampled token per query token (row 0's queries first), to verify drafts; drafts:
+     * row i's draft tokens, its queries after its last known token (not in request.tokens).
+     */
+    options?: { everyToken?: boolean; drafts?: readonly (readonly number[] | undefined)[] },
   ): Promise<DecodeResult>;
   /** Optional: the most rows a step may have (its buffers' size); bounds and defaults the scheduler's maxBatch. */
   readonly maxBatch?: number;
