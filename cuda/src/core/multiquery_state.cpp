@@ -77,7 +77,13 @@ pkv_status move_decode_rows(pkv_runtime *rt, const MqState &m, const void *src, 
                             cudaStream_t stream) {
   // From the uploaded image, not m.plan: a later plan that failed may have rewritten m.plan.
   const int32_t n = m.num_decode;
-  if (on_cuda(rt)) return launch_move_rows(src, dst, mq_decode_tokens(m.device), n, row_bytes, gather, stream);
+  if (on_cuda(rt)) {
+    // The device image's copy of the list: the host image's offset (the layout needs the header, which
+    // only the host can read).
+    const int64_t at = reinterpret_cast<const char *>(mq_decode_tokens(m.host)) - static_cast<const char *>(m.host);
+    const auto *tokens = reinterpret_cast<const int32_t *>(static_cast<const char *>(m.device) + at);
+    return launch_move_rows(src, dst, tokens, n, row_bytes, gather, stream);
+  }
   const int32_t *tokens = mq_decode_tokens(m.host);
   for (int32_t i = 0; i < n; i++) {
     const int64_t from = gather ? tokens[i] : i, to = gather ? i : tokens[i];
