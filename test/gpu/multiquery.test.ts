@@ -3,10 +3,12 @@
 // 64/128/256, page sizes 1-256, f16/bf16, page edges inside the new tokens, host arrays and device
 // buffers; a mixed step's decode rows ride the decode kernels.
 import { afterAll, expect, test } from "bun:test";
+import { DecodeEngine } from "../../lib/engine";
+import { BadStateError } from "../../lib/errors";
 import { openRuntime, type Runtime } from "../../lib/runtime";
 import { tolerance } from "../../lib/testing/decode-check";
 import { type MultiqueryCase, runMultiqueryCase } from "../../lib/testing/multiquery-check";
-import { rng } from "../../lib/testing/pool";
+import { randomHalves, rng, TestPool } from "../../lib/testing/pool";
 import { describeGpu } from "../support/gpu";
 
 describeGpu("multi-query kernels on the GPU", () => {
@@ -108,6 +110,35 @@ describeGpu("multi-query kernels on the GPU", () => {
         },
         round % 2 === 1,
       );
+    }
+  });
+  test("a mixed step on another stream equals the runtime stream's run; its capture is refused", () => {
+    const rt = runtime();
+    const pool = new TestPool(rt, { numLayers: 1, numPages: 64, pageSize: 16, numKvHeads: 2, headDim: 128, dtype: "f16", maxSequences: 3, maxPagesPerSequence: 20 });
+    const engine = new DecodeEngine(rt, { numQoHeads: 8, numKvHeads: 2, headDim: 128, pageSize: 16, dtype: "f16" });
+    try {
+      const seqs = [pool.addSequence(300), pool.addSequence(40), pool.addSequence(17)];
+      const plan = engine.plan(pool, seqs, { qLens: [5, 1, 17] });
+      const n = plan.queryTokens * 8 * 128;
+      const q = rt.allocDevice(n * 2),
+        a = rt.allocDevice(n * 2),
+        b = rt.allocDevice(n * 2);
+      q.write(randomHalves("f16", n, rng(3), 2));
+      engine.run(plan, 0, q, a);
+      const stream = rt.createStream();
+      engine.run(plan, 0, q, b, undefined, { stream });
+      stream.synchronize();
+      const x = new Uint16Array(n),
+        y = new Uint16Array(n);
+      a.read(x);
+      b.read(y);
+      expect(y).toEqual(x);
+      expect(() => rt.capture(() => engine.run(plan, 0, q, b, undefined, { stream }), stream)).toThrow(BadStateError);
+      stream.dispose();
+      for (const buf of [q, a, b]) buf.dispose();
+    } finally {
+      engine.dispose();
+      pool.dispose();
     }
   });
 });
