@@ -29,7 +29,9 @@ const workloads: Workload[] = JSON.parse(readFileSync("bench/workloads/decode.js
 );
 const m = workloads[0]!.model;
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-const steps = workloads.flatMap((w) => w.steps.slice(0, stepsPerWorkload).map((lengths, step) => ({ w, step, lengths })));
+const steps = workloads.flatMap((w) =>
+  w.steps.slice(0, stepsPerWorkload).map((lengths, step) => ({ w, step, lengths })),
+);
 
 using rt = openRuntime({ backend: "cuda" });
 const ceiling = rt.probeReadBandwidth({ bytes: 2 ** 31, iterations: 20 });
@@ -37,7 +39,9 @@ const peakOut = new Float64Array(1);
 const probeStatus = native().pkv_probe_mma_tflops(rt.handle, m.dtype === "bf16" ? 1 : 0, 20, peakOut);
 if (probeStatus !== 0) throw new Error(`pkv_probe_mma_tflops: ${native().pkv_last_error()}`);
 const peak = peakOut[0]!;
-console.log(`${rt.info.name}: read ceiling ${ceiling.toFixed(1)} GB/s, mma.m16n8k16 ${m.dtype} peak ${peak.toFixed(1)} TFLOP/s`);
+console.log(
+  `${rt.info.name}: read ceiling ${ceiling.toFixed(1)} GB/s, mma.m16n8k16 ${m.dtype} peak ${peak.toFixed(1)} TFLOP/s`,
+);
 
 const maxTokens = Math.max(...steps.map((s) => s.lengths.reduce((a, b) => a + b, 0)), ...PREFILL.contexts);
 const maxRows = Math.max(...steps.map((s) => s.lengths.length));

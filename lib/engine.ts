@@ -403,7 +403,10 @@ export class DecodeEngine extends NativeObject {
             `${name} holds ${array.length} elements; [${rowsOfIo}][${this.numQoHeads}][${this.headDim}] needs ${elements}`,
           );
       if (lse !== undefined && !(lse instanceof Float32Array && lse.length === rowsOfIo * this.numQoHeads))
-        throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `lse must be a Float32Array of ${rowsOfIo * this.numQoHeads}`);
+        throw new InvalidArgumentError(
+          Status.INVALID_ARGUMENT,
+          `lse must be a Float32Array of ${rowsOfIo * this.numQoHeads}`,
+        );
       if (stream !== undefined || qOffset !== 0 || outOffset !== 0 || lseOffset !== 0)
         throw new InvalidArgumentError(
           Status.INVALID_ARGUMENT,

@@ -230,7 +230,8 @@ export class KVCache extends NativeObject {
     for (let c = Math.ceil(length / P) - 1; c >= keep; c--) this.#drop(this.#table.get(s.row, c));
     const last = keep > 0 ? this.#table.get(s.row, keep - 1) : -1;
     // A private unpublished page's fill is this sequence's; a shared or published one stays full for the others.
-    if (last >= 0 && this.#pages.refs(last) === 1 && this.#prefix.linkOf(last) === 0) this.#pages.setFill(last, n - (keep - 1) * P);
+    if (last >= 0 && this.#pages.refs(last) === 1 && this.#prefix.linkOf(last) === 0)
+      this.#pages.setFill(last, n - (keep - 1) * P);
     if (n < s.registered * P) {
       s.registered = Math.floor(n / P);
       s.link = s.registered > 0 ? this.#prefix.linkOf(this.#table.get(s.row, s.registered - 1)) : 0;

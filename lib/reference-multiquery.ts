@@ -17,8 +17,13 @@ function invalid(message: string): never {
   throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `referenceMultiquery: ${message}`);
 }
 
-function expectLength(name: string, value: { length: number } | undefined, Type: Function, length: number): void {
-  if (!(value instanceof Type)) invalid(`${name} must be a ${Type.name}`);
+function expectLength(
+  name: string,
+  value: { length: number } | undefined,
+  Type: abstract new (...args: never[]) => unknown,
+  length: number,
+): void {
+  if (value === undefined || !(value instanceof Type)) invalid(`${name} must be a ${Type.name}`);
   if (value.length !== length) invalid(`${name} has ${value.length} elements, expected ${length}`);
 }
 
@@ -45,7 +50,14 @@ export function referenceMultiquery(args: ReferenceMultiqueryArgs): void {
   expectLength("q", q, Uint16Array, tokens * numQoHeads * headDim);
   expectLength("out", out, Uint16Array, tokens * numQoHeads * headDim);
   if (lse !== undefined) expectLength("lse", lse, Float32Array, tokens * numQoHeads);
-  const struct = ATTENTION_SHAPE.encode({ numQoHeads, numKvHeads, headDim, pageSize, dtype: dtypeCode(shape.dtype), smScale });
+  const struct = ATTENTION_SHAPE.encode({
+    numQoHeads,
+    numKvHeads,
+    headDim,
+    pageSize,
+    dtype: dtypeCode(shape.dtype),
+    smScale,
+  });
   check(
     native().pkv_reference_multiquery(
       struct,

@@ -548,7 +548,8 @@ export class Scheduler<
     const queryLengths = new Int32Array(n);
     for (let i = 0; i < n; i++) queryLengths[i] = chunked ? this.#chunks.get(batch[i]!)! : 1;
     const slots = new Int32Array(queryLengths.reduce((a, b) => a + b, 0));
-    for (let i = 0, at = 0; i < n; at += queryLengths[i]!, i++) slots.set(this.#slots.get(batch[i]!)!.subarray(0, queryLengths[i]!), at);
+    for (let i = 0, at = 0; i < n; at += queryLengths[i]!, i++)
+      slots.set(this.#slots.get(batch[i]!)!.subarray(0, queryLengths[i]!), at);
     this.#slots.clear();
     this.#chunks.clear();
     this.#inFlight = new Set(batch);

@@ -21,10 +21,15 @@ afterAll(() => rt.dispose());
 const shape = { numLayers: 1, numKvHeads: 1, headDim: 64, dtype: "f16" as const };
 const elems = shape.numKvHeads * shape.headDim;
 // K and V of a token are a function of its prefix (as a model's are), so equal prompts share pages.
-const chain = (previous: number, token: number) => (Math.imul(previous ^ (token + 0x51ed27), 0x2545f491) ^ 0x6a09e667) | 0;
+const chain = (previous: number, token: number) =>
+  (Math.imul(previous ^ (token + 0x51ed27), 0x2545f491) ^ 0x6a09e667) | 0;
 const stampsOf = (ids: number[]) => {
   const out: number[] = [];
-  for (let i = 0, s = 0; i < ids.length; i++) out.push((s = chain(s, ids[i]!)));
+  let stamp = 0;
+  for (const id of ids) {
+    stamp = chain(stamp, id);
+    out.push(stamp);
+  }
   return out;
 };
 
@@ -61,8 +66,16 @@ describe("KVCache.truncate", () => {
   for (const pageSize of [1, 4, 16]) {
     test(`random rollbacks against the shadow model, page size ${pageSize}`, () => {
       const rng = new Rng(testSeed(`truncate p${pageSize}`, 40 + pageSize));
-      using cache = new KVCache(rt, { ...shape, pageSize, numPages: 96, maxSequences: 8, maxPagesPerSequence: 64 / pageSize + 8 });
-      const prompts = Array.from({ length: 3 }, () => Array.from({ length: pageSize * (1 + rng.int(3)) + rng.int(pageSize) }, () => rng.int(3)));
+      using cache = new KVCache(rt, {
+        ...shape,
+        pageSize,
+        numPages: 96,
+        maxSequences: 8,
+        maxPagesPerSequence: 64 / pageSize + 8,
+      });
+      const prompts = Array.from({ length: 3 }, () =>
+        Array.from({ length: pageSize * (1 + rng.int(3)) + rng.int(pageSize) }, () => rng.int(3)),
+      );
       const live: Shadow[] = [];
       const counts: Record<string, number> = {};
       const count = (what: string) => (counts[what] = (counts[what] ?? 0) + 1);
@@ -82,10 +95,16 @@ describe("KVCache.truncate", () => {
           } else if (r < 0.45) {
             const s = rng.pick(live);
             what = `append to ${s.ids.length}`;
-            appendTokens(cache, s, Array.from({ length: 1 + rng.int(6) }, () => rng.int(3)));
+            appendTokens(
+              cache,
+              s,
+              Array.from({ length: 1 + rng.int(6) }, () => rng.int(3)),
+            );
           } else if (r < 0.75) {
             const s = rng.pick(live);
-            const n = rng.chance(0.1) ? 0 : Math.max(0, s.ids.length - 1 - rng.int(Math.min(2 * pageSize + 2, s.ids.length + 1)));
+            const n = rng.chance(0.1)
+              ? 0
+              : Math.max(0, s.ids.length - 1 - rng.int(Math.min(2 * pageSize + 2, s.ids.length + 1)));
             if (n < Math.floor(s.ids.length / pageSize) * pageSize) count("into full pages");
             if (n % pageSize === 0) count("at a page edge");
             what = `truncate ${s.ids.length} to ${n}`;
@@ -113,7 +132,8 @@ describe("KVCache.truncate", () => {
         expectPagesAccounted(cache, live, `op ${op}: ${what}`);
       }
       for (const s of live) expectKV(cache, s);
-      for (const what of ["prefix hit", "into full pages", "at a page edge", "fork"]) expect([what, counts[what] ?? 0]).not.toEqual([what, 0]);
+      for (const what of ["prefix hit", "into full pages", "at a page edge", "fork"])
+        expect([what, counts[what] ?? 0]).not.toEqual([what, 0]);
     });
   }
 
@@ -155,7 +175,11 @@ describe("KVCache.truncate", () => {
   test("pages past the new end return to the pool; stale plans; misuse is refused and changes nothing", () => {
     using cache = new KVCache(rt, { ...shape, pageSize: 4, numPages: 8, maxSequences: 2, maxPagesPerSequence: 8 });
     const s: Shadow = { seq: cache.createSequence(), ids: [] };
-    appendTokens(cache, s, Array.from({ length: 14 }, (_, i) => i % 3));
+    appendTokens(
+      cache,
+      s,
+      Array.from({ length: 14 }, (_, i) => i % 3),
+    );
     expect(cache.stats().pagesUsed).toBe(4);
     const engine = new DecodeEngine(rt, { numQoHeads: 2, numKvHeads: 1, headDim: 64, pageSize: 4, dtype: "f16" });
     try {

@@ -229,7 +229,9 @@ describe("plans with query lengths: the decode path and misuse", () => {
       expect(() => engine.plan(pool, seqs, { qLens: [1] })).toThrow(InvalidArgumentError);
       expect(() => engine.plan(pool, seqs, { qLens: [0, 1] })).toThrow(InvalidArgumentError);
       expect(() => engine.plan(pool, seqs, { qLens: [2.5, 1] })).toThrow(InvalidArgumentError);
-      expect(() => engine.plan(pool, seqs, { qLens: [1, 6] })).toThrow(/q_lens\[1\] = 6 is not in 1..seq_lens\[1\] = 5/);
+      expect(() => engine.plan(pool, seqs, { qLens: [1, 6] })).toThrow(
+        /q_lens\[1\] = 6 is not in 1..seq_lens\[1\] = 5/,
+      );
       const plan = engine.plan(pool, seqs, { qLens: [4, 5] });
       expect(plan.queryTokens).toBe(9);
       expect(() => engine.run(plan, 0, new Uint16Array(2 * 8 * 64), new Uint16Array(2 * 8 * 64))).toThrow(

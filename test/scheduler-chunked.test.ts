@@ -79,7 +79,11 @@ function setup(maxBatchedTokens: number | undefined, speculate?: Speculation) {
     }
     kvAtRetire.set(request.id, ok);
   });
-  return { cache, scheduler, steps, kvAtRetire, dispose: () => (engine.dispose(), cache.dispose()) };
+  const dispose = () => {
+    engine.dispose();
+    cache.dispose();
+  };
+  return { cache, scheduler, steps, kvAtRetire, dispose };
 }
 
 function load(): RequestSpec[] {
@@ -119,7 +123,8 @@ describe("chunked prefill (maxBatchedTokens)", () => {
     // Some step runs a prompt chunk (n > 1) beside decode rows (n = 1), and some prompt spans several chunks.
     expect(chunked.steps.some((st) => st.rows.some((r) => r.n > 1) && st.rows.some((r) => r.n === 1))).toBe(true);
     const chunksOf = new Map<number, number>();
-    for (const st of chunked.steps) for (const r of st.rows) if (r.n > 1) chunksOf.set(r.id, (chunksOf.get(r.id) ?? 0) + 1);
+    for (const st of chunked.steps)
+      for (const r of st.rows) if (r.n > 1) chunksOf.set(r.id, (chunksOf.get(r.id) ?? 0) + 1);
     expect(Math.max(...chunksOf.values())).toBeGreaterThan(1);
   });
 
@@ -139,7 +144,13 @@ describe("chunked prefill (maxBatchedTokens)", () => {
       const runner = { prefill: () => {}, decode: async () => ({ tokens: [], kernel: "", planMs: 0 }) };
       expect(() => new Scheduler({ cache, runner, maxBatch: 4, maxBatchedTokens: 8 })).toThrow(/decodeChunks/);
       expect(
-        () => new Scheduler({ cache, runner: { ...runner, decodeChunks: runner.decode }, maxBatch: 4, maxBatchedTokens: 3 }),
+        () =>
+          new Scheduler({
+            cache,
+            runner: { ...runner, decodeChunks: runner.decode },
+            maxBatch: 4,
+            maxBatchedTokens: 3,
+          }),
       ).toThrow(InvalidArgumentError);
     } finally {
       cache.dispose();
@@ -168,7 +179,8 @@ describe("speculative decoding (speculate)", () => {
       expect(spec.speculation.drafted).toBeGreaterThan(spec.speculation.accepted);
       const unspeculated = budget ? (await serve(budget)).scheduler.totals.steps : plain.scheduler.totals.steps;
       expect(spec.scheduler.totals.steps).toBeLessThan(unspeculated);
-      if (budget) expect(Math.max(...spec.steps.map((st) => st.rows.reduce((n, r) => n + r.n, 0)))).toBeLessThanOrEqual(24);
+      if (budget)
+        expect(Math.max(...spec.steps.map((st) => st.rows.reduce((n, r) => n + r.n, 0)))).toBeLessThanOrEqual(24);
     }
   });
   test("a draft source that returns no array fails its request with a typed error; the others finish", async () => {

@@ -93,7 +93,9 @@ export class HostStepRunner<C, Seq, P extends SchedulerPlan = SchedulerPlan> imp
 
   #plan(sequences: readonly Seq[], qLens?: Int32Array): { plan: P; kernel: string; planMs: number } {
     const planStart = now();
-    const plan = qLens ? this.#engine.plan(this.#cache, sequences, { qLens }) : this.#engine.plan(this.#cache, sequences);
+    const plan = qLens
+      ? this.#engine.plan(this.#cache, sequences, { qLens })
+      : this.#engine.plan(this.#cache, sequences);
     const planMs = now() - planStart;
     const kernel = typeof plan.kernel === "number" ? (KERNELS[plan.kernel] ?? String(plan.kernel)) : plan.kernel;
     return { plan, kernel, planMs };

@@ -29,7 +29,8 @@ describeGpu("multi-query kernels on the GPU", () => {
 
   test("speculative sizes 1, 2, 4, 8, 16 in one step (Llama shape), host arrays and device buffers", () => {
     const rows = [1, 2, 4, 8, 16, 1, 4].map((qLen, i) => ({ length: [33, 700, 5000, 129, 16, 1, 64][i]!, qLen }));
-    for (const device of [false, true]) check({ group: 4, numKvHeads: 8, headDim: 128, pageSize: 16, dtype: "f16", rows }, device);
+    for (const device of [false, true])
+      check({ group: 4, numKvHeads: 8, headDim: 128, pageSize: 16, dtype: "f16", rows }, device);
   });
   test("a few rows over long contexts: split tasks merge by log-sum-exp", () => {
     const r = check({
@@ -114,7 +115,16 @@ describeGpu("multi-query kernels on the GPU", () => {
   });
   test("a mixed step on another stream equals the runtime stream's run; its capture is refused", () => {
     const rt = runtime();
-    const pool = new TestPool(rt, { numLayers: 1, numPages: 64, pageSize: 16, numKvHeads: 2, headDim: 128, dtype: "f16", maxSequences: 3, maxPagesPerSequence: 20 });
+    const pool = new TestPool(rt, {
+      numLayers: 1,
+      numPages: 64,
+      pageSize: 16,
+      numKvHeads: 2,
+      headDim: 128,
+      dtype: "f16",
+      maxSequences: 3,
+      maxPagesPerSequence: 20,
+    });
     const engine = new DecodeEngine(rt, { numQoHeads: 8, numKvHeads: 2, headDim: 128, pageSize: 16, dtype: "f16" });
     try {
       const seqs = [pool.addSequence(300), pool.addSequence(40), pool.addSequence(17)];

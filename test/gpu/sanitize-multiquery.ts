@@ -20,8 +20,28 @@ const cases: MultiqueryCase[] = [
       { length: 130, qLen: 70 },
     ],
   },
-  { group: 7, numKvHeads: 1, headDim: 64, pageSize: 1, dtype: "bf16", rows: [{ length: 300, qLen: 5 }, { length: 9, qLen: 9 }] },
-  { group: 3, numKvHeads: 1, headDim: 256, pageSize: 256, dtype: "f16", rows: [{ length: 700, qLen: 40 }, { length: 4, qLen: 1 }] },
+  {
+    group: 7,
+    numKvHeads: 1,
+    headDim: 64,
+    pageSize: 1,
+    dtype: "bf16",
+    rows: [
+      { length: 300, qLen: 5 },
+      { length: 9, qLen: 9 },
+    ],
+  },
+  {
+    group: 3,
+    numKvHeads: 1,
+    headDim: 256,
+    pageSize: 256,
+    dtype: "f16",
+    rows: [
+      { length: 700, qLen: 40 },
+      { length: 4, qLen: 1 },
+    ],
+  },
 ];
 using rt = openRuntime({ backend: "cuda" });
 let bad = 0;
@@ -29,6 +49,8 @@ cases.forEach((c, i) => {
   const r = runMultiqueryCase(rt, c, { device: i % 2 === 1 });
   const ok = r.unwritten === 0 && r.relError < tolerance(c.dtype);
   if (!ok) bad++;
-  console.log(`g${c.group} d${c.headDim} p${c.pageSize} ${r.kernel} splits ${r.maxSplits}: rel ${r.relError.toExponential(2)} ${ok ? "ok" : "FAIL"}`);
+  console.log(
+    `g${c.group} d${c.headDim} p${c.pageSize} ${r.kernel} splits ${r.maxSplits}: rel ${r.relError.toExponential(2)} ${ok ? "ok" : "FAIL"}`,
+  );
 });
 process.exit(bad ? 1 : 0);

@@ -1019,7 +1019,13 @@ op(4, () => {
   else if (r === 4) args[6] = pick([-2, 3, 2 ** 31 - 1]);
   else if (r === 5) {
     const id = pick([-1, 0, (e.plan?.id ?? 0) + 1000]);
-    return void call("bad", "pkv_decode_plan_query_tokens", pick([badHandle("engine"), asPtr(eh)]), id, new Int32Array(1));
+    return void call(
+      "bad",
+      "pkv_decode_plan_query_tokens",
+      pick([badHandle("engine"), asPtr(eh)]),
+      id,
+      new Int32Array(1),
+    );
   } else {
     call("valid", "pkv_decode_plan_q", ...args);
     const tokens = new Int32Array(1);
@@ -1049,13 +1055,26 @@ op(2, () => {
   for (let b = 0; b < a.batch; b++) qIndptr[b + 1] = qIndptr[b]! + int(0, Math.min(a.lens[b]!, 3));
   const tokens = qIndptr[a.batch]!;
   const q = new Uint16Array(Math.max(1, tokens) * hq * dim).fill(0x3c00);
-  const args: unknown[] = [a.shape, a.batch, qIndptr, a.indptr, a.indices, a.lens, a.k, a.v, a.numPages, q,
-    new Uint16Array(q.length), new Float32Array(Math.max(1, tokens) * hq)];
+  const args: unknown[] = [
+    a.shape,
+    a.batch,
+    qIndptr,
+    a.indptr,
+    a.indices,
+    a.lens,
+    a.k,
+    a.v,
+    a.numPages,
+    q,
+    new Uint16Array(q.length),
+    new Float32Array(Math.max(1, tokens) * hq),
+  ];
   const r = int(0, 5);
   if (r === 0) args[0] = null;
   else if (r === 1) args[pick([2, 3, 5])] = null;
   else if (r === 2) qIndptr[0] = pick([1, -1]);
-  else if (r === 3) qIndptr[a.batch] = qIndptr[a.batch - 1]! + a.lens[a.batch - 1]! + 1; // more queries than tokens
+  else if (r === 3)
+    qIndptr[a.batch] = qIndptr[a.batch - 1]! + a.lens[a.batch - 1]! + 1; // more queries than tokens
   else if (r === 4) args[1] = pick([-1, -(2 ** 31)]);
   else return void call("valid", "pkv_reference_multiquery", ...args);
   call("bad", "pkv_reference_multiquery", ...args);
