@@ -164,6 +164,19 @@ describe("plans with query lengths (CPU backend) match the reference", () => {
       ],
     });
   });
+  test("a 2048-token chunk over a 2100-token context (one query head, d64)", () => {
+    expectClose({
+      group: 1,
+      numKvHeads: 1,
+      headDim: 64,
+      pageSize: 32,
+      dtype: "bf16",
+      rows: [
+        { length: 2100, qLen: 2048 },
+        { length: 70, qLen: 3 },
+      ],
+    });
+  });
   test("a few speculative rows over long contexts are split, and the splits merge exactly", () => {
     const r = expectClose({
       group: 4,
