@@ -1,7 +1,7 @@
 // The decode engine: `plan` once per step (page-table upload + workqueue), `run` once per layer.
 import type { Pointer } from "bun:ffi";
 import { NativeBuffer, streamHandle } from "./buffers";
-import { check, outPointer } from "./ffi/call";
+import { check, outI32, outPointer } from "./ffi/call";
 import { checkNativeSize, DECODE_CONFIG, ENGINE_SETTINGS, PLAN_INFO } from "./ffi/layouts";
 import { native } from "./ffi/loader";
 import { type DType, type KVDType, kvDtypeCode, valueDtype } from "./dtype";
@@ -21,7 +21,9 @@ const POLICY_CODE: ReadonlyMap<string, number> = new Map([
   ["persistent", 1],
   ["adaptive", 2],
 ]);
-const KERNEL_NAME: readonly DecodeKernel[] = ["baseline", "persistent"];
+/** The kernel a plan names: a decode kernel, or "multiquery" for a plan with a row of several query tokens. */
+export type PlanKernel = DecodeKernel | "multiquery";
+const KERNEL_NAME: readonly PlanKernel[] = ["baseline", "persistent", "multiquery"];
 
 const MATH_NAMES = ["auto", "cuda-cores", "tensor-cores"] as const;
 const LOADER_NAMES = ["auto", "cp-async", "bulk"] as const;
@@ -143,14 +145,27 @@ export class Plan {
   constructor(
     readonly engine: DecodeEngine,
     readonly id: number,
-    readonly kernel: DecodeKernel,
+    readonly kernel: PlanKernel,
     readonly batch: number,
     readonly numTasks: number,
     readonly maxSplits: number,
     readonly grid: number,
     readonly totalTokens: number,
     readonly kvBytes: number,
+    /** Rows of q and out: the sum of the rows' query lengths (the batch when each row has one). */
+    readonly queryTokens: number = batch,
   ) {}
+}
+
+/** Options of DecodeEngine.plan. */
+export interface PlanOptions {
+  policy?: DecodePolicy;
+  /**
+   * Query tokens of each sequence (1..its length; default 1 each): the newest qLens[i] tokens of
+   * sequence i attend over its whole context, causally among themselves (speculative verification,
+   * chunked prefill). q and out then hold [sum of qLens][numQoHeads][headDim], rows in sequence order.
+   */
+  qLens?: ArrayLike<number>;
 }
 
 export interface RunOptions {
@@ -249,7 +264,7 @@ export class DecodeEngine extends NativeObject {
   }
 
   /** Builds the step's plan: uploads changed block-table entries and the workqueue. Never waits for the GPU. */
-  plan<S>(cache: BatchSource<S>, sequences: readonly S[], options?: { policy?: DecodePolicy }): Plan {
+  plan<S>(cache: BatchSource<S>, sequences: readonly S[], options?: PlanOptions): Plan {
     const engine = this.handle;
     if (!Array.isArray(sequences))
       throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `plan: sequences ${show(sequences)} is not an array`);
@@ -259,7 +274,8 @@ export class DecodeEngine extends NativeObject {
         Status.INVALID_ARGUMENT,
         `plan: batch of ${batch} sequences is not in 1..${this.maxBatch}`,
       );
-    const { policy: name } = checkOptions("plan", options);
+    const { policy: name, qLens } = checkOptions("plan", options);
+    const queryLengths = qLens === undefined ? null : this.#queryLengths(qLens, batch);
     const policy = name === undefined ? -1 : checkName("plan", "policy", name, POLICY_CODE);
     if (typeof cache !== "object" || cache === null || typeof cache.describeBatch !== "function")
       throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `plan: cache ${show(cache)} is not a KVCache`);
@@ -268,8 +284,51 @@ export class DecodeEngine extends NativeObject {
       lengths = this.#lengths;
     const guard = cache.describeBatch(sequences, rows, lengths) ?? null;
     const info = this.#info;
-    check(native().pkv_decode_plan(engine, cache.poolHandle, batch, rows, lengths, policy, info), "pkv_decode_plan");
-    return this.#adopt(guard);
+    if (queryLengths === null) {
+      check(native().pkv_decode_plan(engine, cache.poolHandle, batch, rows, lengths, policy, info), "pkv_decode_plan");
+      return this.#adopt(guard);
+    }
+    check(
+      native().pkv_decode_plan_q(engine, cache.poolHandle, batch, rows, lengths, queryLengths, policy, info),
+      "pkv_decode_plan_q",
+    );
+    const plan = this.#adopt(guard);
+    const tokens = outI32("pkv_decode_plan_query_tokens", (out) =>
+      native().pkv_decode_plan_query_tokens(engine, plan.id, out),
+    );
+    return this.#replaceLatest(plan, tokens);
+  }
+
+  // The plan's query lengths as the native call reads them (each 1..its length, checked natively).
+  #queryLengths(qLens: ArrayLike<number>, batch: number): Int32Array {
+    if (typeof qLens !== "object" || qLens === null || typeof qLens.length !== "number")
+      throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `plan: qLens ${show(qLens)} is not an array of numbers`);
+    if (qLens.length !== batch)
+      throw new InvalidArgumentError(
+        Status.INVALID_ARGUMENT,
+        `plan: qLens has ${qLens.length} entries for ${batch} sequences`,
+      );
+    const out = new Int32Array(batch);
+    for (let i = 0; i < batch; i++) out[i] = checkCount("plan", `qLens[${i}]`, qLens[i], 1, INT32_MAX);
+    return out;
+  }
+
+  // The same plan with its query-token count (the native plan's, read once it exists).
+  #replaceLatest(plan: Plan, queryTokens: number): Plan {
+    const full = new Plan(
+      this,
+      plan.id,
+      plan.kernel,
+      plan.batch,
+      plan.numTasks,
+      plan.maxSplits,
+      plan.grid,
+      plan.totalTokens,
+      plan.kvBytes,
+      queryTokens,
+    );
+    this.#latest = full;
+    return full;
   }
 
   /**
@@ -324,8 +383,9 @@ export class DecodeEngine extends NativeObject {
   }
 
   /**
-   * Decode attention of one layer. q, out: [batch][numQoHeads][headDim] as Uint16Array bits (complete on
-   * return) or device buffers (queued on the stream); lse (optional): float [batch][numQoHeads], natural log.
+   * Decode attention of one layer. q, out: [plan.queryTokens][numQoHeads][headDim] (one row per sequence
+   * unless the plan has qLens) as Uint16Array bits (complete on return) or device buffers (queued on the
+   * stream); lse (optional): float [plan.queryTokens][numQoHeads], natural log.
    */
   run(plan: Plan, layer: number, q: Io, out: Io, lse?: Float32Array | NativeBuffer, options?: RunOptions): void {
     const engine = this.handle;
@@ -336,7 +396,8 @@ export class DecodeEngine extends NativeObject {
     if (layer < 0 || layer > INT32_MAX)
       throw new OutOfRangeError(Status.OUT_OF_RANGE, `run: layer ${layer} is outside the pool's layers`);
     const { stream, qOffset = 0, outOffset = 0, lseOffset = 0 } = checkOptions("run", options);
-    const elements = plan.batch * this.numQoHeads * this.headDim;
+    const rowsOfIo = plan.queryTokens;
+    const elements = rowsOfIo * this.numQoHeads * this.headDim;
     if (q instanceof Uint16Array && out instanceof Uint16Array) {
       for (const [name, array] of [
         ["q", q],
@@ -345,12 +406,12 @@ export class DecodeEngine extends NativeObject {
         if (array.length !== elements)
           throw new InvalidArgumentError(
             Status.INVALID_ARGUMENT,
-            `${name} holds ${array.length} elements; [${plan.batch}][${this.numQoHeads}][${this.headDim}] needs ${elements}`,
+            `${name} holds ${array.length} elements; [${rowsOfIo}][${this.numQoHeads}][${this.headDim}] needs ${elements}`,
           );
-      if (lse !== undefined && !(lse instanceof Float32Array && lse.length === plan.batch * this.numQoHeads))
+      if (lse !== undefined && !(lse instanceof Float32Array && lse.length === rowsOfIo * this.numQoHeads))
         throw new InvalidArgumentError(
           Status.INVALID_ARGUMENT,
-          `lse must be a Float32Array of ${plan.batch * this.numQoHeads}`,
+          `lse must be a Float32Array of ${rowsOfIo * this.numQoHeads}`,
         );
       if (stream !== undefined || qOffset !== 0 || outOffset !== 0 || lseOffset !== 0)
         throw new InvalidArgumentError(

@@ -11,6 +11,7 @@ export { Graph } from "./graphs";
 export * from "./errors";
 export { libraryCandidates, libraryPath, LIBRARY_FILE, PLATFORM_PACKAGES } from "./ffi/loader";
 export { referenceDecode, type AttentionShape, type Fp8AttentionShape, type ReferenceDecodeArgs } from "./reference";
+export { referenceMultiquery, type ReferenceMultiqueryArgs } from "./reference-multiquery";
 export {
   KVCache,
   Sequence,
@@ -23,6 +24,8 @@ export type { KVData } from "./cache/kv-arguments";
 export {
   DecodeEngine,
   Plan,
+  type PlanKernel,
+  type PlanOptions,
   type DecodeEngineOptions,
   type DecodePolicy,
   type DecodeKernel,

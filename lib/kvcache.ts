@@ -213,7 +213,10 @@ export class KVCache extends NativeObject {
         Status.OUT_OF_RANGE,
         `append: ${length + n} tokens need ${need} pages, more than maxPagesPerSequence ${this.#table.width}`,
       );
-    const copyLast = n > 0 && length % P !== 0 && this.#pages.refs(this.#table.get(row, have - 1)) > 1;
+    // A partial last page that another holder or the prefix cache also reads (a fork's, or a published
+    // page a truncate cut into) is copied before the new tokens are written.
+    const last = length % P !== 0 ? this.#table.get(row, have - 1) : -1;
+    const copyLast = n > 0 && last >= 0 && (this.#pages.refs(last) > 1 || this.#prefix.linkOf(last) !== 0);
     this.#reservePages("append", need - have + (copyLast ? 1 : 0));
     this.#register(s);
     if (copyLast) this.#copyOnWrite(row, have - 1);
@@ -228,6 +231,34 @@ export class KVCache extends NativeObject {
     s.length = length + n;
     if (n > 0) this.#changed(s, "appended to");
     return slots;
+  }
+
+  /**
+   * Rolls a live sequence back to its first `newLength` tokens (speculative decoding's rejected drafts):
+   * pages past the new end are dropped (freed, or parked in the prefix cache if registered), a partial
+   * last page is kept. Nothing is written: a kept last page that is shared or published in the prefix
+   * cache stays as it is for its other readers, and the next append copies it before writing. Cutting
+   * into registered pages ends the sequence's prefix registration (their ids are no longer kept).
+   */
+  truncate(seq: Sequence, newLength: number): void {
+    const s = this.#live(seq, "truncate");
+    const length = s.length;
+    const n = checkCount("truncate", "newLength", newLength, 0, length);
+    if (n === length) return;
+    const P = this.#pageSize;
+    const keep = Math.ceil(n / P);
+    for (let c = Math.ceil(length / P) - 1; c >= keep; c--) this.#drop(this.#table.get(s.row, c));
+    const last = keep > 0 ? this.#table.get(s.row, keep - 1) : -1;
+    // A private unpublished page's fill is this sequence's; a shared or published one stays full for the others.
+    if (last >= 0 && this.#pages.refs(last) === 1 && this.#prefix.linkOf(last) === 0)
+      this.#pages.setFill(last, n - (keep - 1) * P);
+    if (n < s.registered * P) {
+      s.registered = Math.floor(n / P);
+      s.link = s.registered > 0 ? this.#prefix.linkOf(this.#table.get(s.row, s.registered - 1)) : 0;
+      s.hashing = n === s.registered * P && s.hashing; // the ids of a partly kept registered page are gone
+    }
+    s.length = n;
+    this.#changed(s, "truncated");
   }
 
   /** Where one layer keeps its pages (addresses, HND strides), for a model that writes K and V in place. */
@@ -632,7 +663,7 @@ export class KVCache extends NativeObject {
     else this.#pages.free(page);
   }
 
-  /** Gives the row a private copy of its shared partial page at `column`. */
+  /** Gives the row a private copy of its shared (or published) partial page at `column`. */
   #copyOnWrite(row: number, column: number): void {
     const shared = this.#table.get(row, column);
     const copy = this.#takePage();
@@ -645,7 +676,7 @@ export class KVCache extends NativeObject {
       throw error;
     }
     this.#pages.setFill(copy, this.#pages.fillOf(shared));
-    this.#pages.release(shared); // others still hold it
+    this.#drop(shared); // others still hold it, or (cut by a truncate) the prefix cache keeps it
     this.#table.set(row, column, copy);
   }
 

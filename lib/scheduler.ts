@@ -18,7 +18,7 @@ import {
 } from "./errors";
 import { ModelOutputError, RequestTooLargeError, StepFailedError } from "./scheduler/errors";
 import { type SchedulerOptions, resolveOptions } from "./scheduler/options";
-import type { PoolShape, SchedulerCache, SchedulerPlan, SeqOf, StepRunner } from "./scheduler/ports";
+import type { PoolShape, SchedulerCache, SchedulerPlan, SeqOf, Speculation, StepRunner } from "./scheduler/ports";
 import { ArrivalQueue } from "./scheduler/queue";
 import {
   type ActiveRequest,
@@ -48,6 +48,7 @@ export type {
   PoolShape,
   SchedulerCache,
   SchedulerEngine,
+  Speculation,
   StepModel,
   StepRunner,
 } from "./scheduler/ports";
@@ -73,6 +74,18 @@ export class Scheduler<
   readonly #maxBatch: number;
   readonly #swap: boolean;
   readonly #watermark: number;
+  /** Chunked prefill's per-step token budget (null: off, prompts are written whole at admission). */
+  readonly #maxBatchedTokens: number | null;
+  /** Chunked mode: running requests whose known tokens are not all in the cache yet. */
+  readonly #prefilling = new Set<Entry<SeqOf<C>>>();
+  /** Chunked mode: this step's query tokens per row (decode rows 1), and the budget left. */
+  readonly #chunks = new Map<Entry<SeqOf<C>>, number>();
+  #budget = 0;
+  /** Speculative decoding's draft source (null: off), this step's drafts per row, and the counts so far. */
+  readonly #speculate: Speculation | null;
+  readonly #drafts = new Map<Entry<SeqOf<C>>, number[]>();
+  /** Draft tokens verified and accepted since the scheduler was made (speculate only). */
+  readonly speculation = { drafted: 0, accepted: 0 };
   readonly #queue = new ArrivalQueue<Entry<SeqOf<C>>>();
   /** In admission order: the last is the next preemption victim. */
   readonly #running: Entry<SeqOf<C>>[] = [];
@@ -102,6 +115,13 @@ export class Scheduler<
     this.#maxBatch = o.maxBatch;
     this.#swap = o.swap;
     this.#watermark = o.watermark;
+    this.#maxBatchedTokens = o.maxBatchedTokens;
+    this.#speculate = o.speculate;
+  }
+
+  /** Steps run through decodeChunks: chunked prefill, or draft verification, or both. */
+  get #chunked(): boolean {
+    return this.#maxBatchedTokens !== null || this.#speculate !== null;
   }
 
   /** The compute of a step: the runner given, or the HostStepRunner built from the engine and model. */
@@ -222,9 +242,12 @@ export class Scheduler<
   async #step(): Promise<StepReport> {
     const start = now();
     const r = emptyReport(this.#stepNo++);
+    this.#budget = this.#maxBatchedTokens ?? INT32_MAX;
     this.#reserveRunning(r);
+    if (this.#maxBatchedTokens !== null) this.#reserveChunks();
     if (r.preemptedBySwap + r.preemptedByRecompute === 0) this.#admit(r);
-    const batch = this.#running.slice();
+    // In chunked mode a prefilling request whose chunk did not fit the budget sits this step out.
+    const batch = this.#running.filter((e) => this.#slots.has(e));
     if (batch.length > 0) await this.#decode(batch, r);
     const s = this.#cache.stats();
     Object.assign(r, {
@@ -317,8 +340,16 @@ export class Scheduler<
   #reserveRunning(r: StepReport): void {
     for (let i = 0; i < this.#running.length; ) {
       const entry = this.#running[i]!;
+      if (this.#prefilling.has(entry)) {
+        i++; // its chunk comes after every decode row's slot (#reserveChunks)
+        continue;
+      }
       try {
-        this.#slots.set(entry, this.#appendNext(entry));
+        const drafts = this.#speculate ? this.#draftsOf(entry) : [];
+        this.#slots.set(entry, this.#appendNext(entry, drafts));
+        this.#chunks.set(entry, 1 + drafts.length);
+        if (drafts.length > 0) this.#drafts.set(entry, drafts);
+        this.#budget -= 1 + drafts.length;
         i++;
       } catch (error) {
         if (!(error instanceof OutOfPagesError)) {
@@ -339,7 +370,12 @@ export class Scheduler<
       if (!entry) return;
       let ok: boolean;
       try {
-        ok = entry.state === "swapped" ? this.#resume(entry, r) : this.#start(entry, r);
+        ok =
+          entry.state === "swapped"
+            ? this.#resume(entry, r)
+            : this.#maxBatchedTokens !== null
+              ? this.#startChunked(entry, r)
+              : this.#start(entry, r);
       } catch (error) {
         this.#queue.shift();
         this.#fail(entry, error, r);
@@ -371,6 +407,7 @@ export class Scheduler<
 
   /** Swaps a preempted request back in and reserves its next slot; false (and no change) if no room. */
   #resume(entry: Entry<SeqOf<C>>, r: StepReport): boolean {
+    if (this.#maxBatchedTokens !== null && this.#budget <= 0) return false;
     const need = pagesFor(entry.contextLength + 1, this.#shape.pageSize);
     if (!this.#roomFor(need)) return false;
     try {
@@ -387,6 +424,8 @@ export class Scheduler<
       return false;
     }
     r.swapIns++;
+    this.#chunks.set(entry, 1);
+    this.#budget--;
     return true;
   }
 
@@ -423,6 +462,8 @@ export class Scheduler<
     if (length - 1 > hit) this.#runner.prefill(entry, seq, slots.subarray(0, slots.length - 1), hit, length - 1);
     entry.contextLength = length - 1;
     this.#slots.set(entry, slots.subarray(slots.length - 1));
+    this.#chunks.set(entry, 1);
+    this.#budget--;
     entry.prefixHitTokens += hit;
     r.prefixHitTokens += hit;
     r.prefillTokens += length - 1 - hit;
@@ -430,31 +471,127 @@ export class Scheduler<
     return true;
   }
 
+  /**
+   * Chunked mode: the next chunk of each prefilling request, oldest first, while the step's token budget
+   * lasts. A chunk that finds no pages waits for a later step (decode rows are never preempted for it).
+   */
+  #reserveChunks(): void {
+    for (const entry of this.#running) {
+      if (!this.#prefilling.has(entry) || this.#budget <= 0) continue;
+      const n = Math.min(entry.tokens.length - entry.contextLength, this.#budget);
+      try {
+        this.#reserveChunk(entry, n);
+      } catch (error) {
+        if (!(error instanceof OutOfPagesError)) throw error;
+      }
+    }
+  }
+
+  /** Appends tokens contextLength .. contextLength + n of a prefilling request as this step's chunk. */
+  #reserveChunk(entry: Entry<SeqOf<C>>, n: number): void {
+    const from = entry.contextLength;
+    const slots = this.#cache.append(entry.seq!, entry.knownTokens ? entry.tokens.slice(from, from + n) : n);
+    this.#slots.set(entry, slots);
+    this.#chunks.set(entry, n);
+    this.#budget -= n;
+  }
+
+  /**
+   * Chunked mode's admission: a sequence (with its prefix-cache hit) and its first chunk, as much of the
+   * rest of its known tokens as the budget leaves; the chunk's attention runs in this step with the
+   * decode rows. False (and the sequence released) without budget or pages.
+   */
+  #startChunked(entry: Entry<SeqOf<C>>, r: StepReport): boolean {
+    if (this.#budget <= 0) return false;
+    const length = entry.tokens.length;
+    let seq: SeqOf<C>;
+    try {
+      seq = entry.knownTokens
+        ? this.#cache.createSequence({ tokens: entry.tokens.slice(0, length - 1) })
+        : this.#cache.createSequence();
+    } catch (error) {
+      if (this.#notNow(error)) return false;
+      throw error;
+    }
+    const hit = prefixHit(seq);
+    const n = Math.min(length - hit, this.#budget);
+    const need = pagesFor(hit + n, this.#shape.pageSize) - Math.floor(hit / this.#shape.pageSize);
+    if (!this.#roomFor(need)) {
+      this.#cache.release(seq);
+      return false;
+    }
+    entry.seq = seq;
+    entry.contextLength = hit;
+    try {
+      this.#reserveChunk(entry, n);
+    } catch (error) {
+      entry.seq = null;
+      entry.contextLength = 0;
+      this.#cache.release(seq);
+      if (error instanceof OutOfPagesError) return false;
+      throw error;
+    }
+    this.#prefilling.add(entry);
+    entry.prefixHitTokens += hit;
+    r.prefixHitTokens += hit;
+    if (entry.preemptions === 0) r.admitted++;
+    return true;
+  }
+
   /** One decode step of the batch through the runner (plan once, every layer, sample), then its tokens. */
   async #decode(batch: Entry<SeqOf<C>>[], r: StepReport): Promise<void> {
     const n = batch.length;
-    const slots = new Int32Array(n);
-    for (let i = 0; i < n; i++) slots[i] = this.#slots.get(batch[i]!)![0]!;
+    const chunked = this.#chunked;
+    const everyToken = this.#speculate !== null;
+    const drafts = new Map(this.#drafts);
+    this.#drafts.clear();
+    const queryLengths = new Int32Array(n);
+    for (let i = 0; i < n; i++) queryLengths[i] = chunked ? this.#chunks.get(batch[i]!)! : 1;
+    const slots = new Int32Array(queryLengths.reduce((a, b) => a + b, 0));
+    for (let i = 0, at = 0; i < n; at += queryLengths[i]!, i++)
+      slots.set(this.#slots.get(batch[i]!)!.subarray(0, queryLengths[i]!), at);
     this.#slots.clear();
+    this.#chunks.clear();
     this.#inFlight = new Set(batch);
     try {
-      const result = await this.#runner.decode(
-        batch,
-        batch.map((e) => e.seq!),
-        slots,
-      );
+      const sequences = batch.map((e) => e.seq!);
+      const result = chunked
+        ? await this.#runner.decodeChunks!(batch, sequences, queryLengths, slots, {
+            everyToken,
+            drafts: everyToken ? batch.map((e) => drafts.get(e)) : undefined,
+          })
+        : await this.#runner.decode(batch, sequences, slots);
       r.planMs = result.planMs;
       r.kernel = result.kernel;
       // Checked whole before any request takes a token: a bad sample fails the step, never one request half-way.
-      const tokens = checkSampled(result.tokens, n, this.#runner.vocab);
+      const tokens = checkSampled(result.tokens, everyToken ? slots.length : n, this.#runner.vocab);
       r.batch = n;
       const at = now(); // every row's token reaches its client now
-      for (let i = 0; i < n; i++) {
+      for (let i = 0, query = 0; i < n; query += queryLengths[i]!, i++) {
         const entry = batch[i]!;
-        r.contextTokens += entry.contextLength + 1;
+        const row = everyToken ? Array.prototype.slice.call(tokens, query, query + queryLengths[i]!) : [tokens[i]!];
+        r.contextTokens += entry.contextLength + queryLengths[i]!;
         if (entry.state !== "running") continue; // cancelled while the step ran
+        if (this.#prefilling.has(entry)) {
+          // A chunk: its tokens' K/V are in the cache now; the one that reaches the last known token
+          // is that token's decode, whose sample is the request's next token.
+          const reached = entry.contextLength + queryLengths[i]!;
+          r.prefillTokens += queryLengths[i]! - (reached === entry.tokens.length ? 1 : 0);
+          if (reached < entry.tokens.length) {
+            entry.contextLength = reached;
+            continue;
+          }
+          this.#prefilling.delete(entry);
+          entry.contextLength = reached - 1;
+        }
+        const verified = drafts.get(entry);
+        if (verified) {
+          const end = this.#acceptDrafts(entry, verified, row, at, r);
+          if (end) this.#finish(entry, end, r);
+          continue;
+        }
         const first = entry.generated === 0;
-        const end = entry.take(tokens[i]!, r.step, at);
+        const end = entry.take(row.at(-1)!, r.step, at);
         if (first) r.ttftMs.push(entry.ttftMs!);
         else r.itlMs.push(entry.itlMs.at(-1)!);
         if (end) this.#finish(entry, end, r);
@@ -482,15 +619,57 @@ export class Scheduler<
 
   readonly #slots = new Map<Entry<SeqOf<C>>, Int32Array>();
 
-  #appendNext(entry: Entry<SeqOf<C>>): Int32Array {
+  /** The slot of a running request's next token, and its drafts' after it (without pages for them: none). */
+  #appendNext(entry: Entry<SeqOf<C>>, drafts: number[] = []): Int32Array {
     const token = entry.tokens[entry.contextLength]!;
+    if (drafts.length > 0) {
+      try {
+        return this.#cache.append(entry.seq!, entry.knownTokens ? [token, ...drafts] : 1 + drafts.length);
+      } catch (error) {
+        if (!(error instanceof OutOfPagesError)) throw error;
+        drafts.length = 0; // no room to verify: a plain decode row this step
+      }
+    }
     return this.#cache.append(entry.seq!, entry.knownTokens ? [token] : 1);
+  }
+
+  /** Up to the draft source's count of guesses for a decode row, within its tokens left and the budget. */
+  #draftsOf(entry: Entry<SeqOf<C>>): number[] {
+    const count = Math.min(this.#speculate!.maxDraftTokens, entry.maxTokens - entry.generated - 1, this.#budget - 1);
+    if (count <= 0) return [];
+    const given = this.#speculate!.draft(entry, count);
+    const length = (given as { length?: unknown } | null)?.length;
+    if (typeof given !== "object" || given === null || typeof length !== "number")
+      throw new ModelOutputError(`speculate.draft returned ${show(given)}, not an array of token ids`);
+    const drafts = Array.from(given).slice(0, count);
+    checkSampled(drafts, drafts.length, this.#runner.vocab);
+    return drafts;
+  }
+
+  /**
+   * A verified row: its drafts up to the first the model disagrees with are accepted, with the model's
+   * token after them; the rejected drafts' K/V are rolled back first. Returns why the request ends, if it does.
+   */
+  #acceptDrafts(entry: Entry<SeqOf<C>>, drafts: number[], sampled: ArrayLike<number>, at: number, r: StepReport) {
+    let accepted = 0;
+    while (accepted < drafts.length && drafts[accepted] === sampled[accepted]) accepted++;
+    this.speculation.drafted += drafts.length;
+    this.speculation.accepted += accepted;
+    this.#cache.truncate!(entry.seq!, entry.contextLength + 1 + accepted);
+    let end: "stop" | "length" | null = null;
+    for (let j = 0; j <= accepted && end === null; j++) {
+      const first = entry.generated === 0;
+      end = entry.take(sampled[j]!, r.step, at);
+      if (first) r.ttftMs.push(entry.ttftMs!);
+      else r.itlMs.push(entry.itlMs.at(-1)!);
+    }
+    return end;
   }
 
   #preempt(victim: Entry<SeqOf<C>>, r: StepReport): void {
     victim.preemptions++;
     let swapped = false;
-    if (this.#swap) {
+    if (this.#swap && !this.#prefilling.has(victim)) {
       try {
         this.#cache.swapOut(victim.seq!);
         swapped = true;
@@ -548,6 +727,9 @@ export class Scheduler<
     const seq = entry.seq;
     entry.seq = null;
     this.#slots.delete(entry);
+    this.#chunks.delete(entry);
+    this.#prefilling.delete(entry);
+    this.#drafts.delete(entry);
     if (seq === null) return;
     if (failed && this.#cache.discard) this.#cache.discard(seq);
     else this.#cache.release(seq);

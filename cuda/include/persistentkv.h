@@ -429,6 +429,33 @@ pkv_status pkv_buffer_copy_rows(pkv_buffer *dst, uint64_t dst_offset, uint64_t d
 pkv_status pkv_decode_plan_copy(pkv_decode_engine *src, pkv_decode_engine *dst, pkv_kvpool *dst_pool,
                                 pkv_plan_info *info);
 
+/* ---- several query tokens per row: speculative verification and chunked prefill ----------------
+ * A row may bring q_len >= 1 new tokens, the newest q_len of its context: its query token j sits at
+ * position seq_len - q_len + j and attends to context positions 0 .. that position (causal among the
+ * new tokens). q, out are [total query tokens][num_qo_heads][head_dim], rows in batch order (row b's
+ * tokens start at the sum of the earlier rows' q_len); lse is float [total query tokens][num_qo_heads].
+ * Rows of q_len 1 run on the decode kernels exactly as pkv_decode_plan runs them; longer rows run on the
+ * multi-query kernels. Both share one plan: the run entries (pkv_decode_run, _run_device) take it.
+ * A multi-query run cannot be captured into a graph (its buffers may move between plans). */
+#define PKV_KERNEL_MULTIQUERY 2 /* pkv_plan_info.kernel of a plan with a row of q_len > 1 */
+
+/* The reference: as pkv_reference_decode with row b's query tokens q_indptr[b] .. q_indptr[b+1]
+ * (q_indptr[0] = 0, non-decreasing, each row's count <= its seq_len). */
+pkv_status pkv_reference_multiquery(const pkv_attention_shape *shape, int32_t batch, const int32_t *q_indptr,
+                                    const int32_t *page_indptr, const int32_t *page_indices, const int32_t *seq_lens,
+                                    const void *k_pages, const void *v_pages, int32_t num_pages, const void *q,
+                                    void *out, float *lse);
+/* As pkv_decode_plan, with q_lens[b] in 1..seq_lens[b] query tokens for row b (NULL: 1 each, which is
+ * pkv_decode_plan). seq_lens count the new tokens, which the caller has written to the pool first. */
+pkv_status pkv_decode_plan_q(pkv_decode_engine *engine, pkv_kvpool *pool, int32_t batch, const int32_t *rows,
+                             const int32_t *seq_lens, const int32_t *q_lens, int32_t policy, pkv_plan_info *info);
+/* The query tokens (q and out rows) of the engine's current plan: the sum of its q_lens. */
+pkv_status pkv_decode_plan_query_tokens(pkv_decode_engine *engine, int32_t plan_id, int32_t *out);
+/* The dense tensor-core rate the multi-query kernels' instruction reaches (mma.m16n8k16, dtype operands,
+ * fp32 accumulators, operands in registers: an upper bound of any mma.sync matrix multiply), in TFLOP/s,
+ * median of `iterations` timed launches over every multiprocessor. CUDA backend only. */
+pkv_status pkv_probe_mma_tflops(pkv_runtime *rt, int32_t dtype, int32_t iterations, double *tflops);
+
 #ifdef __cplusplus
 }
 #endif

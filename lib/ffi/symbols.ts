@@ -112,6 +112,14 @@ export const symbols = {
     returns: status,
   },
   pkv_decode_plan_copy: { args: [handle, handle, handle, out], returns: status },
+  // ---- several query tokens per row (speculative verification, chunked prefill)
+  pkv_reference_multiquery: {
+    args: [host, T.i32, host, host, host, host, host, host, T.i32, host, host, host],
+    returns: status,
+  },
+  pkv_decode_plan_q: { args: [handle, handle, T.i32, host, host, host, T.i32, out], returns: status },
+  pkv_decode_plan_query_tokens: { args: [handle, T.i32, out], returns: status },
+  pkv_probe_mma_tflops: { args: [handle, T.i32, T.i32, out], returns: status },
 } as const;
 
 export type Symbols = typeof symbols;

@@ -86,21 +86,84 @@ export class HostStepRunner<C, Seq, P extends SchedulerPlan = SchedulerPlan> imp
 
   /** Runs the whole step before returning: on the host there is nothing to overlap it with. */
   async decode(batch: readonly ActiveRequest[], sequences: readonly Seq[], slots: Int32Array): Promise<DecodeResult> {
-    const n = batch.length;
+    const { plan, kernel, planMs } = this.#plan(sequences);
+    const last = this.#layers(plan, batch, slots, this.#viewsFor(batch.length));
+    return { tokens: this.#model.sample(batch, last), kernel, planMs };
+  }
+
+  #plan(sequences: readonly Seq[], qLens?: Int32Array): { plan: P; kernel: string; planMs: number } {
     const planStart = now();
-    const plan = this.#engine.plan(this.#cache, sequences);
+    const plan = qLens
+      ? this.#engine.plan(this.#cache, sequences, { qLens })
+      : this.#engine.plan(this.#cache, sequences);
     const planMs = now() - planStart;
     const kernel = typeof plan.kernel === "number" ? (KERNELS[plan.kernel] ?? String(plan.kernel)) : plan.kernel;
-    const { q, k, v, out } = this.#viewsFor(n);
+    return { plan, kernel, planMs };
+  }
+
+  /** Every layer: the model's q, k, v of `rows`, K/V into `slots`, attention; the last layer's output. */
+  #layers(plan: P, rows: readonly ActiveRequest[], slots: Int32Array, { q, k, v, out }: Views): Uint16Array {
     let previous: Uint16Array | null = null;
     for (let layer = 0; layer < this.#shape.numLayers; layer++) {
       const output = layer % 2 === 0 ? out[0] : out[1];
-      this.#model.forward(batch, layer, previous, q, k, v);
+      this.#model.forward(rows, layer, previous, q, k, v);
       this.#cache.writeKV(layer, slots, k, v);
       this.#engine.run(plan, layer, q, output);
       previous = output;
     }
-    return { tokens: this.#model.sample(batch, previous!), kernel, planMs };
+    return previous!;
+  }
+
+  /**
+   * A chunked step: every query token of every row is a row of the model's forward (a view of its
+   * request at that position), so one forward per layer fills q, k and v of all of them; the engine
+   * attends over each row's context causally (a plan with qLens); each row samples from its last token.
+   */
+  async decodeChunks(
+    batch: readonly ActiveRequest[],
+    sequences: readonly Seq[],
+    queryLengths: Int32Array,
+    slots: Int32Array,
+    options: { everyToken?: boolean; drafts?: readonly (readonly number[] | undefined)[] } = {},
+  ): Promise<DecodeResult> {
+    const { plan, kernel, planMs } = this.#plan(sequences, queryLengths);
+    const tokens: ActiveRequest[] = [];
+    const last: ActiveRequest[] = [];
+    batch.forEach((request, i) => {
+      const drafts = options.drafts?.[i];
+      const known = drafts?.length ? { ...request, tokens: [...request.tokens, ...drafts] } : request;
+      for (let j = 0; j < queryLengths[i]!; j++) tokens.push(at(known, request.contextLength + j));
+      last.push(tokens.at(-1)!);
+    });
+    const previous = this.#layers(plan, tokens, slots, this.#chunkViews(tokens.length));
+    if (options.everyToken) return { tokens: this.#model.sample(tokens, previous), kernel, planMs };
+    // Each row's last query token's output, [batch][Hq][d], for sample.
+    const qRow = this.#shape.numQoHeads * this.#shape.headDim;
+    const lastOut = new Uint16Array(batch.length * qRow);
+    for (let i = 0, row = 0; i < batch.length; row += queryLengths[i]!, i++)
+      lastOut.set(previous.subarray((row + queryLengths[i]! - 1) * qRow, (row + queryLengths[i]!) * qRow), i * qRow);
+    return { tokens: this.#model.sample(last, lastOut), kernel, planMs };
+  }
+
+  // Chunked steps' arrays, grown to the most query tokens a step has had.
+  #chunk: Views | null = null;
+  #chunkViews(n: number): Views {
+    const qRow = this.#shape.numQoHeads * this.#shape.headDim,
+      kvRow = this.#shape.numKvHeads * this.#shape.headDim;
+    if (!this.#chunk || this.#chunk.q.length < n * qRow)
+      this.#chunk = {
+        q: new Uint16Array(n * qRow),
+        k: new Uint16Array(n * kvRow),
+        v: new Uint16Array(n * kvRow),
+        out: [new Uint16Array(n * qRow), new Uint16Array(n * qRow)],
+      };
+    const c = this.#chunk;
+    return {
+      q: c.q.subarray(0, n * qRow),
+      k: c.k.subarray(0, n * kvRow),
+      v: c.v.subarray(0, n * kvRow),
+      out: [c.out[0].subarray(0, n * qRow), c.out[1].subarray(0, n * qRow)],
+    };
   }
 
   #viewsFor(n: number): Views {
@@ -123,4 +186,10 @@ export class HostStepRunner<C, Seq, P extends SchedulerPlan = SchedulerPlan> imp
     }
     return views;
   }
+}
+
+/** A request as the model sees it at query position `position` (its context holds the tokens before it). */
+function at(request: ActiveRequest, position: number): ActiveRequest {
+  const { id, tokens, promptLength, generated } = request;
+  return { id, tokens, promptLength, generated, contextLength: position };
 }

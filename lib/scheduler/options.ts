@@ -10,6 +10,7 @@ import type {
   SchedulerEngine,
   SchedulerPlan,
   SeqOf,
+  Speculation,
   StepModel,
   StepRunner,
 } from "./ports";
@@ -24,6 +25,19 @@ interface CommonOptions {
    * an admission does not force a preemption on the very next step.
    */
   watermarkPages?: number;
+  /**
+   * Chunked prefill (like vLLM's max_num_batched_tokens): a step's query tokens, decode rows (1 each)
+   * and prompt chunks together, at most this many (at least maxBatch). Prompts (and the suffix after a
+   * prefix hit) then run through the attention engine in chunks mixed with decode rows, instead of being
+   * written whole at admission. Needs a runner with decodeChunks (the host runner has it). Default: off.
+   */
+  maxBatchedTokens?: number;
+  /**
+   * Speculative decoding: a draft source whose guesses each decode row verifies in one multi-query row
+   * per step; rejected drafts are rolled back (cache.truncate). Needs a runner with decodeChunks and a
+   * cache with truncate. Default: off.
+   */
+  speculate?: Speculation;
 }
 
 /** A runner of the caller's (the device path, or any other): the scheduler only decides who runs. */
@@ -61,6 +75,8 @@ export interface ResolvedOptions<C extends SchedulerCache<any>> {
   maxBatch: number;
   swap: boolean;
   watermark: number;
+  maxBatchedTokens: number | null;
+  speculate: Speculation | null;
 }
 
 const bad = (message: string) => new InvalidArgumentError(Status.INVALID_ARGUMENT, `Scheduler: ${message}`);
@@ -123,7 +139,20 @@ export function resolveOptions<C extends SchedulerCache<any>, P extends Schedule
         maxBatch,
       })
     : options.runner!;
-  return { cache, runner, shape, maxBatch, swap: options.swap ?? true, watermark };
+  let maxBatchedTokens: number | null = null;
+  if (options.maxBatchedTokens !== undefined) {
+    maxBatchedTokens = checkCount("Scheduler", "maxBatchedTokens", options.maxBatchedTokens, maxBatch, INT32_MAX);
+    if (typeof runner.decodeChunks !== "function") throw bad("maxBatchedTokens needs a runner with decodeChunks()");
+  }
+  const speculate = options.speculate ?? null;
+  if (speculate !== null) {
+    if (typeof speculate !== "object" || typeof speculate.draft !== "function")
+      throw bad(`speculate ${show(speculate)} has no draft() method`);
+    checkCount("Scheduler", "speculate.maxDraftTokens", speculate.maxDraftTokens, 1, 64);
+    if (typeof runner.decodeChunks !== "function") throw bad("speculate needs a runner with decodeChunks()");
+    checkMethods("cache", cache, ["truncate"]);
+  }
+  return { cache, runner, shape, maxBatch, swap: options.swap ?? true, watermark, maxBatchedTokens, speculate };
 }
 
 /** Every size a count, maxPagesPerSequence defaulted to the pool; the model's sizes too on the host path. */

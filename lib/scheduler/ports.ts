@@ -21,6 +21,20 @@ export interface SchedulerCache<Seq> {
   swapOut(seq: Seq): void;
   swapIn(seq: Seq): void;
   stats(): CacheStats;
+  /** Optional: rolls a sequence back to its first newLength tokens (speculative decoding's rejected drafts). */
+  truncate?(seq: Seq, newLength: number): void;
+}
+
+/**
+ * Speculative decoding's draft source (the Scheduler's `speculate` option): each step, each decode row
+ * may bring up to maxDraftTokens guesses of its next tokens; the step verifies them (all in one
+ * multi-query row) and keeps the longest prefix the model agrees with, plus the model's own next token.
+ */
+export interface Speculation {
+  /** Most draft tokens per row and step (1..64). */
+  maxDraftTokens: number;
+  /** Up to `count` guessed next tokens of the request (after its last token); fewer, or none, is fine. */
+  draft(request: ActiveRequest, count: number): ArrayLike<number>;
 }
 
 /** The sequence type of a cache. */
@@ -32,7 +46,8 @@ export interface SchedulerPlan {
 
 /** Generic over the cache type C: the engine reads the cache's own internals (pool, block-table rows). */
 export interface SchedulerEngine<C, Seq, P extends SchedulerPlan> {
-  plan(cache: C, sequences: readonly Seq[]): P;
+  /** With qLens (chunked steps), row i brings qLens[i] query tokens (DecodeEngine.plan's option). */
+  plan(cache: C, sequences: readonly Seq[], options?: { qLens?: ArrayLike<number> }): P;
   run(plan: P, layer: number, q: Uint16Array, out: Uint16Array): void;
 }
 
@@ -100,6 +115,24 @@ export interface StepRunner<Seq> {
    * in every layer; resolves to one sampled token per row. Rejects if the step failed.
    */
   decode(batch: readonly ActiveRequest[], sequences: readonly Seq[], slots: Int32Array): Promise<DecodeResult>;
+  /**
+   * Optional: one step of rows with several query tokens each (chunked prefill mixed with decode rows,
+   * the Scheduler's maxBatchedTokens). Row i's queryLengths[i] tokens, at positions
+   * batch[i].contextLength onwards, are written to its run of `slots` (rows in order) in every layer and
+   * attend causally over the row's context; resolves to one token per row, sampled after its last query
+   * token (the scheduler keeps it only for a row that reached the end of its known tokens).
+   */
+  decodeChunks?(
+    batch: readonly ActiveRequest[],
+    sequences: readonly Seq[],
+    queryLengths: Int32Array,
+    slots: Int32Array,
+    /**
+     * everyToken: one sampled token per query token (row 0's queries first), to verify drafts; drafts:
+     * row i's draft tokens, its queries after its last known token (not in request.tokens).
+     */
+    options?: { everyToken?: boolean; drafts?: readonly (readonly number[] | undefined)[] },
+  ): Promise<DecodeResult>;
   /** Optional: the most rows a step may have (its buffers' size); bounds and defaults the scheduler's maxBatch. */
   readonly maxBatch?: number;
   /** Optional: the most context tokens a request may reach. */

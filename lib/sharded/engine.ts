@@ -4,7 +4,7 @@
 // Each shard then runs its heads on its own device's stream; outputs stay per device in the caller's
 // tensor-parallel layout unless a gather onto one device is asked for.
 import { NativeBuffer, streamHandle } from "../buffers";
-import type { DecodeEngine, Plan } from "../engine";
+import type { DecodeEngine, Plan, PlanKernel } from "../engine";
 import { type CreateDecodeEngineOptions, resolveEngineOptions } from "../engine-options";
 import { InvalidArgumentError, Status, StalePlanError } from "../errors";
 import { check } from "../ffi/call";
@@ -12,7 +12,7 @@ import { PLAN_INFO } from "../ffi/layouts";
 import { native } from "../ffi/loader";
 import type { Sequence } from "../kvcache";
 import type { Stream } from "../streams";
-import type { DecodeKernel, DecodePolicy } from "../types";
+import type { DecodePolicy } from "../types";
 import { checkCount, checkOptions, show } from "../validate";
 import { ShardedKVCache } from "./cache";
 import { type HeadLayout, copyHeads, layoutHeads, queryHeadsPerShard } from "./heads";
@@ -28,7 +28,7 @@ export class ShardedPlan {
     readonly leader: Plan,
     readonly ids: Int32Array,
   ) {}
-  get kernel(): DecodeKernel {
+  get kernel(): PlanKernel {
     return this.leader.kernel;
   }
   get batch(): number {
@@ -104,8 +104,15 @@ export class ShardedDecodeEngine implements Disposable {
     return this.engines.length;
   }
 
-  /** Plans the step once (shard 0) and installs that plan on every other shard. Never waits for a GPU. */
-  plan(cache: ShardedKVCache, sequences: readonly Sequence[], options?: { policy?: DecodePolicy }): ShardedPlan {
+  /**
+   * Plans the step once (shard 0) and installs that plan on every other shard. Never waits for a GPU.
+   * Rows of several query tokens (qLens) are planned by shard 0 and refused by the copy (UnsupportedError).
+   */
+  plan(
+    cache: ShardedKVCache,
+    sequences: readonly Sequence[],
+    options?: { policy?: DecodePolicy; qLens?: ArrayLike<number> },
+  ): ShardedPlan {
     if (!(cache instanceof ShardedKVCache) || cache.runtime !== this.runtime)
       throw new InvalidArgumentError(
         Status.INVALID_ARGUMENT,

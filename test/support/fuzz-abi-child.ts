@@ -137,6 +137,7 @@ interface PlanState {
   q: Uint16Array;
   expected: Map<number, Uint16Array>; // each layer's first output since the pool's contents last changed
   version: number; // the pool's version that `expected` holds outputs of
+  multiquery?: boolean; // a row has several query tokens: such plans are not copied to other engines
 }
 interface EngineState {
   hq: number;
@@ -1029,6 +1030,90 @@ op(2, () => {
   } else if (chance(0.5)) call("valid", "pkv_decode_set_policy_table", asPtr(h), table, cells);
   else call("valid", "pkv_decode_set_policy_table", asPtr(h), chance(0.5) ? table : null, 0); // clears it
 });
+op(4, () => {
+  // plans with several query tokens per row, and the plan's query-token count
+  const eh = pick(live.engine),
+    e = engines.get(eh)!;
+  const fitting = live.pool.filter((p) => poolFits(e, pools.get(p)!));
+  if (!fitting.length) return;
+  const ph = pick(fitting),
+    p = pools.get(ph)!;
+  const batch = int(1, Math.min(e.maxBatch, p.rows));
+  const rows = Int32Array.from({ length: batch }, () => int(0, p.rows - 1));
+  const lens = Int32Array.from({ length: batch }, () => int(1, Math.min(p.width * p.pageSize, 160)));
+  const qLens = lens.map((len) => int(1, Math.min(len, 20)));
+  const info = new Int32Array(10);
+  const args: unknown[] = [asPtr(eh), asPtr(ph), batch, rows, lens, qLens, -1, info];
+  const b = int(0, batch - 1);
+  const r = int(0, 6);
+  if (r === 0) args[0] = badHandle("engine");
+  else if (r === 1) args[2] = pick([0, -1, e.maxBatch + 1, 2 ** 31 - 1]);
+  else if (r === 2) args[pick([3, 4, 7])] = null;
+  else if (r === 3) qLens[b] = pick([0, -1, lens[b]! + 1, 2 ** 31 - 1]);
+  else if (r === 4) args[6] = pick([-2, 3, 2 ** 31 - 1]);
+  else if (r === 5) {
+    const id = pick([-1, 0, (e.plan?.id ?? 0) + 1000]);
+    return void call(
+      "bad",
+      "pkv_decode_plan_query_tokens",
+      pick([badHandle("engine"), asPtr(eh)]),
+      id,
+      new Int32Array(1),
+    );
+  } else {
+    call("valid", "pkv_decode_plan_q", ...args);
+    const tokens = new Int32Array(1);
+    call("valid", "pkv_decode_plan_query_tokens", asPtr(eh), info[4]!, tokens);
+    const q = new Uint16Array(tokens[0]! * e.hq * e.dim).map((_, i) => 0x3000 + ((i * 37) & 0x7ff));
+    e.plan = { id: info[4]!, pool: ph, batch: tokens[0]!, q, expected: new Map(), version: p.version };
+    e.plan.multiquery = tokens[0]! > batch;
+    return;
+  }
+  call("bad", "pkv_decode_plan_q", ...args);
+});
+op(1, () => {
+  // the tensor-core probe: refused on the CPU backend, and with bad arguments anywhere
+  const args: unknown[] = [asPtr(rt), pick([0, 1]), int(1, 3), new Float64Array(1)];
+  const r = int(0, 3);
+  if (r === 0) args[0] = badHandle("runtime");
+  else if (r === 1) args[1] = pick([-1, 2, 2 ** 31 - 1]);
+  else if (r === 2) args[2] = pick([0, -1, 1001]);
+  else if (r === 3) args[3] = null;
+  call("bad", "pkv_probe_mma_tflops", ...args);
+});
+op(2, () => {
+  // the multi-query reference: each row's query count 0..its length
+  const a = referenceArgs();
+  const hq = new Int32Array(a.shape.buffer)[0]!,
+    dim = new Int32Array(a.shape.buffer)[2]!;
+  const qIndptr = new Int32Array(a.batch + 1);
+  for (let b = 0; b < a.batch; b++) qIndptr[b + 1] = qIndptr[b]! + int(0, Math.min(a.lens[b]!, 3));
+  const tokens = qIndptr[a.batch]!;
+  const q = new Uint16Array(Math.max(1, tokens) * hq * dim).fill(0x3c00);
+  const args: unknown[] = [
+    a.shape,
+    a.batch,
+    qIndptr,
+    a.indptr,
+    a.indices,
+    a.lens,
+    a.k,
+    a.v,
+    a.numPages,
+    q,
+    new Uint16Array(q.length),
+    new Float32Array(Math.max(1, tokens) * hq),
+  ];
+  const r = int(0, 5);
+  if (r === 0) args[0] = null;
+  else if (r === 1) args[pick([2, 3, 5])] = null;
+  else if (r === 2) qIndptr[0] = pick([1, -1]);
+  else if (r === 3)
+    qIndptr[a.batch] = qIndptr[a.batch - 1]! + a.lens[a.batch - 1]! + 1; // more queries than tokens
+  else if (r === 4) args[1] = pick([-1, -(2 ** 31)]);
+  else return void call("valid", "pkv_reference_multiquery", ...args);
+  call("bad", "pkv_reference_multiquery", ...args);
+});
 op(8, () => {
   // plans
   const eh = pick(live.engine),
@@ -1640,6 +1725,7 @@ op(2, () => {
     live.engine.push(dst);
     engines.set(dst, { hq: e.hq, heads: e.heads, dim: e.dim, pageSize: e.pageSize, maxBatch: e.maxBatch });
     const pool = createPool(rt, p.cfg);
+    if (plan.multiquery) return void call("bad", "pkv_decode_plan_copy", asPtr(src), asPtr(dst), asPtr(pool), info);
     call("valid", "pkv_decode_plan_copy", asPtr(src), asPtr(dst), asPtr(pool), info);
     const q = plan.q;
     engines.get(dst)!.plan = {

@@ -4,6 +4,7 @@
 #include <climits>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "../cpu/decode_cpu.h"
 #include "../gpu/decode_launch.h"
@@ -12,6 +13,9 @@
 #include "engine_settings.h"
 #include "internal.h"
 #include "kvpool.h"
+#include "multiquery_state.h"
+#include "../cpu/multiquery_cpu.h"
+#include "../gpu/multiquery_launch.h"
 #include "plan.h"
 #include "policy.h"
 #include "shape.h"
@@ -34,6 +38,8 @@ constexpr int32_t kCpuWave = 396;
 constexpr int32_t kMinSplitTokens = 128;  // measured: 64-token splits were slower at 512-2048 tokens
 constexpr int32_t kDeltaReserve = 4096;  // table entries one step uploads with the plan in one copy
 constexpr int32_t kMaxBatch = 1 << 20;  // rows are packed into 20 bits of the planner's sort key
+// No multi-query split shorter: a split writes and re-reads 64 rows of fp32 partials.
+constexpr int32_t kMinMqSplitTokens = 256;
 
 }  // namespace
 
@@ -87,6 +93,7 @@ struct pkv_decode_engine {
   int32_t num_tasks;
   int32_t num_deltas;
   int32_t grid;
+  pkv::MqState *mq = nullptr;  // plans with rows of several query tokens (multiquery_state.h)
 };
 
 namespace {
@@ -110,6 +117,7 @@ void free_engine(pkv_decode_engine *e) {
   pkv::raw_free(rt, PKV_MEM_DEVICE, e->io_device);
   if (e->plan_ready) cudaEventDestroy(e->plan_ready);
   if (e->foreign_runs_done) cudaEventDestroy(e->foreign_runs_done);
+  pkv::free_mq_state(rt, e->mq);
   delete e;
 }
 
@@ -380,8 +388,10 @@ void cpu_run(pkv_decode_engine *e, int32_t layer, const void *q, void *out, floa
   pkv::cpu_decode_run(decode_params(e, layer, e->plan_host, q, out, lse), e->cfg.head_dim, e->cfg.dtype, sm_scale_of(e));
 }
 
-pkv_status cuda_run(pkv_decode_engine *e, int32_t layer, const void *q, void *out, float *lse, cudaStream_t stream) {
-  const pkv::DecodeParams p = decode_params(e, layer, e->plan_device, q, out, lse);
+// A run on a stream other than the runtime's waits for the plan's upload, and the next plan's upload
+// waits for the run (run_on_stream brackets the launches).
+template <class Launch>
+pkv_status run_on_stream(pkv_decode_engine *e, cudaStream_t stream, Launch launch) {
   // Inside a capture the ordering is the caller's: the graph replays after the plan it was captured
   // with was uploaded, and no event of ours may join the graph.
   const bool foreign = stream != e->rt->stream && !pkv::is_capturing(e->rt, stream);
@@ -391,7 +401,7 @@ pkv_status cuda_run(pkv_decode_engine *e, int32_t layer, const void *q, void *ou
     e->plan_ready_recorded = true;
   }
   if (foreign) PKV_CUDA_TRY(cudaStreamWaitEvent(stream, e->plan_ready, 0));
-  PKV_TRY(pkv::launch_decode(e->kernel, e->body, e->cfg.dtype, e->cfg.head_dim, p, e->grid, stream));
+  PKV_TRY(launch());
   if (foreign) {
     // The next plan's upload overwrites the device image: it waits for this run first (on the GPU).
     PKV_CUDA_TRY(cudaEventRecord(e->foreign_runs_done, stream));
@@ -400,7 +410,61 @@ pkv_status cuda_run(pkv_decode_engine *e, int32_t layer, const void *q, void *ou
   return PKV_OK;
 }
 
-int64_t io_bytes(const pkv_decode_engine *e, int32_t batch) {
+pkv_status cuda_launch(pkv_decode_engine *e, int32_t layer, const void *q, void *out, float *lse, cudaStream_t stream) {
+  const pkv::DecodeParams p = decode_params(e, layer, e->plan_device, q, out, lse);
+  return pkv::launch_decode(e->kernel, e->body, e->cfg.dtype, e->cfg.head_dim, p, e->grid, stream);
+}
+
+pkv_status cuda_run(pkv_decode_engine *e, int32_t layer, const void *q, void *out, float *lse, cudaStream_t stream) {
+  return run_on_stream(e, stream, [&] { return cuda_launch(e, layer, q, out, lse, stream); });
+}
+
+bool is_multi(const pkv_decode_engine *e) { return e->mq && e->mq->active; }
+// q and out rows of the current plan: its query tokens.
+int64_t io_rows(const pkv_decode_engine *e) { return is_multi(e) ? e->mq->query_tokens : e->batch; }
+
+// A plan with a multi-query section: its decode rows gathered into contiguous rows for the decode
+// kernels (and their outputs scattered back), then the section's tasks and merges.
+pkv_status run_multi(pkv_decode_engine *e, int32_t layer, const void *q, void *out, float *lse, cudaStream_t stream) {
+  pkv::MqState &m = *e->mq;
+  const bool cuda = pkv::on_cuda(e->rt);
+  const int64_t row = (int64_t)e->cfg.num_qo_heads * e->cfg.head_dim * 2, lse_row = (int64_t)e->cfg.num_qo_heads * 4;
+  pkv::MqParams p;
+  p.k = pkv::layer_k(e->pool, layer);
+  p.v = pkv::layer_v(e->pool, layer);
+  p.table = e->pool->table_device;
+  p.table_stride = e->pool->config.max_pages_per_sequence;
+  p.image = pkv::mq_image(e->rt, m);
+  p.q = q;
+  p.out = out;
+  p.lse = lse;
+  p.partial = m.partial;
+  p.num_kv_heads = e->cfg.num_kv_heads;
+  p.group = e->group;
+  p.page_shift = e->page_shift;
+  p.scale_log2 = sm_scale_of(e) * 1.4426950408889634f;
+  auto launch = [&]() -> pkv_status {
+    if (m.num_decode > 0) {
+      char *dq = static_cast<char *>(m.decode_io), *dout = dq + m.num_decode * row;
+      float *dlse = lse ? reinterpret_cast<float *>(dout + m.num_decode * row) : nullptr;
+      PKV_TRY(pkv::move_decode_rows(e->rt, m, q, dq, row, true, stream));
+      if (cuda) PKV_TRY(cuda_launch(e, layer, dq, dout, dlse, stream));
+      else cpu_run(e, layer, dq, dout, dlse);
+      PKV_TRY(pkv::move_decode_rows(e->rt, m, dout, out, row, false, stream));
+      if (lse) PKV_TRY(pkv::move_decode_rows(e->rt, m, dlse, lse, lse_row, false, stream));
+    }
+    if (!cuda) {
+      pkv::cpu_multiquery_run(p, e->cfg.head_dim, e->cfg.dtype, sm_scale_of(e));
+      return PKV_OK;
+    }
+    // The host image holds the counts of the device image it was copied to.
+    const pkv::MqHeader &h = pkv::mq_header(m.host);
+    return pkv::launch_multiquery(e->cfg.dtype, e->cfg.head_dim, p, h.num_tasks, h.num_merges, stream);
+  };
+  return cuda ? run_on_stream(e, stream, launch) : launch();
+}
+
+int64_t io_bytes(const pkv_decode_engine *e, int64_t batch) {
   return (int64_t)batch * e->cfg.num_qo_heads * e->cfg.head_dim * 2;
 }
 
@@ -442,6 +506,8 @@ pkv_status pkv::copy_plan(pkv_decode_engine *src, pkv_decode_engine *dst, pkv_kv
   PKV_TRY(pkv::resolve(pool, pkv::Kind::KvPool, func, "dst_pool"));
   PKV_TRY(pkv::resolve(dst, pkv::Kind::DecodeEngine, func, "dst"));  // last: dst's device is current
   if (src == dst) return fail(PKV_ERR_INVALID_ARGUMENT, "%s: src and dst are the same engine", func);
+  if (src->mq && src->mq->active)
+    return fail(PKV_ERR_UNSUPPORTED, "%s: src's plan has rows of several query tokens; only decode plans are copied", func);
   if (!info) return fail(PKV_ERR_NULL_POINTER, "%s: info is NULL", func);
   // The image is only valid for an engine that would have built the same one: the same heads per
   // shard, page size, wave and tile (same GPU model), planner settings and room for the batch.
@@ -470,7 +536,10 @@ pkv_status pkv::copy_plan(pkv_decode_engine *src, pkv_decode_engine *dst, pkv_kv
   const pkv::PlanHeader &h = pkv::plan_header(src->plan_host);
   const int64_t used = 16 * ((int64_t)h.deltas_offset + h.num_deltas);
   Staging &st = dst->staging[cuda ? dst->next_staging : 0];
-  if (st.in_flight && cudaEventQuery(st.copied) != cudaSuccess) PKV_CUDA_TRY(cudaEventSynchronize(st.copied));
+  if (st.in_flight && cudaEventQuery(st.copied) != cudaSuccess) {
+    cudaGetLastError();  // "not ready" is an answer, not an error: keep it from the next launch's check
+    PKV_CUDA_TRY(cudaEventSynchronize(st.copied));
+  }
   st.in_flight = false;
   PKV_TRY(ensure_staging(dst, st, used));
   memcpy(st.host, src->plan_host, used);
@@ -490,6 +559,88 @@ pkv_status pkv::copy_plan(pkv_decode_engine *src, pkv_decode_engine *dst, pkv_kv
   info->grid = dst->grid;
   return PKV_OK;
 }
+
+namespace {
+
+// A plan's batch size and policy (DEFAULT resolved to the engine's).
+pkv_status check_plan_call(const pkv_decode_engine *e, int32_t batch, int32_t *policy, const char *func) {
+  if (batch < 1 || batch > e->cfg.max_batch)
+    return fail(PKV_ERR_INVALID_ARGUMENT, "%s: batch %d is not in 1..%d (the engine's max_batch)", func, batch,
+                e->cfg.max_batch);
+  if (*policy == PKV_POLICY_DEFAULT) *policy = e->cfg.policy;
+  if (*policy < PKV_POLICY_BASELINE || *policy > PKV_POLICY_ADAPTIVE)
+    return fail(PKV_ERR_INVALID_ARGUMENT, "%s: policy %d is not DEFAULT (-1), BASELINE (0), PERSISTENT (1) or ADAPTIVE (2)",
+                func, *policy);
+  return PKV_OK;
+}
+
+// A workqueue of no decode rows (a step whose every row has several query tokens).
+int32_t empty_workqueue(void *image) {
+  pkv::PlanHeader &header = pkv::plan_header(image);
+  header = pkv::PlanHeader{0, 0, 0, pkv::plan_tasks_offset(0), pkv::plan_tasks_offset(0), 0, 0, 0};
+  return 1;
+}
+
+// The plan of a step whose rows 0 .. decode_batch - 1 run on the decode kernels: every row's lengths
+// and block-table entries are checked and its new entries uploaded, the workqueue covers those rows.
+pkv_status plan_step(pkv_decode_engine *e, pkv_kvpool *pool, uint64_t pool_token, int32_t batch, const int32_t *rows,
+                     const int32_t *seq_lens, int32_t decode_batch, int32_t policy, pkv_plan_info *info) {
+  PKV_TRY(check_pool(e, pool, "pkv_decode_plan"));
+  BatchSummary sum;
+  PKV_TRY(check_batch(pool, batch, rows, seq_lens, &sum));
+  const int64_t num_deltas = sum.num_deltas, total_tokens = sum.total_tokens;
+  int64_t kv_bytes = 0;
+  PKV_TRY(pkv::checked_mul("the step's K and V bytes (tokens x kv heads x K and V row bytes)", &kv_bytes,
+                           {(uint64_t)total_tokens, (uint64_t)e->cfg.num_kv_heads,
+                            (uint64_t)pkv::kv_row_bytes(e->cfg.dtype, e->cfg.head_dim)}));
+  if (num_deltas > INT32_MAX) return fail(PKV_ERR_UNSUPPORTED, "pkv_decode_plan: %lld table entries in one step", (long long)num_deltas);
+
+  const bool cuda = pkv::on_cuda(e->rt);
+  // A captured upload would replay from a staging image that later plans overwrite.
+  if (cuda && pkv::is_capturing(e->rt, e->rt->stream))
+    return fail(PKV_ERR_BAD_STATE, "pkv_decode_plan: the runtime's stream is being captured; plan before the "
+                                   "capture begins and capture only the runs");
+  // The decode kernels' rows are the first decode_batch (a mixed step's rows of q_len 1); the policy
+  // judges them alone.
+  int64_t decode_total = total_tokens, decode_longest = sum.longest;
+  if (decode_batch < batch) {
+    decode_total = decode_longest = 0;
+    for (int32_t b = 0; b < decode_batch; b++)
+      decode_total += seq_lens[b], decode_longest = std::max<int64_t>(decode_longest, seq_lens[b]);
+  }
+  const int32_t kernel = policy == PKV_POLICY_ADAPTIVE ? adaptive_kernel(e, std::max(1, decode_batch), decode_total, decode_longest)
+                         : policy == PKV_POLICY_PERSISTENT ? PKV_KERNEL_PERSISTENT
+                                                           : PKV_KERNEL_BASELINE;
+  // On the CPU backend nothing is in flight and one image serves.
+  Staging &st = e->staging[cuda ? e->next_staging : 0];
+  const int64_t bytes_needed = pkv::plan_image_bytes(batch, pkv::max_plan_tasks(e->shape, batch), num_deltas);
+  if (st.in_flight && cudaEventQuery(st.copied) != cudaSuccess) {
+    cudaGetLastError();  // "not ready" is an answer, not an error: keep it from the next launch's check
+    PKV_CUDA_TRY(cudaEventSynchronize(st.copied));
+  }
+  st.in_flight = false;
+  PKV_TRY(ensure_staging(e, st, bytes_needed));
+
+  pkv::PlanHeader *header = &pkv::plan_header(st.host);
+  const int32_t max_splits = decode_batch > 0 ? pkv::build_workqueue(e->shape, e->plan_settings, kernel, decode_batch, rows,
+                                                                      seq_lens, st.host)
+                                              : empty_workqueue(st.host);
+  header->num_deltas = num_deltas == 0 ? 0 : gather_deltas(pool, batch, rows, seq_lens, sum.dirty_rows, pkv::plan_deltas(st.host));
+  PKV_TRY(install_plan(e, pool, pool_token, st, kernel, pool));
+  if (e->mq) e->mq->active = false;
+
+  info->total_tokens = total_tokens;
+  info->kv_bytes = kv_bytes;
+  info->plan_id = e->plan_id;
+  info->kernel = kernel;
+  info->batch = batch;
+  info->num_tasks = header->num_tasks;
+  info->max_splits = max_splits;
+  info->grid = e->grid;
+  return PKV_OK;
+}
+
+}  // namespace
 
 extern "C" {
 
@@ -640,56 +791,8 @@ pkv_status pkv_decode_plan(pkv_decode_engine *engine, pkv_kvpool *pool, int32_t 
   PKV_NOT_NULL(seq_lens);
   PKV_NOT_NULL(info);
   pkv_decode_engine *e = engine;
-  if (batch < 1 || batch > e->cfg.max_batch)
-    return fail(PKV_ERR_INVALID_ARGUMENT, "pkv_decode_plan: batch %d is not in 1..%d (the engine's max_batch)", batch,
-                e->cfg.max_batch);
-  if (policy == PKV_POLICY_DEFAULT) policy = e->cfg.policy;
-  if (policy < PKV_POLICY_BASELINE || policy > PKV_POLICY_ADAPTIVE)
-    return fail(PKV_ERR_INVALID_ARGUMENT, "pkv_decode_plan: policy %d is not DEFAULT (-1), BASELINE (0), PERSISTENT (1) or ADAPTIVE (2)",
-                policy);
-  PKV_TRY(check_pool(e, pool, "pkv_decode_plan"));
-  BatchSummary sum;
-  PKV_TRY(check_batch(pool, batch, rows, seq_lens, &sum));
-  const int64_t num_deltas = sum.num_deltas, total_tokens = sum.total_tokens;
-  int64_t kv_bytes = 0;
-  PKV_TRY(pkv::checked_mul("the step's K and V bytes (tokens x kv heads x K and V row bytes)", &kv_bytes,
-                           {(uint64_t)total_tokens, (uint64_t)e->cfg.num_kv_heads,
-                            (uint64_t)pkv::kv_row_bytes(e->cfg.dtype, e->cfg.head_dim)}));
-  if (num_deltas > INT32_MAX) return fail(PKV_ERR_UNSUPPORTED, "pkv_decode_plan: %lld table entries in one step", (long long)num_deltas);
-
-  const bool cuda = pkv::on_cuda(e->rt);
-  // A captured upload would replay from a staging image that later plans overwrite.
-  if (cuda && pkv::is_capturing(e->rt, e->rt->stream))
-    return fail(PKV_ERR_BAD_STATE, "pkv_decode_plan: the runtime's stream is being captured; plan before the "
-                                   "capture begins and capture only the runs");
-  const int32_t kernel = policy == PKV_POLICY_ADAPTIVE ? adaptive_kernel(e, batch, total_tokens, sum.longest)
-                         : policy == PKV_POLICY_PERSISTENT ? PKV_KERNEL_PERSISTENT
-                                                           : PKV_KERNEL_BASELINE;
-  // On the CPU backend nothing is in flight and one image serves.
-  Staging &st = e->staging[cuda ? e->next_staging : 0];
-  const int64_t bytes_needed = pkv::plan_image_bytes(batch, pkv::max_plan_tasks(e->shape, batch), num_deltas);
-  if (st.in_flight && cudaEventQuery(st.copied) != cudaSuccess) {
-    cudaGetLastError();  // "not ready" is an answer, not an error: keep it from the next launch's check
-    PKV_CUDA_TRY(cudaEventSynchronize(st.copied));
-  }
-  st.in_flight = false;
-  PKV_TRY(ensure_staging(e, st, bytes_needed));
-
-  pkv::PlanHeader *header = &pkv::plan_header(st.host);
-  const int32_t max_splits = pkv::build_workqueue(e->shape, e->plan_settings, kernel, batch, rows, seq_lens, st.host);
-  header->num_deltas = num_deltas == 0 ? 0 : gather_deltas(pool, batch, rows, seq_lens, sum.dirty_rows, pkv::plan_deltas(st.host));
-
-  PKV_TRY(install_plan(e, pool, pool_token, st, kernel, pool));
-
-  info->total_tokens = total_tokens;
-  info->kv_bytes = kv_bytes;
-  info->plan_id = e->plan_id;
-  info->kernel = kernel;
-  info->batch = batch;
-  info->num_tasks = header->num_tasks;
-  info->max_splits = max_splits;
-  info->grid = e->grid;
-  return PKV_OK;
+  PKV_TRY(check_plan_call(e, batch, &policy, __func__));
+  return plan_step(e, pool, pool_token, batch, rows, seq_lens, batch, policy, info);
   PKV_API_END
 }
 
@@ -702,6 +805,20 @@ pkv_status pkv_decode_run(pkv_decode_engine *engine, int32_t plan_id, int32_t la
   pkv_decode_engine *e = engine;
   PKV_TRY(check_run(e, plan_id, layer, __func__));
   PKV_TRY(pkv::check_not_capturing(e->rt));  // host arrays: the run waits for its result
+  if (is_multi(e)) {
+    if (!pkv::on_cuda(e->rt)) return run_multi(e, layer, q, out, lse, nullptr);
+    // The plan sized the section's device q, out and lse for its query tokens.
+    const int64_t used = io_bytes(e, io_rows(e)), lse_bytes = io_rows(e) * e->cfg.num_qo_heads * 4;
+    char *q_dev = static_cast<char *>(e->mq->io), *out_dev = q_dev + used;
+    float *lse_dev = reinterpret_cast<float *>(out_dev + used);
+    cudaStream_t s = e->rt->stream;
+    PKV_CUDA_TRY(cudaMemcpyAsync(q_dev, q, used, cudaMemcpyHostToDevice, s));
+    PKV_TRY(run_multi(e, layer, q_dev, out_dev, lse ? lse_dev : nullptr, s));
+    PKV_CUDA_TRY(cudaMemcpyAsync(out, out_dev, used, cudaMemcpyDeviceToHost, s));
+    if (lse) PKV_CUDA_TRY(cudaMemcpyAsync(lse, lse_dev, lse_bytes, cudaMemcpyDeviceToHost, s));
+    PKV_CUDA_TRY(cudaStreamSynchronize(s));
+    return PKV_OK;
+  }
   if (!pkv::on_cuda(e->rt)) {
     cpu_run(e, layer, q, out, lse);
     return PKV_OK;
@@ -728,10 +845,10 @@ pkv_status pkv_decode_run_device(pkv_decode_engine *engine, int32_t plan_id, int
   PKV_CHECK(engine, DecodeEngine);
   pkv_decode_engine *e = engine;
   PKV_TRY(check_run(e, plan_id, layer, __func__));
-  const uint64_t io = io_bytes(e, e->batch);
+  const uint64_t io = io_bytes(e, io_rows(e));
   PKV_TRY(check_device_buffer(e, q, q_offset, io, 16, __func__, "q"));
   PKV_TRY(check_device_buffer(e, out, out_offset, io, 16, __func__, "out"));
-  const uint64_t lse_bytes = (uint64_t)e->batch * e->cfg.num_qo_heads * 4;
+  const uint64_t lse_bytes = (uint64_t)io_rows(e) * e->cfg.num_qo_heads * 4;
   if (lse) PKV_TRY(check_device_buffer(e, lse, lse_offset, lse_bytes, 4, __func__, "lse"));
   // The kernels read q while they write out and lse: overlapping ranges would corrupt the result.
   // (Each range lies within its buffer, so the sums cannot wrap.)
@@ -745,6 +862,12 @@ pkv_status pkv_decode_run_device(pkv_decode_engine *engine, int32_t plan_id, int
   const void *qp = static_cast<char *>(q->ptr) + q_offset;
   void *op = static_cast<char *>(out->ptr) + out_offset;
   float *lp = lse ? reinterpret_cast<float *>(static_cast<char *>(lse->ptr) + lse_offset) : nullptr;
+  if (is_multi(e)) {
+    if (pkv::on_cuda(e->rt) && pkv::is_capturing(e->rt, pkv::stream_of(e->rt, stream)))
+      return fail(PKV_ERR_BAD_STATE, "%s: a plan with several query tokens per row cannot be captured into a graph",
+                  __func__);
+    return run_multi(e, layer, qp, op, lp, pkv::stream_of(e->rt, stream));
+  }
   if (!pkv::on_cuda(e->rt)) {
     cpu_run(e, layer, qp, op, lp);
     return PKV_OK;
@@ -752,6 +875,78 @@ pkv_status pkv_decode_run_device(pkv_decode_engine *engine, int32_t plan_id, int
   for (const void *used : {(const void *)e, (const void *)e->pool, (const void *)q, (const void *)out, (const void *)lse})
     pkv::note_capture_use(e->rt, pkv::stream_of(e->rt, stream), used);
   return cuda_run(e, layer, qp, op, lp, pkv::stream_of(e->rt, stream));
+  PKV_API_END
+}
+
+pkv_status pkv_decode_plan_q(pkv_decode_engine *engine, pkv_kvpool *pool, int32_t batch, const int32_t *rows,
+                             const int32_t *seq_lens, const int32_t *q_lens, int32_t policy, pkv_plan_info *info) {
+  PKV_API_BEGIN
+  const uint64_t pool_token = (uint64_t)(uintptr_t)pool;
+  PKV_CHECK(engine, DecodeEngine);
+  PKV_CHECK(pool, KvPool);
+  PKV_NOT_NULL(rows);
+  PKV_NOT_NULL(seq_lens);
+  PKV_NOT_NULL(info);
+  pkv_decode_engine *e = engine;
+  PKV_TRY(check_plan_call(e, batch, &policy, __func__));
+  int64_t query_tokens = 0;
+  int32_t decode_rows = 0;
+  for (int32_t b = 0; q_lens && b < batch; b++) {
+    if (q_lens[b] < 1 || q_lens[b] > seq_lens[b])
+      return fail(PKV_ERR_INVALID_ARGUMENT, "%s: q_lens[%d] = %d is not in 1..seq_lens[%d] = %d", __func__, b, q_lens[b], b,
+                  seq_lens[b]);
+    query_tokens += q_lens[b];
+    decode_rows += q_lens[b] == 1;
+  }
+  if (query_tokens > INT32_MAX)
+    return fail(PKV_ERR_INVALID_ARGUMENT, "%s: %lld query tokens in one step (at most 2^31 - 1)", __func__,
+                (long long)query_tokens);
+  if (!q_lens || decode_rows == batch) return plan_step(e, pool, pool_token, batch, rows, seq_lens, batch, policy, info);
+  if (pkv::is_fp8(e->cfg.dtype))
+    return fail(PKV_ERR_UNSUPPORTED, "%s: the multi-query kernels read 16-bit pages; rows of FP8 pages take q_len 1", __func__);
+
+  // The decode kernels take the rows of q_len 1 as rows 0 .. decode_rows - 1; the section the others.
+  if (!e->mq) e->mq = new pkv::MqState();
+  pkv::MqState &m = *e->mq;
+  static thread_local std::vector<int32_t> ordered_rows, ordered_lens;
+  ordered_rows.resize(batch);
+  ordered_lens.resize(batch);
+  m.plan.rows.clear();
+  m.plan.decode_tokens.clear();
+  for (int32_t b = 0, token = 0, later = decode_rows; b < batch; token += q_lens[b], b++) {
+    const int32_t at = q_lens[b] == 1 ? (int32_t)m.plan.decode_tokens.size() : later++;
+    ordered_rows[at] = rows[b];
+    ordered_lens[at] = seq_lens[b];
+    if (q_lens[b] == 1) m.plan.decode_tokens.push_back(token);
+    else m.plan.rows.push_back(pkv::MqRow{rows[b], seq_lens[b], q_lens[b], token});
+  }
+  PKV_TRY(plan_step(e, pool, pool_token, batch, ordered_rows.data(), ordered_lens.data(), decode_rows, policy, info));
+  e->pool_token = 0;  // incomplete until the section is uploaded
+  const int32_t wave = pkv::on_cuda(e->rt) ? 2 * e->rt->info.multiprocessors : kCpuWave;
+  pkv::plan_multiquery(pkv::MqPlanShape{e->cfg.num_kv_heads, e->group, wave, kMinMqSplitTokens}, m.plan);
+  PKV_TRY(pkv::upload_mq_plan(e->rt, m, e->cfg.head_dim, io_bytes(e, 1), (int64_t)e->cfg.num_qo_heads * 4));
+  m.active = true;
+  e->pool_token = pool_token;
+  const int32_t mq_tasks = (int32_t)m.plan.tasks.size();
+  int32_t mq_splits = 1;
+  for (const pkv::MqMerge &merge : m.plan.merges) mq_splits = std::max(mq_splits, merge.num_splits);
+  info->batch = batch;
+  info->kernel = PKV_KERNEL_MULTIQUERY;
+  info->num_tasks += mq_tasks;
+  info->grid += mq_tasks;
+  info->max_splits = std::max(info->max_splits, mq_splits);
+  return PKV_OK;
+  PKV_API_END
+}
+
+pkv_status pkv_decode_plan_query_tokens(pkv_decode_engine *engine, int32_t plan_id, int32_t *out) {
+  PKV_API_BEGIN
+  PKV_CHECK(engine, DecodeEngine);
+  PKV_NOT_NULL(out);
+  if (engine->plan_id == 0 || plan_id != engine->plan_id)
+    return fail(PKV_ERR_STALE_PLAN, "%s: plan %d is not the engine's current plan (%d)", __func__, plan_id, engine->plan_id);
+  *out = (int32_t)io_rows(engine);
+  return PKV_OK;
   PKV_API_END
 }
 

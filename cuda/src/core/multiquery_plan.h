@@ -1,0 +1,33 @@
+// The multi-query planner: tiles of the query tokens of each row of q_len > 1, cut into splits where the
+// step has too few tiles to fill the GPU (multiquery_image.h describes what it writes).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "multiquery_image.h"
+
+namespace pkv {
+
+struct MqPlanShape {
+  int32_t num_kv_heads;
+  int32_t group;
+  int32_t wave;              // blocks resident at once
+  int32_t min_split_tokens;  // no split shorter (each split costs a partial write and read)
+};
+
+// One step's section before it is written out; vectors keep their capacity from step to step.
+struct MqPlan {
+  std::vector<MqRow> rows;             // the caller fills these two
+  std::vector<int32_t> decode_tokens;
+  std::vector<MqTask> tasks;           // plan_multiquery fills the rest
+  std::vector<MqMerge> merges;
+  int32_t num_slots = 0;
+  int64_t pairs = 0;                   // (query token, visible context token) pairs: FLOPs = 4 x pairs x Hq x d
+};
+
+void plan_multiquery(const MqPlanShape &shape, MqPlan &plan);
+// Bytes of the written section, and the writer (into `image`, which has that room).
+int64_t mq_plan_bytes(const MqPlan &plan);
+void write_mq_image(const MqPlan &plan, void *image);
+
+}  // namespace pkv

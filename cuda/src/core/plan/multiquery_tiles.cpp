@@ -1,0 +1,63 @@
+// The multi-query planner (multiquery_plan.h). Every (row, KV head) gets tiles of mq_tile_tokens(group)
+// query tokens, the newest tiles first (their contexts are the longest, so the GPU starts the long tasks
+// first). One split length serves the whole step: a wave's share of its work, rounded to K/V tiles and
+// at least min_split_tokens, so a step of many tiles (a long chunk) runs unsplit and a step of a few
+// speculative rows over long contexts fills the GPU with splits, as the decode planner splits rows.
+#include <algorithm>
+#include <cstring>
+
+#include "../multiquery_plan.h"
+
+namespace pkv {
+
+void plan_multiquery(const MqPlanShape &s, MqPlan &plan) {
+  plan.tasks.clear();
+  plan.merges.clear();
+  plan.num_slots = 0;
+  plan.pairs = 0;
+  const int32_t tile = mq_tile_tokens(s.group);
+  int64_t work = 0;  // context tokens over all tiles of one head
+  for (const MqRow &row : plan.rows)
+    for (int32_t q0 = 0; q0 < row.q_len; q0 += tile) work += mq_position(row, std::min(row.q_len, q0 + tile) - 1) + 1;
+  const int64_t share = (work * s.num_kv_heads + s.wave - 1) / std::max(1, s.wave);
+  const int64_t split = std::max<int64_t>(s.min_split_tokens, (share + kMqKvTile - 1) / kMqKvTile * kMqKvTile);
+  for (int32_t r = 0; r < (int32_t)plan.rows.size(); r++) {
+    const MqRow &row = plan.rows[r];
+    const int32_t tiles = (row.q_len + tile - 1) / tile;
+    for (int32_t i = tiles - 1; i >= 0; i--) {
+      const int32_t q0 = i * tile, count = std::min(tile, row.q_len - q0);
+      const int32_t kv_len = mq_position(row, q0 + count - 1) + 1;
+      const int32_t n = (int32_t)((kv_len + split - 1) / split);
+      for (int32_t t = q0; t < q0 + count; t++) plan.pairs += mq_position(row, t) + 1;
+      for (int32_t h = 0; h < s.num_kv_heads; h++) {
+        if (n > 1) plan.merges.push_back(MqMerge{(int32_t)plan.tasks.size(), n, plan.num_slots, 0});
+        for (int32_t k = 0; k < n; k++) {
+          const int32_t begin = (int32_t)(k * split), end = (int32_t)std::min<int64_t>(kv_len, (k + 1) * split);
+          plan.tasks.push_back(MqTask{r, h, q0, count, begin, end, n > 1 ? plan.num_slots++ : -1, 0});
+        }
+      }
+    }
+  }
+}
+
+int64_t mq_plan_bytes(const MqPlan &p) {
+  return mq_image_bytes((int64_t)p.rows.size(), (int64_t)p.tasks.size(), (int64_t)p.merges.size(),
+                        (int64_t)p.decode_tokens.size());
+}
+
+void write_mq_image(const MqPlan &p, void *image) {
+  MqHeader header{(int32_t)p.rows.size(), (int32_t)p.tasks.size(), (int32_t)p.merges.size(),
+                  (int32_t)p.decode_tokens.size()};
+  char *at = static_cast<char *>(image);
+  auto put = [&](const void *src, size_t bytes) {
+    if (bytes) memcpy(at, src, bytes);
+    at += bytes;
+  };
+  put(&header, sizeof header);
+  put(p.rows.data(), p.rows.size() * sizeof(MqRow));
+  put(p.tasks.data(), p.tasks.size() * sizeof(MqTask));
+  put(p.merges.data(), p.merges.size() * sizeof(MqMerge));
+  put(p.decode_tokens.data(), p.decode_tokens.size() * sizeof(int32_t));
+}
+
+}  // namespace pkv

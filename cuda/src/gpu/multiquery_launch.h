@@ -1,0 +1,37 @@
+// Host-side entry points of the multi-query kernels (plain C++ for engine code), and what a launch reads.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "persistentkv.h"
+
+namespace pkv {
+
+// Everything a multi-query run reads; the CPU executor (multiquery_cpu.h) reads the same block with host
+// memory. `image` is the plan's multi-query section (multiquery_image.h).
+struct MqParams {
+  const void *k;  // this layer's K pages, HND
+  const void *v;
+  const int32_t *table;
+  int64_t table_stride;
+  const void *image;
+  const void *q;  // [query tokens][Hq][d]
+  void *out;
+  float *lse;       // [query tokens][Hq], natural log; may be null
+  float *partial;   // split tasks' slots, mq_slot_floats(head_dim) each
+  int32_t num_kv_heads;
+  int32_t group;
+  int32_t page_shift;
+  float scale_log2;  // sm_scale * log2(e)
+};
+
+// The section's tasks (num_tasks blocks), then the merges of split tiles (num_merges blocks).
+pkv_status launch_multiquery(int32_t dtype, int32_t head_dim, const MqParams &p, int32_t num_tasks, int32_t num_merges,
+                             cudaStream_t stream);
+// Copies n rows of row_bytes (a multiple of 4) between a step's query tokens and the decode kernels'
+// contiguous rows: gather (dst row i = src row tokens[i]) or scatter (dst row tokens[i] = src row i).
+pkv_status launch_move_rows(const void *src, void *dst, const int32_t *tokens, int32_t n, int64_t row_bytes, bool gather,
+                            cudaStream_t stream);
+
+}  // namespace pkv

@@ -1,0 +1,158 @@
+// The multi-query kernels on the GPU against the CPU reference: speculative mixes (the small-rows warp
+// split), chunks of prefill (the FlashAttention-2 split), splits merged, every group size, head dims
+// 64/128/256, page sizes 1-256, f16/bf16, page edges inside the new tokens, host arrays and device
+// buffers; a mixed step's decode rows ride the decode kernels.
+import { afterAll, expect, test } from "bun:test";
+import { DecodeEngine } from "../../lib/engine";
+import { BadStateError } from "../../lib/errors";
+import { openRuntime, type Runtime } from "../../lib/runtime";
+import { tolerance } from "../../lib/testing/decode-check";
+import { type MultiqueryCase, runMultiqueryCase } from "../../lib/testing/multiquery-check";
+import { randomHalves, rng, TestPool } from "../../lib/testing/pool";
+import { describeGpu } from "../support/gpu";
+
+describeGpu("multi-query kernels on the GPU", () => {
+  let rt: Runtime;
+  const runtime = () => (rt ??= openRuntime({ backend: "cuda" }));
+  afterAll(() => rt?.dispose());
+
+  const check = (c: MultiqueryCase, device = false) => {
+    const r = runMultiqueryCase(runtime(), c, { device });
+    expect({ unwritten: r.unwritten, kernel: r.kernel }).toEqual({
+      unwritten: 0,
+      kernel: c.rows.some((row) => row.qLen > 1) ? "multiquery" : r.kernel,
+    });
+    expect(r.relError).toBeLessThan(tolerance(c.dtype));
+    expect(r.lseError).toBeLessThan(2e-3);
+    return r;
+  };
+
+  test("speculative sizes 1, 2, 4, 8, 16 in one step (Llama shape), host arrays and device buffers", () => {
+    const rows = [1, 2, 4, 8, 16, 1, 4].map((qLen, i) => ({ length: [33, 700, 5000, 129, 16, 1, 64][i]!, qLen }));
+    for (const device of [false, true])
+      check({ group: 4, numKvHeads: 8, headDim: 128, pageSize: 16, dtype: "f16", rows }, device);
+  });
+  test("a few rows over long contexts: split tasks merge by log-sum-exp", () => {
+    const r = check({
+      group: 4,
+      numKvHeads: 2,
+      headDim: 128,
+      pageSize: 16,
+      dtype: "bf16",
+      rows: [
+        { length: 30000, qLen: 4 },
+        { length: 9000, qLen: 16 },
+      ],
+    });
+    expect(r.maxSplits).toBeGreaterThan(1);
+  });
+  test("every group size 1-16 at its largest speculative tile and past it", () => {
+    for (let group = 1; group <= 16; group++)
+      check({
+        group,
+        numKvHeads: 1,
+        headDim: 64,
+        pageSize: 8,
+        dtype: group % 2 ? "bf16" : "f16",
+        rows: [
+          { length: 70, qLen: Math.floor(64 / group) }, // one full tile of 64 query rows (or just under)
+          { length: 300, qLen: Math.floor(64 / group) + 1 }, // one row into the next tile
+          { length: 9, qLen: 1 },
+        ],
+        seed: group,
+      });
+  });
+  test("head dims 64/128/256 x page sizes 1, 2, 32, 256; page edges inside the new tokens", () => {
+    for (const headDim of [64, 128, 256])
+      for (const pageSize of [1, 2, 32, 256])
+        check({
+          group: 4,
+          numKvHeads: 2,
+          headDim,
+          pageSize,
+          dtype: pageSize === 2 ? "bf16" : "f16",
+          rows: [
+            { length: 2 * pageSize + 7, qLen: 9 }, // the new tokens start before a page edge and cross it
+            { length: 257, qLen: 3 },
+            { length: 100, qLen: 100 }, // a whole prompt
+          ],
+        });
+  });
+  // The CPU reference of a 2048-token chunk takes seconds: a longer limit than bun's default 5 s.
+  test("chunked prefill: chunks of 512 and 2048 tokens over 2K contexts, with decode rows", () => {
+    check({
+      group: 4,
+      numKvHeads: 1,
+      headDim: 128,
+      pageSize: 16,
+      dtype: "f16",
+      rows: [
+        { length: 2304, qLen: 2048 },
+        { length: 2048, qLen: 512 },
+        { length: 800, qLen: 1 },
+      ],
+    });
+  }, 60_000);
+  test("random mixes of query lengths 1..16 and a chunk up to 256", () => {
+    // Sized so the CPU reference stays within seconds: one chunk per round, query heads x head dim <= 1024.
+    const random = rng(17);
+    for (let round = 0; round < 6; round++) {
+      const rows = Array.from({ length: 1 + Math.floor(random() * 4) }, (_, i) => {
+        const qLen = random() < 0.25 ? 1 : 1 + Math.floor(random() * (i === 0 ? 256 : 16));
+        return { length: qLen + Math.floor(random() * 2000), qLen };
+      });
+      const headDim = [64, 128, 256][round % 3]!;
+      const group = 1 + Math.floor(random() * Math.min(16, 1024 / headDim));
+      check(
+        {
+          group,
+          numKvHeads: Math.max(1, Math.min(2, Math.floor(1024 / headDim / group))),
+          headDim,
+          pageSize: 2 ** Math.floor(random() * 9),
+          dtype: round % 2 ? "bf16" : "f16",
+          rows,
+          seed: 100 + round,
+        },
+        round % 2 === 1,
+      );
+    }
+  });
+  test("a mixed step on another stream equals the runtime stream's run; its capture is refused", () => {
+    const rt = runtime();
+    const pool = new TestPool(rt, {
+      numLayers: 1,
+      numPages: 64,
+      pageSize: 16,
+      numKvHeads: 2,
+      headDim: 128,
+      dtype: "f16",
+      maxSequences: 3,
+      maxPagesPerSequence: 20,
+    });
+    const engine = new DecodeEngine(rt, { numQoHeads: 8, numKvHeads: 2, headDim: 128, pageSize: 16, dtype: "f16" });
+    try {
+      const seqs = [pool.addSequence(300), pool.addSequence(40), pool.addSequence(17)];
+      const plan = engine.plan(pool, seqs, { qLens: [5, 1, 17] });
+      const n = plan.queryTokens * 8 * 128;
+      const q = rt.allocDevice(n * 2),
+        a = rt.allocDevice(n * 2),
+        b = rt.allocDevice(n * 2);
+      q.write(randomHalves("f16", n, rng(3), 2));
+      engine.run(plan, 0, q, a);
+      const stream = rt.createStream();
+      engine.run(plan, 0, q, b, undefined, { stream });
+      stream.synchronize();
+      const x = new Uint16Array(n),
+        y = new Uint16Array(n);
+      a.read(x);
+      b.read(y);
+      expect(y).toEqual(x);
+      expect(() => rt.capture(() => engine.run(plan, 0, q, b, undefined, { stream }), stream)).toThrow(BadStateError);
+      stream.dispose();
+      for (const buf of [q, a, b]) buf.dispose();
+    } finally {
+      engine.dispose();
+      pool.dispose();
+    }
+  });
+});

@@ -1,0 +1,56 @@
+// A small multi-query workload for compute-sanitizer (memcheck, racecheck, synccheck): the small-rows
+// warp split and the 64-row split, split tiles merged, a mixed step's decode rows gathered and
+// scattered, idle warps (g 3 and 7), every head dim, host-array and device-buffer runs.
+//   compute-sanitizer --tool memcheck --error-exitcode 1 bun test/gpu/sanitize-multiquery.ts
+import { openRuntime } from "../../lib/runtime";
+import { tolerance } from "../../lib/testing/decode-check";
+import { type MultiqueryCase, runMultiqueryCase } from "../../lib/testing/multiquery-check";
+
+const cases: MultiqueryCase[] = [
+  {
+    group: 4,
+    numKvHeads: 2,
+    headDim: 128,
+    pageSize: 16,
+    dtype: "f16",
+    rows: [
+      { length: 17, qLen: 1 },
+      { length: 3000, qLen: 4 },
+      { length: 200, qLen: 16 },
+      { length: 130, qLen: 70 },
+    ],
+  },
+  {
+    group: 7,
+    numKvHeads: 1,
+    headDim: 64,
+    pageSize: 1,
+    dtype: "bf16",
+    rows: [
+      { length: 300, qLen: 5 },
+      { length: 9, qLen: 9 },
+    ],
+  },
+  {
+    group: 3,
+    numKvHeads: 1,
+    headDim: 256,
+    pageSize: 256,
+    dtype: "f16",
+    rows: [
+      { length: 700, qLen: 40 },
+      { length: 4, qLen: 1 },
+    ],
+  },
+];
+using rt = openRuntime({ backend: "cuda" });
+let bad = 0;
+cases.forEach((c, i) => {
+  const r = runMultiqueryCase(rt, c, { device: i % 2 === 1 });
+  const ok = r.unwritten === 0 && r.relError < tolerance(c.dtype);
+  if (!ok) bad++;
+  console.log(
+    `g${c.group} d${c.headDim} p${c.pageSize} ${r.kernel} splits ${r.maxSplits}: rel ${r.relError.toExponential(2)} ${ok ? "ok" : "FAIL"}`,
+  );
+});
+process.exit(bad ? 1 : 0);
