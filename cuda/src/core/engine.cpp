@@ -284,6 +284,16 @@ int32_t gather_deltas(pkv_kvpool *pool, int32_t batch, const int32_t *rows, cons
   return n;
 }
 
+// A staging image may be rewritten once the upload that read it is done (usually long done).
+pkv_status wait_for_staging(Staging &st) {
+  if (st.in_flight && cudaEventQuery(st.copied) != cudaSuccess) {
+    cudaGetLastError();  // "not ready" is an answer, not an error: keep it from the next launch's check
+    PKV_CUDA_TRY(cudaEventSynchronize(st.copied));
+  }
+  st.in_flight = false;
+  return PKV_OK;
+}
+
 // Makes the image in `st` (complete up to its deltas) the engine's current plan over `pool`: one async
 // upload and the deltas applied to the pool's device table. The deltas came from `dirty_pool`'s pinned
 // table (the pool itself, or the planning engine's pool when the image is a copy: sharded.cpp).
@@ -536,11 +546,7 @@ pkv_status pkv::copy_plan(pkv_decode_engine *src, pkv_decode_engine *dst, pkv_kv
   const pkv::PlanHeader &h = pkv::plan_header(src->plan_host);
   const int64_t used = 16 * ((int64_t)h.deltas_offset + h.num_deltas);
   Staging &st = dst->staging[cuda ? dst->next_staging : 0];
-  if (st.in_flight && cudaEventQuery(st.copied) != cudaSuccess) {
-    cudaGetLastError();  // "not ready" is an answer, not an error: keep it from the next launch's check
-    PKV_CUDA_TRY(cudaEventSynchronize(st.copied));
-  }
-  st.in_flight = false;
+  PKV_TRY(wait_for_staging(st));
   PKV_TRY(ensure_staging(dst, st, used));
   memcpy(st.host, src->plan_host, used);
   PKV_TRY(install_plan(dst, pool, pool_token, st, src->kernel, src->pool));
@@ -614,11 +620,7 @@ pkv_status plan_step(pkv_decode_engine *e, pkv_kvpool *pool, uint64_t pool_token
   // On the CPU backend nothing is in flight and one image serves.
   Staging &st = e->staging[cuda ? e->next_staging : 0];
   const int64_t bytes_needed = pkv::plan_image_bytes(batch, pkv::max_plan_tasks(e->shape, batch), num_deltas);
-  if (st.in_flight && cudaEventQuery(st.copied) != cudaSuccess) {
-    cudaGetLastError();  // "not ready" is an answer, not an error: keep it from the next launch's check
-    PKV_CUDA_TRY(cudaEventSynchronize(st.copied));
-  }
-  st.in_flight = false;
+  PKV_TRY(wait_for_staging(st));
   PKV_TRY(ensure_staging(e, st, bytes_needed));
 
   pkv::PlanHeader *header = &pkv::plan_header(st.host);
