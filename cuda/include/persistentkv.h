@@ -296,6 +296,9 @@ typedef struct pkv_plan_info {
   int32_t num_tasks; /* non-empty (row, kv head, split) tasks */
   int32_t max_splits;
   int32_t grid;      /* blocks launched per layer */
+  int64_t unique_kv_bytes; /* bytes of the distinct K/V pages one layer reads (kv_bytes less what shared tasks read once) */
+  int32_t shared_tasks;    /* shared-prefix tasks (0: the step shares nothing) */
+  int32_t shared_rows;     /* rows that read part of their context through shared tasks */
 } pkv_plan_info;
 int32_t pkv_plan_info_size(void);
 
@@ -311,6 +314,9 @@ pkv_status pkv_decode_engine_destroy(pkv_decode_engine *engine);
 #define PKV_LOADER_AUTO 0       /* bulk copies with tensor cores on sm_90+, cp.async otherwise */
 #define PKV_LOADER_CP_ASYNC 1   /* 16-byte cp.async, every GPU */
 #define PKV_LOADER_BULK 2       /* Hopper bulk copies completing on mbarriers; sm_90+, tensor cores only */
+#define PKV_SHARED_AUTO 0       /* shared-prefix tasks where the planner's cost model says they pay */
+#define PKV_SHARED_OFF 1        /* every row reads its own pages (for comparisons) */
+#define PKV_SHARED_ALWAYS 2     /* every shared run of two rows or more, however short (tests, sanitizers) */
 typedef struct pkv_engine_settings {
   int32_t size;            /* sizeof(pkv_engine_settings), set by pkv_engine_settings_defaults */
   int32_t math;            /* PKV_MATH_* */
@@ -319,7 +325,7 @@ typedef struct pkv_engine_settings {
   int32_t tail_min_splits; /* the tail applies at this many minimum splits (128 tokens) per block or more; 0: every few-row step (default 32) */
   int32_t tail_end_tiles;  /* the tail's pieces shrink to this many pipeline tiles; 0: even pieces (default 2) */
   int32_t claim_min_tiles; /* claiming on few-row steps of at least this many tiles per block; 0: off (default 8) */
-  int32_t reserved;        /* must be 0 */
+  int32_t shared_prefix;   /* PKV_SHARED_*: page runs several rows hold read once per step (default AUTO) */
 } pkv_engine_settings;
 pkv_status pkv_engine_settings_defaults(pkv_engine_settings *out);
 /* As pkv_decode_engine_create, with settings (NULL: the defaults) and optionally the KV pool the engine

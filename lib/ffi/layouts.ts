@@ -168,6 +168,9 @@ export const PLAN_INFO = new StructLayout("pkv_plan_info", {
   numTasks: "i32",
   maxSplits: "i32",
   grid: "i32",
+  uniqueKvBytes: "i64",
+  sharedTasks: "i32",
+  sharedRows: "i32",
 });
 
 export const ENGINE_SETTINGS = new StructLayout("pkv_engine_settings", {
@@ -178,7 +181,7 @@ export const ENGINE_SETTINGS = new StructLayout("pkv_engine_settings", {
   tailMinSplits: "i32",
   tailEndTiles: "i32",
   claimMinTiles: "i32",
-  reserved: "i32",
+  sharedPrefix: "i32",
 });
 
 // Interop: where one layer of a pool keeps its pages (pkv_kvpool_layout_get).

@@ -9,7 +9,7 @@
 //   - the queue is longest first (rows by their longest task; the tail's pieces by length).
 // And the images themselves must not change when the planner is only made faster: with the default
 // iterations and seed, the digest of every image (and max_splits) must equal kImagesDigest, the digest
-// the planner of commit a8b9f19 gave. A change meant to alter plans updates it (plan-test prints it).
+// the recorded planner gave. A change meant to alter plans updates it (plan-test prints it).
 // Built by `zig build` into zig-out/bin/plan-test and run by test/plan.test.ts; exits 1 on a failure.
 //   plan-test [iterations per strategy (default 1500)] [seed] [--hashes: one digest per image, for diffs]
 #include <algorithm>
@@ -98,13 +98,13 @@ uint64_t fnv1a(uint64_t h, const void *data, size_t bytes) {
   return h;
 }
 constexpr uint64_t kFnvBasis = 14695981039346656037ull;
-// The digest of the default run (1500 iterations, seed 12345) as the planner of a8b9f19 built it. Two:
+// The digest of the default run (1500 iterations, seed 12345) as the planner of 32-byte rows builds it. Two:
 // claiming and the tail order ties with std::sort, whose order of equal keys differs between libc++
 // (Zig's C++, this test's build) and libstdc++ (g++, nvcc's host compiler, the library's build).
 #if defined(_LIBCPP_VERSION)
-constexpr uint64_t kImagesDigest = 0xf907d4099bd4d018ull;
+constexpr uint64_t kImagesDigest = 0xe87678e391310665ull;
 #else
-constexpr uint64_t kImagesDigest = 0x10fa606b4a872edaull;
+constexpr uint64_t kImagesDigest = 0xdba5a5109a9ef7b9ull;
 #endif
 
 struct Built {
@@ -120,13 +120,13 @@ Built build(const Case &c, Strategy strategy) {
   void *image = out.image.data();
   if (strategy == Strategy::kChooserBaseline || strategy == Strategy::kChooserPersistent) {
     const int32_t kernel = strategy == Strategy::kChooserBaseline ? PKV_KERNEL_BASELINE : PKV_KERNEL_PERSISTENT;
-    out.max_splits = build_workqueue(c.shape, c.settings, kernel, batch, c.table_rows.data(), c.seq_lens.data(), image);
+    out.max_splits = build_workqueue(c.shape, c.settings, kernel, batch, c.table_rows.data(), c.seq_lens.data(), nullptr, image);
     return out;
   }
   PlanHeader &h = plan_header(image);
   h.batch = batch;
   h.tasks_offset = plan_tasks_offset(batch);
-  PlanBuilder p{c.shape, c.settings, batch, c.table_rows.data(), c.seq_lens.data(), plan_rows(image), plan_tasks(image)};
+  PlanBuilder p{c.shape, c.settings, batch, c.table_rows.data(), c.seq_lens.data(), nullptr, plan_rows(image), plan_tasks(image)};
   int64_t total_pages = 0, max_pages = 0;
   for (int32_t b = 0; b < batch; b++) total_pages += p.pages_of(b), max_pages = std::max(max_pages, p.pages_of(b));
   if (strategy == Strategy::kBaselineChunks) plan_baseline_chunks(p, max_pages);
@@ -321,7 +321,7 @@ int main(int argc, char **argv) {
   printf("plan-test: %lld plans (%lld tasks) over %zu strategies, %d failures, images digest %016llx\n", (long long)plans,
          (long long)tasks, sizeof strategies / sizeof strategies[0], failures, (unsigned long long)digest);
   if (default_run && digest != kImagesDigest) {
-    fprintf(stderr, "FAIL: the images digest %016llx differs from the planner's of a8b9f19 (%016llx): the plans changed\n",
+    fprintf(stderr, "FAIL: the images digest %016llx differs from the recorded one (%016llx): the plans changed\n",
             (unsigned long long)digest, (unsigned long long)kImagesDigest);
     failures++;
   }

@@ -84,6 +84,9 @@ describe("ABI struct layouts", () => {
         numTasks: 3,
         maxSplits: 4,
         grid: 5,
+        uniqueKvBytes: 2 ** 33 + 1,
+        sharedTasks: 6,
+        sharedRows: 7,
       }),
     );
     expect(read()).toEqual({
@@ -95,6 +98,9 @@ describe("ABI struct layouts", () => {
       numTasks: 3,
       maxSplits: 4,
       grid: 5,
+      uniqueKvBytes: 2 ** 33 + 1,
+      sharedTasks: 6,
+      sharedRows: 7,
     });
   });
 });

@@ -402,7 +402,7 @@ op(1, () => {
     if (String(lib.pkv_status_name!(code)).length === 0) violation("pkv_status_name returned an empty name");
   if (lib.pkv_abi_version!() !== 1 || String(lib.pkv_version!()).length === 0) violation("version calls");
   if ((lib.pkv_cuda_device_count!() as number) < 0) violation("pkv_cuda_device_count < 0");
-  if (lib.pkv_device_info_size!() !== 304 || lib.pkv_plan_info_size!() !== 40) violation("struct sizes changed");
+  if (lib.pkv_device_info_size!() !== 304 || lib.pkv_plan_info_size!() !== 56) violation("struct sizes changed");
   if (lib.pkv_kvpool_layout_size!() !== 64) violation("pkv_kvpool_layout size changed");
 });
 
@@ -1008,10 +1008,10 @@ op(2, () => {
     );
   if (r === 4)
     return void call("bad", "pkv_decode_engine_create_with", asPtr(rt), new Uint8Array(config), null, settings, null);
-  // one field out of its range: size, math, loader, tail percent, tail splits, tail end, claim tiles, reserved
+  // one field out of its range: size, math, loader, tail percent, tail splits, tail end, claim tiles, shared prefix
   const field = int(0, 7);
   settings[field] = pick(
-    [[-1, 0, 31, 33], [-1, 3, 99], [-1, 3, 99], [-1, 91, 2 ** 31 - 1], [-1], [-1], [-1], [1, -1]][field]!,
+    [[-1, 0, 31, 33], [-1, 3, 99], [-1, 3, 99], [-1, 91, 2 ** 31 - 1], [-1], [-1], [-1], [3, -1]][field]!,
   );
   call("bad", "pkv_decode_engine_create_with", asPtr(rt), new Uint8Array(config), null, settings, out64());
 });

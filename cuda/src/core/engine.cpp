@@ -625,7 +625,7 @@ pkv_status plan_step(pkv_decode_engine *e, pkv_kvpool *pool, uint64_t pool_token
 
   pkv::PlanHeader *header = &pkv::plan_header(st.host);
   const int32_t max_splits = decode_batch > 0 ? pkv::build_workqueue(e->shape, e->plan_settings, kernel, decode_batch, rows,
-                                                                      seq_lens, st.host)
+                                                                      seq_lens, nullptr, st.host)
                                               : empty_workqueue(st.host);
   header->num_deltas = num_deltas == 0 ? 0 : gather_deltas(pool, batch, rows, seq_lens, sum.dirty_rows, pkv::plan_deltas(st.host));
   PKV_TRY(install_plan(e, pool, pool_token, st, kernel, pool));

@@ -16,6 +16,7 @@ pkv_engine_settings default_engine_settings() {
   s.tail_min_splits = 32;  // large steps only: on smaller ones finer tasks do not pay for their fills and merges
   s.tail_end_tiles = 2;    // 1-tile pieces were slower on B8 (per-task cost), 4-tile pieces level with 2
   s.claim_min_tiles = 8;   // at 8 tiles per block or more claiming beat the single even wave by 1-6%
+  s.shared_prefix = PKV_SHARED_AUTO;
   return s;
 }
 
@@ -36,7 +37,9 @@ pkv_status check_engine_settings(const pkv_engine_settings &s, const char *func)
   for (const auto &c : counts)
     if (c.value < 0 || c.value > (1 << 20))
       return fail(PKV_ERR_INVALID_ARGUMENT, "%s: settings.%s %d is not in 0..%d", func, c.name, c.value, 1 << 20);
-  if (s.reserved != 0) return fail(PKV_ERR_INVALID_ARGUMENT, "%s: settings.reserved is %d, not 0", func, s.reserved);
+  if (s.shared_prefix < PKV_SHARED_AUTO || s.shared_prefix > PKV_SHARED_ALWAYS)
+    return fail(PKV_ERR_INVALID_ARGUMENT, "%s: settings.shared_prefix %d is not AUTO (0), OFF (1) or ALWAYS (2)", func,
+                s.shared_prefix);
   return PKV_OK;
 }
 

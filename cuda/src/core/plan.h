@@ -31,9 +31,11 @@ inline int64_t max_plan_tasks(const PlanShape &s, int32_t batch) {
 }
 
 // Fills the header, rows and tasks of the image at `image` (which must have room per plan_image_bytes
-// and max_plan_tasks) from the batch's lengths; `kernel` is PKV_KERNEL_*. Deltas are appended by the
-// engine afterwards. Returns the number of splits of the longest-split row.
+// and max_plan_tasks) from the batch's lengths; `kernel` is PKV_KERNEL_*. A row's tokens start at its
+// block-table column first_columns[b] (null: 0 for all; seq_lens counts from there). Deltas are
+// appended by the engine afterwards. Returns the number of splits of the longest-split row.
 int32_t build_workqueue(const PlanShape &shape, const PlanSettings &settings, int32_t kernel, int32_t batch,
-                        const int32_t *table_rows, const int32_t *seq_lens, void *image);
+                        const int32_t *table_rows, const int32_t *seq_lens, const int32_t *first_columns,
+                        void *image);
 
 }  // namespace pkv

@@ -5,6 +5,7 @@
 // The image is plain int4-sized structs, so one async copy moves the whole plan and the kernels read it
 // without conversion:
 //   [PlanHeader][PlanRow x batch][PlanTask x num_tasks][PlanDelta x num_deltas]
+// (rows are two int4, the other records one)
 // in one contiguous block: the host stages it in pinned memory and copies the used prefix once per step.
 #pragma once
 #include <cstdint>
@@ -29,11 +30,15 @@ struct PlanHeader {
 };
 static_assert(sizeof(PlanHeader) == 32, "header is two int4");
 
+// A row's tokens are those of its block-table row from column first_column on: 0, unless the step's
+// shared-prefix section (shared_image.h) reads the columns before it for this row and others.
 struct PlanRow {
   int32_t table_row;     // block-table row of the sequence
-  int32_t seq_len;       // context length in tokens (>= 1)
+  int32_t seq_len;       // tokens from first_column on (>= 1): the row's own context
   int32_t num_splits;    // 1: tasks write `out` directly; more: partials merged by the last finisher
   int32_t partial_base;  // first partial slot: base + head * num_splits + split
+  int32_t first_column;  // block-table column of the row's token 0
+  int32_t reserved[3];
 };
 
 // A task's tokens. Static (claim_tile 0, or a row of one split): [tok_begin, tok_end), page-aligned.
@@ -60,16 +65,20 @@ struct PlanDelta {
   int32_t reserved;
 };
 
-static_assert(sizeof(PlanRow) == 16 && sizeof(PlanTask) == 16 && sizeof(PlanDelta) == 16, "int4-sized");
+static_assert(sizeof(PlanRow) == 32 && sizeof(PlanTask) == 16 && sizeof(PlanDelta) == 16, "int4-sized");
 
 // ---- layout ------------------------------------------------------------------------------------
 
 // Byte size of a plan image with room for `batch` rows, `tasks` tasks and `deltas` deltas.
 PKV_HOST_DEVICE int64_t plan_image_bytes(int32_t batch, int64_t tasks, int64_t deltas) {
-  return (int64_t)sizeof(PlanHeader) + 16 * ((int64_t)batch + tasks + deltas);
+  return (int64_t)sizeof(PlanHeader) + 32 * (int64_t)batch + 16 * (tasks + deltas);
 }
 // Tasks start right after the rows.
-PKV_HOST_DEVICE int32_t plan_tasks_offset(int32_t batch) { return (int32_t)((sizeof(PlanHeader) + 16 * (int64_t)batch) / 16); }
+PKV_HOST_DEVICE int32_t plan_tasks_offset(int32_t batch) { return (int32_t)((sizeof(PlanHeader) + 32 * (int64_t)batch) / 16); }
+// The block-table entries of a row's tokens: entry i holds the page of tokens [i, i + 1) x page_size.
+PKV_HOST_DEVICE const int32_t *row_table(const int32_t *table, int64_t table_stride, const PlanRow &row) {
+  return table + (int64_t)row.table_row * table_stride + row.first_column;
+}
 
 PKV_HOST_DEVICE const PlanHeader &plan_header(const void *image) { return *static_cast<const PlanHeader *>(image); }
 PKV_HOST_DEVICE PlanHeader &plan_header(void *image) { return *static_cast<PlanHeader *>(image); }

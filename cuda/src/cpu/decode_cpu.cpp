@@ -74,7 +74,7 @@ void cpu_decode_run(const DecodeParams &a, int32_t head_dim, int32_t dtype, floa
     const PlanRow &row = rows[t.row];
     const int32_t head = task_head(t), n = row.num_splits;
     int32_t split = task_split(t);
-    const int32_t *table_row = a.table + (int64_t)row.table_row * a.table_stride;
+    const int32_t *table_row = row_table(a.table, a.table_stride, row);
     const int64_t slot_base = partial_slot(row, head);
     // A claiming row counts tiles: a split that saw none takes no slot; the others take slots in turn
     // and the one that completes the row's tiles merges the slots taken (plan_image.h, as the kernels do).

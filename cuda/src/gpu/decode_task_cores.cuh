@@ -68,7 +68,7 @@ struct CoreBody {
 
     __shared__ int claim_ring[TileSchedule::kRing];
     const TaskTiles tiles = task_tiles<kTile>(p, task, row, head, claim_ring);
-    Loader loader{static_cast<const T *>(p.k), static_cast<const T *>(p.v), p.table + (int64_t)row.table_row * p.table_stride,
+    Loader loader{static_cast<const T *>(p.k), static_cast<const T *>(p.v), row_table(p.table, p.table_stride, row),
                   tiles.tok_begin, tiles.tok_end, head, p.num_kv_heads, p.page_shift};
     SoftmaxState st;
     const int done = stream_tiles<Loader, kStageElems>(loader, tiles.sched, smem, [&](int, const T *ks, const T *vs, int valid) {

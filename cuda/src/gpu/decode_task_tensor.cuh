@@ -72,7 +72,7 @@ struct TensorBody {
 
     __shared__ int claim_ring[TileSchedule::kRing];
     const TaskTiles tiles = task_tiles<kTile>(p, task, row, head, claim_ring);
-    Loader loader{static_cast<const T *>(p.k), static_cast<const T *>(p.v), p.table + (int64_t)row.table_row * p.table_stride,
+    Loader loader{static_cast<const T *>(p.k), static_cast<const T *>(p.v), row_table(p.table, p.table_stride, row),
                   tiles.tok_begin, tiles.tok_end, head, p.num_kv_heads, p.page_shift};
     auto tile_math = [&](int, const T *ks_, const T *vs_, int valid) {
       for (int j = warp; j < kChunks; j += kWarps) {

@@ -45,7 +45,7 @@ struct Fp8TileLoader {
                                                      int head) {
     const PageFormat format = page_format(PKV_DTYPE_FP8_E4M3, p.num_kv_heads, 1 << p.page_shift, D);
     return {static_cast<const uint8_t *>(p.k), static_cast<const uint8_t *>(p.v),
-            p.table + (int64_t)row.table_row * p.table_stride, tiles.tok_begin, tiles.tok_end, head, p.num_kv_heads,
+            row_table(p.table, p.table_stride, row), tiles.tok_begin, tiles.tok_end, head, p.num_kv_heads,
             p.page_shift, format.page_bytes, format.code_bytes};
   }
 

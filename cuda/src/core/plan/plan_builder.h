@@ -22,6 +22,7 @@ struct PlanBuilder {
   int32_t batch;
   const int32_t *table_rows;
   const int32_t *seq_lens;
+  const int32_t *first_columns;  // null: every row starts at column 0
   PlanRow *rows;
   PlanTask *out;  // the next task to write
   int32_t num_partials = 0, max_splits = 1;
@@ -29,7 +30,7 @@ struct PlanBuilder {
 
   // Row b gets n splits; a split row takes n partial slots per KV head.
   void set_row(int32_t b, int32_t n) {
-    rows[b] = PlanRow{table_rows[b], seq_lens[b], n, n > 1 ? num_partials : 0};
+    rows[b] = PlanRow{table_rows[b], seq_lens[b], n, n > 1 ? num_partials : 0, first_columns ? first_columns[b] : 0, {}};
     if (n > 1) num_partials += n * shape.num_kv_heads;
     max_splits = std::max(max_splits, n);
   }

@@ -1,0 +1,38 @@
+// Host-side entry points of the shared-prefix kernels (plain C++ for engine code), and what they read.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "persistentkv.h"
+
+namespace pkv {
+
+// Everything the shared tasks and the combine read; the CPU executor (shared_cpu.h) reads the same block
+// with host memory. `image` is the plan's shared section (shared_image.h).
+struct ShParams {
+  const void *k;  // this layer's K pages, HND
+  const void *v;
+  const int32_t *table;
+  int64_t table_stride;
+  const void *image;
+  const void *q;    // decode rows' q: [batch][Hq][d]
+  void *out;        // decode rows' out: the decode kernels' result, which the combine rewrites
+  float *lse;       // [batch][Hq], natural log: the decode kernels' lse, which the combine rewrites (never null)
+  float *partial;   // the tasks' slots, sh_slot_floats(group, head_dim) each
+  int32_t num_kv_heads;
+  int32_t group;
+  int32_t page_shift;
+  float scale_log2;  // sm_scale * log2(e)
+};
+
+// Both launches read their counts from the device image, so a captured graph stays valid for every
+// later plan whose section fits the same buffers: `grid` is fixed per engine (shared_grid).
+// The tasks: before the decode kernels (they do not depend on them). Blocks stride over the tasks.
+pkv_status launch_shared_tasks(int32_t dtype, int32_t head_dim, const ShParams &p, int32_t grid, cudaStream_t stream);
+// The combine: after the decode kernels. Blocks stride over the (combine row, query head) pairs.
+pkv_status launch_shared_combine(int32_t dtype, int32_t head_dim, const ShParams &p, int32_t grid, cudaStream_t stream);
+// Resident blocks of the task kernel per multiprocessor (the engine's shared grid is this times the SMs).
+pkv_status shared_blocks_per_sm(int32_t dtype, int32_t head_dim, int32_t *out);
+
+}  // namespace pkv
