@@ -27,6 +27,7 @@ const KERNEL_NAME: readonly PlanKernel[] = ["baseline", "persistent", "multiquer
 
 const MATH_NAMES = ["auto", "cuda-cores", "tensor-cores"] as const;
 const LOADER_NAMES = ["auto", "cp-async", "bulk"] as const;
+const SHARED_PREFIX_NAMES = ["auto", "off", "always"] as const; // PKV_SHARED_* order
 // The planner's counts among the engine settings (lib/ffi/layouts.ts ENGINE_SETTINGS).
 const SETTINGS_COUNTS = ["tailPercent", "tailMinSplits", "tailEndTiles", "claimMinTiles"] as const;
 
@@ -49,6 +50,12 @@ export interface EngineSettings {
   tailEndTiles?: number;
   /** Claiming (splits of a row sharing its tiles) on few-row steps of at least this many tiles per block; 0: off (default 8). */
   claimMinTiles?: number;
+  /**
+   * Pages that several rows of a step hold (forks, prefix-cache hits) read once for all of them
+   * (docs/shared-prefix.md): "auto" (default) where it pays, "off" for comparisons, "always" on every
+   * run of shared pages (tests).
+   */
+  sharedPrefix?: (typeof SHARED_PREFIX_NAMES)[number];
 }
 
 function encodeSettings(settings: EngineSettings): Uint8Array {
@@ -57,7 +64,7 @@ function encodeSettings(settings: EngineSettings): Uint8Array {
   const values = ENGINE_SETTINGS.decoder(defaults)();
   if (values.size !== ENGINE_SETTINGS.size)
     throw new Error(`pkv_engine_settings is ${values.size} bytes natively, ${ENGINE_SETTINGS.size} here`);
-  const known = new Set<string>(["math", "loader", ...SETTINGS_COUNTS]);
+  const known = new Set<string>(["math", "loader", "sharedPrefix", ...SETTINGS_COUNTS]);
   for (const key of Object.keys(settings))
     if (!known.has(key))
       throw new InvalidArgumentError(Status.INVALID_ARGUMENT, `settings.${key} is not an engine setting`);
@@ -73,6 +80,7 @@ function encodeSettings(settings: EngineSettings): Uint8Array {
   };
   values.math = code(MATH_NAMES, settings.math, "math", values.math);
   values.loader = code(LOADER_NAMES, settings.loader, "loader", values.loader);
+  values.sharedPrefix = code(SHARED_PREFIX_NAMES, settings.sharedPrefix, "sharedPrefix", values.sharedPrefix);
   for (const name of SETTINGS_COUNTS) {
     const value = settings[name];
     if (value === undefined) continue;
@@ -92,6 +100,7 @@ function decodeSettings(bytes: Uint8Array): Required<EngineSettings> {
     tailMinSplits: v.tailMinSplits,
     tailEndTiles: v.tailEndTiles,
     claimMinTiles: v.claimMinTiles,
+    sharedPrefix: SHARED_PREFIX_NAMES[v.sharedPrefix]!,
   };
 }
 
@@ -154,6 +163,12 @@ export class Plan {
     readonly kvBytes: number,
     /** Rows of q and out: the sum of the rows' query lengths (the batch when each row has one). */
     readonly queryTokens: number = batch,
+    /** Bytes of the distinct K/V pages one layer reads: kvBytes less what shared tasks read once. */
+    readonly uniqueKvBytes: number = kvBytes,
+    /** Shared-prefix tasks of the step (0: it shares nothing). */
+    readonly sharedTasks: number = 0,
+    /** Rows that read part of their context through shared tasks. */
+    readonly sharedRows: number = 0,
   ) {}
 }
 
@@ -326,6 +341,9 @@ export class DecodeEngine extends NativeObject {
       plan.totalTokens,
       plan.kvBytes,
       queryTokens,
+      plan.uniqueKvBytes,
+      plan.sharedTasks,
+      plan.sharedRows,
     );
     this.#latest = full;
     return full;
@@ -358,6 +376,10 @@ export class DecodeEngine extends NativeObject {
       p.grid,
       p.totalTokens,
       p.kvBytes,
+      p.batch,
+      p.uniqueKvBytes,
+      p.sharedTasks,
+      p.sharedRows,
     );
     this.#latest = plan;
     this.#guard = guard;

@@ -153,6 +153,7 @@ describe("engine settings", () => {
       tailMinSplits: 32,
       tailEndTiles: 2,
       claimMinTiles: 8,
+      sharedPrefix: "auto",
     });
     using wide = new DecodeEngine(rt, { ...shape, headDim: 256 });
     expect(wide.settings.math).toBe("cuda-cores");
@@ -251,7 +252,7 @@ describe("an engine made for a pool (pkv_decode_engine_create_with)", () => {
     const settings = new Uint8Array(32);
     check(native().pkv_decode_engine_settings(engine, settings), "pkv_decode_engine_settings");
     expect(new Int32Array(settings.buffer)[2]).toBe(1); // loader: cp.async (CPU backend), from the default settings
-    const info = new Uint8Array(40);
+    const info = new Uint8Array(56);
     check(
       native().pkv_decode_plan(engine, pool.poolHandle, 1, new Int32Array([s.row]), new Int32Array([30]), -1, info),
       "pkv_decode_plan",

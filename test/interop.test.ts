@@ -407,7 +407,7 @@ describe("bring your own page table", () => {
       dtype: "f16",
     });
     expect(() => engine.planPaged(cache as never, { indptr, indices, lastPageLen })).toThrow("not a KVPool");
-    const info = new Uint8Array(40);
+    const info = new Uint8Array(56);
     expect(
       native().pkv_decode_plan_paged(engine.handle, cache.poolHandle, 1, indptr, indices, lastPageLen, -1, info),
     ).toBe(13);
@@ -437,7 +437,7 @@ describe("bring your own page table", () => {
       indices,
       lb.lastPageLen,
       -1,
-      new Uint8Array(40),
+      new Uint8Array(56),
     );
     expect(status).toBe(1);
     expect(String(native().pkv_last_error())).toBe(

@@ -344,7 +344,7 @@ describe("one plan per step", () => {
     expect(dirty[0]).toBe(0);
     engine.plan(cache, [seq]);
     expect(dirty[0]).toBe(3); // uploaded
-    const info = new Int32Array(10);
+    const info = new Int32Array(14);
     const status = native().pkv_decode_plan_copy(engine.handle, other.handle, cache.poolHandle, info);
     expect(status).toBe(Status.INVALID_ARGUMENT);
     expect(String(native().pkv_last_error())).toMatch(/plan differently/);

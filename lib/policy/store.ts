@@ -25,7 +25,11 @@ export function calibrationDir(): string {
 }
 
 /** The key of a table; `settings` as an engine reports them (math and loader resolved from "auto"). */
-export function policyKey(gpu: string, shape: ModelShape, settings: Required<EngineSettings>): string {
+export function policyKey(
+  gpu: string,
+  shape: ModelShape,
+  settings: Required<Omit<EngineSettings, "sharedPrefix">>,
+): string {
   const { numQoHeads, numKvHeads, headDim, pageSize } = shape;
   // FP8 storage names its query type too (an f16 or bf16 key is the dtype alone, as before).
   const dtype = shape.dtype === "fp8_e4m3" ? `fp8_e4m3/${shape.queryDtype ?? "f16"}` : shape.dtype;

@@ -246,7 +246,8 @@ export class DeviceStepRunner implements StepRunner<Sequence> {
       this.stats.direct++;
       return;
     }
-    const key = `${n}:${plan.kernel}:${plan.grid}`;
+    // A graph captured without the shared-prefix launches cannot replay a step that needs them.
+    const key = `${n}:${plan.kernel}:${plan.grid}:${plan.sharedTasks > 0 ? "shared" : "unshared"}`;
     let graph = this.#graphs.get(key);
     if (graph) {
       this.#graphs.delete(key); // re-inserted last: the Map's order is the recency order

@@ -91,6 +91,8 @@ export class ShardedDecodeEngine implements Disposable {
             ...resolved,
             numQoHeads: this.qoHeadsPerShard,
             numKvHeads: this.heads.kvHeadsPerShard,
+            // Shard 0's plan is copied to the others, and a shared-prefix section is not copied.
+            settings: { ...resolved.settings, sharedPrefix: "off" },
           }),
         );
     } catch (error) {

@@ -16,10 +16,13 @@
 #include "multiquery_state.h"
 #include "../cpu/multiquery_cpu.h"
 #include "../gpu/multiquery_launch.h"
+#include "../cpu/shared_cpu.h"
+#include "../gpu/shared_launch.h"
 #include "plan.h"
 #include "policy.h"
 #include "shape.h"
 #include "sharded.h"
+#include "shared_state.h"
 
 namespace {
 
@@ -94,6 +97,12 @@ struct pkv_decode_engine {
   int32_t num_deltas;
   int32_t grid;
   pkv::MqState *mq = nullptr;  // plans with rows of several query tokens (multiquery_state.h)
+  // Shared-prefix sections (shared_state.h): the blocks of each shared launch (0: this engine never
+  // shares: FP8 pages, mode OFF), the planner's scratch and, from the first plan that shares, the buffers.
+  int32_t shared_grid = 0;
+  pkv::ShCapacity sh_capacity{};
+  pkv::ShPlan sh_plan;
+  pkv::ShState *sh = nullptr;
 };
 
 namespace {
@@ -118,6 +127,7 @@ void free_engine(pkv_decode_engine *e) {
   if (e->plan_ready) cudaEventDestroy(e->plan_ready);
   if (e->foreign_runs_done) cudaEventDestroy(e->foreign_runs_done);
   pkv::free_mq_state(rt, e->mq);
+  pkv::free_sh_state(rt, e->sh);
   delete e;
 }
 
@@ -394,8 +404,36 @@ pkv::DecodeParams decode_params(const pkv_decode_engine *e, int32_t layer, const
   return p;
 }
 
+bool is_sharing(const pkv_decode_engine *e) { return e->sh && e->sh->active; }
+
+// What the shared launches read; `lse` is the decode kernels' (the caller's or the engine's own).
+pkv::ShParams shared_params(const pkv_decode_engine *e, int32_t layer, const void *q, void *out, float *lse) {
+  pkv::ShParams p;
+  p.k = pkv::layer_k(e->pool, layer);
+  p.v = pkv::layer_v(e->pool, layer);
+  p.table = e->pool->table_device;
+  p.table_stride = e->pool->config.max_pages_per_sequence;
+  p.image = pkv::sh_image(e->rt, *e->sh);
+  p.q = q;
+  p.out = out;
+  p.lse = lse;
+  p.partial = e->sh->partial;
+  p.num_kv_heads = e->cfg.num_kv_heads;
+  p.group = e->group;
+  p.page_shift = e->page_shift;
+  p.scale_log2 = sm_scale_of(e) * 1.4426950408889634f;
+  return p;
+}
+
+// A step that shares runs its shared tasks, then the decode kernels over the rows' own tokens, then the
+// combine (which needs the rows' own lse: the engine's buffer when the caller wants none).
 void cpu_run(pkv_decode_engine *e, int32_t layer, const void *q, void *out, float *lse) {
-  pkv::cpu_decode_run(decode_params(e, layer, e->plan_host, q, out, lse), e->cfg.head_dim, e->cfg.dtype, sm_scale_of(e));
+  const bool sharing = is_sharing(e);
+  float *own_lse = sharing && !lse ? e->sh->lse : lse;
+  const int32_t d = e->cfg.head_dim, dtype = e->cfg.dtype;
+  if (sharing) pkv::cpu_shared_tasks(shared_params(e, layer, q, out, own_lse), d, dtype);
+  pkv::cpu_decode_run(decode_params(e, layer, e->plan_host, q, out, own_lse), d, dtype, sm_scale_of(e));
+  if (sharing) pkv::cpu_shared_combine(shared_params(e, layer, q, out, own_lse), d, dtype);
 }
 
 // A run on a stream other than the runtime's waits for the plan's upload, and the next plan's upload
@@ -421,8 +459,16 @@ pkv_status run_on_stream(pkv_decode_engine *e, cudaStream_t stream, Launch launc
 }
 
 pkv_status cuda_launch(pkv_decode_engine *e, int32_t layer, const void *q, void *out, float *lse, cudaStream_t stream) {
-  const pkv::DecodeParams p = decode_params(e, layer, e->plan_device, q, out, lse);
-  return pkv::launch_decode(e->kernel, e->body, e->cfg.dtype, e->cfg.head_dim, p, e->grid, stream);
+  const bool sharing = is_sharing(e);
+  float *own_lse = sharing && !lse ? e->sh->lse : lse;
+  const int32_t d = e->cfg.head_dim, dtype = e->cfg.dtype;
+  if (sharing)
+    PKV_TRY(pkv::launch_shared_tasks(dtype, d, shared_params(e, layer, q, out, own_lse), e->shared_grid, stream));
+  const pkv::DecodeParams p = decode_params(e, layer, e->plan_device, q, out, own_lse);
+  PKV_TRY(pkv::launch_decode(e->kernel, e->body, dtype, d, p, e->grid, stream));
+  if (sharing)
+    PKV_TRY(pkv::launch_shared_combine(dtype, d, shared_params(e, layer, q, out, own_lse), e->shared_grid, stream));
+  return PKV_OK;
 }
 
 pkv_status cuda_run(pkv_decode_engine *e, int32_t layer, const void *q, void *out, float *lse, cudaStream_t stream) {
@@ -518,6 +564,9 @@ pkv_status pkv::copy_plan(pkv_decode_engine *src, pkv_decode_engine *dst, pkv_kv
   if (src == dst) return fail(PKV_ERR_INVALID_ARGUMENT, "%s: src and dst are the same engine", func);
   if (src->mq && src->mq->active)
     return fail(PKV_ERR_UNSUPPORTED, "%s: src's plan has rows of several query tokens; only decode plans are copied", func);
+  if (is_sharing(src))
+    return fail(PKV_ERR_BAD_STATE, "%s: src's plan reads shared prefixes once (a shared-prefix section, which is not "
+                                   "copied); create src with shared_prefix OFF to copy its plans", func);
   if (!info) return fail(PKV_ERR_NULL_POINTER, "%s: info is NULL", func);
   // The image is only valid for an engine that would have built the same one: the same heads per
   // shard, page size, wave and tile (same GPU model), planner settings and room for the batch.
@@ -563,6 +612,9 @@ pkv_status pkv::copy_plan(pkv_decode_engine *src, pkv_decode_engine *dst, pkv_kv
   info->num_tasks = dst->num_tasks;
   info->max_splits = max_splits;
   info->grid = dst->grid;
+  info->unique_kv_bytes = info->kv_bytes;
+  info->shared_tasks = 0;
+  info->shared_rows = 0;
   return PKV_OK;
 }
 
@@ -587,6 +639,25 @@ int32_t empty_workqueue(void *image) {
   return 1;
 }
 
+// Plans the step's shared-prefix section into e->sh_plan; true if the step shares. The buffers are
+// allocated on the first plan that shares (a failure there shares nothing: the step stays correct).
+bool plan_shared_section(pkv_decode_engine *e, const pkv_kvpool *pool, int32_t batch, const int32_t *rows,
+                         const int32_t *seq_lens) {
+  if (e->shared_grid == 0 || batch < 2) return false;
+  const pkv::ShCapacity &c = e->sh_capacity;
+  const pkv::ShPlanShape shape{e->cfg.num_kv_heads, e->group, e->cfg.page_size, e->cfg.head_dim,
+                               pkv::kv_row_bytes(e->cfg.dtype, e->cfg.head_dim), e->shared_grid, e->settings.shared_prefix,
+                               c.max_tasks, c.max_members, c.max_slots};
+  pkv::plan_shared(shape, batch, rows, seq_lens, pool->table_host, pool->config.max_pages_per_sequence, e->sh_plan);
+  if (e->sh_plan.tasks.empty()) return false;
+  if (!e->sh && pkv::create_sh_state(e->rt, c, e->cfg.max_batch, e->cfg.num_qo_heads, e->group, e->cfg.head_dim,
+                                     &e->sh) != PKV_OK) {
+    pkv::begin_call("pkv_decode_plan");  // the failed allocation is not this plan's error
+    return false;
+  }
+  return true;
+}
+
 // The plan of a step whose rows 0 .. decode_batch - 1 run on the decode kernels: every row's lengths
 // and block-table entries are checked and its new entries uploaded, the workqueue covers those rows.
 pkv_status plan_step(pkv_decode_engine *e, pkv_kvpool *pool, uint64_t pool_token, int32_t batch, const int32_t *rows,
@@ -606,13 +677,23 @@ pkv_status plan_step(pkv_decode_engine *e, pkv_kvpool *pool, uint64_t pool_token
   if (cuda && pkv::is_capturing(e->rt, e->rt->stream))
     return fail(PKV_ERR_BAD_STATE, "pkv_decode_plan: the runtime's stream is being captured; plan before the "
                                    "capture begins and capture only the runs");
+  // Shared prefixes: only in plans whose every row is a decode row. The decode kernels then read each
+  // row's own tokens (from its first unshared column on).
+  const bool sharing = decode_batch == batch && plan_shared_section(e, pool, batch, rows, seq_lens);
+  const int32_t *first_columns = sharing ? e->sh_plan.first_column.data() : nullptr;
+  static thread_local std::vector<int32_t> own_lens;
+  if (sharing) {
+    own_lens.resize(batch);
+    for (int32_t b = 0; b < batch; b++) own_lens[b] = seq_lens[b] - first_columns[b] * e->cfg.page_size;
+  }
+  const int32_t *decode_lens = sharing ? own_lens.data() : seq_lens;
   // The decode kernels' rows are the first decode_batch (a mixed step's rows of q_len 1); the policy
   // judges them alone.
   int64_t decode_total = total_tokens, decode_longest = sum.longest;
-  if (decode_batch < batch) {
+  if (decode_batch < batch || sharing) {
     decode_total = decode_longest = 0;
     for (int32_t b = 0; b < decode_batch; b++)
-      decode_total += seq_lens[b], decode_longest = std::max<int64_t>(decode_longest, seq_lens[b]);
+      decode_total += decode_lens[b], decode_longest = std::max<int64_t>(decode_longest, decode_lens[b]);
   }
   const int32_t kernel = policy == PKV_POLICY_ADAPTIVE ? adaptive_kernel(e, std::max(1, decode_batch), decode_total, decode_longest)
                          : policy == PKV_POLICY_PERSISTENT ? PKV_KERNEL_PERSISTENT
@@ -625,11 +706,18 @@ pkv_status plan_step(pkv_decode_engine *e, pkv_kvpool *pool, uint64_t pool_token
 
   pkv::PlanHeader *header = &pkv::plan_header(st.host);
   const int32_t max_splits = decode_batch > 0 ? pkv::build_workqueue(e->shape, e->plan_settings, kernel, decode_batch, rows,
-                                                                      seq_lens, nullptr, st.host)
+                                                                      decode_lens, first_columns, st.host)
                                               : empty_workqueue(st.host);
   header->num_deltas = num_deltas == 0 ? 0 : gather_deltas(pool, batch, rows, seq_lens, sum.dirty_rows, pkv::plan_deltas(st.host));
   PKV_TRY(install_plan(e, pool, pool_token, st, kernel, pool));
   if (e->mq) e->mq->active = false;
+  if (e->sh) e->sh->active = false;
+  if (sharing) {
+    e->pool_token = 0;  // incomplete until the section is uploaded
+    PKV_TRY(pkv::upload_sh_plan(e->rt, *e->sh, e->sh_plan));
+    e->sh->active = true;
+    e->pool_token = pool_token;
+  }
 
   info->total_tokens = total_tokens;
   info->kv_bytes = kv_bytes;
@@ -638,7 +726,10 @@ pkv_status plan_step(pkv_decode_engine *e, pkv_kvpool *pool, uint64_t pool_token
   info->batch = batch;
   info->num_tasks = header->num_tasks;
   info->max_splits = max_splits;
-  info->grid = e->grid;
+  info->grid = e->grid + (sharing ? 2 * e->shared_grid : 0);
+  info->unique_kv_bytes = sharing ? e->sh_plan.unique_kv_bytes : kv_bytes;
+  info->shared_tasks = sharing ? (int32_t)e->sh_plan.tasks.size() : 0;
+  info->shared_rows = sharing ? e->sh_plan.shared_rows : 0;
   return PKV_OK;
 }
 
@@ -697,6 +788,18 @@ pkv_status pkv_decode_engine_create_with(pkv_runtime *rt, const pkv_decode_confi
   e->shape = pkv::PlanShape{config->num_kv_heads, config->page_size, wave, kMinSplitTokens,
                             pkv::decode_tile_tokens_of(config->head_dim, e->body.math, config->dtype)};
   e->max_tasks = pkv::max_plan_tasks(e->shape, config->max_batch);
+  if (s == PKV_OK && chosen.shared_prefix != PKV_SHARED_OFF && !pkv::is_fp8(config->dtype)) {
+    int32_t bps = 1;
+    if (pkv::on_cuda(rt)) s = pkv::shared_blocks_per_sm(config->dtype, config->head_dim, &bps);
+    // Without the shared kernels (an engine on a build that lacks them) AUTO shares nothing; ALWAYS,
+    // asked for explicitly, is refused with the kernels' reason.
+    if (s != PKV_OK && chosen.shared_prefix == PKV_SHARED_AUTO) {
+      s = PKV_OK, bps = 0;
+      pkv::begin_call(func);
+    }
+    e->shared_grid = pkv::on_cuda(rt) ? std::max(0, bps) * rt->info.multiprocessors : kCpuWave;
+    e->sh_capacity = pkv::sh_capacity(config->max_batch, config->num_kv_heads, std::max(1, e->shared_grid));
+  }
 
   const int64_t g = e->group, d = config->head_dim;
   const int64_t image = pkv::plan_image_bytes(config->max_batch, e->max_tasks, kDeltaReserve);

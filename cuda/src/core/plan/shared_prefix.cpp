@@ -1,0 +1,288 @@
+// The shared-prefix planner (shared_plan.h): the sharing tree of a step's block table, the policy that
+// decides whether reading its nodes once pays, and the node splits cut into tasks.
+//
+// Detection works column by column from column 0: rows are grouped by the page they hold at a column
+// (one sort of (page, row) keys: in the common step no two rows start alike and this is all it costs);
+// a group of two rows or more becomes a node that runs while every member holds its leader's pages, and
+// the node's rows are grouped again at its end column (a fork of a fork is a child node).
+#include <algorithm>
+#include <cstring>
+
+#include "../shared_plan.h"
+#include "persistentkv.h"
+
+namespace pkv {
+
+namespace {
+
+// A step shares (mode AUTO) only if it saves at least this many K/V bytes per layer: the section adds
+// two launches (a few microseconds with their partial writes and the combine), which the bandwidth of
+// an H100/H200 (3-4.8 TB/s) repays after about 10-20 MiB; 32 MiB leaves a margin for the combine's
+// traffic so that a shared step is never slower than the unshared one.
+constexpr int64_t kAutoMinSavedBytes = 32ll << 20;
+// AUTO emits no node shorter than this: a shorter node costs every row a piece and a combine for a
+// read that the row's own tasks hide behind their pipeline fill.
+constexpr int32_t kAutoMinNodeTokens = 256;
+constexpr int32_t kSplitGranule = 64;     // split lengths are multiples of this (the kernels' key tile)
+constexpr int32_t kMinSplitTokens = 512;  // shorter splits write more partials than they save in balance
+
+struct Node {
+  int32_t c0, c1;      // block-table columns
+  int32_t parent;      // index into nodes, -1 at the root
+  int32_t depth;
+  int32_t first, count;  // its rows: node_rows[first .. first + count - 1] (decode rows, ascending)
+  int32_t splits;
+  int32_t step;        // tokens per split (a multiple of the granule; the last split may be shorter)
+  int32_t piece0;      // pieces of its ancestors
+  bool emitted;
+};
+
+struct Scratch {
+  std::vector<int32_t> node_rows, usable;
+  std::vector<Node> nodes;
+  std::vector<int32_t> deepest;  // per row: its deepest emitted node, -1: none
+  std::vector<int32_t> slot_base;
+  struct Order {
+    int32_t len, node, split, head;
+  };
+  std::vector<Order> order;
+};
+
+struct Detector {
+  const int32_t *table;
+  int64_t stride;
+  const int32_t *rows;
+  const int32_t *usable;  // per decode row: columns that may be shared
+  Scratch &s;
+
+  const int32_t *entries(int32_t b) const { return table + (int64_t)rows[b] * stride; }
+
+  // Groups `members` (decode rows, each with usable > column) by their page at `column`; each group of
+  // two rows or more becomes a node (child of `parent`), found recursively to its leaves.
+  void group_at(const int32_t *members, int32_t n, int32_t column, int32_t parent, int32_t depth) {
+    std::vector<uint64_t> keys;
+    keys.reserve(n);
+    for (int32_t i = 0; i < n; i++)
+      if (usable[members[i]] > column)
+        keys.push_back((uint64_t)(uint32_t)entries(members[i])[column] << 32 | (uint32_t)members[i]);
+    std::sort(keys.begin(), keys.end());
+    for (size_t i = 0; i < keys.size();) {
+      size_t j = i + 1;
+      while (j < keys.size() && keys[j] >> 32 == keys[i] >> 32) j++;
+      if (j - i >= 2) {
+        std::vector<int32_t> group(j - i);
+        for (size_t k = i; k < j; k++) group[k - i] = (int32_t)(uint32_t)keys[k];
+        make_node(group, column, parent, depth);
+      }
+      i = j;
+    }
+  }
+
+  // A node from `column` over `group` (all hold the same page there): its end is the first column where
+  // a member differs from the leader or a member's usable columns end.
+  void make_node(const std::vector<int32_t> &group, int32_t column, int32_t parent, int32_t depth) {
+    const int32_t *lead = entries(group[0]);
+    int32_t end = usable[group[0]];
+    for (size_t i = 1; i < group.size(); i++) end = std::min(end, usable[group[i]]);
+    for (size_t i = 1; i < group.size() && end > column + 1; i++) {
+      const int32_t *e = entries(group[i]);
+      end = (int32_t)(std::mismatch(lead + column + 1, lead + end, e + column + 1).first - lead);
+    }
+    const int32_t index = (int32_t)s.nodes.size();
+    s.nodes.push_back(Node{column, end, parent, depth, (int32_t)s.node_rows.size(), (int32_t)group.size(), 1, 0, 0, false});
+    s.node_rows.insert(s.node_rows.end(), group.begin(), group.end());
+    group_at(group.data(), (int32_t)group.size(), end, index, depth + 1);
+  }
+};
+
+// Nodes are emitted top-down: a node whose parent is not emitted is not either (a row's shared columns
+// are one chain from column 0). Nodes are stored parents first, so one forward pass decides.
+void choose_nodes(const ShPlanShape &shape, Scratch &s, int32_t max_depth) {
+  for (Node &n : s.nodes) {
+    const bool parent_ok = n.parent < 0 || s.nodes[n.parent].emitted;
+    const int64_t tokens = (int64_t)(n.c1 - n.c0) * shape.page_size;
+    const bool long_enough = shape.mode == PKV_SHARED_ALWAYS || tokens >= kAutoMinNodeTokens;
+    n.emitted = parent_ok && n.count >= 2 && n.c1 > n.c0 && long_enough && n.depth <= max_depth;
+  }
+}
+
+// Splits every emitted node with one split length (a multiple of the granule, at least kMinSplitTokens):
+// about two waves of tasks over all nodes. `coarsen` doubles the length that many times.
+void choose_splits(const ShPlanShape &shape, Scratch &s, int32_t coarsen) {
+  const int32_t tile = sh_tile_members(shape.group);
+  const int64_t granule = std::max<int64_t>(kSplitGranule, shape.page_size);
+  int64_t weighted = 0;  // tokens x heads x member tiles
+  for (const Node &n : s.nodes)
+    if (n.emitted) weighted += (int64_t)(n.c1 - n.c0) * shape.page_size * shape.num_kv_heads * ((n.count + tile - 1) / tile);
+  int64_t len = weighted / std::max<int64_t>(1, 2 * (int64_t)shape.wave);
+  len = std::max<int64_t>(kMinSplitTokens, (len + granule - 1) / granule * granule);
+  for (int32_t i = 0; i < coarsen && len < (1ll << 31); i++) len *= 2;
+  for (Node &n : s.nodes) {
+    if (!n.emitted) continue;
+    const int64_t tokens = (int64_t)(n.c1 - n.c0) * shape.page_size;
+    const int64_t splits = std::max<int64_t>(1, (tokens + len - 1) / len);
+    // Even splits rounded up to the granule; counted again so that no split is empty.
+    const int64_t step = ((tokens + splits - 1) / splits + granule - 1) / granule * granule;
+    n.step = (int32_t)std::min<int64_t>(step, tokens);
+    n.splits = (int32_t)((tokens + n.step - 1) / n.step);
+    n.piece0 = n.parent < 0 ? 0 : s.nodes[n.parent].piece0 + s.nodes[n.parent].splits;
+  }
+}
+
+struct Counts {
+  int64_t tasks = 0, members = 0, slots = 0;
+};
+Counts count(const ShPlanShape &shape, const Scratch &s, int32_t batch) {
+  const int32_t tile = sh_tile_members(shape.group);
+  Counts c;
+  for (const Node &n : s.nodes)
+    if (n.emitted) {
+      c.tasks += (int64_t)n.splits * shape.num_kv_heads * ((n.count + tile - 1) / tile);
+      c.members += n.count;
+    }
+  for (int32_t b = 0; b < batch; b++)
+    if (s.deepest[b] >= 0) {
+      const Node &n = s.nodes[s.deepest[b]];
+      c.slots += (int64_t)(n.piece0 + n.splits) * shape.num_kv_heads;
+    }
+  return c;
+}
+
+void find_deepest(Scratch &s, int32_t batch) {
+  s.deepest.assign(batch, -1);
+  for (size_t i = 0; i < s.nodes.size(); i++) {
+    const Node &n = s.nodes[i];
+    if (!n.emitted) continue;
+    for (int32_t k = 0; k < n.count; k++) {
+      int32_t &d = s.deepest[s.node_rows[n.first + k]];
+      if (d < 0 || s.nodes[d].depth < n.depth) d = (int32_t)i;
+    }
+  }
+}
+
+}  // namespace
+
+void plan_shared(const ShPlanShape &shape, int32_t batch, const int32_t *rows, const int32_t *seq_lens,
+                 const int32_t *table, int64_t table_stride, ShPlan &plan) {
+  static thread_local Scratch s;
+  plan.tasks.clear();
+  plan.members.clear();
+  plan.combines.clear();
+  plan.first_column.assign(batch, 0);
+  plan.num_slots = 0;
+  plan.shared_rows = 0;
+  int64_t total = 0;
+  for (int32_t b = 0; b < batch; b++) total += seq_lens[b];
+  const int64_t token_bytes = shape.token_bytes * shape.num_kv_heads;
+  plan.unique_kv_bytes = total * token_bytes;
+  if (shape.mode == PKV_SHARED_OFF || shape.group < 1 || shape.group > kShTileRows || batch < 2 || shape.page_size < 1)
+    return;
+
+  // Only whole pages are shared, and each row keeps at least one own token.
+  s.usable.resize(batch);
+  std::vector<int32_t> &usable = s.usable;
+  for (int32_t b = 0; b < batch; b++) usable[b] = (int32_t)(((int64_t)seq_lens[b] - 1) / shape.page_size);
+  s.nodes.clear();
+  s.node_rows.clear();
+  {
+    std::vector<int32_t> all(batch);
+    for (int32_t b = 0; b < batch; b++) all[b] = b;
+    Detector{table, table_stride, rows, usable.data(), s}.group_at(all.data(), batch, 0, -1, 0);
+  }
+  if (s.nodes.empty()) return;
+
+  int32_t max_depth = 0;
+  for (const Node &n : s.nodes) max_depth = std::max(max_depth, n.depth);
+  choose_nodes(shape, s, max_depth);
+  if (shape.mode == PKV_SHARED_AUTO) {
+    int64_t saved = 0;
+    for (const Node &n : s.nodes)
+      if (n.emitted) saved += (int64_t)(n.count - 1) * (n.c1 - n.c0) * shape.page_size * token_bytes;
+    if (saved < kAutoMinSavedBytes) return;
+  }
+  // Fit the capacities: coarser splits first (down to one per node), then drop the deepest nodes.
+  for (int32_t coarsen = 0;; coarsen++) {
+    choose_splits(shape, s, coarsen);
+    find_deepest(s, batch);
+    const Counts c = count(shape, s, batch);
+    if (c.tasks <= shape.max_tasks && c.members <= shape.max_members && c.slots <= shape.max_slots) break;
+    bool all_single = true;
+    for (const Node &n : s.nodes) all_single &= !n.emitted || n.splits == 1;
+    if (!all_single) continue;
+    if (max_depth == 0) {
+      for (Node &n : s.nodes) n.emitted = false;
+      break;
+    }
+    choose_nodes(shape, s, --max_depth);
+    coarsen = -1;
+  }
+  find_deepest(s, batch);
+
+  // Rows: slots and first columns.
+  s.slot_base.assign(batch, -1);
+  for (int32_t b = 0; b < batch; b++) {
+    if (s.deepest[b] < 0) continue;
+    const Node &n = s.nodes[s.deepest[b]];
+    const int32_t pieces = n.piece0 + n.splits;
+    s.slot_base[b] = plan.num_slots;
+    plan.combines.push_back(ShCombine{b, plan.num_slots, pieces, 0});
+    plan.num_slots += pieces * shape.num_kv_heads;
+    plan.first_column[b] = n.c1;
+    plan.shared_rows++;
+  }
+  if (plan.shared_rows == 0) return;
+
+  // Members (one list per node; a task's tile is a range of it) and the tasks, longest first with the
+  // member tiles of one (split, head) adjacent.
+  std::vector<int32_t> member_first(s.nodes.size(), -1);
+  int64_t unique_tokens = 0;
+  s.order.clear();
+  for (size_t i = 0; i < s.nodes.size(); i++) {
+    const Node &n = s.nodes[i];
+    if (!n.emitted) continue;
+    member_first[i] = (int32_t)plan.members.size();
+    for (int32_t k = 0; k < n.count; k++) {
+      const int32_t b = s.node_rows[n.first + k];
+      plan.members.push_back(ShMember{b, s.slot_base[b]});
+    }
+    const int64_t tokens = (int64_t)(n.c1 - n.c0) * shape.page_size;
+    unique_tokens += tokens;
+    for (int32_t sp = 0; sp < n.splits; sp++) {
+      const int64_t a = (int64_t)sp * n.step, z = std::min<int64_t>(tokens, a + n.step);
+      for (int32_t h = 0; h < shape.num_kv_heads; h++)
+        s.order.push_back(Scratch::Order{(int32_t)(z - a), (int32_t)i, sp, h});
+    }
+  }
+  std::stable_sort(s.order.begin(), s.order.end(),
+                   [](const Scratch::Order &x, const Scratch::Order &y) { return x.len > y.len; });
+  const int32_t tile = sh_tile_members(shape.group);
+  for (const Scratch::Order &o : s.order) {
+    const Node &n = s.nodes[o.node];
+    const int32_t begin = (int32_t)((int64_t)n.c0 * shape.page_size + (int64_t)o.split * n.step);
+    const int32_t end = begin + o.len;
+    for (int32_t m = 0; m < n.count; m += tile)
+      plan.tasks.push_back(ShTask{o.head, rows[s.node_rows[n.first]], begin, end, member_first[o.node] + m,
+                                  std::min(tile, n.count - m), n.piece0 + o.split, 0});
+  }
+  for (int32_t b = 0; b < batch; b++) unique_tokens += seq_lens[b] - (int64_t)plan.first_column[b] * shape.page_size;
+  plan.unique_kv_bytes = unique_tokens * token_bytes;
+}
+
+int64_t sh_plan_bytes(const ShPlan &plan) {
+  return sh_image_bytes((int64_t)plan.tasks.size(), (int64_t)plan.members.size(), (int64_t)plan.combines.size());
+}
+
+void write_sh_image(const ShPlan &plan, void *image) {
+  ShHeader &h = *static_cast<ShHeader *>(image);
+  h = ShHeader{(int32_t)plan.tasks.size(), (int32_t)plan.members.size(), (int32_t)plan.combines.size(), plan.num_slots};
+  char *at = static_cast<char *>(image) + sizeof(ShHeader);
+  if (!plan.tasks.empty()) memcpy(at, plan.tasks.data(), plan.tasks.size() * sizeof(ShTask));
+  at += plan.tasks.size() * sizeof(ShTask);
+  const int64_t member_bytes = sh_members_bytes((int64_t)plan.members.size());
+  memset(at, 0, member_bytes);
+  if (!plan.members.empty()) memcpy(at, plan.members.data(), plan.members.size() * sizeof(ShMember));
+  at += member_bytes;
+  if (!plan.combines.empty()) memcpy(at, plan.combines.data(), plan.combines.size() * sizeof(ShCombine));
+}
+
+}  // namespace pkv
