@@ -84,9 +84,11 @@ struct Detector {
     const int32_t *lead = entries(group[0]);
     int32_t end = usable[group[0]];
     for (size_t i = 1; i < group.size(); i++) end = std::min(end, usable[group[i]]);
+    // Members mostly hold the whole run: one memcmp each, and a search only where it differs.
     for (size_t i = 1; i < group.size() && end > column + 1; i++) {
       const int32_t *e = entries(group[i]);
-      end = (int32_t)(std::mismatch(lead + column + 1, lead + end, e + column + 1).first - lead);
+      if (memcmp(lead + column + 1, e + column + 1, sizeof(int32_t) * (end - column - 1)) != 0)
+        end = (int32_t)(std::mismatch(lead + column + 1, lead + end, e + column + 1).first - lead);
     }
     const int32_t index = (int32_t)s.nodes.size();
     s.nodes.push_back(Node{column, end, parent, depth, (int32_t)s.node_rows.size(), (int32_t)group.size(), 1, 0, 0, false});
@@ -160,6 +162,15 @@ void find_deepest(Scratch &s, int32_t batch) {
   }
 }
 
+// AUTO: whether the emitted nodes save enough bytes per layer to pay for the section's launches.
+bool pays(const ShPlanShape &shape, const Scratch &s) {
+  if (shape.mode != PKV_SHARED_AUTO) return true;
+  int64_t saved = 0;
+  for (const Node &n : s.nodes)
+    if (n.emitted) saved += (int64_t)(n.count - 1) * (n.c1 - n.c0) * shape.page_size * shape.token_bytes * shape.num_kv_heads;
+  return saved >= kAutoMinSavedBytes;
+}
+
 }  // namespace
 
 void plan_shared(const ShPlanShape &shape, int32_t batch, const int32_t *rows, const int32_t *seq_lens,
@@ -194,12 +205,7 @@ void plan_shared(const ShPlanShape &shape, int32_t batch, const int32_t *rows, c
   int32_t max_depth = 0;
   for (const Node &n : s.nodes) max_depth = std::max(max_depth, n.depth);
   choose_nodes(shape, s, max_depth);
-  if (shape.mode == PKV_SHARED_AUTO) {
-    int64_t saved = 0;
-    for (const Node &n : s.nodes)
-      if (n.emitted) saved += (int64_t)(n.count - 1) * (n.c1 - n.c0) * shape.page_size * token_bytes;
-    if (saved < kAutoMinSavedBytes) return;
-  }
+  if (!pays(shape, s)) return;
   // Fit the capacities: coarser splits first (down to one per node), then drop the deepest nodes.
   for (int32_t coarsen = 0;; coarsen++) {
     choose_splits(shape, s, coarsen);
@@ -216,6 +222,7 @@ void plan_shared(const ShPlanShape &shape, int32_t batch, const int32_t *rows, c
     choose_nodes(shape, s, --max_depth);
     coarsen = -1;
   }
+  if (!pays(shape, s)) return;  // the capacities took nodes away
   find_deepest(s, batch);
 
   // Rows: slots and first columns.

@@ -1,0 +1,223 @@
+// Shared-prefix decode on the CPU backend (docs/shared-prefix.md): caches whose rows share pages through
+// forks, forks of forks and prefix-cache hits, decoded with sharedPrefix "always", "auto" and "off" and
+// checked against pkv_reference_decode; the plan's info; failures that leave the previous plan runnable.
+import { describe, expect, test } from "bun:test";
+import { BadStateError, InvalidArgumentError, Status } from "../lib/errors.ts";
+import { native } from "../lib/ffi/loader.ts";
+import { openRuntime } from "../lib/index.ts";
+import {
+  buildTree,
+  checkStep,
+  LSE_TOLERANCE,
+  outputTolerance,
+  runAndCompare,
+  type Tree,
+  type TreeCase,
+} from "./support/shared-prefix.ts";
+import type { Runtime } from "../lib/runtime.ts";
+
+const base: TreeCase = {
+  group: 4,
+  numKvHeads: 2,
+  headDim: 64,
+  pageSize: 16,
+  dtype: "f16",
+  seed: 1,
+  groups: 2,
+  maxPrefix: 200,
+  prefixHits: 3,
+  loners: 3,
+};
+
+// An engine over the tree's cache (group 4 over base's 2 KV heads) that shares every run it finds.
+const alwaysEngine = (rt: Runtime, tree: Tree) =>
+  rt.createDecodeEngine({
+    cache: tree.cache,
+    numQoHeads: 8,
+    maxBatch: tree.sequences.length,
+    settings: { sharedPrefix: "always" },
+  });
+
+describe("shared-prefix decode (CPU backend)", () => {
+  const expectClose = (c: TreeCase, r: { relError: number; lseError: number }) => {
+    expect(r.relError).toBeLessThan(outputTolerance(c.dtype));
+    expect(r.lseError).toBeLessThan(LSE_TOLERANCE);
+  };
+
+  const cases: TreeCase[] = [
+    base,
+    { ...base, seed: 2, pageSize: 1, maxPrefix: 40 },
+    { ...base, seed: 3, pageSize: 64, maxPrefix: 700, group: 8 },
+    { ...base, seed: 4, group: 1, numKvHeads: 3, headDim: 128, dtype: "bf16" },
+    { ...base, seed: 5, groups: 3, prefixHits: 0, loners: 1, numLayers: 2 },
+    { ...base, seed: 6, group: 8, headDim: 128, groups: 1, prefixHits: 5, loners: 0 },
+  ];
+  for (const c of cases)
+    test(`random tree: seed ${c.seed}, page ${c.pageSize}, group ${c.group}, head dim ${c.headDim}, ${c.dtype}`, () => {
+      using rt = openRuntime({ backend: "cpu" });
+      const tree = buildTree(rt, c);
+      using _cache = tree.cache;
+      const always = checkStep(rt, c, tree, { sharedPrefix: "always" });
+      const auto = checkStep(rt, c, tree, { sharedPrefix: "auto" });
+      const off = checkStep(rt, c, tree, { sharedPrefix: "off" });
+      for (const r of [always, auto, off]) expectClose(c, r);
+      // Every tree has rows sharing at least a whole page and a token after it: "always" shares them.
+      expect(always.plan.sharedTasks).toBeGreaterThan(0);
+      expect(always.plan.sharedRows).toBeGreaterThanOrEqual(2);
+      expect(always.plan.uniqueKvBytes).toBeLessThan(always.plan.kvBytes);
+      expect(always.plan.kvBytes).toBe(off.plan.kvBytes);
+      expect(always.plan.grid).toBeGreaterThan(off.plan.grid - 1);
+      expect(off.plan.sharedTasks).toBe(0);
+      expect(off.plan.sharedRows).toBe(0);
+      expect(off.plan.uniqueKvBytes).toBe(off.plan.kvBytes);
+      // These steps save far less than the policy's threshold: "auto" reads every row's pages itself.
+      expect(auto.plan.sharedTasks).toBe(0);
+    });
+
+  test("rows that share nothing, and rows of one page or one token: no section", () => {
+    using rt = openRuntime({ backend: "cpu" });
+    const c: TreeCase = { ...base, groups: 0, prefixHits: 0, loners: 8, seed: 9 };
+    const tree = buildTree(rt, c);
+    using _cache = tree.cache;
+    const r = checkStep(rt, c, tree, { sharedPrefix: "always" });
+    expectClose(c, r);
+    expect(r.plan.sharedTasks).toBe(0);
+    // Two forks of a one-page sequence share its page but neither has a token past it: nothing to share.
+    const root = tree.cache.createSequence();
+    tree.cache.append(root, 16);
+    const forks = [tree.cache.fork(root), tree.cache.fork(root)];
+    using engine = rt.createDecodeEngine({ cache: tree.cache, numQoHeads: 8, settings: { sharedPrefix: "always" } });
+    expect(engine.plan(tree.cache, forks).sharedTasks).toBe(0);
+    tree.cache.append(forks[0]!, 1);
+    tree.cache.append(forks[1]!, 1);
+    expect(engine.plan(tree.cache, forks).sharedTasks).toBeGreaterThan(0);
+  });
+
+  test('"auto" shares a step that saves enough bytes: 9 rows behind a 4K-token prefix', () => {
+    using rt = openRuntime({ backend: "cpu" });
+    const c: TreeCase = { ...base, group: 4, numKvHeads: 2, headDim: 128, pageSize: 64, seed: 11 };
+    using cache = rt.createKVCache({
+      numLayers: 1,
+      numPages: 200,
+      pageSize: 64,
+      numKvHeads: 2,
+      headDim: 128,
+      dtype: "f16",
+    });
+    const root = cache.createSequence();
+    const E = 2 * 128;
+    const write = (slots: Int32Array) => {
+      const values = new Uint16Array(slots.length * E);
+      for (let i = 0; i < values.length; i++) values[i] = 0x3000 + ((i * 2654435761) >>> 22);
+      cache.writeKV(
+        0,
+        slots,
+        values,
+        values.map((v) => v ^ 0x8000),
+      );
+    };
+    write(cache.append(root, 4160));
+    const sequences = Array.from({ length: 9 }, (_, i) => {
+      const s = cache.fork(root);
+      write(cache.append(s, 10 + 7 * i));
+      return s;
+    });
+    const tree = { cache, sequences };
+    using engine = rt.createDecodeEngine({ cache, numQoHeads: 8 });
+    const plan = engine.plan(cache, sequences);
+    // (9 - 1) x 4160 tokens x 2 heads x 512 bytes: 34 MB saved, over the 32 MiB threshold.
+    expect(plan.sharedTasks).toBeGreaterThan(0);
+    expect(plan.sharedRows).toBe(9);
+    expect(plan.kvBytes - plan.uniqueKvBytes).toBe(8 * 4160 * 2 * 512);
+    expectClose(
+      c,
+      runAndCompare({ ...c, seed: 12 }, tree, (l, q, o, lse) => engine.run(plan, l, q, o, lse)),
+    );
+  });
+
+  test("runs without lse combine through the engine's own lse", () => {
+    using rt = openRuntime({ backend: "cpu" });
+    const tree = buildTree(rt, base);
+    using _cache = tree.cache;
+    using engine = alwaysEngine(rt, tree);
+    const plan = engine.plan(tree.cache, tree.sequences);
+    expect(plan.sharedTasks).toBeGreaterThan(0);
+    const withLse = runAndCompare(base, tree, (l, q, o, lse) => engine.run(plan, l, q, o, lse));
+    const without = runAndCompare(base, tree, (l, q, o, lse) => {
+      engine.run(plan, l, q, o);
+      lse.set(new Float32Array(lse.length)); // not compared: only out is
+    });
+    expectClose(base, withLse);
+    expect(without.relError).toBeLessThan(outputTolerance(base.dtype));
+  });
+
+  test("a failed plan leaves the previous sharing plan runnable", () => {
+    using rt = openRuntime({ backend: "cpu" });
+    const tree = buildTree(rt, base);
+    using _cache = tree.cache;
+    using engine = alwaysEngine(rt, tree);
+    const plan = engine.plan(tree.cache, tree.sequences);
+    expect(plan.sharedTasks).toBeGreaterThan(0);
+    const rows = new Int32Array(tree.sequences.length);
+    const lens = new Int32Array(tree.sequences.length);
+    tree.cache.describeBatch(tree.sequences, rows, lens);
+    lens[lens.length - 1] = -5;
+    const info = new Int32Array(14);
+    expect(native().pkv_decode_plan(engine.handle, tree.cache.poolHandle, rows.length, rows, lens, -1, info)).toBe(
+      Status.INVALID_ARGUMENT,
+    );
+    expectClose(
+      base,
+      runAndCompare(base, tree, (l, q, o, lse) => engine.run(plan, l, q, o, lse)),
+    );
+    // A later plan that shares nothing replaces it, and runs without the section.
+    const loner = tree.cache.createSequence();
+    tree.cache.append(loner, 5);
+    const single = engine.plan(tree.cache, [loner]);
+    expect(single.sharedTasks).toBe(0);
+  });
+
+  test("multi-query plans share nothing; a sharing plan is not copied", () => {
+    using rt = openRuntime({ backend: "cpu" });
+    const tree = buildTree(rt, base);
+    using _cache = tree.cache;
+    using engine = alwaysEngine(rt, tree);
+    using other = alwaysEngine(rt, tree);
+    const qLens = tree.sequences.map((s, i) => (i === 0 ? Math.min(2, s.length) : 1));
+    const multi = engine.plan(tree.cache, tree.sequences, { qLens });
+    if (qLens[0] === 2) expect(multi.sharedTasks).toBe(0);
+    const plan = engine.plan(tree.cache, tree.sequences);
+    expect(plan.sharedTasks).toBeGreaterThan(0);
+    const info = new Int32Array(14);
+    expect(native().pkv_decode_plan_copy(engine.handle, other.handle, tree.cache.poolHandle, info)).toBe(
+      Status.BAD_STATE,
+    );
+    expect(String(native().pkv_last_error())).toMatch(/shared-prefix section/);
+    expect(BadStateError).toBeDefined();
+  });
+
+  test("settings: read back, and bad values get typed errors", () => {
+    using rt = openRuntime({ backend: "cpu" });
+    const shape = { numQoHeads: 4, numKvHeads: 2, headDim: 64, pageSize: 16, dtype: "f16" as const };
+    for (const mode of ["auto", "off", "always"] as const) {
+      using engine = rt.createDecodeEngine({ ...shape, settings: { sharedPrefix: mode } });
+      expect(engine.settings.sharedPrefix).toBe(mode);
+    }
+    expect(() => rt.createDecodeEngine({ ...shape, settings: { sharedPrefix: "sometimes" as "auto" } })).toThrow(
+      InvalidArgumentError,
+    );
+    expect(() => rt.createDecodeEngine({ ...shape, settings: { sharedPrefix: 2 as unknown as "auto" } })).toThrow(
+      InvalidArgumentError,
+    );
+    const settings = new Int32Array(8);
+    native().pkv_engine_settings_defaults(settings);
+    expect(settings[7]).toBe(0); // AUTO
+    settings[7] = 3;
+    const config = new Int32Array([4, 2, 64, 16, 0, 2, 8, 0]);
+    const out = new BigUint64Array(1);
+    expect(native().pkv_decode_engine_create_with(rt.handle, config, null, settings, out)).toBe(
+      Status.INVALID_ARGUMENT,
+    );
+    expect(String(native().pkv_last_error())).toMatch(/shared_prefix 3/);
+  });
+});
