@@ -227,6 +227,27 @@ int shared_plan_test(uint64_t seed, int iterations) {
     tasks += (int64_t)plan.tasks.size();
     shared += !plan.tasks.empty();
   }
+  {
+    // A chain of forks as deep as the batch: row b holds row b - 1's pages and one more, then its own.
+    const int32_t batch = 1500;
+    Table t;
+    t.width = batch + 2;
+    t.entries.assign((size_t)batch * t.width, -1);
+    for (int32_t b = 0; b < batch; b++) {
+      for (int32_t c = 0; c <= b; c++) t.entries[(int64_t)b * t.width + c] = c;
+      t.entries[(int64_t)b * t.width + b + 1] = batch + b;
+      t.rows.push_back(b);
+      t.seq_lens.push_back(b + 2);
+    }
+    ShPlanShape shape{2, 4, 1, 128, 512, 264, PKV_SHARED_ALWAYS, 1 << 22, 1 << 24, 1 << 26};
+    where = "a chain of 1500 forks";
+    plan_shared(shape, batch, t.rows.data(), t.seq_lens.data(), t.entries.data(), t.width, plan);
+    check_section(shape, t, plan);
+    if (plan.shared_rows != batch) {  // every row shares page 0
+      failures++;
+      fprintf(stderr, "FAIL shared %s: %d shared rows\n", where.c_str(), plan.shared_rows);
+    }
+  }
   printf("shared-plan-test: %d tables, %lld with a section, %lld tasks, %d failures\n", iterations, (long long)shared,
          (long long)tasks, failures);
   return failures;

@@ -49,30 +49,47 @@ struct Scratch {
 };
 
 struct Detector {
-  const int32_t *table;
-  int64_t stride;
-  const int32_t *rows;
-  const int32_t *usable;  // per decode row: columns that may be shared
-  Scratch &s;
+  const int32_t *table = nullptr;
+  int64_t stride = 0;
+  const int32_t *rows = nullptr;
+  const int32_t *usable = nullptr;  // per decode row: columns that may be shared
+  Scratch *s = nullptr;
 
   const int32_t *entries(int32_t b) const { return table + (int64_t)rows[b] * stride; }
 
-  // Groups `members` (decode rows, each with usable > column) by their page at `column`; each group of
-  // two rows or more becomes a node (child of `parent`), found recursively to its leaves.
-  void group_at(const int32_t *members, int32_t n, int32_t column, int32_t parent, int32_t depth) {
-    std::vector<uint64_t> keys;
-    keys.reserve(n);
-    for (int32_t i = 0; i < n; i++)
-      if (usable[members[i]] > column)
-        keys.push_back((uint64_t)(uint32_t)entries(members[i])[column] << 32 | (uint32_t)members[i]);
+  std::vector<uint64_t> keys;
+  std::vector<int32_t> group, members;
+  std::vector<int32_t> pending;  // nodes whose rows are still to be grouped at their end column
+
+  // The whole tree: the rows grouped at column 0, then each node's rows at its end, with a work list
+  // rather than recursion (a chain of forks may be as deep as the batch is large).
+  void detect(int32_t batch) {
+    members.resize(batch);
+    for (int32_t b = 0; b < batch; b++) members[b] = b;
+    group_at(0, -1, 0);
+    while (!pending.empty()) {
+      const Node n = s->nodes[pending.back()];
+      const int32_t index = pending.back();
+      pending.pop_back();
+      members.assign(s->node_rows.begin() + n.first, s->node_rows.begin() + n.first + n.count);
+      group_at(n.c1, index, n.depth + 1);
+    }
+  }
+
+  // Groups `members` (decode rows) with usable columns past `column` by their page there; each group of
+  // two rows or more becomes a node (child of `parent`) whose own rows are grouped later.
+  void group_at(int32_t column, int32_t parent, int32_t depth) {
+    keys.clear();
+    for (int32_t b : members)
+      if (usable[b] > column) keys.push_back((uint64_t)(uint32_t)entries(b)[column] << 32 | (uint32_t)b);
     std::sort(keys.begin(), keys.end());
     for (size_t i = 0; i < keys.size();) {
       size_t j = i + 1;
       while (j < keys.size() && keys[j] >> 32 == keys[i] >> 32) j++;
       if (j - i >= 2) {
-        std::vector<int32_t> group(j - i);
+        group.resize(j - i);
         for (size_t k = i; k < j; k++) group[k - i] = (int32_t)(uint32_t)keys[k];
-        make_node(group, column, parent, depth);
+        make_node(column, parent, depth);
       }
       i = j;
     }
@@ -80,7 +97,7 @@ struct Detector {
 
   // A node from `column` over `group` (all hold the same page there): its end is the first column where
   // a member differs from the leader or a member's usable columns end.
-  void make_node(const std::vector<int32_t> &group, int32_t column, int32_t parent, int32_t depth) {
+  void make_node(int32_t column, int32_t parent, int32_t depth) {
     const int32_t *lead = entries(group[0]);
     int32_t end = usable[group[0]];
     for (size_t i = 1; i < group.size(); i++) end = std::min(end, usable[group[i]]);
@@ -90,10 +107,9 @@ struct Detector {
       if (memcmp(lead + column + 1, e + column + 1, sizeof(int32_t) * (end - column - 1)) != 0)
         end = (int32_t)(std::mismatch(lead + column + 1, lead + end, e + column + 1).first - lead);
     }
-    const int32_t index = (int32_t)s.nodes.size();
-    s.nodes.push_back(Node{column, end, parent, depth, (int32_t)s.node_rows.size(), (int32_t)group.size(), 1, 0, 0, false});
-    s.node_rows.insert(s.node_rows.end(), group.begin(), group.end());
-    group_at(group.data(), (int32_t)group.size(), end, index, depth + 1);
+    pending.push_back((int32_t)s->nodes.size());
+    s->nodes.push_back(Node{column, end, parent, depth, (int32_t)s->node_rows.size(), (int32_t)group.size(), 1, 0, 0, false});
+    s->node_rows.insert(s->node_rows.end(), group.begin(), group.end());
   }
 };
 
@@ -196,9 +212,10 @@ void plan_shared(const ShPlanShape &shape, int32_t batch, const int32_t *rows, c
   s.nodes.clear();
   s.node_rows.clear();
   {
-    std::vector<int32_t> all(batch);
-    for (int32_t b = 0; b < batch; b++) all[b] = b;
-    Detector{table, table_stride, rows, usable.data(), s}.group_at(all.data(), batch, 0, -1, 0);
+    static thread_local Detector detector{};
+    detector.table = table, detector.stride = table_stride, detector.rows = rows, detector.usable = usable.data();
+    detector.s = &s;
+    detector.detect(batch);
   }
   if (s.nodes.empty()) return;
 
