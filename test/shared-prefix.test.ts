@@ -15,6 +15,7 @@ import {
   type TreeCase,
 } from "./support/shared-prefix.ts";
 import type { Runtime } from "../lib/runtime.ts";
+import { hostMemory, layeredBatch, layerError, wrapPool } from "./support/interop.ts";
 
 const base: TreeCase = {
   group: 4,
@@ -194,6 +195,31 @@ describe("shared-prefix decode (CPU backend)", () => {
     );
     expect(String(native().pkv_last_error())).toMatch(/shared-prefix section/);
     expect(BadStateError).toBeDefined();
+  });
+
+  test("plans of a caller's page table (planPaged) share too", () => {
+    using rt = openRuntime({ backend: "cpu" });
+    const shape = { numQoHeads: 8, numKvHeads: 2, headDim: 64, pageSize: 16, dtype: "f16" as const };
+    const lb = layeredBatch(shape, [40, 100, 3, 70], 2, 5);
+    // Rows 1 and 3 begin with row 0's two full pages (a prefix the caller's own cache shares).
+    const { pageIndptr: indptr, pageIndices: indices } = lb.batch;
+    for (const row of [1, 3]) indices.set(indices.subarray(indptr[0]!, indptr[0]! + 2), indptr[row]!);
+    const keep: unknown[] = [];
+    using pool = wrapPool(rt, lb, (bytes) => hostMemory(bytes, keep));
+    using engine = rt.createDecodeEngine({
+      cache: pool,
+      numQoHeads: 8,
+      maxBatch: 4,
+      settings: { sharedPrefix: "always" },
+    });
+    const plan = engine.planPaged(pool, { indptr, indices, lastPageLen: lb.lastPageLen });
+    expect(plan.sharedTasks).toBeGreaterThan(0);
+    expect(plan.sharedRows).toBe(3);
+    for (let layer = 0; layer < 2; layer++) {
+      const out = new Uint16Array(lb.batch.q.length).fill(0x7fff);
+      engine.run(plan, layer, lb.batch.q, out);
+      expect(layerError(lb, layer, out)).toBeLessThan(outputTolerance("f16"));
+    }
   });
 
   test("settings: read back, and bad values get typed errors", () => {
