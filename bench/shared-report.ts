@@ -44,6 +44,8 @@ export interface SharedResult {
   ceiling_gbps: number;
   timing: string;
   sharing: { on: string; off: string };
+  /** Whether each setting's adaptive policy had a calibrated table (else the built-in rule chose kernels). */
+  calibrated?: { on: boolean; off: boolean };
   rows: SharedRow[];
 }
 
@@ -84,6 +86,11 @@ export function sharedReport(result: SharedResult): string {
     "",
     `commit ${result.commit.slice(0, 12)}, ${result.date}; streaming-read ceiling ${result.ceiling_gbps} GB/s (same run).`,
     `Sharing "on" is the engine setting sharedPrefix "${result.sharing.on}", "off" is "${result.sharing.off}" (every row reads its own pages).`,
+    ...(result.calibrated
+      ? [
+          `Adaptive policy: ${result.calibrated.on ? "calibrated" : "built-in rule"} with sharing on, ${result.calibrated.off ? "calibrated" : "built-in rule"} with sharing off.`,
+        ]
+      : []),
     `Timing: ${result.timing}.`,
     "",
     "## Bars",

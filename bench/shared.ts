@@ -2,7 +2,7 @@
 // KVCache.fork) and of bench/workloads/decode.json (rows that share nothing), each with sharing on and off,
 // timed as bench/decode.ts times a step (bench/timing.ts). Writes bench/results/shared-<date>-<device>.json
 // in the fixed format of DESIGN.md, each row with "sharing" and "unique_kv_bytes", and a table with the bars.
-//   bun bench/shared.ts [--out bench/results] [--reps 20] [--steps prefix-8k,b64-prefix16k/1,b8-zipf]
+//   bun bench/shared.ts [--out bench/results] [--reps 30] [--steps prefix-8k,b64-prefix16k/1,b8-zipf]
 //                       [--on auto|always] [--backend cuda|cpu] [--quick]
 // --quick: every length / 128, at most 3 entries per list (rows or forks), the first step of each workload,
 // few repetitions: small enough for the CPU backend.
@@ -26,13 +26,14 @@ import {
 import { planSharing, type SharedPrefix, sharingSettings, sharingSupported } from "./sharing";
 import { cliArg, kernelUs, median, readCeiling, wallUs } from "./timing";
 
+const startedAt = performance.now();
 const args = process.argv.slice(2);
 const arg = (name: string, fallback: string) => cliArg(args, name, fallback);
 const quick = args.includes("--quick");
 const outDir = arg("--out", "bench/results");
-const reps = Number(arg("--reps", quick ? "3" : "20"));
+const reps = Number(arg("--reps", quick ? "3" : "30"));
 const planReps = quick ? 5 : 100;
-const wall32Reps = quick ? 1 : 5;
+const wall32Reps = quick ? 1 : 10;
 const onSetting = arg("--on", "auto") as SharedPrefix;
 const backend = arg("--backend", "cuda") as "cuda" | "cpu";
 const filter = arg("--steps", "")
@@ -94,6 +95,10 @@ const engines = [
   { sharing: "on" as const, setting: onSetting, engine: engineOf(onSetting) },
   { sharing: "off" as const, setting: "off" as const, engine: engineOf("off") },
 ];
+for (const { sharing, setting, engine } of engines)
+  console.log(
+    `sharing ${sharing} (sharedPrefix "${setting}"): adaptive policy from ${engine.calibrated ? "the calibrated table" : "the built-in rule (no calibration stored for these settings)"}`,
+  );
 const ioBytes = maxBatch * m.num_qo_heads * m.head_dim * 2;
 const q: DeviceBuffer = rt.allocDevice(ioBytes),
   out: DeviceBuffer = rt.allocDevice(ioBytes);
@@ -228,9 +233,11 @@ const result: SharedResult = {
   timing:
     `CUDA events around one run, median of ${reps} launches, L2 flushed (256 MiB read) before each; ` +
     `wall: plan + runs + sync on the host clock, L2 flushed first, median of ${reps} (1 layer) / ${wall32Reps} (32 layers cycling ${layersInPool} pool layers); ` +
-    `plan_us: host time of one plan (no table deltas), median of ${planReps}; bytes = K + V + q + out` +
+    `plan_us: host time of one plan (no table deltas), median of ${planReps}; bytes = K + V + q + out; ` +
+    "shared steps on a KVCache (page ids in its allocation order), decode.json steps on shuffled page ids as bench/decode.ts" +
     (quick ? `; --quick: lengths x ${scale}, at most ${maxEntries} entries per list, first step of each workload` : ""),
   sharing: { on: onSetting, off: "off" },
+  calibrated: { on: engines[0]!.engine.calibrated, off: engines[1]!.engine.calibrated },
   rows,
 };
 mkdirSync(outDir, { recursive: true });
@@ -239,4 +246,4 @@ const device = rt.backend === "cpu" ? "cpu" : name.includes("H100") ? "h100" : n
 const base = `${outDir}/shared-${date.slice(0, 10)}-${device}`;
 writeFileSync(`${base}.json`, JSON.stringify(result, null, 1));
 writeFileSync(`${base}.md`, sharedReport(result));
-console.log(`wrote ${base}.json and .md`);
+console.log(`wrote ${base}.json and .md after ${((performance.now() - startedAt) / 1000).toFixed(0)} s`);
