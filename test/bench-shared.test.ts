@@ -154,43 +154,46 @@ describe("shared-prefix table", () => {
 
 // Runs once the library accepts the sharedPrefix setting (shared-prefix decode); skips before.
 describe.skipIf(!sharingSupported(rt))("bench/shared.ts --quick on the CPU backend", () => {
-  const dir = mkdtempSync(join(tmpdir(), "pkv-shared-"));
-  afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
   test("writes rows for both settings; unique bytes never exceed unshared, and are fewer where pages are shared", () => {
-    const proc = Bun.spawnSync(
-      [process.execPath, "bench/shared.ts", "--quick", "--backend", "cpu", "--on", "always", "--out", dir],
-      { cwd: root, stdout: "pipe", stderr: "pipe", timeout: 120_000 },
-    );
-    if (proc.exitCode !== 0) console.error(proc.stdout.toString(), proc.stderr.toString());
-    expect(proc.exitCode).toBe(0);
-    const files = readdirSync(dir);
-    const json = files.find((f) => /^shared-\d{4}-\d{2}-\d{2}-cpu\.json$/.test(f))!;
-    expect(files).toContain(json.replace(/\.json$/, ".md"));
-    const run: SharedResult = JSON.parse(readFileSync(join(dir, json), "utf8"));
-    for (const field of ["device", "commit", "date", "ceiling_gbps", "timing", "rows"]) expect(field in run).toBe(true);
-    const steps = new Set(run.rows.map((r) => `${r.workload}/${r.step}`));
-    for (const key of steps)
-      expect([key, run.rows.filter((r) => `${r.workload}/${r.step}` === key).map((r) => r.sharing)]).toEqual([
-        key,
-        ["on", "off"],
-      ]);
-    const workloads = JSON.parse(readFileSync(join(root, "bench/workloads/shared.json"), "utf8")).workloads;
-    for (const w of workloads) expect(steps.has(`${w.name}/0`)).toBe(true);
-    expect(run.rows.some((r) => r.source === "existing")).toBe(true);
-    let shared = 0;
-    for (const r of run.rows) {
-      expect(r.unique_kv_bytes).toBeLessThanOrEqual(r.kv_bytes);
-      expect(r.unique_kv_bytes).toBeGreaterThanOrEqual(r.distinct_kv_bytes);
-      expect(r.kernel_us).toBeGreaterThan(0);
-      if (r.sharing === "off") {
-        expect([r.workload, r.unique_kv_bytes, r.shared_tasks]).toEqual([r.workload, r.kv_bytes, 0]);
-      } else if (r.distinct_kv_bytes < r.kv_bytes) {
-        shared++;
-        expect([r.workload, r.unique_kv_bytes < r.kv_bytes, r.shared_tasks > 0]).toEqual([r.workload, true, true]);
-      } else expect(r.unique_kv_bytes).toBe(r.kv_bytes);
+    const dir = mkdtempSync(join(tmpdir(), "pkv-shared-"));
+    try {
+      const proc = Bun.spawnSync(
+        [process.execPath, "bench/shared.ts", "--quick", "--backend", "cpu", "--on", "always", "--out", dir],
+        { cwd: root, stdout: "pipe", stderr: "pipe", timeout: 120_000 },
+      );
+      if (proc.exitCode !== 0) console.error(proc.stdout.toString(), proc.stderr.toString());
+      expect(proc.exitCode).toBe(0);
+      const files = readdirSync(dir);
+      const json = files.find((f) => /^shared-\d{4}-\d{2}-\d{2}-cpu\.json$/.test(f))!;
+      expect(files).toContain(json.replace(/\.json$/, ".md"));
+      const run: SharedResult = JSON.parse(readFileSync(join(dir, json), "utf8"));
+      for (const field of ["device", "commit", "date", "ceiling_gbps", "timing", "rows"])
+        expect(field in run).toBe(true);
+      const steps = new Set(run.rows.map((r) => `${r.workload}/${r.step}`));
+      for (const key of steps)
+        expect([key, run.rows.filter((r) => `${r.workload}/${r.step}` === key).map((r) => r.sharing)]).toEqual([
+          key,
+          ["on", "off"],
+        ]);
+      const workloads = JSON.parse(readFileSync(join(root, "bench/workloads/shared.json"), "utf8")).workloads;
+      for (const w of workloads) expect(steps.has(`${w.name}/0`)).toBe(true);
+      expect(run.rows.some((r) => r.source === "existing")).toBe(true);
+      let shared = 0;
+      for (const r of run.rows) {
+        expect(r.unique_kv_bytes).toBeLessThanOrEqual(r.kv_bytes);
+        expect(r.unique_kv_bytes).toBeGreaterThanOrEqual(r.distinct_kv_bytes);
+        expect(r.kernel_us).toBeGreaterThan(0);
+        if (r.sharing === "off") {
+          expect([r.workload, r.unique_kv_bytes, r.shared_tasks]).toEqual([r.workload, r.kv_bytes, 0]);
+        } else if (r.distinct_kv_bytes < r.kv_bytes) {
+          shared++;
+          expect([r.workload, r.unique_kv_bytes < r.kv_bytes, r.shared_tasks > 0]).toEqual([r.workload, true, true]);
+        } else expect(r.unique_kv_bytes).toBe(r.kv_bytes);
+      }
+      expect(shared).toBeGreaterThan(0);
+      expect(readFileSync(join(dir, json.replace(/\.json$/, ".md")), "utf8")).toContain("## Bars");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
-    expect(shared).toBeGreaterThan(0);
-    expect(readFileSync(join(dir, json.replace(/\.json$/, ".md")), "utf8")).toContain("## Bars");
   }, 120_000);
 });
