@@ -10,9 +10,10 @@ import { randomHalves, rng, TestPool } from "persistentkv/testing";
 import { chart } from "./chart";
 import { commit } from "./meta";
 import { type DecodeResult, type DecodeRow, flashInferSteps, peersPath, report } from "./report";
+import { cliArg, kernelUs as timeKernel, readCeiling, wallUs as timeWall } from "./timing";
 
 const args = process.argv.slice(2);
-const arg = (name: string, fallback: string) => (args.includes(name) ? args[args.indexOf(name) + 1]! : fallback);
+const arg = (name: string, fallback: string) => cliArg(args, name, fallback);
 const workloadsPath = arg("--workloads", "bench/workloads/decode.json");
 const outDir = arg("--out", "bench/results");
 const reps = Number(arg("--reps", "30"));
@@ -30,11 +31,9 @@ interface Workload {
 const workloads: Workload[] = JSON.parse(readFileSync(workloadsPath, "utf8")).workloads.filter(
   (w: Workload) => !only || only.split(",").includes(w.name),
 );
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 using rt = openRuntime({ backend: "cuda" });
-const ceiling = rt.probeReadBandwidth({ bytes: 2 ** 31, iterations: 20 });
-console.log(`${rt.info.name}: streaming-read ceiling ${ceiling.toFixed(1)} GB/s`);
+const ceiling = readCeiling(rt);
 
 // One pool for every workload of a model shape: pages for the largest step, page ids shuffled.
 const m = workloads[0]!.model;
@@ -90,8 +89,6 @@ function measure(dtype: KVDType): void {
   const q = rt.allocDevice(ioBytes),
     out = rt.allocDevice(ioBytes);
   q.write(randomHalves(m.dtype, ioBytes / 2, rng(5), 2));
-  const start = rt.createEvent(),
-    stop = rt.createEvent();
 
   for (const w of workloads) {
     w.steps.forEach((lengths, step) => {
@@ -101,47 +98,32 @@ function measure(dtype: KVDType): void {
       for (const policy of policies) {
         let plan = engine.plan(pool, seqs, { policy });
         for (let i = 0; i < 3; i++) engine.run(plan, 0, q, out);
-        const kernelMs: number[] = [];
-        for (let i = 0; i < reps; i++) {
-          rt.flushL2();
-          start.record();
-          engine.run(plan, i % layersInPool, q, out);
-          stop.record();
-          stop.synchronize();
-          kernelMs.push(stop.elapsedSince(start));
-        }
+        const kernelUs = timeKernel(rt, (i) => engine.run(plan, i % layersInPool, q, out), reps);
         // Synchronized wall time as the serving loop sees it: plan + upload + run(s) + sync, L2 cold.
-        const wall = (layers: number, n: number) => {
-          const times: number[] = [];
-          for (let i = 0; i < n; i++) {
-            rt.flushL2();
-            rt.synchronize();
-            const t = performance.now();
-            plan = engine.plan(pool, seqs, { policy });
-            for (let layer = 0; layer < layers; layer++) engine.run(plan, layer % layersInPool, q, out);
-            rt.synchronize();
-            times.push(performance.now() - t);
-          }
-          return median(times) * 1000;
-        };
+        const wall = (layers: number, n: number) =>
+          timeWall(
+            rt,
+            () => {
+              plan = engine.plan(pool, seqs, { policy });
+              for (let layer = 0; layer < layers; layer++) engine.run(plan, layer % layersInPool, q, out);
+            },
+            n,
+          );
         // The same 32 layers replayed from a CUDA graph: plan (outside the capture) + one launch + sync.
         using graph = rt.capture(() => {
           for (let layer = 0; layer < 32; layer++) engine.run(plan, layer % layersInPool, q, out);
         });
-        const graphTimes: number[] = [];
-        for (let i = 0; i < 10; i++) {
-          rt.flushL2();
-          rt.synchronize();
-          const t = performance.now();
-          plan = engine.plan(pool, seqs, { policy }); // same step, same plan: the graph's image is refreshed in place
-          graph.launch();
-          rt.synchronize();
-          graphTimes.push(performance.now() - t);
-        }
         const wallUs = wall(1, reps),
           wall32 = wall(32, 10),
-          wall32Graph = median(graphTimes) * 1000;
-        const kernelUs = median(kernelMs) * 1000;
+          // Same step, same plan: the graph's image is refreshed in place.
+          wall32Graph = timeWall(
+            rt,
+            () => {
+              plan = engine.plan(pool, seqs, { policy });
+              graph.launch();
+            },
+            10,
+          );
         const bytes = plan.kvBytes + 2 * lengths.length * m.num_qo_heads * m.head_dim * 2; // K, V, q, out
         const gbps = bytes / kernelUs / 1e3;
         rows.push({
@@ -172,7 +154,7 @@ function measure(dtype: KVDType): void {
     });
   }
   calibrated &&= engine.calibrated;
-  for (const b of [q, out, start, stop]) b.dispose();
+  for (const b of [q, out]) b.dispose();
   engine.dispose();
   pool.dispose();
 }
