@@ -10,7 +10,8 @@
 //   exp2 (valid for scale_log2 >= 0, which the engine guarantees);
 // - K/V tiles of kTile tokens stream through a 3-stage cp.async pipeline with one barrier per tile: the
 //   barrier that makes tile i visible also proves every warp is done with tile i - 1, whose stage the
-//   copy of tile i + 2 then takes. 3 stages are 104 KB at D = 128: two blocks per SM (8 warps).
+//   copy of tile i + 2 then takes. K/V rows are unpadded with their 16-byte chunks XOR-swizzled, so
+//   3 stages are 96 KB at D = 128: two blocks per SM (8 warps) on sm_90, and it fits sm_86/89's 99 KB.
 // With 32 query rows or fewer (a few forks: memory-bound like decode) a warp's 16 rows would leave
 // warps idle, so the warps split each tile's tokens instead (PARTS 2 or 4) and their states meet by
 // log-sum-exp in the epilogue. A task's fp32 partials go out through shared memory as contiguous runs
@@ -30,8 +31,9 @@ template <int D>
 struct ShKernelShape {
   static constexpr int kThreads = 128, kWarps = 4, kStages = 3;
   static constexpr int kTile = D == 256 ? 32 : 64;  // tokens per stage: a multiple of 16 (PV's k)
-  static constexpr int kStride = D + 8;             // 16-byte row padding: ldmatrix free of bank conflicts
-  static constexpr int kKvElems = kTile * kStride;
+  // K/V rows unpadded, their 16-byte chunks swizzled (sh_chunk): 3 stages are 96 KB at D = 128 (two blocks
+  // per SM on sm_90, and within the 99 KB a block may have on sm_86/89).
+  static constexpr int kKvElems = kTile * D;
   static constexpr size_t kSmemBytes = (size_t)kStages * 2 * kKvElems * 2;
   static_assert(kTile * (D / 8) % kThreads == 0, "a tile's 16-byte chunks split evenly over the threads");
   static constexpr int kMaxParts = kTile / 16 < 4 ? kTile / 16 : 4;
@@ -54,31 +56,41 @@ __device__ __forceinline__ int sh_parts(int rows) {
   return min(parts, ShKernelShape<D>::kMaxParts);
 }
 
+// Element offset of 16-byte chunk `chunk` of row `row` in a K/V stage: chunk bits 0-2 XOR the row's,
+// so the 8 rows an ldmatrix reads at one logical chunk lie in 8 distinct bank groups (no conflict), as
+// do a warp's cp.async writes of whole rows.
+template <int D>
+__device__ __forceinline__ int sh_chunk(int row, int chunk) { return row * D + ((chunk ^ (row & 7)) << 3); }
+
 __device__ __forceinline__ uint32_t ldg_u32(const void *p) { return __ldg(static_cast<const unsigned int *>(p)); }
 
-// S (16 query rows x N tokens, fp32 fragments) = Q K^T for the N K rows at sk; q: the rows' A fragments.
-template <typename T, int D, int N, int kStride>
-__device__ __forceinline__ void sh_score_tile(float (&s)[N / 8][4], const uint32_t (&q)[D / 16][4], const T *sk, int lane) {
-  // ldmatrix lanes: rows 0-7 of matrix lane / 8, matrices (tokens 0-7 | 8-15) x (k lo | k hi).
-  const T *row = sk + ((lane >> 4) * 8 + (lane & 7)) * kStride + ((lane >> 3) & 1) * 8;
+// S (16 query rows x N tokens, fp32 fragments) = Q K^T for the N K rows from row `first` (a multiple of
+// 16) of the stage at sk; q: the rows' A fragments.
+template <typename T, int D, int N>
+__device__ __forceinline__ void sh_score_tile(float (&s)[N / 8][4], const uint32_t (&q)[D / 16][4], const T *sk, int first,
+                                              int lane) {
+  // ldmatrix lanes: row lane % 8 of matrix lane / 8, matrices (tokens 0-7 | 8-15) x (k lo | k hi).
+  const int row = first + (lane >> 4) * 8 + (lane & 7), half = (lane >> 3) & 1;
 #pragma unroll
   for (int kk = 0; kk < D / 16; kk++) {
 #pragma unroll
     for (int jj = 0; jj < N / 16; jj++) {
       uint32_t b[4];
-      ldmatrix_x4(b, row + jj * 16 * kStride + kk * 16);
+      ldmatrix_x4(b, sk + sh_chunk<D>(row + jj * 16, 2 * kk + half));
       MmaOp<T>::run(s[2 * jj], q[kk], b[0], b[1]);
       MmaOp<T>::run(s[2 * jj + 1], q[kk], b[2], b[3]);
     }
   }
 }
 
-// O (16 rows x D, fp32 fragments) += P V for the N V rows at sv: P is s's probabilities, whose C
-// fragments of two adjacent 8-token n-tiles are exactly one 16-token A fragment once packed to 16 bits.
-template <typename T, int D, int N, int kStride>
-__device__ __forceinline__ void sh_accumulate_pv(float (&o)[D / 8][4], const float (&s)[N / 8][4], const T *sv, int lane) {
+// O (16 rows x D, fp32 fragments) += P V for the N V rows from row `first` (a multiple of 16) of the
+// stage at sv: P is s's probabilities, whose C fragments of two adjacent 8-token n-tiles are exactly
+// one 16-token A fragment once packed to 16 bits.
+template <typename T, int D, int N>
+__device__ __forceinline__ void sh_accumulate_pv(float (&o)[D / 8][4], const float (&s)[N / 8][4], const T *sv, int first,
+                                                 int lane) {
   // Transposed ldmatrix lanes: matrices (tokens 0-7 | 8-15) x (columns 0-7 | 8-15 of a 16-column step).
-  const T *row = sv + (((lane >> 3) & 1) * 8 + (lane & 7)) * kStride + (lane >> 4) * 8;
+  const int row = first + ((lane >> 3) & 1) * 8 + (lane & 7), half = lane >> 4;
 #pragma unroll
   for (int kk = 0; kk < N / 16; kk++) {
     const float(&lo)[4] = s[2 * kk], (&hi)[4] = s[2 * kk + 1];
@@ -86,7 +98,7 @@ __device__ __forceinline__ void sh_accumulate_pv(float (&o)[D / 8][4], const flo
 #pragma unroll
     for (int dd = 0; dd < D / 16; dd++) {
       uint32_t b[4];
-      ldmatrix_x4_trans(b, row + kk * 16 * kStride + dd * 16);
+      ldmatrix_x4_trans(b, sv + sh_chunk<D>(row + kk * 16, 2 * dd + half));
       MmaOp<T>::run(o[2 * dd], p, b[0], b[1]);
       MmaOp<T>::run(o[2 * dd + 1], p, b[2], b[3]);
     }
@@ -97,7 +109,7 @@ __device__ __forceinline__ void sh_accumulate_pv(float (&o)[D / 8][4], const flo
 template <typename T, int D, int PARTS>
 __device__ __forceinline__ void sh_run_task(const ShParams &p, const ShTask &task, unsigned char *smem) {
   using S = ShKernelShape<D>;
-  constexpr int kTile = S::kTile, kStride = S::kStride, kChunks = D / 8, kN = kTile / PARTS;
+  constexpr int kTile = S::kTile, kChunks = D / 8, kN = kTile / PARTS;
   static_assert(kN % 16 == 0, "a warp's part of a tile is whole PV k-steps");
   T *skv = reinterpret_cast<T *>(smem);  // stage s: K at skv + 2 s kKvElems, V after it
   const int g = p.group, hq = p.num_kv_heads * g, rows = task.member_count * g;
@@ -121,8 +133,8 @@ __device__ __forceinline__ void sh_run_task(const ShParams &p, const ShTask &tas
         const int64_t page = __ldg(table + (tok >> p.page_shift));
         at = ((page * p.num_kv_heads + task.head) * page_size + (tok & (page_size - 1))) * D + c * 8;
       }
-      cp_async16(sk + t * kStride + c * 8, kbase + at, in ? 16 : 0);
-      cp_async16(sv + t * kStride + c * 8, vbase + at, in ? 16 : 0);
+      cp_async16(sk + sh_chunk<D>(t, c), kbase + at, in ? 16 : 0);
+      cp_async16(sv + sh_chunk<D>(t, c), vbase + at, in ? 16 : 0);
     }
   };
 
@@ -176,7 +188,7 @@ __device__ __forceinline__ void sh_run_task(const ShParams &p, const ShTask &tas
     float s[kN / 8][4];
 #pragma unroll
     for (int j = 0; j < kN / 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
-    sh_score_tile<T, D, kN, kStride>(s, qf, sk + pb * kStride, lane);
+    sh_score_tile<T, D, kN>(s, qf, sk, pb, lane);
     if (tile_begin + kTile > task.kv_end) {  // the range's last tile: no token at or past kv_end
 #pragma unroll
       for (int j = 0; j < kN / 8; j++)
@@ -204,7 +216,7 @@ __device__ __forceinline__ void sh_run_task(const ShParams &p, const ShTask &tas
 #pragma unroll
       for (int n = 0; n < D / 8; n++) o[n][2 * h] *= alpha, o[n][2 * h + 1] *= alpha;
     }
-    sh_accumulate_pv<T, D, kN, kStride>(o, s, sv + pb * kStride, lane);
+    sh_accumulate_pv<T, D, kN>(o, s, sv, pb, lane);
   }
   cp_async_wait<0>();
   __syncthreads();  // every warp is done with the stages: the epilogue reuses them
