@@ -216,10 +216,15 @@ describe("an FP8 KV cache (CPU)", () => {
     expect(() => fp8.writeKV(0, slots, new Float32Array(2 * 192) as never, new Float32Array(2 * 192) as never)).toThrow(
       InvalidArgumentError,
     );
-    // FP8 pages load with cp.async: bulk copies are refused, not silently replaced.
+    // FP8 pages take bulk copies at head dim 128 only: elsewhere they are refused, not silently replaced.
     expect(() => rt.createDecodeEngine({ cache: fp8, numQoHeads: 6, settings: { loader: "bulk" } })).toThrow(
       UnsupportedError,
     );
+    using plain = rt.createDecodeEngine({ cache: fp8, numQoHeads: 6 });
+    expect(plain.settings.loader).toBe("cp-async");
+    using fp8d128 = rt.createKVCache({ ...shape, headDim: 128, numPages: 4 });
+    using bulk = rt.createDecodeEngine({ cache: fp8d128, numQoHeads: 6, settings: { loader: "bulk" } });
+    expect(bulk.settings).toMatchObject({ math: "tensor-cores", loader: "bulk" });
   });
 });
 

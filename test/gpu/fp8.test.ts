@@ -158,6 +158,7 @@ describeGpu("FP8 KV storage on the GPU", () => {
   };
 
   // Head dims 64 and 128 run the tensor-core body by default; each case there runs the CUDA-core body too.
+  // At head dim 128 the default loader is bulk copies on sm_90+: those cases run the cp.async loader too.
   test("decode: every group size 1-16 over head dims 64/128/256 and page sizes 1-256, both bodies", () => {
     const dims = [64, 128, 256],
       pageSizes = [1, 2, 4, 8, 16, 32, 64, 128, 256];
@@ -177,6 +178,7 @@ describeGpu("FP8 KV storage on the GPU", () => {
       };
       check(c, g % 2 === 0);
       if (d <= 128) check({ ...c, settings: { math: "cuda-cores" } }, g % 2 === 1);
+      if (d === 128) check({ ...c, settings: { loader: "cp-async" } });
     }
   }, 300_000);
 
@@ -199,14 +201,16 @@ describeGpu("FP8 KV storage on the GPU", () => {
       lengths: [3, 20000],
     });
     for (const ps of [1, 2, 4, 8, 16, 32, 64, 128, 256])
-      check({
-        group: 8,
-        numKvHeads: 1,
-        headDim: 128,
-        pageSize: ps,
-        dtype: "fp8_e4m3",
-        lengths: [ps - 1 || 1, 3 * ps + 1, 2049],
-      });
+      for (const loader of ["auto", "cp-async"] as const)
+        check({
+          group: 8,
+          numKvHeads: 1,
+          headDim: 128,
+          pageSize: ps,
+          dtype: "fp8_e4m3",
+          lengths: [ps - 1 || 1, 3 * ps + 1, 2049],
+          settings: { loader },
+        });
   }, 300_000);
 
   test("decode: engine settings that force claiming and the dynamic tail onto small steps", () => {

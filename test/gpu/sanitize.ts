@@ -10,8 +10,11 @@ const cases: DecodeCase[] = [
   { group: 4, numKvHeads: 2, headDim: 128, pageSize: 16, dtype: "f16", lengths: [1, 17, 700, 3000] },
   { group: 7, numKvHeads: 1, headDim: 64, pageSize: 1, dtype: "bf16", lengths: [5, 300] },
   { group: 16, numKvHeads: 1, headDim: 256, pageSize: 256, dtype: "f16", lengths: [600] },
-  // FP8 pages: codes and scales through the cp.async pipeline, every head dim, f16 and bf16 queries.
+  // FP8 pages: codes and scales through the cp.async pipeline (and at head dim 128 on sm_90+ bulk copies:
+  // whole 8-row groups, rows of pages under 8 tokens, both tensor-core forms), every head dim, f16 and bf16
+  // queries.
   { group: 4, numKvHeads: 2, headDim: 128, pageSize: 16, dtype: "fp8_e4m3", lengths: [1, 17, 700, 3000] },
+  { group: 12, numKvHeads: 1, headDim: 128, pageSize: 4, dtype: "fp8_e4m3", queryDtype: "bf16", lengths: [3, 99, 130] },
   { group: 7, numKvHeads: 1, headDim: 64, pageSize: 1, dtype: "fp8_e4m3", queryDtype: "bf16", lengths: [5, 300] },
   { group: 3, numKvHeads: 2, headDim: 256, pageSize: 256, dtype: "fp8_e4m3", lengths: [600] },
   { group: 16, numKvHeads: 1, headDim: 64, pageSize: 4, dtype: "fp8_e4m3", queryDtype: "bf16", lengths: [1, 999] },

@@ -205,13 +205,15 @@ int32_t adaptive_kernel(const pkv_decode_engine *e, int32_t batch, int64_t total
   return PKV_KERNEL_BASELINE;
 }
 
-// FP8 pages have both bodies (tensor cores for head dims up to 128, as for 16-bit pages) but only the
-// cp.async loader: AUTO resolves to it, and a request for bulk copies is refused rather than changed.
-pkv_status fp8_loader(pkv_engine_settings &s, int32_t dtype, const char *func) {
-  if (!pkv::is_fp8(dtype)) return PKV_OK;
+// FP8 pages have both bodies (tensor cores for head dims up to 128, as for 16-bit pages) and take bulk
+// copies at head dim 128 (fp8_bulk_support; resolve_decode_body decides as for 16-bit pages); at other head
+// dims AUTO resolves to cp.async, and a request for bulk copies is refused rather than changed.
+pkv_status fp8_loader(pkv_engine_settings &s, int32_t dtype, int32_t head_dim, const char *func) {
+  if (!pkv::is_fp8(dtype) || pkv::fp8_bulk_support(head_dim)) return PKV_OK;
   if (s.loader == PKV_LOADER_BULK)
-    return fail(PKV_ERR_UNSUPPORTED, "%s: FP8 pages (dtype %d) load with cp.async only; use loader AUTO or CP_ASYNC",
-                func, dtype);
+    return fail(PKV_ERR_UNSUPPORTED,
+                "%s: FP8 pages (dtype %d) at head dim %d load with cp.async only; use loader AUTO or CP_ASYNC", func,
+                dtype, head_dim);
   s.loader = PKV_LOADER_CP_ASYNC;
   return PKV_OK;
 }
@@ -758,7 +760,7 @@ pkv_status pkv_decode_engine_create_with(pkv_runtime *rt, const pkv_decode_confi
   PKV_TRY(pkv::check_not_capturing(rt));
   pkv_engine_settings chosen = settings ? *settings : pkv::default_engine_settings();
   PKV_TRY(pkv::check_engine_settings(chosen, func));
-  PKV_TRY(fp8_loader(chosen, config->dtype, func));
+  PKV_TRY(fp8_loader(chosen, config->dtype, config->head_dim, func));
   pkv::DecodeBody body{};
   PKV_TRY(pkv::resolve_decode_body(chosen, config->head_dim, pkv::on_cuda(rt) ? rt->info.cc_major : 0, &body, func));
   auto *e = new pkv_decode_engine();

@@ -44,6 +44,9 @@ struct DecodeBody {
   int32_t loader;
 };
 constexpr bool tensor_cores_support(int32_t head_dim) { return head_dim <= 128; }
+// FP8 pages take bulk copies (with tensor cores) at head dim 128, whose grouped rows the body reads without
+// bank conflicts; other head dims load them with cp.async.
+constexpr bool fp8_bulk_support(int32_t head_dim) { return head_dim == 128; }
 // Tokens per pipeline stage: 8 KiB of K (and of V) per stage on CUDA cores, 16 KiB on tensor cores.
 constexpr int decode_tile_tokens(int head_dim, int32_t math) { return (math == PKV_MATH_TENSOR_CORES ? 8192 : 4096) / head_dim; }
 // FP8 pages (1-byte codes) take twice the tokens per stage, the same bytes in flight per block: 8 KiB of

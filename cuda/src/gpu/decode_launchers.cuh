@@ -58,10 +58,14 @@ pkv_status body_blocks_per_sm(int32_t kernel, int32_t *out) {
 }
 
 // Calls f with the task body (an empty object; its type is what counts) that `body` selects. T is the
-// page dtype: a 16-bit type, or Fp8E4m3<Q> (FP8 pages load with cp.async only).
+// page dtype: a 16-bit type, or Fp8E4m3<Q> (FP8 pages: bulk copies with tensor cores at head dim 128 only,
+// fp8_bulk_support).
 template <typename T, int D, class F>
 pkv_status with_body(DecodeBody body, F &&f) {
   if constexpr (IsFp8<T>::value) {
+    if constexpr (fp8_bulk_support(D))
+      if (body.math == PKV_MATH_TENSOR_CORES && body.loader == PKV_LOADER_BULK)
+        return f(Fp8TensorBody<typename T::Query, D, true>{});
     if constexpr (tensor_cores_support(D))
       if (body.math == PKV_MATH_TENSOR_CORES) return f(Fp8TensorBody<typename T::Query, D>{});
     return f(Fp8CoreBody<typename T::Query, D>{});

@@ -62,8 +62,9 @@ __device__ __forceinline__ TaskTiles task_tiles(const DecodeParams &p, const Pla
 
 // How a pipeline's stages are filled and awaited (stream_tiles): 16-byte cp.async into commit groups
 // (TileLoader, every architecture), or Hopper bulk copies completing on a barrier per stage
-// (BulkTileLoader, sm_90+), which thread 0 arms with the stage's byte count and every
-// thread waits on, so the compute needs no block barrier before it, only the one after it.
+// (BulkTileLoader, sm_90+), which thread 0 arms with the stage's byte count (its arrival; a loader may
+// add others: Loader::kArrivals) and every thread waits on, so the compute needs no block barrier
+// before it, only the one after it.
 template <class Loader, int kStageElems, typename T>
 struct CpAsyncStages {
   const Loader &loader;
@@ -93,7 +94,7 @@ struct BulkStages {
   __device__ __forceinline__ void begin(bool) const {
     if (threadIdx.x == 0)
 #pragma unroll
-      for (int s = 0; s < kDecodeStages; s++) mbar_init(&bars[s], 1);
+      for (int s = 0; s < kDecodeStages; s++) mbar_init(&bars[s], Loader::kArrivals);
     // Thread 0's inits, and every thread's ordinary writes into this memory (the previous task's
     // epilogue), ordered before the copy engine's writes; the claims published.
     fence_async_shared();

@@ -11,6 +11,8 @@
 //   raises it, O is rescaled together with the softmax rescale, at no extra cost per element.
 // bf16 queries are scaled per query head by a power of two into f16's range (exact), undone on the score.
 // Groups of up to 8 heads swap the roles (run_heads_as_n): heads as the mma's columns, tokens as its rows.
+// Stages come by cp.async into swizzled rows, or (head dim 128, sm_90+) by bulk copies into padded groups of
+// rows that tok_row reads in a bank-spreading order (Fp8BulkTileLoader).
 #pragma once
 #include <cuda_fp8.h>
 
@@ -70,7 +72,8 @@ __device__ __forceinline__ void fp8_query_fragments(uint32_t (&qa)[kKSteps][4], 
   }
 }
 
-template <typename Q, int D>
+// kBulk: stages come by Hopper bulk copies (Fp8BulkTileLoader, head dim 128 on sm_90+), else by cp.async.
+template <typename Q, int D, bool kBulk = false>
 struct Fp8TensorBody {
   using Smem = uint8_t;
   static constexpr int kThreads = 128;
@@ -81,11 +84,22 @@ struct Fp8TensorBody {
   static constexpr int kNTiles = D / 8;   // n-tiles of O
   static constexpr int kKBytes = D / 4;   // codes of a K row one lane reads (its quarter)
   static constexpr int kVBytes = D / 8;   // codes of a V row one lane reads (its eighth)
-  using Loader = Fp8TileLoader<D, kThreads, kTile, true>;
+  using Loader = std::conditional_t<kBulk, Fp8BulkTileLoader<D, kThreads, kTile>, Fp8TileLoader<D, kThreads, kTile, true>>;
   static constexpr int kStageElems = Loader::kStageElems;
   static constexpr size_t kSmemBytes = kDecodeStages * (size_t)kStageElems;
   static_assert(D == 64 || D == 128, "FP8 tensor-core body: head dim 64 or 128");
   static_assert(kWarps * 16 * (D + 1) * sizeof(float) <= kSmemBytes, "merge scratch fits");
+  static_assert(!kBulk || (D == 128 && kTile % 64 == 0), "grouped rows: head dim 128, chunks from 64-token blocks");
+
+  // The stage row of token t (0-15) of chunk j. cp.async: rows in order. Bulk copies (rows in padded groups
+  // of 8, no swizzle): chunk j takes rows 2 (j % 4) and 2 (j % 4) + 1 of each of the 8 groups of its 64-token
+  // block, token t from group t % 8, so the lanes that read the same column of different tokens together
+  // read different groups, whose padding puts them in different banks. A chunk's token 0 is its first row,
+  // and first rows grow with j.
+  static __device__ __forceinline__ int tok_row(int j, int t) {
+    if constexpr (kBulk) return (j >> 2) * 64 + (t & 7) * 8 + 2 * (j & 3) + (t >> 3);
+    else return j * 16 + t;
+  }
 
   // kBytes consecutive codes of a row from byte `from` (a multiple of kBytes), as words.
   template <int kBytes>
@@ -167,13 +181,12 @@ struct Fp8TensorBody {
     auto tile_math = [&](int, const uint8_t *ks_, const uint8_t *vs_, int valid) {
       const float *k_scale = Loader::scales(ks_), *v_scale = Loader::scales(vs_);
       for (int j = warp; j < kChunks; j += kWarps) {
-        const int t0 = j * 16;
-        if (t0 >= valid) break;
+        if (tok_row(j, 0) >= valid) break;
         float s[2][4] = {};
 #pragma unroll
         for (int nt = 0; nt < 2; nt++) {
-          uint32_t kw[kKSteps];  // word ks: the codes of this lane's k-step ks of token t0 + 8 nt + r0
-          load_codes<kKBytes>(ks_, t0 + 8 * nt + r0, cq * kKBytes, kw);
+          uint32_t kw[kKSteps];  // word ks: the codes of this lane's k-step ks of chunk token 8 nt + r0
+          load_codes<kKBytes>(ks_, tok_row(j, 8 * nt + r0), cq * kKBytes, kw);
 #pragma unroll
           for (int ks = 0; ks < kKSteps; ks++)
             MmaOp<__half>::run(s[nt], qa[ks], fp8x2_to_f16x2(kw[ks]), fp8x2_to_f16x2(kw[ks] >> 16));
@@ -183,7 +196,7 @@ struct Fp8TensorBody {
         for (int nt = 0; nt < 2; nt++)
 #pragma unroll
           for (int e = 0; e < 4; e++) {
-            const int tok = t0 + 8 * nt + cq * 2 + (e & 1);
+            const int tok = tok_row(j, 8 * nt + cq * 2 + (e & 1));
             s[nt][e] = tok < valid ? s[nt][e] * (row_factor[e >> 1] * k_scale[tok]) : -INFINITY;
             mx[e >> 1] = fmaxf(mx[e >> 1], s[nt][e]);
             vmax = fmaxf(vmax, v_scale[tok]);  // masked rows' scales are zero
@@ -199,7 +212,7 @@ struct Fp8TensorBody {
         for (int nt = 0; nt < 2; nt++)
 #pragma unroll
           for (int e = 0; e < 4; e++) {
-            const int tok = t0 + 8 * nt + cq * 2 + (e & 1);
+            const int tok = tok_row(j, 8 * nt + cq * 2 + (e & 1));
             const float pe = exp2f(s[nt][e] - m[e >> 1]);
             l[e >> 1] += pe;
             pr[nt][e] = pe * (v_scale[tok] * v_unit);
@@ -209,10 +222,10 @@ struct Fp8TensorBody {
                                 pack2<__half>(pr[1][0], pr[1][1]), pack2<__half>(pr[1][2], pr[1][3])};
         // V codes of the lane's eighth of tokens 2cq, 2cq + 1 (k rows of b0) and 2cq + 8, 2cq + 9 (b1).
         uint32_t va[kVBytes / 4], vb[kVBytes / 4], vc[kVBytes / 4], vd[kVBytes / 4];
-        load_codes<kVBytes>(vs_, t0 + 2 * cq, r0 * kVBytes, va);
-        load_codes<kVBytes>(vs_, t0 + 2 * cq + 1, r0 * kVBytes, vb);
-        load_codes<kVBytes>(vs_, t0 + 2 * cq + 8, r0 * kVBytes, vc);
-        load_codes<kVBytes>(vs_, t0 + 2 * cq + 9, r0 * kVBytes, vd);
+        load_codes<kVBytes>(vs_, tok_row(j, 2 * cq), r0 * kVBytes, va);
+        load_codes<kVBytes>(vs_, tok_row(j, 2 * cq + 1), r0 * kVBytes, vb);
+        load_codes<kVBytes>(vs_, tok_row(j, 2 * cq + 8), r0 * kVBytes, vc);
+        load_codes<kVBytes>(vs_, tok_row(j, 2 * cq + 9), r0 * kVBytes, vd);
 #pragma unroll
         for (int w = 0; w < kVBytes / 4; w++) {
           // Bytes of n-tiles 4w .. 4w + 3, each pair (token 2cq, token 2cq + 1) in one 16-bit half.
@@ -314,13 +327,12 @@ struct Fp8TensorBody {
     auto tile_math = [&](int, const uint8_t *ks_, const uint8_t *vs_, int valid) {
       const float *k_scale = Loader::scales(ks_), *v_scale = Loader::scales(vs_);
       for (int j = warp; j < kChunks; j += kWarps) {
-        const int t0 = j * 16;
-        if (t0 >= valid) break;
-        float s[4] = {0.f, 0.f, 0.f, 0.f};  // S^T: tokens t0 + r0 (s[0], s[1]) and + 8, heads 2cq, 2cq + 1
+        if (tok_row(j, 0) >= valid) break;
+        float s[4] = {0.f, 0.f, 0.f, 0.f};  // S^T: chunk tokens r0 (s[0], s[1]) and r0 + 8, heads 2cq, 2cq + 1
         {
           uint32_t kw0[kKSteps], kw1[kKSteps];
-          load_codes<kKBytes>(ks_, t0 + r0, cq * kKBytes, kw0);
-          load_codes<kKBytes>(ks_, t0 + r0 + 8, cq * kKBytes, kw1);
+          load_codes<kKBytes>(ks_, tok_row(j, r0), cq * kKBytes, kw0);
+          load_codes<kKBytes>(ks_, tok_row(j, r0 + 8), cq * kKBytes, kw1);
 #pragma unroll
           for (int ks = 0; ks < kKSteps; ks++) {
             const uint32_t a[4] = {fp8x2_to_f16x2(kw0[ks]), fp8x2_to_f16x2(kw1[ks]), fp8x2_to_f16x2(kw0[ks] >> 16),
@@ -331,11 +343,11 @@ struct Fp8TensorBody {
         float mx[2] = {-INFINITY, -INFINITY}, vmax = 0.f;
 #pragma unroll
         for (int e = 0; e < 4; e++) {
-          const int tok = t0 + r0 + 8 * (e >> 1);
+          const int tok = tok_row(j, r0 + 8 * (e >> 1));
           s[e] = tok < valid ? s[e] * (head_factor[e & 1] * k_scale[tok]) : -INFINITY;
           mx[e & 1] = fmaxf(mx[e & 1], s[e]);
         }
-        vmax = column_max(fmaxf(v_scale[t0 + r0], v_scale[t0 + r0 + 8]));  // masked rows' scales are zero
+        vmax = column_max(fmaxf(v_scale[tok_row(j, r0)], v_scale[tok_row(j, r0 + 8)]));  // masked rows' scales are zero
         float sc[2];
         fragment_rescale(mx, m, l, sc, [](float x) { return column_max(x); });
         float o_adj;
@@ -344,7 +356,7 @@ struct Fp8TensorBody {
         float pv[4];
 #pragma unroll
         for (int e = 0; e < 4; e++) {
-          const int tok = t0 + r0 + 8 * (e >> 1);
+          const int tok = tok_row(j, r0 + 8 * (e >> 1));
           const float pe = exp2f(s[e] - m[e & 1]);
           l[e & 1] += pe;
           pv[e] = pe * (v_scale[tok] * v_unit);
@@ -355,7 +367,7 @@ struct Fp8TensorBody {
         uint32_t va[4][kSpan / 4], vb[4][kSpan / 4];
 #pragma unroll
         for (int t = 0; t < 4; t++) {
-          const int tok = t0 + 2 * cq + (t & 1) + 8 * (t >> 1);
+          const int tok = tok_row(j, 2 * cq + (t & 1) + 8 * (t >> 1));
           load_codes<kSpan>(vs_, tok, r0 * kSpan, va[t]);
           load_codes<kSpan>(vs_, tok, (r0 + 8) * kSpan, vb[t]);
         }

@@ -74,6 +74,25 @@ struct TileLoader {
 
 namespace pkv {
 
+// Which rows of a tile a thread copies with bulk copies: copy c is index threadIdx.x + c * kThreads of the
+// tile's K rows then V rows; a row past the task's end copies the task's last token (so its page id is
+// always a real one).
+template <int kThreads, int kTile>
+struct BulkRows {
+  static constexpr int kCopies = 2 * kTile / kThreads;  // rows per thread per tile (K and V)
+  static_assert((2 * kTile) % kThreads == 0, "whole copies per thread");
+
+  static __device__ __forceinline__ int index_of(int c) { return threadIdx.x + c * kThreads; }
+  static __device__ __forceinline__ int token_of(int tok_begin, int tok_end, int tile, int c) {
+    return min(tok_begin + tile * kTile + index_of(c) % kTile, tok_end - 1);
+  }
+  static __device__ __forceinline__ void fetch_pages(const int32_t *table_row, int tok_begin, int tok_end, int page_shift,
+                                                     int tile, int32_t (&pages)[kCopies]) {
+#pragma unroll
+    for (int c = 0; c < kCopies; c++) pages[c] = __ldg(table_row + (token_of(tok_begin, tok_end, tile, c) >> page_shift));
+  }
+};
+
 // Hopper bulk copies (PKV_LOADER_BULK, sm_90+): rows are stored in groups of 8 consecutive tokens
 // (contiguous, as in the page) with 16 bytes of padding after each group, and a group that lies whole in
 // one page and inside the task is one copy of 8 rows (2 KiB at head dim 128) that completes on the
@@ -91,11 +110,12 @@ struct BulkTileLoader {
   static constexpr int kGroupStride = 8 * D + 8;  // elements
   static constexpr int kTileElems = (kTile / 8) * kGroupStride;
   static constexpr int kStageElems = 2 * kTileElems;  // K then V
-  static constexpr int kCopies = 2 * kTile / kThreads;          // rows per thread per tile (K and V)
-  static constexpr int kPasses = kCopies;                       // page ids per thread per tile
+  using Rows = BulkRows<kThreads, kTile>;
+  static constexpr int kCopies = Rows::kCopies;
+  static constexpr int kPasses = kCopies;  // page ids per thread per tile
   static constexpr unsigned kRowBytes = D * sizeof(T);
   static constexpr unsigned kStageBytes = 2 * kTile * kRowBytes;  // what one stage's barrier waits for
-  static_assert((2 * kTile) % kThreads == 0, "whole copies per thread");
+  static constexpr unsigned kArrivals = 1;  // thread 0's arming
   static_assert(kRowBytes % 16 == 0 && (kGroupStride * sizeof(T)) % 16 == 0, "bulk copies move 16-byte units");
   static_assert(kTile % 8 == 0, "whole groups");
 
@@ -107,15 +127,8 @@ struct BulkTileLoader {
   int32_t tok_begin, tok_end;
   int32_t head, num_kv_heads, page_shift;
 
-  // Copy c of this thread: tensor (0 K, 1 V) and row of the tile.
-  __device__ __forceinline__ int index_of(int c) const { return threadIdx.x + c * kThreads; }
-  __device__ __forceinline__ int token_of(int tile, int c) const {
-    return min(tok_begin + tile * kTile + index_of(c) % kTile, tok_end - 1);
-  }
-
   __device__ __forceinline__ void fetch_pages(int tile, int32_t (&pages)[kPasses]) const {
-#pragma unroll
-    for (int c = 0; c < kCopies; c++) pages[c] = __ldg(table_row + (token_of(tile, c) >> page_shift));
+    Rows::fetch_pages(table_row, tok_begin, tok_end, page_shift, tile, pages);
   }
 
   // ks/vs: this stage's K and V rows; bar: this stage's barrier (thread 0 has armed it with kStageBytes).
@@ -123,7 +136,7 @@ struct BulkTileLoader {
     const int pmask = (1 << page_shift) - 1;
 #pragma unroll
     for (int c = 0; c < kCopies; c++) {
-      const int j = index_of(c), row = j % kTile, tok = token_of(tile, c);
+      const int j = Rows::index_of(c), row = j % kTile, tok = Rows::token_of(tok_begin, tok_end, tile, c);
       const int64_t slice = ((int64_t)pages[c] * num_kv_heads + head) << page_shift;
       const int64_t off = (slice + (tok & pmask)) * D;
       T *dst = (j < kTile ? ks : vs) + row_offset(row);
