@@ -57,8 +57,11 @@ struct ShCombine {
 static_assert(sizeof(ShHeader) == 16 && sizeof(ShTask) == 32 && sizeof(ShMember) == 8 && sizeof(ShCombine) == 16,
               "int4-sized records");
 
-// One partial slot: group x head_dim fp32 (normalised outputs), then group fp32 lse (log2; -inf: empty).
-PKV_HOST_DEVICE int64_t sh_slot_floats(int32_t group, int32_t head_dim) { return (int64_t)group * (head_dim + 1); }
+// One partial slot: group x head_dim fp32 (normalised outputs), then group fp32 lse (log2; -inf: empty),
+// padded to 4 floats so that every slot starts 16-byte aligned (vector loads and stores for any group).
+PKV_HOST_DEVICE int64_t sh_slot_floats(int32_t group, int32_t head_dim) {
+  return (int64_t)group * head_dim + (group + 3) / 4 * 4;
+}
 
 // ShMember records are 8 bytes: the section pads them to 16 so that the combines stay int4-aligned.
 PKV_HOST_DEVICE int64_t sh_members_bytes(int64_t members) { return (8 * members + 15) / 16 * 16; }
