@@ -24,7 +24,7 @@ import {
   stepNeeds,
 } from "./shared-steps";
 import { planSharing, type SharedPrefix, sharingSettings, sharingSupported } from "./sharing";
-import { cliArg, kernelUs, median, readCeiling, wallUs } from "./timing";
+import { cliArg, kernelSamples, median, readCeiling, wallUs } from "./timing";
 
 const startedAt = performance.now();
 const args = process.argv.slice(2);
@@ -108,9 +108,21 @@ const rows: SharedRow[] = [];
 /** Times one step with both settings and records a row for each. */
 function measure<S>(step: Step, source: BatchSource<S>, seqs: readonly S[], distinctBytes: number): void {
   const measured: SharedRow[] = [];
-  for (const { sharing, setting, engine } of engines) {
-    let plan: Plan = engine.plan(source, seqs); // uploads the table once; the timed plans below carry no deltas
-    for (let i = 0; i < 3; i++) engine.run(plan, 0, q, out);
+  // Kernel times of the two settings interleaved in rounds, so that a drift of the GPU's clocks or
+  // temperature over the run weighs on both alike.
+  const plans: Plan[] = engines.map(({ engine }) => engine.plan(source, seqs)); // uploads the table once
+  const samples: number[][] = engines.map(() => []);
+  const rounds = 5;
+  for (let round = 0; round < rounds; round++)
+    engines.forEach(({ engine }, e) => {
+      const plan = plans[e]!;
+      if (round === 0) for (let i = 0; i < 3; i++) engine.run(plan, 0, q, out);
+      samples[e]!.push(
+        ...kernelSamples(rt, (i) => engine.run(plan, i % layersInPool, q, out), Math.ceil(reps / rounds)),
+      );
+    });
+  for (const [e, { sharing, setting, engine }] of engines.entries()) {
+    let plan: Plan = plans[e]!; // the timed plans below carry no deltas
     const planTimes: number[] = [];
     for (let i = 0; i < planReps; i++) {
       rt.synchronize();
@@ -118,7 +130,7 @@ function measure<S>(step: Step, source: BatchSource<S>, seqs: readonly S[], dist
       plan = engine.plan(source, seqs);
       planTimes.push(performance.now() - t);
     }
-    const kernel = kernelUs(rt, (i) => engine.run(plan, i % layersInPool, q, out), reps);
+    const kernel = median(samples[e]!);
     const wall = (layers: number, n: number) =>
       wallUs(
         rt,

@@ -18,20 +18,25 @@ export function readCeiling(rt: Runtime, bytes = 2 ** 31): number {
   return ceiling;
 }
 
-/** Median kernel time (us) of `launch(i)`, one launch between two events, L2 flushed before each. */
-export function kernelUs(rt: Runtime, launch: (i: number) => void, reps: number): number {
+/** Kernel times (us) of `reps` launches `launch(i)`, one between two events, L2 flushed before each. */
+export function kernelSamples(rt: Runtime, launch: (i: number) => void, reps: number): number[] {
   using start = rt.createEvent();
   using stop = rt.createEvent();
-  const ms: number[] = [];
+  const us: number[] = [];
   for (let i = 0; i < reps; i++) {
     rt.flushL2();
     start.record();
     launch(i);
     stop.record();
     stop.synchronize();
-    ms.push(stop.elapsedSince(start));
+    us.push(stop.elapsedSince(start) * 1000);
   }
-  return median(ms) * 1000;
+  return us;
+}
+
+/** Median kernel time (us) of `launch(i)` (kernelSamples). */
+export function kernelUs(rt: Runtime, launch: (i: number) => void, reps: number): number {
+  return median(kernelSamples(rt, launch, reps));
 }
 
 /** Median wall time (us) of `step()` (plan + upload + runs, as the serving loop sees it) and a sync, L2 cold. */

@@ -94,12 +94,12 @@ describe("shared-prefix decode (CPU backend)", () => {
     expect(engine.plan(tree.cache, forks).sharedTasks).toBeGreaterThan(0);
   });
 
-  test('"auto" shares a step that saves enough bytes: 9 rows behind a 4K-token prefix', () => {
+  test('"auto" shares a step that saves enough: 17 rows behind a 12K-token prefix', () => {
     using rt = openRuntime({ backend: "cpu" });
     const c: TreeCase = { ...base, group: 4, numKvHeads: 2, headDim: 128, pageSize: 64, seed: 11 };
     using cache = rt.createKVCache({
       numLayers: 1,
-      numPages: 200,
+      numPages: 300,
       pageSize: 64,
       numKvHeads: 2,
       headDim: 128,
@@ -117,8 +117,8 @@ describe("shared-prefix decode (CPU backend)", () => {
         values.map((v) => v ^ 0x8000),
       );
     };
-    write(cache.append(root, 4160));
-    const sequences = Array.from({ length: 9 }, (_, i) => {
+    write(cache.append(root, 12288));
+    const sequences = Array.from({ length: 17 }, (_, i) => {
       const s = cache.fork(root);
       write(cache.append(s, 10 + 7 * i));
       return s;
@@ -126,14 +126,40 @@ describe("shared-prefix decode (CPU backend)", () => {
     const tree = { cache, sequences };
     using engine = rt.createDecodeEngine({ cache, numQoHeads: 8 });
     const plan = engine.plan(cache, sequences);
-    // (9 - 1) x 4160 tokens x 2 heads x 512 bytes: 34 MB saved, over the 32 MiB threshold.
+    // (17 - 1) x 12288 tokens x 2 heads x 512 bytes = 201 MB of repeated reads: AUTO's model expects
+    // about 18 us shared against 31 us unshared (plan/shared_prefix.cpp).
     expect(plan.sharedTasks).toBeGreaterThan(0);
-    expect(plan.sharedRows).toBe(9);
-    expect(plan.kvBytes - plan.uniqueKvBytes).toBe(8 * 4160 * 2 * 512);
+    expect(plan.sharedRows).toBe(17);
+    expect(plan.kvBytes - plan.uniqueKvBytes).toBe(16 * 12288 * 2 * 512);
     expectClose(
       c,
       runAndCompare({ ...c, seed: 12 }, tree, (l, q, o, lse) => engine.run(plan, l, q, o, lse)),
     );
+  });
+
+  test('"auto" keeps the unshared plan where its fixed cost outweighs the repeats: 4 rows behind 2K', () => {
+    using rt = openRuntime({ backend: "cpu" });
+    using cache = rt.createKVCache({
+      numLayers: 1,
+      numPages: 64,
+      pageSize: 64,
+      numKvHeads: 2,
+      headDim: 128,
+      dtype: "f16",
+    });
+    const root = cache.createSequence();
+    cache.append(root, 2048);
+    const sequences = Array.from({ length: 4 }, () => {
+      const s = cache.fork(root);
+      cache.append(s, 5);
+      return s;
+    });
+    const settings = (sharedPrefix: "auto" | "always") => ({ cache, numQoHeads: 8, settings: { sharedPrefix } });
+    using auto = rt.createDecodeEngine(settings("auto"));
+    using always = rt.createDecodeEngine(settings("always"));
+    // 3 x 2048 tokens x 1 KiB of repeats = 6 MB: about 1 us of reads against the section's 10 us.
+    expect(auto.plan(cache, sequences).sharedTasks).toBe(0);
+    expect(always.plan(cache, sequences).sharedTasks).toBeGreaterThan(0);
   });
 
   test("runs without lse combine through the engine's own lse", () => {

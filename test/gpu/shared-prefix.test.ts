@@ -91,10 +91,16 @@ describeGpu("shared-prefix decode on the GPU", () => {
     }, 300_000);
 
   // Forks of one root of `prefix` tokens, each with its own tokens (lengths), rows of `c`'s shape.
-  const forks = (c: TreeCase, prefix: number, own: number[]): Tree => {
+  // spare: room for later sequences of the test (rows, and tokens of their pages).
+  const forks = (c: TreeCase, prefix: number, own: number[], spare = { rows: 0, tokens: 0 }): Tree => {
     const r = runtime();
     const P = c.pageSize;
-    const pages = Math.ceil(prefix / P) + own.reduce((n, len) => n + Math.ceil(len / P) + 1, 0) + 8;
+    const pages =
+      Math.ceil(prefix / P) +
+      own.reduce((n, len) => n + Math.ceil(len / P) + 1, 0) +
+      8 +
+      Math.ceil(spare.tokens / P) +
+      spare.rows;
     const cache: KVCache = r.createKVCache({
       numLayers: 1,
       numPages: pages,
@@ -102,7 +108,7 @@ describeGpu("shared-prefix decode on the GPU", () => {
       numKvHeads: c.numKvHeads,
       headDim: c.headDim,
       dtype: c.dtype,
-      maxSequences: own.length + 1,
+      maxSequences: own.length + 1 + spare.rows,
       maxPagesPerSequence: Math.ceil((prefix + Math.max(...own)) / P) + 1,
     });
     const random = rng(c.seed);
@@ -152,7 +158,7 @@ describeGpu("shared-prefix decode on the GPU", () => {
   test("a CUDA graph captured over one sharing plan replays a second, different one", () => {
     const r = runtime();
     const c: TreeCase = { ...base, numKvHeads: 2, seed: 31 };
-    const a = forks(c, 5000, [3, 40, 900, 1, 77, 300]);
+    const a = forks(c, 5000, [3, 40, 900, 1, 77, 300], { rows: 4, tokens: 2100 + 700 + 5 + 9 });
     using _a = a.cache;
     using engine = r.createDecodeEngine({
       cache: a.cache,

@@ -15,11 +15,18 @@ namespace pkv {
 
 namespace {
 
-// A step shares (mode AUTO) only if it saves at least this many K/V bytes per layer: the section adds
-// two launches (a few microseconds with their partial writes and the combine), which the bandwidth of
-// an H100/H200 (3-4.8 TB/s) repays after about 10-20 MiB; 32 MiB leaves a margin for the combine's
-// traffic so that a shared step is never slower than the unshared one.
-constexpr int64_t kAutoMinSavedBytes = 32ll << 20;
+// AUTO's cost model of one layer, from the H200's measurements (bench/results/shared-*): a step reads its
+// distinct K/V at the streaming rate; an unshared step reads every row's copy of a shared page, the
+// repeats partly from L2 (rows that share pages run together), at about 0.6 of an HBM read each; the
+// shared tasks also pay their tensor-core time (FLOPs at the task kernel's measured rate) and the
+// section's fixed cost (two more launches, the partials and the combine). A step shares only when the
+// model expects it at most kAutoMaxTimeRatio of the unshared time, so a step it misjudges by the
+// model's error is still no slower.
+constexpr double kStreamBytesPerUs = 4.3e6;       // HBM streaming read, bytes per microsecond
+constexpr double kRepeatCost = 0.6;               // an unshared step's repeated page, in HBM reads
+constexpr double kTaskFlopsPerUs = 190e6;         // the shared-task kernel's tensor-core rate
+constexpr double kSectionFixedUs = 10;            // two launches, partial writes, the combine
+constexpr double kAutoMaxTimeRatio = 0.85;
 // AUTO emits no node shorter than this: a shorter node costs every row a piece and a combine for a
 // read that the row's own tasks hide behind their pipeline fill.
 constexpr int32_t kAutoMinNodeTokens = 256;
@@ -125,14 +132,16 @@ void choose_nodes(const ShPlanShape &shape, Scratch &s, int32_t max_depth) {
 }
 
 // Splits every emitted node with one split length (a multiple of the granule, at least kMinSplitTokens):
-// about two waves of tasks over all nodes. `coarsen` doubles the length that many times.
+// about one wave of tasks over all nodes (each split's pieces cost a partial write and a combine read,
+// which the H200 measured at 16 pieces against 8 to cost more than the finer balance gained). `coarsen`
+// doubles the length that many times.
 void choose_splits(const ShPlanShape &shape, Scratch &s, int32_t coarsen) {
   const int32_t tile = sh_tile_members(shape.group);
   const int64_t granule = std::max<int64_t>(kSplitGranule, shape.page_size);
   int64_t weighted = 0;  // tokens x heads x member tiles
   for (const Node &n : s.nodes)
     if (n.emitted) weighted += (int64_t)(n.c1 - n.c0) * shape.page_size * shape.num_kv_heads * ((n.count + tile - 1) / tile);
-  int64_t len = weighted / std::max<int64_t>(1, 2 * (int64_t)shape.wave);
+  int64_t len = weighted / std::max<int64_t>(1, (int64_t)shape.wave);
   len = std::max<int64_t>(kMinSplitTokens, (len + granule - 1) / granule * granule);
   for (int32_t i = 0; i < coarsen && len < (1ll << 31); i++) len *= 2;
   for (Node &n : s.nodes) {
@@ -178,13 +187,31 @@ void find_deepest(Scratch &s, int32_t batch) {
   }
 }
 
-// AUTO: whether the emitted nodes save enough bytes per layer to pay for the section's launches.
-bool pays(const ShPlanShape &shape, const Scratch &s) {
+// AUTO: whether the emitted nodes make the layer faster, by the cost model above.
+bool pays(const ShPlanShape &shape, Scratch &s, int32_t batch, const int32_t *seq_lens) {
   if (shape.mode != PKV_SHARED_AUTO) return true;
-  int64_t saved = 0;
-  for (const Node &n : s.nodes)
-    if (n.emitted) saved += (int64_t)(n.count - 1) * (n.c1 - n.c0) * shape.page_size * shape.token_bytes * shape.num_kv_heads;
-  return saved >= kAutoMinSavedBytes;
+  find_deepest(s, batch);
+  const double token_bytes = (double)shape.token_bytes * shape.num_kv_heads;
+  double unique_tokens = 0, total_tokens = 0, flops = 0;
+  const int32_t tile = sh_tile_members(shape.group);
+  for (const Node &n : s.nodes) {
+    if (!n.emitted) continue;
+    const double tokens = (double)(n.c1 - n.c0) * shape.page_size;
+    unique_tokens += tokens;
+    // Query rows as the kernel computes them: per member tile, whole 16-row mma tiles.
+    int64_t rows = 0;
+    for (int32_t m = 0; m < n.count; m += tile) rows += ((int64_t)std::min(tile, n.count - m) * shape.group + 15) / 16 * 16;
+    flops += 4.0 * shape.head_dim * tokens * (double)rows * shape.num_kv_heads;
+  }
+  for (int32_t b = 0; b < batch; b++) {
+    total_tokens += seq_lens[b];
+    const int32_t own_from = s.deepest[b] < 0 ? 0 : s.nodes[s.deepest[b]].c1;
+    unique_tokens += seq_lens[b] - (double)own_from * shape.page_size;
+  }
+  const double unique = unique_tokens * token_bytes, repeats = (total_tokens - unique_tokens) * token_bytes;
+  const double unshared_us = (unique + kRepeatCost * repeats) / kStreamBytesPerUs;
+  const double shared_us = unique / kStreamBytesPerUs + flops / kTaskFlopsPerUs + kSectionFixedUs;
+  return shared_us <= kAutoMaxTimeRatio * unshared_us;
 }
 
 }  // namespace
@@ -222,7 +249,7 @@ void plan_shared(const ShPlanShape &shape, int32_t batch, const int32_t *rows, c
   int32_t max_depth = 0;
   for (const Node &n : s.nodes) max_depth = std::max(max_depth, n.depth);
   choose_nodes(shape, s, max_depth);
-  if (!pays(shape, s)) return;
+  if (!pays(shape, s, batch, seq_lens)) return;
   // Fit the capacities: coarser splits first (down to one per node), then drop the deepest nodes.
   for (int32_t coarsen = 0;; coarsen++) {
     choose_splits(shape, s, coarsen);
@@ -239,7 +266,7 @@ void plan_shared(const ShPlanShape &shape, int32_t batch, const int32_t *rows, c
     choose_nodes(shape, s, --max_depth);
     coarsen = -1;
   }
-  if (!pays(shape, s)) return;  // the capacities took nodes away
+  if (!pays(shape, s, batch, seq_lens)) return;  // the capacities took nodes away
   find_deepest(s, batch);
 
   // Rows: slots and first columns.
