@@ -25,7 +25,7 @@ namespace {
 constexpr double kStreamBytesPerUs = 4.3e6;       // HBM streaming read, bytes per microsecond
 constexpr double kRepeatCost = 0.6;               // an unshared step's repeated page, in HBM reads
 constexpr double kTaskFlopsPerUs = 190e6;         // the shared-task kernel's tensor-core rate
-constexpr double kSectionFixedUs = 10;            // two launches, partial writes, the combine
+constexpr double kSectionFixedUs = 15;            // two launches, partial writes, the combine, imbalance
 constexpr double kAutoMaxTimeRatio = 0.85;
 // AUTO emits no node shorter than this: a shorter node costs every row a piece and a combine for a
 // read that the row's own tasks hide behind their pipeline fill.
@@ -131,27 +131,50 @@ void choose_nodes(const ShPlanShape &shape, Scratch &s, int32_t max_depth) {
   }
 }
 
+// A node's split of `len` tokens: even splits rounded up to the granule, counted again so none is empty.
+struct NodeSplit {
+  int32_t step, splits;
+};
+NodeSplit split_node(int64_t tokens, int64_t len, int64_t granule) {
+  const int64_t n = std::max<int64_t>(1, (tokens + len - 1) / len);
+  const int64_t step = std::min<int64_t>(((tokens + n - 1) / n + granule - 1) / granule * granule, tokens);
+  return NodeSplit{(int32_t)step, (int32_t)((tokens + step - 1) / step)};
+}
+
 // Splits every emitted node with one split length (a multiple of the granule, at least kMinSplitTokens):
-// about one wave of tasks over all nodes (each split's pieces cost a partial write and a combine read,
-// which the H200 measured at 16 pieces against 8 to cost more than the finer balance gained). `coarsen`
-// doubles the length that many times.
+// at most one wave of tasks over all nodes where the nodes allow it. One wave, because each split's
+// pieces cost a partial write and a combine read (the H200 measured 16 pieces slower than 8), and at most
+// one, because a few tasks past the wave run alone in a second one (B64 behind 32K: 288 tasks on 264
+// blocks took 1.31x the time of 512 tasks in two full waves). `coarsen` doubles the length that many times.
 void choose_splits(const ShPlanShape &shape, Scratch &s, int32_t coarsen) {
   const int32_t tile = sh_tile_members(shape.group);
   const int64_t granule = std::max<int64_t>(kSplitGranule, shape.page_size);
-  int64_t weighted = 0;  // tokens x heads x member tiles
+  int64_t weighted = 0, longest = 0;  // tokens x heads x member tiles; the longest node
   for (const Node &n : s.nodes)
-    if (n.emitted) weighted += (int64_t)(n.c1 - n.c0) * shape.page_size * shape.num_kv_heads * ((n.count + tile - 1) / tile);
-  int64_t len = weighted / std::max<int64_t>(1, (int64_t)shape.wave);
-  len = std::max<int64_t>(kMinSplitTokens, (len + granule - 1) / granule * granule);
+    if (n.emitted) {
+      const int64_t tokens = (int64_t)(n.c1 - n.c0) * shape.page_size;
+      weighted += tokens * shape.num_kv_heads * ((n.count + tile - 1) / tile);
+      longest = std::max(longest, tokens);
+    }
+  auto tasks_of = [&](int64_t len) {
+    int64_t tasks = 0;
+    for (const Node &n : s.nodes)
+      if (n.emitted)
+        tasks += (int64_t)split_node((int64_t)(n.c1 - n.c0) * shape.page_size, len, granule).splits * shape.num_kv_heads *
+                 ((n.count + tile - 1) / tile);
+    return tasks;
+  };
+  const int64_t wave = std::max<int64_t>(1, shape.wave);
+  int64_t len = std::max<int64_t>(kMinSplitTokens, (weighted / wave + granule - 1) / granule * granule);
+  // Rounding each node up can overshoot the wave: lengthen the splits until the tasks fit (a few steps).
+  for (int32_t i = 0; i < 64 && len < longest && tasks_of(len) > wave; i++)
+    len = (len + len / 16 + granule - 1) / granule * granule;
   for (int32_t i = 0; i < coarsen && len < (1ll << 31); i++) len *= 2;
   for (Node &n : s.nodes) {
     if (!n.emitted) continue;
-    const int64_t tokens = (int64_t)(n.c1 - n.c0) * shape.page_size;
-    const int64_t splits = std::max<int64_t>(1, (tokens + len - 1) / len);
-    // Even splits rounded up to the granule; counted again so that no split is empty.
-    const int64_t step = ((tokens + splits - 1) / splits + granule - 1) / granule * granule;
-    n.step = (int32_t)std::min<int64_t>(step, tokens);
-    n.splits = (int32_t)((tokens + n.step - 1) / n.step);
+    const NodeSplit sp = split_node((int64_t)(n.c1 - n.c0) * shape.page_size, len, granule);
+    n.step = sp.step;
+    n.splits = sp.splits;
     n.piece0 = n.parent < 0 ? 0 : s.nodes[n.parent].piece0 + s.nodes[n.parent].splits;
   }
 }
