@@ -9,7 +9,6 @@
 // batch issued before the first is used; the time no longer grows by one memory latency per piece.
 #pragma once
 #include "../core/shared_image.h"
-#include "decode_softmax.cuh"
 #include "decode_vec.cuh"
 #include "shared_launch.h"
 
@@ -40,22 +39,22 @@ __global__ void __launch_bounds__(128) shared_combine_kernel(ShParams p) {
       own = reinterpret_cast<const uint4 *>(static_cast<const T *>(p.out) + qo * D)[c];
       own_lse = p.lse[qo] * 1.4426950408889634f;  // natural log -> log2
     }
-    __syncwarp();  // the pair's threads have read its lse before its first thread rewrites it
-    if (!on) continue;
-    // Piece s of this KV head is the slot slot_base + s * num_kv_heads + head.
+    // Piece s of this KV head is the slot slot_base + s * num_kv_heads + head (no piece when off).
     const float *piece0 = p.partial + ((int64_t)cb.slot_base + head) * slot_floats;
     const float *lse_at = piece0 + (int64_t)g * D + y, *out_at = piece0 + (int64_t)y * D + c * 8;
     const int64_t piece_stride = (int64_t)p.num_kv_heads * slot_floats;
-    // The maximum: every piece's lse, kLseBatch loads in flight.
-    constexpr int kLseBatch = 8, kBatch = 4;
+    // The maximum: every piece's lse, kBatch loads in flight beside the own result's.
+    constexpr int kBatch = 8;
     float mx = own_lse;
-    for (int s0 = 0; s0 < cb.pieces; s0 += kLseBatch) {
-      float li[kLseBatch];
+    for (int s0 = 0; s0 < cb.pieces; s0 += kBatch) {
+      float li[kBatch];
 #pragma unroll
-      for (int j = 0; j < kLseBatch; j++) li[j] = s0 + j < cb.pieces ? __ldcg(lse_at + (s0 + j) * piece_stride) : -INFINITY;
+      for (int j = 0; j < kBatch; j++) li[j] = s0 + j < cb.pieces ? __ldcg(lse_at + (s0 + j) * piece_stride) : -INFINITY;
 #pragma unroll
-      for (int j = 0; j < kLseBatch; j++) mx = fmaxf(mx, li[j]);
+      for (int j = 0; j < kBatch; j++) mx = fmaxf(mx, li[j]);
     }
+    __syncwarp();  // the pair's threads have read its lse before its first thread rewrites it
+    if (!on) continue;
     float o[8], sum = 0.f;
     {
       const float w = own_lse == -INFINITY ? 0.f : exp2f(own_lse - mx);  // a state that saw no token
@@ -64,7 +63,7 @@ __global__ void __launch_bounds__(128) shared_combine_kernel(ShParams p) {
       for (int e = 0; e < 8; e++) o[e] = w == 0.f ? 0.f : w * o[e];
       sum = w;
     }
-    // The outputs, kBatch pieces at a time (their lse again: L1/L2 hits, loaded beside the outputs).
+    // The outputs, kBatch pieces at a time (their lse again: L2 hits, loaded beside the outputs).
     for (int s0 = 0; s0 < cb.pieces; s0 += kBatch) {
       float li[kBatch], f[kBatch][8];
 #pragma unroll

@@ -30,6 +30,13 @@
 #include "decode_vec.cuh"
 #include "shared_launch.h"
 
+// A/B switch for measurements of the native test only (nvcc -DPKV_SH_WIDE_TILES=1): warps of 16 rows
+// at every head dim, a task of more than 64 rows in passes of 64, as before the 32-row warps.
+#ifndef PKV_SH_WIDE_TILES
+#define PKV_SH_WIDE_TILES 2
+#endif
+static_assert(PKV_SH_WIDE_TILES == 1 || PKV_SH_WIDE_TILES == 2, "row tiles per warp: 1 or 2");
+
 namespace pkv {
 
 template <int D>
@@ -42,7 +49,7 @@ struct ShKernelShape {
   static constexpr int kMaxParts = kTile / 16 < 4 ? kTile / 16 : 4;
   // Row tiles (of 16 rows) a warp holds on the wide path: two at D <= 128; at D 256 one, and a task of
   // more than 64 rows runs as passes of 64 rows (each pass reads the range again).
-  static constexpr int kWideTiles = D <= 128 ? 2 : 1;
+  static constexpr int kWideTiles = D <= 128 ? PKV_SH_WIDE_TILES : 1;
   static constexpr int kPassRows = kWarps * 16 * kWideTiles;
   static_assert(kShTileRows % kPassRows == 0, "a task is whole passes");
   // The narrow path (Q in registers) pipelines 3 stages; the wide one keeps Q (kPassRows x D) in shared
