@@ -386,36 +386,51 @@ bool run_case(const Case &cs) {
   }
   if (touched) printf("    %d values outside the section were written\n", touched);
   const bool ok = e.bad == 0 && touched == 0;
-  printf("%s %-4s D%-3d group %-2d kv_heads %d page %-3d members %-2d ctx %-5d pieces %d%s grid %-3d | errors: "
+  printf("%s %-4s D%-3d group %-2d kv_heads %d page %-3d members %-3d (tiles of %-3d rows) ctx %-5d pieces %-2d%s grid %-3d | "
+         "errors: "
          "partial %.2e lse2 %.2e, combined %.2e lse %.2e (tol %.1e)\n",
-         ok ? "PASS" : "FAIL", type_name<T>(), c.head_dim, c.group, c.kv_heads, c.page_size, c.members, c.ctx, c.pieces,
+         ok ? "PASS" : "FAIL", type_name<T>(), c.head_dim, c.group, c.kv_heads, c.page_size, c.members,
+         std::min(c.members, pb.tile_members) * c.group, c.ctx, c.pieces,
          c.empty_piece ? " (one empty)" : "", c.grid, e.partial, e.partial_lse, e.out, e.lse, tol);
   return ok;
 }
 
 int run_tests() {
   // head_dim, group, kv_heads, page_size, members, ctx, pieces, grid, max_private, empty_piece, seed
+  // Tasks of more than 32 rows run warps of 32 rows (two m16 tiles; 33..64 rows: two warps a tile half
+  // each); up to 32 rows warps of 16 split each tile in 2 or 4; D 256 runs passes of at most 64 rows.
   const Case f16_cases[] = {
-      {128, 4, 2, 16, 16, 1000, 3, 7, 40, false, 1},    // 64 rows: one row group per warp
-      {128, 4, 2, 1, 2, 333, 2, 5, 10, false, 2},       // 8 rows: the warps split each tile in 4
-      {128, 4, 2, 64, 6, 700, 2, 9, 5, false, 3},       // 24 rows: two groups x two parts
+      {128, 4, 2, 16, 16, 1000, 3, 7, 40, false, 1},    // 64 rows: two 32-row warps x two parts
+      {128, 4, 2, 1, 2, 333, 2, 5, 10, false, 2},       // 8 rows: 16-row warps split each tile in 4
+      {128, 4, 2, 64, 6, 700, 2, 9, 5, false, 3},       // 24 rows: two 16-row groups x two parts
       {128, 4, 1, 16, 1, 77, 1, 1, 3, false, 4},        // one member, one short piece
-      {128, 4, 2, 16, 64, 4100, 5, 33, 64, false, 5},   // B64: 4 member tiles per (piece, head)
+      {128, 4, 2, 16, 64, 4100, 5, 33, 64, false, 5},   // B64: 2 member tiles of 128 rows per (piece, head)
       {128, 16, 2, 256, 4, 2000, 1, 4, 20, false, 6},   // group 16, pages longer than the range's tiles
-      {128, 8, 1, 16, 11, 900, 4, 3, 9, true, 7},       // an empty piece; 11 members: tiles of 8 and 3
-      {64, 1, 2, 16, 64, 517, 3, 11, 12, false, 8},     // group 1: unaligned slots (65 floats), scalar path
+      {128, 8, 1, 16, 11, 900, 4, 3, 9, true, 7},       // an empty piece; 88 rows: three of four warps
+      {64, 1, 2, 16, 64, 517, 3, 11, 12, false, 8},     // group 1 (slots of 68 floats), 64 rows
       {64, 1, 3, 16, 5, 300, 2, 2, 7, false, 9},
-      {64, 4, 2, 64, 40, 1300, 3, 50, 30, false, 10},  // 40 members: tiles of 16, 16, 8 (rows 64, 64, 32)
-      {256, 4, 2, 64, 3, 900, 4, 6, 16, false, 11},    // D 256: tiles of 32 tokens, 2 parts at most
-      {256, 4, 2, 16, 16, 600, 2, 13, 8, false, 12},
+      {64, 4, 2, 64, 40, 1300, 3, 50, 30, false, 10},   // 40 members: tiles of 32 and 8 (rows 128, 32)
+      {256, 4, 2, 64, 3, 900, 4, 6, 16, false, 11},     // D 256: tiles of 32 tokens, 2 parts at most
+      {256, 4, 2, 16, 16, 600, 2, 13, 8, false, 12},    // D 256, 64 rows: one pass
+      {128, 4, 2, 16, 20, 1100, 13, 9, 20, false, 13},  // 80 rows; 13 pieces: the combine's batches
+      {128, 16, 2, 16, 8, 1500, 2, 5, 10, false, 14},   // group 16 x 8 members: one full tile of 128 rows
+      {128, 1, 2, 16, 200, 700, 2, 40, 8, false, 15},   // group 1: tiles of 128 and 72 rows
+      {64, 32, 1, 16, 5, 400, 2, 4, 6, false, 16},      // group 32: tiles of 4 members and 1 (rows 128, 32)
+      {64, 4, 2, 16, 24, 900, 3, 9, 7, false, 17},      // D 64, 96 rows: a whole 64-token part per step
+      {256, 4, 2, 16, 30, 500, 2, 7, 9, false, 18},     // D 256, 120 rows: passes of 64 and 56 rows
+      {256, 16, 1, 64, 5, 640, 3, 4, 5, true, 19},      // D 256, 80 rows: passes of 64 and 16; an empty piece
+      {128, 4, 2, 16, 9, 1300, 4, 6, 30, true, 20},     // 36 rows: the second warp pair has 4; an empty piece
   };
   const Case bf16_cases[] = {
-      {128, 8, 2, 256, 20, 1500, 2, 8, 33, false, 21},  // tiles of 8, 8, 4 members
+      {128, 8, 2, 256, 20, 1500, 2, 8, 33, false, 21},  // tiles of 16 and 4 members (rows 128, 32)
       {128, 4, 2, 16, 5, 1234, 3, 17, 4, false, 22},
-      {64, 2, 2, 1, 33, 450, 3, 12, 6, false, 23},      // group 2: slots of 130 floats, 8- not 16-byte aligned
-      {256, 16, 1, 16, 9, 300, 2, 5, 11, false, 24},    // tiles of 4, 4, 1 members: rows 64, 64, 16
+      {64, 2, 2, 1, 33, 450, 3, 12, 6, false, 23},      // group 2 (slots of 132 floats), 66 rows
+      {256, 16, 1, 16, 9, 300, 2, 5, 11, false, 24},    // tiles of 8 and 1 members: rows 128 (two passes), 16
       {256, 1, 2, 64, 7, 777, 3, 3, 2, false, 25},
       {64, 8, 4, 16, 8, 2222, 2, 64, 50, false, 26},
+      {128, 4, 2, 16, 32, 2100, 9, 11, 25, false, 27},  // 128 rows; 9 pieces
+      {128, 2, 4, 64, 30, 1000, 2, 10, 9, false, 28},   // 60 rows: two warp pairs
+      {64, 16, 2, 16, 8, 800, 2, 6, 5, false, 29},      // D 64, group 16: 128 rows
   };
   int failed = 0, total = 0;
   for (const Case &c : f16_cases) failed += !run_case<__half>(c), total++;
@@ -497,7 +512,8 @@ bool bench_shape(const char *name, const Case &base, const std::vector<int> &pie
            e.bad ? "FAILED" : "ok", std::max(e.partial, e.partial_lse));
   }
   if (compute_bound)
-    printf("  bar: tasks in well under 70 us (>= 250 TFLOP/s); mma.sync peak measured on H200: 636 TFLOP/s\n");
+    printf("  bar: tasks in well under 70 us (>= 250 TFLOP/s), combine under 4 us at 8 pieces; mma.sync peak measured on "
+           "H200: 636 TFLOP/s\n");
   else
     printf("  bar: memory-bound; compare GB/s of unique K/V with the ~4300 GB/s read ceiling\n");
   return ok;

@@ -26,7 +26,7 @@
 
 namespace pkv {
 
-constexpr int32_t kShTileRows = 64;  // query rows (members x group) of one task: 4 warps x 16 mma rows
+constexpr int32_t kShTileRows = 128;  // query rows (members x group) of one task: 4 warps x 32 mma rows (D 256: 2 passes of 64)
 
 struct ShHeader {
   int32_t num_tasks;

@@ -4,9 +4,11 @@
 // (a 16-byte out chunk; the slots' fp32 columns in 16-byte loads where the slot size allows), so a pair's
 // D / 8 threads (8, 16 or 32) lie in one warp. A fixed grid strides over the pairs and reads their count
 // from the device image, so a captured graph serves every later plan.
+// The grid is small (two blocks an SM), so a thread's loads are what hides the latency: it reads all its
+// pieces' lse first (independent loads), then their outputs kBatch pieces at a time, every load of a
+// batch issued before the first is used; the time no longer grows by one memory latency per piece.
 #pragma once
 #include "../core/shared_image.h"
-#include "decode_softmax.cuh"
 #include "decode_vec.cuh"
 #include "shared_launch.h"
 
@@ -37,26 +39,61 @@ __global__ void __launch_bounds__(128) shared_combine_kernel(ShParams p) {
       own = reinterpret_cast<const uint4 *>(static_cast<const T *>(p.out) + qo * D)[c];
       own_lse = p.lse[qo] * 1.4426950408889634f;  // natural log -> log2
     }
+    // Piece s of this KV head is the slot slot_base + s * num_kv_heads + head (no piece when off).
+    const float *piece0 = p.partial + ((int64_t)cb.slot_base + head) * slot_floats;
+    const float *lse_at = piece0 + (int64_t)g * D + y, *out_at = piece0 + (int64_t)y * D + c * 8;
+    const int64_t piece_stride = (int64_t)p.num_kv_heads * slot_floats;
+    // The maximum: every piece's lse, kBatch loads in flight beside the own result's.
+    constexpr int kBatch = 8;
+    float mx = own_lse;
+    for (int s0 = 0; s0 < cb.pieces; s0 += kBatch) {
+      float li[kBatch];
+#pragma unroll
+      for (int j = 0; j < kBatch; j++) li[j] = s0 + j < cb.pieces ? __ldcg(lse_at + (s0 + j) * piece_stride) : -INFINITY;
+#pragma unroll
+      for (int j = 0; j < kBatch; j++) mx = fmaxf(mx, li[j]);
+    }
     __syncwarp();  // the pair's threads have read its lse before its first thread rewrites it
     if (!on) continue;
-    auto slot = [&](int s) {  // state s >= 1 is piece s - 1
-      return p.partial + ((int64_t)cb.slot_base + (int64_t)(s - 1) * p.num_kv_heads + head) * slot_floats;
-    };
-    float o[8];
-    const float lse2 = merge_states(
-        cb.pieces + 1, [&](int s) { return s == 0 ? own_lse : __ldcg(slot(s) + (int64_t)g * D + y); },
-        [&](int s, float (&f)[8]) {
-          if (s == 0) return vec_to_float<T>(own, f);
-          const float *src = slot(s) + (int64_t)y * D + c * 8;
-          if (vec) {
-            const float4 a = __ldcg(reinterpret_cast<const float4 *>(src)), b = __ldcg(reinterpret_cast<const float4 *>(src) + 1);
-            f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w, f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
-          } else {
+    float o[8], sum = 0.f;
+    {
+      const float w = own_lse == -INFINITY ? 0.f : exp2f(own_lse - mx);  // a state that saw no token
+      vec_to_float<T>(own, o);
 #pragma unroll
-            for (int e = 0; e < 8; e++) f[e] = __ldcg(src + e);
-          }
-        },
-        o);
+      for (int e = 0; e < 8; e++) o[e] = w == 0.f ? 0.f : w * o[e];
+      sum = w;
+    }
+    // The outputs, kBatch pieces at a time (their lse again: L2 hits, loaded beside the outputs).
+    for (int s0 = 0; s0 < cb.pieces; s0 += kBatch) {
+      float li[kBatch], f[kBatch][8];
+#pragma unroll
+      for (int j = 0; j < kBatch; j++) {
+        const bool in = s0 + j < cb.pieces;
+        const float *src = out_at + (s0 + j) * piece_stride;
+        li[j] = in ? __ldcg(lse_at + (s0 + j) * piece_stride) : -INFINITY;
+        if (in && vec) {
+          const float4 a = __ldcg(reinterpret_cast<const float4 *>(src)), b = __ldcg(reinterpret_cast<const float4 *>(src) + 1);
+          f[j][0] = a.x, f[j][1] = a.y, f[j][2] = a.z, f[j][3] = a.w, f[j][4] = b.x, f[j][5] = b.y, f[j][6] = b.z, f[j][7] = b.w;
+        } else {
+#pragma unroll
+          for (int e = 0; e < 8; e++) f[j][e] = in ? __ldcg(src + e) : 0.f;
+        }
+      }
+#pragma unroll
+      for (int j = 0; j < kBatch; j++) {
+        const float w = li[j] == -INFINITY ? 0.f : exp2f(li[j] - mx);  // an empty piece, or past the last
+        sum += w;
+#pragma unroll
+        for (int e = 0; e < 8; e++) o[e] = fmaf(w, f[j][e], o[e]);
+      }
+    }
+    float lse2 = -INFINITY;  // no state saw a token: o stays 0
+    if (sum > 0.f) {
+      const float inv = 1.f / sum;
+#pragma unroll
+      for (int e = 0; e < 8; e++) o[e] *= inv;
+      lse2 = mx + __log2f(sum);
+    }
     reinterpret_cast<uint4 *>(static_cast<T *>(p.out) + qo * D)[c] = float_to_vec<T>(o);
     if (c == 0) p.lse[qo] = lse2 * 0.69314718055994530942f;
   }
