@@ -8,7 +8,7 @@ import { openRuntime } from "../lib/index.ts";
 import {
   buildTree,
   checkStep,
-  LSE_TOLERANCE,
+  expectClose,
   outputTolerance,
   runAndCompare,
   type Tree,
@@ -40,11 +40,6 @@ const alwaysEngine = (rt: Runtime, tree: Tree) =>
   });
 
 describe("shared-prefix decode (CPU backend)", () => {
-  const expectClose = (c: TreeCase, r: { relError: number; lseError: number }) => {
-    expect(r.relError).toBeLessThan(outputTolerance(c.dtype));
-    expect(r.lseError).toBeLessThan(LSE_TOLERANCE);
-  };
-
   const cases: TreeCase[] = [
     base,
     { ...base, seed: 2, pageSize: 1, maxPrefix: 40 },

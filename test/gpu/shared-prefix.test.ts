@@ -8,15 +8,7 @@ import type { KVCache, Sequence } from "../../lib/kvcache";
 import { openRuntime, type Runtime } from "../../lib/runtime";
 import { randomHalves, rng } from "../../lib/testing/pool";
 import { describeGpu } from "../support/gpu";
-import {
-  buildTree,
-  checkStep,
-  LSE_TOLERANCE,
-  outputTolerance,
-  runAndCompare,
-  type Tree,
-  type TreeCase,
-} from "../support/shared-prefix";
+import { buildTree, checkStep, expectClose, runAndCompare, type Tree, type TreeCase } from "../support/shared-prefix";
 
 const base: TreeCase = {
   group: 4,
@@ -35,10 +27,6 @@ describeGpu("shared-prefix decode on the GPU", () => {
   let rt: Runtime;
   const runtime = () => (rt ??= openRuntime({ backend: "cuda" }));
   afterAll(() => rt?.dispose());
-  const expectClose = (c: TreeCase, r: { relError: number; lseError: number }) => {
-    expect(r.relError).toBeLessThan(outputTolerance(c.dtype));
-    expect(r.lseError).toBeLessThan(LSE_TOLERANCE);
-  };
 
   // The step with device buffers for q, out and lse (the path a serving loop and a graph take).
   const deviceRun = (engine: DecodeEngine, plan: Plan, c: TreeCase, rows: number) => {

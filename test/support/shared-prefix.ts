@@ -1,6 +1,7 @@
 // Random sharing trees for the shared-prefix tests (CPU and GPU): a KV cache whose sequences hold pages
 // in common through forks (forks of forks too) and prefix-cache hits, beside sequences that share
 // nothing, and a decode step over them checked against pkv_reference_decode.
+import { expect } from "bun:test";
 import { decode } from "../../lib/dtype.ts";
 import type { EngineSettings, Plan } from "../../lib/engine.ts";
 import type { KVCache, Sequence } from "../../lib/kvcache.ts";
@@ -189,3 +190,9 @@ export function runAndCompare(c: TreeCase, tree: Tree, run: Run): { relError: nu
 
 export const outputTolerance = (dtype: "f16" | "bf16") => tolerance(dtype);
 export const LSE_TOLERANCE = 2e-3;
+
+/** Asserts a step's output and lse errors (runAndCompare's result) are within the tolerances. */
+export function expectClose(c: TreeCase, r: { relError: number; lseError: number }): void {
+  expect(r.relError).toBeLessThan(outputTolerance(c.dtype));
+  expect(r.lseError).toBeLessThan(LSE_TOLERANCE);
+}

@@ -430,12 +430,13 @@ pkv::ShParams shared_params(const pkv_decode_engine *e, int32_t layer, const voi
 // A step that shares runs its shared tasks, then the decode kernels over the rows' own tokens, then the
 // combine (which needs the rows' own lse: the engine's buffer when the caller wants none).
 void cpu_run(pkv_decode_engine *e, int32_t layer, const void *q, void *out, float *lse) {
-  const bool sharing = is_sharing(e);
-  float *own_lse = sharing && !lse ? e->sh->lse : lse;
   const int32_t d = e->cfg.head_dim, dtype = e->cfg.dtype;
-  if (sharing) pkv::cpu_shared_tasks(shared_params(e, layer, q, out, own_lse), d, dtype);
+  if (!is_sharing(e)) return pkv::cpu_decode_run(decode_params(e, layer, e->plan_host, q, out, lse), d, dtype, sm_scale_of(e));
+  float *own_lse = lse ? lse : e->sh->lse;
+  const pkv::ShParams sp = shared_params(e, layer, q, out, own_lse);
+  pkv::cpu_shared_tasks(sp, d, dtype);
   pkv::cpu_decode_run(decode_params(e, layer, e->plan_host, q, out, own_lse), d, dtype, sm_scale_of(e));
-  if (sharing) pkv::cpu_shared_combine(shared_params(e, layer, q, out, own_lse), d, dtype);
+  pkv::cpu_shared_combine(sp, d, dtype);
 }
 
 // A run on a stream other than the runtime's waits for the plan's upload, and the next plan's upload
@@ -461,16 +462,16 @@ pkv_status run_on_stream(pkv_decode_engine *e, cudaStream_t stream, Launch launc
 }
 
 pkv_status cuda_launch(pkv_decode_engine *e, int32_t layer, const void *q, void *out, float *lse, cudaStream_t stream) {
-  const bool sharing = is_sharing(e);
-  float *own_lse = sharing && !lse ? e->sh->lse : lse;
   const int32_t d = e->cfg.head_dim, dtype = e->cfg.dtype;
-  if (sharing)
-    PKV_TRY(pkv::launch_shared_tasks(dtype, d, shared_params(e, layer, q, out, own_lse), e->shared_grid, stream));
-  const pkv::DecodeParams p = decode_params(e, layer, e->plan_device, q, out, own_lse);
-  PKV_TRY(pkv::launch_decode(e->kernel, e->body, dtype, d, p, e->grid, stream));
-  if (sharing)
-    PKV_TRY(pkv::launch_shared_combine(dtype, d, shared_params(e, layer, q, out, own_lse), e->shared_grid, stream));
-  return PKV_OK;
+  if (!is_sharing(e))
+    return pkv::launch_decode(e->kernel, e->body, dtype, d, decode_params(e, layer, e->plan_device, q, out, lse), e->grid,
+                              stream);
+  float *own_lse = lse ? lse : e->sh->lse;
+  const pkv::ShParams sp = shared_params(e, layer, q, out, own_lse);
+  PKV_TRY(pkv::launch_shared_tasks(dtype, d, sp, e->shared_grid, stream));
+  PKV_TRY(pkv::launch_decode(e->kernel, e->body, dtype, d, decode_params(e, layer, e->plan_device, q, out, own_lse),
+                             e->grid, stream));
+  return pkv::launch_shared_combine(dtype, d, sp, e->shared_grid, stream);
 }
 
 pkv_status cuda_run(pkv_decode_engine *e, int32_t layer, const void *q, void *out, float *lse, cudaStream_t stream) {
@@ -793,8 +794,8 @@ pkv_status pkv_decode_engine_create_with(pkv_runtime *rt, const pkv_decode_confi
   if (s == PKV_OK && chosen.shared_prefix != PKV_SHARED_OFF && !pkv::is_fp8(config->dtype)) {
     int32_t bps = 1;
     if (pkv::on_cuda(rt)) s = pkv::shared_blocks_per_sm(config->dtype, config->head_dim, &bps);
-    // Without the shared kernels (an engine on a build that lacks them) AUTO shares nothing; ALWAYS,
-    // asked for explicitly, is refused with the kernels' reason.
+    // Where the shared kernels lack the shape (dtype, head dim) AUTO shares nothing; ALWAYS, asked for
+    // explicitly, is refused with the kernels' reason.
     if (s != PKV_OK && chosen.shared_prefix == PKV_SHARED_AUTO) {
       s = PKV_OK, bps = 0;
       pkv::begin_call(func);
