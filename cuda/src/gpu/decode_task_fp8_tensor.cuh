@@ -100,6 +100,17 @@ struct Fp8TensorBody {
     if constexpr (kBulk) return (j >> 2) * 64 + (t & 7) * 8 + 2 * (j & 3) + (t >> 3);
     else return j * 16 + t;
   }
+  // Warp w takes chunks w, w + 4, ...: its chunk i holds the rows of its first chunk moved by 64 i, in both
+  // layouts, and a stage half's bytes from row 64 i on are those from row 0 moved by kBlockBytes i (whole
+  // groups, or rows whose swizzle repeats every 8). So a lane's row and byte offsets are computed once per
+  // task, and each chunk adds one base.
+  static_assert(kWarps == 4, "chunk i of warp w is chunk w + 4 i");
+  static constexpr int block_bytes() {
+    if constexpr (kBulk) return 8 * Loader::kGroupStride;  // Loader::at(64, 0)
+    else return 64 * D;
+  }
+  static constexpr int kBlockBytes = block_bytes();
+  static __device__ __forceinline__ int lane_row(int t) { return tok_row(threadIdx.x >> 5, t); }
 
   // kBytes consecutive codes of a row from byte `from` (a multiple of kBytes), as words.
   template <int kBytes>
@@ -119,14 +130,15 @@ struct Fp8TensorBody {
     }
   }
 
-  // The V reference moves up to a chunk's largest V scale: returns P's factor (1 / the reference) and sets
-  // o_adj, what the output (relative to the old reference) is multiplied by.
-  static __device__ __forceinline__ float move_v_reference(float &v_ref, float vmax, float &o_adj) {
-    const float v_new = fmaxf(v_ref, vmax);
-    const float v_unit = v_new > 0.f ? 1.f / v_new : 0.f;
-    o_adj = v_new > 0.f ? v_ref * v_unit : 1.f;
-    v_ref = v_new;
-    return v_unit;
+  // The V reference moves up to a chunk's largest V scale (vmax, the same in every lane) and v_unit (P's
+  // factor) to 1 / it; returns what the output (relative to the old reference) is multiplied by. Once the
+  // largest scale is seen the reference stays, and the reciprocal is not taken again.
+  static __device__ __forceinline__ float move_v_reference(float &v_ref, float &v_unit, float vmax) {
+    if (vmax <= v_ref) return 1.f;
+    const float o_adj = v_ref / vmax;
+    v_ref = vmax;
+    v_unit = 1.f / vmax;
+    return o_adj;
   }
   // Element e of every output fragment times f[e]. Once the maxima settle most chunks change neither
   // max nor reference: the multiplies by 1 are skipped (warp-uniform; a multiply by 1 is exact).
@@ -173,20 +185,23 @@ struct Fp8TensorBody {
 #pragma unroll
     for (int n = 0; n < kNTiles; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};  // rows r0 and r0 + 8; l is this lane's share
-    float v_ref = 0.f;  // the largest V scale of the warp's tokens so far: o holds O / v_ref
+    float v_ref = 0.f, v_unit = 0.f;  // the largest V scale of the warp's tokens so far (o holds O / v_ref), 1 / it
 
     __shared__ int claim_ring[TileSchedule::kRing];
     const TaskTiles tiles = task_tiles<kTile>(p, task, row, head, claim_ring);
     const Loader loader = Loader::of(p, row, tiles, head);
     auto tile_math = [&](int, const uint8_t *ks_, const uint8_t *vs_, int valid) {
       const float *k_scale = Loader::scales(ks_), *v_scale = Loader::scales(vs_);
-      for (int j = warp; j < kChunks; j += kWarps) {
-        if (tok_row(j, 0) >= valid) break;
+      for (int i = 0; warp + kWarps * i < kChunks; i++) {
+        const int left = valid - 64 * i;  // rows of this chunk past it are masked
+        if (lane_row(0) >= left) break;
+        const uint8_t *kc = ks_ + i * kBlockBytes, *vc_ = vs_ + i * kBlockBytes;
+        const float *k_sc = k_scale + 64 * i, *v_sc = v_scale + 64 * i;
         float s[2][4] = {};
 #pragma unroll
         for (int nt = 0; nt < 2; nt++) {
           uint32_t kw[kKSteps];  // word ks: the codes of this lane's k-step ks of chunk token 8 nt + r0
-          load_codes<kKBytes>(ks_, tok_row(j, 8 * nt + r0), cq * kKBytes, kw);
+          load_codes<kKBytes>(kc, lane_row(8 * nt + r0), cq * kKBytes, kw);
 #pragma unroll
           for (int ks = 0; ks < kKSteps; ks++)
             MmaOp<__half>::run(s[nt], qa[ks], fp8x2_to_f16x2(kw[ks]), fp8x2_to_f16x2(kw[ks] >> 16));
@@ -196,36 +211,35 @@ struct Fp8TensorBody {
         for (int nt = 0; nt < 2; nt++)
 #pragma unroll
           for (int e = 0; e < 4; e++) {
-            const int tok = tok_row(j, 8 * nt + cq * 2 + (e & 1));
-            s[nt][e] = tok < valid ? s[nt][e] * (row_factor[e >> 1] * k_scale[tok]) : -INFINITY;
+            const int tok = lane_row(8 * nt + cq * 2 + (e & 1));
+            s[nt][e] = tok < left ? s[nt][e] * (row_factor[e >> 1] * k_sc[tok]) : -INFINITY;
             mx[e >> 1] = fmaxf(mx[e >> 1], s[nt][e]);
-            vmax = fmaxf(vmax, v_scale[tok]);  // masked rows' scales are zero
+            vmax = fmaxf(vmax, v_sc[tok]);  // masked rows' scales are zero
           }
         float sc[2];
         fragment_rescale(mx, m, l, sc);
         vmax = quad_max(vmax);
-        float o_adj;
-        const float v_unit = move_v_reference(v_ref, vmax, o_adj);
+        const float o_adj = move_v_reference(v_ref, v_unit, vmax);
         rescale_output(o, {sc[0] * o_adj, sc[0] * o_adj, sc[1] * o_adj, sc[1] * o_adj});  // rows are heads
         float pr[2][4];
 #pragma unroll
         for (int nt = 0; nt < 2; nt++)
 #pragma unroll
           for (int e = 0; e < 4; e++) {
-            const int tok = tok_row(j, 8 * nt + cq * 2 + (e & 1));
-            const float pe = exp2f(s[nt][e] - m[e >> 1]);
+            const int tok = lane_row(8 * nt + cq * 2 + (e & 1));
+            const float pe = fast_exp2(s[nt][e] - m[e >> 1]);
             l[e >> 1] += pe;
-            pr[nt][e] = pe * (v_scale[tok] * v_unit);
+            pr[nt][e] = pe * (v_sc[tok] * v_unit);
           }
         // The S fragments of tokens 0-7 and 8-15 are P's A fragment for k = 16 tokens.
         const uint32_t pa[4] = {pack2<__half>(pr[0][0], pr[0][1]), pack2<__half>(pr[0][2], pr[0][3]),
                                 pack2<__half>(pr[1][0], pr[1][1]), pack2<__half>(pr[1][2], pr[1][3])};
         // V codes of the lane's eighth of tokens 2cq, 2cq + 1 (k rows of b0) and 2cq + 8, 2cq + 9 (b1).
         uint32_t va[kVBytes / 4], vb[kVBytes / 4], vc[kVBytes / 4], vd[kVBytes / 4];
-        load_codes<kVBytes>(vs_, tok_row(j, 2 * cq), r0 * kVBytes, va);
-        load_codes<kVBytes>(vs_, tok_row(j, 2 * cq + 1), r0 * kVBytes, vb);
-        load_codes<kVBytes>(vs_, tok_row(j, 2 * cq + 8), r0 * kVBytes, vc);
-        load_codes<kVBytes>(vs_, tok_row(j, 2 * cq + 9), r0 * kVBytes, vd);
+        load_codes<kVBytes>(vc_, lane_row(2 * cq), r0 * kVBytes, va);
+        load_codes<kVBytes>(vc_, lane_row(2 * cq + 1), r0 * kVBytes, vb);
+        load_codes<kVBytes>(vc_, lane_row(2 * cq + 8), r0 * kVBytes, vc);
+        load_codes<kVBytes>(vc_, lane_row(2 * cq + 9), r0 * kVBytes, vd);
 #pragma unroll
         for (int w = 0; w < kVBytes / 4; w++) {
           // Bytes of n-tiles 4w .. 4w + 3, each pair (token 2cq, token 2cq + 1) in one 16-bit half.
@@ -319,47 +333,54 @@ struct Fp8TensorBody {
 #pragma unroll
     for (int n = 0; n < kMTiles; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};  // heads 2cq, 2cq + 1; l is this lane's share
-    float v_ref = 0.f;
+    float v_ref = 0.f, v_unit = 0.f;
 
     __shared__ int claim_ring[TileSchedule::kRing];
     const TaskTiles tiles = task_tiles<kTile>(p, task, row, head, claim_ring);
     const Loader loader = Loader::of(p, row, tiles, head);
     auto tile_math = [&](int, const uint8_t *ks_, const uint8_t *vs_, int valid) {
       const float *k_scale = Loader::scales(ks_), *v_scale = Loader::scales(vs_);
-      for (int j = warp; j < kChunks; j += kWarps) {
-        if (tok_row(j, 0) >= valid) break;
+      for (int i = 0; warp + kWarps * i < kChunks; i++) {
+        const int left = valid - 64 * i;  // rows of this chunk past it are masked
+        if (lane_row(0) >= left) break;
+        const uint8_t *kc = ks_ + i * kBlockBytes, *vc = vs_ + i * kBlockBytes;
+        const float *k_sc = k_scale + 64 * i, *v_sc = v_scale + 64 * i;
         float s[4] = {0.f, 0.f, 0.f, 0.f};  // S^T: chunk tokens r0 (s[0], s[1]) and r0 + 8, heads 2cq, 2cq + 1
         {
           uint32_t kw0[kKSteps], kw1[kKSteps];
-          load_codes<kKBytes>(ks_, tok_row(j, r0), cq * kKBytes, kw0);
-          load_codes<kKBytes>(ks_, tok_row(j, r0 + 8), cq * kKBytes, kw1);
+          load_codes<kKBytes>(kc, lane_row(r0), cq * kKBytes, kw0);
+          load_codes<kKBytes>(kc, lane_row(r0 + 8), cq * kKBytes, kw1);
+#pragma unroll
+          // Two accumulators, even and odd k-steps: two chains of dependent mma instead of one twice as long.
+          float s_odd[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
           for (int ks = 0; ks < kKSteps; ks++) {
             const uint32_t a[4] = {fp8x2_to_f16x2(kw0[ks]), fp8x2_to_f16x2(kw1[ks]), fp8x2_to_f16x2(kw0[ks] >> 16),
                                    fp8x2_to_f16x2(kw1[ks] >> 16)};
-            MmaOp<__half>::run(s, a, qf[ks][0], qf[ks][2]);
+            MmaOp<__half>::run(ks & 1 ? s_odd : s, a, qf[ks][0], qf[ks][2]);
           }
+#pragma unroll
+          for (int e = 0; e < 4; e++) s[e] += s_odd[e];
         }
         float mx[2] = {-INFINITY, -INFINITY}, vmax = 0.f;
 #pragma unroll
         for (int e = 0; e < 4; e++) {
-          const int tok = tok_row(j, r0 + 8 * (e >> 1));
-          s[e] = tok < valid ? s[e] * (head_factor[e & 1] * k_scale[tok]) : -INFINITY;
+          const int tok = lane_row(r0 + 8 * (e >> 1));
+          s[e] = tok < left ? s[e] * (head_factor[e & 1] * k_sc[tok]) : -INFINITY;
           mx[e & 1] = fmaxf(mx[e & 1], s[e]);
         }
-        vmax = column_max(fmaxf(v_scale[tok_row(j, r0)], v_scale[tok_row(j, r0 + 8)]));  // masked rows' scales are zero
+        vmax = column_max(fmaxf(v_sc[lane_row(r0)], v_sc[lane_row(r0 + 8)]));  // masked rows' scales are zero
         float sc[2];
         fragment_rescale(mx, m, l, sc, [](float x) { return column_max(x); });
-        float o_adj;
-        const float v_unit = move_v_reference(v_ref, vmax, o_adj);
+        const float o_adj = move_v_reference(v_ref, v_unit, vmax);
         rescale_output(o, {sc[0] * o_adj, sc[1] * o_adj, sc[0] * o_adj, sc[1] * o_adj});  // columns are heads
         float pv[4];
 #pragma unroll
         for (int e = 0; e < 4; e++) {
-          const int tok = tok_row(j, r0 + 8 * (e >> 1));
-          const float pe = exp2f(s[e] - m[e & 1]);
+          const int tok = lane_row(r0 + 8 * (e >> 1));
+          const float pe = fast_exp2(s[e] - m[e & 1]);
           l[e & 1] += pe;
-          pv[e] = pe * (v_scale[tok] * v_unit);
+          pv[e] = pe * (v_sc[tok] * v_unit);
         }
         // P^T's B fragments: k = tokens 2cq, 2cq + 1 (b0) and + 8 (b1), n = head r0.
         const uint32_t b0 = transpose8x8(pack2<__half>(pv[0], pv[1])), b1 = transpose8x8(pack2<__half>(pv[2], pv[3]));
@@ -367,9 +388,9 @@ struct Fp8TensorBody {
         uint32_t va[4][kSpan / 4], vb[4][kSpan / 4];
 #pragma unroll
         for (int t = 0; t < 4; t++) {
-          const int tok = tok_row(j, 2 * cq + (t & 1) + 8 * (t >> 1));
-          load_codes<kSpan>(vs_, tok, r0 * kSpan, va[t]);
-          load_codes<kSpan>(vs_, tok, (r0 + 8) * kSpan, vb[t]);
+          const int tok = lane_row(2 * cq + (t & 1) + 8 * (t >> 1));
+          load_codes<kSpan>(vc, tok, r0 * kSpan, va[t]);
+          load_codes<kSpan>(vc, tok, (r0 + 8) * kSpan, vb[t]);
         }
 #pragma unroll
         for (int w = 0; w < kSpan / 4; w++) {

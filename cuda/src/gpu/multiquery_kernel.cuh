@@ -69,19 +69,30 @@ __global__ void __launch_bounds__(128) multiquery_kernel(MqParams p) {
       *reinterpret_cast<uint4 *>(dst) = make_uint4(0, 0, 0, 0);
     }
   }
-  // One tile of K and V into stage `stage`; tokens past the range are zero-filled.
-  auto load_tile = [&](int stage, int tile_begin) {
+  // One tile of K and V into stage `stage`; tokens past the range are zero-filled. A thread copies 16-byte
+  // chunk c of kPieces tokens kTokStep apart. Their page ids are fetched a tile ahead (fetch_pages), so the
+  // copies of a tile issue back to back instead of each waiting for its page id.
+  constexpr int kPieces = kTile * kChunks / S::kThreads, kTokStep = S::kThreads / kChunks;
+  static_assert(kPieces * S::kThreads == kTile * kChunks && S::kThreads % kChunks == 0, "whole pieces per thread");
+  const int piece_chunk = tid % kChunks, piece_tok = tid / kChunks;
+  auto fetch_pages = [&](int tile_begin, int32_t (&pages)[kPieces]) {
+#pragma unroll
+    for (int k = 0; k < kPieces; k++) {
+      const int tok = tile_begin + piece_tok + k * kTokStep;
+      pages[k] = tok < task.kv_end ? __ldg(table + (tok >> p.page_shift)) : -1;
+    }
+  };
+  auto load_tile = [&](int stage, int tile_begin, const int32_t (&pages)[kPieces]) {
     T *sk = skv + 2 * stage * S::kKvElems, *sv = sk + S::kKvElems;
-    for (int i = tid; i < kTile * kChunks; i += S::kThreads) {
-      const int t = i / kChunks, c = i % kChunks, tok = tile_begin + t;
-      const bool in = tok < task.kv_end;
-      int64_t at = 0;
-      if (in) {
-        const int64_t page = table[tok >> p.page_shift];
-        at = ((page * p.num_kv_heads + task.head) * page_size + (tok & (page_size - 1))) * D + c * 8;
-      }
-      cp_async16(sk + t * kStride + c * 8, kbase + at, in ? 16 : 0);
-      cp_async16(sv + t * kStride + c * 8, vbase + at, in ? 16 : 0);
+#pragma unroll
+    for (int k = 0; k < kPieces; k++) {
+      const int t = piece_tok + k * kTokStep, tok = tile_begin + t;
+      const bool in = pages[k] >= 0;
+      const int64_t at =
+          in ? (((int64_t)pages[k] * p.num_kv_heads + task.head) * page_size + (tok & (page_size - 1))) * D + piece_chunk * 8
+             : 0;
+      cp_async16(sk + t * kStride + piece_chunk * 8, kbase + at, in ? 16 : 0);
+      cp_async16(sv + t * kStride + piece_chunk * 8, vbase + at, in ? 16 : 0);
     }
   };
 
@@ -99,18 +110,29 @@ __global__ void __launch_bounds__(128) multiquery_kernel(MqParams p) {
 #pragma unroll
   for (int n = 0; n < D / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+  // A warp's 16 query rows are the same on every tile: up to head dim 128 their A fragments stay in
+  // registers (at 256 they would not fit beside the output's).
+  constexpr bool kQInRegisters = D <= 128;
+  uint32_t qa[kQInRegisters ? D / 16 : 1][4];
 
   const int ntiles = (task.kv_end - task.kv_begin + kTile - 1) / kTile;
-  load_tile(0, task.kv_begin);
+  int32_t pages[kPieces];  // the page ids of the next tile to load
+  fetch_pages(task.kv_begin, pages);
+  load_tile(0, task.kv_begin, pages);
   cp_async_commit();
+  if (ntiles > 1) fetch_pages(task.kv_begin + kTile, pages);
   for (int it = 0; it < ntiles; it++) {
     const int tile_begin = task.kv_begin + it * kTile;
-    if (it + 1 < ntiles) load_tile((it + 1) & 1, tile_begin + kTile);
+    if (it + 1 < ntiles) load_tile((it + 1) & 1, tile_begin + kTile, pages);
     cp_async_commit();
+    if (it + 2 < ntiles) fetch_pages(tile_begin + 2 * kTile, pages);  // in flight while this tile computes
     cp_async_wait<1>();
     __syncthreads();
     const T *sk = skv + 2 * (it & 1) * S::kKvElems, *sv = sk + S::kKvElems;
     if (active) {
+      if (kQInRegisters && it == 0)  // Q landed with the first tile
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) ldmatrix_x4(qa[kk], sq + (row0 + (lane & 15)) * kStride + kk * 16 + (lane >> 4) * 8);
       constexpr int kMaxN = kTile / 8;  // score n-tiles of a whole tile (a part uses part_len / 8)
       const int nt = part_len / 8, pb = part * part_len;
       float s[kMaxN][4];
@@ -119,7 +141,8 @@ __global__ void __launch_bounds__(128) multiquery_kernel(MqParams p) {
 #pragma unroll
       for (int kk = 0; kk < D / 16; kk++) {
         uint32_t a[4];
-        ldmatrix_x4(a, sq + (row0 + (lane & 15)) * kStride + kk * 16 + (lane >> 4) * 8);
+        if constexpr (kQInRegisters) a[0] = qa[kk][0], a[1] = qa[kk][1], a[2] = qa[kk][2], a[3] = qa[kk][3];
+        else ldmatrix_x4(a, sq + (row0 + (lane & 15)) * kStride + kk * 16 + (lane >> 4) * 8);
 #pragma unroll
         for (int jj = 0; jj < kMaxN / 2; jj++) {
           if (2 * jj >= nt) break;
