@@ -28,10 +28,19 @@
 
 namespace pkv {
 
-// Two e4m3 codes (low byte first) to the f16x2 register of an mma operand.
-__device__ __forceinline__ uint32_t fp8x2_to_f16x2(uint32_t codes) {
-  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2((__nv_fp8x2_storage_t)(codes & 0xffffu), __NV_E4M3);
-  return (uint32_t)h.x | ((uint32_t)h.y << 16);
+// The two e4m3 codes (low byte first) in half `h` of `codes` (0: bits 0-15, 1: bits 16-31) to the f16x2
+// register of an mma operand, exactly. On sm_89+ the half is named in PTX, so that ptxas can read it in
+// place rather than shift it down first.
+__device__ __forceinline__ uint32_t fp8x2_to_f16x2(uint32_t codes, int h = 0) {
+#if __CUDA_ARCH__ >= 890
+  uint32_t r;
+  if (h) asm("{\n.reg .b16 lo, hi;\nmov.b32 {lo, hi}, %1;\ncvt.rn.f16x2.e4m3x2 %0, hi;\n}\n" : "=r"(r) : "r"(codes));
+  else asm("{\n.reg .b16 lo, hi;\nmov.b32 {lo, hi}, %1;\ncvt.rn.f16x2.e4m3x2 %0, lo;\n}\n" : "=r"(r) : "r"(codes));
+  return r;
+#else
+  const __half2_raw pair = __nv_cvt_fp8x2_to_halfraw2((__nv_fp8x2_storage_t)((codes >> (16 * h)) & 0xffffu), __NV_E4M3);
+  return (uint32_t)pair.x | ((uint32_t)pair.y << 16);
+#endif
 }
 __device__ __forceinline__ uint32_t byte_perm(uint32_t a, uint32_t b, uint32_t selector) {
   uint32_t r;
@@ -204,7 +213,7 @@ struct Fp8TensorBody {
           load_codes<kKBytes>(kc, lane_row(8 * nt + r0), cq * kKBytes, kw);
 #pragma unroll
           for (int ks = 0; ks < kKSteps; ks++)
-            MmaOp<__half>::run(s[nt], qa[ks], fp8x2_to_f16x2(kw[ks]), fp8x2_to_f16x2(kw[ks] >> 16));
+            MmaOp<__half>::run(s[nt], qa[ks], fp8x2_to_f16x2(kw[ks]), fp8x2_to_f16x2(kw[ks], 1));
         }
         float mx[2] = {-INFINITY, -INFINITY}, vmax = 0.f;
 #pragma unroll
@@ -247,9 +256,7 @@ struct Fp8TensorBody {
           const uint32_t b1[2] = {byte_perm(vc[w], vd[w], 0x5140), byte_perm(vc[w], vd[w], 0x7362)};
 #pragma unroll
           for (int q4 = 0; q4 < 4; q4++) {
-            const int shift = 16 * (q4 & 1);
-            MmaOp<__half>::run(o[4 * w + q4], pa, fp8x2_to_f16x2(b0[q4 >> 1] >> shift),
-                               fp8x2_to_f16x2(b1[q4 >> 1] >> shift));
+            MmaOp<__half>::run(o[4 * w + q4], pa, fp8x2_to_f16x2(b0[q4 >> 1], q4 & 1), fp8x2_to_f16x2(b1[q4 >> 1], q4 & 1));
           }
         }
       }
@@ -338,47 +345,59 @@ struct Fp8TensorBody {
     __shared__ int claim_ring[TileSchedule::kRing];
     const TaskTiles tiles = task_tiles<kTile>(p, task, row, head, claim_ring);
     const Loader loader = Loader::of(p, row, tiles, head);
+    // The warp's chunks of a tile (kPerWarp of them) take one softmax step together: their scores first,
+    // then one max, rescale and V-reference move for all, then P V chunk by chunk.
+    constexpr int kPerWarp = kChunks / kWarps;
+    static_assert(kChunks % kWarps == 0, "every warp has the same number of chunks in a tile");
     auto tile_math = [&](int, const uint8_t *ks_, const uint8_t *vs_, int valid) {
       const float *k_scale = Loader::scales(ks_), *v_scale = Loader::scales(vs_);
-      for (int i = 0; warp + kWarps * i < kChunks; i++) {
-        const int left = valid - 64 * i;  // rows of this chunk past it are masked
-        if (lane_row(0) >= left) break;
-        const uint8_t *kc = ks_ + i * kBlockBytes, *vc = vs_ + i * kBlockBytes;
+      int chunks = 0;  // the warp's chunks that hold a valid row (warp-uniform; they come first)
+#pragma unroll
+      for (int i = 0; i < kPerWarp; i++) chunks += lane_row(0) + 64 * i < valid;
+      if (chunks == 0) return;
+      float s[kPerWarp][4];  // S^T of chunk i: tokens r0 (s[i][0], s[i][1]) and r0 + 8, heads 2cq, 2cq + 1
+      float mx[2] = {-INFINITY, -INFINITY}, vmax = 0.f;
+#pragma unroll
+      for (int i = 0; i < kPerWarp; i++) {
+        const uint8_t *kc = ks_ + i * kBlockBytes;
         const float *k_sc = k_scale + 64 * i, *v_sc = v_scale + 64 * i;
-        float s[4] = {0.f, 0.f, 0.f, 0.f};  // S^T: chunk tokens r0 (s[0], s[1]) and r0 + 8, heads 2cq, 2cq + 1
-        {
-          uint32_t kw0[kKSteps], kw1[kKSteps];
-          load_codes<kKBytes>(kc, lane_row(r0), cq * kKBytes, kw0);
-          load_codes<kKBytes>(kc, lane_row(r0 + 8), cq * kKBytes, kw1);
+        s[i][0] = s[i][1] = s[i][2] = s[i][3] = -INFINITY;
+        if (i >= chunks) continue;
+        uint32_t kw0[kKSteps], kw1[kKSteps];
+        load_codes<kKBytes>(kc, lane_row(r0), cq * kKBytes, kw0);
+        load_codes<kKBytes>(kc, lane_row(r0 + 8), cq * kKBytes, kw1);
+        // Two accumulators, even and odd k-steps: two chains of dependent mma instead of one twice as long.
+        float even[4] = {0.f, 0.f, 0.f, 0.f}, odd[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
-          // Two accumulators, even and odd k-steps: two chains of dependent mma instead of one twice as long.
-          float s_odd[4] = {0.f, 0.f, 0.f, 0.f};
-#pragma unroll
-          for (int ks = 0; ks < kKSteps; ks++) {
-            const uint32_t a[4] = {fp8x2_to_f16x2(kw0[ks]), fp8x2_to_f16x2(kw1[ks]), fp8x2_to_f16x2(kw0[ks] >> 16),
-                                   fp8x2_to_f16x2(kw1[ks] >> 16)};
-            MmaOp<__half>::run(ks & 1 ? s_odd : s, a, qf[ks][0], qf[ks][2]);
-          }
-#pragma unroll
-          for (int e = 0; e < 4; e++) s[e] += s_odd[e];
+        for (int ks = 0; ks < kKSteps; ks++) {
+          const uint32_t a[4] = {fp8x2_to_f16x2(kw0[ks]), fp8x2_to_f16x2(kw1[ks]), fp8x2_to_f16x2(kw0[ks], 1),
+                                 fp8x2_to_f16x2(kw1[ks], 1)};
+          MmaOp<__half>::run(ks & 1 ? odd : even, a, qf[ks][0], qf[ks][2]);
         }
-        float mx[2] = {-INFINITY, -INFINITY}, vmax = 0.f;
+        const int left = valid - 64 * i;  // rows of this chunk past it are masked
 #pragma unroll
         for (int e = 0; e < 4; e++) {
           const int tok = lane_row(r0 + 8 * (e >> 1));
-          s[e] = tok < left ? s[e] * (head_factor[e & 1] * k_sc[tok]) : -INFINITY;
-          mx[e & 1] = fmaxf(mx[e & 1], s[e]);
+          s[i][e] = tok < left ? (even[e] + odd[e]) * (head_factor[e & 1] * k_sc[tok]) : -INFINITY;
+          mx[e & 1] = fmaxf(mx[e & 1], s[i][e]);
         }
-        vmax = column_max(fmaxf(v_sc[lane_row(r0)], v_sc[lane_row(r0 + 8)]));  // masked rows' scales are zero
-        float sc[2];
-        fragment_rescale(mx, m, l, sc, [](float x) { return column_max(x); });
-        const float o_adj = move_v_reference(v_ref, v_unit, vmax);
-        rescale_output(o, {sc[0] * o_adj, sc[1] * o_adj, sc[0] * o_adj, sc[1] * o_adj});  // columns are heads
+        vmax = fmaxf(vmax, fmaxf(v_sc[lane_row(r0)], v_sc[lane_row(r0 + 8)]));  // masked rows' scales are zero
+      }
+      vmax = column_max(vmax);
+      float sc[2];
+      fragment_rescale(mx, m, l, sc, [](float x) { return column_max(x); });
+      const float o_adj = move_v_reference(v_ref, v_unit, vmax);
+      rescale_output(o, {sc[0] * o_adj, sc[1] * o_adj, sc[0] * o_adj, sc[1] * o_adj});  // columns are heads
+#pragma unroll
+      for (int i = 0; i < kPerWarp; i++) {
+        if (i >= chunks) break;
+        const uint8_t *vc = vs_ + i * kBlockBytes;
+        const float *v_sc = v_scale + 64 * i;
         float pv[4];
 #pragma unroll
         for (int e = 0; e < 4; e++) {
           const int tok = lane_row(r0 + 8 * (e >> 1));
-          const float pe = fast_exp2(s[e] - m[e & 1]);
+          const float pe = fast_exp2(s[i][e] - m[e & 1]);
           l[e & 1] += pe;
           pv[e] = pe * (v_sc[tok] * v_unit);
         }
@@ -401,9 +420,9 @@ struct Fp8TensorBody {
           const uint32_t a3[2] = {byte_perm(vb[2][w], vb[3][w], 0x5140), byte_perm(vb[2][w], vb[3][w], 0x7362)};
 #pragma unroll
           for (int q4 = 0; q4 < 4; q4++) {
-            const int shift = 16 * (q4 & 1), h = q4 >> 1;
-            const uint32_t a[4] = {fp8x2_to_f16x2(a0[h] >> shift), fp8x2_to_f16x2(a1[h] >> shift),
-                                   fp8x2_to_f16x2(a2[h] >> shift), fp8x2_to_f16x2(a3[h] >> shift)};
+            const int h = q4 >> 1, half = q4 & 1;
+            const uint32_t a[4] = {fp8x2_to_f16x2(a0[h], half), fp8x2_to_f16x2(a1[h], half), fp8x2_to_f16x2(a2[h], half),
+                                   fp8x2_to_f16x2(a3[h], half)};
             MmaOp<__half>::run(o[4 * w + q4], a, b0, b1);
           }
         }

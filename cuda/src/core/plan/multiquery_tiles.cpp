@@ -20,7 +20,27 @@ void plan_multiquery(const MqPlanShape &s, MqPlan &plan) {
   for (const MqRow &row : plan.rows)
     for (int32_t q0 = 0; q0 < row.q_len; q0 += tile) work += mq_position(row, std::min(row.q_len, q0 + tile) - 1) + 1;
   const int64_t share = (work * s.num_kv_heads + s.wave - 1) / std::max(1, s.wave);
-  const int64_t split = std::max<int64_t>(s.min_split_tokens, (share + kMqKvTile - 1) / kMqKvTile * kMqKvTile);
+  int64_t split = std::max<int64_t>(s.min_split_tokens, (share + kMqKvTile - 1) / kMqKvTile * kMqKvTile);
+  // Each tile's last split is short, so `split` can make more tasks than a wave, and the extra ones would
+  // run alone in a second wave, doubling the step. The shortest split (in K/V tiles) whose tasks fit one
+  // wave, where one exists (a step of more tiles than a wave keeps the share's split).
+  int32_t longest = 0;
+  for (const MqRow &row : plan.rows) longest = std::max(longest, mq_position(row, row.q_len - 1) + 1);
+  auto tasks_at = [&](int64_t len) {
+    int64_t n = 0;
+    for (const MqRow &row : plan.rows)
+      for (int32_t q0 = 0; q0 < row.q_len; q0 += tile)
+        n += (mq_position(row, std::min(row.q_len, q0 + tile) - 1) + len) / len;
+    return n * s.num_kv_heads;
+  };
+  if (tasks_at(split) > s.wave && tasks_at(longest) <= s.wave) {
+    int64_t lo = split / kMqKvTile, hi = (longest + kMqKvTile - 1) / kMqKvTile;  // tasks_at(lo) > wave >= tasks_at(hi)
+    while (hi - lo > 1) {
+      const int64_t mid = (lo + hi) / 2;
+      (tasks_at(mid * kMqKvTile) <= s.wave ? hi : lo) = mid;
+    }
+    split = hi * kMqKvTile;
+  }
   for (int32_t r = 0; r < (int32_t)plan.rows.size(); r++) {
     const MqRow &row = plan.rows[r];
     const int32_t tiles = (row.q_len + tile - 1) / tile;
