@@ -21,9 +21,10 @@ void plan_multiquery(const MqPlanShape &s, MqPlan &plan) {
     for (int32_t q0 = 0; q0 < row.q_len; q0 += tile) work += mq_position(row, std::min(row.q_len, q0 + tile) - 1) + 1;
   const int64_t share = (work * s.num_kv_heads + s.wave - 1) / std::max(1, s.wave);
   int64_t split = std::max<int64_t>(s.min_split_tokens, (share + kMqKvTile - 1) / kMqKvTile * kMqKvTile);
-  // Each tile's last split is short, so `split` can make more tasks than a wave, and the extra ones would
-  // run alone in a second wave, doubling the step. The shortest split (in K/V tiles) whose tasks fit one
-  // wave, where one exists (a step of more tiles than a wave keeps the share's split).
+  // Each tile's last split is short, so `split` can make more tasks than a wave; the extra ones then run
+  // after the first wave. The shortest split (in K/V tiles) whose tasks fit one wave takes its place where
+  // it is expected to finish sooner: one wave ends with its longest task, more waves (list scheduling)
+  // within the wave's share of all tasks plus the longest one. A task costs its tokens plus kMqTaskCost.
   int32_t longest = 0;
   for (const MqRow &row : plan.rows) longest = std::max(longest, mq_position(row, row.q_len - 1) + 1);
   auto tasks_at = [&](int64_t len) {
@@ -33,13 +34,17 @@ void plan_multiquery(const MqPlanShape &s, MqPlan &plan) {
         n += (mq_position(row, std::min(row.q_len, q0 + tile) - 1) + len) / len;
     return n * s.num_kv_heads;
   };
-  if (tasks_at(split) > s.wave && tasks_at(longest) <= s.wave) {
+  constexpr int64_t kMqTaskCost = kMqKvTile;  // a task's fixed cost (start, partial write, merge), in tokens
+  const int64_t wave = std::max(1, s.wave), tasks = tasks_at(split);
+  if (tasks > wave && tasks_at(longest) <= wave) {
     int64_t lo = split / kMqKvTile, hi = (longest + kMqKvTile - 1) / kMqKvTile;  // tasks_at(lo) > wave >= tasks_at(hi)
     while (hi - lo > 1) {
       const int64_t mid = (lo + hi) / 2;
-      (tasks_at(mid * kMqKvTile) <= s.wave ? hi : lo) = mid;
+      (tasks_at(mid * kMqKvTile) <= wave ? hi : lo) = mid;
     }
-    split = hi * kMqKvTile;
+    const int64_t one_wave = std::min<int64_t>(hi * kMqKvTile, longest) + kMqTaskCost;
+    const int64_t waves = (work * s.num_kv_heads + tasks * kMqTaskCost) / wave + std::min<int64_t>(split, longest) + kMqTaskCost;
+    if (one_wave < waves) split = hi * kMqKvTile;
   }
   for (int32_t r = 0; r < (int32_t)plan.rows.size(); r++) {
     const MqRow &row = plan.rows[r];
