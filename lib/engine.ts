@@ -169,6 +169,8 @@ export class Plan {
     readonly sharedTasks: number = 0,
     /** Rows that read part of their context through shared tasks. */
     readonly sharedRows: number = 0,
+    /** How the step's decode kernels load K/V ("auto" resolved: it can differ by step for FP8 pages). */
+    readonly loader: "cp-async" | "bulk" = "cp-async",
   ) {}
 }
 
@@ -344,6 +346,7 @@ export class DecodeEngine extends NativeObject {
       plan.uniqueKvBytes,
       plan.sharedTasks,
       plan.sharedRows,
+      plan.loader,
     );
     this.#latest = full;
     return full;
@@ -380,6 +383,7 @@ export class DecodeEngine extends NativeObject {
       p.uniqueKvBytes,
       p.sharedTasks,
       p.sharedRows,
+      LOADER_NAMES[p.loader] === "bulk" ? "bulk" : "cp-async",
     );
     this.#latest = plan;
     this.#guard = guard;

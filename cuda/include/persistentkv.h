@@ -299,6 +299,7 @@ typedef struct pkv_plan_info {
   int64_t unique_kv_bytes; /* bytes of the distinct K/V pages one layer reads (kv_bytes less what shared tasks read once) */
   int32_t shared_tasks;    /* shared-prefix tasks (0: the step shares nothing) */
   int32_t shared_rows;     /* rows that read part of their context through shared tasks */
+  int32_t loader;          /* PKV_LOADER_* the step's decode kernels load K/V with (AUTO can differ by step) */
 } pkv_plan_info;
 int32_t pkv_plan_info_size(void);
 
@@ -311,7 +312,7 @@ pkv_status pkv_decode_engine_destroy(pkv_decode_engine *engine);
 #define PKV_MATH_AUTO 0         /* tensor cores where head dim <= 128, CUDA cores otherwise */
 #define PKV_MATH_CUDA_CORES 1   /* warp-shuffle dot products, every head dim */
 #define PKV_MATH_TENSOR_CORES 2 /* mma.m16n8k16 over the group's query heads; head dim <= 128 */
-#define PKV_LOADER_AUTO 0       /* bulk copies with tensor cores on sm_90+, cp.async otherwise */
+#define PKV_LOADER_AUTO 0       /* bulk copies with tensor cores on sm_90+ (FP8: cp.async for steps of short rows), cp.async otherwise */
 #define PKV_LOADER_CP_ASYNC 1   /* 16-byte cp.async, every GPU */
 #define PKV_LOADER_BULK 2       /* Hopper bulk copies completing on mbarriers; sm_90+, tensor cores only */
 #define PKV_SHARED_AUTO 0       /* shared-prefix tasks where the planner's cost model says they pay */

@@ -171,6 +171,7 @@ export const PLAN_INFO = new StructLayout("pkv_plan_info", {
   uniqueKvBytes: "i64",
   sharedTasks: "i32",
   sharedRows: "i32",
+  loader: "i32",
 });
 
 export const ENGINE_SETTINGS = new StructLayout("pkv_engine_settings", {

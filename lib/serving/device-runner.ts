@@ -246,8 +246,9 @@ export class DeviceStepRunner implements StepRunner<Sequence> {
       this.stats.direct++;
       return;
     }
-    // A graph captured without the shared-prefix launches cannot replay a step that needs them.
-    const key = `${n}:${plan.kernel}:${plan.grid}:${plan.sharedTasks > 0 ? "shared" : "unshared"}`;
+    // A graph captured without the shared-prefix launches cannot replay a step that needs them; one
+    // captured with the other loader would compute the same, at the other loader's speed.
+    const key = `${n}:${plan.kernel}:${plan.grid}:${plan.sharedTasks > 0 ? "shared" : "unshared"}:${plan.loader}`;
     let graph = this.#graphs.get(key);
     if (graph) {
       this.#graphs.delete(key); // re-inserted last: the Map's order is the recency order

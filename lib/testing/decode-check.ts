@@ -24,6 +24,7 @@ export interface DecodeCase {
 export interface CaseResult {
   policy: DecodePolicy;
   kernel: string;
+  loader: string;
   numTasks: number;
   maxSplits: number;
   relError: number; // ||out - ref|| / ||ref|| over every layer
@@ -120,6 +121,7 @@ export function runCase(
       return {
         policy,
         kernel: plan.kernel,
+        loader: plan.loader,
         numTasks: plan.numTasks,
         maxSplits: plan.maxSplits,
         relError: Math.sqrt(diff / Math.max(norm, 1e-30)),

@@ -87,6 +87,7 @@ describe("ABI struct layouts", () => {
         uniqueKvBytes: 2 ** 33 + 1,
         sharedTasks: 6,
         sharedRows: 7,
+        loader: 2,
       }),
     );
     expect(read()).toEqual({
@@ -101,6 +102,7 @@ describe("ABI struct layouts", () => {
       uniqueKvBytes: 2 ** 33 + 1,
       sharedTasks: 6,
       sharedRows: 7,
+      loader: 2,
     });
   });
 });

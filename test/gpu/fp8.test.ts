@@ -158,7 +158,9 @@ describeGpu("FP8 KV storage on the GPU", () => {
   };
 
   // Head dims 64 and 128 run the tensor-core body by default; each case there runs the CUDA-core body too.
-  // At head dim 128 the default loader is bulk copies on sm_90+: those cases run the cp.async loader too.
+  // At head dim 128 on sm_90+ the default loader is bulk copies, except on steps of short rows (all of these
+  // cases), where it is cp.async: those cases run the bulk loader too, and the loaders elsewhere.
+  const hopper = () => runtimes().gpu.info.computeCapability[0] >= 9;
   test("decode: every group size 1-16 over head dims 64/128/256 and page sizes 1-256, both bodies", () => {
     const dims = [64, 128, 256],
       pageSizes = [1, 2, 4, 8, 16, 32, 64, 128, 256];
@@ -178,7 +180,7 @@ describeGpu("FP8 KV storage on the GPU", () => {
       };
       check(c, g % 2 === 0);
       if (d <= 128) check({ ...c, settings: { math: "cuda-cores" } }, g % 2 === 1);
-      if (d === 128) check({ ...c, settings: { loader: "cp-async" } });
+      if (d === 128) check({ ...c, settings: { loader: hopper() ? "bulk" : "cp-async" } });
     }
   }, 300_000);
 
@@ -201,7 +203,7 @@ describeGpu("FP8 KV storage on the GPU", () => {
       lengths: [3, 20000],
     });
     for (const ps of [1, 2, 4, 8, 16, 32, 64, 128, 256])
-      for (const loader of ["auto", "cp-async"] as const)
+      for (const loader of ["auto", "cp-async", ...(hopper() ? (["bulk"] as const) : [])] as const)
         check({
           group: 8,
           numKvHeads: 1,
@@ -212,6 +214,21 @@ describeGpu("FP8 KV storage on the GPU", () => {
           settings: { loader },
         });
   }, 300_000);
+
+  test("decode: AUTO loads steps whose rows are all short with cp.async, others with bulk copies (sm_90+)", () => {
+    const shape = { group: 4, numKvHeads: 2, headDim: 128, pageSize: 16, dtype: "fp8_e4m3" } as const;
+    const loaders = (lengths: number[], settings?: DecodeCase["settings"]) =>
+      runCase(runtimes().gpu, { ...shape, lengths, settings }).map((r) => {
+        expect(r.unwritten).toBe(0);
+        expect(r.relError).toBeLessThan(tolerance(shape.dtype));
+        return r.loader;
+      });
+    const long = hopper() ? "bulk" : "cp-async";
+    expect(loaders([4096, 300, 1])).toEqual(["cp-async", "cp-async"]);
+    expect(loaders([4097, 5])).toEqual([long, long]);
+    expect(loaders([100], { loader: "cp-async" })).toEqual(["cp-async", "cp-async"]);
+    if (hopper()) expect(loaders([100], { loader: "bulk" })).toEqual(["bulk", "bulk"]);
+  }, 120_000);
 
   test("decode: engine settings that force claiming and the dynamic tail onto small steps", () => {
     for (const settings of [{ claimMinTiles: 1 }, { tailMinSplits: 0 }, { tailMinSplits: 0, tailEndTiles: 0 }])

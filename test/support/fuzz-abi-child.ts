@@ -402,7 +402,7 @@ op(1, () => {
     if (String(lib.pkv_status_name!(code)).length === 0) violation("pkv_status_name returned an empty name");
   if (lib.pkv_abi_version!() !== 1 || String(lib.pkv_version!()).length === 0) violation("version calls");
   if ((lib.pkv_cuda_device_count!() as number) < 0) violation("pkv_cuda_device_count < 0");
-  if (lib.pkv_device_info_size!() !== 304 || lib.pkv_plan_info_size!() !== 56) violation("struct sizes changed");
+  if (lib.pkv_device_info_size!() !== 304 || lib.pkv_plan_info_size!() !== 64) violation("struct sizes changed");
   if (lib.pkv_kvpool_layout_size!() !== 64) violation("pkv_kvpool_layout size changed");
 });
 

@@ -56,6 +56,8 @@ struct pkv_decode_engine {
   int64_t max_tasks;
   pkv_engine_settings settings;  // as given, with AUTO resolved
   pkv::DecodeBody body;           // the task body of this engine's kernels
+  pkv::DecodeBody short_body;     // the body of plans whose rows are all short (fp8_short_body)
+  pkv::DecodeBody run_body;       // the current plan's: body or short_body
   pkv::PlanSettings plan_settings;
   pkv::PolicyTable policy;  // calibrated choices for the adaptive policy
 
@@ -218,6 +220,28 @@ pkv_status fp8_loader(pkv_engine_settings &s, int32_t dtype, int32_t head_dim, c
   return PKV_OK;
 }
 
+// FP8 pages at head dim 128 with the loader left to AUTO: bulk copies are faster on long rows, cp.async on
+// steps whose rows are all short (measured on the H200: b256-short, rows of 64-1021 tokens, 112 against
+// 121 us; a single row of 4096 tokens 13.2 against 14.7 us; from 16K tokens on bulk copies win). Plans
+// whose longest row has at most kFp8ShortRowTokens take the cp.async body where its kernels are resident
+// as many blocks per SM as the bulk body's (the persistent grid is sized for the engine's body); either
+// body computes the same plan.
+constexpr int32_t kFp8ShortRowTokens = 4096;
+pkv_status fp8_short_body(const pkv_decode_engine *e, bool loader_auto, pkv::DecodeBody *out) {
+  *out = e->body;
+  if (!loader_auto || !pkv::is_fp8(e->cfg.dtype) || e->body.loader != PKV_LOADER_BULK || !pkv::on_cuda(e->rt))
+    return PKV_OK;
+  const pkv::DecodeBody cp{e->body.math, PKV_LOADER_CP_ASYNC};
+  for (const int32_t kernel : {PKV_KERNEL_BASELINE, PKV_KERNEL_PERSISTENT}) {
+    int32_t bulk_bps = 0, cp_bps = 0;
+    PKV_TRY(pkv::decode_blocks_per_sm(kernel, e->body, e->cfg.dtype, e->cfg.head_dim, &bulk_bps));
+    PKV_TRY(pkv::decode_blocks_per_sm(kernel, cp, e->cfg.dtype, e->cfg.head_dim, &cp_bps));
+    if (cp_bps != bulk_bps) return PKV_OK;
+  }
+  *out = cp;
+  return PKV_OK;
+}
+
 pkv_status check_pool(const pkv_decode_engine *e, const pkv_kvpool *pool, const char *func) {
   const pkv_kv_config &p = pool->config;
   const pkv_decode_config &c = e->cfg;
@@ -335,6 +359,9 @@ pkv_status install_plan(pkv_decode_engine *e, pkv_kvpool *pool, uint64_t pool_to
   e->num_tasks = header->num_tasks;
   e->num_deltas = header->num_deltas;
   e->grid = kernel == PKV_KERNEL_BASELINE ? header->num_tasks : std::min(e->persistent_grid, header->num_tasks);
+  int32_t longest = 0;
+  for (int32_t i = 0; i < header->batch; i++) longest = std::max(longest, pkv::plan_rows(st.host)[i].seq_len);
+  e->run_body = longest <= kFp8ShortRowTokens ? e->short_body : e->body;
 
   if (cuda) {
     cudaStream_t s = e->rt->stream;
@@ -464,12 +491,12 @@ pkv_status run_on_stream(pkv_decode_engine *e, cudaStream_t stream, Launch launc
 pkv_status cuda_launch(pkv_decode_engine *e, int32_t layer, const void *q, void *out, float *lse, cudaStream_t stream) {
   const int32_t d = e->cfg.head_dim, dtype = e->cfg.dtype;
   if (!is_sharing(e))
-    return pkv::launch_decode(e->kernel, e->body, dtype, d, decode_params(e, layer, e->plan_device, q, out, lse), e->grid,
+    return pkv::launch_decode(e->kernel, e->run_body, dtype, d, decode_params(e, layer, e->plan_device, q, out, lse), e->grid,
                               stream);
   float *own_lse = lse ? lse : e->sh->lse;
   const pkv::ShParams sp = shared_params(e, layer, q, out, own_lse);
   PKV_TRY(pkv::launch_shared_tasks(dtype, d, sp, e->shared_grid, stream));
-  PKV_TRY(pkv::launch_decode(e->kernel, e->body, dtype, d, decode_params(e, layer, e->plan_device, q, out, own_lse),
+  PKV_TRY(pkv::launch_decode(e->kernel, e->run_body, dtype, d, decode_params(e, layer, e->plan_device, q, out, own_lse),
                              e->grid, stream));
   return pkv::launch_shared_combine(dtype, d, sp, e->shared_grid, stream);
 }
@@ -618,6 +645,7 @@ pkv_status pkv::copy_plan(pkv_decode_engine *src, pkv_decode_engine *dst, pkv_kv
   info->unique_kv_bytes = info->kv_bytes;
   info->shared_tasks = 0;
   info->shared_rows = 0;
+  info->loader = dst->run_body.loader;
   return PKV_OK;
 }
 
@@ -733,6 +761,7 @@ pkv_status plan_step(pkv_decode_engine *e, pkv_kvpool *pool, uint64_t pool_token
   info->unique_kv_bytes = sharing ? e->sh_plan.unique_kv_bytes : kv_bytes;
   info->shared_tasks = sharing ? (int32_t)e->sh_plan.tasks.size() : 0;
   info->shared_rows = sharing ? e->sh_plan.shared_rows : 0;
+  info->loader = e->run_body.loader;
   return PKV_OK;
 }
 
@@ -761,6 +790,7 @@ pkv_status pkv_decode_engine_create_with(pkv_runtime *rt, const pkv_decode_confi
   PKV_TRY(pkv::check_not_capturing(rt));
   pkv_engine_settings chosen = settings ? *settings : pkv::default_engine_settings();
   PKV_TRY(pkv::check_engine_settings(chosen, func));
+  const bool loader_auto = chosen.loader == PKV_LOADER_AUTO;
   PKV_TRY(fp8_loader(chosen, config->dtype, config->head_dim, func));
   pkv::DecodeBody body{};
   PKV_TRY(pkv::resolve_decode_body(chosen, config->head_dim, pkv::on_cuda(rt) ? rt->info.cc_major : 0, &body, func));
@@ -772,7 +802,7 @@ pkv_status pkv_decode_engine_create_with(pkv_runtime *rt, const pkv_decode_confi
   e->next_staging = 0;
   e->plan_id = 0;
   e->settings = chosen;
-  e->body = body;
+  e->body = e->short_body = e->run_body = body;
   e->plan_settings = pkv::plan_settings_of(chosen);
 
   pkv_status s = PKV_OK;
@@ -787,6 +817,7 @@ pkv_status pkv_decode_engine_create_with(pkv_runtime *rt, const pkv_decode_confi
       s = fail(PKV_ERR_UNSUPPORTED, "pkv_decode_engine_create: the decode kernels cannot be resident on this device");
     wave = std::max(1, base_bps) * rt->info.multiprocessors;
     e->persistent_grid = std::max(1, pers_bps) * rt->info.multiprocessors;
+    if (s == PKV_OK) s = fp8_short_body(e, loader_auto, &e->short_body);
   }
   e->shape = pkv::PlanShape{config->num_kv_heads, config->page_size, wave, kMinSplitTokens,
                             pkv::decode_tile_tokens_of(config->head_dim, e->body.math, config->dtype)};
