@@ -9,7 +9,7 @@ namespace pkv {
 
 // 2^x on the special-function unit (ex2.approx.ftz: relative error about 2^-22; -inf gives 0). exp2f's
 // handling of results under 2^-126 costs four more instructions a call, for weights no f16 or bf16 output
-// can tell from 0.
+// can tell from 0: the FP8 bodies, whose instruction count per byte limits them, take this one.
 __device__ __forceinline__ float fast_exp2(float x) {
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
@@ -80,18 +80,24 @@ __device__ __forceinline__ float quad_sum(float x) {
 
 // The online-softmax step of a chunk on mma fragments (rows r0 and r0 + 8): mx, this lane's chunk maxima,
 // becomes the rows' maxima; m and l move to them; sc says by how much the running output must shrink.
-// `reduce` gives the maximum over the lanes that share a row (quad_max by default).
-template <class Reduce>
+// `reduce` gives the maximum over the lanes that share a row (quad_max by default); `exp2` is exp2f unless
+// the body passes fast_exp2.
+template <class Reduce, class Exp2>
 __device__ __forceinline__ void fragment_rescale(float (&mx)[2], float (&m)[2], float (&l)[2], float (&sc)[2],
-                                                 Reduce reduce) {
+                                                 Reduce reduce, Exp2 exp2) {
 #pragma unroll
   for (int i = 0; i < 2; i++) {
     mx[i] = reduce(mx[i]);
     const float m_new = fmaxf(m[i], mx[i]);  // finite: the chunk's first row is valid
-    sc[i] = fast_exp2(m[i] - m_new);
+    sc[i] = exp2(m[i] - m_new);
     m[i] = m_new;
     l[i] *= sc[i];
   }
+}
+template <class Reduce>
+__device__ __forceinline__ void fragment_rescale(float (&mx)[2], float (&m)[2], float (&l)[2], float (&sc)[2],
+                                                 Reduce reduce) {
+  fragment_rescale(mx, m, l, sc, reduce, [](float x) { return exp2f(x); });
 }
 __device__ __forceinline__ void fragment_rescale(float (&mx)[2], float (&m)[2], float (&l)[2], float (&sc)[2]) {
   fragment_rescale(mx, m, l, sc, [](float x) { return quad_max(x); });

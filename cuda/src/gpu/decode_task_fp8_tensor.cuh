@@ -226,7 +226,8 @@ struct Fp8TensorBody {
             vmax = fmaxf(vmax, v_sc[tok]);  // masked rows' scales are zero
           }
         float sc[2];
-        fragment_rescale(mx, m, l, sc);
+        fragment_rescale(
+            mx, m, l, sc, [](float x) { return quad_max(x); }, [](float x) { return fast_exp2(x); });
         vmax = quad_max(vmax);
         const float o_adj = move_v_reference(v_ref, v_unit, vmax);
         rescale_output(o, {sc[0] * o_adj, sc[0] * o_adj, sc[1] * o_adj, sc[1] * o_adj});  // rows are heads
@@ -385,7 +386,8 @@ struct Fp8TensorBody {
       }
       vmax = column_max(vmax);
       float sc[2];
-      fragment_rescale(mx, m, l, sc, [](float x) { return column_max(x); });
+      fragment_rescale(
+          mx, m, l, sc, [](float x) { return column_max(x); }, [](float x) { return fast_exp2(x); });
       const float o_adj = move_v_reference(v_ref, v_unit, vmax);
       rescale_output(o, {sc[0] * o_adj, sc[1] * o_adj, sc[0] * o_adj, sc[1] * o_adj});  // columns are heads
 #pragma unroll

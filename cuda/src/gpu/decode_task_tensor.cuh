@@ -111,7 +111,7 @@ struct TensorBody {
         for (int nt = 0; nt < 2; nt++)
 #pragma unroll
           for (int e = 0; e < 4; e++) {
-            pr[nt][e] = fast_exp2(s[nt][e] - m[e >> 1]);
+            pr[nt][e] = exp2f(s[nt][e] - m[e >> 1]);
             l[e >> 1] += pr[nt][e];
           }
         // The S fragments of tokens 0-7 and 8-15 are exactly P's A fragment for k = 16 tokens.
