@@ -1,5 +1,5 @@
 // Host cost of the shared-prefix planner alone (plan_shared, cuda/src/core/plan/shared_prefix.cpp) at
-// B8, B64 and B256: rows that share nothing (the common step: one sort of first pages), every row
+// B8, B64 and B256: rows that share nothing (the common step: one hash-table pass over first pages), every row
 // behind one 16K-token prefix, and a tree (groups of 8 forks behind 4K-token prompts, half of them
 // forked again 1K tokens later). 8 KV heads, group 4, page size 16, 8K private tokens per row at most.
 //   c++ -O2 -std=c++17 -Icuda/include -Icuda/src/cpu_only bench/plan-shared.cpp cuda/src/core/plan/shared_prefix.cpp -o /tmp/plan-shared

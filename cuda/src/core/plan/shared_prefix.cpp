@@ -2,7 +2,8 @@
 // decides whether reading its nodes once pays, and the node splits cut into tasks.
 //
 // Detection works column by column from column 0: rows are grouped by the page they hold at a column
-// (one sort of (page, row) keys: in the common step no two rows start alike and this is all it costs);
+// (a sort of (page, row) keys; in the common step no two rows start alike, which one pass over a hash
+// table of first pages tells, and that is all it costs);
 // a group of two rows or more becomes a node that runs while every member holds its leader's pages, and
 // the node's rows are grouped again at its end column (a fork of a fork is a child node).
 #include <algorithm>
@@ -53,6 +54,7 @@ struct Scratch {
     int32_t len, node, split, head;
   };
   std::vector<Order> order;
+  std::vector<int32_t> first_pages;  // open-addressing table of the rows' column-0 pages (-1: empty)
 };
 
 struct Detector {
@@ -71,6 +73,7 @@ struct Detector {
   // The whole tree: the rows grouped at column 0, then each node's rows at its end, with a work list
   // rather than recursion (a chain of forks may be as deep as the batch is large).
   void detect(int32_t batch) {
+    if (!first_pages_repeat(batch)) return;  // no two rows start alike: no node
     members.resize(batch);
     for (int32_t b = 0; b < batch; b++) members[b] = b;
     group_at(0, -1, 0);
@@ -81,6 +84,24 @@ struct Detector {
       members.assign(s->node_rows.begin() + n.first, s->node_rows.begin() + n.first + n.count);
       group_at(n.c1, index, n.depth + 1);
     }
+  }
+
+  // Whether two rows with a usable column 0 hold the same page there (page ids are non-negative: checked
+  // before planning). A table of at least twice the rows keeps probe chains short.
+  bool first_pages_repeat(int32_t batch) {
+    size_t size = 16;
+    while (size < 2 * (size_t)batch) size *= 2;
+    std::vector<int32_t> &slots = s->first_pages;
+    slots.assign(size, -1);
+    for (int32_t b = 0; b < batch; b++) {
+      if (usable[b] <= 0) continue;
+      const int32_t page = entries(b)[0];
+      size_t i = ((uint32_t)page * 2654435761u) & (size - 1);  // Knuth's multiplicative hash
+      for (; slots[i] >= 0; i = (i + 1) & (size - 1))
+        if (slots[i] == page) return true;
+      slots[i] = page;
+    }
+    return false;
   }
 
   // Groups `members` (decode rows) with usable columns past `column` by their page there; each group of
@@ -258,7 +279,13 @@ void plan_shared(const ShPlanShape &shape, int32_t batch, const int32_t *rows, c
   // Only whole pages are shared, and each row keeps at least one own token.
   s.usable.resize(batch);
   std::vector<int32_t> &usable = s.usable;
-  for (int32_t b = 0; b < batch; b++) usable[b] = (int32_t)(((int64_t)seq_lens[b] - 1) / shape.page_size);
+  const int32_t ps = shape.page_size;
+  if ((ps & (ps - 1)) == 0) {  // the engine's page sizes: a shift, not a division per row
+    const int shift = __builtin_ctz((unsigned)ps);
+    for (int32_t b = 0; b < batch; b++) usable[b] = (seq_lens[b] - 1) >> shift;
+  } else {
+    for (int32_t b = 0; b < batch; b++) usable[b] = (seq_lens[b] - 1) / ps;
+  }
   s.nodes.clear();
   s.node_rows.clear();
   {
