@@ -89,14 +89,16 @@ struct Detector {
   // Whether two rows with a usable column 0 hold the same page there (page ids are non-negative: checked
   // before planning). A table of at least twice the rows keeps probe chains short.
   bool first_pages_repeat(int32_t batch) {
-    size_t size = 16;
-    while (size < 2 * (size_t)batch) size *= 2;
+    int bits = 4;
+    while ((size_t{1} << bits) < 2 * (size_t)batch) bits++;
+    const size_t size = size_t{1} << bits;
     std::vector<int32_t> &slots = s->first_pages;
     slots.assign(size, -1);
     for (int32_t b = 0; b < batch; b++) {
       if (usable[b] <= 0) continue;
       const int32_t page = entries(b)[0];
-      size_t i = ((uint32_t)page * 2654435761u) & (size - 1);  // Knuth's multiplicative hash
+      // Knuth's multiplicative hash: the product's top bits (its low bits repeat for strided page ids).
+      size_t i = ((uint32_t)page * 2654435761u) >> (32 - bits);
       for (; slots[i] >= 0; i = (i + 1) & (size - 1))
         if (slots[i] == page) return true;
       slots[i] = page;
