@@ -225,6 +225,25 @@ describe("engine settings", () => {
     expect(make({ math: "tensor-cores" }, 256)).toThrow(UnsupportedError);
     expect(make({ math: "cuda-cores", loader: "bulk" })).toThrow(/bulk copies serve the tensor-core body only/);
   });
+  test("a plan names the loader its kernels run with (the CPU backend runs the cp.async one unless told)", () => {
+    const pool = new TestPool(rt, {
+      numLayers: 1,
+      numPages: 8,
+      pageSize: 16,
+      numKvHeads: 2,
+      headDim: 64,
+      dtype: "f16",
+      maxSequences: 1,
+      maxPagesPerSequence: 8,
+    });
+    const seq = pool.addSequence(40);
+    const loaderOf = (settings?: EngineSettings) => {
+      using engine = new DecodeEngine(rt, { ...shape, headDim: 64, maxBatch: 1, settings });
+      return engine.plan(pool, [seq]).loader;
+    };
+    expect(loaderOf()).toBe("cp-async");
+    expect(loaderOf({ loader: "bulk" })).toBe("bulk");
+  });
 });
 
 describe("an engine made for a pool (pkv_decode_engine_create_with)", () => {
