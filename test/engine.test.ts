@@ -226,23 +226,12 @@ describe("engine settings", () => {
     expect(make({ math: "cuda-cores", loader: "bulk" })).toThrow(/bulk copies serve the tensor-core body only/);
   });
   test("a plan names the loader its kernels run with (the CPU backend runs the cp.async one unless told)", () => {
-    const pool = new TestPool(rt, {
-      numLayers: 1,
-      numPages: 8,
-      pageSize: 16,
-      numKvHeads: 2,
-      headDim: 64,
-      dtype: "f16",
-      maxSequences: 1,
-      maxPagesPerSequence: 8,
-    });
-    const seq = pool.addSequence(40);
-    const loaderOf = (settings?: EngineSettings) => {
-      using engine = new DecodeEngine(rt, { ...shape, headDim: 64, maxBatch: 1, settings });
-      return engine.plan(pool, [seq]).loader;
-    };
-    expect(loaderOf()).toBe("cp-async");
-    expect(loaderOf({ loader: "bulk" })).toBe("bulk");
+    const loaders = (settings?: EngineSettings) =>
+      runCase(rt, { group: 2, numKvHeads: 2, headDim: 64, pageSize: 16, dtype: "f16", lengths: [40, 3], settings }).map(
+        (r) => r.loader,
+      );
+    expect(loaders()).toEqual(["cp-async", "cp-async"]);
+    expect(loaders({ loader: "bulk" })).toEqual(["bulk", "bulk"]);
   });
 });
 
