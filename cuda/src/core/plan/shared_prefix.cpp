@@ -55,6 +55,7 @@ struct Scratch {
   };
   std::vector<Order> order;
   std::vector<int32_t> first_pages;  // open-addressing table of the rows' column-0 pages (-1: empty)
+  std::vector<int32_t> member_first;  // per node: its first entry in the plan's members
 };
 
 struct Detector {
@@ -337,7 +338,8 @@ void plan_shared(const ShPlanShape &shape, int32_t batch, const int32_t *rows, c
 
   // Members (one list per node; a task's tile is a range of it) and the tasks, longest first with the
   // member tiles of one (split, head) adjacent.
-  std::vector<int32_t> member_first(s.nodes.size(), -1);
+  std::vector<int32_t> &member_first = s.member_first;
+  member_first.assign(s.nodes.size(), -1);
   int64_t unique_tokens = 0;
   s.order.clear();
   for (size_t i = 0; i < s.nodes.size(); i++) {
