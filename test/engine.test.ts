@@ -4,6 +4,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { DecodeEngine, type EngineSettings } from "../lib/engine";
 import { InvalidArgumentError, OutOfRangeError, StalePlanError, UnsupportedError, BadStateError } from "../lib/errors";
 import { check, outPointer } from "../lib/ffi/call";
+import { PLAN_INFO } from "../lib/ffi/layouts";
 import { native } from "../lib/ffi/loader";
 import { openRuntime } from "../lib/runtime";
 import { type CaseResult, type DecodeCase, runCase, tolerance } from "../lib/testing/decode-check";
@@ -260,7 +261,7 @@ describe("an engine made for a pool (pkv_decode_engine_create_with)", () => {
     const settings = new Uint8Array(32);
     check(native().pkv_decode_engine_settings(engine, settings), "pkv_decode_engine_settings");
     expect(new Int32Array(settings.buffer)[2]).toBe(1); // loader: cp.async (CPU backend), from the default settings
-    const info = new Uint8Array(56);
+    const info = PLAN_INFO.alloc();
     check(
       native().pkv_decode_plan(engine, pool.poolHandle, 1, new Int32Array([s.row]), new Int32Array([30]), -1, info),
       "pkv_decode_plan",

@@ -19,6 +19,7 @@ import {
   Stream,
   swapPagesFor,
 } from "../lib/index.ts";
+import { PLAN_INFO } from "../lib/ffi/layouts.ts";
 import { native } from "../lib/ffi/loader.ts";
 import { blockTableOf, hostMemory, layerError, layeredBatch, wrapPool } from "./support/interop.ts";
 
@@ -407,7 +408,7 @@ describe("bring your own page table", () => {
       dtype: "f16",
     });
     expect(() => engine.planPaged(cache as never, { indptr, indices, lastPageLen })).toThrow("not a KVPool");
-    const info = new Uint8Array(56);
+    const info = PLAN_INFO.alloc();
     expect(
       native().pkv_decode_plan_paged(engine.handle, cache.poolHandle, 1, indptr, indices, lastPageLen, -1, info),
     ).toBe(13);
@@ -437,7 +438,7 @@ describe("bring your own page table", () => {
       indices,
       lb.lastPageLen,
       -1,
-      new Uint8Array(56),
+      PLAN_INFO.alloc(),
     );
     expect(status).toBe(1);
     expect(String(native().pkv_last_error())).toBe(

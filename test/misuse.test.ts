@@ -3,7 +3,7 @@
 import { type Pointer, toArrayBuffer } from "bun:ffi";
 import { afterAll, describe, expect, test } from "bun:test";
 import * as pkv from "../lib/index.ts";
-import { DEVICE_INFO } from "../lib/ffi/layouts.ts";
+import { DEVICE_INFO, PLAN_INFO } from "../lib/ffi/layouts.ts";
 import { native } from "../lib/ffi/loader.ts";
 
 const rt = pkv.openRuntime({ backend: "cpu" });
@@ -299,7 +299,7 @@ describe("raw ABI: native hardening regressions", () => {
     }
   }
   function plan(engine: Pointer, pool: Pointer, rows: number[], lens: number[]): number {
-    const info = new Int32Array(14);
+    const info = new Int32Array(PLAN_INFO.size / 4);
     const status = native().pkv_decode_plan(
       engine,
       pool,
@@ -385,7 +385,7 @@ describe("raw ABI: native hardening regressions", () => {
     expect(run(engine, planId, 1).out).toEqual(before.out);
     // Marked dirty, the garbage is refused by the next plan, and the current plan stays runnable.
     dirty[0] = 0;
-    const info = new Int32Array(14);
+    const info = new Int32Array(PLAN_INFO.size / 4);
     const refused = raw(() => native().pkv_decode_plan(engine, pool, 1, Int32Array.of(0), Int32Array.of(64), -1, info));
     expect(refused.status).toBe(S.OUT_OF_RANGE);
     expect(refused.message).toContain("holds page -1");

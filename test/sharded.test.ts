@@ -15,7 +15,7 @@ import {
   StalePlanError,
 } from "../lib/index.ts";
 import { type Pointer, toArrayBuffer } from "bun:ffi";
-import { KV_CONFIG } from "../lib/ffi/layouts.ts";
+import { KV_CONFIG, PLAN_INFO } from "../lib/ffi/layouts.ts";
 import { native } from "../lib/ffi/loader.ts";
 import { randomHalves, rng, tolerance } from "../lib/testing/index.ts";
 import { testSeed } from "./support/kvcache.ts";
@@ -344,7 +344,7 @@ describe("one plan per step", () => {
     expect(dirty[0]).toBe(0);
     engine.plan(cache, [seq]);
     expect(dirty[0]).toBe(3); // uploaded
-    const info = new Int32Array(14);
+    const info = new Int32Array(PLAN_INFO.size / 4);
     const status = native().pkv_decode_plan_copy(engine.handle, other.handle, cache.poolHandle, info);
     expect(status).toBe(Status.INVALID_ARGUMENT);
     expect(String(native().pkv_last_error())).toMatch(/plan differently/);

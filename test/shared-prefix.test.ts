@@ -3,6 +3,7 @@
 // checked against pkv_reference_decode; the plan's info; failures that leave the previous plan runnable.
 import { describe, expect, test } from "bun:test";
 import { BadStateError, InvalidArgumentError, Status } from "../lib/errors.ts";
+import { PLAN_INFO } from "../lib/ffi/layouts.ts";
 import { native } from "../lib/ffi/loader.ts";
 import { openRuntime } from "../lib/index.ts";
 import {
@@ -184,7 +185,7 @@ describe("shared-prefix decode (CPU backend)", () => {
     const lens = new Int32Array(tree.sequences.length);
     tree.cache.describeBatch(tree.sequences, rows, lens);
     lens[lens.length - 1] = -5;
-    const info = new Int32Array(14);
+    const info = new Int32Array(PLAN_INFO.size / 4);
     expect(native().pkv_decode_plan(engine.handle, tree.cache.poolHandle, rows.length, rows, lens, -1, info)).toBe(
       Status.INVALID_ARGUMENT,
     );
@@ -210,7 +211,7 @@ describe("shared-prefix decode (CPU backend)", () => {
     if (qLens[0] === 2) expect(multi.sharedTasks).toBe(0);
     const plan = engine.plan(tree.cache, tree.sequences);
     expect(plan.sharedTasks).toBeGreaterThan(0);
-    const info = new Int32Array(14);
+    const info = new Int32Array(PLAN_INFO.size / 4);
     expect(native().pkv_decode_plan_copy(engine.handle, other.handle, tree.cache.poolHandle, info)).toBe(
       Status.BAD_STATE,
     );

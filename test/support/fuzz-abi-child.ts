@@ -16,6 +16,7 @@
 // stdout line. Exit 1: a violation, described on stderr.
 import { type Pointer, read, toArrayBuffer } from "bun:ffi";
 import { closeSync, openSync, writeSync } from "node:fs";
+import { PLAN_INFO } from "../../lib/ffi/layouts.ts";
 import { native } from "../../lib/ffi/loader.ts";
 import { seeded } from "../../lib/random.ts";
 
@@ -336,7 +337,7 @@ function validPlan(eh: number, ph: number): void {
     rows[b] = int(0, p.rows - 1);
     lens[b] = int(1, Math.min(p.width * p.pageSize, 160));
   }
-  const info = new Int32Array(14);
+  const info = new Int32Array(PLAN_INFO.size / 4);
   call("valid", "pkv_decode_plan", asPtr(eh), asPtr(ph), batch, rows, lens, pick([-1, 0, 1, 2]), info);
   const q = new Uint16Array(batch * e.hq * e.dim).map((_, i) => 0x3000 + ((i * 37) & 0x7ff));
   e.plan = { id: info[4]!, pool: ph, batch, q, expected: new Map(), version: p.version };
@@ -1042,7 +1043,7 @@ op(4, () => {
   const rows = Int32Array.from({ length: batch }, () => int(0, p.rows - 1));
   const lens = Int32Array.from({ length: batch }, () => int(1, Math.min(p.width * p.pageSize, 160)));
   const qLens = lens.map((len) => int(1, Math.min(len, 20)));
-  const info = new Int32Array(14);
+  const info = new Int32Array(PLAN_INFO.size / 4);
   const args: unknown[] = [asPtr(eh), asPtr(ph), batch, rows, lens, qLens, -1, info];
   const b = int(0, batch - 1);
   const r = int(0, 6);
@@ -1125,7 +1126,7 @@ op(8, () => {
   const batch = int(1, Math.min(e.maxBatch, p.rows));
   const rows = Int32Array.from({ length: batch }, () => int(0, p.rows - 1));
   const lens = Int32Array.from({ length: batch }, () => int(1, p.width * p.pageSize));
-  const args: unknown[] = [asPtr(eh), asPtr(ph), batch, rows, lens, -1, new Int32Array(14)];
+  const args: unknown[] = [asPtr(eh), asPtr(ph), batch, rows, lens, -1, new Int32Array(PLAN_INFO.size / 4)];
   const r = int(0, 9);
   if (r === 0) args[0] = badHandle("engine");
   else if (r === 1) args[1] = pick([badHandle("pool"), asPtr(foreignPool)]);
@@ -1231,7 +1232,7 @@ op(3, () => {
     rows,
     lens,
     -1,
-    new Int32Array(14),
+    new Int32Array(PLAN_INFO.size / 4),
   );
   p.table.set(saved);
   p.dirty.set(savedDirty);
@@ -1443,7 +1444,7 @@ op(4, () => {
   const w = pick(wrappedPools);
   const batch = int(1, Math.min(w.rows, w.maxBatch));
   const t = callerTable(w, batch);
-  const info = new Int32Array(14);
+  const info = new Int32Array(PLAN_INFO.size / 4);
   const hq = w.shape.heads * w.shape.group;
   if (chance(0.5))
     call(
@@ -1487,7 +1488,7 @@ op(5, () => {
   const w = pick(wrappedPools);
   const batch = int(1, w.rows);
   const t = callerTable(w, batch);
-  const info = new Int32Array(14);
+  const info = new Int32Array(PLAN_INFO.size / 4);
   const b = int(0, batch - 1);
   const paged = (
     indptr: Int32Array,
@@ -1708,7 +1709,7 @@ op(2, () => {
   const e = engines.get(src)!,
     plan = e.plan!,
     p = pools.get(plan.pool)!;
-  const info = new Int32Array(14);
+  const info = new Int32Array(PLAN_INFO.size / 4);
   const r = int(0, 4);
   if (r === 0) call("bad", "pkv_decode_plan_copy", asPtr(src), asPtr(src), asPtr(plan.pool), info);
   else if (r === 1) call("bad", "pkv_decode_plan_copy", asPtr(src), badHandle("engine", true), asPtr(plan.pool), info);
