@@ -359,9 +359,13 @@ pkv_status install_plan(pkv_decode_engine *e, pkv_kvpool *pool, uint64_t pool_to
   e->num_tasks = header->num_tasks;
   e->num_deltas = header->num_deltas;
   e->grid = kernel == PKV_KERNEL_BASELINE ? header->num_tasks : std::min(e->persistent_grid, header->num_tasks);
-  int32_t longest = 0;
-  for (int32_t i = 0; i < header->batch; i++) longest = std::max(longest, pkv::plan_rows(st.host)[i].seq_len);
-  e->run_body = longest <= kFp8ShortRowTokens ? e->short_body : e->body;
+  e->run_body = e->body;
+  if (e->short_body.loader != e->body.loader) {  // only FP8 engines with two bodies read the rows for it
+    const pkv::PlanRow *rows = pkv::plan_rows(st.host);
+    int32_t longest = 0;
+    for (int32_t i = 0; i < header->batch; i++) longest = std::max(longest, rows[i].seq_len);
+    if (longest <= kFp8ShortRowTokens) e->run_body = e->short_body;
+  }
 
   if (cuda) {
     cudaStream_t s = e->rt->stream;
