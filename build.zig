@@ -12,12 +12,14 @@
 // runtime header and the GPU entry points, all answering "no device") instead of the .cu files.
 const std = @import("std");
 
-// SASS for Ampere, Ada and Hopper plus compute_90 PTX, so newer GPUs JIT from it.
+// SASS for Ampere, Ada and Hopper plus compute_90 PTX, so newer GPUs JIT from it. Hopper's SASS is
+// sm_90a: the shared-prefix kernel's warpgroup MMAs (wgmma) exist only there.
 const default_gencode = [_][]const u8{
     "-gencode=arch=compute_80,code=sm_80",
     "-gencode=arch=compute_86,code=sm_86",
     "-gencode=arch=compute_89,code=sm_89",
-    "-gencode=arch=compute_90,code=[sm_90,compute_90]",
+    "-gencode=arch=compute_90a,code=sm_90a",
+    "-gencode=arch=compute_90,code=compute_90",
 };
 const cuda_version = "13";
 const cpu_only_dir = "cuda/src/cpu_only/";
@@ -104,7 +106,9 @@ fn nvccLibrary(b: *std.Build, optimize: std.builtin.Mode, cuda_arch: ?[]const u8
             std.debug.print("-Dcuda-arch expects a target such as sm_90, got '{s}'\n", .{arch});
             return error.InvalidCudaArch;
         }
-        try gencode.append(b.fmt("-gencode=arch=compute_{s},code=sm_{s}", .{ arch[3..], arch[3..] }));
+        // sm_90 means Hopper's arch-specific target, as in the default list.
+        const code = if (std.mem.eql(u8, arch, "sm_90")) "90a" else arch[3..];
+        try gencode.append(b.fmt("-gencode=arch=compute_{s},code=sm_{s}", .{ code, code }));
     } else {
         try gencode.appendSlice(&default_gencode);
     }
