@@ -102,6 +102,8 @@ struct pkv_decode_engine {
   // Shared-prefix sections (shared_state.h): the blocks of each shared launch (0: this engine never
   // shares: FP8 pages, mode OFF), the planner's scratch and, from the first plan that shares, the buffers.
   int32_t shared_grid = 0;
+  pkv::ShKernel shared_kernel = pkv::ShKernel::kMma;
+  int32_t combine_grid = 0;  // the combine's blocks: one thread per 16-byte output chunk of the largest batch
   pkv::ShCapacity sh_capacity{};
   pkv::ShPlan sh_plan;
   pkv::ShState *sh = nullptr;
@@ -499,10 +501,10 @@ pkv_status cuda_launch(pkv_decode_engine *e, int32_t layer, const void *q, void 
                               stream);
   float *own_lse = lse ? lse : e->sh->lse;
   const pkv::ShParams sp = shared_params(e, layer, q, out, own_lse);
-  PKV_TRY(pkv::launch_shared_tasks(dtype, d, sp, e->shared_grid, stream));
+  PKV_TRY(pkv::launch_shared_tasks(dtype, d, e->shared_kernel, sp, e->shared_grid, stream));
   PKV_TRY(pkv::launch_decode(e->kernel, e->run_body, dtype, d, decode_params(e, layer, e->plan_device, q, out, own_lse),
                              e->grid, stream));
-  return pkv::launch_shared_combine(dtype, d, sp, e->shared_grid, stream);
+  return pkv::launch_shared_combine(dtype, d, sp, e->combine_grid, stream);
 }
 
 pkv_status cuda_run(pkv_decode_engine *e, int32_t layer, const void *q, void *out, float *lse, cudaStream_t stream) {
@@ -680,9 +682,19 @@ bool plan_shared_section(pkv_decode_engine *e, const pkv_kvpool *pool, int32_t b
                          const int32_t *seq_lens) {
   if (e->shared_grid == 0 || batch < 2) return false;
   const pkv::ShCapacity &c = e->sh_capacity;
-  const pkv::ShPlanShape shape{e->cfg.num_kv_heads, e->group, e->cfg.page_size, e->cfg.head_dim,
-                               pkv::kv_row_bytes(e->cfg.dtype, e->cfg.head_dim), e->shared_grid, e->settings.shared_prefix,
-                               c.max_tasks, c.max_members, c.max_slots};
+  const pkv::ShKernelModel model = pkv::shared_kernel_model(e->shared_kernel);
+  const pkv::ShPlanShape shape{e->cfg.num_kv_heads,
+                               e->group,
+                               e->cfg.page_size,
+                               e->cfg.head_dim,
+                               pkv::kv_row_bytes(e->cfg.dtype, e->cfg.head_dim),
+                               e->shared_grid,
+                               e->settings.shared_prefix,
+                               c.max_tasks,
+                               c.max_members,
+                               c.max_slots,
+                               model.flops_per_us,
+                               model.row_tile};
   pkv::plan_shared(shape, batch, rows, seq_lens, pool->table_host, pool->config.max_pages_per_sequence, e->sh_plan);
   if (e->sh_plan.tasks.empty()) return false;
   if (!e->sh && pkv::create_sh_state(e->rt, c, e->cfg.max_batch, e->cfg.num_qo_heads, e->group, e->cfg.head_dim,
@@ -761,7 +773,7 @@ pkv_status plan_step(pkv_decode_engine *e, pkv_kvpool *pool, uint64_t pool_token
   info->batch = batch;
   info->num_tasks = header->num_tasks;
   info->max_splits = max_splits;
-  info->grid = e->grid + (sharing ? 2 * e->shared_grid : 0);
+  info->grid = e->grid + (sharing ? e->shared_grid + e->combine_grid : 0);
   info->unique_kv_bytes = sharing ? e->sh_plan.unique_kv_bytes : kv_bytes;
   info->shared_tasks = sharing ? (int32_t)e->sh_plan.tasks.size() : 0;
   info->shared_rows = sharing ? e->sh_plan.shared_rows : 0;
@@ -828,7 +840,8 @@ pkv_status pkv_decode_engine_create_with(pkv_runtime *rt, const pkv_decode_confi
   e->max_tasks = pkv::max_plan_tasks(e->shape, config->max_batch);
   if (s == PKV_OK && chosen.shared_prefix != PKV_SHARED_OFF && !pkv::is_fp8(config->dtype)) {
     int32_t bps = 1;
-    if (pkv::on_cuda(rt)) s = pkv::shared_blocks_per_sm(config->dtype, config->head_dim, &bps);
+    e->shared_kernel = pkv::shared_kernel_for(rt->info.cc_major, rt->info.cc_minor, config->head_dim);
+    if (pkv::on_cuda(rt)) s = pkv::shared_blocks_per_sm(config->dtype, config->head_dim, e->shared_kernel, &bps);
     // Where the shared kernels lack the shape (dtype, head dim) AUTO shares nothing; ALWAYS, asked for
     // explicitly, is refused with the kernels' reason.
     if (s != PKV_OK && chosen.shared_prefix == PKV_SHARED_AUTO) {
@@ -837,6 +850,10 @@ pkv_status pkv_decode_engine_create_with(pkv_runtime *rt, const pkv_decode_confi
     }
     e->shared_grid = pkv::on_cuda(rt) ? std::max(0, bps) * rt->info.multiprocessors : kCpuWave;
     e->sh_capacity = pkv::sh_capacity(config->max_batch, config->num_kv_heads, std::max(1, e->shared_grid));
+    // The combine is latency-bound: a thread per chunk of the largest batch, so that one pass serves it.
+    const int64_t chunks = (int64_t)config->max_batch * config->num_qo_heads * (config->head_dim / 8);
+    e->combine_grid = (int32_t)std::clamp<int64_t>((chunks + pkv::kShCombineThreads - 1) / pkv::kShCombineThreads, 1,
+                                                   16 * std::max(1, rt->info.multiprocessors));
   }
 
   const int64_t g = e->group, d = config->head_dim;

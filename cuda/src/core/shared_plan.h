@@ -22,6 +22,11 @@ struct ShPlanShape {
   int32_t max_tasks;
   int32_t max_members;
   int32_t max_slots;
+  // The task kernel as AUTO's cost model sees it: its tensor-core rate (FLOPs per microsecond, measured
+  // on the H200) and the query rows it computes a member tile in (mma tiles of 16; the warpgroup kernel's
+  // 64).
+  double task_flops_per_us = 190e6;
+  int32_t task_row_tile = 16;
 };
 
 // One step's section before it is written out; vectors keep their capacity from step to step.

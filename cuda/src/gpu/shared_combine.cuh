@@ -4,7 +4,7 @@
 // (a 16-byte out chunk; the slots' fp32 columns in 16-byte loads where the slot size allows), so a pair's
 // D / 8 threads (8, 16 or 32) lie in one warp. A fixed grid strides over the pairs and reads their count
 // from the device image, so a captured graph serves every later plan.
-// The grid is small (two blocks an SM), so a thread's loads are what hides the latency: it reads all its
+// A thread's loads are what hides the latency: it reads all its
 // pieces' lse first (independent loads), then their outputs kBatch pieces at a time, every load of a
 // batch issued before the first is used; the time no longer grows by one memory latency per piece.
 #pragma once
@@ -15,7 +15,7 @@
 namespace pkv {
 
 template <typename T, int D>
-__global__ void __launch_bounds__(128) shared_combine_kernel(ShParams p) {
+__global__ void __launch_bounds__(kShCombineThreads) shared_combine_kernel(ShParams p) {
   constexpr int kChunks = D / 8;
   static_assert(32 % kChunks == 0, "a pair's threads lie in one warp");
   const ShCombine *combines = sh_combines(p.image);

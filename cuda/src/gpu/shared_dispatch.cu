@@ -10,11 +10,11 @@
 namespace pkv {
 
 template <typename T, int D>
-pkv_status launch_shared_tasks_typed(const ShParams &p, int32_t grid, cudaStream_t stream);
+pkv_status launch_shared_tasks_typed(ShKernel kernel, const ShParams &p, int32_t grid, cudaStream_t stream);
 template <typename T, int D>
 pkv_status launch_shared_combine_typed(const ShParams &p, int32_t grid, cudaStream_t stream);
 template <typename T, int D>
-pkv_status shared_blocks_per_sm_typed(int32_t *out);
+pkv_status shared_blocks_per_sm_typed(ShKernel kernel, int32_t *out);
 
 namespace {
 
@@ -48,12 +48,13 @@ pkv_status check_launch(const char *what, const ShParams &p, int32_t grid) {
     return no_kernel(WHAT, dtype, head_dim);                                              \
   }
 
-pkv_status launch_shared_tasks(int32_t dtype, int32_t head_dim, const ShParams &p, int32_t grid, cudaStream_t stream) {
+pkv_status launch_shared_tasks(int32_t dtype, int32_t head_dim, ShKernel kernel, const ShParams &p, int32_t grid,
+                               cudaStream_t stream) {
   PKV_TRY(check_launch("shared tasks", p, grid));
   if (!p.k || !p.v || !p.table) return fail(PKV_ERR_NULL_POINTER, "shared tasks: a null K, V or table pointer");
   if (p.page_shift < 0 || p.page_shift > 8)
     return fail(PKV_ERR_INVALID_ARGUMENT, "shared tasks: page shift %d (pages of 1..256 tokens)", p.page_shift);
-  PKV_SH_DISPATCH("shared tasks", launch_shared_tasks_typed, p, grid, stream);
+  PKV_SH_DISPATCH("shared tasks", launch_shared_tasks_typed, kernel, p, grid, stream);
 }
 
 pkv_status launch_shared_combine(int32_t dtype, int32_t head_dim, const ShParams &p, int32_t grid, cudaStream_t stream) {
@@ -61,9 +62,9 @@ pkv_status launch_shared_combine(int32_t dtype, int32_t head_dim, const ShParams
   PKV_SH_DISPATCH("shared combine", launch_shared_combine_typed, p, grid, stream);
 }
 
-pkv_status shared_blocks_per_sm(int32_t dtype, int32_t head_dim, int32_t *out) {
+pkv_status shared_blocks_per_sm(int32_t dtype, int32_t head_dim, ShKernel kernel, int32_t *out) {
   if (!out) return fail(PKV_ERR_NULL_POINTER, "shared_blocks_per_sm: null out");
-  PKV_SH_DISPATCH("shared_blocks_per_sm", shared_blocks_per_sm_typed, out);
+  PKV_SH_DISPATCH("shared_blocks_per_sm", shared_blocks_per_sm_typed, kernel, out);
 }
 
 #undef PKV_SH_DISPATCH

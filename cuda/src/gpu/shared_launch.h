@@ -26,13 +26,35 @@ struct ShParams {
   float scale_log2;  // sm_scale * log2(e)
 };
 
+// Which kernel computes the shared tasks: warpgroup MMAs (shared_tasks_wgmma.cuh) on Hopper for head
+// dims up to 128, else mma.sync (shared_tasks.cuh). The library's Hopper code is sm_90a, which runs on
+// compute capability 9.0 only.
+enum class ShKernel : int32_t { kMma = 0, kWarpgroup = 1 };
+inline ShKernel shared_kernel_for(int32_t cc_major, int32_t cc_minor, int32_t head_dim) {
+  return cc_major == 9 && cc_minor == 0 && head_dim <= 128 ? ShKernel::kWarpgroup : ShKernel::kMma;
+}
+
+// The kernel as the planner's cost model sees it (ShPlanShape): its tensor-core rate on long tasks, in
+// FLOPs per microsecond measured on the H200 (mma.sync about 190 TFLOP/s; the warpgroup kernel 320-370,
+// bench/results/shared-*), and the query rows it computes a member tile in.
+struct ShKernelModel {
+  double flops_per_us;
+  int32_t row_tile;
+};
+inline ShKernelModel shared_kernel_model(ShKernel kernel) {
+  return kernel == ShKernel::kWarpgroup ? ShKernelModel{320e6, 64} : ShKernelModel{190e6, 16};
+}
+
 // Both launches read their counts from the device image, so a captured graph stays valid for every
 // later plan whose section fits the same buffers: `grid` is fixed per engine (shared_grid).
 // The tasks: before the decode kernels (they do not depend on them). Blocks stride over the tasks.
-pkv_status launch_shared_tasks(int32_t dtype, int32_t head_dim, const ShParams &p, int32_t grid, cudaStream_t stream);
-// The combine: after the decode kernels. Blocks stride over the (combine row, query head) pairs.
+pkv_status launch_shared_tasks(int32_t dtype, int32_t head_dim, ShKernel kernel, const ShParams &p, int32_t grid,
+                               cudaStream_t stream);
+// The combine: after the decode kernels. Blocks of kShCombineThreads stride over the (combine row, query
+// head) pairs, a thread per 16-byte output chunk.
+constexpr int32_t kShCombineThreads = 128;
 pkv_status launch_shared_combine(int32_t dtype, int32_t head_dim, const ShParams &p, int32_t grid, cudaStream_t stream);
 // Resident blocks of the task kernel per multiprocessor (the engine's shared grid is this times the SMs).
-pkv_status shared_blocks_per_sm(int32_t dtype, int32_t head_dim, int32_t *out);
+pkv_status shared_blocks_per_sm(int32_t dtype, int32_t head_dim, ShKernel kernel, int32_t *out);
 
 }  // namespace pkv

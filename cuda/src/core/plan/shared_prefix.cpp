@@ -19,13 +19,12 @@ namespace {
 // AUTO's cost model of one layer, from the H200's measurements (bench/results/shared-*): a step reads its
 // distinct K/V at the streaming rate; an unshared step reads every row's copy of a shared page, the
 // repeats partly from L2 (rows that share pages run together), at about 0.6 of an HBM read each; the
-// shared tasks also pay their tensor-core time (FLOPs at the task kernel's measured rate) and the
+// shared tasks also pay their tensor-core time (FLOPs at the task kernel's rate, ShPlanShape) and the
 // section's fixed cost (two more launches, the partials and the combine). A step shares only when the
 // model expects it at most kAutoMaxTimeRatio of the unshared time, so a step it misjudges by the
 // model's error is still no slower.
 constexpr double kStreamBytesPerUs = 4.3e6;       // HBM streaming read, bytes per microsecond
 constexpr double kRepeatCost = 0.6;               // an unshared step's repeated page, in HBM reads
-constexpr double kTaskFlopsPerUs = 190e6;         // the shared-task kernel's tensor-core rate
 constexpr double kSectionFixedUs = 15;            // two launches, partial writes, the combine, imbalance
 constexpr double kAutoMaxTimeRatio = 0.85;
 // AUTO emits no node shorter than this: a shorter node costs every row a piece and a combine for a
@@ -245,9 +244,10 @@ bool pays(const ShPlanShape &shape, Scratch &s, int32_t batch, const int32_t *se
     if (!n.emitted) continue;
     const double tokens = (double)(n.c1 - n.c0) * shape.page_size;
     unique_tokens += tokens;
-    // Query rows as the kernel computes them: per member tile, whole 16-row mma tiles.
+    // Query rows as the kernel computes them: per member tile, whole row tiles of the kernel.
+    const int64_t rt = std::max(1, shape.task_row_tile);
     int64_t rows = 0;
-    for (int32_t m = 0; m < n.count; m += tile) rows += ((int64_t)std::min(tile, n.count - m) * shape.group + 15) / 16 * 16;
+    for (int32_t m = 0; m < n.count; m += tile) rows += ((int64_t)std::min(tile, n.count - m) * shape.group + rt - 1) / rt * rt;
     flops += 4.0 * shape.head_dim * tokens * (double)rows * shape.num_kv_heads;
   }
   for (int32_t b = 0; b < batch; b++) {
@@ -257,7 +257,7 @@ bool pays(const ShPlanShape &shape, Scratch &s, int32_t batch, const int32_t *se
   }
   const double unique = unique_tokens * token_bytes, repeats = (total_tokens - unique_tokens) * token_bytes;
   const double unshared_us = (unique + kRepeatCost * repeats) / kStreamBytesPerUs;
-  const double shared_us = unique / kStreamBytesPerUs + flops / kTaskFlopsPerUs + kSectionFixedUs;
+  const double shared_us = unique / kStreamBytesPerUs + flops / shape.task_flops_per_us + kSectionFixedUs;
   return shared_us <= kAutoMaxTimeRatio * unshared_us;
 }
 
