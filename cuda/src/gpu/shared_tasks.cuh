@@ -133,34 +133,6 @@ __device__ __forceinline__ void sh_accumulate_pv(float (&o)[RT][D / 8][4], const
   }
 }
 
-// A task's merged outputs into the partials: row r's D floats are the sum over the parts q of
-// weight(r, q) times part q's state row (state_row(r, q), D floats), written at partial + row_at[r].
-// 4 floats a thread where every row's run starts 16-byte aligned (slot size a multiple of 4 floats),
-// else one; consecutive threads write consecutive floats either way.
-template <int D, int PARTS, class Weight, class StateRow>
-__device__ __forceinline__ void sh_store_merged(float *partial, const int64_t *row_at, int rows, int64_t slot_floats,
-                                                int tid, int threads, Weight weight, StateRow state_row) {
-  auto store = [&](auto width) {
-    constexpr int W = decltype(width)::value;
-    using V = typename std::conditional<W == 4, float4, float>::type;
-    for (int i = tid; i < rows * (D / W); i += threads) {
-      const int r = i / (D / W), d = (i % (D / W)) * W;
-      float acc[W] = {};
-#pragma unroll
-      for (int q = 0; q < PARTS; q++) {
-        const float wq = weight(r, q), *st = state_row(r, q) + d;
-#pragma unroll
-        for (int e = 0; e < W; e++) acc[e] = fmaf(wq, st[e], acc[e]);
-      }
-      *reinterpret_cast<V *>(partial + row_at[r] + d) = *reinterpret_cast<const V *>(acc);
-    }
-  };
-  if (slot_floats % 4 == 0)
-    store(std::integral_constant<int, 4>());
-  else
-    store(std::integral_constant<int, 1>());
-}
-
 // One pass of a task: its rows [row_base, row_base + rows), rows <= 64 * RT. Warp w takes row group
 // w / PARTS (RT x 16 rows) and token part w % PARTS of every tile. RT 2 keeps Q in shared memory, RT 1
 // in registers.
@@ -369,9 +341,28 @@ __device__ __forceinline__ void sh_run_task(const ShParams &p, const ShTask &tas
     p.partial[slot * slot_floats + (int64_t)g * D + tr % g] = sum > 0.f ? mx + __log2f(sum) : -INFINITY;
   }
   __syncthreads();
-  sh_store_merged<D, PARTS>(p.partial, row_at, rows, slot_floats, tid, S::kThreads,
-                            [&](int r, int q) { return row_w[r * S::kMaxParts + q]; },
-                            [&](int r, int q) { return state_of(r) + q * kStateFloats + (r % kWarpRows) * S::kStateStride; });
+  // The outputs: 4 floats a thread where every row's run starts 16-byte aligned (slot size a multiple of
+  // 4 floats), else one; consecutive threads write consecutive floats either way.
+  auto store = [&](auto width) {
+    constexpr int W = decltype(width)::value;
+    using V = typename std::conditional<W == 4, float4, float>::type;
+    for (int i = tid; i < rows * (D / W); i += S::kThreads) {
+      const int r = i / (D / W), d = (i % (D / W)) * W;
+      const float *st = state_of(r) + (r % kWarpRows) * S::kStateStride + d;
+      float acc[W] = {};
+#pragma unroll
+      for (int q = 0; q < PARTS; q++) {
+        const float wq = row_w[r * S::kMaxParts + q];
+#pragma unroll
+        for (int e = 0; e < W; e++) acc[e] = fmaf(wq, st[q * kStateFloats + e], acc[e]);
+      }
+      *reinterpret_cast<V *>(p.partial + row_at[r] + d) = *reinterpret_cast<const V *>(acc);
+    }
+  };
+  if (slot_floats % 4 == 0)
+    store(std::integral_constant<int, 4>());
+  else
+    store(std::integral_constant<int, 1>());
   __syncthreads();  // the next task's copies overwrite the epilogue's memory
 }
 

@@ -13,7 +13,7 @@
 //   block-wide barrier per tile: the two warpgroups drift apart, so one's softmax runs while the
 //   other's MMAs do;
 // - in a task of more than 64 rows, a warpgroup issues S of the next tile before the softmax of this
-//   one, and PV of this one before the softmax of the next;
+//   one;
 // - a task of 64 rows or fewer runs both warpgroups on the same rows, each on every other tile, and
 //   their states meet by log-sum-exp in the epilogue.
 #pragma once
@@ -38,8 +38,8 @@ struct ShWgShape {
   static constexpr int kStageBytes = 2 * kTileBytes;
   static constexpr int kQBytes = kShTileRows * D * 2;
   // As many stages as fit beside Q in a block's 227 KB (up to 8): at D 128, 6 of 32 KB. A memory-bound
-  // task (few rows) needs them in flight, and a consumer of a large task holds up to three (the tile
-  // whose PV runs, this one, the next one's S).
+  // task (few rows) needs them in flight, and a consumer of a large task holds two (this tile and the
+  // next one's S).
   static constexpr size_t kSmemLimit = 232448, kReserve = 2 * 8 * 8 + 1024;
   static constexpr int kStages = (int)((kSmemLimit - kReserve - kQBytes) / kStageBytes) < 8
                                      ? (int)((kSmemLimit - kReserve - kQBytes) / kStageBytes)
@@ -84,8 +84,7 @@ __device__ __forceinline__ void shwg_consume(const ShParams &p, const ShTask &ta
   uint32_t cur = seq % kStages, next = cur, phase = seq / kStages;
   // Waits for the next tile and issues S = Q K^T of it into sc (one commit group).
   auto issue_scores = [&](float (&sc)[kN / 2]) {
-    mbar_wait_parity(&full[next], phase & 1);
-    wg_proxy_fence();  // the copies (generic proxy) before the MMAs' reads (async proxy)
+    mbar_wait_parity(&full[next], phase & 1);  // the producer fenced the copies for the MMAs (shwg_produce)
     const uint64_t kd0 = wg_desc_add(k_desc, next * S::kStageBytes);
     wg_fence();
 #pragma unroll
@@ -164,8 +163,9 @@ __device__ __forceinline__ void shwg_consume(const ShParams &p, const ShTask &ta
   float s[kN / 2], alpha[2];
   uint32_t pa[kN / 16][4];
   if constexpr (PARTS == 1) {
-    // S of tile it + 1 is issued before the softmax of tile it, and PV of tile it runs under the S issue
-    // and the softmax of tile it + 1: a tile's stage is released one step later.
+    // S of tile it + 1 is issued before the softmax of tile it and runs under it. PV is waited for at
+    // once: its A operand is P in registers, which the MMA reads while it runs, so the next softmax
+    // must not write them before the wait.
     float s_next[kN / 2];
     issue_scores(s);
     wg_wait_all();
@@ -173,10 +173,11 @@ __device__ __forceinline__ void shwg_consume(const ShParams &p, const ShTask &ta
     for (int it = 0; it < ntiles; it++) {
       if (it + 1 < ntiles) issue_scores(s_next);
       softmax(s, it, pa, alpha);
-      wg_wait_all();  // the next tile's S and the previous tile's PV
+      wg_wait_all();  // the next tile's S
       wg_fence_operands(o);
-      if (it > 0) release();
       accumulate(pa, alpha);
+      wg_wait_all();
+      release();
       if (it + 1 < ntiles) {
         wg_fence_operands(s_next);
 #pragma unroll
@@ -200,11 +201,35 @@ __device__ __forceinline__ void shwg_consume(const ShParams &p, const ShTask &ta
       release();
     }
   }
-  if constexpr (PARTS == 1) {
-    wg_wait_all();  // the last tile's PV
-    release();
-  }
   wg_fence_operands(o);
+}
+
+// A task's merged outputs into the partials: row r's D floats are the sum over the parts q of
+// weight(r, q) times part q's state row (state_row(r, q), D floats), written at partial + row_at[r].
+// 4 floats a thread where every row's run starts 16-byte aligned (slot size a multiple of 4 floats),
+// else one; consecutive threads write consecutive floats either way.
+template <int D, int PARTS, class Weight, class StateRow>
+__device__ __forceinline__ void shwg_store_merged(float *partial, const int64_t *row_at, int rows, int64_t slot_floats,
+                                                int tid, int threads, Weight weight, StateRow state_row) {
+  auto store = [&](auto width) {
+    constexpr int W = decltype(width)::value;
+    using V = typename std::conditional<W == 4, float4, float>::type;
+    for (int i = tid; i < rows * (D / W); i += threads) {
+      const int r = i / (D / W), d = (i % (D / W)) * W;
+      float acc[W] = {};
+#pragma unroll
+      for (int q = 0; q < PARTS; q++) {
+        const float wq = weight(r, q), *st = state_row(r, q) + d;
+#pragma unroll
+        for (int e = 0; e < W; e++) acc[e] = fmaf(wq, st[e], acc[e]);
+      }
+      *reinterpret_cast<V *>(partial + row_at[r] + d) = *reinterpret_cast<const V *>(acc);
+    }
+  };
+  if (slot_floats % 4 == 0)
+    store(std::integral_constant<int, 4>());
+  else
+    store(std::integral_constant<int, 1>());
 }
 
 // A barrier of the two consumer warpgroups alone (barrier 0 is the whole block's).
@@ -269,7 +294,7 @@ __device__ __forceinline__ void shwg_store_partials(const ShParams &p, const ShT
     p.partial[slot * slot_floats + (int64_t)g * D + r % g] = sum > 0.f ? mx + __log2f(sum) : -INFINITY;
   }
   shwg_consumer_sync();
-  sh_store_merged<D, PARTS>(p.partial, row_at, rows, slot_floats, tid, S::kConsumers,
+  shwg_store_merged<D, PARTS>(p.partial, row_at, rows, slot_floats, tid, S::kConsumers,
                             [&](int r, int q) { return row_w[r * 2 + q]; },
                             [&](int r, int q) { return state_of(r, q) + (r & 15) * S::kStateStride; });
 }
@@ -285,6 +310,11 @@ __device__ __forceinline__ void shwg_produce(const ShParams &p, const ShTask &ta
   using S = ShWgShape<D>;
   constexpr int kChunks = S::kChunks, kStages = S::kStages;
   constexpr int kRowStep = S::kProducers / kChunks, kRowsPerThread = S::kTile / kRowStep;
+  // Tiles whose copies stay in flight before their full barrier is signalled. A consumer holds up to
+  // two stages and releases them in order, so the producer never waits on a stage whose release needs
+  // a tile it has not signalled.
+  constexpr int kLag = 2;
+  static_assert(kStages >= kLag + 4, "the producer's lag leaves the consumers stages to release");
   static_assert(kRowStep % 8 == 0 && S::kTile % kRowStep == 0, "a thread's rows keep one swizzle");
   unsigned char *sq = smem, *skv = smem + S::kQBytes;  // stage s: K at skv + s kStageBytes, V after it
   const int g = p.group, hq = p.num_kv_heads * g;
@@ -324,6 +354,15 @@ __device__ __forceinline__ void shwg_produce(const ShParams &p, const ShTask &ta
   int32_t page[kRowsPerThread];
   load_pages(page, 0);
   uint32_t stage = seq % kStages, phase = seq / kStages;
+  // A tile's full barrier is signalled once this thread's copies of it have landed and are fenced for the
+  // async proxy (wgmma reads shared memory there; cp.async writes it in the generic proxy, and only the
+  // writing thread's fence orders them), kLag tiles behind the newest copies.
+  uint32_t signalled = stage;  // the stage of the oldest tile not yet signalled
+  auto signal = [&]() {
+    wg_proxy_fence();
+    mbar_arrive(&full[signalled]);
+    if (++signalled == (uint32_t)kStages) signalled = 0;
+  };
   for (int it = 0; it < ntiles; it++) {
     int32_t page_next[kRowsPerThread];
     if (it + 1 < ntiles) load_pages(page_next, it + 1);
@@ -342,9 +381,15 @@ __device__ __forceinline__ void shwg_produce(const ShParams &p, const ShTask &ta
     }
 #pragma unroll
     for (int j = 0; j < kRowsPerThread; j++) page[j] = page_next[j];
-    cp_async_mbar_arrive(&full[stage]);
+    cp_async_commit();
     if (++stage == (uint32_t)kStages) stage = 0, phase++;
+    if (it >= kLag) {  // tile it - kLag has landed once at most kLag newer groups are pending
+      cp_async_wait<kLag>();
+      signal();
+    }
   }
+  cp_async_wait<0>();  // the last tiles
+  for (int k = 0; k < kLag && k < ntiles; k++) signal();
 }
 
 // The consumer warpgroups' part of a task, from the first tile to their states in shared memory. Both

@@ -45,14 +45,8 @@ __device__ __forceinline__ void wg_fence_operands(float (&d)[N]) {
   for (int i = 0; i < N; i++) asm volatile("" : "+f"(d[i])::"memory");
 }
 
-// mbarrier arrivals: a plain one, and one that fires when this thread's earlier cp.async copies have
-// landed (noinc: the barrier's count includes these arrivals).
 __device__ __forceinline__ void mbar_arrive(uint64_t *bar) {
   asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"((unsigned)__cvta_generic_to_shared(bar)) : "memory");
-}
-__device__ __forceinline__ void cp_async_mbar_arrive(uint64_t *bar) {
-  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"((unsigned)__cvta_generic_to_shared(bar))
-               : "memory");
 }
 
 // Waits for an mbarrier phase, suspended in between (the waiting warps leave the issue slots to the
