@@ -28,6 +28,12 @@ export const ENV = {
     meaning: "where calibrations of the adaptive policy are stored",
     default: "$XDG_CACHE_HOME/persistentkv, else ~/.cache/persistentkv",
   },
+  PKV_SHARED_KERNEL: {
+    scope: "native",
+    meaning:
+      "wgmma: shared-prefix tasks on the H200's warpgroup-MMA kernel (read when an engine is created; opt-in until its current version has passed the GPU checks, docs/shared-prefix.md)",
+    default: "mma.sync kernel",
+  },
   PKV_BACKEND: {
     scope: "examples",
     meaning: "cpu forces the CPU backend in the examples and benchmarks",
