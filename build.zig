@@ -33,7 +33,7 @@ pub fn build(b: *std.Build) !void {
     const optimize = b.standardOptimizeOption(.{});
     const target = b.standardTargetOptions(.{});
     const gpu = b.option(bool, "gpu", "Build the CUDA backend with nvcc (default true); false: the CPU backend only, no CUDA needed") orelse true;
-    const cuda_arch = b.option([]const u8, "cuda-arch", "One GPU target such as sm_90 (default: sm_80, sm_86, sm_89, sm_90 + compute_90 PTX)");
+    const cuda_arch = b.option([]const u8, "cuda-arch", "One GPU target such as sm_90, built as sm_90a (default: sm_80, sm_86, sm_89, sm_90a + compute_90 PTX)");
 
     var headers = std.ArrayList([]const u8).init(b.allocator);
     var sources = std.ArrayList([]const u8).init(b.allocator);
@@ -114,7 +114,7 @@ fn nvccLibrary(b: *std.Build, optimize: std.builtin.Mode, cuda_arch: ?[]const u8
     }
     const seconds = nvcc_seconds_per_target * gencode.items.len / cores;
     std.debug.print("building {s} (CUDA + CPU backends) with {s} for {s}: about {d} s on {d} cores from nothing, " ++
-        "less for what changed\n", .{ installedLibrary(b), nvcc, cuda_arch orelse "sm_80, sm_86, sm_89, sm_90", seconds, cores });
+        "less for what changed\n", .{ installedLibrary(b), nvcc, cuda_arch orelse "sm_80, sm_86, sm_89, sm_90a + compute_90 PTX", seconds, cores });
 
     var flags = std.ArrayList([]const u8).init(b.allocator);
     try flags.appendSlice(&.{ "-std=c++17", "-Xcompiler=-fPIC", "-Xcompiler=-Wall", "-lineinfo", "--expt-relaxed-constexpr" });
