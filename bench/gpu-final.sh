@@ -2,12 +2,14 @@
 # A whole device round for the committed results, in two calls that each fit the device's 10-minute limit:
 #   bash bench/gpu-final.sh check   the suite with PKV_REQUIRE_GPU=1, the C ABI fuzz under memcheck, the
 #                                   correctness sweep and memcheck/racecheck of every kernel variant
+#   bash bench/gpu-final.sh wgmma   the opt-in warpgroup-MMA shared-task kernel (PKV_SHARED_KERNEL=wgmma):
+#                                   its GPU tests three times, memcheck/racecheck, the shared benchmark
 #   bash bench/gpu-final.sh perf    the ceiling search, calibration, the decode benchmark (with an A/B against
 #                                   the tree in $AB_OLD when it is set), host micro benchmarks, swap,
 #                                   serving replay, the package smoke test
 # Run from the repository root on the GPU machine after `source .gpu/setup.sh`; everything lands in
 # $OUT/<phase>.tgz (one file comes back), with a summary printed last.
-phase=${1:?usage: bash bench/gpu-final.sh check|perf}
+phase=${1:?usage: bash bench/gpu-final.sh check|wgmma|perf}
 OUT=${OUT:-gpu-out}
 R="$OUT/$phase"
 mkdir -p "$R"
@@ -40,6 +42,20 @@ if [ "$phase" = check ]; then
       echo "  ${VARIANTS[$i]}: $(tail -1 "$R/$tool-$i.log")" | tee -a "$R/summary.txt"
     done
   done
+fi
+
+if [ "$phase" = wgmma ]; then
+  export PKV_SHARED_KERNEL=wgmma
+  for i in 1 2 3; do
+    step "shared-tests-$i" 120 bun test test/gpu/shared-prefix.test.ts
+    grep -E "^\(fail\)|^ *[0-9]+ (pass|fail)$" "$R/shared-tests-$i.log" | tee -a "$R/summary.txt"
+  done
+  for tool in memcheck racecheck; do
+    step "shared-$tool" 120 compute-sanitizer --tool "$tool" --error-exitcode 1 bun test/gpu/sanitize-shared.ts
+    tail -1 "$R/shared-$tool.log" | tee -a "$R/summary.txt"
+  done
+  step shared-bench 150 bun bench/shared.ts --out "$R"
+  grep -A6 "^## Bars" "$R"/shared-*.md | tee -a "$R/summary.txt"
 fi
 
 if [ "$phase" = perf ]; then
