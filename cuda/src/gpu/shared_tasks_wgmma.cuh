@@ -29,7 +29,6 @@ struct ShWgShape {
   // producer gives most of its share to the consumers (setmaxnreg), whose O, S and the next tile's S
   // need about 200 a thread at D 128.
   static constexpr int kConsumers = 256, kProducers = 128, kThreads = kConsumers + kProducers;
-  static constexpr int kProducerWarp = kConsumers / 32;  // the producer's first warp
   static constexpr int kProducerRegs = 56, kConsumerRegs = 224;
   static_assert(kProducers * kProducerRegs + kConsumers * kConsumerRegs <= 65536, "the register file holds both");
   static constexpr int kTile = 64;  // tokens per stage
@@ -82,10 +81,17 @@ __device__ __forceinline__ void shwg_consume(const ShParams &p, const ShTask &ta
   const uint64_t k_desc = wg_desc(skv_addr, 16, 1024), v_desc = wg_desc(skv_addr + S::kTileBytes, S::kTile * 128, 1024);
   // Stage and mbarrier phase of the tile being computed (cur) and of the next one whose S is issued.
   uint32_t cur = seq % kStages, next = cur, phase = seq / kStages;
+  // Waits for the next tile to land (the producer fenced its copies for the MMAs: shwg_produce).
+  auto wait_next = [&]() {
+    mbar_wait_parity(&full[next], phase & 1);
+    const uint32_t stage = next;
+    if (++next == (uint32_t)kStages) next = 0, phase++;
+    return stage;
+  };
   // Waits for the next tile and issues S = Q K^T of it into sc (one commit group).
   auto issue_scores = [&](float (&sc)[kN / 2]) {
-    mbar_wait_parity(&full[next], phase & 1);  // the producer fenced the copies for the MMAs (shwg_produce)
-    const uint64_t kd0 = wg_desc_add(k_desc, next * S::kStageBytes);
+    const uint32_t stage = wait_next();
+    const uint64_t kd0 = wg_desc_add(k_desc, stage * S::kStageBytes);
     wg_fence();
 #pragma unroll
     for (int kk = 0; kk < D / 16; kk++) {
@@ -98,7 +104,6 @@ __device__ __forceinline__ void shwg_consume(const ShParams &p, const ShTask &ta
         WgMma<T>::ss(sc, qd, kd);
     }
     wg_commit();
-    if (++next == (uint32_t)kStages) next = 0, phase++;
   };
   // Tile `it`'s scores in s: the mask and the online softmax, P packed to 16 bits in pa; alpha: the
   // factor O's rows take before this tile's PV.
@@ -187,8 +192,7 @@ __device__ __forceinline__ void shwg_consume(const ShParams &p, const ShTask &ta
   } else {
     for (int it = 0; it < ntiles; it++) {
       if ((it & 1) != wg) {  // the other warpgroup's tile
-        mbar_wait_parity(&full[next], phase & 1);
-        if (++next == (uint32_t)kStages) next = 0, phase++;
+        wait_next();
         release();
         continue;
       }
