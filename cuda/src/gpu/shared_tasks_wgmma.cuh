@@ -12,8 +12,8 @@
 //   a "full" mbarrier (the copies landed) and an "empty" one (both warpgroups are done with it). No
 //   block-wide barrier per tile: the two warpgroups drift apart, so one's softmax runs while the
 //   other's MMAs do;
-// - in a task of more than 64 rows, a warpgroup issues S of the next tile before the softmax of this
-//   one;
+// - in a task of more than 64 rows, a warpgroup issues S of the next tile before PV of this one, and
+//   the next tile's softmax runs under this one's PV;
 // - a task of 64 rows or fewer runs both warpgroups on the same rows, each on every other tile, and
 //   their states meet by log-sum-exp in the epilogue.
 #pragma once
@@ -60,7 +60,7 @@ struct ShWgShape {
 
 // The consumer warpgroups' part of a task: S, the online softmax and PV over every tile.
 // PARTS 1 (65..128 rows): warpgroup w takes rows 64w..64w+63 of every tile, and issues S of the next
-// tile before the softmax of this one, so that the MMAs run under it. PARTS 2 (up to 64 rows, a
+// tile and PV of this one together, so that the next tile's softmax runs under the PV. PARTS 2 (up to 64 rows, a
 // memory-bound task): both take rows 0..63, warpgroup w the tiles w, w + 2, ..., so that two tiles are
 // in work at once; a warpgroup waits for the other's tiles too (and releases them at once), which keeps
 // its arrivals on every stage in order.
@@ -142,9 +142,9 @@ __device__ __forceinline__ void shwg_consume(const ShParams &p, const ShTask &ta
       pa[kk][2] = pack2<T>(hi[0], hi[1]), pa[kk][3] = pack2<T>(hi[2], hi[3]);
     }
   };
-  // O's rescale and the PV MMAs of the tile at stage `cur` (one commit group, not waited for). No MMA
-  // may be in flight: ptxas serialises MMAs whose accumulators other instructions write meanwhile.
-  auto accumulate = [&](const uint32_t (&pa)[kN / 16][4], const float (&alpha)[2]) {
+  // O's rows times alpha, before the tile's PV. No MMA may be in flight: ptxas serialises MMAs whose
+  // accumulators other instructions touch meanwhile.
+  auto rescale = [&](const float (&alpha)[2]) {
     wg_fence_operands(o);
 #pragma unroll
     for (int h = 0; h < 2; h++)
@@ -152,6 +152,9 @@ __device__ __forceinline__ void shwg_consume(const ShParams &p, const ShTask &ta
 #pragma unroll
         for (int j = 0; j < D / 8; j++) o[4 * j + 2 * h] *= alpha[h], o[4 * j + 2 * h + 1] *= alpha[h];
       }
+  };
+  // The PV MMAs of the tile at stage `cur` (one commit group, not waited for).
+  auto accumulate = [&](const uint32_t (&pa)[kN / 16][4]) {
     const uint64_t vd0 = wg_desc_add(v_desc, cur * S::kStageBytes);
     wg_fence();
 #pragma unroll
@@ -165,31 +168,49 @@ __device__ __forceinline__ void shwg_consume(const ShParams &p, const ShTask &ta
     if (++cur == (uint32_t)kStages) cur = 0;
   };
 
-  float s[kN / 2], alpha[2];
-  uint32_t pa[kN / 16][4];
+  float s[kN / 2];
   if constexpr (PARTS == 1) {
-    // S of tile it + 1 is issued before the softmax of tile it and runs under it. PV is waited for at
-    // once: its A operand is P in registers, which the MMA reads while it runs, so the next softmax
-    // must not write them before the wait.
-    float s_next[kN / 2];
+    // S of tile it + 1 is issued before PV of tile it, and the softmax of tile it + 1 runs while PV of
+    // tile it does. PV reads P from registers while it runs, so P is double-buffered: the softmax writes
+    // the set that the MMA in flight does not read.
+    using P = uint32_t[kN / 16][4];
+    P pa0, pa1;
+    float alpha0[2], alpha1[2];
     issue_scores(s);
-    wg_wait_all();
+    wg_wait();
     wg_fence_operands(s);
-    for (int it = 0; it < ntiles; it++) {
-      if (it + 1 < ntiles) issue_scores(s_next);
-      softmax(s, it, pa, alpha);
-      wg_wait_all();  // the next tile's S
-      wg_fence_operands(o);
-      accumulate(pa, alpha);
-      wg_wait_all();
+    softmax(s, 0, pa0, alpha0);
+    // Tile it's PV with the next tile's S and softmax; the last tile's PV alone.
+    auto step = [&](int it, const P &pa, const float (&alpha)[2], P &pa_next, float (&alpha_next)[2]) {
+      rescale(alpha);
+      issue_scores(s);
+      accumulate(pa);
+      wg_wait<1>();  // S of tile it + 1; PV of tile it may still run
+      wg_fence_operands(s);
+      softmax(s, it + 1, pa_next, alpha_next);
+      wg_wait();
       release();
-      if (it + 1 < ntiles) {
-        wg_fence_operands(s_next);
-#pragma unroll
-        for (int i = 0; i < kN / 2; i++) s[i] = s_next[i];
-      }
+    };
+    auto last = [&](const P &pa, const float (&alpha)[2]) {
+      rescale(alpha);
+      accumulate(pa);
+      wg_wait();
+      release();
+    };
+    int it = 0;
+    for (; it + 2 < ntiles; it += 2) {  // two tiles a round, so that the P sets stay in registers
+      step(it, pa0, alpha0, pa1, alpha1);
+      step(it + 1, pa1, alpha1, pa0, alpha0);
+    }
+    if (it + 1 < ntiles) {
+      step(it, pa0, alpha0, pa1, alpha1);
+      last(pa1, alpha1);
+    } else {
+      last(pa0, alpha0);
     }
   } else {
+    float alpha[2];
+    uint32_t pa[kN / 16][4];
     for (int it = 0; it < ntiles; it++) {
       if ((it & 1) != wg) {  // the other warpgroup's tile
         wait_next();
@@ -197,11 +218,12 @@ __device__ __forceinline__ void shwg_consume(const ShParams &p, const ShTask &ta
         continue;
       }
       issue_scores(s);
-      wg_wait_all();
+      wg_wait();
       wg_fence_operands(s);
       softmax(s, it, pa, alpha);
-      accumulate(pa, alpha);
-      wg_wait_all();
+      rescale(alpha);
+      accumulate(pa);
+      wg_wait();
       release();
     }
   }
