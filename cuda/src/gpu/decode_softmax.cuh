@@ -9,7 +9,8 @@ namespace pkv {
 
 // 2^x on the special-function unit (ex2.approx.ftz: relative error about 2^-22; -inf gives 0). exp2f's
 // handling of results under 2^-126 costs four more instructions a call, for weights no f16 or bf16 output
-// can tell from 0: the FP8 bodies, whose instruction count per byte limits them, take this one.
+// can tell from 0: the FP8 bodies, whose instruction count per byte limits them, and the shared-prefix
+// tasks, whose softmax issues beside their MMAs, take this one.
 __device__ __forceinline__ float fast_exp2(float x) {
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));

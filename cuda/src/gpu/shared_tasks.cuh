@@ -275,12 +275,12 @@ __device__ __forceinline__ void sh_run_task(const ShParams &p, const ShTask &tas
           for (int j = 0; j < kStep / 8; j++) mx = fmaxf(mx, fmaxf(s[rt][j][2 * h], s[rt][j][2 * h + 1]));
           const float m_new = fmaxf(m[rt][h], quad_max(mx) * scale);
           const float m_use = m_new == -INFINITY ? 0.f : m_new;  // a part that has seen no token yet: p = 0, not NaN
-          const float alpha = exp2f(m[rt][h] - m_use);
+          const float alpha = fast_exp2(m[rt][h] - m_use);
           float sum = 0.f;
 #pragma unroll
           for (int j = 0; j < kStep / 8; j++) {
-            s[rt][j][2 * h] = exp2f(fmaf(s[rt][j][2 * h], scale, -m_use));
-            s[rt][j][2 * h + 1] = exp2f(fmaf(s[rt][j][2 * h + 1], scale, -m_use));
+            s[rt][j][2 * h] = fast_exp2(fmaf(s[rt][j][2 * h], scale, -m_use));
+            s[rt][j][2 * h + 1] = fast_exp2(fmaf(s[rt][j][2 * h + 1], scale, -m_use));
             sum += s[rt][j][2 * h] + s[rt][j][2 * h + 1];
           }
           l[rt][h] = l[rt][h] * alpha + sum;  // this lane's columns; the quad's sum is taken once, at the end

@@ -123,12 +123,12 @@ __device__ __forceinline__ void shwg_consume(const ShParams &p, const ShTask &ta
       for (int j = 0; j < kN / 8; j++) mx = fmaxf(mx, fmaxf(s[4 * j + 2 * h], s[4 * j + 2 * h + 1]));
       const float m_new = fmaxf(m[h], quad_max(mx) * scale);
       const float m_use = m_new == -INFINITY ? 0.f : m_new;  // a part that has seen no token yet: p = 0, not NaN
-      alpha[h] = exp2f(m[h] - m_use);
+      alpha[h] = fast_exp2(m[h] - m_use);
       float sum = 0.f;
 #pragma unroll
       for (int j = 0; j < kN / 8; j++) {
-        s[4 * j + 2 * h] = exp2f(fmaf(s[4 * j + 2 * h], scale, -m_use));
-        s[4 * j + 2 * h + 1] = exp2f(fmaf(s[4 * j + 2 * h + 1], scale, -m_use));
+        s[4 * j + 2 * h] = fast_exp2(fmaf(s[4 * j + 2 * h], scale, -m_use));
+        s[4 * j + 2 * h + 1] = fast_exp2(fmaf(s[4 * j + 2 * h + 1], scale, -m_use));
         sum += s[4 * j + 2 * h] + s[4 * j + 2 * h + 1];
       }
       l[h] = l[h] * alpha[h] + sum;  // this lane's columns; the quad's sum is taken once, at the end
@@ -336,11 +336,12 @@ __device__ __forceinline__ void shwg_produce(const ShParams &p, const ShTask &ta
   using S = ShWgShape<D>;
   constexpr int kChunks = S::kChunks, kStages = S::kStages;
   constexpr int kRowStep = S::kProducers / kChunks, kRowsPerThread = S::kTile / kRowStep;
-  // Tiles whose copies stay in flight before their full barrier is signalled. A consumer holds up to
-  // two stages and releases them in order, so the producer never waits on a stage whose release needs
-  // a tile it has not signalled.
-  constexpr int kLag = 2;
-  static_assert(kStages >= kLag + 4, "the producer's lag leaves the consumers stages to release");
+  // Tiles whose copies stay in flight before their full barrier is signalled: all but two stages, so
+  // that a memory-bound task keeps that many bytes in flight. Tile it waits for the release of tile
+  // it - kStages, which a consumer gives once it holds tile it - kStages + 1 (it holds at most two
+  // stages); by then tiles up to it - 1 - kLag are signalled, so kLag <= kStages - 2 never deadlocks.
+  constexpr int kLag = kStages - 2;
+  static_assert(kLag >= 2, "tiles in flight beyond the one being signalled");
   static_assert(kRowStep % 8 == 0 && S::kTile % kRowStep == 0, "a thread's rows keep one swizzle");
   unsigned char *sq = smem, *skv = smem + S::kQBytes;  // stage s: K at skv + s kStageBytes, V after it
   const int g = p.group, hq = p.num_kv_heads * g;
