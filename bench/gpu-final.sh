@@ -2,14 +2,15 @@
 # A whole device round for the committed results, in two calls that each fit the device's 10-minute limit:
 #   bash bench/gpu-final.sh check   the suite with PKV_REQUIRE_GPU=1, the C ABI fuzz under memcheck, the
 #                                   correctness sweep and memcheck/racecheck of every kernel variant
-#   bash bench/gpu-final.sh wgmma   the opt-in warpgroup-MMA shared-task kernel (PKV_SHARED_KERNEL=wgmma):
-#                                   its GPU tests three times, memcheck/racecheck, the shared benchmark
+#   bash bench/gpu-final.sh shared  the shared-prefix kernels: the default's GPU tests three times and the
+#                                   mma.sync kernel's once (PKV_SHARED_KERNEL=mma), memcheck/racecheck of
+#                                   both, the shared benchmark
 #   bash bench/gpu-final.sh perf    the ceiling search, calibration, the decode benchmark (with an A/B against
 #                                   the tree in $AB_OLD when it is set), host micro benchmarks, swap,
 #                                   serving replay, the package smoke test
 # Run from the repository root on the GPU machine after `source .gpu/setup.sh`; everything lands in
 # $OUT/<phase>.tgz (one file comes back), with a summary printed last.
-phase=${1:?usage: bash bench/gpu-final.sh check|wgmma|perf}
+phase=${1:?usage: bash bench/gpu-final.sh check|shared|perf}
 OUT=${OUT:-gpu-out}
 R="$OUT/$phase"
 mkdir -p "$R"
@@ -44,16 +45,19 @@ if [ "$phase" = check ]; then
   done
 fi
 
-if [ "$phase" = wgmma ]; then
-  export PKV_SHARED_KERNEL=wgmma
-  for i in 1 2 3; do
-    step "shared-tests-$i" 120 bun test test/gpu/shared-prefix.test.ts
-    grep -E "^\(fail\)|^ *[0-9]+ (pass|fail)$" "$R/shared-tests-$i.log" | tee -a "$R/summary.txt"
+if [ "$phase" = shared ]; then
+  for kernel in default mma; do
+    if [ $kernel = mma ]; then export PKV_SHARED_KERNEL=mma; runs=1; else unset PKV_SHARED_KERNEL; runs=3; fi
+    for i in $(seq $runs); do
+      step "shared-tests-$kernel-$i" 120 bun test test/gpu/shared-prefix.test.ts
+      grep -E "^\(fail\)|^ *[0-9]+ (pass|fail)$" "$R/shared-tests-$kernel-$i.log" | tee -a "$R/summary.txt"
+    done
+    for tool in memcheck racecheck; do
+      step "shared-$tool-$kernel" 120 compute-sanitizer --tool "$tool" --error-exitcode 1 bun test/gpu/sanitize-shared.ts
+      tail -1 "$R/shared-$tool-$kernel.log" | tee -a "$R/summary.txt"
+    done
   done
-  for tool in memcheck racecheck; do
-    step "shared-$tool" 120 compute-sanitizer --tool "$tool" --error-exitcode 1 bun test/gpu/sanitize-shared.ts
-    tail -1 "$R/shared-$tool.log" | tee -a "$R/summary.txt"
-  done
+  unset PKV_SHARED_KERNEL
   step shared-bench 150 bun bench/shared.ts --out "$R"
   grep -A6 "^## Bars" "$R"/shared-*.md | tee -a "$R/summary.txt"
 fi

@@ -31,8 +31,8 @@ export const ENV = {
   PKV_SHARED_KERNEL: {
     scope: "native",
     meaning:
-      "wgmma: shared-prefix tasks on the H200's warpgroup-MMA kernel (read when an engine is created; opt-in until its current version has passed the GPU checks, docs/shared-prefix.md)",
-    default: "mma.sync kernel",
+      "mma: shared-prefix tasks on the mma.sync kernel where the warpgroup-MMA one would run (read when an engine is created; for comparisons, docs/shared-prefix.md)",
+    default: "warpgroup-MMA kernel on compute capability 9.0 at head dims 64 and 128, else mma.sync",
   },
   PKV_BACKEND: {
     scope: "examples",

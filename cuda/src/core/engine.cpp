@@ -842,7 +842,7 @@ pkv_status pkv_decode_engine_create_with(pkv_runtime *rt, const pkv_decode_confi
   if (s == PKV_OK && chosen.shared_prefix != PKV_SHARED_OFF && !pkv::is_fp8(config->dtype)) {
     int32_t bps = 1;
     const char *kernel_env = std::getenv("PKV_SHARED_KERNEL");
-    const bool warpgroup = kernel_env && std::strcmp(kernel_env, "wgmma") == 0;
+    const bool warpgroup = !(kernel_env && std::strcmp(kernel_env, "mma") == 0);
     e->shared_kernel = pkv::shared_kernel_for(rt->info.cc_major, rt->info.cc_minor, config->head_dim, warpgroup);
     if (pkv::on_cuda(rt)) s = pkv::shared_blocks_per_sm(config->dtype, config->head_dim, e->shared_kernel, &bps);
     // Where the shared kernels lack the shape (dtype, head dim) AUTO shares nothing; ALWAYS, asked for

@@ -29,8 +29,7 @@ struct ShParams {
 // Which kernel computes the shared tasks: mma.sync (shared_tasks.cuh), or warpgroup MMAs
 // (shared_tasks_wgmma.cuh) on Hopper for head dims up to 128 when `warpgroup` asks for them. The
 // library's Hopper code is sm_90a, which runs on compute capability 9.0 only. The warpgroup kernel is
-// opt-in (PKV_SHARED_KERNEL=wgmma, read at engine creation) until its current version has passed the
-// GPU checks (docs/shared-prefix.md).
+// the default there; PKV_SHARED_KERNEL=mma (read at engine creation) keeps mma.sync, for comparisons.
 enum class ShKernel : int32_t { kMma = 0, kWarpgroup = 1 };
 inline ShKernel shared_kernel_for(int32_t cc_major, int32_t cc_minor, int32_t head_dim, bool warpgroup) {
   return warpgroup && cc_major == 9 && cc_minor == 0 && head_dim <= 128 ? ShKernel::kWarpgroup : ShKernel::kMma;
