@@ -1,5 +1,5 @@
 #!/bin/bash
-# A whole device round for the committed results, in two calls that each fit the device's 10-minute limit:
+# A whole device round for the committed results, a call a phase, each within the device's 10-minute limit:
 #   bash bench/gpu-final.sh check   the suite with PKV_REQUIRE_GPU=1, the C ABI fuzz under memcheck, the
 #                                   correctness sweep and memcheck/racecheck of every kernel variant
 #   bash bench/gpu-final.sh shared  the shared-prefix kernels: the default's GPU tests three times and the
@@ -46,18 +46,18 @@ if [ "$phase" = check ]; then
 fi
 
 if [ "$phase" = shared ]; then
-  for kernel in default mma; do
-    if [ $kernel = mma ]; then export PKV_SHARED_KERNEL=mma; runs=1; else unset PKV_SHARED_KERNEL; runs=3; fi
-    for i in $(seq $runs); do
-      step "shared-tests-$kernel-$i" 120 bun test test/gpu/shared-prefix.test.ts
-      grep -E "^\(fail\)|^ *[0-9]+ (pass|fail)$" "$R/shared-tests-$kernel-$i.log" | tee -a "$R/summary.txt"
+  shared_checks() { # name, test runs: the shared GPU tests, then memcheck/racecheck, of the kernel the env picks
+    for i in $(seq "$2"); do
+      step "shared-tests-$1-$i" 120 bun test test/gpu/shared-prefix.test.ts
+      grep -E "^\(fail\)|^ *[0-9]+ (pass|fail)$" "$R/shared-tests-$1-$i.log" | tee -a "$R/summary.txt"
     done
     for tool in memcheck racecheck; do
-      step "shared-$tool-$kernel" 120 compute-sanitizer --tool "$tool" --error-exitcode 1 bun test/gpu/sanitize-shared.ts
-      tail -1 "$R/shared-$tool-$kernel.log" | tee -a "$R/summary.txt"
+      step "shared-$tool-$1" 120 compute-sanitizer --tool "$tool" --error-exitcode 1 bun test/gpu/sanitize-shared.ts
+      tail -1 "$R/shared-$tool-$1.log" | tee -a "$R/summary.txt"
     done
-  done
-  unset PKV_SHARED_KERNEL
+  }
+  shared_checks default 3
+  PKV_SHARED_KERNEL=mma shared_checks mma 1
   step shared-bench 150 bun bench/shared.ts --out "$R"
   grep -A6 "^## Bars" "$R"/shared-*.md | tee -a "$R/summary.txt"
 fi
