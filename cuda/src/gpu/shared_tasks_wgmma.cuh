@@ -4,12 +4,14 @@
 // A shared task is a dense attention of up to 128 query rows over thousands of tokens: compute-bound.
 // mma.sync with ldmatrix operands tops out near 200 TFLOP/s there (shared-memory bandwidth and issue
 // slots); wgmma reads Q and K straight from shared memory and issues one instruction per 64 x N x 16.
-// - S = Q K^T: m64n64k16 with Q and K both K-major from shared memory;
+// - S = Q K^T: m64n128k16 with Q and K both K-major from shared memory (m64n64 ones read twice the
+//   shared-memory bytes per FLOP and left the MMAs at a third of their rate);
 // - O += P V: m64nDk16 with P from the S registers (the accumulator layout is the A layout, as with
 //   mma.sync) and V N-major (transposed) from shared memory;
-// - a producer warpgroup streams K/V tiles of 64 tokens by cp.async through as many stages as fit (6
+// - a producer warpgroup streams K/V tiles of 128 tokens by cp.async through as many stages as fit (3
 //   at D 128) into the 128-byte-swizzled layout the descriptors describe (wgmma.cuh), each stage with
-//   a "full" mbarrier (the copies landed) and an "empty" one (both warpgroups are done with it). No
+//   a "full" mbarrier (completed by the copies themselves as they land) and an "empty" one (both
+//   warpgroups are done with it). No
 //   block-wide barrier per tile: the two warpgroups drift apart, so one's softmax runs while the
 //   other's MMAs do;
 // - in a task of more than 64 rows, a warpgroup issues S of the next tile before PV of this one, and
@@ -26,23 +28,23 @@ template <int D>
 struct ShWgShape {
   static_assert(D == 64 || D == 128, "the warpgroup kernel serves head dims 64 and 128");
   // Two consumer warpgroups and a producer warpgroup. Registers are allocated per warpgroup: the
-  // producer gives most of its share to the consumers (setmaxnreg), whose O, S and the next tile's S
-  // need about 200 a thread at D 128.
+  // producer gives most of its share to the consumers (setmaxnreg), whose O, S and P of a 128-token
+  // tile take 160 a thread at D 128.
   static constexpr int kConsumers = 256, kProducers = 128, kThreads = kConsumers + kProducers;
   static constexpr int kProducerRegs = 56, kConsumerRegs = 224;
   static_assert(kProducers * kProducerRegs + kConsumers * kConsumerRegs <= 65536, "the register file holds both");
-  static constexpr int kTile = 64;  // tokens per stage
+  static constexpr int kTile = 128;  // tokens per stage
   static constexpr int kChunks = D / 8;
   static constexpr int kTileBytes = kTile * D * 2;  // K (or V) of one tile
   static constexpr int kStageBytes = 2 * kTileBytes;
   static constexpr int kQBytes = kShTileRows * D * 2;
-  // As many stages as fit beside Q in a block's 227 KB (up to 8): at D 128, 6 of 32 KB. A memory-bound
-  // task (few rows) needs them in flight, and a consumer of a large task holds two (this tile and the
-  // next one's S).
+  // As many stages as fit beside Q in a block's 227 KB (up to 8): at D 128, 3 of 64 KB. A consumer of
+  // a large task holds two (this tile's V and the next one's K), the producer fills the third.
   static constexpr size_t kSmemLimit = 232448, kReserve = 2 * 8 * 8 + 1024;
   static constexpr int kStages = (int)((kSmemLimit - kReserve - kQBytes) / kStageBytes) < 8
                                      ? (int)((kSmemLimit - kReserve - kQBytes) / kStageBytes)
                                      : 8;
+  static_assert(kStages >= 3, "a stage for the producer beside the consumers' two");
   static_assert(kTile * kChunks % kProducers == 0, "a tile's chunks split evenly over the producer's threads");
   // Epilogue, reusing Q and the stages: each consumer warp's 16 rows of unnormalised outputs (padded
   // rows), their maxima and sums; then per task row the two parts' weights and the row's offset in the
@@ -70,7 +72,6 @@ __device__ __forceinline__ void shwg_consume(const ShParams &p, const ShTask &ta
                                              float (&l)[2]) {
   using S = ShWgShape<D>;
   constexpr int kN = S::kTile, kStages = S::kStages;
-  static_assert(kN == 64, "S tiles of 64 tokens (WgMma::ss)");
   const uint32_t sq_addr = (uint32_t)__cvta_generic_to_shared(smem), skv_addr = sq_addr + S::kQBytes;
   const int lane = threadIdx.x & 31, wg = threadIdx.x >> 7;
   const int ntiles = (task.kv_end - task.kv_begin + S::kTile - 1) / S::kTile;
@@ -81,9 +82,12 @@ __device__ __forceinline__ void shwg_consume(const ShParams &p, const ShTask &ta
   const uint64_t k_desc = wg_desc(skv_addr, 16, 1024), v_desc = wg_desc(skv_addr + S::kTileBytes, S::kTile * 128, 1024);
   // Stage and mbarrier phase of the tile being computed (cur) and of the next one whose S is issued.
   uint32_t cur = seq % kStages, next = cur, phase = seq / kStages;
-  // Waits for the next tile to land (the producer fenced its copies for the MMAs: shwg_produce).
+  // Waits for the next tile to land. cp.async writes shared memory in the generic proxy and wgmma reads
+  // it in the async proxy: each reading thread fences the two once the barrier has made the copies
+  // visible to it.
   auto wait_next = [&]() {
     mbar_wait_parity(&full[next], phase & 1);
+    wg_proxy_fence();
     const uint32_t stage = next;
     if (++next == (uint32_t)kStages) next = 0, phase++;
     return stage;
@@ -98,16 +102,13 @@ __device__ __forceinline__ void shwg_consume(const ShParams &p, const ShTask &ta
       const uint32_t in_row = (kk & 3) * 32;  // k-step kk is 32 bytes into a row of 64-column block kk / 4
       const uint64_t qd = wg_desc_add(q_desc, (kk >> 2) * kShTileRows * 128 + in_row);
       const uint64_t kd = wg_desc_add(kd0, (kk >> 2) * S::kTile * 128 + in_row);
-      if (kk == 0)
-        WgMma<T>::ss_init(sc, qd, kd);
-      else
-        WgMma<T>::ss(sc, qd, kd);
+      WgMma<T>::template ss<kN>(sc, qd, kd, kk > 0);
     }
     wg_commit();
   };
-  // Tile `it`'s scores in s: the mask and the online softmax, P packed to 16 bits in pa; alpha: the
-  // factor O's rows take before this tile's PV.
-  auto softmax = [&](float (&s)[kN / 2], int it, uint32_t (&pa)[kN / 16][4], float (&alpha)[2]) {
+  // Tile `it`'s scores in s: the mask and the online softmax, P left in s as fp32 (pack makes the PV
+  // operand of it); alpha: the factor O's rows take before this tile's PV.
+  auto softmax = [&](float (&s)[kN / 2], int it, float (&alpha)[2]) {
     const int tile_begin = task.kv_begin + it * S::kTile;
     if (tile_begin + S::kTile > task.kv_end) {  // the range's last tile: no token at or past kv_end
 #pragma unroll
@@ -134,7 +135,9 @@ __device__ __forceinline__ void shwg_consume(const ShParams &p, const ShTask &ta
       l[h] = l[h] * alpha[h] + sum;  // this lane's columns; the quad's sum is taken once, at the end
       m[h] = m_new;
     }
-    // P of tokens 16kk..16kk+15: the C fragments of n-tiles 2kk and 2kk + 1.
+  };
+  // P of tokens 16kk..16kk+15 in 16 bits: the C fragments of n-tiles 2kk and 2kk + 1.
+  auto pack = [&](const float (&s)[kN / 2], uint32_t (&pa)[kN / 16][4]) {
 #pragma unroll
     for (int kk = 0; kk < kN / 16; kk++) {
       const float *lo = s + 8 * kk, *hi = lo + 4;
@@ -168,49 +171,34 @@ __device__ __forceinline__ void shwg_consume(const ShParams &p, const ShTask &ta
     if (++cur == (uint32_t)kStages) cur = 0;
   };
 
-  float s[kN / 2];
+  float s[kN / 2], alpha[2];
+  uint32_t pa[kN / 16][4];
   if constexpr (PARTS == 1) {
     // S of tile it + 1 is issued before PV of tile it, and the softmax of tile it + 1 runs while PV of
-    // tile it does. PV reads P from registers while it runs, so P is double-buffered: the softmax writes
-    // the set that the MMA in flight does not read.
-    using P = uint32_t[kN / 16][4];
-    P pa0, pa1;
-    float alpha0[2], alpha1[2];
+    // tile it does. PV reads P from registers while it runs, so the softmax leaves its P in s and packs
+    // it over pa once that PV has completed: one P set, so that O, S and P fit the registers.
     issue_scores(s);
     wg_wait();
     wg_fence_operands(s);
-    softmax(s, 0, pa0, alpha0);
+    softmax(s, 0, alpha);
+    pack(s, pa);
     // Tile it's PV with the next tile's S and softmax; the last tile's PV alone.
-    auto step = [&](int it, const P &pa, const float (&alpha)[2], P &pa_next, float (&alpha_next)[2]) {
+    for (int it = 0; it + 1 < ntiles; it++) {
       rescale(alpha);
       issue_scores(s);
       accumulate(pa);
       wg_wait<1>();  // S of tile it + 1; PV of tile it may still run
       wg_fence_operands(s);
-      softmax(s, it + 1, pa_next, alpha_next);
+      softmax(s, it + 1, alpha);
       wg_wait();
       release();
-    };
-    auto last = [&](const P &pa, const float (&alpha)[2]) {
-      rescale(alpha);
-      accumulate(pa);
-      wg_wait();
-      release();
-    };
-    int it = 0;
-    for (; it + 2 < ntiles; it += 2) {  // two tiles a round, so that the P sets stay in registers
-      step(it, pa0, alpha0, pa1, alpha1);
-      step(it + 1, pa1, alpha1, pa0, alpha0);
+      pack(s, pa);
     }
-    if (it + 1 < ntiles) {
-      step(it, pa0, alpha0, pa1, alpha1);
-      last(pa1, alpha1);
-    } else {
-      last(pa0, alpha0);
-    }
+    rescale(alpha);
+    accumulate(pa);
+    wg_wait();
+    release();
   } else {
-    float alpha[2];
-    uint32_t pa[kN / 16][4];
     for (int it = 0; it < ntiles; it++) {
       if ((it & 1) != wg) {  // the other warpgroup's tile
         wait_next();
@@ -220,7 +208,8 @@ __device__ __forceinline__ void shwg_consume(const ShParams &p, const ShTask &ta
       issue_scores(s);
       wg_wait();
       wg_fence_operands(s);
-      softmax(s, it, pa, alpha);
+      softmax(s, it, alpha);
+      pack(s, pa);
       rescale(alpha);
       accumulate(pa);
       wg_wait();
@@ -336,12 +325,6 @@ __device__ __forceinline__ void shwg_produce(const ShParams &p, const ShTask &ta
   using S = ShWgShape<D>;
   constexpr int kChunks = S::kChunks, kStages = S::kStages;
   constexpr int kRowStep = S::kProducers / kChunks, kRowsPerThread = S::kTile / kRowStep;
-  // Tiles whose copies stay in flight before their full barrier is signalled: all but two stages, so
-  // that a memory-bound task keeps that many bytes in flight. Tile it waits for the release of tile
-  // it - kStages, which a consumer gives once it holds tile it - kStages + 1 (it holds at most two
-  // stages); by then tiles up to it - 1 - kLag are signalled, so kLag <= kStages - 2 never deadlocks.
-  constexpr int kLag = kStages - 2;
-  static_assert(kLag >= 2, "tiles in flight beyond the one being signalled");
   static_assert(kRowStep % 8 == 0 && S::kTile % kRowStep == 0, "a thread's rows keep one swizzle");
   unsigned char *sq = smem, *skv = smem + S::kQBytes;  // stage s: K at skv + s kStageBytes, V after it
   const int g = p.group, hq = p.num_kv_heads * g;
@@ -368,8 +351,8 @@ __device__ __forceinline__ void shwg_produce(const ShParams &p, const ShTask &ta
   const int64_t head_at = (((int64_t)task.head * D) << p.page_shift) + c * 8;
   const T *kbase = static_cast<const T *>(p.k) + head_at, *vbase = static_cast<const T *>(p.v) + head_at;
   const uint32_t row_at = wg_chunk_offset(S::kTile, t0, c);
-  // The page ids of a tile's rows, loaded a tile ahead so that their latency passes while the
-  // previous tile's copies issue and the next stage is awaited.
+  // The page ids of a tile's rows, loaded once the previous tile's copies are issued, so that their
+  // latency passes while the next stage is awaited.
   auto load_pages = [&](int32_t(&page)[kRowsPerThread], int it) {
     const int tok0 = task.kv_begin + it * S::kTile + t0;
 #pragma unroll
@@ -381,18 +364,7 @@ __device__ __forceinline__ void shwg_produce(const ShParams &p, const ShTask &ta
   int32_t page[kRowsPerThread];
   load_pages(page, 0);
   uint32_t stage = seq % kStages, phase = seq / kStages;
-  // A tile's full barrier is signalled once this thread's copies of it have landed and are fenced for the
-  // async proxy (wgmma reads shared memory there; cp.async writes it in the generic proxy, and only the
-  // writing thread's fence orders them), kLag tiles behind the newest copies.
-  uint32_t signalled = stage;  // the stage of the oldest tile not yet signalled
-  auto signal = [&]() {
-    wg_proxy_fence();
-    mbar_arrive(&full[signalled]);
-    if (++signalled == (uint32_t)kStages) signalled = 0;
-  };
   for (int it = 0; it < ntiles; it++) {
-    int32_t page_next[kRowsPerThread];
-    if (it + 1 < ntiles) load_pages(page_next, it + 1);
     if (seq + it >= (uint32_t)kStages) mbar_wait_parity_sleep(&empty[stage], (phase - 1) & 1);
     if (it == 0) load_q();
     // K and V of the tile; tokens past the range are zero-filled (finite scores, masked by the consumers).
@@ -406,17 +378,12 @@ __device__ __forceinline__ void shwg_produce(const ShParams &p, const ShTask &ta
       cp_async16(sk + j * kRowStep * 128, kbase + at, in ? 16 : 0);
       cp_async16(sv + j * kRowStep * 128, vbase + at, in ? 16 : 0);
     }
-#pragma unroll
-    for (int j = 0; j < kRowsPerThread; j++) page[j] = page_next[j];
-    cp_async_commit();
+    // The stage's full barrier completes when every producer thread's copies of it have landed: the
+    // producer goes on to the next stage at once, and no tile's signal waits on a later release.
+    cp_async_arrive(&full[stage]);
     if (++stage == (uint32_t)kStages) stage = 0, phase++;
-    if (it >= kLag) {  // tile it - kLag has landed once at most kLag newer groups are pending
-      cp_async_wait<kLag>();
-      signal();
-    }
+    if (it + 1 < ntiles) load_pages(page, it + 1);
   }
-  cp_async_wait<0>();  // the last tiles
-  for (int k = 0; k < kLag && k < ntiles; k++) signal();
 }
 
 // The consumer warpgroups' part of a task, from the first tile to their states in shared memory. Both
