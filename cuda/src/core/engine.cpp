@@ -104,6 +104,7 @@ struct pkv_decode_engine {
   // shares: FP8 pages, mode OFF), the planner's scratch and, from the first plan that shares, the buffers.
   int32_t shared_grid = 0;
   pkv::ShKernel shared_kernel = pkv::ShKernel::kMma;
+  bool shared_overlap = false;  // a sharing step's later kernels launch programmatically (compute capability 9.0+)
   int32_t combine_grid = 0;  // the combine's blocks: one thread per 16-byte output chunk of the largest batch
   pkv::ShCapacity sh_capacity{};
   pkv::ShPlan sh_plan;
@@ -502,10 +503,12 @@ pkv_status cuda_launch(pkv_decode_engine *e, int32_t layer, const void *q, void 
                               stream);
   float *own_lse = lse ? lse : e->sh->lse;
   const pkv::ShParams sp = shared_params(e, layer, q, out, own_lse);
+  // The decode kernel needs nothing of the tasks: it starts on the multiprocessors they leave free and
+  // completes after them; the combine's blocks are placed while it runs and wait for it.
   PKV_TRY(pkv::launch_shared_tasks(dtype, d, e->shared_kernel, sp, e->shared_grid, stream));
   PKV_TRY(pkv::launch_decode(e->kernel, e->run_body, dtype, d, decode_params(e, layer, e->plan_device, q, out, own_lse),
-                             e->grid, stream));
-  return pkv::launch_shared_combine(dtype, d, sp, e->combine_grid, stream);
+                             e->grid, stream, e->shared_overlap));
+  return pkv::launch_shared_combine(dtype, d, sp, e->combine_grid, stream, e->shared_overlap);
 }
 
 pkv_status cuda_run(pkv_decode_engine *e, int32_t layer, const void *q, void *out, float *lse, cudaStream_t stream) {
@@ -852,6 +855,7 @@ pkv_status pkv_decode_engine_create_with(pkv_runtime *rt, const pkv_decode_confi
       pkv::begin_call(func);
     }
     e->shared_grid = pkv::on_cuda(rt) ? std::max(0, bps) * rt->info.multiprocessors : kCpuWave;
+    e->shared_overlap = pkv::on_cuda(rt) && rt->info.cc_major >= 9;
     e->sh_capacity = pkv::sh_capacity(config->max_batch, config->num_kv_heads, std::max(1, e->shared_grid));
     // The combine is latency-bound: a thread per chunk of the largest batch, so that one pass serves it.
     const int64_t chunks = (int64_t)config->max_batch * config->num_qo_heads * (config->head_dim / 8);

@@ -18,7 +18,7 @@ pkv_status no_gpu(const char *func) {
 
 namespace pkv {
 
-pkv_status launch_decode(int32_t, DecodeBody, int32_t, int32_t, const DecodeParams &, int32_t, cudaStream_t) {
+pkv_status launch_decode(int32_t, DecodeBody, int32_t, int32_t, const DecodeParams &, int32_t, cudaStream_t, bool) {
   return no_gpu(__func__);
 }
 pkv_status decode_blocks_per_sm(int32_t, DecodeBody, int32_t, int32_t, int32_t *) { return no_gpu(__func__); }

@@ -11,7 +11,8 @@ namespace pkv {
 template <typename Q> struct Fp8E4m3;  // decode_task_fp8.cuh: FP8 pages with Q queries
 
 template <typename T, int D>
-pkv_status launch_decode_typed(int32_t kernel, DecodeBody body, const DecodeParams &p, int32_t grid, cudaStream_t stream);
+pkv_status launch_decode_typed(int32_t kernel, DecodeBody body, const DecodeParams &p, int32_t grid, bool overlap,
+                               cudaStream_t stream);
 template <typename T, int D>
 pkv_status decode_blocks_per_sm_typed(int32_t kernel, DecodeBody body, int32_t *out);
 
@@ -39,9 +40,9 @@ pkv_status decode_blocks_per_sm_typed(int32_t kernel, DecodeBody body, int32_t *
   } while (0)
 
 pkv_status launch_decode(int32_t kernel, DecodeBody body, int32_t dtype, int32_t head_dim, const DecodeParams &p,
-                         int32_t grid, cudaStream_t stream) {
+                         int32_t grid, cudaStream_t stream, bool overlap) {
   if (grid <= 0) return PKV_OK;
-#define PKV_CALL_LAUNCH(T, D) launch_decode_typed<T, D>(kernel, body, p, grid, stream)
+#define PKV_CALL_LAUNCH(T, D) launch_decode_typed<T, D>(kernel, body, p, grid, overlap, stream)
   PKV_DECODE_DISPATCH(dtype, head_dim, PKV_CALL_LAUNCH);
 #undef PKV_CALL_LAUNCH
 }

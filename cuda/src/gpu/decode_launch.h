@@ -59,8 +59,10 @@ constexpr int decode_tile_tokens_of(int head_dim, int32_t math, int32_t dtype) {
 }
 
 // Launches the kernel (PKV_KERNEL_*) over `grid` blocks. Unsupported dtype/head_dim: PKV_ERR_UNSUPPORTED.
+// `overlap`: the kernel may start beside the grid before it in the stream, the shared-prefix tasks of a
+// sharing step (programmatic_launch.h), and completes only after that grid has.
 pkv_status launch_decode(int32_t kernel, DecodeBody body, int32_t dtype, int32_t head_dim, const DecodeParams &p,
-                         int32_t grid, cudaStream_t stream);
+                         int32_t grid, cudaStream_t stream, bool overlap = false);
 // Resident blocks per multiprocessor of that kernel (the persistent grid is this times the SM count).
 pkv_status decode_blocks_per_sm(int32_t kernel, DecodeBody body, int32_t dtype, int32_t head_dim, int32_t *out);
 

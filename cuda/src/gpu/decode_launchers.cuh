@@ -10,6 +10,7 @@
 #include "decode_task_fp8.cuh"
 #include "decode_task_fp8_tensor.cuh"
 #include "decode_task_tensor.cuh"
+#include "programmatic_launch.h"
 
 namespace pkv {
 
@@ -33,13 +34,10 @@ pkv_status allow_smem() {
 }
 
 template <class Body, typename T>
-pkv_status launch_body(int32_t kernel, const DecodeParams &p, int32_t grid, cudaStream_t stream) {
+pkv_status launch_body(int32_t kernel, const DecodeParams &p, int32_t grid, bool overlap, cudaStream_t stream) {
   PKV_TRY((allow_smem<Body, T>()));
-  if (kernel == PKV_KERNEL_BASELINE)
-    decode_kernel<Body, T, SingleTaskScheduler><<<grid, Body::kThreads, Body::kSmemBytes, stream>>>(p);
-  else
-    decode_kernel<Body, T, TicketScheduler><<<grid, Body::kThreads, Body::kSmemBytes, stream>>>(p);
-  PKV_CUDA_TRY(cudaGetLastError());
+  auto fn = kernel == PKV_KERNEL_BASELINE ? decode_kernel<Body, T, SingleTaskScheduler> : decode_kernel<Body, T, TicketScheduler>;
+  PKV_CUDA_TRY(launch_kernel(overlap, fn, grid, Body::kThreads, Body::kSmemBytes, stream, p));
   return PKV_OK;
 }
 
@@ -79,10 +77,11 @@ pkv_status with_body(DecodeBody body, F &&f) {
 }
 
 template <typename T, int D>
-pkv_status launch_decode_typed(int32_t kernel, DecodeBody body, const DecodeParams &p, int32_t grid, cudaStream_t stream) {
+pkv_status launch_decode_typed(int32_t kernel, DecodeBody body, const DecodeParams &p, int32_t grid, bool overlap,
+                               cudaStream_t stream) {
   return with_body<T, D>(body, [&](auto b) {
     using Body = decltype(b);
-    return launch_body<Body, typename Body::Smem>(kernel, p, grid, stream);
+    return launch_body<Body, typename Body::Smem>(kernel, p, grid, overlap, stream);
   });
 }
 
@@ -99,5 +98,5 @@ pkv_status decode_blocks_per_sm_typed(int32_t kernel, DecodeBody body, int32_t *
 // One (dtype, head dim) instantiation per file, so the build compiles them in parallel.
 #define PKV_INSTANTIATE_DECODE(T, D)                                                                                 \
   template pkv_status pkv::launch_decode_typed<T, D>(int32_t, pkv::DecodeBody, const pkv::DecodeParams &, int32_t, \
-                                                     cudaStream_t);                                                 \
+                                                     bool, cudaStream_t);                                           \
   template pkv_status pkv::decode_blocks_per_sm_typed<T, D>(int32_t, pkv::DecodeBody, int32_t *);

@@ -86,6 +86,21 @@ __device__ __forceinline__ void mbar_wait_parity(uint64_t *bar, unsigned parity)
       "r"(parity) : "memory");
 #endif
 }
+// Programmatic dependent launch (sm_90+): a grid launched with it may start while the grid before it in
+// the stream still runs. launch_dependents lets the next such grid start once every block of this one
+// has called it; wait blocks until the grid before has completed and its writes are visible. Both are
+// no-ops in a launch without it.
+__device__ __forceinline__ void grid_launch_dependents() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void grid_dependency_wait() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+
 __device__ __forceinline__ void bulk_copy_g2s(void *smem, const void *gmem, unsigned bytes, uint64_t *bar) {
 #if __CUDA_ARCH__ >= 900
   asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(

@@ -18,6 +18,7 @@ template <typename T, int D>
 __global__ void __launch_bounds__(kShCombineThreads) shared_combine_kernel(ShParams p) {
   constexpr int kChunks = D / 8;
   static_assert(32 % kChunks == 0, "a pair's threads lie in one warp");
+  grid_dependency_wait();  // launched early (programmatically): the decode kernel's results first
   const ShCombine *combines = sh_combines(p.image);
   const int g = p.group, hq = p.num_kv_heads * g, lane = threadIdx.x & 31;
   const int64_t slot_floats = sh_slot_floats(g, D);

@@ -12,7 +12,7 @@ namespace pkv {
 template <typename T, int D>
 pkv_status launch_shared_tasks_typed(ShKernel kernel, const ShParams &p, int32_t grid, cudaStream_t stream);
 template <typename T, int D>
-pkv_status launch_shared_combine_typed(const ShParams &p, int32_t grid, cudaStream_t stream);
+pkv_status launch_shared_combine_typed(const ShParams &p, int32_t grid, bool overlap, cudaStream_t stream);
 template <typename T, int D>
 pkv_status shared_blocks_per_sm_typed(ShKernel kernel, int32_t *out);
 
@@ -57,9 +57,10 @@ pkv_status launch_shared_tasks(int32_t dtype, int32_t head_dim, ShKernel kernel,
   PKV_SH_DISPATCH("shared tasks", launch_shared_tasks_typed, kernel, p, grid, stream);
 }
 
-pkv_status launch_shared_combine(int32_t dtype, int32_t head_dim, const ShParams &p, int32_t grid, cudaStream_t stream) {
+pkv_status launch_shared_combine(int32_t dtype, int32_t head_dim, const ShParams &p, int32_t grid, cudaStream_t stream,
+                                 bool overlap) {
   PKV_TRY(check_launch("shared combine", p, grid));
-  PKV_SH_DISPATCH("shared combine", launch_shared_combine_typed, p, grid, stream);
+  PKV_SH_DISPATCH("shared combine", launch_shared_combine_typed, p, grid, overlap, stream);
 }
 
 pkv_status shared_blocks_per_sm(int32_t dtype, int32_t head_dim, ShKernel kernel, int32_t *out) {

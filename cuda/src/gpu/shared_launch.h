@@ -52,9 +52,11 @@ inline ShKernelModel shared_kernel_model(ShKernel kernel) {
 pkv_status launch_shared_tasks(int32_t dtype, int32_t head_dim, ShKernel kernel, const ShParams &p, int32_t grid,
                                cudaStream_t stream);
 // The combine: after the decode kernels. Blocks of kShCombineThreads stride over the (combine row, query
-// head) pairs, a thread per 16-byte output chunk.
+// head) pairs, a thread per 16-byte output chunk. `overlap`: its blocks may be placed while the decode
+// kernel runs (programmatic_launch.h); they wait for it first.
 constexpr int32_t kShCombineThreads = 128;
-pkv_status launch_shared_combine(int32_t dtype, int32_t head_dim, const ShParams &p, int32_t grid, cudaStream_t stream);
+pkv_status launch_shared_combine(int32_t dtype, int32_t head_dim, const ShParams &p, int32_t grid, cudaStream_t stream,
+                                 bool overlap = false);
 // Resident blocks of the task kernel per multiprocessor (the engine's shared grid is this times the SMs).
 pkv_status shared_blocks_per_sm(int32_t dtype, int32_t head_dim, ShKernel kernel, int32_t *out);
 

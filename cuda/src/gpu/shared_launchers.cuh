@@ -4,6 +4,7 @@
 #include "shared_combine.cuh"
 #include "shared_tasks.cuh"
 #include "shared_tasks_wgmma.cuh"
+#include "programmatic_launch.h"
 
 namespace pkv {
 
@@ -44,9 +45,8 @@ pkv_status launch_shared_tasks_typed(ShKernel kernel, const ShParams &p, int32_t
 }
 
 template <typename T, int D>
-pkv_status launch_shared_combine_typed(const ShParams &p, int32_t grid, cudaStream_t stream) {
-  shared_combine_kernel<T, D><<<grid, kShCombineThreads, 0, stream>>>(p);
-  PKV_CUDA_TRY(cudaGetLastError());
+pkv_status launch_shared_combine_typed(const ShParams &p, int32_t grid, bool overlap, cudaStream_t stream) {
+  PKV_CUDA_TRY(launch_kernel(overlap, shared_combine_kernel<T, D>, grid, kShCombineThreads, 0, stream, p));
   return PKV_OK;
 }
 
@@ -63,5 +63,5 @@ pkv_status shared_blocks_per_sm_typed(ShKernel kernel, int32_t *out) {
 // One dtype's head dims per file, so the build compiles them in parallel.
 #define PKV_INSTANTIATE_SHARED(T, D)                                                                           \
   template pkv_status pkv::launch_shared_tasks_typed<T, D>(pkv::ShKernel, const pkv::ShParams &, int32_t, cudaStream_t); \
-  template pkv_status pkv::launch_shared_combine_typed<T, D>(const pkv::ShParams &, int32_t, cudaStream_t); \
+  template pkv_status pkv::launch_shared_combine_typed<T, D>(const pkv::ShParams &, int32_t, bool, cudaStream_t); \
   template pkv_status pkv::shared_blocks_per_sm_typed<T, D>(pkv::ShKernel, int32_t *);

@@ -393,6 +393,7 @@ template <typename T, int D>
 __global__ void __launch_bounds__(128, 2) shared_tasks_kernel(ShParams p) {
   using S = ShKernelShape<D>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
+  grid_launch_dependents();  // the step's decode kernel needs nothing of ours: it may take free SMs now
   const int num_tasks = sh_header(p.image).num_tasks;
   for (int t = blockIdx.x; t < num_tasks; t += gridDim.x) {
     const ShTask task = sh_tasks(p.image)[t];

@@ -409,6 +409,7 @@ __global__ void __launch_bounds__(ShWgShape<D>::kThreads, 1) shared_tasks_wgmma_
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using S = ShWgShape<D>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
+  grid_launch_dependents();  // the step's decode kernel needs nothing of ours: it may take free SMs now
   unsigned char *smem = reinterpret_cast<unsigned char *>(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
   uint64_t *full = reinterpret_cast<uint64_t *>(smem + S::kBodyBytes), *empty = full + S::kStages;
   if (threadIdx.x == 0) {
