@@ -174,29 +174,10 @@ __device__ __forceinline__ void shwg_consume(const ShParams &p, const ShTask &ta
   float s[kN / 2], alpha[2];
   uint32_t pa[kN / 16][4];
   if constexpr (PARTS == 1) {
-    // The warpgroups take turns issuing their MMAs (named barriers 2 and 3: warpgroup w waits at 2 + w
-    // for its turn and then hands the next to the other), so that one's softmax runs under the
-    // other's MMAs rather than both at once. Warpgroup 1 hands warpgroup 0 the first turn, and does
-    // not hand on its last: each barrier sees as many arrivals as waits.
-    auto my_turn = [&]() {
-      if (wg == 0)
-        asm volatile("bar.sync 2, 256;\n" ::: "memory");
-      else
-        asm volatile("bar.sync 3, 256;\n" ::: "memory");
-    };
-    auto hand_on = [&]() {
-      if (wg == 0)
-        asm volatile("bar.arrive 3, 256;\n" ::: "memory");
-      else
-        asm volatile("bar.arrive 2, 256;\n" ::: "memory");
-    };
-    if (wg == 1) hand_on();
     // S of tile it + 1 is issued before PV of tile it, and the softmax of tile it + 1 runs while PV of
     // tile it does. PV reads P from registers while it runs, so the softmax leaves its P in s and packs
     // it over pa once that PV has completed: one P set, so that O, S and P fit the registers.
-    my_turn();
     issue_scores(s);
-    hand_on();
     wg_wait();
     wg_fence_operands(s);
     softmax(s, 0, alpha);
@@ -204,10 +185,8 @@ __device__ __forceinline__ void shwg_consume(const ShParams &p, const ShTask &ta
     // Tile it's PV with the next tile's S and softmax; the last tile's PV alone.
     for (int it = 0; it + 1 < ntiles; it++) {
       rescale(alpha);
-      my_turn();
       issue_scores(s);
       accumulate(pa);
-      hand_on();
       wg_wait<1>();  // S of tile it + 1; PV of tile it may still run
       wg_fence_operands(s);
       softmax(s, it + 1, alpha);
@@ -216,9 +195,7 @@ __device__ __forceinline__ void shwg_consume(const ShParams &p, const ShTask &ta
       pack(s, pa);
     }
     rescale(alpha);
-    my_turn();
     accumulate(pa);
-    if (wg == 0) hand_on();
     wg_wait();
     release();
   } else {
@@ -404,9 +381,6 @@ __device__ __forceinline__ void shwg_produce(const ShParams &p, const ShTask &ta
     // The stage's full barrier completes when every producer thread's copies of it have landed: the
     // producer goes on to the next stage at once, and no tile's signal waits on a later release.
     cp_async_arrive(&full[stage]);
-    // Every block starts its first task at once: the first tile and Q land sooner when no block's later
-    // tiles compete with them for DRAM, so the producer waits for them before it runs ahead.
-    if (it == 0 && seq == 0) mbar_wait_parity_sleep(&full[stage], phase & 1);
     if (++stage == (uint32_t)kStages) stage = 0, phase++;
     if (it + 1 < ntiles) load_pages(page, it + 1);
   }
