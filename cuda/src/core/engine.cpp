@@ -698,7 +698,8 @@ bool plan_shared_section(pkv_decode_engine *e, const pkv_kvpool *pool, int32_t b
                                c.max_members,
                                c.max_slots,
                                model.flops_per_us,
-                               model.row_tile};
+                               model.row_tile,
+                               e->shared_overlap};
   pkv::plan_shared(shape, batch, rows, seq_lens, pool->table_host, pool->config.max_pages_per_sequence, e->sh_plan);
   if (e->sh_plan.tasks.empty()) return false;
   if (!e->sh && pkv::create_sh_state(e->rt, c, e->cfg.max_batch, e->cfg.num_qo_heads, e->group, e->cfg.head_dim,

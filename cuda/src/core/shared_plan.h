@@ -27,6 +27,9 @@ struct ShPlanShape {
   // 64).
   double task_flops_per_us = 190e6;
   int32_t task_row_tile = 16;
+  // The step's decode kernel starts on the SMs the task blocks leave free (programmatic launch): tasks
+  // of tensor-bound work may then be cut for fewer blocks than `wave`.
+  bool decode_beside = false;
 };
 
 // One step's section before it is written out; vectors keep their capacity from step to step.

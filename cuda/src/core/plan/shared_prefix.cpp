@@ -7,6 +7,7 @@
 // a group of two rows or more becomes a node that runs while every member holds its leader's pages, and
 // the node's rows are grouped again at its end column (a fork of a fork is a child node).
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "../shared_plan.h"
@@ -32,6 +33,14 @@ constexpr double kAutoMaxTimeRatio = 0.85;
 constexpr int32_t kAutoMinNodeTokens = 256;
 constexpr int32_t kSplitGranule = 64;     // split lengths are multiples of this (the kernels' key tile)
 constexpr int32_t kMinSplitTokens = 512;  // shorter splits write more partials than they save in balance
+// Where the decode kernel starts beside the tasks (ShPlanShape::decode_beside), tensor-bound tasks take
+// only a share of the task blocks and leave the rest of the SMs to the rows' own tokens: kBesideBase +
+// kBesideSlope x (the tasks' tensor time over it plus the own tokens' read time), from one H200 sweep of
+// 100, 75, 60 and 45% over the shared workloads (bench/results/shared-waves-2026-12-03-h200.txt: B64
+// behind 16K best at 75%, behind 8K at 60%, B128 behind 2K at 45%). Tasks of 64 query rows or fewer are
+// memory-bound and keep every block.
+constexpr double kBesideBase = 0.45, kBesideSlope = 0.5;
+constexpr int32_t kBesideMinRows = 64;
 
 struct Node {
   int32_t c0, c1;      // block-table columns
@@ -169,7 +178,7 @@ NodeSplit split_node(int64_t tokens, int64_t len, int64_t granule) {
 // pieces cost a partial write and a combine read (the H200 measured 16 pieces slower than 8), and at most
 // one, because a few tasks past the wave run alone in a second one (B64 behind 32K: 288 tasks on 264
 // blocks took 1.31x the time of 512 tasks in two full waves). `coarsen` doubles the length that many times.
-void choose_splits(const ShPlanShape &shape, Scratch &s, int32_t coarsen) {
+void choose_splits(const ShPlanShape &shape, Scratch &s, int64_t wave, int32_t coarsen) {
   const int32_t tile = sh_tile_members(shape.group);
   const int64_t granule = std::max<int64_t>(kSplitGranule, shape.page_size);
   int64_t weighted = 0, longest = 0;  // tokens x heads x member tiles; the longest node
@@ -187,7 +196,6 @@ void choose_splits(const ShPlanShape &shape, Scratch &s, int32_t coarsen) {
                  ((n.count + tile - 1) / tile);
     return tasks;
   };
-  const int64_t wave = std::max<int64_t>(1, shape.wave);
   int64_t len = std::max<int64_t>(kMinSplitTokens, (weighted / wave + granule - 1) / granule * granule);
   // Rounding each node up can overshoot the wave: lengthen the splits until the tasks fit (a few steps).
   for (int32_t i = 0; i < 64 && len < longest && tasks_of(len) > wave; i++)
@@ -233,32 +241,63 @@ void find_deepest(Scratch &s, int32_t batch) {
   }
 }
 
-// AUTO: whether the emitted nodes make the layer faster, by the cost model above.
-bool pays(const ShPlanShape &shape, Scratch &s, int32_t batch, const int32_t *seq_lens) {
-  if (shape.mode != PKV_SHARED_AUTO) return true;
+// The emitted nodes' sizes as the cost model sees them (one layer).
+struct Estimate {
+  double unique = 0;      // bytes of the distinct K/V: shared runs once, each row's own tokens
+  double own = 0;         // bytes of the rows' own tokens
+  double repeats = 0;     // bytes an unshared step reads again for the shared runs
+  double flops = 0;       // the tasks' tensor-core work, in whole row tiles of the kernel
+  double wide_flops = 0;  // of it, in member tiles of more than kBesideMinRows query rows
+};
+Estimate estimate(const ShPlanShape &shape, Scratch &s, int32_t batch, const int32_t *seq_lens) {
   find_deepest(s, batch);
   const double token_bytes = (double)shape.token_bytes * shape.num_kv_heads;
-  double unique_tokens = 0, total_tokens = 0, flops = 0;
+  double shared_tokens = 0, own_tokens = 0, total_tokens = 0;
+  Estimate e;
   const int32_t tile = sh_tile_members(shape.group);
   for (const Node &n : s.nodes) {
     if (!n.emitted) continue;
     const double tokens = (double)(n.c1 - n.c0) * shape.page_size;
-    unique_tokens += tokens;
+    shared_tokens += tokens;
     // Query rows as the kernel computes them: per member tile, whole row tiles of the kernel.
     const int64_t rt = std::max(1, shape.task_row_tile);
-    int64_t rows = 0;
-    for (int32_t m = 0; m < n.count; m += tile) rows += ((int64_t)std::min(tile, n.count - m) * shape.group + rt - 1) / rt * rt;
-    flops += 4.0 * shape.head_dim * tokens * (double)rows * shape.num_kv_heads;
+    for (int32_t m = 0; m < n.count; m += tile) {
+      const int32_t rows = std::min(tile, n.count - m) * shape.group;
+      const double f = 4.0 * shape.head_dim * tokens * (double)((rows + rt - 1) / rt * rt) * shape.num_kv_heads;
+      e.flops += f;
+      if (rows > kBesideMinRows) e.wide_flops += f;
+    }
   }
   for (int32_t b = 0; b < batch; b++) {
     total_tokens += seq_lens[b];
     const int32_t own_from = s.deepest[b] < 0 ? 0 : s.nodes[s.deepest[b]].c1;
-    unique_tokens += seq_lens[b] - (double)own_from * shape.page_size;
+    own_tokens += seq_lens[b] - (double)own_from * shape.page_size;
   }
-  const double unique = unique_tokens * token_bytes, repeats = (total_tokens - unique_tokens) * token_bytes;
-  const double unshared_us = (unique + kRepeatCost * repeats) / kStreamBytesPerUs;
-  const double shared_us = unique / kStreamBytesPerUs + flops / shape.task_flops_per_us + kSectionFixedUs;
+  e.unique = (shared_tokens + own_tokens) * token_bytes;
+  e.own = own_tokens * token_bytes;
+  e.repeats = (total_tokens - shared_tokens - own_tokens) * token_bytes;
+  return e;
+}
+
+// AUTO: whether the emitted nodes make the layer faster, by the cost model above.
+bool pays(const ShPlanShape &shape, Scratch &s, int32_t batch, const int32_t *seq_lens) {
+  if (shape.mode != PKV_SHARED_AUTO) return true;
+  const Estimate e = estimate(shape, s, batch, seq_lens);
+  const double unshared_us = (e.unique + kRepeatCost * e.repeats) / kStreamBytesPerUs;
+  const double shared_us = e.unique / kStreamBytesPerUs + e.flops / shape.task_flops_per_us + kSectionFixedUs;
   return shared_us <= kAutoMaxTimeRatio * unshared_us;
+}
+
+// The task blocks the splits are cut for: all of shape.wave, or a share of it where the decode kernel
+// runs beside the tasks and their work is mostly tensor-bound (kBesideBase).
+int64_t task_wave(const ShPlanShape &shape, Scratch &s, int32_t batch, const int32_t *seq_lens) {
+  const int64_t wave = std::max<int32_t>(1, shape.wave);
+  if (!shape.decode_beside) return wave;
+  const Estimate e = estimate(shape, s, batch, seq_lens);
+  if (e.wide_flops < 0.5 * e.flops) return wave;
+  const double tensor_us = e.flops / shape.task_flops_per_us, own_us = e.own / kStreamBytesPerUs;
+  const double share = std::min(1.0, kBesideBase + kBesideSlope * tensor_us / std::max(1e-9, tensor_us + own_us));
+  return std::max<int64_t>(1, std::llround((double)wave * share));
 }
 
 }  // namespace
@@ -303,9 +342,10 @@ void plan_shared(const ShPlanShape &shape, int32_t batch, const int32_t *rows, c
   for (const Node &n : s.nodes) max_depth = std::max(max_depth, n.depth);
   choose_nodes(shape, s, max_depth);
   if (!pays(shape, s, batch, seq_lens)) return;
+  const int64_t wave = task_wave(shape, s, batch, seq_lens);
   // Fit the capacities: coarser splits first (down to one per node), then drop the deepest nodes.
   for (int32_t coarsen = 0;; coarsen++) {
-    choose_splits(shape, s, coarsen);
+    choose_splits(shape, s, wave, coarsen);
     find_deepest(s, batch);
     const Counts c = count(shape, s, batch);
     if (c.tasks <= shape.max_tasks && c.members <= shape.max_members && c.slots <= shape.max_slots) break;
