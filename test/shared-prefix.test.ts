@@ -131,7 +131,7 @@ describe("shared-prefix decode (CPU backend)", () => {
       c,
       runAndCompare({ ...c, seed: 12 }, tree, (l, q, o, lse) => engine.run(plan, l, q, o, lse)),
     );
-  });
+  }, 30_000); // the CPU reference over 17 x 12K tokens: 2.4 s alone, 5.1 s on a busy 2-core machine
 
   test('"auto" keeps the unshared plan where its fixed cost outweighs the repeats: 4 rows behind 2K', () => {
     using rt = openRuntime({ backend: "cpu" });
