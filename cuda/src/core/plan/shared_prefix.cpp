@@ -38,8 +38,9 @@ constexpr int32_t kMinSplitTokens = 512;  // shorter splits write more partials 
 // kBesideSlope x (the tasks' tensor time over it plus the own tokens' read time), from one H200 sweep of
 // 100, 75, 60 and 45% over the shared workloads (bench/results/shared-waves-2026-12-03-h200.txt: B64
 // behind 16K best at 75%, behind 8K at 60%, B128 behind 2K at 45%). Tasks of 64 query rows or fewer are
-// memory-bound and keep every block.
-constexpr double kBesideBase = 0.45, kBesideSlope = 0.5;
+// memory-bound and keep every block, and so does a share above kBesideMaxShare: it frees too few SMs to
+// pay for the coarser splits (the tree steps: 120 of 132 blocks ran 1.18x slower than all of them).
+constexpr double kBesideBase = 0.45, kBesideSlope = 0.5, kBesideMaxShare = 0.85;
 constexpr int32_t kBesideMinRows = 64;
 
 struct Node {
@@ -296,8 +297,8 @@ int64_t task_wave(const ShPlanShape &shape, Scratch &s, int32_t batch, const int
   const Estimate e = estimate(shape, s, batch, seq_lens);
   if (e.wide_flops < 0.5 * e.flops) return wave;
   const double tensor_us = e.flops / shape.task_flops_per_us, own_us = e.own / kStreamBytesPerUs;
-  const double share = std::min(1.0, kBesideBase + kBesideSlope * tensor_us / std::max(1e-9, tensor_us + own_us));
-  return std::max<int64_t>(1, std::llround((double)wave * share));
+  const double share = kBesideBase + kBesideSlope * tensor_us / std::max(1e-9, tensor_us + own_us);
+  return share > kBesideMaxShare ? wave : std::max<int64_t>(1, std::llround((double)wave * share));
 }
 
 }  // namespace
