@@ -187,6 +187,8 @@ int shared_plan_test(uint64_t seed, int iterations) {
     shape.head_dim = 128;
     shape.token_bytes = 512;
     shape.wave = (int32_t)uniform(1, 600);
+    shape.task_flops_per_us = 320e6, shape.task_row_tile = 64;
+    shape.decode_beside = uniform(0, 1) == 1;
     shape.mode = uniform(0, 9) == 0 ? PKV_SHARED_OFF : uniform(0, 3) == 0 ? PKV_SHARED_AUTO : PKV_SHARED_ALWAYS;
     const bool tight = uniform(0, 3) == 0;  // capacities that force coarser splits and fewer nodes
     shape.max_tasks = (int32_t)(tight ? uniform(0, 40) : 1 << 20);
@@ -248,6 +250,39 @@ int shared_plan_test(uint64_t seed, int iterations) {
     if (plan.shared_rows != batch) {  // every row shares page 0
       failures++;
       fprintf(stderr, "FAIL shared %s: %d shared rows\n", where.c_str(), plan.shared_rows);
+    }
+  }
+  {
+    // B64 behind a 16K-token prefix with 256-1K own tokens (bench/workloads/shared.json's b64-prefix16k):
+    // where the decode runs beside the tasks, its tensor-bound tasks take 96 of the 132 blocks (the
+    // H200 sweep's best, bench/results/shared-waves-2026-12-03-h200.txt), else all of them; with 16 rows
+    // (64 query rows a tile, memory-bound tasks) all of them either way.
+    for (const int32_t batch : {64, 16}) {
+      Table t;
+      const int32_t prefix_pages = 1024, page = 16;
+      t.width = prefix_pages + 64;
+      t.entries.assign((size_t)batch * t.width, -1);
+      int32_t next = prefix_pages;
+      for (int32_t b = 0; b < batch; b++) {
+        const int32_t own = 256 + (b * 389) % 769;
+        for (int32_t c = 0; c < prefix_pages; c++) t.entries[(int64_t)b * t.width + c] = c;
+        for (int32_t c = 0; c < (own + page - 1) / page; c++) t.entries[(int64_t)b * t.width + prefix_pages + c] = next++;
+        t.rows.push_back(b);
+        t.seq_lens.push_back(prefix_pages * page + own);
+      }
+      for (const bool beside : {false, true}) {
+        ShPlanShape shape{8, 4, page, 128, 512, 132, PKV_SHARED_AUTO, 1 << 20, 1 << 20, 1 << 20, 320e6, 64, beside};
+        char buf[100];
+        snprintf(buf, sizeof buf, "B%d behind 16K, decode %s", batch, beside ? "beside" : "after");
+        where = buf;
+        plan_shared(shape, batch, t.rows.data(), t.seq_lens.data(), t.entries.data(), t.width, plan);
+        check_section(shape, t, plan);
+        const size_t want = batch == 64 && beside ? 96 : 128;
+        if (plan.tasks.size() != want) {
+          failures++;
+          fprintf(stderr, "FAIL shared %s: %zu tasks, want %zu\n", where.c_str(), plan.tasks.size(), want);
+        }
+      }
     }
   }
   printf("shared-plan-test: %d tables, %lld with a section, %lld tasks, %d failures\n", iterations, (long long)shared,
