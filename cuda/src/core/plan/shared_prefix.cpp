@@ -280,10 +280,8 @@ Estimate estimate(const ShPlanShape &shape, Scratch &s, int32_t batch, const int
   return e;
 }
 
-// AUTO: whether the emitted nodes make the layer faster, by the cost model above.
-bool pays(const ShPlanShape &shape, Scratch &s, int32_t batch, const int32_t *seq_lens) {
-  if (shape.mode != PKV_SHARED_AUTO) return true;
-  const Estimate e = estimate(shape, s, batch, seq_lens);
+// AUTO: whether the emitted nodes (estimated as e) make the layer faster, by the cost model above.
+bool pays(const ShPlanShape &shape, const Estimate &e) {
   const double unshared_us = (e.unique + kRepeatCost * e.repeats) / kStreamBytesPerUs;
   const double shared_us = e.unique / kStreamBytesPerUs + e.flops / shape.task_flops_per_us + kSectionFixedUs;
   return shared_us <= kAutoMaxTimeRatio * unshared_us;
@@ -291,10 +289,9 @@ bool pays(const ShPlanShape &shape, Scratch &s, int32_t batch, const int32_t *se
 
 // The task blocks the splits are cut for: all of shape.wave, or a share of it where the decode kernel
 // runs beside the tasks and their work is mostly tensor-bound (kBesideBase).
-int64_t task_wave(const ShPlanShape &shape, Scratch &s, int32_t batch, const int32_t *seq_lens) {
+int64_t task_wave(const ShPlanShape &shape, const Estimate &e) {
   const int64_t wave = std::max<int32_t>(1, shape.wave);
   if (!shape.decode_beside) return wave;
-  const Estimate e = estimate(shape, s, batch, seq_lens);
   if (e.wide_flops < 0.5 * e.flops) return wave;
   const double tensor_us = e.flops / shape.task_flops_per_us, own_us = e.own / kStreamBytesPerUs;
   const double share = kBesideBase + kBesideSlope * tensor_us / std::max(1e-9, tensor_us + own_us);
@@ -342,8 +339,10 @@ void plan_shared(const ShPlanShape &shape, int32_t batch, const int32_t *rows, c
   int32_t max_depth = 0;
   for (const Node &n : s.nodes) max_depth = std::max(max_depth, n.depth);
   choose_nodes(shape, s, max_depth);
-  if (!pays(shape, s, batch, seq_lens)) return;
-  const int64_t wave = task_wave(shape, s, batch, seq_lens);
+  const bool automatic = shape.mode == PKV_SHARED_AUTO;
+  const Estimate first = estimate(shape, s, batch, seq_lens);
+  if (automatic && !pays(shape, first)) return;
+  const int64_t wave = task_wave(shape, first);
   // Fit the capacities: coarser splits first (down to one per node), then drop the deepest nodes.
   for (int32_t coarsen = 0;; coarsen++) {
     choose_splits(shape, s, wave, coarsen);
@@ -360,7 +359,7 @@ void plan_shared(const ShPlanShape &shape, int32_t batch, const int32_t *rows, c
     choose_nodes(shape, s, --max_depth);
     coarsen = -1;
   }
-  if (!pays(shape, s, batch, seq_lens)) return;  // the capacities took nodes away
+  if (automatic && !pays(shape, estimate(shape, s, batch, seq_lens))) return;  // the capacities took nodes away
   find_deepest(s, batch);
 
   // Rows: slots and first columns.
