@@ -55,6 +55,7 @@ pub fn build(b: *std.Build) !void {
     var planner = std.ArrayList([]const u8).init(b.allocator);
     try planner.append("test/cuda/plan_test.cpp");
     try planner.append("test/cuda/shared_plan_test.cpp");
+    try planner.append("test/cuda/multiquery_plan_test.cpp");
     for (sources.items) |source|
         if (std.mem.startsWith(u8, source, "cuda/src/core/plan")) try planner.append(source);
     plan_test.addCSourceFiles(planner.items, &.{ "-std=c++17", "-Wall" });

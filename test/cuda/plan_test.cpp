@@ -289,6 +289,7 @@ void check_plan(const Case &c, Strategy strategy, const Built &built) {
 }  // namespace
 
 int shared_plan_test(uint64_t seed, int iterations);
+int multiquery_plan_test(uint64_t seed, int iterations);
 
 int main(int argc, char **argv) {
   const int iterations = argc > 1 ? atoi(argv[1]) : 1500;
@@ -322,7 +323,8 @@ int main(int argc, char **argv) {
     }
   printf("plan-test: %lld plans (%lld tasks) over %zu strategies, %d failures, images digest %016llx\n", (long long)plans,
          (long long)tasks, sizeof strategies / sizeof strategies[0], failures, (unsigned long long)digest);
-  failures += shared_plan_test(seed, iterations);  // shared_plan_test.cpp
+  failures += shared_plan_test(seed, iterations);      // shared_plan_test.cpp
+  failures += multiquery_plan_test(seed, iterations);  // multiquery_plan_test.cpp
   if (default_run && digest != kImagesDigest) {
     fprintf(stderr, "FAIL: the images digest %016llx differs from the recorded one (%016llx): the plans changed\n",
             (unsigned long long)digest, (unsigned long long)kImagesDigest);

@@ -1,5 +1,5 @@
 // The multi-query kernels on the GPU against the CPU reference: speculative mixes (the small-rows warp
-// split), chunks of prefill (the FlashAttention-2 split), splits merged, every group size, head dims
+// split), chunks of prefill (the FlashAttention-2 split; wide tiles on the warpgroup kernel), splits merged, every group size, head dims
 // 64/128/256, page sizes 1-256, f16/bf16, page edges inside the new tokens, host arrays and device
 // buffers; a mixed step's decode rows ride the decode kernels.
 import { afterAll, expect, test } from "bun:test";
@@ -93,6 +93,41 @@ describeGpu("multi-query kernels on the GPU", () => {
       ],
     });
   }, 60_000);
+  test("wide tiles (warpgroup kernel on Hopper): a chunk over 128K tokens, split; odd groups; one-token pages", () => {
+    // 130 query rows: a full 128-row tile and a 2-row one, each split over the 128K context.
+    const long = check({
+      group: 1,
+      numKvHeads: 1,
+      headDim: 64,
+      pageSize: 16,
+      dtype: "bf16",
+      rows: [
+        { length: 131072, qLen: 130 },
+        { length: 40, qLen: 1 },
+      ],
+    });
+    expect(long.maxSplits).toBeGreaterThan(1);
+    // Group 5: 25-token tiles (125 rows) whose causal edge falls inside a K/V tile; a 65-row chunk at
+    // group 13 (5 tokens); pages of one token; a chunk from the start of a prompt.
+    for (const [group, pageSize] of [
+      [5, 1],
+      [13, 32],
+    ] as const)
+      check({
+        group,
+        numKvHeads: 2,
+        headDim: 128,
+        pageSize,
+        dtype: "f16",
+        rows: [
+          { length: 1000, qLen: 333 },
+          { length: 77, qLen: 77 },
+          { length: 600, qLen: 5 },
+          { length: 9, qLen: 1 },
+        ],
+        seed: group,
+      });
+  }, 120_000);
   test("random mixes of query lengths 1..16 and a chunk up to 256", () => {
     // Sized so the CPU reference stays within seconds: one chunk per round, query heads x head dim <= 1024.
     const random = rng(17);

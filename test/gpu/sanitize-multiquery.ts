@@ -1,5 +1,5 @@
 // A small multi-query workload for compute-sanitizer (memcheck, racecheck, synccheck): the small-rows
-// warp split and the 64-row split, split tiles merged, a mixed step's decode rows gathered and
+// warp split and the 64-row split, wide tiles, split tiles merged, a mixed step's decode rows gathered and
 // scattered, idle warps (g 3 and 7), every head dim, host-array and device-buffer runs.
 //   compute-sanitizer --tool memcheck --error-exitcode 1 bun test/gpu/sanitize-multiquery.ts
 import { openRuntime } from "../../lib/runtime";
@@ -41,6 +41,28 @@ const cases: MultiqueryCase[] = [
       { length: 700, qLen: 40 },
       { length: 4, qLen: 1 },
     ],
+  },
+  // Wide tiles (the warpgroup kernel on Hopper): full and partial 128-row tiles, split and merged, and
+  // unsplit ones that write the output.
+  {
+    group: 4,
+    numKvHeads: 2,
+    headDim: 128,
+    pageSize: 16,
+    dtype: "f16",
+    rows: [
+      { length: 6000, qLen: 40 },
+      { length: 300, qLen: 300 },
+      { length: 50, qLen: 1 },
+    ],
+  },
+  {
+    group: 3,
+    numKvHeads: 1,
+    headDim: 64,
+    pageSize: 8,
+    dtype: "bf16",
+    rows: [{ length: 2100, qLen: 700 }],
   },
 ];
 using rt = openRuntime({ backend: "cuda" });

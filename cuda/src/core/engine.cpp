@@ -100,6 +100,7 @@ struct pkv_decode_engine {
   int32_t num_deltas;
   int32_t grid;
   pkv::MqState *mq = nullptr;  // plans with rows of several query tokens (multiquery_state.h)
+  int32_t mq_wide_wave = 0;    // resident blocks of the wide multi-query kernel (0: none for this shape)
   // Shared-prefix sections (shared_state.h): the blocks of each shared launch (0: this engine never
   // shares: FP8 pages, mode OFF), the planner's scratch and, from the first plan that shares, the buffers.
   int32_t shared_grid = 0;
@@ -539,6 +540,7 @@ pkv_status run_multi(pkv_decode_engine *e, int32_t layer, const void *q, void *o
   p.group = e->group;
   p.page_shift = e->page_shift;
   p.scale_log2 = sm_scale_of(e) * 1.4426950408889634f;
+  p.first_task = 0;
   auto launch = [&]() -> pkv_status {
     if (m.num_decode > 0) {
       char *dq = static_cast<char *>(m.decode_io), *dout = dq + m.num_decode * row;
@@ -555,7 +557,8 @@ pkv_status run_multi(pkv_decode_engine *e, int32_t layer, const void *q, void *o
     }
     // The host image holds the counts of the device image it was copied to.
     const pkv::MqHeader &h = pkv::mq_header(m.host);
-    return pkv::launch_multiquery(e->cfg.dtype, e->cfg.head_dim, p, h.num_tasks, h.num_merges, stream);
+    return pkv::launch_multiquery(e->cfg.dtype, e->cfg.head_dim, p, {h.num_tasks, h.num_wide, h.wide_grid, h.num_merges},
+                                  stream);
   };
   return cuda ? run_on_stream(e, stream, launch) : launch();
 }
@@ -840,6 +843,19 @@ pkv_status pkv_decode_engine_create_with(pkv_runtime *rt, const pkv_decode_confi
     e->persistent_grid = std::max(1, pers_bps) * rt->info.multiprocessors;
     if (s == PKV_OK) s = fp8_short_body(e, loader_auto, &e->short_body);
   }
+  // Wide multi-query tiles on Hopper's warpgroup kernel (16-bit pages, head dims up to 128); the CPU
+  // backend plans them as an H200 would (132 SMs, one block each), so that its executor runs the same
+  // sections. PKV_MULTIQUERY_KERNEL=mma (read here) keeps every tile narrow, for comparisons.
+  const char *mq_kernel_env = std::getenv("PKV_MULTIQUERY_KERNEL");
+  const bool mq_wide = !(mq_kernel_env && std::strcmp(mq_kernel_env, "mma") == 0) && !pkv::is_fp8(config->dtype);
+  if (s == PKV_OK && mq_wide && !pkv::on_cuda(rt) && pkv::multiquery_has_wide(9, 0, config->head_dim))
+    e->mq_wide_wave = kCpuWave / 3;
+  if (s == PKV_OK && mq_wide && pkv::on_cuda(rt) &&
+      pkv::multiquery_has_wide(rt->info.cc_major, rt->info.cc_minor, config->head_dim)) {
+    int32_t bps = 0;
+    s = pkv::multiquery_wide_blocks_per_sm(config->dtype, config->head_dim, &bps);
+    e->mq_wide_wave = std::max(0, bps) * rt->info.multiprocessors;
+  }
   e->shape = pkv::PlanShape{config->num_kv_heads, config->page_size, wave, kMinSplitTokens,
                             pkv::decode_tile_tokens_of(config->head_dim, e->body.math, config->dtype)};
   e->max_tasks = pkv::max_plan_tasks(e->shape, config->max_batch);
@@ -1091,7 +1107,7 @@ pkv_status pkv_decode_plan_q(pkv_decode_engine *engine, pkv_kvpool *pool, int32_
   PKV_TRY(plan_step(e, pool, pool_token, batch, ordered_rows.data(), ordered_lens.data(), decode_rows, policy, info));
   e->pool_token = 0;  // incomplete until the section is uploaded
   const int32_t wave = pkv::on_cuda(e->rt) ? 2 * e->rt->info.multiprocessors : kCpuWave;
-  pkv::plan_multiquery(pkv::MqPlanShape{e->cfg.num_kv_heads, e->group, wave, kMinMqSplitTokens}, m.plan);
+  pkv::plan_multiquery(pkv::MqPlanShape{e->cfg.num_kv_heads, e->group, wave, kMinMqSplitTokens, e->mq_wide_wave}, m.plan);
   PKV_TRY(pkv::upload_mq_plan(e->rt, m, e->cfg.head_dim, io_bytes(e, 1), (int64_t)e->cfg.num_qo_heads * 4));
   m.active = true;
   e->pool_token = pool_token;
@@ -1101,7 +1117,7 @@ pkv_status pkv_decode_plan_q(pkv_decode_engine *engine, pkv_kvpool *pool, int32_
   info->batch = batch;
   info->kernel = PKV_KERNEL_MULTIQUERY;
   info->num_tasks += mq_tasks;
-  info->grid += mq_tasks;
+  info->grid += m.plan.wide_grid + (mq_tasks - m.plan.num_wide);
   info->max_splits = std::max(info->max_splits, mq_splits);
   return PKV_OK;
   PKV_API_END

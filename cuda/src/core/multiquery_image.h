@@ -6,7 +6,9 @@
 //
 // A task is (row, KV head, a tile of the row's query tokens, a range of context tokens): it computes the
 // tile's q_count x group query rows (token t of the tile and query head y of the group are local row
-// t * group + y, at most kMqTileRows) against the range, loading each K/V tile once for all of them. A
+// t * group + y) against the range, loading each K/V tile once for all of them. A narrow tile has at
+// most kMqTileRows rows (the mma.sync kernel); a wide one, a tile of a long chunk, at most kMqWideRows
+// (the warpgroup kernel, on Hopper), and the wide tasks come first. A
 // tile whose context is long is cut into several tasks (splits) whose fp32 partials (output, log-sum-exp)
 // one merge combines; a split's range never reaches past the tile's last query position (causal).
 // decode_tokens[i] is the query token (q and out row) of the step's i-th row of q_len 1: those rows run
@@ -18,7 +20,8 @@
 
 namespace pkv {
 
-constexpr int32_t kMqTileRows = 64;    // query rows (tokens x group) of one task: 4 warps x 16 mma rows
+constexpr int32_t kMqTileRows = 64;    // query rows (tokens x group) of a narrow task: 4 warps x 16 mma rows
+constexpr int32_t kMqWideRows = 128;   // of a wide task (a long chunk on warpgroup MMAs): 2 warpgroups x 64
 constexpr int32_t kMqKvTile = 64;      // context tokens per pipeline stage; split ranges are multiples of it
 
 struct MqHeader {
@@ -26,6 +29,9 @@ struct MqHeader {
   int32_t num_tasks;
   int32_t num_merges;
   int32_t num_decode;
+  int32_t num_wide;   // tasks 0 .. num_wide - 1 are wide tiles (up to kMqWideRows rows), the rest narrow
+  int32_t wide_grid;  // blocks of the wide tasks' persistent launch: block b runs tasks b, b + wide_grid, ...
+  int32_t reserved[2];
 };
 struct MqRow {
   int32_t table_row;
@@ -43,18 +49,20 @@ struct MqTask {
   int32_t slot;  // partial slot; -1: the tile's only task, which writes out and lse itself
   int32_t reserved;
 };
-// The splits of one tile: tasks task .. task + num_splits - 1, in slots slot .. slot + num_splits - 1.
+// The splits of one tile: their partials in slots slot .. slot + num_splits - 1.
 struct MqMerge {
-  int32_t task;
+  int32_t task;  // one of the splits (the tile's row and query tokens)
   int32_t num_splits;
   int32_t slot;
   int32_t reserved;
 };
-static_assert(sizeof(MqHeader) == 16 && sizeof(MqRow) == 16 && sizeof(MqTask) == 32 && sizeof(MqMerge) == 16,
+static_assert(sizeof(MqHeader) == 32 && sizeof(MqRow) == 16 && sizeof(MqTask) == 32 && sizeof(MqMerge) == 16,
               "int4-sized");
 
-// A partial slot: kMqTileRows rows of head_dim fp32 (normalised output), then kMqTileRows fp32 lse.
-PKV_HOST_DEVICE int64_t mq_slot_floats(int32_t head_dim) { return (int64_t)kMqTileRows * (head_dim + 1); }
+// A partial slot: kMqWideRows rows of head_dim fp32 (normalised output), then kMqWideRows fp32 lse; a
+// narrow task's split uses the first kMqTileRows of each.
+PKV_HOST_DEVICE int64_t mq_slot_floats(int32_t head_dim) { return (int64_t)kMqWideRows * (head_dim + 1); }
+PKV_HOST_DEVICE int64_t mq_slot_lse(int32_t head_dim) { return (int64_t)kMqWideRows * head_dim; }
 
 PKV_HOST_DEVICE int64_t mq_image_bytes(int64_t rows, int64_t tasks, int64_t merges, int64_t decode) {
   return (int64_t)sizeof(MqHeader) + 16 * rows + 32 * tasks + 16 * merges + 4 * decode;
@@ -73,8 +81,8 @@ PKV_HOST_DEVICE const int32_t *mq_decode_tokens(const void *image) {
   return reinterpret_cast<const int32_t *>(mq_merges(image) + mq_header(image).num_merges);
 }
 
-// Query tokens of one tile: as many as fill kMqTileRows query rows.
-PKV_HOST_DEVICE int32_t mq_tile_tokens(int32_t group) { return kMqTileRows / group; }
+// Query tokens of one tile: as many as fill its query rows (kMqTileRows, or kMqWideRows for a wide one).
+PKV_HOST_DEVICE int32_t mq_tile_tokens(int32_t group, bool wide = false) { return (wide ? kMqWideRows : kMqTileRows) / group; }
 // Context position of a row's query token t: the newest q_len tokens are the queries.
 PKV_HOST_DEVICE int32_t mq_position(const MqRow &row, int32_t t) { return row.seq_len - row.q_len + t; }
 

@@ -1,5 +1,7 @@
 // The multi-query planner: tiles of the query tokens of each row of q_len > 1, cut into splits where the
-// step has too few tiles to fill the GPU (multiquery_image.h describes what it writes).
+// step has too few tiles to fill the GPU (multiquery_image.h describes what it writes). Rows of more
+// than kMqTileRows query rows (long chunks, large drafts at large groups) take wide tiles where the
+// shape allows them (wide_wave > 0).
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -11,8 +13,9 @@ namespace pkv {
 struct MqPlanShape {
   int32_t num_kv_heads;
   int32_t group;
-  int32_t wave;              // blocks resident at once
+  int32_t wave;              // narrow-task blocks resident at once
   int32_t min_split_tokens;  // no split shorter (each split costs a partial write and read)
+  int32_t wide_wave;         // wide-task blocks resident at once (the persistent launch's grid); 0: no wide tiles
 };
 
 // One step's section before it is written out; vectors keep their capacity from step to step.
@@ -21,6 +24,8 @@ struct MqPlan {
   std::vector<int32_t> decode_tokens;
   std::vector<MqTask> tasks;           // plan_multiquery fills the rest
   std::vector<MqMerge> merges;
+  int32_t num_wide = 0;                // tasks 0 .. num_wide - 1: wide tiles, ordered for a grid of wide_grid
+  int32_t wide_grid = 0;
   int32_t num_slots = 0;
   int64_t pairs = 0;                   // (query token, visible context token) pairs: FLOPs = 4 x pairs x Hq x d
 };

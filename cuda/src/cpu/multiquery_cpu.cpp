@@ -71,7 +71,7 @@ void cpu_multiquery_run(const MqParams &p, int32_t d, int32_t dtype, float sm_sc
       } else {
         float *slot = p.partial + t.slot * slot_floats;
         std::memcpy(slot + (int64_t)r * d, o.data(), sizeof(float) * d);
-        slot[(int64_t)kMqTileRows * d + r] = lse;
+        slot[mq_slot_lse(d) + r] = lse;
       }
     }
   }
@@ -81,11 +81,11 @@ void cpu_multiquery_run(const MqParams &p, int32_t d, int32_t dtype, float sm_sc
     for (int32_t r = 0; r < t.q_count * g; r++) {
       float mx = -INFINITY, sum = 0.f;
       for (int32_t s = 0; s < m.num_splits; s++)
-        mx = std::fmax(mx, p.partial[(m.slot + s) * slot_floats + (int64_t)kMqTileRows * d + r]);
+        mx = std::fmax(mx, p.partial[(m.slot + s) * slot_floats + mq_slot_lse(d) + r]);
       std::fill(o.begin(), o.end(), 0.f);
       for (int32_t s = 0; s < m.num_splits; s++) {
         const float *slot = p.partial + (m.slot + s) * slot_floats;
-        const float lse = slot[(int64_t)kMqTileRows * d + r];
+        const float lse = slot[mq_slot_lse(d) + r];
         if (lse == -INFINITY) continue;
         const float w = std::exp(lse - mx);
         sum += w;

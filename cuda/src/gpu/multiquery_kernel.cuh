@@ -50,7 +50,7 @@ __global__ void __launch_bounds__(128) multiquery_kernel(MqParams p) {
   T *sq = reinterpret_cast<T *>(smem_raw);
   T *skv = sq + S::kQElems;  // stage s: K at skv + 2 s kKvElems, V after it
 
-  const MqTask task = mq_tasks(p.image)[blockIdx.x];
+  const MqTask task = mq_tasks(p.image)[p.first_task + blockIdx.x];
   const MqRow row = mq_rows(p.image)[task.row];
   const int g = p.group, hq = p.num_kv_heads * g, rows = task.q_count * g;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -253,7 +253,7 @@ __global__ void __launch_bounds__(128) multiquery_kernel(MqParams p) {
       float *slot = p.partial + task.slot * slot_floats;
       reinterpret_cast<float4 *>(slot + (int64_t)r * D + c * 8)[0] = make_float4(acc[0], acc[1], acc[2], acc[3]);
       reinterpret_cast<float4 *>(slot + (int64_t)r * D + c * 8)[1] = make_float4(acc[4], acc[5], acc[6], acc[7]);
-      if (c == 0) slot[(int64_t)kMqTileRows * D + r] = lse2;
+      if (c == 0) slot[mq_slot_lse(D) + r] = lse2;
     }
   }
 }

@@ -24,11 +24,21 @@ struct MqParams {
   int32_t group;
   int32_t page_shift;
   float scale_log2;  // sm_scale * log2(e)
+  int32_t first_task;  // the narrow kernel's block b runs task first_task + b (the launcher sets it)
 };
 
-// The section's tasks (num_tasks blocks), then the merges of split tiles (num_merges blocks).
-pkv_status launch_multiquery(int32_t dtype, int32_t head_dim, const MqParams &p, int32_t num_tasks, int32_t num_merges,
+// The section's counts, from the host copy of its header.
+struct MqLaunch {
+  int32_t num_tasks, num_wide, wide_grid, num_merges;
+};
+// The wide tasks (a persistent grid of warpgroup blocks, sm_90a), the narrow ones (a block each), then
+// the merges of split tiles (a block each).
+pkv_status launch_multiquery(int32_t dtype, int32_t head_dim, const MqParams &p, const MqLaunch &counts,
                              cudaStream_t stream);
+// Whether this device and head dim have the wide kernel (the planner makes wide tiles only then), and
+// its resident blocks per multiprocessor.
+bool multiquery_has_wide(int32_t cc_major, int32_t cc_minor, int32_t head_dim);
+pkv_status multiquery_wide_blocks_per_sm(int32_t dtype, int32_t head_dim, int32_t *out);
 // Copies n rows of row_bytes (a multiple of 4) between a step's query tokens and the decode kernels'
 // contiguous rows: gather (dst row i = src row tokens[i]) or scatter (dst row tokens[i] = src row i).
 pkv_status launch_move_rows(const void *src, void *dst, const int32_t *tokens, int32_t n, int64_t row_bytes, bool gather,

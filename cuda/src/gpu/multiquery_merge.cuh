@@ -23,7 +23,7 @@ __global__ void __launch_bounds__(128) multiquery_merge_kernel(MqParams p) {
     float o[8];
     // __ldcg: the partials were written by other blocks of the previous launch; read them from L2.
     const float lse2 = merge_states(
-        merge.num_splits, [&](int s) { return __ldcg(slots + s * slot_floats + (int64_t)kMqTileRows * D + r); },
+        merge.num_splits, [&](int s) { return __ldcg(slots + s * slot_floats + mq_slot_lse(D) + r); },
         [&](int s, float (&f)[8]) {
           const float4 *src = reinterpret_cast<const float4 *>(slots + s * slot_floats + (int64_t)r * D + c * 8);
           const float4 a = __ldcg(src), b = __ldcg(src + 1);

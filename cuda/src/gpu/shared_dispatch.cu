@@ -5,6 +5,7 @@
 
 #include "../core/internal.h"
 #include "../core/shared_image.h"
+#include "dispatch_16bit.h"
 #include "shared_launch.h"
 
 namespace pkv {
@@ -36,17 +37,9 @@ pkv_status check_launch(const char *what, const ShParams &p, int32_t grid) {
 }  // namespace
 
 // Returns CALL<T, D>(ARGS...) for the (dtype, head dim) pair, or fails naming WHAT.
-#define PKV_SH_DISPATCH(WHAT, CALL, ...)                                                  \
-  {                                                                                       \
-    const bool f16 = dtype == PKV_DTYPE_F16, bf16 = dtype == PKV_DTYPE_BF16;              \
-    if (f16 && head_dim == 64) return CALL<__half, 64>(__VA_ARGS__);                      \
-    if (f16 && head_dim == 128) return CALL<__half, 128>(__VA_ARGS__);                    \
-    if (f16 && head_dim == 256) return CALL<__half, 256>(__VA_ARGS__);                    \
-    if (bf16 && head_dim == 64) return CALL<__nv_bfloat16, 64>(__VA_ARGS__);              \
-    if (bf16 && head_dim == 128) return CALL<__nv_bfloat16, 128>(__VA_ARGS__);            \
-    if (bf16 && head_dim == 256) return CALL<__nv_bfloat16, 256>(__VA_ARGS__);            \
-    return no_kernel(WHAT, dtype, head_dim);                                              \
-  }
+#define PKV_SH_DISPATCH(WHAT, CALL, ...)  \
+  PKV_DISPATCH_16BIT(CALL, __VA_ARGS__) \
+  return no_kernel(WHAT, dtype, head_dim);
 
 pkv_status launch_shared_tasks(int32_t dtype, int32_t head_dim, ShKernel kernel, const ShParams &p, int32_t grid,
                                cudaStream_t stream) {

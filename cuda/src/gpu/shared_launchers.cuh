@@ -18,7 +18,7 @@ cudaError_t shared_tasks_opt_in() {
 template <typename T, int D>
 cudaError_t shared_tasks_wgmma_opt_in() {
   static const cudaError_t opt_in = cudaFuncSetAttribute(
-      shared_tasks_wgmma_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)ShWgShape<D>::kSmemBytes);
+      shared_tasks_wgmma_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)WgShape<D>::kSmemBytes);
   return opt_in;
 }
 
@@ -28,7 +28,7 @@ pkv_status with_shared_tasks_kernel(ShKernel kernel, F f) {
   if constexpr (D <= 128) {
     if (kernel == ShKernel::kWarpgroup) {
       PKV_CUDA_TRY((shared_tasks_wgmma_opt_in<T, D>()));
-      return f(shared_tasks_wgmma_kernel<T, D>, ShWgShape<D>::kThreads, ShWgShape<D>::kSmemBytes);
+      return f(shared_tasks_wgmma_kernel<T, D>, WgShape<D>::kThreads, WgShape<D>::kSmemBytes);
     }
   }
   PKV_CUDA_TRY((shared_tasks_opt_in<T, D>()));

@@ -1,453 +1,54 @@
-// The shared-prefix task kernel on Hopper's warpgroup MMAs (sm_90a, head dims 64 and 128): the same
-// tasks and partials as shared_tasks.cuh, computed by two warpgroups of 64 query rows each.
-//
-// A shared task is a dense attention of up to 128 query rows over thousands of tokens: compute-bound.
-// mma.sync with ldmatrix operands tops out near 200 TFLOP/s there (shared-memory bandwidth and issue
-// slots); wgmma reads Q and K straight from shared memory and issues one instruction per 64 x N x 16.
-// - S = Q K^T: m64n128k16 with Q and K both K-major from shared memory (m64n64 ones read twice the
-//   shared-memory bytes per FLOP and left the MMAs at a third of their rate);
-// - O += P V: m64nDk16 with P from the S registers (the accumulator layout is the A layout, as with
-//   mma.sync) and V N-major (transposed) from shared memory;
-// - a producer warpgroup streams K/V tiles of 128 tokens by cp.async through as many stages as fit (3
-//   at D 128) into the 128-byte-swizzled layout the descriptors describe (wgmma.cuh), each stage with
-//   a "full" mbarrier (completed by the copies themselves as they land) and an "empty" one (both
-//   warpgroups are done with it). No
-//   block-wide barrier per tile: the two warpgroups drift apart, so one's softmax runs while the
-//   other's MMAs do;
-// - in a task of more than 64 rows, a warpgroup issues S of the next tile before PV of this one, and
-//   the next tile's softmax runs under this one's PV;
-// - a task of 64 rows or fewer runs both warpgroups on the same rows, each on every other tile, and
-//   their states meet by log-sum-exp in the epilogue.
+// The shared-prefix tasks (shared_image.h) on Hopper's warpgroup MMAs (wgmma_tasks.cuh): the same tasks
+// and partials as shared_tasks.cuh. Task row r is query head r % group of member r / group; every token
+// of the range is visible to every row.
 #pragma once
-#include "shared_tasks.cuh"
-#include "wgmma.cuh"
+#include "../core/shared_image.h"
+#include "shared_launch.h"
+#include "wgmma_tasks.cuh"
 
 namespace pkv {
 
-template <int D>
-struct ShWgShape {
-  static_assert(D == 64 || D == 128, "the warpgroup kernel serves head dims 64 and 128");
-  // Two consumer warpgroups and a producer warpgroup. Registers are allocated per warpgroup: the
-  // producer gives most of its share to the consumers (setmaxnreg), whose O, S and P of a 128-token
-  // tile take 160 a thread at D 128.
-  static constexpr int kConsumers = 256, kProducers = 128, kThreads = kConsumers + kProducers;
-  static constexpr int kProducerRegs = 56, kConsumerRegs = 224;
-  static_assert(kProducers * kProducerRegs + kConsumers * kConsumerRegs <= 65536, "the register file holds both");
-  static constexpr int kTile = 128;  // tokens per stage
-  static constexpr int kChunks = D / 8;
-  static constexpr int kTileBytes = kTile * D * 2;  // K (or V) of one tile
-  static constexpr int kStageBytes = 2 * kTileBytes;
-  static constexpr int kQBytes = kShTileRows * D * 2;
-  // As many stages as fit beside Q in a block's 227 KB (up to 8): at D 128, 3 of 64 KB. A consumer of
-  // a large task holds two (this tile's V and the next one's K), the producer fills the third.
-  static constexpr size_t kSmemLimit = 232448, kReserve = 2 * 8 * 8 + 1024;
-  static constexpr int kStages = (int)((kSmemLimit - kReserve - kQBytes) / kStageBytes) < 8
-                                     ? (int)((kSmemLimit - kReserve - kQBytes) / kStageBytes)
-                                     : 8;
-  static_assert(kStages >= 3, "a stage for the producer beside the consumers' two");
-  static_assert(kTile * kChunks % kProducers == 0, "a tile's chunks split evenly over the producer's threads");
-  // Epilogue, reusing Q and the stages: each consumer warp's 16 rows of unnormalised outputs (padded
-  // rows), their maxima and sums; then per task row the two parts' weights and the row's offset in the
-  // partials.
-  static constexpr int kStateStride = D + 8;
-  static constexpr int kWarpState = 16 * kStateStride + 32;
-  static constexpr size_t kEpilogueBytes =
-      (size_t)(kConsumers / 32 * kWarpState + kShTileRows * 2) * 4 + (size_t)kShTileRows * 8;
-  static constexpr size_t kBodyBytes = (size_t)kQBytes + (size_t)kStages * kStageBytes;
-  static_assert(kEpilogueBytes <= kBodyBytes, "the epilogue fits in Q and the stages");
-  // After the body: the stages' full and empty mbarriers; 1024 bytes of room to align the swizzle atoms.
-  static constexpr size_t kSmemBytes = kBodyBytes + 2 * kStages * 8 + 1024;
-  static_assert(kSmemBytes <= kSmemLimit, "within the opt-in limit of a block's shared memory");
+static_assert(kShTileRows == kWgTaskRows, "a shared task fills the warpgroup kernel's rows");
+
+template <typename T, int D>
+struct ShWgSection {
+  using Params = ShParams;
+  using Elem = T;
+  static constexpr int kHeadDim = D;
+  static constexpr bool kCausal = false;
+  struct Task {
+    int32_t head, table_row, kv_begin, kv_end, rows, first_pos;
+    int32_t member_first, piece;
+  };
+  __device__ static int num_tasks(const Params &p) { return sh_header(p.image).num_tasks; }
+  __device__ static bool load(const Params &p, int index, Task &t) {
+    const ShTask s = sh_tasks(p.image)[index];
+    t = Task{s.head, s.table_row, s.kv_begin, s.kv_end, s.member_count * p.group, 0, s.member_first, s.piece};
+    return true;
+  }
+  __device__ static int64_t q_token(const Params &p, const Task &t, int r) {
+    return sh_members(p.image)[t.member_first + r / p.group].row;
+  }
+  // Row r's outputs: its member's slot of (piece, head), query head r % group's D floats.
+  __device__ static int64_t output_at(const Params &p, const Task &t, int r, float lse2) {
+    const int g = p.group;
+    const int64_t slot_floats = sh_slot_floats(g, D);
+    const int64_t slot = sh_members(p.image)[t.member_first + r / g].slot_base + (int64_t)t.piece * p.num_kv_heads + t.head;
+    p.partial[slot * slot_floats + (int64_t)g * D + r % g] = lse2;
+    return slot * slot_floats + (int64_t)(r % g) * D;
+  }
+  // Slots are a multiple of 4 floats (sh_slot_floats), so 8 columns are two aligned float4 stores.
+  __device__ static void put(const Params &p, const Task &, int64_t at, const float (&acc)[8]) {
+    float4 *dst = reinterpret_cast<float4 *>(p.partial + at);
+    dst[0] = make_float4(acc[0], acc[1], acc[2], acc[3]);
+    dst[1] = make_float4(acc[4], acc[5], acc[6], acc[7]);
+  }
 };
 
-// The consumer warpgroups' part of a task: S, the online softmax and PV over every tile.
-// PARTS 1 (65..128 rows): warpgroup w takes rows 64w..64w+63 of every tile, and issues S of the next
-// tile and PV of this one together, so that the next tile's softmax runs under the PV. PARTS 2 (up to 64 rows, a
-// memory-bound task): both take rows 0..63, warpgroup w the tiles w, w + 2, ..., so that two tiles are
-// in work at once; a warpgroup waits for the other's tiles too (and releases them at once), which keeps
-// its arrivals on every stage in order.
-template <typename T, int D, int PARTS>
-__device__ __forceinline__ void shwg_consume(const ShParams &p, const ShTask &task, unsigned char *smem, uint64_t *full,
-                                             uint64_t *empty, uint32_t seq, float (&o)[D / 2], float (&m)[2],
-                                             float (&l)[2]) {
-  using S = ShWgShape<D>;
-  constexpr int kN = S::kTile, kStages = S::kStages;
-  const uint32_t sq_addr = (uint32_t)__cvta_generic_to_shared(smem), skv_addr = sq_addr + S::kQBytes;
-  const int lane = threadIdx.x & 31, wg = threadIdx.x >> 7;
-  const int ntiles = (task.kv_end - task.kv_begin + S::kTile - 1) / S::kTile;
-  const float scale = p.scale_log2;
-  // Descriptors of this warpgroup's 64 Q rows, and of K and V at stage 0; k-steps and stages move their
-  // addresses by constants.
-  const uint64_t q_desc = wg_desc(sq_addr + (PARTS == 2 ? 0 : wg) * 64 * 128, 16, 1024);
-  const uint64_t k_desc = wg_desc(skv_addr, 16, 1024), v_desc = wg_desc(skv_addr + S::kTileBytes, S::kTile * 128, 1024);
-  // Stage and mbarrier phase of the tile being computed (cur) and of the next one whose S is issued.
-  uint32_t cur = seq % kStages, next = cur, phase = seq / kStages;
-  // Waits for the next tile to land. cp.async writes shared memory in the generic proxy and wgmma reads
-  // it in the async proxy: each reading thread fences the two once the barrier has made the copies
-  // visible to it.
-  auto wait_next = [&]() {
-    mbar_wait_parity(&full[next], phase & 1);
-    wg_proxy_fence();
-    const uint32_t stage = next;
-    if (++next == (uint32_t)kStages) next = 0, phase++;
-    return stage;
-  };
-  // Waits for the next tile and issues S = Q K^T of it into sc (one commit group).
-  auto issue_scores = [&](float (&sc)[kN / 2]) {
-    const uint32_t stage = wait_next();
-    const uint64_t kd0 = wg_desc_add(k_desc, stage * S::kStageBytes);
-    wg_fence();
-#pragma unroll
-    for (int kk = 0; kk < D / 16; kk++) {
-      const uint32_t in_row = (kk & 3) * 32;  // k-step kk is 32 bytes into a row of 64-column block kk / 4
-      const uint64_t qd = wg_desc_add(q_desc, (kk >> 2) * kShTileRows * 128 + in_row);
-      const uint64_t kd = wg_desc_add(kd0, (kk >> 2) * S::kTile * 128 + in_row);
-      WgMma<T>::template ss<kN>(sc, qd, kd, kk > 0);
-    }
-    wg_commit();
-  };
-  // Tile `it`'s scores in s: the mask and the online softmax, P left in s as fp32 (pack makes the PV
-  // operand of it); alpha: the factor O's rows take before this tile's PV.
-  auto softmax = [&](float (&s)[kN / 2], int it, float (&alpha)[2]) {
-    const int tile_begin = task.kv_begin + it * S::kTile;
-    if (tile_begin + S::kTile > task.kv_end) {  // the range's last tile: no token at or past kv_end
-#pragma unroll
-      for (int j = 0; j < kN / 8; j++)
-#pragma unroll
-        for (int e = 0; e < 4; e++)
-          if (tile_begin + j * 8 + (lane & 3) * 2 + (e & 1) >= task.kv_end) s[4 * j + e] = -INFINITY;
-    }
-#pragma unroll
-    for (int h = 0; h < 2; h++) {
-      float mx = -INFINITY;
-#pragma unroll
-      for (int j = 0; j < kN / 8; j++) mx = fmaxf(mx, fmaxf(s[4 * j + 2 * h], s[4 * j + 2 * h + 1]));
-      const float m_new = fmaxf(m[h], quad_max(mx) * scale);
-      const float m_use = m_new == -INFINITY ? 0.f : m_new;  // a part that has seen no token yet: p = 0, not NaN
-      alpha[h] = fast_exp2(m[h] - m_use);
-      float sum = 0.f;
-#pragma unroll
-      for (int j = 0; j < kN / 8; j++) {
-        s[4 * j + 2 * h] = fast_exp2(fmaf(s[4 * j + 2 * h], scale, -m_use));
-        s[4 * j + 2 * h + 1] = fast_exp2(fmaf(s[4 * j + 2 * h + 1], scale, -m_use));
-        sum += s[4 * j + 2 * h] + s[4 * j + 2 * h + 1];
-      }
-      l[h] = l[h] * alpha[h] + sum;  // this lane's columns; the quad's sum is taken once, at the end
-      m[h] = m_new;
-    }
-  };
-  // P of tokens 16kk..16kk+15 in 16 bits: the C fragments of n-tiles 2kk and 2kk + 1.
-  auto pack = [&](const float (&s)[kN / 2], uint32_t (&pa)[kN / 16][4]) {
-#pragma unroll
-    for (int kk = 0; kk < kN / 16; kk++) {
-      const float *lo = s + 8 * kk, *hi = lo + 4;
-      pa[kk][0] = pack2<T>(lo[0], lo[1]), pa[kk][1] = pack2<T>(lo[2], lo[3]);
-      pa[kk][2] = pack2<T>(hi[0], hi[1]), pa[kk][3] = pack2<T>(hi[2], hi[3]);
-    }
-  };
-  // O's rows times alpha, before the tile's PV. No MMA may be in flight: ptxas serialises MMAs whose
-  // accumulators other instructions touch meanwhile.
-  auto rescale = [&](const float (&alpha)[2]) {
-    wg_fence_operands(o);
-#pragma unroll
-    for (int h = 0; h < 2; h++)
-      if (__any_sync(0xffffffffu, alpha[h] != 1.f)) {  // once the maxima settle no row rescales
-#pragma unroll
-        for (int j = 0; j < D / 8; j++) o[4 * j + 2 * h] *= alpha[h], o[4 * j + 2 * h + 1] *= alpha[h];
-      }
-  };
-  // The PV MMAs of the tile at stage `cur` (one commit group, not waited for).
-  auto accumulate = [&](const uint32_t (&pa)[kN / 16][4]) {
-    const uint64_t vd0 = wg_desc_add(v_desc, cur * S::kStageBytes);
-    wg_fence();
-#pragma unroll
-    for (int kk = 0; kk < kN / 16; kk++)  // V rows of tokens 16kk..: 8-token groups 1024 bytes apart
-      WgMma<T>::template rs<D>(o, pa[kk], wg_desc_add(vd0, kk * 16 * 128));
-    wg_commit();
-  };
-  // The stage at `cur` is free once its PV has completed.
-  auto release = [&]() {
-    mbar_arrive(&empty[cur]);
-    if (++cur == (uint32_t)kStages) cur = 0;
-  };
-
-  float s[kN / 2], alpha[2];
-  uint32_t pa[kN / 16][4];
-  if constexpr (PARTS == 1) {
-    // S of tile it + 1 is issued before PV of tile it, and the softmax of tile it + 1 runs while PV of
-    // tile it does. PV reads P from registers while it runs, so the softmax leaves its P in s and packs
-    // it over pa once that PV has completed: one P set, so that O, S and P fit the registers.
-    issue_scores(s);
-    wg_wait();
-    wg_fence_operands(s);
-    softmax(s, 0, alpha);
-    pack(s, pa);
-    // Tile it's PV with the next tile's S and softmax; the last tile's PV alone.
-    for (int it = 0; it + 1 < ntiles; it++) {
-      rescale(alpha);
-      issue_scores(s);
-      accumulate(pa);
-      wg_wait<1>();  // S of tile it + 1; PV of tile it may still run
-      wg_fence_operands(s);
-      softmax(s, it + 1, alpha);
-      wg_wait();
-      release();
-      pack(s, pa);
-    }
-    rescale(alpha);
-    accumulate(pa);
-    wg_wait();
-    release();
-  } else {
-    for (int it = 0; it < ntiles; it++) {
-      if ((it & 1) != wg) {  // the other warpgroup's tile
-        wait_next();
-        release();
-        continue;
-      }
-      issue_scores(s);
-      wg_wait();
-      wg_fence_operands(s);
-      softmax(s, it, alpha);
-      pack(s, pa);
-      rescale(alpha);
-      accumulate(pa);
-      wg_wait();
-      release();
-    }
-  }
-  wg_fence_operands(o);
-}
-
-// A task's merged outputs into the partials: row r's D floats are the sum over the parts q of
-// weight(r, q) times part q's state row (state_row(r, q), D floats), written at partial + row_at[r].
-// 4 floats a thread where every row's run starts 16-byte aligned (slot size a multiple of 4 floats),
-// else one; consecutive threads write consecutive floats either way.
-template <int D, int PARTS, class Weight, class StateRow>
-__device__ __forceinline__ void shwg_store_merged(float *partial, const int64_t *row_at, int rows, int64_t slot_floats,
-                                                int tid, int threads, Weight weight, StateRow state_row) {
-  auto store = [&](auto width) {
-    constexpr int W = decltype(width)::value;
-    using V = typename std::conditional<W == 4, float4, float>::type;
-    for (int i = tid; i < rows * (D / W); i += threads) {
-      const int r = i / (D / W), d = (i % (D / W)) * W;
-      float acc[W] = {};
-#pragma unroll
-      for (int q = 0; q < PARTS; q++) {
-        const float wq = weight(r, q), *st = state_row(r, q) + d;
-#pragma unroll
-        for (int e = 0; e < W; e++) acc[e] = fmaf(wq, st[e], acc[e]);
-      }
-      *reinterpret_cast<V *>(partial + row_at[r] + d) = *reinterpret_cast<const V *>(acc);
-    }
-  };
-  if (slot_floats % 4 == 0)
-    store(std::integral_constant<int, 4>());
-  else
-    store(std::integral_constant<int, 1>());
-}
-
-// A barrier of the two consumer warpgroups alone (barrier 0 is the whole block's).
-__device__ __forceinline__ void shwg_consumer_sync() { asm volatile("bar.sync 1, 256;\n" ::: "memory"); }
-
-// A consumer warp's state after a task's last tile: its 16 rows of unnormalised outputs, maxima and sums
-// into shared memory over Q and the stages, once both warpgroups are done with them.
-template <int D>
-__device__ __forceinline__ void shwg_write_state(unsigned char *smem, const float (&o)[D / 2], const float (&m)[2],
-                                                 const float (&l)[2]) {
-  using S = ShWgShape<D>;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  shwg_consumer_sync();  // both warpgroups are done with Q and the stages
-  float *st = reinterpret_cast<float *>(smem) + warp * S::kWarpState;
-#pragma unroll
-  for (int h = 0; h < 2; h++) {
-    const int r = lane / 4 + 8 * h;
-#pragma unroll
-    for (int j = 0; j < D / 8; j++)
-      *reinterpret_cast<float2 *>(st + r * S::kStateStride + j * 8 + (lane & 3) * 2) =
-          make_float2(o[4 * j + 2 * h], o[4 * j + 2 * h + 1]);
-    const float lsum = quad_sum(l[h]);
-    if ((lane & 3) == 0) st[16 * S::kStateStride + r] = m[h], st[16 * S::kStateStride + 16 + r] = lsum;
-  }
-}
-
-// The consumers only, while the producer waits: the states (shwg_write_state) merged per row over the
-// parts and written to the partials.
-template <int D, int PARTS>
-__device__ __forceinline__ void shwg_store_partials(const ShParams &p, const ShTask &task, int rows, unsigned char *smem) {
-  using S = ShWgShape<D>;
-  static_assert(S::kConsumers == 256, "shwg_consumer_sync counts 256 threads");
-  const int g = p.group, tid = threadIdx.x;
-  const ShMember *members = sh_members(p.image) + task.member_first;
-  shwg_consumer_sync();  // the states are written
-  float *states = reinterpret_cast<float *>(smem);
-  float *row_w = states + S::kConsumers / 32 * S::kWarpState;  // [row][part]: the part's weight over the row's sum
-  int64_t *row_at = reinterpret_cast<int64_t *>(row_w + kShTileRows * 2);  // the row's outputs in p.partial
-  // Task row r's state in part q: warp (PARTS 2: q, else r / 64) * 4 + (r % 64) / 16, its row r % 16.
-  auto state_of = [&](int r, int q) {
-    return states + ((PARTS == 2 ? q : r >> 6) * 4 + ((r & 63) >> 4)) * S::kWarpState;
-  };
-  const int64_t slot_floats = sh_slot_floats(g, D);
-  for (int r = tid; r < rows; r += S::kConsumers) {
-    float mq[PARTS], lq[PARTS], mx = -INFINITY;
-#pragma unroll
-    for (int q = 0; q < PARTS; q++) {
-      const float *st = state_of(r, q) + 16 * S::kStateStride + (r & 15);
-      mq[q] = st[0], lq[q] = st[16], mx = fmaxf(mx, mq[q]);
-    }
-    float w[PARTS], sum = 0.f;
-#pragma unroll
-    for (int q = 0; q < PARTS; q++) {
-      w[q] = mq[q] == -INFINITY ? 0.f : exp2f(mq[q] - mx);  // a part that saw no token
-      sum += w[q] * lq[q];
-    }
-    const float inv = sum > 0.f ? 1.f / sum : 0.f;
-#pragma unroll
-    for (int q = 0; q < PARTS; q++) row_w[r * 2 + q] = w[q] * inv;
-    const int64_t slot = members[r / g].slot_base + (int64_t)task.piece * p.num_kv_heads + task.head;
-    row_at[r] = slot * slot_floats + (int64_t)(r % g) * D;
-    p.partial[slot * slot_floats + (int64_t)g * D + r % g] = sum > 0.f ? mx + __log2f(sum) : -INFINITY;
-  }
-  shwg_consumer_sync();
-  shwg_store_merged<D, PARTS>(p.partial, row_at, rows, slot_floats, tid, S::kConsumers,
-                            [&](int r, int q) { return row_w[r * 2 + q]; },
-                            [&](int r, int q) { return state_of(r, q) + (r & 15) * S::kStateStride; });
-}
-
-// The producer warpgroup's part of a task: Q with the first tile, then every K/V tile into its stage
-// once the consumers have released the stage's previous tile. A producer thread owns one 16-byte
-// column c of every row and the rows t0, t0 + kRowStep, ... of a tile: since kRowStep is a multiple
-// of 8 those rows share t0's swizzle, so a row's shared address is one add, and its global one a
-// page id times the page stride.
 template <typename T, int D>
-__device__ __forceinline__ void shwg_produce(const ShParams &p, const ShTask &task, int rows, unsigned char *smem,
-                                             uint64_t *full, uint64_t *empty, uint32_t seq) {
-  using S = ShWgShape<D>;
-  constexpr int kChunks = S::kChunks, kStages = S::kStages;
-  constexpr int kRowStep = S::kProducers / kChunks, kRowsPerThread = S::kTile / kRowStep;
-  static_assert(kRowStep % 8 == 0 && S::kTile % kRowStep == 0, "a thread's rows keep one swizzle");
-  unsigned char *sq = smem, *skv = smem + S::kQBytes;  // stage s: K at skv + s kStageBytes, V after it
-  const int g = p.group, hq = p.num_kv_heads * g;
-  const ShMember *members = sh_members(p.image) + task.member_first;
-  const int ntiles = (task.kv_end - task.kv_begin + S::kTile - 1) / S::kTile;
-  const int pt = threadIdx.x - S::kConsumers;  // the producer's thread
-  const int c = pt % kChunks, t0 = pt / kChunks;
-
-  // Q rows with the first tile: task row r is member r / g, query head r % g of the group; zero past
-  // the task's rows.
-  const T *qbase = static_cast<const T *>(p.q);
-  auto load_q = [&]() {
-    for (int r = t0; r < kShTileRows; r += kRowStep) {
-      const T *src = qbase;
-      if (r < rows) src = qbase + ((int64_t)members[r / g].row * hq + (int64_t)task.head * g + r % g) * D + c * 8;
-      cp_async16(sq + wg_chunk_offset(kShTileRows, r, c), src, r < rows ? 16 : 0);
-    }
-  };
-
-  const int32_t *table = p.table + (int64_t)task.table_row * p.table_stride;
-  const int page_mask = (1 << p.page_shift) - 1;
-  // Element offsets: a page of all KV heads, and this thread's column within the task's head.
-  const int64_t page_stride = ((int64_t)p.num_kv_heads * D) << p.page_shift;
-  const int64_t head_at = (((int64_t)task.head * D) << p.page_shift) + c * 8;
-  const T *kbase = static_cast<const T *>(p.k) + head_at, *vbase = static_cast<const T *>(p.v) + head_at;
-  const uint32_t row_at = wg_chunk_offset(S::kTile, t0, c);
-  // The page ids of a tile's rows, loaded once the previous tile's copies are issued, so that their
-  // latency passes while the next stage is awaited.
-  auto load_pages = [&](int32_t(&page)[kRowsPerThread], int it) {
-    const int tok0 = task.kv_begin + it * S::kTile + t0;
-#pragma unroll
-    for (int j = 0; j < kRowsPerThread; j++) {
-      const int tok = tok0 + j * kRowStep;
-      page[j] = tok < task.kv_end ? __ldg(table + (tok >> p.page_shift)) : 0;
-    }
-  };
-  int32_t page[kRowsPerThread];
-  load_pages(page, 0);
-  uint32_t stage = seq % kStages, phase = seq / kStages;
-  for (int it = 0; it < ntiles; it++) {
-    if (seq + it >= (uint32_t)kStages) mbar_wait_parity_sleep(&empty[stage], (phase - 1) & 1);
-    if (it == 0) load_q();
-    // K and V of the tile; tokens past the range are zero-filled (finite scores, masked by the consumers).
-    unsigned char *sk = skv + stage * S::kStageBytes + row_at, *sv = sk + S::kTileBytes;
-    const int tok0 = task.kv_begin + it * S::kTile + t0;
-#pragma unroll
-    for (int j = 0; j < kRowsPerThread; j++) {
-      const int tok = tok0 + j * kRowStep;
-      const bool in = tok < task.kv_end;
-      const int64_t at = in ? page[j] * page_stride + (int64_t)(tok & page_mask) * D : 0;
-      cp_async16(sk + j * kRowStep * 128, kbase + at, in ? 16 : 0);
-      cp_async16(sv + j * kRowStep * 128, vbase + at, in ? 16 : 0);
-    }
-    // The stage's full barrier completes when every producer thread's copies of it have landed: the
-    // producer goes on to the next stage at once, and no tile's signal waits on a later release.
-    cp_async_arrive(&full[stage]);
-    if (++stage == (uint32_t)kStages) stage = 0, phase++;
-    if (it + 1 < ntiles) load_pages(page, it + 1);
-  }
-}
-
-// The consumer warpgroups' part of a task, from the first tile to their states in shared memory. Both
-// ways of dividing the rows work on the same O registers (with two sets ptxas serialises the MMAs).
-template <typename T, int D>
-__device__ __forceinline__ void shwg_compute(const ShParams &p, const ShTask &task, int rows, unsigned char *smem,
-                                             uint64_t *full, uint64_t *empty, uint32_t seq) {
-  float o[D / 2];  // O: n-tile j of 8 columns is o[4j .. 4j + 3]
-#pragma unroll
-  for (int i = 0; i < D / 2; i++) o[i] = 0.f;
-  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};  // rows lane / 4 and lane / 4 + 8 of a warp; m: log2 domain
-  if (rows > 64)
-    shwg_consume<T, D, 1>(p, task, smem, full, empty, seq, o, m, l);
-  else
-    shwg_consume<T, D, 2>(p, task, smem, full, empty, seq, o, m, l);
-  shwg_write_state<D>(smem, o, m, l);
-}
-
-// Only sm_90a has wgmma; the engine picks this kernel only there (shared_kernel_for), and any other
-// target traps rather than skip the tasks.
-template <typename T, int D>
-__global__ void __launch_bounds__(ShWgShape<D>::kThreads, 1) shared_tasks_wgmma_kernel(ShParams p) {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using S = ShWgShape<D>;
-  extern __shared__ __align__(16) unsigned char smem_raw[];
+__global__ void __launch_bounds__(WgShape<D>::kThreads, 1) shared_tasks_wgmma_kernel(ShParams p) {
   grid_launch_dependents();  // the step's decode kernel needs nothing of ours: it may take free SMs now
-  unsigned char *smem = reinterpret_cast<unsigned char *>(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
-  uint64_t *full = reinterpret_cast<uint64_t *>(smem + S::kBodyBytes), *empty = full + S::kStages;
-  if (threadIdx.x == 0) {
-    for (int s = 0; s < S::kStages; s++) mbar_init(&full[s], S::kProducers), mbar_init(&empty[s], S::kConsumers);
-    fence_async_shared();
-  }
-  __syncthreads();
-  // Each role runs its own task loop, so that ptxas compiles the producer's code apart and within its
-  // registers. `seq` counts the block's tiles over its tasks: tile seq uses stage seq % kStages in
-  // mbarrier phase seq / kStages.
-  const int num_tasks = sh_header(p.image).num_tasks;
-  auto for_each_task = [&](auto work) {
-    uint32_t seq = 0;
-    for (int t = blockIdx.x; t < num_tasks; t += gridDim.x) {
-      const ShTask task = sh_tasks(p.image)[t];
-      const int rows = task.member_count * p.group;
-      if (rows <= 0 || rows > kShTileRows || task.kv_end <= task.kv_begin) continue;  // the planner never writes one
-      work(task, rows, seq);
-      __syncthreads();  // the epilogue is done: the next task's copies overwrite its memory
-      seq += (task.kv_end - task.kv_begin + S::kTile - 1) / S::kTile;
-    }
-  };
-  if (threadIdx.x >= S::kConsumers) {
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(S::kProducerRegs));
-    for_each_task([&](const ShTask &task, int rows, uint32_t seq) { shwg_produce<T, D>(p, task, rows, smem, full, empty, seq); });
-  } else {
-    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(S::kConsumerRegs));
-    for_each_task([&](const ShTask &task, int rows, uint32_t seq) {
-      shwg_compute<T, D>(p, task, rows, smem, full, empty, seq);
-      if (rows > 64)
-        shwg_store_partials<D, 1>(p, task, rows, smem);
-      else
-        shwg_store_partials<D, 2>(p, task, rows, smem);
-    });
-  }
-#else
-  __trap();
-#endif
+  wg_run_tasks<ShWgSection<T, D>>(p);
 }
 
 }  // namespace pkv
