@@ -34,6 +34,12 @@ export const ENV = {
       "mma: shared-prefix tasks on the mma.sync kernel where the warpgroup-MMA one would run (read when an engine is created; for comparisons, docs/shared-prefix.md)",
     default: "warpgroup-MMA kernel on compute capability 9.0 at head dims 64 and 128, else mma.sync",
   },
+  PKV_MULTIQUERY_KERNEL: {
+    scope: "native",
+    meaning:
+      "mma: every multi-query tile narrow, on the mma.sync kernel, where rows of more than 64 query rows would take wide tiles on the warpgroup-MMA one (read when an engine is created; for comparisons, docs/multiquery.md)",
+    default: "wide tiles on compute capability 9.0 at head dims 64 and 128 (and on the CPU backend), else narrow ones",
+  },
   PKV_BACKEND: {
     scope: "examples",
     meaning: "cpu forces the CPU backend in the examples and benchmarks",
