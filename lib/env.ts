@@ -37,7 +37,7 @@ export const ENV = {
   PKV_MULTIQUERY_KERNEL: {
     scope: "native",
     meaning:
-      "mma: every multi-query tile narrow, on the mma.sync kernel, where rows of more than 64 query rows would take wide tiles on the warpgroup-MMA one (read when an engine is created; for comparisons, docs/multiquery.md)",
+      "mma: every multi-query tile narrow, on the mma.sync kernel, where rows of more than 16 query rows would take wide tiles on the warpgroup-MMA one (read when an engine is created; for comparisons, docs/multiquery.md)",
     default: "wide tiles on compute capability 9.0 at head dims 64 and 128 (and on the CPU backend), else narrow ones",
   },
   PKV_BACKEND: {

@@ -1,8 +1,8 @@
 // Native test of the multi-query planner (cuda/src/core/plan/multiquery_tiles.cpp) on random steps of
 // rows with query lengths, with and without wide tiles. Each section must satisfy:
-//   - per (row, KV head) the tiles cover the query tokens 0 .. q_len - 1 once each, newest first, wide
-//     tiles (rows of more than kMqTileRows query rows, where the shape has them) of kMqWideRows / group
-//     tokens and narrow ones of kMqTileRows / group;
+//   - per (row, KV head) the tiles cover the query tokens 0 .. q_len - 1 once each, wide tiles (rows of
+//     more than wide_above query rows, where the shape has them) of kMqWideRows / group tokens and
+//     narrow ones of kMqTileRows / group;
 //   - each tile's tasks tile its context [0, last query position + 1) with kMqKvTile-aligned begins;
 //   - wide tasks come first (num_wide of them), wide_grid = min(num_wide, wide_wave), and the blocks of
 //     that grid (block b: tasks b, b + grid, ...) take context sums within twice the longest task;
@@ -45,8 +45,8 @@ void check_section(const MqPlanShape &s, const MqPlan &plan) {
       return;
     }
     const MqRow &row = plan.rows[t.row];
-    const bool wide = s.wide_wave > 0 && (int64_t)row.q_len * g > kMqTileRows;
-    check((i < plan.num_wide) == wide, "wide tasks first, and only the rows of more than kMqTileRows query rows");
+    const bool wide = s.wide_wave > 0 && (int64_t)row.q_len * g > s.wide_above;
+    check((i < plan.num_wide) == wide, "wide tasks first, and only the rows of more than wide_above query rows");
     check(t.q_begin % mq_tile_tokens(g, wide) == 0 && t.q_count >= 1 &&
               t.q_count == std::min(mq_tile_tokens(g, wide), row.q_len - t.q_begin),
           "a tile of the class's tokens (the row's last one shorter)");
@@ -134,8 +134,8 @@ int multiquery_plan_test(uint64_t seed, int iterations) {
   int64_t tasks = 0, wide = 0;
   MqPlan plan;
   for (int i = 0; i < iterations; i++) {
-    const MqPlanShape shape{pick(1, 8), pick(1, 16), pick(1, 600), pick(0, 1) ? 256 : 64,
-                            pick(0, 2) ? pick(1, 300) : 0};
+    const MqPlanShape shape{pick(1, 8), pick(1, 16), pick(1, 600), pick(0, 1) ? 256 : 64, pick(0, 2) ? pick(1, 300) : 0,
+                            pick(0, 1) ? 16 : pick(1, 128)};
     plan.rows.clear();
     const int batch = pick(1, 6);
     for (int32_t b = 0, token = 0; b < batch; b++) {

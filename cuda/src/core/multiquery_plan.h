@@ -1,6 +1,6 @@
 // The multi-query planner: tiles of the query tokens of each row of q_len > 1, cut into splits where the
 // step has too few tiles to fill the GPU (multiquery_image.h describes what it writes). Rows of more
-// than kMqTileRows query rows (long chunks, large drafts at large groups) take wide tiles where the
+// than wide_above query rows (long chunks, large drafts at large groups) take wide tiles where the
 // shape allows them (wide_wave > 0).
 #pragma once
 #include <cstdint>
@@ -16,6 +16,11 @@ struct MqPlanShape {
   int32_t wave;              // narrow-task blocks resident at once
   int32_t min_split_tokens;  // no split shorter (each split costs a partial write and read)
   int32_t wide_wave;         // wide-task blocks resident at once (the persistent launch's grid); 0: no wide tiles
+  // Rows of more query rows (q_len x group) than this take wide tiles. At 16 (drafts of 8 and 16 tokens
+  // at group 4 wide) every such step of bench/multiquery.ts ran 1.03-1.8x faster than on narrow tiles in
+  // one H200 round; at 8 (4 tokens) steps of a few long rows and of many short ones ran up to 1.22x
+  // slower, those of B32-B128 mixed rows up to 1.29x faster.
+  int32_t wide_above = 16;
 };
 
 // One step's section before it is written out; vectors keep their capacity from step to step.

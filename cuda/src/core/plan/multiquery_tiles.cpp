@@ -1,5 +1,5 @@
 // The multi-query planner (multiquery_plan.h). Every (row, KV head) gets tiles of mq_tile_tokens(group)
-// query tokens (wide tiles for rows of more than kMqTileRows query rows, where the shape has them). One
+// query tokens (wide tiles for rows of more than wide_above query rows, where the shape has them). One
 // split length serves each class of rows: a wave's share of its work, rounded to K/V tiles and at least
 // min_split_tokens, so a step of many tiles (a long chunk) runs unsplit and a step of a few speculative
 // rows over long contexts fills the GPU with splits, as the decode planner splits rows.
@@ -113,7 +113,7 @@ void plan_multiquery(const MqPlanShape &s, MqPlan &plan) {
   wide_rows.clear();
   narrow_rows.clear();
   for (int32_t r = 0; r < (int32_t)plan.rows.size(); r++)
-    (s.wide_wave > 0 && (int64_t)plan.rows[r].q_len * s.group > kMqTileRows ? wide_rows : narrow_rows).push_back(r);
+    (s.wide_wave > 0 && (int64_t)plan.rows[r].q_len * s.group > s.wide_above ? wide_rows : narrow_rows).push_back(r);
   if (!wide_rows.empty()) {
     const int32_t tile = mq_tile_tokens(s.group, true);
     emit_tasks(plan, wide_rows, tile, choose_split(plan, wide_rows, tile, s.num_kv_heads, s.wide_wave, s.min_split_tokens),
