@@ -9,7 +9,6 @@ namespace pkv {
 pkv_status launch_multiquery(int32_t, int32_t, const MqParams &, const MqLaunch &, cudaStream_t) {
   return fail(PKV_ERR_NO_DEVICE, "%s: this library was built without CUDA (zig build -Dgpu=false)", __func__);
 }
-bool multiquery_has_wide(int32_t, int32_t, int32_t) { return false; }
 pkv_status multiquery_wide_blocks_per_sm(int32_t, int32_t, int32_t *) {
   return fail(PKV_ERR_NO_DEVICE, "%s: this library was built without CUDA (zig build -Dgpu=false)", __func__);
 }

@@ -27,11 +27,6 @@ pkv_status launch_multiquery(int32_t dtype, int32_t head_dim, const MqParams &p,
   PKV_MQ_DISPATCH("multiquery", launch_multiquery_typed, p, counts, stream);
 }
 
-// The library's Hopper code is sm_90a, which runs on compute capability 9.0 only.
-bool multiquery_has_wide(int32_t cc_major, int32_t cc_minor, int32_t head_dim) {
-  return cc_major == 9 && cc_minor == 0 && head_dim <= 128;
-}
-
 pkv_status multiquery_wide_blocks_per_sm(int32_t dtype, int32_t head_dim, int32_t *out) {
   if (!out) return fail(PKV_ERR_NULL_POINTER, "multiquery_wide_blocks_per_sm: null out");
   PKV_MQ_DISPATCH("multiquery_wide_blocks_per_sm", multiquery_wide_blocks_per_sm_typed, out);

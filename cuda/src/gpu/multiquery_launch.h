@@ -35,9 +35,12 @@ struct MqLaunch {
 // the merges of split tiles (a block each).
 pkv_status launch_multiquery(int32_t dtype, int32_t head_dim, const MqParams &p, const MqLaunch &counts,
                              cudaStream_t stream);
-// Whether this device and head dim have the wide kernel (the planner makes wide tiles only then), and
-// its resident blocks per multiprocessor.
-bool multiquery_has_wide(int32_t cc_major, int32_t cc_minor, int32_t head_dim);
+// Whether this device and head dim have the wide kernel (the planner makes wide tiles only then): the
+// library's Hopper code is sm_90a, which runs on compute capability 9.0 only.
+inline bool multiquery_has_wide(int32_t cc_major, int32_t cc_minor, int32_t head_dim) {
+  return cc_major == 9 && cc_minor == 0 && head_dim <= 128;
+}
+// Resident blocks of the wide kernel per multiprocessor.
 pkv_status multiquery_wide_blocks_per_sm(int32_t dtype, int32_t head_dim, int32_t *out);
 // Copies n rows of row_bytes (a multiple of 4) between a step's query tokens and the decode kernels'
 // contiguous rows: gather (dst row i = src row tokens[i]) or scatter (dst row tokens[i] = src row i).
