@@ -21,7 +21,11 @@ const POLICY_CODE: ReadonlyMap<string, number> = new Map([
   ["persistent", 1],
   ["adaptive", 2],
 ]);
-/** The kernel a plan names: a decode kernel, or "multiquery" for a plan with a row of several query tokens. */
+/**
+ * The kernel a plan names: a decode kernel, or "multiquery" for a plan with rows on the multi-query
+ * kernels (rows of more than 16 query rows, qLen x group, or any row of several queries where the decode
+ * body is the CUDA-core one).
+ */
 export type PlanKernel = DecodeKernel | "multiquery";
 const KERNEL_NAME: readonly PlanKernel[] = ["baseline", "persistent", "multiquery"];
 

@@ -1,6 +1,6 @@
 // Several query tokens per row on the CPU backend: the reference's causal semantics, and plans mixing
-// query lengths (the decode rows on the decode executor, the others on the multi-query one, splits and
-// merges included) against it.
+// query lengths (decode rows and speculative rows of up to 16 query rows on the decode executor, the
+// others on the multi-query one, splits and merges included) against it.
 import { afterAll, describe, expect, test } from "bun:test";
 import { decode } from "../lib/dtype";
 import { DecodeEngine } from "../lib/engine";
@@ -9,7 +9,7 @@ import { referenceDecode } from "../lib/reference";
 import { referenceMultiquery } from "../lib/reference-multiquery";
 import { openRuntime } from "../lib/runtime";
 import { tolerance } from "../lib/testing/decode-check";
-import { type MultiqueryCase, runMultiqueryCase } from "../lib/testing/multiquery-check";
+import { decodeKernelsTakeAll, type MultiqueryCase, runMultiqueryCase } from "../lib/testing/multiquery-check";
 import { randomHalves, rng, TestPool } from "../lib/testing/pool";
 import { decodeAttention, randomPagedBatch } from "./support/attention";
 
@@ -190,7 +190,75 @@ describe("plans with query lengths (CPU backend) match the reference", () => {
       ],
     });
     expect(r.maxSplits).toBeGreaterThan(1);
-    expect(r.kernel).toBe("multiquery");
+    expect(r.kernel).toBe("multiquery"); // the 16-token draft: 64 query rows
+  });
+  test("speculative rows of up to 16 query rows run on the decode kernels: every group, splits, causal edges", () => {
+    // Per group, its largest draft (16 / group tokens) and a smaller one: over a long context (split, and
+    // the last tile holding fewer tokens than the draft, so an early query sees none of a late split's),
+    // over a context that is all new tokens, and across a page edge.
+    for (const [group, pageSize] of [
+      [1, 1],
+      [2, 16],
+      [3, 256],
+      [4, 16],
+      [5, 8],
+      [8, 64],
+      [16, 4],
+    ] as const) {
+      const most = Math.floor(16 / group);
+      const c: MultiqueryCase = {
+        group,
+        numKvHeads: 2,
+        headDim: group % 2 ? 64 : 128,
+        pageSize,
+        dtype: group % 3 ? "f16" : "bf16",
+        rows: [
+          { length: 5 * 1024 + 1, qLen: most },
+          { length: most, qLen: most },
+          { length: Math.max(most, 2 * pageSize + Math.floor(most / 2)), qLen: Math.max(1, most - 1) },
+          { length: 70, qLen: 1 },
+        ],
+        seed: group,
+      };
+      expect(decodeKernelsTakeAll(c)).toBe(true);
+      for (const policy of ["baseline", "persistent"] as const) {
+        const r = runMultiqueryCase(rt, c, { policy });
+        expect({ kernel: r.kernel, unwritten: r.unwritten }).toEqual({ kernel: policy, unwritten: 0 });
+        expect(r.relError).toBeLessThan(tolerance(c.dtype));
+        expect(r.lseError).toBeLessThan(1e-3);
+        expect(r.maxSplits).toBeGreaterThan(1);
+      }
+    }
+  });
+  test("a few speculative rows of a long step: claiming splits and the dynamic tail", () => {
+    // The persistent planner's few-row strategies, forced on (as the sanitizer runs force them).
+    const c: MultiqueryCase = {
+      group: 4,
+      numKvHeads: 1,
+      headDim: 64,
+      pageSize: 16,
+      dtype: "f16",
+      rows: [
+        { length: 60_001, qLen: 3 }, // with the next, 566 tiles of 128 tokens: over the CPU wave's 396
+        { length: 12_345, qLen: 4 },
+        { length: 99, qLen: 2 },
+      ],
+    };
+    for (const settings of [
+      { claimMinTiles: 1, tailPercent: 0 },
+      { tailPercent: 30, tailMinSplits: 0, claimMinTiles: 0 },
+    ]) {
+      const r = runMultiqueryCase(rt, c, { policy: "persistent", settings });
+      expect({ kernel: r.kernel, unwritten: r.unwritten }).toEqual({ kernel: "persistent", unwritten: 0 });
+      expect(r.relError).toBeLessThan(tolerance(c.dtype));
+      expect(r.lseError).toBeLessThan(1e-3);
+      expect(r.maxSplits).toBeGreaterThan(1);
+    }
+    // The CUDA-core body computes one query head a thread group: its rows of several queries take the
+    // multi-query kernels.
+    const cores = runMultiqueryCase(rt, c, { settings: { math: "cuda-cores" } });
+    expect(cores.kernel).toBe("multiquery");
+    expect(cores.relError).toBeLessThan(tolerance(c.dtype));
   });
   test("random mixes of query lengths and contexts", () => {
     const random = rng(2026);

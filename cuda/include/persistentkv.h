@@ -441,10 +441,14 @@ pkv_status pkv_decode_plan_copy(pkv_decode_engine *src, pkv_decode_engine *dst, 
  * position seq_len - q_len + j and attends to context positions 0 .. that position (causal among the
  * new tokens). q, out are [total query tokens][num_qo_heads][head_dim], rows in batch order (row b's
  * tokens start at the sum of the earlier rows' q_len); lse is float [total query tokens][num_qo_heads].
- * Rows of q_len 1 run on the decode kernels exactly as pkv_decode_plan runs them; longer rows run on the
- * multi-query kernels. Both share one plan: the run entries (pkv_decode_run, _run_device) take it.
- * A multi-query run cannot be captured into a graph (its buffers may move between plans). */
-#define PKV_KERNEL_MULTIQUERY 2 /* pkv_plan_info.kernel of a plan with a row of q_len > 1 */
+ * Rows of q_len 1 run on the decode kernels exactly as pkv_decode_plan runs them, and so do rows of
+ * q_len x group <= 16 (speculative drafts) on engines whose decode body is the tensor-core one (16-bit
+ * pages, head dims 64 and 128): one 16-row MMA tile holds a row's query rows either way. Longer rows run
+ * on the multi-query kernels. All share one plan: the run entries (pkv_decode_run, _run_device) take it.
+ * A plan with rows on the multi-query kernels (pkv_plan_info.kernel PKV_KERNEL_MULTIQUERY) cannot be
+ * captured into a graph (its launches' counts and buffers change between plans); one whose rows all run
+ * on the decode kernels can, as a decode plan can. */
+#define PKV_KERNEL_MULTIQUERY 2 /* pkv_plan_info.kernel of a plan with rows on the multi-query kernels */
 
 /* The reference: as pkv_reference_decode with row b's query tokens q_indptr[b] .. q_indptr[b+1]
  * (q_indptr[0] = 0, non-decreasing, each row's count <= its seq_len). */

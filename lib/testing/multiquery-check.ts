@@ -2,7 +2,7 @@
 // (host arrays or device buffers, outputs poisoned first), compared with pkv_reference_multiquery.
 // Shared by the CPU tests, the GPU tests and the sanitizer script.
 import { decode, type DType } from "../dtype";
-import { DecodeEngine, type DecodePolicy } from "../engine";
+import { DecodeEngine, type DecodePolicy, type EngineSettings } from "../engine";
 import { referenceMultiquery } from "../reference-multiquery";
 import type { Runtime } from "../runtime";
 import { POISON } from "./decode-check";
@@ -27,6 +27,15 @@ export interface MultiqueryResult {
   relError: number; // ||out - ref|| / ||ref||
   lseError: number; // max |lse - ref|
   unwritten: number; // outputs still holding the poison pattern (or NaN)
+}
+
+/**
+ * Whether an engine of default settings runs every row of the case on the decode kernels: rows of
+ * qLen 1, and rows of qLen x group <= 16 where its decode body is the tensor-core one (head dims up
+ * to 128, 16-bit pages). A plan of such rows names a decode kernel, not "multiquery".
+ */
+export function decodeKernelsTakeAll(c: MultiqueryCase): boolean {
+  return c.rows.every((r) => r.qLen === 1 || (c.headDim <= 128 && r.qLen * c.group <= 16));
 }
 
 /** pkv_reference_multiquery over the pool's host copy of one layer. */
@@ -69,7 +78,7 @@ export function poolReferenceMultiquery(
 export function runMultiqueryCase(
   rt: Runtime,
   c: MultiqueryCase,
-  options: { device?: boolean; policy?: DecodePolicy } = {},
+  options: { device?: boolean; policy?: DecodePolicy; settings?: EngineSettings } = {},
 ): MultiqueryResult {
   const random = rng(c.seed ?? 11);
   const lengths = c.rows.map((r) => r.length),
@@ -97,6 +106,7 @@ export function runMultiqueryCase(
     pageSize: c.pageSize,
     dtype: c.dtype,
     maxBatch: c.rows.length,
+    settings: options.settings,
   });
   try {
     const sequences = lengths.map((len) => pool.addSequence(len));

@@ -1,14 +1,21 @@
-// The multi-query kernels on the GPU against the CPU reference: speculative mixes (the small-rows warp
-// split), chunks of prefill (the FlashAttention-2 split; wide tiles on the warpgroup kernel), splits merged, every group size, head dims
-// 64/128/256, page sizes 1-256, f16/bf16, page edges inside the new tokens, host arrays and device
-// buffers; a mixed step's decode rows ride the decode kernels.
+// Rows of several query tokens on the GPU against the CPU reference: speculative rows of up to 16 query
+// rows on the decode kernels (claiming splits, the dynamic tail, causal edges, a graph capture), longer
+// drafts and chunks of prefill on the multi-query kernels (wide tiles on the warpgroup kernel, narrow
+// ones elsewhere), splits merged, every group size, head dims 64/128/256, page sizes 1-256, f16/bf16,
+// page edges inside the new tokens, host arrays and device buffers.
 import { afterAll, expect, test } from "bun:test";
-import { DecodeEngine } from "../../lib/engine";
+import { DecodeEngine, type EngineSettings } from "../../lib/engine";
 import { BadStateError } from "../../lib/errors";
 import { openRuntime, type Runtime } from "../../lib/runtime";
-import { tolerance } from "../../lib/testing/decode-check";
-import { type MultiqueryCase, runMultiqueryCase } from "../../lib/testing/multiquery-check";
-import { randomHalves, rng, TestPool } from "../../lib/testing/pool";
+import { decode } from "../../lib/dtype";
+import { POISON, tolerance } from "../../lib/testing/decode-check";
+import {
+  decodeKernelsTakeAll,
+  type MultiqueryCase,
+  poolReferenceMultiquery,
+  runMultiqueryCase,
+} from "../../lib/testing/multiquery-check";
+import { randomHalves, rng, TestPool, type TestSequence } from "../../lib/testing/pool";
 import { describeGpu } from "../support/gpu";
 
 describeGpu("multi-query kernels on the GPU", () => {
@@ -16,11 +23,12 @@ describeGpu("multi-query kernels on the GPU", () => {
   const runtime = () => (rt ??= openRuntime({ backend: "cuda" }));
   afterAll(() => rt?.dispose());
 
-  const check = (c: MultiqueryCase, device = false) => {
-    const r = runMultiqueryCase(runtime(), c, { device });
-    expect({ unwritten: r.unwritten, kernel: r.kernel }).toEqual({
+  const check = (c: MultiqueryCase, device = false, settings?: EngineSettings) => {
+    const r = runMultiqueryCase(runtime(), c, { device, settings });
+    const decodeOnly = decodeKernelsTakeAll(c) && settings?.math !== "cuda-cores";
+    expect({ unwritten: r.unwritten, multiquery: r.kernel === "multiquery" }).toEqual({
       unwritten: 0,
-      kernel: c.rows.some((row) => row.qLen > 1) ? "multiquery" : r.kernel,
+      multiquery: !decodeOnly,
     });
     expect(r.relError).toBeLessThan(tolerance(c.dtype));
     expect(r.lseError).toBeLessThan(2e-3);
@@ -31,6 +39,103 @@ describeGpu("multi-query kernels on the GPU", () => {
     const rows = [1, 2, 4, 8, 16, 1, 4].map((qLen, i) => ({ length: [33, 700, 5000, 129, 16, 1, 64][i]!, qLen }));
     for (const device of [false, true])
       check({ group: 4, numKvHeads: 8, headDim: 128, pageSize: 16, dtype: "f16", rows }, device);
+  });
+  test("speculative rows on the decode kernels: every group at its largest draft, 128K, claiming and the tail", () => {
+    // Per group its largest draft (16 / group tokens) and one under it, over contexts whose last K/V tile
+    // holds fewer tokens than the draft (an early query sees none of a late split's tokens).
+    for (let group = 1; group <= 16; group++) {
+      const most = Math.floor(16 / group);
+      const c: MultiqueryCase = {
+        group,
+        numKvHeads: 2,
+        headDim: group % 2 ? 128 : 64,
+        pageSize: 2 ** (group % 9),
+        dtype: group % 3 ? "f16" : "bf16",
+        rows: [
+          { length: 9 * 1024 + 2, qLen: most },
+          { length: most, qLen: most },
+          { length: 700, qLen: Math.max(1, most - 1) },
+          { length: 1, qLen: 1 },
+        ],
+        seed: group,
+      };
+      check(c, group % 2 === 0);
+    }
+    // 128K tokens of a row and the few-row strategies forced on: claimed tiles, then the dynamic tail.
+    const long: MultiqueryCase = {
+      group: 4,
+      numKvHeads: 1,
+      headDim: 128,
+      pageSize: 16,
+      dtype: "bf16",
+      rows: [
+        { length: 131_072, qLen: 4 },
+        { length: 20_003, qLen: 3 },
+        { length: 64, qLen: 2 },
+      ],
+    };
+    for (const settings of [undefined, { claimMinTiles: 1, tailPercent: 0 }, { tailPercent: 30, tailMinSplits: 0 }])
+      expect(check(long, false, settings).maxSplits).toBeGreaterThan(1);
+  }, 120_000);
+  test("a plan of speculative rows only is captured into a graph and replays, also for the next plan", () => {
+    const rt = runtime();
+    const pool = new TestPool(rt, {
+      numLayers: 1,
+      numPages: 600,
+      pageSize: 16,
+      numKvHeads: 2,
+      headDim: 128,
+      dtype: "f16",
+      maxSequences: 8,
+      maxPagesPerSequence: 300,
+    });
+    const engine = new DecodeEngine(rt, { numQoHeads: 8, numKvHeads: 2, headDim: 128, pageSize: 16, dtype: "f16" });
+    const width = 8 * 128,
+      room = 12 * width; // query tokens of either step
+    const qHost = randomHalves("f16", room, rng(5), 2);
+    const q = rt.allocDevice(room * 2),
+      out = rt.allocDevice(room * 2);
+    q.write(qHost);
+    const stream = rt.createStream();
+    try {
+      // The replay's output against the reference of the plan current at the replay.
+      const expectReference = (seqs: TestSequence[], qLens: number[]) => {
+        const tokens = qLens.reduce((a, b) => a + b, 0);
+        const got = new Uint16Array(room).fill(POISON);
+        out.write(got);
+        graph.launch(stream);
+        stream.synchronize();
+        out.read(got);
+        const ref = poolReferenceMultiquery(pool, 0, seqs, qLens, 8, qHost.subarray(0, tokens * width));
+        const a = decode("f16", got.subarray(0, tokens * width)),
+          b = decode("f16", ref.out);
+        let diff = 0,
+          norm = 0;
+        for (let i = 0; i < a.length; i++) {
+          diff += (a[i]! - b[i]!) ** 2;
+          norm += b[i]! ** 2;
+        }
+        expect(Math.sqrt(diff / norm)).toBeLessThan(tolerance("f16"));
+      };
+      const stepA = [pool.addSequence(4000), pool.addSequence(40), pool.addSequence(1700)];
+      let plan = engine.plan(pool, stepA, { qLens: [4, 1, 3], policy: "persistent" });
+      expect(plan.kernel).toBe("persistent");
+      rt.synchronize();
+      const graph = rt.capture(() => engine.run(plan, 0, q, out, undefined, { stream }), stream);
+      expectReference(stepA, [4, 1, 3]);
+      // The persistent kernel reads its tasks (and each row's queries) from the engine's one device image.
+      const stepB = [pool.addSequence(2500), pool.addSequence(17), pool.addSequence(900), pool.addSequence(3)];
+      plan = engine.plan(pool, stepB, { qLens: [2, 4, 4, 1], policy: "persistent" });
+      rt.synchronize();
+      expectReference(stepB, [2, 4, 4, 1]);
+      graph.dispose();
+    } finally {
+      stream.dispose();
+      q.dispose();
+      out.dispose();
+      engine.dispose();
+      pool.dispose();
+    }
   });
   test("a few rows over long contexts: split tasks merge by log-sum-exp", () => {
     const r = check({

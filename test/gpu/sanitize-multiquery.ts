@@ -1,10 +1,36 @@
-// A small multi-query workload for compute-sanitizer (memcheck, racecheck, synccheck): the small-rows
-// warp split and the 64-row split, wide tiles, split tiles merged, a mixed step's decode rows gathered and
-// scattered, idle warps (g 3 and 7), every head dim, host-array and device-buffer runs.
+// A small multi-query workload for compute-sanitizer (memcheck, racecheck, synccheck): speculative rows on
+// the decode kernels (static splits, claimed tiles, the dynamic tail, causal edges), the multi-query
+// kernels' small-rows warp split and 64-row split, wide tiles, split tiles merged, idle warps (g 3 and
+// 7), every head dim, host-array and device-buffer runs.
 //   compute-sanitizer --tool memcheck --error-exitcode 1 bun test/gpu/sanitize-multiquery.ts
+import type { EngineSettings } from "../../lib/engine";
 import { openRuntime } from "../../lib/runtime";
 import { tolerance } from "../../lib/testing/decode-check";
 import { type MultiqueryCase, runMultiqueryCase } from "../../lib/testing/multiquery-check";
+
+// Speculative rows (q_len x group <= 16) on the decode kernels, with each few-row strategy forced on.
+const speculative: MultiqueryCase = {
+  group: 4,
+  numKvHeads: 2,
+  headDim: 128,
+  pageSize: 16,
+  dtype: "f16",
+  rows: [
+    { length: 20_002, qLen: 4 },
+    { length: 3, qLen: 3 },
+    { length: 700, qLen: 2 },
+    { length: 1, qLen: 1 },
+  ],
+};
+const decodeRuns: [MultiqueryCase, EngineSettings | undefined][] = [
+  [speculative, undefined],
+  [speculative, { claimMinTiles: 1, tailPercent: 0 }],
+  [speculative, { tailPercent: 30, tailMinSplits: 0 }],
+  [
+    { ...speculative, group: 1, headDim: 64, pageSize: 1, dtype: "bf16", rows: [{ length: 5000, qLen: 16 }] },
+    undefined,
+  ],
+];
 
 const cases: MultiqueryCase[] = [
   {
@@ -67,8 +93,9 @@ const cases: MultiqueryCase[] = [
 ];
 using rt = openRuntime({ backend: "cuda" });
 let bad = 0;
-cases.forEach((c, i) => {
-  const r = runMultiqueryCase(rt, c, { device: i % 2 === 1 });
+const runs = [...decodeRuns, ...cases.map((c): [MultiqueryCase, undefined] => [c, undefined])];
+runs.forEach(([c, settings], i) => {
+  const r = runMultiqueryCase(rt, c, { device: i % 2 === 1, settings });
   const ok = r.unwritten === 0 && r.relError < tolerance(c.dtype);
   if (!ok) bad++;
   console.log(

@@ -101,6 +101,12 @@ struct pkv_decode_engine {
   int32_t grid;
   pkv::MqState *mq = nullptr;  // plans with rows of several query tokens (multiquery_state.h)
   int32_t mq_wide_wave = 0;    // resident blocks of the wide multi-query kernel (0: none for this shape)
+  // Rows of several queries (q_len x group <= 16) on the decode kernels: whether this engine's body
+  // takes them (the tensor-core one, 16-bit pages). Their splits take q_len slots of `group` partial
+  // rows each, so the partials hold 16 rows per task (else `group`): a graph captured over any plan
+  // replays with the buffers of any later one.
+  bool decode_queries = false;
+  int64_t partial_rows = 0;
   // Shared-prefix sections (shared_state.h): the blocks of each shared launch (0: this engine never
   // shares: FP8 pages, mode OFF), the planner's scratch and, from the first plan that shares, the buffers.
   int32_t shared_grid = 0;
@@ -520,12 +526,11 @@ bool is_multi(const pkv_decode_engine *e) { return e->mq && e->mq->active; }
 // q and out rows of the current plan: its query tokens.
 int64_t io_rows(const pkv_decode_engine *e) { return is_multi(e) ? e->mq->query_tokens : e->batch; }
 
-// A plan with a multi-query section: its decode rows gathered into contiguous rows for the decode
-// kernels (and their outputs scattered back), then the section's tasks and merges.
+// A plan with rows of several query tokens: the decode kernels over their rows (which address their own
+// q and out rows), then the multi-query section's tasks and merges.
 pkv_status run_multi(pkv_decode_engine *e, int32_t layer, const void *q, void *out, float *lse, cudaStream_t stream) {
   pkv::MqState &m = *e->mq;
   const bool cuda = pkv::on_cuda(e->rt);
-  const int64_t row = (int64_t)e->cfg.num_qo_heads * e->cfg.head_dim * 2, lse_row = (int64_t)e->cfg.num_qo_heads * 4;
   pkv::MqParams p;
   p.k = pkv::layer_k(e->pool, layer);
   p.v = pkv::layer_v(e->pool, layer);
@@ -542,15 +547,11 @@ pkv_status run_multi(pkv_decode_engine *e, int32_t layer, const void *q, void *o
   p.scale_log2 = sm_scale_of(e) * 1.4426950408889634f;
   p.first_task = 0;
   auto launch = [&]() -> pkv_status {
-    if (m.num_decode > 0) {
-      char *dq = static_cast<char *>(m.decode_io), *dout = dq + m.num_decode * row;
-      float *dlse = lse ? reinterpret_cast<float *>(dout + m.num_decode * row) : nullptr;
-      PKV_TRY(pkv::move_decode_rows(e->rt, m, q, dq, row, true, stream));
-      if (cuda) PKV_TRY(cuda_launch(e, layer, dq, dout, dlse, stream));
-      else cpu_run(e, layer, dq, dout, dlse);
-      PKV_TRY(pkv::move_decode_rows(e->rt, m, dout, out, row, false, stream));
-      if (lse) PKV_TRY(pkv::move_decode_rows(e->rt, m, dlse, lse, lse_row, false, stream));
+    if (e->batch > 0) {
+      if (cuda) PKV_TRY(cuda_launch(e, layer, q, out, lse, stream));
+      else cpu_run(e, layer, q, out, lse);
     }
+    if (m.num_tasks == 0) return PKV_OK;
     if (!cuda) {
       pkv::cpu_multiquery_run(p, e->cfg.head_dim, e->cfg.dtype, sm_scale_of(e));
       return PKV_OK;
@@ -642,6 +643,8 @@ pkv_status pkv::copy_plan(pkv_decode_engine *src, pkv_decode_engine *dst, pkv_kv
   PKV_TRY(ensure_staging(dst, st, used));
   memcpy(st.host, src->plan_host, used);
   PKV_TRY(install_plan(dst, pool, pool_token, st, src->kernel, src->pool));
+  if (dst->mq) dst->mq->active = false;
+  if (dst->sh) dst->sh->active = false;
   redirty.armed = false;
   int64_t total = 0;
   int32_t max_splits = 0;
@@ -713,10 +716,19 @@ bool plan_shared_section(pkv_decode_engine *e, const pkv_kvpool *pool, int32_t b
   return true;
 }
 
-// The plan of a step whose rows 0 .. decode_batch - 1 run on the decode kernels: every row's lengths
-// and block-table entries are checked and its new entries uploaded, the workqueue covers those rows.
+// The rows of a step that run on the decode kernels: all of them (a decode plan: queries null), or a
+// mixed step's rows of q_len 1 and the speculative rows the decode kernels take.
+struct DecodeRows {
+  int32_t count;
+  const int32_t *rows;
+  const int32_t *seq_lens;
+  pkv::PlanQueries queries;
+};
+
+// The plan of a step whose rows `d` run on the decode kernels: every row's lengths and block-table
+// entries are checked and its new entries uploaded, the workqueue covers the rows of `d`.
 pkv_status plan_step(pkv_decode_engine *e, pkv_kvpool *pool, uint64_t pool_token, int32_t batch, const int32_t *rows,
-                     const int32_t *seq_lens, int32_t decode_batch, int32_t policy, pkv_plan_info *info) {
+                     const int32_t *seq_lens, const DecodeRows &d, int32_t policy, pkv_plan_info *info) {
   PKV_TRY(check_pool(e, pool, "pkv_decode_plan"));
   BatchSummary sum;
   PKV_TRY(check_batch(pool, batch, rows, seq_lens, &sum));
@@ -734,16 +746,16 @@ pkv_status plan_step(pkv_decode_engine *e, pkv_kvpool *pool, uint64_t pool_token
                                    "capture begins and capture only the runs");
   // Shared prefixes: only in plans whose every row is a decode row. The decode kernels then read each
   // row's own tokens (from its first unshared column on).
-  const bool sharing = decode_batch == batch && plan_shared_section(e, pool, batch, rows, seq_lens);
+  const bool sharing = !d.queries.counts && d.count == batch && plan_shared_section(e, pool, batch, rows, seq_lens);
   const int32_t *first_columns = sharing ? e->sh_plan.first_column.data() : nullptr;
   static thread_local std::vector<int32_t> own_lens;
   if (sharing) {
     own_lens.resize(batch);
     for (int32_t b = 0; b < batch; b++) own_lens[b] = seq_lens[b] - first_columns[b] * e->cfg.page_size;
   }
-  const int32_t *decode_lens = sharing ? own_lens.data() : seq_lens;
-  // The decode kernels' rows are the first decode_batch (a mixed step's rows of q_len 1); the policy
-  // judges them alone.
+  const int32_t *decode_lens = sharing ? own_lens.data() : d.seq_lens;
+  const int32_t decode_batch = d.count;
+  // The policy judges the decode kernels' rows alone.
   int64_t decode_total = total_tokens, decode_longest = sum.longest;
   if (decode_batch < batch || sharing) {
     decode_total = decode_longest = 0;
@@ -760,9 +772,11 @@ pkv_status plan_step(pkv_decode_engine *e, pkv_kvpool *pool, uint64_t pool_token
   PKV_TRY(ensure_staging(e, st, bytes_needed));
 
   pkv::PlanHeader *header = &pkv::plan_header(st.host);
-  const int32_t max_splits = decode_batch > 0 ? pkv::build_workqueue(e->shape, e->plan_settings, kernel, decode_batch, rows,
-                                                                      decode_lens, first_columns, st.host)
+  const int32_t max_splits = decode_batch > 0 ? pkv::build_workqueue(e->shape, e->plan_settings, kernel, decode_batch, d.rows,
+                                                                      decode_lens, first_columns, d.queries, st.host)
                                               : empty_workqueue(st.host);
+  if ((int64_t)header->num_partials * e->group > e->partial_rows)
+    return fail(PKV_ERR_INTERNAL, "pkv_decode_plan: the plan's %d partial slots overrun the engine's", header->num_partials);
   header->num_deltas = num_deltas == 0 ? 0 : gather_deltas(pool, batch, rows, seq_lens, sum.dirty_rows, pkv::plan_deltas(st.host));
   PKV_TRY(install_plan(e, pool, pool_token, st, kernel, pool));
   if (e->mq) e->mq->active = false;
@@ -856,6 +870,9 @@ pkv_status pkv_decode_engine_create_with(pkv_runtime *rt, const pkv_decode_confi
     s = pkv::multiquery_wide_blocks_per_sm(config->dtype, config->head_dim, &bps);
     e->mq_wide_wave = std::max(0, bps) * rt->info.multiprocessors;
   }
+  // PKV_MULTIQUERY_KERNEL=tiles (or mma) keeps rows of several queries off the decode kernels, for comparisons.
+  e->decode_queries = !pkv::is_fp8(config->dtype) && e->body.math == PKV_MATH_TENSOR_CORES &&
+                      !(mq_kernel_env && (std::strcmp(mq_kernel_env, "tiles") == 0 || std::strcmp(mq_kernel_env, "mma") == 0));
   e->shape = pkv::PlanShape{config->num_kv_heads, config->page_size, wave, kMinSplitTokens,
                             pkv::decode_tile_tokens_of(config->head_dim, e->body.math, config->dtype)};
   e->max_tasks = pkv::max_plan_tasks(e->shape, config->max_batch);
@@ -888,8 +905,9 @@ pkv_status pkv_decode_engine_create_with(pkv_runtime *rt, const pkv_decode_confi
   alloc(PKV_MEM_PINNED, image, &e->staging[0].host);
   alloc(PKV_MEM_PINNED, image, &e->staging[1].host);
   e->staging[0].capacity = e->staging[1].capacity = image;
-  alloc(PKV_MEM_DEVICE, e->max_tasks * g * d * 4, (void **)&e->partial_o);
-  alloc(PKV_MEM_DEVICE, e->max_tasks * g * 4, (void **)&e->partial_lse);
+  e->partial_rows = e->max_tasks * (e->decode_queries ? 16 : g);
+  alloc(PKV_MEM_DEVICE, e->partial_rows * d * 4, (void **)&e->partial_o);
+  alloc(PKV_MEM_DEVICE, e->partial_rows * 4, (void **)&e->partial_lse);
   const int64_t pairs = (int64_t)config->max_batch * config->num_kv_heads;
   const size_t counter_bytes = (size_t)pairs * (8 + 3 * 4);
   alloc(PKV_MEM_DEVICE, (int64_t)counter_bytes, (void **)&e->merge_counters);
@@ -976,7 +994,7 @@ pkv_status pkv_decode_plan(pkv_decode_engine *engine, pkv_kvpool *pool, int32_t 
   PKV_NOT_NULL(info);
   pkv_decode_engine *e = engine;
   PKV_TRY(check_plan_call(e, batch, &policy, __func__));
-  return plan_step(e, pool, pool_token, batch, rows, seq_lens, batch, policy, info);
+  return plan_step(e, pool, pool_token, batch, rows, seq_lens, DecodeRows{batch, rows, seq_lens, {}}, policy, info);
   PKV_API_END
 }
 
@@ -1046,18 +1064,20 @@ pkv_status pkv_decode_run_device(pkv_decode_engine *engine, int32_t plan_id, int
   const void *qp = static_cast<char *>(q->ptr) + q_offset;
   void *op = static_cast<char *>(out->ptr) + out_offset;
   float *lp = lse ? reinterpret_cast<float *>(static_cast<char *>(lse->ptr) + lse_offset) : nullptr;
-  if (is_multi(e)) {
-    if (pkv::on_cuda(e->rt) && pkv::is_capturing(e->rt, pkv::stream_of(e->rt, stream)))
-      return fail(PKV_ERR_BAD_STATE, "%s: a plan with several query tokens per row cannot be captured into a graph",
-                  __func__);
-    return run_multi(e, layer, qp, op, lp, pkv::stream_of(e->rt, stream));
-  }
+  // A multi-query section's launches take their counts from the host image, which the next plan rewrites:
+  // only plans whose rows all run on the decode kernels are captured.
+  const bool section = is_multi(e) && e->mq->num_tasks > 0;
+  if (section && pkv::on_cuda(e->rt) && pkv::is_capturing(e->rt, pkv::stream_of(e->rt, stream)))
+    return fail(PKV_ERR_BAD_STATE,
+                "%s: a plan with rows of more than 16 query rows (q_len x group) cannot be captured into a graph", __func__);
   if (!pkv::on_cuda(e->rt)) {
+    if (is_multi(e)) return run_multi(e, layer, qp, op, lp, nullptr);
     cpu_run(e, layer, qp, op, lp);
     return PKV_OK;
   }
   for (const void *used : {(const void *)e, (const void *)e->pool, (const void *)q, (const void *)out, (const void *)lse})
     pkv::note_capture_use(e->rt, pkv::stream_of(e->rt, stream), used);
+  if (is_multi(e)) return run_multi(e, layer, qp, op, lp, pkv::stream_of(e->rt, stream));
   return cuda_run(e, layer, qp, op, lp, pkv::stream_of(e->rt, stream));
   PKV_API_END
 }
@@ -1085,37 +1105,39 @@ pkv_status pkv_decode_plan_q(pkv_decode_engine *engine, pkv_kvpool *pool, int32_
   if (query_tokens > INT32_MAX)
     return fail(PKV_ERR_INVALID_ARGUMENT, "%s: %lld query tokens in one step (at most 2^31 - 1)", __func__,
                 (long long)query_tokens);
-  if (!q_lens || decode_rows == batch) return plan_step(e, pool, pool_token, batch, rows, seq_lens, batch, policy, info);
+  if (!q_lens || decode_rows == batch)
+    return plan_step(e, pool, pool_token, batch, rows, seq_lens, DecodeRows{batch, rows, seq_lens, {}}, policy, info);
   if (pkv::is_fp8(e->cfg.dtype))
     return fail(PKV_ERR_UNSUPPORTED, "%s: the multi-query kernels read 16-bit pages; rows of FP8 pages take q_len 1", __func__);
 
-  // The decode kernels take the rows of q_len 1 as rows 0 .. decode_rows - 1; the section the others.
+  // The decode kernels take the rows of q_len 1 and, where their body can (decode_queries), the rows of
+  // q_len x group <= 16: one 16-row MMA tile either way, so a draft of 4 tokens at group 4 streams its
+  // K/V as a decode row does. The multi-query section takes the others.
   if (!e->mq) e->mq = new pkv::MqState();
   pkv::MqState &m = *e->mq;
-  static thread_local std::vector<int32_t> ordered_rows, ordered_lens;
-  ordered_rows.resize(batch);
-  ordered_lens.resize(batch);
+  static thread_local std::vector<int32_t> d_rows, d_lens, d_counts, d_firsts;
+  d_rows.clear(), d_lens.clear(), d_counts.clear(), d_firsts.clear();
   m.plan.rows.clear();
-  m.plan.decode_tokens.clear();
-  for (int32_t b = 0, token = 0, later = decode_rows; b < batch; token += q_lens[b], b++) {
-    const int32_t at = q_lens[b] == 1 ? (int32_t)m.plan.decode_tokens.size() : later++;
-    ordered_rows[at] = rows[b];
-    ordered_lens[at] = seq_lens[b];
-    if (q_lens[b] == 1) m.plan.decode_tokens.push_back(token);
-    else m.plan.rows.push_back(pkv::MqRow{rows[b], seq_lens[b], q_lens[b], token});
+  for (int32_t b = 0, token = 0; b < batch; token += q_lens[b], b++) {
+    if (q_lens[b] == 1 || (e->decode_queries && q_lens[b] * e->group <= 16)) {
+      d_rows.push_back(rows[b]), d_lens.push_back(seq_lens[b]), d_counts.push_back(q_lens[b]), d_firsts.push_back(token);
+    } else {
+      m.plan.rows.push_back(pkv::MqRow{rows[b], seq_lens[b], q_lens[b], token});
+    }
   }
-  PKV_TRY(plan_step(e, pool, pool_token, batch, ordered_rows.data(), ordered_lens.data(), decode_rows, policy, info));
+  const DecodeRows d{(int32_t)d_rows.size(), d_rows.data(), d_lens.data(), {d_counts.data(), d_firsts.data()}};
+  PKV_TRY(plan_step(e, pool, pool_token, batch, rows, seq_lens, d, policy, info));
   e->pool_token = 0;  // incomplete until the section is uploaded
   const int32_t wave = pkv::on_cuda(e->rt) ? 2 * e->rt->info.multiprocessors : kCpuWave;
   pkv::plan_multiquery(pkv::MqPlanShape{e->cfg.num_kv_heads, e->group, wave, kMinMqSplitTokens, e->mq_wide_wave}, m.plan);
-  PKV_TRY(pkv::upload_mq_plan(e->rt, m, e->cfg.head_dim, io_bytes(e, 1), (int64_t)e->cfg.num_qo_heads * 4));
+  PKV_TRY(pkv::upload_mq_plan(e->rt, m, e->cfg.head_dim, query_tokens, io_bytes(e, 1), (int64_t)e->cfg.num_qo_heads * 4));
   m.active = true;
   e->pool_token = pool_token;
   const int32_t mq_tasks = (int32_t)m.plan.tasks.size();
   int32_t mq_splits = 1;
   for (const pkv::MqMerge &merge : m.plan.merges) mq_splits = std::max(mq_splits, merge.num_splits);
   info->batch = batch;
-  info->kernel = PKV_KERNEL_MULTIQUERY;
+  if (mq_tasks > 0) info->kernel = PKV_KERNEL_MULTIQUERY;
   info->num_tasks += mq_tasks;
   info->grid += m.plan.wide_grid + (mq_tasks - m.plan.num_wide);
   info->max_splits = std::max(info->max_splits, mq_splits);

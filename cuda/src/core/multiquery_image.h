@@ -2,7 +2,7 @@
 // as the planner writes it and the multi-query kernels and the CPU executor read it. The only
 // definition of the layout; compiles for the host and the device.
 //
-//   [MqHeader][MqRow x num_rows][MqTask x num_tasks][MqMerge x num_merges][int32 decode_tokens x num_decode]
+//   [MqHeader][MqRow x num_rows][MqTask x num_tasks][MqMerge x num_merges]
 //
 // A task is (row, KV head, a tile of the row's query tokens, a range of context tokens): it computes the
 // tile's q_count x group query rows (token t of the tile and query head y of the group are local row
@@ -11,8 +11,8 @@
 // (the warpgroup kernel, on Hopper), and the wide tasks come first. A
 // tile whose context is long is cut into several tasks (splits) whose fp32 partials (output, log-sum-exp)
 // one merge combines; a split's range never reaches past the tile's last query position (causal).
-// decode_tokens[i] is the query token (q and out row) of the step's i-th row of q_len 1: those rows run
-// on the decode kernels, whose plan numbers them 0 .. num_decode - 1.
+// The step's other rows (q_len 1, and speculative rows of q_len x group <= 16 where the decode kernels
+// take them) are in the decode plan, which addresses their q and out rows itself (PlanRow).
 #pragma once
 #include <cstdint>
 
@@ -28,10 +28,9 @@ struct MqHeader {
   int32_t num_rows;
   int32_t num_tasks;
   int32_t num_merges;
-  int32_t num_decode;
   int32_t num_wide;   // tasks 0 .. num_wide - 1 are wide tiles (up to kMqWideRows rows), the rest narrow
   int32_t wide_grid;  // blocks of the wide tasks' persistent launch: block b runs tasks b, b + wide_grid, ...
-  int32_t reserved[2];
+  int32_t reserved[3];
 };
 struct MqRow {
   int32_t table_row;
@@ -64,8 +63,8 @@ static_assert(sizeof(MqHeader) == 32 && sizeof(MqRow) == 16 && sizeof(MqTask) ==
 PKV_HOST_DEVICE int64_t mq_slot_floats(int32_t head_dim) { return (int64_t)kMqWideRows * (head_dim + 1); }
 PKV_HOST_DEVICE int64_t mq_slot_lse(int32_t head_dim) { return (int64_t)kMqWideRows * head_dim; }
 
-PKV_HOST_DEVICE int64_t mq_image_bytes(int64_t rows, int64_t tasks, int64_t merges, int64_t decode) {
-  return (int64_t)sizeof(MqHeader) + 16 * rows + 32 * tasks + 16 * merges + 4 * decode;
+PKV_HOST_DEVICE int64_t mq_image_bytes(int64_t rows, int64_t tasks, int64_t merges) {
+  return (int64_t)sizeof(MqHeader) + 16 * rows + 32 * tasks + 16 * merges;
 }
 PKV_HOST_DEVICE const MqHeader &mq_header(const void *image) { return *static_cast<const MqHeader *>(image); }
 PKV_HOST_DEVICE const MqRow *mq_rows(const void *image) {
@@ -76,9 +75,6 @@ PKV_HOST_DEVICE const MqTask *mq_tasks(const void *image) {
 }
 PKV_HOST_DEVICE const MqMerge *mq_merges(const void *image) {
   return reinterpret_cast<const MqMerge *>(mq_tasks(image) + mq_header(image).num_tasks);
-}
-PKV_HOST_DEVICE const int32_t *mq_decode_tokens(const void *image) {
-  return reinterpret_cast<const int32_t *>(mq_merges(image) + mq_header(image).num_merges);
 }
 
 // Query tokens of one tile: as many as fill its query rows (kMqTileRows, or kMqWideRows for a wide one).

@@ -25,8 +25,7 @@ struct MqPlanShape {
 
 // One step's section before it is written out; vectors keep their capacity from step to step.
 struct MqPlan {
-  std::vector<MqRow> rows;             // the caller fills these two
-  std::vector<int32_t> decode_tokens;
+  std::vector<MqRow> rows;             // the caller fills these
   std::vector<MqTask> tasks;           // plan_multiquery fills the rest
   std::vector<MqMerge> merges;
   int32_t num_wide = 0;                // tasks 0 .. num_wide - 1: wide tiles, ordered for a grid of wide_grid

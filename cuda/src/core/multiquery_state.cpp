@@ -2,9 +2,6 @@
 #include "multiquery_state.h"
 
 #include <algorithm>
-#include <cstring>
-
-#include "../gpu/multiquery_launch.h"
 
 namespace pkv {
 
@@ -40,24 +37,20 @@ void free_mq_state(pkv_runtime *rt, MqState *m) {
   if (m->copied) cudaEventDestroy(m->copied);
   if (cuda) raw_free(rt, PKV_MEM_DEVICE, m->device);
   raw_free(rt, PKV_MEM_DEVICE, m->partial);
-  raw_free(rt, PKV_MEM_DEVICE, m->decode_io);
   if (cuda) raw_free(rt, PKV_MEM_DEVICE, m->io);
   delete m;
 }
 
-pkv_status upload_mq_plan(pkv_runtime *rt, MqState &m, int32_t head_dim, int64_t row_bytes, int64_t lse_row_bytes) {
+pkv_status upload_mq_plan(pkv_runtime *rt, MqState &m, int32_t head_dim, int64_t query_tokens, int64_t row_bytes,
+                          int64_t lse_row_bytes) {
   const bool cuda = on_cuda(rt);
   const int64_t bytes = mq_plan_bytes(m.plan);
-  const int64_t decode = (int64_t)m.plan.decode_tokens.size();
-  int64_t query_tokens = decode;
-  for (const MqRow &row : m.plan.rows) query_tokens += row.q_len;
   if (cuda && !m.copied) PKV_CUDA_TRY(cudaEventCreateWithFlags(&m.copied, cudaEventDisableTiming));
   if (m.in_flight) PKV_CUDA_TRY(cudaEventSynchronize(m.copied));
   m.in_flight = false;
   PKV_TRY(ensure(rt, cuda ? PKV_MEM_PINNED : PKV_MEM_DEVICE, &m.host, &m.host_capacity, bytes));
   PKV_TRY(ensure(rt, PKV_MEM_DEVICE, (void **)&m.partial, &m.partial_capacity,
                  std::max<int64_t>(1, m.plan.num_slots) * mq_slot_floats(head_dim) * 4));
-  PKV_TRY(ensure(rt, PKV_MEM_DEVICE, &m.decode_io, &m.decode_io_capacity, decode * (2 * row_bytes + lse_row_bytes)));
   if (cuda) {
     PKV_TRY(ensure(rt, PKV_MEM_DEVICE, &m.device, &m.device_capacity, bytes));
     PKV_TRY(ensure(rt, PKV_MEM_DEVICE, &m.io, &m.io_capacity, query_tokens * (2 * row_bytes + lse_row_bytes)));
@@ -69,26 +62,7 @@ pkv_status upload_mq_plan(pkv_runtime *rt, MqState &m, int32_t head_dim, int64_t
     m.in_flight = true;
   }
   m.query_tokens = (int32_t)query_tokens;
-  m.num_decode = (int32_t)decode;
-  return PKV_OK;
-}
-
-pkv_status move_decode_rows(pkv_runtime *rt, const MqState &m, const void *src, void *dst, int64_t row_bytes, bool gather,
-                            cudaStream_t stream) {
-  // From the uploaded image, not m.plan: a later plan that failed may have rewritten m.plan.
-  const int32_t n = m.num_decode;
-  if (on_cuda(rt)) {
-    // The device image's copy of the list: the host image's offset (the layout needs the header, which
-    // only the host can read).
-    const int64_t at = reinterpret_cast<const char *>(mq_decode_tokens(m.host)) - static_cast<const char *>(m.host);
-    const auto *tokens = reinterpret_cast<const int32_t *>(static_cast<const char *>(m.device) + at);
-    return launch_move_rows(src, dst, tokens, n, row_bytes, gather, stream);
-  }
-  const int32_t *tokens = mq_decode_tokens(m.host);
-  for (int32_t i = 0; i < n; i++) {
-    const int64_t from = gather ? tokens[i] : i, to = gather ? i : tokens[i];
-    memcpy(static_cast<char *>(dst) + to * row_bytes, static_cast<const char *>(src) + from * row_bytes, row_bytes);
-  }
+  m.num_tasks = (int32_t)m.plan.tasks.size();
   return PKV_OK;
 }
 

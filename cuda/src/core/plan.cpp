@@ -9,12 +9,12 @@ namespace pkv {
 
 int32_t build_workqueue(const PlanShape &s, const PlanSettings &settings, int32_t kernel, int32_t batch,
                         const int32_t *table_rows, const int32_t *seq_lens, const int32_t *first_columns,
-                        void *image) {
+                        PlanQueries queries, void *image) {
   PlanHeader &header = plan_header(image);
   header.batch = batch;
   header.tasks_offset = plan_tasks_offset(batch);
   PlanTask *tasks = plan_tasks(image);
-  PlanBuilder p{s, settings, batch, table_rows, seq_lens, first_columns, plan_rows(image), tasks};
+  PlanBuilder p{s, settings, batch, table_rows, seq_lens, first_columns, queries, plan_rows(image), tasks};
 
   int64_t max_pages = 0, total_pages = 0;
   for (int32_t b = 0; b < batch; b++) {

@@ -30,12 +30,20 @@ inline int64_t max_plan_tasks(const PlanShape &s, int32_t batch) {
   return 4 * (int64_t)s.wave + (int64_t)batch * s.num_kv_heads * 2;
 }
 
+// The queries of a step's rows (PlanRow): row b asks counts[b] tokens, from q row firsts[b] on. Null
+// arrays: one query each, row b's at q row b.
+struct PlanQueries {
+  const int32_t *counts = nullptr;
+  const int32_t *firsts = nullptr;
+};
+
 // Fills the header, rows and tasks of the image at `image` (which must have room per plan_image_bytes
 // and max_plan_tasks) from the batch's lengths; `kernel` is PKV_KERNEL_*. A row's tokens start at its
 // block-table column first_columns[b] (null: 0 for all; seq_lens counts from there). Deltas are
-// appended by the engine afterwards. Returns the number of splits of the longest-split row.
+// appended by the engine afterwards. Returns the number of splits of the longest-split row. Partial
+// slots: at most max_plan_tasks x the largest query count.
 int32_t build_workqueue(const PlanShape &shape, const PlanSettings &settings, int32_t kernel, int32_t batch,
                         const int32_t *table_rows, const int32_t *seq_lens, const int32_t *first_columns,
-                        void *image);
+                        PlanQueries queries, void *image);
 
 }  // namespace pkv

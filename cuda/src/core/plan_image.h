@@ -32,13 +32,18 @@ static_assert(sizeof(PlanHeader) == 32, "header is two int4");
 
 // A row's tokens are those of its block-table row from column first_column on: 0, unless the step's
 // shared-prefix section (shared_image.h) reads the columns before it for this row and others.
+// A row asks q_count queries (a decode row one; a speculative row its draft tokens, q_count x group <= 16):
+// its newest q_count tokens, q and out rows q_first .. q_first + q_count - 1, each seeing the context up
+// to its own position (causal).
 struct PlanRow {
   int32_t table_row;     // block-table row of the sequence
   int32_t seq_len;       // tokens from first_column on (>= 1): the row's own context
   int32_t num_splits;    // 1: tasks write `out` directly; more: partials merged by the last finisher
-  int32_t partial_base;  // first partial slot: base + head * num_splits + split
+  int32_t partial_base;  // first partial slot (partial_slot)
   int32_t first_column;  // block-table column of the row's token 0
-  int32_t reserved[3];
+  int32_t q_count;       // query tokens, >= 1
+  int32_t q_first;       // the first one's row in q and out
+  int32_t reserved;
 };
 
 // A task's tokens. Static (claim_tile 0, or a row of one split): [tok_begin, tok_end), page-aligned.
@@ -101,6 +106,21 @@ PKV_HOST_DEVICE PlanDelta *plan_deltas(void *image) {
 PKV_HOST_DEVICE int32_t task_head(const PlanTask &t) { return t.head_split >> 16; }
 PKV_HOST_DEVICE int32_t task_split(const PlanTask &t) { return t.head_split & 0xffff; }
 
+// ---- query rows --------------------------------------------------------------------------------
+// A task computes its row's q_count x group query rows against each K/V tile: local row r is query
+// token r / group of the row and query head r % group of the task's KV head group.
+
+PKV_HOST_DEVICE int32_t row_query_rows(const PlanRow &row, int32_t group) { return row.q_count * group; }
+// The q (and out, lse) row of local row r: [token][Hq] with Hq = num_kv_heads x group.
+PKV_HOST_DEVICE int64_t row_qo(const PlanRow &row, int32_t num_kv_heads, int32_t group, int32_t head, int32_t r) {
+  const int32_t t = row.q_count == 1 ? 0 : r / group;
+  return ((int64_t)(row.q_first + t) * num_kv_heads + head) * group + (r - t * group);
+}
+// Tokens that local row r sees, of the row's seq_len: all but the queries after its own.
+PKV_HOST_DEVICE int32_t row_visible(const PlanRow &row, int32_t group, int32_t r) {
+  return row.seq_len - row.q_count + 1 + (row.q_count == 1 ? 0 : r / group);
+}
+
 // ---- claiming ----------------------------------------------------------------------------------
 
 // Whether a task of `row` claims tiles (else its range is static).
@@ -118,14 +138,17 @@ PKV_HOST_DEVICE ClaimTiles claim_tiles(const PlanTask &t, const PlanRow &row, in
 }
 
 // ---- split bookkeeping -------------------------------------------------------------------------
-// A row of several splits writes one fp32 partial per split (slot partial_slot(row, head) + split; a
+// Partial slots hold `group` rows of head_dim fp32 (normalised output) and their lse; a split of a row
+// of q_count queries takes q_count consecutive slots (its q_count x group rows), so the splits of one
+// (row, head) are contiguous rows from partial_slot(row, head) x group on.
+// A row of several splits writes one fp32 partial per split (split s at rows s x row_query_rows on; a
 // claiming row's splits take slots in the order they finish, from a per-(row, head) slot counter, and a
 // split that computed no tile takes none). Each finishing split adds merge_count_add to its (row, head)'s
 // 64-bit counter: splits counted in the high word, work done (splits, or a claiming row's tiles) in the
 // low word. The one whose add completes the work learns from the sum how many slots to merge.
 
 PKV_HOST_DEVICE int64_t partial_slot(const PlanRow &row, int32_t head) {
-  return (int64_t)row.partial_base + (int64_t)head * row.num_splits;  // this head's first partial slot
+  return (int64_t)row.partial_base + (int64_t)head * row.num_splits * row.q_count;  // this head's first partial slot
 }
 // claimed: tiles this task computed if its row claims, else -1.
 PKV_HOST_DEVICE unsigned long long merge_count_add(int32_t claimed) {

@@ -75,7 +75,8 @@ void cpu_decode_run(const DecodeParams &a, int32_t head_dim, int32_t dtype, floa
     const int32_t head = task_head(t), n = row.num_splits;
     int32_t split = task_split(t);
     const int32_t *table_row = row_table(a.table, a.table_stride, row);
-    const int64_t slot_base = partial_slot(row, head);
+    const int32_t rows_q = row_query_rows(row, g);
+    const int64_t row_base = partial_slot(row, head) * g;  // the (row, head)'s first partial row
     // A claiming row counts tiles: a split that saw none takes no slot; the others take slots in turn
     // and the one that completes the row's tiles merges the slots taken (plan_image.h, as the kernels do).
     const int32_t claimed = task_tokens(t, row);
@@ -83,12 +84,17 @@ void cpu_decode_run(const DecodeParams &a, int32_t head_dim, int32_t dtype, floa
     if (claimed == 0) continue;
     if (claimed > 0) split = a.slot_counters[pair]++;
     scores.resize(toks.size());
-    for (int32_t y = 0; y < g; y++) {
-      const int64_t qo_row = ((int64_t)t.row * a.num_kv_heads + head) * g + y;
+    for (int32_t y = 0; y < rows_q; y++) {
+      const int64_t qo_row = row_qo(row, a.num_kv_heads, g, head, y);
+      const int32_t visible = row_visible(row, g, y);  // causal: none of the queries after its own
       for (int32_t e = 0; e < d; e++) q[e] = load_half(dtype, qp[qo_row * d + e]) * sm_scale;
       float mx = -INFINITY;
       for (size_t i = 0; i < toks.size(); i++) {
         const int32_t tok = toks[i];
+        if (tok >= visible) {
+          scores[i] = -INFINITY;
+          continue;
+        }
         const float factor = load_row(a.k, table_row[tok >> shift], head, tok, elems.data());
         float s = 0.f;
         for (int32_t e = 0; e < d; e++) s += q[e] * elems[e];
@@ -99,6 +105,7 @@ void cpu_decode_run(const DecodeParams &a, int32_t head_dim, int32_t dtype, floa
       std::fill(o.begin(), o.end(), 0.f);
       for (size_t i = 0; i < toks.size(); i++) {
         const int32_t tok = toks[i];
+        if (tok >= visible) continue;
         const float factor = load_row(a.v, table_row[tok >> shift], head, tok, elems.data());
         float p = std::exp(scores[i] - mx);
         l += p;
@@ -111,8 +118,8 @@ void cpu_decode_run(const DecodeParams &a, int32_t head_dim, int32_t dtype, floa
       if (n == 1) {
         write_out(qo_row, o.data(), lse);
       } else {
-        std::memcpy(a.partial_o + ((slot_base + split) * g + y) * d, o.data(), sizeof(float) * d);
-        a.partial_lse[(slot_base + split) * g + y] = lse;
+        std::memcpy(a.partial_o + (row_base + (int64_t)split * rows_q + y) * d, o.data(), sizeof(float) * d);
+        a.partial_lse[row_base + (int64_t)split * rows_q + y] = lse;
       }
     }
     if (n == 1) continue;
@@ -124,18 +131,20 @@ void cpu_decode_run(const DecodeParams &a, int32_t head_dim, int32_t dtype, floa
     const int32_t merged = merge_splits_counted(counter);
     counter = 0;  // the last split merges and leaves the counters clean for the next layer
     a.slot_counters[pair] = 0;
-    for (int32_t y = 0; y < g; y++) {
+    for (int32_t y = 0; y < rows_q; y++) {
       float mx = -INFINITY, sum = 0.f;
-      for (int32_t s = 0; s < merged; s++) mx = std::fmax(mx, a.partial_lse[(slot_base + s) * g + y]);
+      for (int32_t s = 0; s < merged; s++) mx = std::fmax(mx, a.partial_lse[row_base + (int64_t)s * rows_q + y]);
       std::fill(o.begin(), o.end(), 0.f);
       for (int32_t s = 0; s < merged; s++) {
-        float w = std::exp(a.partial_lse[(slot_base + s) * g + y] - mx);
+        const float ls = a.partial_lse[row_base + (int64_t)s * rows_q + y];
+        if (ls == -INFINITY) continue;  // a split that saw none of this query's tokens
+        float w = std::exp(ls - mx);
         sum += w;
-        const float *src = a.partial_o + ((slot_base + s) * g + y) * d;
+        const float *src = a.partial_o + (row_base + (int64_t)s * rows_q + y) * d;
         for (int32_t e = 0; e < d; e++) o[e] += w * src[e];
       }
       for (int32_t e = 0; e < d; e++) o[e] /= sum;
-      write_out(((int64_t)t.row * a.num_kv_heads + head) * g + y, o.data(), mx + std::log(sum));
+      write_out(row_qo(row, a.num_kv_heads, g, head, y), o.data(), mx + std::log(sum));
     }
   }
 }

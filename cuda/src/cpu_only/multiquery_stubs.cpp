@@ -12,9 +12,6 @@ pkv_status launch_multiquery(int32_t, int32_t, const MqParams &, const MqLaunch 
 pkv_status multiquery_wide_blocks_per_sm(int32_t, int32_t, int32_t *) {
   return fail(PKV_ERR_NO_DEVICE, "%s: this library was built without CUDA (zig build -Dgpu=false)", __func__);
 }
-pkv_status launch_move_rows(const void *, void *, const int32_t *, int32_t, int64_t, bool, cudaStream_t) {
-  return fail(PKV_ERR_NO_DEVICE, "%s: this library was built without CUDA (zig build -Dgpu=false)", __func__);
-}
 
 int64_t mma_probe_flops(int32_t, int32_t) { return 0; }
 pkv_status launch_mma_probe(int32_t, int32_t, int32_t, float *, cudaStream_t) {

@@ -104,6 +104,21 @@ __device__ __forceinline__ void fragment_rescale(float (&mx)[2], float (&m)[2], 
   fragment_rescale(mx, m, l, sc, [](float x) { return quad_max(x); });
 }
 
+// As fragment_rescale, for rows a chunk may mask whole (the causal rows of a row of several queries):
+// base[i] is the maximum the chunk's probabilities subtract, 0 for a row that has seen no token yet,
+// so that its probabilities and scale are 0, not NaN.
+__device__ __forceinline__ void fragment_rescale_masked(float (&mx)[2], float (&m)[2], float (&l)[2], float (&sc)[2],
+                                                        float (&base)[2]) {
+#pragma unroll
+  for (int i = 0; i < 2; i++) {
+    const float m_new = fmaxf(m[i], quad_max(mx[i]));
+    base[i] = m_new == -INFINITY ? 0.f : m_new;
+    sc[i] = exp2f(m[i] - base[i]);
+    m[i] = m_new;
+    l[i] *= sc[i];
+  }
+}
+
 // Merges n states given as (lse_i, o_i): o = sum w_i o_i / sum w_i with w_i = exp2(lse_i - max).
 // lse_at(i) and o_at(i, f) read state i (f receives 8 elements); returns the merged lse (log2 domain).
 template <typename Lse, typename Out>

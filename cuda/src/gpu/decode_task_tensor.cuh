@@ -1,8 +1,10 @@
-// Task body on tensor cores (head dim 64 and 128): the group's g query heads are the rows of one
-// 16-row mma tile (rows past g are zero and never written), so one warp computes every head of the
-// group for 16 tokens with mma.m16n8k16: S = Q K^T, online softmax on the fragments in registers,
-// then O += P V with P reused from the S fragments. Four warps take the tile's 16-token chunks in turn;
-// their states are merged at the end like the CUDA-core body's token partitions.
+// Task body on tensor cores (head dim 64 and 128): the row's query rows (its q_count tokens x the
+// group's g query heads, at most 16: plan_image.h) are the rows of one 16-row mma tile (rows past them
+// are zero and never written), so one warp computes every query of the group for 16 tokens with
+// mma.m16n8k16: S = Q K^T, online softmax on the fragments in registers, then O += P V with P reused
+// from the S fragments. A row of several queries (speculative decoding) costs what a decode row does:
+// the same K/V bytes and MMAs, and a causal mask on the scores. Four warps take the tile's 16-token
+// chunks in turn; their states are merged at the end like the CUDA-core body's token partitions.
 #pragma once
 #include "../core/plan_image.h"
 #include "decode_launch.h"
@@ -50,20 +52,23 @@ struct TensorBody {
   static __device__ void run(const DecodeParams &p, const PlanTask task, T *smem) {
     const PlanRow row = plan_rows(p.plan)[task.row];
     const int head = task_head(task), split = task_split(task);
-    const int g = p.group;
+    const int rows = row_query_rows(row, p.group);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, r0 = lane >> 2, cq = lane & 3;
 
-    // Q as A fragments: rows r0 and r0 + 8 (query heads), columns cq * 2 (+8) of each k-step.
-    const T *qbase = static_cast<const T *>(p.q) + ((int64_t)task.row * p.num_kv_heads + head) * g * D;
+    // Q as A fragments: rows r0 and r0 + 8 (query rows), columns cq * 2 (+8) of each k-step.
+    const T *q0 = static_cast<const T *>(p.q) + row_qo(row, p.num_kv_heads, p.group, head, r0) * D;
+    const T *q8 = static_cast<const T *>(p.q) + row_qo(row, p.num_kv_heads, p.group, head, r0 + 8) * D;
     uint32_t qa[kKSteps][4];
 #pragma unroll
     for (int ks = 0; ks < kKSteps; ks++) {
       const int c = ks * 16 + cq * 2;
-      qa[ks][0] = r0 < g ? *reinterpret_cast<const uint32_t *>(qbase + r0 * D + c) : 0u;
-      qa[ks][1] = r0 + 8 < g ? *reinterpret_cast<const uint32_t *>(qbase + (r0 + 8) * D + c) : 0u;
-      qa[ks][2] = r0 < g ? *reinterpret_cast<const uint32_t *>(qbase + r0 * D + c + 8) : 0u;
-      qa[ks][3] = r0 + 8 < g ? *reinterpret_cast<const uint32_t *>(qbase + (r0 + 8) * D + c + 8) : 0u;
+      qa[ks][0] = r0 < rows ? *reinterpret_cast<const uint32_t *>(q0 + c) : 0u;
+      qa[ks][1] = r0 + 8 < rows ? *reinterpret_cast<const uint32_t *>(q8 + c) : 0u;
+      qa[ks][2] = r0 < rows ? *reinterpret_cast<const uint32_t *>(q0 + c + 8) : 0u;
+      qa[ks][3] = r0 + 8 < rows ? *reinterpret_cast<const uint32_t *>(q8 + c + 8) : 0u;
     }
+    // Tokens each of this lane's two rows sees (the row's context, less the queries after its own).
+    const int visible[2] = {row_visible(row, p.group, r0), row_visible(row, p.group, r0 + 8)};
 
     float o[kNTiles][4];
 #pragma unroll
@@ -74,7 +79,10 @@ struct TensorBody {
     const TaskTiles tiles = task_tiles<kTile>(p, task, row, head, claim_ring);
     Loader loader{static_cast<const T *>(p.k), static_cast<const T *>(p.v), row_table(p.table, p.table_stride, row),
                   tiles.tok_begin, tiles.tok_end, head, p.num_kv_heads, p.page_shift};
-    auto tile_math = [&](int, const T *ks_, const T *vs_, int valid) {
+    auto tile_math = [&](int tile, const T *ks_, const T *vs_, int valid) {
+      // Per row, the tile's tokens it may see: `valid`, or fewer where the causal mask ends inside it.
+      const int first = tiles.tok_begin + tile * kTile;
+      const int seen[2] = {min(valid, visible[0] - first), min(valid, visible[1] - first)};
       for (int j = warp; j < kChunks; j += kWarps) {
         if (tok_row(j, 0, 0) >= valid) break;  // the chunk's first row (rows grow with j)
         float s[2][4] = {};
@@ -94,11 +102,11 @@ struct TensorBody {
 #pragma unroll
           for (int e = 0; e < 4; e++) {
             const int tok = tok_row(j, cq * 2 + (e & 1), nt);
-            s[nt][e] = tok < valid ? s[nt][e] * p.scale_log2 : -INFINITY;
+            s[nt][e] = tok < seen[e >> 1] ? s[nt][e] * p.scale_log2 : -INFINITY;
             mx[e >> 1] = fmaxf(mx[e >> 1], s[nt][e]);
           }
-        float sc[2];
-        fragment_rescale(mx, m, l, sc);
+        float sc[2], base[2];
+        fragment_rescale_masked(mx, m, l, sc, base);
 #pragma unroll
         for (int n = 0; n < kNTiles; n++) {
           o[n][0] *= sc[0];
@@ -111,7 +119,7 @@ struct TensorBody {
         for (int nt = 0; nt < 2; nt++)
 #pragma unroll
           for (int e = 0; e < 4; e++) {
-            pr[nt][e] = exp2f(s[nt][e] - m[e >> 1]);
+            pr[nt][e] = exp2f(s[nt][e] - base[e >> 1]);
             l[e >> 1] += pr[nt][e];
           }
         // The S fragments of tokens 0-7 and 8-15 are exactly P's A fragment for k = 16 tokens.
@@ -135,15 +143,15 @@ struct TensorBody {
     for (int i = 0; i < 2; i++) {
       l[i] = quad_sum(l[i]);
       const int y = r0 + 8 * i;
-      if (y >= g) continue;
+      if (y >= rows) continue;
       const float inv = l[i] > 0.f ? 1.f / l[i] : 0.f;
-      float *dst = sm_o + (warp * g + y) * D + cq * 2;
+      float *dst = sm_o + (warp * rows + y) * D + cq * 2;
 #pragma unroll
       for (int n = 0; n < kNTiles; n++) {
         dst[n * 8] = o[n][2 * i] * inv;
         dst[n * 8 + 1] = o[n][2 * i + 1] * inv;
       }
-      if (cq == 0) sm_lse[warp * g + y] = l[i] > 0.f ? m[i] + __log2f(l[i]) : -INFINITY;
+      if (cq == 0) sm_lse[warp * rows + y] = l[i] > 0.f ? m[i] + __log2f(l[i]) : -INFINITY;
     }
     __syncthreads();
     write_task_output<T, D, kThreads, kSmemBytes>(p, task.row, head, split, row, sm_lse, sm_o, kWarps, sm_lse,

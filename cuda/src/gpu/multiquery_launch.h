@@ -42,9 +42,5 @@ inline bool multiquery_has_wide(int32_t cc_major, int32_t cc_minor, int32_t head
 }
 // Resident blocks of the wide kernel per multiprocessor.
 pkv_status multiquery_wide_blocks_per_sm(int32_t dtype, int32_t head_dim, int32_t *out);
-// Copies n rows of row_bytes (a multiple of 4) between a step's query tokens and the decode kernels'
-// contiguous rows: gather (dst row i = src row tokens[i]) or scatter (dst row tokens[i] = src row i).
-pkv_status launch_move_rows(const void *src, void *dst, const int32_t *tokens, int32_t n, int64_t row_bytes, bool gather,
-                            cudaStream_t stream);
 
 }  // namespace pkv

@@ -130,13 +130,12 @@ void plan_multiquery(const MqPlanShape &s, MqPlan &plan) {
 }
 
 int64_t mq_plan_bytes(const MqPlan &p) {
-  return mq_image_bytes((int64_t)p.rows.size(), (int64_t)p.tasks.size(), (int64_t)p.merges.size(),
-                        (int64_t)p.decode_tokens.size());
+  return mq_image_bytes((int64_t)p.rows.size(), (int64_t)p.tasks.size(), (int64_t)p.merges.size());
 }
 
 void write_mq_image(const MqPlan &p, void *image) {
-  MqHeader header{(int32_t)p.rows.size(), (int32_t)p.tasks.size(), (int32_t)p.merges.size(),
-                  (int32_t)p.decode_tokens.size(), p.num_wide, p.wide_grid, {0, 0}};
+  MqHeader header{(int32_t)p.rows.size(), (int32_t)p.tasks.size(), (int32_t)p.merges.size(), p.num_wide, p.wide_grid,
+                  {0, 0, 0}};
   char *at = static_cast<char *>(image);
   auto put = [&](const void *src, size_t bytes) {
     if (bytes) memcpy(at, src, bytes);
@@ -146,7 +145,6 @@ void write_mq_image(const MqPlan &p, void *image) {
   put(p.rows.data(), p.rows.size() * sizeof(MqRow));
   put(p.tasks.data(), p.tasks.size() * sizeof(MqTask));
   put(p.merges.data(), p.merges.size() * sizeof(MqMerge));
-  put(p.decode_tokens.data(), p.decode_tokens.size() * sizeof(int32_t));
 }
 
 }  // namespace pkv

@@ -23,15 +23,18 @@ struct PlanBuilder {
   const int32_t *table_rows;
   const int32_t *seq_lens;
   const int32_t *first_columns;  // null: every row starts at column 0
+  PlanQueries queries;
   PlanRow *rows;
   PlanTask *out;  // the next task to write
   int32_t num_partials = 0, max_splits = 1;
   int32_t claim_tile = 0;  // set by a strategy whose splits claim tiles
 
-  // Row b gets n splits; a split row takes n partial slots per KV head.
+  // Row b gets n splits; a split row takes n x q_count partial slots per KV head.
   void set_row(int32_t b, int32_t n) {
-    rows[b] = PlanRow{table_rows[b], seq_lens[b], n, n > 1 ? num_partials : 0, first_columns ? first_columns[b] : 0, {}};
-    if (n > 1) num_partials += n * shape.num_kv_heads;
+    const int32_t q_count = queries.counts ? queries.counts[b] : 1;
+    rows[b] = PlanRow{table_rows[b], seq_lens[b], n, n > 1 ? num_partials : 0, first_columns ? first_columns[b] : 0,
+                      q_count, queries.firsts ? queries.firsts[b] : b, 0};
+    if (n > 1) num_partials += n * shape.num_kv_heads * q_count;
     max_splits = std::max(max_splits, n);
   }
   int64_t pages_of(int32_t b) const { return ceil_div(seq_lens[b], shape.page_size); }
