@@ -4,6 +4,7 @@
 // tensor-core probe of the same run). Kernel times are CUDA events around one layer's run, median of
 // --reps launches, L2 flushed before each, as bench/decode.ts times them.
 //   bun bench/multiquery.ts [--out bench/results] [--reps 20] [--steps 2] [--only b8-bimodal,b4-long]
+//     [--q-lens 1,4] (the speculative sizes: 1, 2, 4, 8, 16) [--no-prefill]
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { openRuntime, type Plan } from "persistentkv";
 import { native } from "persistentkv/ffi";
@@ -16,7 +17,8 @@ const outDir = arg("--out", "bench/results");
 const reps = Number(arg("--reps", "20"));
 const stepsPerWorkload = Number(arg("--steps", "2")); // the first steps of each workload (GPU time is short)
 const only = arg("--only", "");
-const SPECULATIVE = [1, 2, 4, 8, 16];
+const SPECULATIVE = arg("--q-lens", "1,2,4,8,16").split(",").map(Number);
+const prefill = !args.includes("--no-prefill");
 const PREFILL = { contexts: [4096, 8192, 16384, 32768], chunks: [512, 1024, 2048] };
 
 interface Workload {
@@ -134,7 +136,7 @@ for (const { w, step, lengths } of steps) {
       pct_ceiling: +((100 * gbps) / ceiling).toFixed(1),
       q_len: qLen,
       query_tokens: r.plan.queryTokens,
-      vs_q1: +(r.kernelUs / q1Us).toFixed(3),
+      vs_q1: q1Us > 0 ? +(r.kernelUs / q1Us).toFixed(3) : "",
       tasks: r.plan.numTasks,
       max_splits: r.plan.maxSplits,
     });
@@ -145,7 +147,7 @@ for (const { w, step, lengths } of steps) {
   }
 }
 
-for (const context of PREFILL.contexts)
+for (const context of prefill ? PREFILL.contexts : [])
   for (const chunk of PREFILL.chunks) {
     pool.reset();
     const seqs = [pool.addSequence(context)];
