@@ -38,7 +38,8 @@ export const ENV = {
     scope: "native",
     meaning:
       "tiles: every row of several query tokens on the multi-query kernels, where rows of up to 16 query rows would run on the decode kernels; mma: that, and every tile narrow, on the mma.sync kernel, where rows of more than 16 query rows would take wide tiles on the warpgroup-MMA one (read when an engine is created; for comparisons, docs/multiquery.md)",
-    default: "rows of up to 16 query rows on the decode kernels (tensor-core body); longer ones on wide tiles on compute capability 9.0 at head dims 64 and 128 (and on the CPU backend), else narrow ones",
+    default:
+      "rows of up to 16 query rows on the decode kernels (tensor-core body); longer ones on wide tiles on compute capability 9.0 at head dims 64 and 128 (and on the CPU backend), else narrow ones",
   },
   PKV_BACKEND: {
     scope: "examples",

@@ -24,7 +24,7 @@ describeGpu("multi-query kernels on the GPU", () => {
   afterAll(() => rt?.dispose());
 
   const check = (c: MultiqueryCase, device = false, settings?: EngineSettings) => {
-    const r = runMultiqueryCase(runtime(), c, { device, settings });
+    const r = runMultiqueryCase(runtime(), c, { device, settings, policy: settings ? "persistent" : undefined });
     const decodeOnly = decodeKernelsTakeAll(c) && settings?.math !== "cuda-cores";
     expect({ unwritten: r.unwritten, multiquery: r.kernel === "multiquery" }).toEqual({
       unwritten: 0,

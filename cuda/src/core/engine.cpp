@@ -779,6 +779,7 @@ pkv_status plan_step(pkv_decode_engine *e, pkv_kvpool *pool, uint64_t pool_token
     return fail(PKV_ERR_INTERNAL, "pkv_decode_plan: the plan's %d partial slots overrun the engine's", header->num_partials);
   header->num_deltas = num_deltas == 0 ? 0 : gather_deltas(pool, batch, rows, seq_lens, sum.dirty_rows, pkv::plan_deltas(st.host));
   PKV_TRY(install_plan(e, pool, pool_token, st, kernel, pool));
+  e->run_body.queries = d.queries.counts != nullptr;
   if (e->mq) e->mq->active = false;
   if (e->sh) e->sh->active = false;
   if (sharing) {

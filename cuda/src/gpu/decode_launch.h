@@ -42,6 +42,7 @@ constexpr int kDecodeStages = 3;
 struct DecodeBody {
   int32_t math;
   int32_t loader;
+  bool queries = false;  // a plan's rows may ask several queries (decode_rows.cuh): its own instantiations
 };
 constexpr bool tensor_cores_support(int32_t head_dim) { return head_dim <= 128; }
 // FP8 pages take bulk copies (with tensor cores) at head dim 128, whose grouped rows the body reads without

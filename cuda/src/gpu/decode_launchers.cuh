@@ -68,11 +68,15 @@ pkv_status with_body(DecodeBody body, F &&f) {
       if (body.math == PKV_MATH_TENSOR_CORES) return f(Fp8TensorBody<typename T::Query, D>{});
     return f(Fp8CoreBody<typename T::Query, D>{});
   } else {
+    // Plans with rows of several queries take instantiations of their own, so decode plans run the
+    // decode rows' code exactly.
     if constexpr (tensor_cores_support(D)) {
-      if (body.math == PKV_MATH_TENSOR_CORES && body.loader == PKV_LOADER_BULK) return f(TensorBody<T, D, BulkLoad>{});
-      if (body.math == PKV_MATH_TENSOR_CORES) return f(TensorBody<T, D, CpAsyncLoad>{});
+      if (body.math == PKV_MATH_TENSOR_CORES && body.loader == PKV_LOADER_BULK)
+        return body.queries ? f(TensorBody<T, D, BulkLoad, true>{}) : f(TensorBody<T, D, BulkLoad>{});
+      if (body.math == PKV_MATH_TENSOR_CORES)
+        return body.queries ? f(TensorBody<T, D, CpAsyncLoad, true>{}) : f(TensorBody<T, D, CpAsyncLoad>{});
     }
-    return f(CoreBody<T, D>{});
+    return body.queries ? f(CoreBody<T, D, CpAsyncLoad, true>{}) : f(CoreBody<T, D>{});
   }
 }
 

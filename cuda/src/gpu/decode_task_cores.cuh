@@ -9,6 +9,7 @@
 #include "decode_launch.h"
 #include "decode_merge.cuh"
 #include "decode_pipeline.cuh"
+#include "decode_rows.cuh"
 #include "decode_softmax.cuh"
 #include "decode_tile.cuh"
 
@@ -29,7 +30,9 @@ __device__ __forceinline__ void load_slice(const T *row, int x, float (&f)[16]) 
 
 // Load: the loader axis (decode_tile.cuh). This body reads K and V as plain rows, which only the
 // cp.async loader writes.
-template <typename T, int D, class Load = CpAsyncLoad>
+// kQueries: the plan may hold rows of several queries (decode_rows.cuh), which never reach this body: it
+// reads its decode rows' q rows in place (a mixed step's q interleaves them with the others).
+template <typename T, int D, class Load = CpAsyncLoad, bool kQueries = false>
 struct CoreBody {
   using Smem = T;  // the element type of its pipeline's shared memory
   static constexpr int kThreads = 256;
@@ -57,7 +60,7 @@ struct CoreBody {
     const int g = p.group, bdz = z_groups(g);
     const int tid = threadIdx.x, x = tid % kBdx, y = (tid / kBdx) % g, z = tid / (kBdx * g);
     const bool computes = z < bdz;
-    const int64_t qo_row = row_qo(row, p.num_kv_heads, g, head, y);  // a decode row's: q_count is 1 here
+    const int64_t qo_row = TaskRows<kQueries>::qo(p, task.row, row, head, y);  // [batch][Hq], Hq = Hkv * g
 
     float q[16];
     if (computes) {
@@ -105,7 +108,7 @@ struct CoreBody {
       if (x == 0) sm_lse[z * g + y] = st.lse();
     }
     __syncthreads();
-    write_task_output<T, D, kThreads, kSmemBytes>(p, task.row, head, split, row, sm_lse, sm_o, bdz, sm_lse,
+    write_task_output<T, D, kThreads, kSmemBytes, kQueries>(p, task.row, head, split, row, sm_lse, sm_o, bdz, sm_lse,
                                       tiles.sched.cursor ? done : -1, tiles.sched.ntiles);
     __syncthreads();  // the next task's prologue reuses this memory
   }

@@ -51,7 +51,7 @@ struct Fp8CoreBody {
     const int g = p.group, bdz = z_groups(g);
     const int tid = threadIdx.x, x = tid % kBdx, y = (tid / kBdx) % g, z = tid / (kBdx * g);
     const bool computes = z < bdz;
-    const int64_t qo_row = row_qo(row, p.num_kv_heads, g, head, y);  // a decode row's: q_count is 1 here
+    const int64_t qo_row = ((int64_t)task.row * p.num_kv_heads + head) * g + y;
 
     float q[16];
     if (computes) {

@@ -175,7 +175,7 @@ struct Fp8TensorBody {
 
     // Q's A fragments in the K rows' order: fragment columns 2cq, 2cq + 1 (+8, +9) of k-step ks are
     // head-dim elements cq * kKBytes + 4 ks + 0, 1 (+2, +3).
-    const Q *qbase = static_cast<const Q *>(p.q) + row_qo(row, p.num_kv_heads, g, head, 0) * D;  // q_count 1
+    const Q *qbase = static_cast<const Q *>(p.q) + ((int64_t)task.row * p.num_kv_heads + head) * g * D;
     uint32_t qa[kKSteps][4];
 #pragma unroll
     for (int ks = 0; ks < kKSteps; ks++) {
@@ -321,7 +321,7 @@ struct Fp8TensorBody {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, r0 = lane >> 2, cq = lane & 3;
 
     // Q^T's B fragments: head r0, head-dim elements cq * kKBytes + 4 ks + 0, 1 (b0) and + 2, 3 (b1).
-    const Q *qbase = static_cast<const Q *>(p.q) + row_qo(row, p.num_kv_heads, g, head, 0) * D;  // q_count 1
+    const Q *qbase = static_cast<const Q *>(p.q) + ((int64_t)task.row * p.num_kv_heads + head) * g * D;
     uint32_t qf[kKSteps][4];  // the 16-row form's layout with rows r0 + 8 empty, for fp8_query_fragments
 #pragma unroll
     for (int ks = 0; ks < kKSteps; ks++) {

@@ -2,23 +2,25 @@
 // group's g query heads, at most 16: plan_image.h) are the rows of one 16-row mma tile (rows past them
 // are zero and never written), so one warp computes every query of the group for 16 tokens with
 // mma.m16n8k16: S = Q K^T, online softmax on the fragments in registers, then O += P V with P reused
-// from the S fragments. A row of several queries (speculative decoding) costs what a decode row does:
-// the same K/V bytes and MMAs, and a causal mask on the scores. Four warps take the tile's 16-token
-// chunks in turn; their states are merged at the end like the CUDA-core body's token partitions.
+// from the S fragments. A row of several queries (speculative decoding, kQueries: decode_rows.cuh) costs
+// what a decode row does: the same K/V bytes and MMAs, and a causal mask on the scores. Four warps take
+// the tile's 16-token chunks in turn; their states are merged at the end like the CUDA-core body's token
+// partitions.
 #pragma once
 #include "../core/plan_image.h"
 #include "decode_launch.h"
 #include "decode_merge.cuh"
 #include "decode_mma.cuh"
 #include "decode_pipeline.cuh"
+#include "decode_rows.cuh"
 #include "decode_task_cores.cuh"
 #include "decode_tile.cuh"
 
 namespace pkv {
 
 // Load: the loader axis (decode_tile.cuh): K and V moved by bulk copies into grouped rows
-// (BulkTileLoader), or by cp.async into swizzled rows.
-template <typename T, int D, class Load>
+// (BulkTileLoader), or by cp.async into swizzled rows. kQueries: the plan's rows may ask several queries.
+template <typename T, int D, class Load, bool kQueries = false>
 struct TensorBody {
   using Smem = T;
   static constexpr int kThreads = 128;
@@ -52,12 +54,13 @@ struct TensorBody {
   static __device__ void run(const DecodeParams &p, const PlanTask task, T *smem) {
     const PlanRow row = plan_rows(p.plan)[task.row];
     const int head = task_head(task), split = task_split(task);
-    const int rows = row_query_rows(row, p.group);
+    using Rows = TaskRows<kQueries>;
+    const int rows = Rows::count(row, p.group);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, r0 = lane >> 2, cq = lane & 3;
 
     // Q as A fragments: rows r0 and r0 + 8 (query rows), columns cq * 2 (+8) of each k-step.
-    const T *q0 = static_cast<const T *>(p.q) + row_qo(row, p.num_kv_heads, p.group, head, r0) * D;
-    const T *q8 = static_cast<const T *>(p.q) + row_qo(row, p.num_kv_heads, p.group, head, r0 + 8) * D;
+    const T *q0 = static_cast<const T *>(p.q) + Rows::qo(p, task.row, row, head, r0) * D;
+    const T *q8 = static_cast<const T *>(p.q) + Rows::qo(p, task.row, row, head, r0 + 8) * D;
     uint32_t qa[kKSteps][4];
 #pragma unroll
     for (int ks = 0; ks < kKSteps; ks++) {
@@ -68,7 +71,8 @@ struct TensorBody {
       qa[ks][3] = r0 + 8 < rows ? *reinterpret_cast<const uint32_t *>(q8 + c + 8) : 0u;
     }
     // Tokens each of this lane's two rows sees (the row's context, less the queries after its own).
-    const int visible[2] = {row_visible(row, p.group, r0), row_visible(row, p.group, r0 + 8)};
+    const int visible0 = kQueries ? row_visible(row, p.group, r0) : 0;
+    const int visible8 = kQueries ? row_visible(row, p.group, r0 + 8) : 0;
 
     float o[kNTiles][4];
 #pragma unroll
@@ -81,8 +85,9 @@ struct TensorBody {
                   tiles.tok_begin, tiles.tok_end, head, p.num_kv_heads, p.page_shift};
     auto tile_math = [&](int tile, const T *ks_, const T *vs_, int valid) {
       // Per row, the tile's tokens it may see: `valid`, or fewer where the causal mask ends inside it.
-      const int first = tiles.tok_begin + tile * kTile;
-      const int seen[2] = {min(valid, visible[0] - first), min(valid, visible[1] - first)};
+      const int first = kQueries ? tiles.tok_begin + tile * kTile : 0;
+      const int seen0 = kQueries ? min(valid, visible0 - first) : valid;
+      const int seen8 = kQueries ? min(valid, visible8 - first) : valid;
       for (int j = warp; j < kChunks; j += kWarps) {
         if (tok_row(j, 0, 0) >= valid) break;  // the chunk's first row (rows grow with j)
         float s[2][4] = {};
@@ -102,11 +107,17 @@ struct TensorBody {
 #pragma unroll
           for (int e = 0; e < 4; e++) {
             const int tok = tok_row(j, cq * 2 + (e & 1), nt);
-            s[nt][e] = tok < seen[e >> 1] ? s[nt][e] * p.scale_log2 : -INFINITY;
+            s[nt][e] = tok < (e < 2 ? seen0 : seen8) ? s[nt][e] * p.scale_log2 : -INFINITY;
             mx[e >> 1] = fmaxf(mx[e >> 1], s[nt][e]);
           }
+        // A causal mask may hide a whole chunk from a row; a decode row sees every chunk's first token.
         float sc[2], base[2];
-        fragment_rescale_masked(mx, m, l, sc, base);
+        if constexpr (kQueries) {
+          fragment_rescale_masked(mx, m, l, sc, base);
+        } else {
+          fragment_rescale(mx, m, l, sc);
+          base[0] = m[0], base[1] = m[1];
+        }
 #pragma unroll
         for (int n = 0; n < kNTiles; n++) {
           o[n][0] *= sc[0];
@@ -154,7 +165,7 @@ struct TensorBody {
       if (cq == 0) sm_lse[warp * rows + y] = l[i] > 0.f ? m[i] + __log2f(l[i]) : -INFINITY;
     }
     __syncthreads();
-    write_task_output<T, D, kThreads, kSmemBytes>(p, task.row, head, split, row, sm_lse, sm_o, kWarps, sm_lse,
+    write_task_output<T, D, kThreads, kSmemBytes, kQueries>(p, task.row, head, split, row, sm_lse, sm_o, kWarps, sm_lse,
                                       tiles.sched.cursor ? done : -1, tiles.sched.ntiles);
     __syncthreads();  // the next task's prologue reuses this memory
   }
