@@ -447,7 +447,8 @@ pkv_status pkv_decode_plan_copy(pkv_decode_engine *src, pkv_decode_engine *dst, 
  * on the multi-query kernels. All share one plan: the run entries (pkv_decode_run, _run_device) take it.
  * A plan with rows on the multi-query kernels (pkv_plan_info.kernel PKV_KERNEL_MULTIQUERY) cannot be
  * captured into a graph (its launches' counts and buffers change between plans); one whose rows all run
- * on the decode kernels can, as a decode plan can. */
+ * on the decode kernels can, as a decode plan can, and its graph replays later such plans. Such plans run
+ * kernel instantiations of their own: a graph captured over a decode plan replays decode plans only. */
 #define PKV_KERNEL_MULTIQUERY 2 /* pkv_plan_info.kernel of a plan with rows on the multi-query kernels */
 
 /* The reference: as pkv_reference_decode with row b's query tokens q_indptr[b] .. q_indptr[b+1]
