@@ -282,6 +282,37 @@ describe("plans with query lengths (CPU backend) match the reference", () => {
 });
 
 describe("plans with query lengths: the decode path and misuse", () => {
+  test("PKV_MULTIQUERY_KERNEL=tiles keeps speculative rows on the multi-query kernels, with the same results", () => {
+    // Read by the native engine at creation, so it takes a process of its own (bun does not pass
+    // process.env writes to getenv).
+    const script = `
+      import { openRuntime } from "./lib/runtime";
+      import { runMultiqueryCase } from "./lib/testing/multiquery-check";
+      using rt = openRuntime({ backend: "cpu" });
+      const c = { group: 4, numKvHeads: 2, headDim: 64, pageSize: 16, dtype: "f16", rows: [{ length: 700, qLen: 4 }, { length: 9, qLen: 1 }] };
+      const r = runMultiqueryCase(rt, c);
+      console.log(JSON.stringify({ kernel: r.kernel, relError: r.relError, unwritten: r.unwritten }));`;
+    const run = (value: string | undefined) => {
+      const env: Record<string, string | undefined> = { ...process.env, PKV_MULTIQUERY_KERNEL: value };
+      if (value === undefined) delete env.PKV_MULTIQUERY_KERNEL;
+      const proc = Bun.spawnSync([process.execPath, "-e", script], {
+        cwd: new URL("..", import.meta.url).pathname,
+        env,
+        stdout: "pipe",
+        stderr: "pipe",
+      });
+      if (proc.exitCode !== 0) throw new Error(proc.stderr.toString());
+      return JSON.parse(proc.stdout.toString().trim()) as { kernel: string; relError: number; unwritten: number };
+    };
+    const decodePath = run(undefined),
+      tiles = run("tiles");
+    expect(decodePath.kernel).not.toBe("multiquery");
+    expect(tiles.kernel).toBe("multiquery");
+    for (const r of [decodePath, tiles]) {
+      expect(r.unwritten).toBe(0);
+      expect(r.relError).toBeLessThan(tolerance("f16"));
+    }
+  });
   const shape = { numLayers: 1, numPages: 40, pageSize: 16, numKvHeads: 2, headDim: 64, dtype: "f16" as const };
   test("qLens of 1 everywhere give exactly the plain plan's results", () => {
     const pool = new TestPool(rt, { ...shape, maxSequences: 3, maxPagesPerSequence: 12 }, 3);
