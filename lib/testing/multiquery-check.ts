@@ -38,6 +38,21 @@ export function decodeKernelsTakeAll(c: MultiqueryCase): boolean {
   return c.rows.every((r) => r.qLen === 1 || (c.headDim <= 128 && r.qLen * c.group <= 16));
 }
 
+/** An output against the reference's: ||out - ref|| / ||ref||, and the entries still poisoned (or NaN). */
+export function outputError(dtype: DType, out: Uint16Array, ref: Uint16Array): { relError: number; unwritten: number } {
+  const got = decode(dtype, out),
+    want = decode(dtype, ref);
+  let diff = 0,
+    norm = 0,
+    unwritten = 0;
+  for (let i = 0; i < out.length; i++) {
+    if (out[i] === POISON || Number.isNaN(got[i]!)) unwritten++;
+    else diff += (got[i]! - want[i]!) ** 2;
+    norm += want[i]! ** 2;
+  }
+  return { relError: Math.sqrt(diff / Math.max(norm, 1e-30)), unwritten };
+}
+
 /** pkv_reference_multiquery over the pool's host copy of one layer. */
 export function poolReferenceMultiquery(
   pool: TestPool,
@@ -131,17 +146,8 @@ export function runMultiqueryCase(
     } else {
       engine.run(plan, 0, q, out, lse);
     }
-    const got = decode(c.dtype, out),
-      want = decode(c.dtype, ref.out);
-    let diff = 0,
-      norm = 0,
-      unwritten = 0,
-      lseError = 0;
-    for (let i = 0; i < n; i++) {
-      if (out[i] === POISON || Number.isNaN(got[i]!)) unwritten++;
-      else diff += (got[i]! - want[i]!) ** 2;
-      norm += want[i]! ** 2;
-    }
+    const { relError, unwritten } = outputError(c.dtype, out, ref.out);
+    let lseError = 0;
     for (let i = 0; i < lse.length; i++) {
       const e = Math.abs(lse[i]! - ref.lse[i]!);
       lseError = Math.max(lseError, Number.isNaN(e) ? Infinity : e);
@@ -151,7 +157,7 @@ export function runMultiqueryCase(
       numTasks: plan.numTasks,
       maxSplits: plan.maxSplits,
       queryTokens: plan.queryTokens,
-      relError: Math.sqrt(diff / Math.max(norm, 1e-30)),
+      relError,
       lseError,
       unwritten,
     };

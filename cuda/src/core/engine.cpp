@@ -551,7 +551,7 @@ pkv_status run_multi(pkv_decode_engine *e, int32_t layer, const void *q, void *o
       if (cuda) PKV_TRY(cuda_launch(e, layer, q, out, lse, stream));
       else cpu_run(e, layer, q, out, lse);
     }
-    if (m.num_tasks == 0) return PKV_OK;
+    if (!pkv::mq_has_tasks(m)) return PKV_OK;
     if (!cuda) {
       pkv::cpu_multiquery_run(p, e->cfg.head_dim, e->cfg.dtype, sm_scale_of(e));
       return PKV_OK;
@@ -862,7 +862,9 @@ pkv_status pkv_decode_engine_create_with(pkv_runtime *rt, const pkv_decode_confi
   // backend plans them as an H200 would (132 SMs, one block each), so that its executor runs the same
   // sections. PKV_MULTIQUERY_KERNEL=mma (read here) keeps every tile narrow, for comparisons.
   const char *mq_kernel_env = std::getenv("PKV_MULTIQUERY_KERNEL");
-  const bool mq_wide = !(mq_kernel_env && std::strcmp(mq_kernel_env, "mma") == 0) && !pkv::is_fp8(config->dtype);
+  const bool mq_narrow = mq_kernel_env && std::strcmp(mq_kernel_env, "mma") == 0;
+  const bool mq_tiles = mq_narrow || (mq_kernel_env && std::strcmp(mq_kernel_env, "tiles") == 0);
+  const bool mq_wide = !mq_narrow && !pkv::is_fp8(config->dtype);
   if (s == PKV_OK && mq_wide && !pkv::on_cuda(rt) && pkv::multiquery_has_wide(9, 0, config->head_dim))
     e->mq_wide_wave = kCpuWave / 3;
   if (s == PKV_OK && mq_wide && pkv::on_cuda(rt) &&
@@ -872,8 +874,7 @@ pkv_status pkv_decode_engine_create_with(pkv_runtime *rt, const pkv_decode_confi
     e->mq_wide_wave = std::max(0, bps) * rt->info.multiprocessors;
   }
   // PKV_MULTIQUERY_KERNEL=tiles (or mma) keeps rows of several queries off the decode kernels, for comparisons.
-  e->decode_queries = !pkv::is_fp8(config->dtype) && e->body.math == PKV_MATH_TENSOR_CORES &&
-                      !(mq_kernel_env && (std::strcmp(mq_kernel_env, "tiles") == 0 || std::strcmp(mq_kernel_env, "mma") == 0));
+  e->decode_queries = !pkv::is_fp8(config->dtype) && e->body.math == PKV_MATH_TENSOR_CORES && !mq_tiles;
   e->shape = pkv::PlanShape{config->num_kv_heads, config->page_size, wave, kMinSplitTokens,
                             pkv::decode_tile_tokens_of(config->head_dim, e->body.math, config->dtype)};
   e->max_tasks = pkv::max_plan_tasks(e->shape, config->max_batch);
@@ -1067,7 +1068,7 @@ pkv_status pkv_decode_run_device(pkv_decode_engine *engine, int32_t plan_id, int
   float *lp = lse ? reinterpret_cast<float *>(static_cast<char *>(lse->ptr) + lse_offset) : nullptr;
   // A multi-query section's launches take their counts from the host image, which the next plan rewrites:
   // only plans whose rows all run on the decode kernels are captured.
-  const bool section = is_multi(e) && e->mq->num_tasks > 0;
+  const bool section = e->mq && pkv::mq_has_tasks(*e->mq);
   if (section && pkv::on_cuda(e->rt) && pkv::is_capturing(e->rt, pkv::stream_of(e->rt, stream)))
     return fail(PKV_ERR_BAD_STATE,
                 "%s: a plan with rows of more than 16 query rows (q_len x group) cannot be captured into a graph", __func__);

@@ -62,7 +62,6 @@ pkv_status upload_mq_plan(pkv_runtime *rt, MqState &m, int32_t head_dim, int64_t
     m.in_flight = true;
   }
   m.query_tokens = (int32_t)query_tokens;
-  m.num_tasks = (int32_t)m.plan.tasks.size();
   return PKV_OK;
 }
 

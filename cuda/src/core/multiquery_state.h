@@ -13,7 +13,6 @@ struct MqState {
   MqPlan plan;
   bool active = false;       // the engine's current plan has rows of several query tokens
   int32_t query_tokens = 0;  // of the current plan (the uploaded one; `plan` is the planner's scratch)
-  int32_t num_tasks = 0;     // its section's tasks (none: every row is on the decode kernels)
   void *host = nullptr;      // the section's image (pinned on CUDA, where it is copied from)
   int64_t host_capacity = 0;
   cudaEvent_t copied = nullptr;  // after the image's copy (CUDA), before the host image is rewritten
@@ -35,5 +34,8 @@ pkv_status upload_mq_plan(pkv_runtime *rt, MqState &m, int32_t head_dim, int64_t
                           int64_t lse_row_bytes);
 // The image a run reads: the device one on CUDA, the host one on the CPU backend.
 inline const void *mq_image(const pkv_runtime *rt, const MqState &m) { return on_cuda(rt) ? m.device : m.host; }
+// Whether the current plan's section has tasks (none: every row runs on the decode kernels). The host
+// image holds the counts of the device image it was copied to.
+inline bool mq_has_tasks(const MqState &m) { return m.active && mq_header(m.host).num_tasks > 0; }
 
 }  // namespace pkv
